@@ -1,0 +1,5 @@
+"""The replay engine (internal): pure, no I/O. The worker is its only caller."""
+
+from duratask._engine.executor import ExecutionResult, OrchestrationExecutor
+
+__all__ = ["ExecutionResult", "OrchestrationExecutor"]

@@ -1,0 +1,167 @@
+"""The replay engine: a pure function from (past events, new events) to actions.
+
+No I/O, no clock, no storage: time comes from ``OrchestratorStarted`` events, results from
+completion events. The orchestration function is re-run from the start against the past
+events (``is_replaying`` is True), then the new events drive it forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Coroutine, Generator, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from duratask import actions as act
+from duratask import history as h
+from duratask._engine.replay_context import ReplayContext
+from duratask.converter import PayloadCodec
+from duratask.errors import NonDeterminismError, OrchestrationNotRegisteredError
+from duratask.registry import Registry
+from duratask.state import OrchestrationStatus
+from duratask.task import Task
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """What one episode decided: new actions, the custom status, and the completion if any."""
+
+    actions: list[act.OrchestratorAction] = field(default_factory=list)
+    custom_status: str | None = None
+
+    @property
+    def completion(self) -> act.CompleteOrchestrationAction | None:
+        for action in self.actions:
+            if isinstance(action, act.CompleteOrchestrationAction):
+                return action
+        return None
+
+
+class _Driver:
+    """Steps the user's coroutine (or generator) from one awaited task to the next."""
+
+    def __init__(self, ctx: ReplayContext) -> None:
+        self._ctx = ctx
+        self._coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any] | None = None
+        self._awaiting: Task[Any] | None = None
+
+    def start(self, fn: Any, input_value: Any) -> None:
+        try:
+            result = fn(self._ctx, input_value)
+        except Exception as exc:
+            self._ctx.fail(exc)
+            return
+        if inspect.iscoroutine(result) or inspect.isgenerator(result):
+            self._coro = result
+            self._step(None, None)
+        else:
+            self._ctx.complete_with_result(result)
+
+    def resume(self) -> None:
+        task = self._awaiting
+        if task is None or not task.is_complete or self._ctx.is_complete:
+            return
+        self._awaiting = None
+        exc = task.get_exception()
+        self._step(None if exc else task.get_result(), exc)
+
+    def _step(self, value: Any, exc: BaseException | None) -> None:
+        assert self._coro is not None
+        while True:
+            try:
+                yielded = self._coro.throw(exc) if exc is not None else self._coro.send(value)
+            except StopIteration as stop:
+                self._ctx.complete_with_result(stop.value)
+                return
+            except Exception as error:
+                self._ctx.fail(error)
+                return
+            if self._ctx.is_complete:  # continue_as_new was called: nothing more runs
+                return
+            if not isinstance(yielded, Task):
+                self._ctx.fail(
+                    TypeError(
+                        f"orchestration {self._ctx.name!r} awaited {yielded!r}, which is not a "
+                        "duratask task. Orchestrations may only await tasks from the "
+                        "OrchestrationContext (call_activity, create_timer, "
+                        "wait_for_external_event, call_sub_orchestrator) or when_all/when_any; "
+                        "asyncio functions such as asyncio.sleep or asyncio.gather cannot be used."
+                    )
+                )
+                return
+            if not yielded.is_complete:
+                self._awaiting = yielded
+                return
+            exc = yielded.get_exception()
+            value = None if exc else yielded.get_result()
+
+
+class OrchestrationExecutor:
+    """Runs orchestration code against its history. Create one per worker; it keeps no state."""
+
+    def __init__(self, registry: Registry, codec: PayloadCodec | None = None) -> None:
+        self._registry = registry
+        self._codec = codec or PayloadCodec()
+
+    def execute(
+        self,
+        instance_id: str,
+        past_events: Iterable[h.HistoryEvent],
+        new_events: Iterable[h.HistoryEvent],
+    ) -> ExecutionResult:
+        """Replay ``past_events``, apply ``new_events``, and return what happens next."""
+        ctx = ReplayContext(instance_id, self._registry, self._codec)
+        driver = _Driver(ctx)
+        ctx.set_replaying(True)
+        for event in past_events:
+            self._process(ctx, driver, event)
+        ctx.set_replaying(False)
+        for event in new_events:
+            self._process(ctx, driver, event)
+        return self._result(ctx)
+
+    def _process(self, ctx: ReplayContext, driver: _Driver, event: h.HistoryEvent) -> None:
+        if isinstance(event, h.ExecutionStarted):
+            if ctx.is_complete:
+                return
+            self._start(ctx, driver, event)
+            return
+        try:
+            ctx.apply(event)
+        except NonDeterminismError as exc:
+            ctx.fail(exc)
+            return
+        driver.resume()
+
+    def _start(self, ctx: ReplayContext, driver: _Driver, event: h.ExecutionStarted) -> None:
+        ctx.on_started(event)
+        spec = self._registry.get_orchestration(event.name, event.version)
+        if spec is None:
+            known = self._registry.orchestration_versions(event.name)
+            hint = (
+                f"registered versions: {known}"
+                if known
+                else f"registered orchestrations: {self._registry.orchestration_names}"
+            )
+            ctx.fail(
+                OrchestrationNotRegisteredError(
+                    f"orchestration {event.name!r} version {event.version!r} is not registered "
+                    f"on this worker ({hint})"
+                )
+            )
+            return
+        try:
+            input_value = self._codec.decode(event.input, spec.input_type)
+        except Exception as exc:
+            ctx.fail(exc)
+            return
+        driver.start(spec.fn, input_value)
+
+    def _result(self, ctx: ReplayContext) -> ExecutionResult:
+        actions: list[act.OrchestratorAction] = [*ctx.pending_actions(), *ctx.extra_actions]
+        completion = ctx.completion
+        if completion is not None:
+            if completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
+                completion = replace(completion, carryover_events=ctx.carried_events())
+            actions.append(completion)
+        return ExecutionResult(actions, ctx.custom_status)

@@ -1,0 +1,497 @@
+"""The orchestration context used during replay: tasks, pending actions and event handlers.
+
+It records every scheduling call as an action keyed by a sequence number, matches replayed
+scheduling events against those actions, and completes tasks as completion events arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from duratask import actions as act
+from duratask import history as h
+from duratask.context import Activity, OrchestrationContext, Orchestrator
+from duratask.converter import PayloadCodec
+from duratask.errors import EventTimeoutError, NonDeterminismError, TaskFailedError
+from duratask.registry import Registry
+from duratask.retry import RetryPolicy
+from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.task import CompletableTask, Task
+
+_UUID_NAMESPACE = uuid.UUID("9e952958-5e33-4daf-827f-2fa12937b875")
+_LOG = logging.getLogger("duratask.orchestration")
+
+
+class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
+    """Drops records while the orchestration is replaying."""
+
+    def __init__(self, logger: logging.Logger, ctx: ReplayContext) -> None:
+        super().__init__(logger, {"instance_id": ctx.instance_id})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            super().log(level, msg, *args, **kwargs)
+
+
+class _RetryState:
+    """A task with a retry policy: attempts so far and when the first one was scheduled."""
+
+    def __init__(
+        self, policy: RetryPolicy, first_attempt_at: datetime, reschedule: Callable[[], int]
+    ):
+        self.policy = policy
+        self.first_attempt_at = first_attempt_at
+        self.attempts = 1
+        self.reschedule = reschedule
+
+
+class _PendingTask:
+    """A task waiting for a completion event, and how to decode its result."""
+
+    __slots__ = ("kind", "name", "result_type", "retry", "task")
+
+    def __init__(
+        self,
+        task: CompletableTask[Any],
+        kind: str,
+        name: str,
+        result_type: Any = None,
+        retry: _RetryState | None = None,
+    ) -> None:
+        self.task = task
+        self.kind = kind
+        self.name = name
+        self.result_type = result_type
+        self.retry = retry
+
+
+# Completion events that wait while the instance is suspended.
+_HELD_WHILE_SUSPENDED = (
+    h.TaskCompleted,
+    h.TaskFailed,
+    h.SubOrchestrationInstanceCompleted,
+    h.SubOrchestrationInstanceFailed,
+    h.TimerFired,
+    h.EventRaised,
+)
+
+
+class ReplayContext(OrchestrationContext):
+    """The engine's :class:`OrchestrationContext` implementation."""
+
+    def __init__(self, instance_id: str, registry: Registry, codec: PayloadCodec) -> None:
+        self._instance_id = instance_id
+        self._registry = registry
+        self._codec = codec
+        self._execution_id = ""
+        self._name = ""
+        self._version: str | None = None
+        self._parent_instance_id: str | None = None
+        self._now = datetime.min
+        self._is_replaying = False
+        self._sequence = 0
+        self._uuid_counter = 0
+        self._actions: dict[int, act.SchedulingAction] = {}
+        self._pending: dict[int, _PendingTask] = {}
+        self._timer_callbacks: dict[int, Callable[[], None]] = {}
+        self._waiters: dict[str, deque[tuple[CompletableTask[Any], Any]]] = {}
+        self._received: deque[h.EventRaised] = deque()
+        self._held: list[h.HistoryEvent] = []
+        self._suspended = False
+        self._open_sub_orchestrations: dict[int, str] = {}
+        self.custom_status: str | None = None
+        self.completion: act.CompleteOrchestrationAction | None = None
+        self.extra_actions: list[act.OrchestratorAction] = []
+        self.carryover: list[h.EventRaised] = []
+        self._save_events = False
+        self._logger = ReplaySafeLogger(_LOG, self)
+
+    # -- public context API ---------------------------------------------------------------
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def execution_id(self) -> str:
+        return self._execution_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str | None:
+        return self._version
+
+    @property
+    def parent_instance_id(self) -> str | None:
+        return self._parent_instance_id
+
+    @property
+    def current_utc_datetime(self) -> datetime:
+        return self._now
+
+    @property
+    def is_replaying(self) -> bool:
+        return self._is_replaying
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._logger
+
+    def new_uuid(self) -> uuid.UUID:
+        self._uuid_counter += 1
+        seed = (
+            f"{self._instance_id}|{self._execution_id}|{self._now.isoformat()}|{self._uuid_counter}"
+        )
+        return uuid.uuid5(_UUID_NAMESPACE, seed)
+
+    def call_activity(
+        self,
+        activity: Activity | str,
+        *,
+        input: Any = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[Any]:
+        name = self._registry.name_of(activity)
+        encoded = self._codec.encode(input, f"input of activity {name!r}")
+        result_type = self._registry.result_type_of(activity, activity=True)
+        task: CompletableTask[Any] = CompletableTask()
+
+        def schedule() -> int:
+            seq = self._next_sequence()
+            self._actions[seq] = act.ScheduleTaskAction(seq, name, None, encoded)
+            self._pending[seq] = pending
+            return seq
+
+        pending = _PendingTask(task, "activity", name, result_type)
+        if retry_policy is not None:
+            pending.retry = _RetryState(retry_policy, self._now, schedule)
+        schedule()
+        return task
+
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Orchestrator | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+    ) -> Task[Any]:
+        name = self._registry.name_of(orchestrator)
+        encoded = self._codec.encode(input, f"input of sub-orchestration {name!r}")
+        result_type = self._registry.result_type_of(orchestrator, activity=False)
+        task: CompletableTask[Any] = CompletableTask()
+        child_id = instance_id
+
+        def schedule() -> int:
+            nonlocal child_id
+            seq = self._next_sequence()
+            if child_id is None:
+                child_id = f"{self._instance_id}:{seq:04d}"
+            self._actions[seq] = act.CreateSubOrchestrationAction(
+                seq, name, child_id, version, encoded
+            )
+            self._pending[seq] = pending
+            self._open_sub_orchestrations[seq] = child_id
+            return seq
+
+        pending = _PendingTask(task, "sub-orchestration", name, result_type)
+        if retry_policy is not None:
+            pending.retry = _RetryState(retry_policy, self._now, schedule)
+        schedule()
+        return task
+
+    def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
+        if isinstance(fire_at, timedelta):
+            fire_at = self._now + fire_at
+        elif fire_at.tzinfo is None:
+            raise ValueError("create_timer needs a timezone-aware datetime (or a timedelta)")
+        task: CompletableTask[None] = CompletableTask()
+        self._schedule_timer(fire_at, task)
+        return task
+
+    def wait_for_external_event(
+        self, name: str, *, timeout: timedelta | None = None, data_type: Any = None
+    ) -> Task[Any]:
+        key = name.lower()
+        task: CompletableTask[Any] = CompletableTask()
+        for event in self._received:
+            if event.name.lower() == key:
+                self._received.remove(event)
+                task._set_result(self._decode(event.input, data_type))
+                return task
+        waiter = (task, data_type)
+        self._waiters.setdefault(key, deque()).append(waiter)
+        if timeout is not None:
+            timer: CompletableTask[None] = CompletableTask()
+
+            def on_timeout() -> None:
+                if not task.is_complete:
+                    self._waiters[key].remove(waiter)
+                    task._set_exception(EventTimeoutError(name))
+
+            seq = self._schedule_timer(self._now + timeout, timer)
+            self._timer_callbacks[seq] = on_timeout
+        return task
+
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        encoded = self._codec.encode(data, f"data of event {name!r}")
+        seq = self._next_sequence()
+        self._actions[seq] = act.SendEventAction(seq, instance_id, name, encoded)
+
+    def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
+        encoded = self._codec.encode(new_input, "input of continue_as_new")
+        self._save_events = save_events
+        self._complete(
+            act.CompleteOrchestrationAction(OrchestrationStatus.CONTINUED_AS_NEW, encoded)
+        )
+
+    def set_custom_status(self, status: Any) -> None:
+        self.custom_status = self._codec.encode(status, "custom status")
+
+    # -- engine-side API ------------------------------------------------------------------
+    def set_replaying(self, replaying: bool) -> None:
+        self._is_replaying = replaying
+
+    @property
+    def is_complete(self) -> bool:
+        return self.completion is not None
+
+    def pending_actions(self) -> list[act.SchedulingAction]:
+        return list(self._actions.values())
+
+    def complete_with_result(self, result: Any, result_type: Any = None) -> None:
+        try:
+            encoded = self._codec.encode(result, f"output of orchestration {self._name!r}")
+        except Exception as exc:
+            self.fail(exc)
+            return
+        self._complete(act.CompleteOrchestrationAction(OrchestrationStatus.COMPLETED, encoded))
+
+    def fail(self, exc: BaseException) -> None:
+        self._actions.clear()
+        self._complete(
+            act.CompleteOrchestrationAction(
+                OrchestrationStatus.FAILED, failure_details=FailureDetails.from_exception(exc)
+            )
+        )
+
+    def on_started(self, event: h.ExecutionStarted) -> None:
+        self._execution_id = event.execution_id
+        self._name = event.name
+        self._version = event.version
+        self._parent_instance_id = event.parent.instance_id if event.parent else None
+
+    def apply(self, event: h.HistoryEvent) -> None:
+        """Apply one event that is not ExecutionStarted (the executor handles that one)."""
+        if self.completion is not None:
+            if self._save_events and isinstance(event, h.EventRaised):
+                self.carryover.append(event)
+            return
+        if self._suspended and isinstance(event, _HELD_WHILE_SUSPENDED):
+            self._held.append(event)
+            return
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def carried_events(self) -> tuple[h.EventRaised, ...]:
+        """External events received but never consumed, when continue-as-new saves events."""
+        if not self._save_events:
+            return ()
+        held = [e for e in self._held if isinstance(e, h.EventRaised)]
+        return (*self._received, *held, *self.carryover)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _next_sequence(self) -> int:
+        seq = self._sequence
+        self._sequence += 1
+        return seq
+
+    def _schedule_timer(self, fire_at: datetime, task: CompletableTask[Any]) -> int:
+        seq = self._next_sequence()
+        self._actions[seq] = act.CreateTimerAction(seq, fire_at)
+        self._pending[seq] = _PendingTask(task, "timer", "timer")
+        return seq
+
+    def _decode(self, text: str | None, type_hint: Any) -> Any:
+        return self._codec.decode(text, type_hint)
+
+    def _complete(self, completion: act.CompleteOrchestrationAction) -> None:
+        if self.completion is None:
+            self.completion = completion
+
+    def _match(self, event: h.HistoryEvent, expected: type, describe: str) -> act.SchedulingAction:
+        action = self._actions.pop(event.event_id, None)
+        if action is None:
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: history has {describe} at "
+                f"sequence #{event.event_id}, but the code scheduled nothing there. Was a step "
+                "removed or made conditional on something that changed (time, random, I/O)?"
+            )
+        if not isinstance(action, expected):
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history has {describe}, but the code now does {_describe_action(action)}. "
+                "Was the order of steps changed? Deploy changed code as a new version instead."
+            )
+        return action
+
+    def _on_task_scheduled(self, event: h.TaskScheduled) -> None:
+        action = self._match(event, act.ScheduleTaskAction, f"activity {event.name!r}")
+        assert isinstance(action, act.ScheduleTaskAction)
+        if action.name.lower() != event.name.lower():
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history has activity {event.name!r}, but the code now calls activity "
+                f"{action.name!r}. Was the activity renamed or replaced?"
+            )
+
+    def _on_sub_created(self, event: h.SubOrchestrationInstanceCreated) -> None:
+        action = self._match(
+            event, act.CreateSubOrchestrationAction, f"sub-orchestration {event.name!r}"
+        )
+        assert isinstance(action, act.CreateSubOrchestrationAction)
+        if action.name.lower() != event.name.lower():
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history has sub-orchestration {event.name!r}, but the code now starts "
+                f"{action.name!r}."
+            )
+
+    def _on_timer_created(self, event: h.TimerCreated) -> None:
+        self._match(event, act.CreateTimerAction, "a timer")
+
+    def _on_event_sent(self, event: h.EventSent) -> None:
+        action = self._match(event, act.SendEventAction, f"event {event.name!r} sent")
+        assert isinstance(action, act.SendEventAction)
+        if action.name.lower() != event.name.lower() or action.instance_id != event.instance_id:
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history sent event {event.name!r} to {event.instance_id!r}, but the code now "
+                f"sends {action.name!r} to {action.instance_id!r}."
+            )
+
+    def _on_orchestrator_started(self, event: h.OrchestratorStarted) -> None:
+        self._now = event.timestamp
+
+    def _on_task_result(self, event: h.TaskCompleted | h.SubOrchestrationInstanceCompleted) -> None:
+        pending = self._pending.pop(event.task_scheduled_id, None)
+        if pending is None:
+            _LOG.debug("ignoring duplicate or unknown completion for #%s", event.task_scheduled_id)
+            return
+        self._open_sub_orchestrations.pop(event.task_scheduled_id, None)
+        try:
+            value = self._decode(event.result, pending.result_type)
+        except Exception as exc:
+            pending.task._set_exception(exc)
+            return
+        pending.task._set_result(value)
+
+    def _on_task_failure(self, event: h.TaskFailed | h.SubOrchestrationInstanceFailed) -> None:
+        pending = self._pending.pop(event.task_scheduled_id, None)
+        if pending is None:
+            _LOG.debug("ignoring duplicate or unknown failure for #%s", event.task_scheduled_id)
+            return
+        self._open_sub_orchestrations.pop(event.task_scheduled_id, None)
+        details = event.failure_details
+        error = TaskFailedError(
+            f"{pending.kind} {pending.name!r} failed: {details.error_type}: {details.message}",
+            details,
+            task_id=event.task_scheduled_id,
+        )
+        retry = pending.retry
+        if retry is not None:
+            delay = retry.policy.next_delay(
+                retry.attempts, retry.first_attempt_at, self._now, error
+            )
+            if delay is not None:
+                self._retry_after(retry, delay)
+                return
+        pending.task._set_exception(error)
+
+    def _retry_after(self, retry: _RetryState, delay: timedelta) -> None:
+        timer: CompletableTask[None] = CompletableTask()
+        seq = self._schedule_timer(self._now + delay, timer)
+
+        def next_attempt() -> None:
+            retry.attempts += 1
+            retry.reschedule()
+
+        # reschedule() registers the same pending task again under a new sequence number.
+        self._timer_callbacks[seq] = next_attempt
+
+    def _on_timer_fired(self, event: h.TimerFired) -> None:
+        pending = self._pending.pop(event.timer_id, None)
+        callback = self._timer_callbacks.pop(event.timer_id, None)
+        if callback is not None:
+            callback()
+        if pending is not None:
+            pending.task._set_result(None)
+
+    def _on_event_raised(self, event: h.EventRaised) -> None:
+        waiters = self._waiters.get(event.name.lower())
+        if waiters:
+            task, data_type = waiters.popleft()
+            try:
+                task._set_result(self._decode(event.input, data_type))
+            except Exception as exc:
+                task._set_exception(exc)
+        else:
+            self._received.append(event)
+
+    def _on_terminated(self, event: h.ExecutionTerminated) -> None:
+        if event.recurse:
+            for child in self._open_sub_orchestrations.values():
+                self.extra_actions.append(
+                    act.TerminateOrchestrationAction(child, event.input, recurse=True)
+                )
+        self._actions.clear()
+        self._complete(act.CompleteOrchestrationAction(OrchestrationStatus.TERMINATED, event.input))
+
+    def _on_suspended(self, event: h.ExecutionSuspended) -> None:
+        self._suspended = True
+
+    def _on_resumed(self, event: h.ExecutionResumed) -> None:
+        self._suspended = False
+        held, self._held = self._held, []
+        for e in held:
+            self.apply(e)
+
+    _handlers: dict[type, Callable[[ReplayContext, Any], None]] = {
+        h.OrchestratorStarted: _on_orchestrator_started,
+        h.TaskScheduled: _on_task_scheduled,
+        h.TaskCompleted: _on_task_result,
+        h.TaskFailed: _on_task_failure,
+        h.SubOrchestrationInstanceCreated: _on_sub_created,
+        h.SubOrchestrationInstanceCompleted: _on_task_result,
+        h.SubOrchestrationInstanceFailed: _on_task_failure,
+        h.TimerCreated: _on_timer_created,
+        h.TimerFired: _on_timer_fired,
+        h.EventSent: _on_event_sent,
+        h.EventRaised: _on_event_raised,
+        h.ExecutionTerminated: _on_terminated,
+        h.ExecutionSuspended: _on_suspended,
+        h.ExecutionResumed: _on_resumed,
+    }
+
+
+def _describe_action(action: act.SchedulingAction) -> str:
+    if isinstance(action, act.ScheduleTaskAction):
+        return f"activity {action.name!r}"
+    if isinstance(action, act.CreateSubOrchestrationAction):
+        return f"sub-orchestration {action.name!r}"
+    if isinstance(action, act.CreateTimerAction):
+        return "a timer"
+    return f"send event {action.name!r} to {action.instance_id!r}"

@@ -1,0 +1,64 @@
+"""Task hub stores behind one seam, :class:`OrchestrationService`.
+
+``open_store(url)`` picks a store by URL:
+
+- ``memory://`` or ``memory://NAME``: in-process store (tests; shared by every worker and
+  client of this process that uses the same name);
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: an embedded SQLite file.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from duratask.backends.base import (
+    ActivityRequest,
+    ActivityWorkItem,
+    InstanceQuery,
+    LockedMessage,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationService,
+    OrchestrationWorkItem,
+    PurgeFilter,
+    QueryPage,
+)
+
+__all__ = [
+    "ActivityRequest",
+    "ActivityWorkItem",
+    "InstanceQuery",
+    "LockedMessage",
+    "OrchestrationCommit",
+    "OrchestrationMessage",
+    "OrchestrationService",
+    "OrchestrationWorkItem",
+    "PurgeFilter",
+    "QueryPage",
+    "open_store",
+]
+
+
+def open_store(url: str | OrchestrationService) -> OrchestrationService:
+    """Build the store a URL names (not yet opened). A store object is returned as is."""
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from duratask.backends.memory import MemoryOrchestrationService
+
+        return MemoryOrchestrationService.named(parts.netloc + parts.path or "default")
+    if scheme == "sqlite":
+        from duratask.backends.sqlite import SqliteOrchestrationService
+
+        path = url[len("sqlite://") :]
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
+        if not path:
+            raise ValueError(f"store URL {url!r} names no file (use sqlite:///path/to/hub.db)")
+        return SqliteOrchestrationService(path)
+    raise ValueError(
+        f"unsupported store URL {url!r}: expected memory://, sqlite:///path "
+        "(postgresql:// comes with the PostgreSQL store)"
+    )

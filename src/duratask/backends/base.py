@@ -1,0 +1,247 @@
+"""The storage seam: what a task hub store must do, and the values that cross it.
+
+A store keeps, per task hub:
+
+- instances: one row per orchestration instance (an index over its history: status,
+  name, times, payloads), plus the lease (lock token and expiry) of the worker processing it;
+- history: the ordered events of the instance's current execution;
+- messages: events waiting to be delivered to an instance (activity results, timers with
+  their due time, external events, sub-orchestration starts and results, terminate...);
+- activity work items: activities waiting to run, leased to one worker at a time.
+
+Stores know nothing of the replay engine. They move and keep events; the worker decides.
+Every store must pass the conformance suite in ``tests/conformance``.
+
+Rules every store follows (the conformance suite checks them):
+
+- ``complete_orchestration_work_item`` commits the appended history, the deletion of the
+  consumed messages, new activity work items, outbound messages and the instance row in
+  ONE transaction. It is refused with :class:`LeaseLostError` unless the caller still holds
+  the instance lease (same lock token) and the stored history still has the length the
+  work item saw; nothing is written then.
+- A message carrying :class:`ExecutionStarted` creates the instance row (status PENDING)
+  when the instance does not exist; any other message to an instance with no row is
+  dropped. Messages are delivered in the order they were enqueued, never before
+  ``visible_at``.
+- ``complete_activity_work_item`` deletes the activity and enqueues its result message in
+  one transaction, refused with :class:`LeaseLostError` if the lease was lost.
+- A lease that expires makes the work item available to any worker again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from duratask.history import HistoryEvent
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationMessage:
+    """One history event on its way to an orchestration instance."""
+
+    instance_id: str
+    event: HistoryEvent
+    # The execution the message belongs to; None reaches whichever execution is current.
+    execution_id: str | None = None
+    # Deliver no earlier than this (timers, retries); None means now.
+    visible_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LockedMessage:
+    """A message handed to a worker inside an orchestration work item."""
+
+    message_id: int
+    message: OrchestrationMessage
+    dequeue_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRequest:
+    """An activity to run, as decided by an orchestration."""
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    version: str | None = None
+    input: str | None = None
+
+
+@dataclass(slots=True)
+class OrchestrationWorkItem:
+    """An instance leased to one worker: its current history and its pending messages."""
+
+    instance_id: str
+    lock_token: str
+    locked_until: datetime
+    history: list[HistoryEvent]
+    messages: list[LockedMessage]
+    # The stored instance row when the lease was taken (None only if the row is missing).
+    state: OrchestrationState | None = None
+
+
+@dataclass(slots=True)
+class ActivityWorkItem:
+    """An activity leased to one worker."""
+
+    work_item_id: int
+    request: ActivityRequest
+    lock_token: str
+    locked_until: datetime
+    dequeue_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrationCommit:
+    """Everything one orchestration episode writes, committed atomically."""
+
+    state: OrchestrationState
+    new_events: Sequence[HistoryEvent] = ()
+    consumed_message_ids: Sequence[int] = ()
+    activities: Sequence[ActivityRequest] = ()
+    messages: Sequence[OrchestrationMessage] = ()
+    # Drop the stored history before appending new_events (continue-as-new, restart).
+    reset_history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """Filters for :meth:`OrchestrationService.query_instances`; all given filters must match."""
+
+    statuses: frozenset[OrchestrationStatus] | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    name: str | None = None
+    instance_id_prefix: str | None = None
+    parent_instance_id: str | None = None
+    page_size: int = 100
+    continuation_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """One page of query results; pass ``continuation_token`` back for the next page."""
+
+    states: list[OrchestrationState] = field(default_factory=list)
+    continuation_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeFilter:
+    """Which terminal instances :meth:`OrchestrationService.purge_instances` deletes."""
+
+    created_before: datetime | None = None
+    created_from: datetime | None = None
+    statuses: frozenset[OrchestrationStatus] | None = None
+
+
+TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
+
+
+@runtime_checkable
+class OrchestrationService(Protocol):
+    """A task hub store. Methods are coroutines; implementations must be safe to call
+    concurrently from one event loop, and (for shared stores) from several processes."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, creating or migrating the task hub's schema if needed."""
+
+    async def close(self) -> None:
+        """Release connections. The store may be opened again."""
+
+    async def delete_task_hub(self) -> None:
+        """Drop everything the task hub stores."""
+
+    # -- orchestration work items -------------------------------------------------------
+    async def lock_next_orchestration_work_item(
+        self, owner: str, lease: timedelta
+    ) -> OrchestrationWorkItem | None:
+        """Lease the next instance that has visible messages and no live lease, or None."""
+
+    async def renew_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, lease: timedelta
+    ) -> None:
+        """Extend the lease; :class:`LeaseLostError` if it is no longer held."""
+
+    async def complete_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    ) -> None:
+        """Commit one episode atomically and release the lease (see module rules)."""
+
+    async def abandon_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease without consuming anything; its messages become visible again
+        at ``retry_at`` (now if None). A lost lease is ignored."""
+
+    # -- activity work items --------------------------------------------------------------
+    async def lock_next_activity_work_item(
+        self, owner: str, lease: timedelta
+    ) -> ActivityWorkItem | None:
+        """Lease the next visible activity, or None."""
+
+    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
+        """Extend the lease; :class:`LeaseLostError` if it is no longer held."""
+
+    async def complete_activity_work_item(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> None:
+        """Delete the activity and enqueue its result, atomically."""
+
+    async def abandon_activity_work_item(
+        self, work_item: ActivityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the activity becomes visible again at ``retry_at``."""
+
+    # -- client operations -----------------------------------------------------------------
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance from an :class:`ExecutionStarted` message.
+
+        If the id exists with a status in ``replaceable``, its history, messages and
+        activities are deleted and it starts afresh; if it exists otherwise,
+        :class:`OrchestrationAlreadyExistsError` is raised and nothing changes.
+        """
+
+    async def send_message(self, message: OrchestrationMessage) -> bool:
+        """Enqueue a message to an existing instance; False if there is no such instance."""
+
+    async def get_instance(self, instance_id: str) -> OrchestrationState | None:
+        """The stored state of one instance, or None."""
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The history of the instance's current execution (empty if none)."""
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Instances matching the filters, ordered by (created_at, instance_id)."""
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance with its history, messages and activities.
+        False (and nothing deleted) if it does not exist or is not terminal."""
+
+    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+
+
+def encode_continuation_token(created_at: datetime, instance_id: str) -> str:
+    """An opaque keyset token: the sort key of the last row of a page."""
+    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_continuation_token(token: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_continuation_token`; ValueError on a malformed token."""
+    try:
+        created, instance_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(created), str(instance_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed continuation token {token!r}") from exc

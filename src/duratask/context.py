@@ -1,0 +1,131 @@
+"""The contexts user code receives: :class:`OrchestrationContext` and :class:`ActivityContext`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from duratask.retry import RetryPolicy
+from duratask.task import Task
+
+Orchestrator = Callable[..., Any]
+Activity = Callable[..., Any]
+
+
+class OrchestrationContext(ABC):
+    """What an orchestration may do. Everything here is deterministic and replay-safe.
+
+    Orchestration code must only coordinate: no I/O, no clocks, no random numbers, no threads.
+    Use activities for real work, ``current_utc_datetime`` for time and ``new_uuid`` for ids.
+    """
+
+    @property
+    @abstractmethod
+    def instance_id(self) -> str:
+        """The id of this orchestration instance."""
+
+    @property
+    @abstractmethod
+    def execution_id(self) -> str:
+        """The id of the current execution (changes at each continue-as-new)."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The registered name of this orchestration."""
+
+    @property
+    @abstractmethod
+    def version(self) -> str | None:
+        """The version this instance is pinned to."""
+
+    @property
+    @abstractmethod
+    def parent_instance_id(self) -> str | None:
+        """The instance that started this one as a sub-orchestration, if any."""
+
+    @property
+    @abstractmethod
+    def current_utc_datetime(self) -> datetime:
+        """The deterministic current time: when the current episode started."""
+
+    @property
+    @abstractmethod
+    def is_replaying(self) -> bool:
+        """True while the code re-runs steps already recorded in history."""
+
+    @property
+    @abstractmethod
+    def logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+        """A logger that stays silent while replaying, so each line is logged once."""
+
+    @abstractmethod
+    def new_uuid(self) -> uuid.UUID:
+        """A UUID that is the same on every replay of this step."""
+
+    @abstractmethod
+    def call_activity(
+        self,
+        activity: Activity | str,
+        *,
+        input: Any = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[Any]:
+        """Schedule an activity (by function or registered name); await the task for its result."""
+
+    @abstractmethod
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Orchestrator | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+    ) -> Task[Any]:
+        """Start a sub-orchestration; await the task for its output."""
+
+    @abstractmethod
+    def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
+        """A durable timer firing at an aware datetime, or after a delay from now."""
+
+    @abstractmethod
+    def wait_for_external_event(
+        self, name: str, *, timeout: timedelta | None = None, data_type: Any = None
+    ) -> Task[Any]:
+        """Wait for an event raised to this instance (names are case-insensitive).
+
+        Events that arrived before the wait are buffered and delivered in order. With a
+        ``timeout``, the task fails with :class:`EventTimeoutError` if no event came in time.
+        """
+
+    @abstractmethod
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Raise an event on another orchestration instance (fire and forget)."""
+
+    @abstractmethod
+    def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
+        """End this execution and start a fresh one with ``new_input`` and an empty history.
+
+        With ``save_events``, external events not yet consumed are carried into the new execution.
+        """
+
+    @abstractmethod
+    def set_custom_status(self, status: Any) -> None:
+        """Publish a JSON-serialisable status that clients can read while the instance runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityContext:
+    """What an activity knows about the call it serves."""
+
+    orchestration_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    attempt: int = 1

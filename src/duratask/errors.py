@@ -1,0 +1,108 @@
+"""The errors duratask raises, each a subclass of :class:`DurataskError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from duratask.state import FailureDetails
+
+
+class DurataskError(Exception):
+    """Base of every duratask error."""
+
+
+class TaskFailedError(DurataskError):
+    """An activity or sub-orchestration failed; raised where the orchestration awaited it."""
+
+    def __init__(self, message: str, details: FailureDetails, *, task_id: int = -1) -> None:
+        super().__init__(message)
+        self.details = details
+        self.task_id = task_id
+
+    @property
+    def failure_details(self) -> FailureDetails:
+        return self.details
+
+
+class EventTimeoutError(DurataskError, TimeoutError):
+    """``wait_for_external_event`` gave up: no event of that name arrived in time."""
+
+    def __init__(self, event_name: str) -> None:
+        super().__init__(f"timed out waiting for external event {event_name!r}")
+        self.event_name = event_name
+
+
+class NonDeterminismError(DurataskError):
+    """Replaying the history did not reproduce the same actions: the code changed under it."""
+
+
+class OrchestrationAlreadyExistsError(DurataskError):
+    """An instance with this id already exists and the reuse policy does not allow replacing it."""
+
+    def __init__(self, instance_id: str, status: object) -> None:
+        super().__init__(f"orchestration instance {instance_id!r} already exists (status {status})")
+        self.instance_id = instance_id
+
+
+class OrchestrationNotFoundError(DurataskError, LookupError):
+    """No instance with this id exists in the task hub."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"no orchestration instance with id {instance_id!r}")
+        self.instance_id = instance_id
+
+
+class OrchestrationNotRegisteredError(DurataskError):
+    """The worker has no orchestration (or version) registered under this name."""
+
+
+class ActivityNotRegisteredError(DurataskError):
+    """The worker has no activity registered under this name."""
+
+
+class OrchestrationFailedError(DurataskError):
+    """Raised by :meth:`OrchestrationState.raise_if_failed` for a FAILED instance."""
+
+    def __init__(self, instance_id: str, details: FailureDetails | None) -> None:
+        what = f"{details.error_type}: {details.message}" if details else "no details"
+        super().__init__(f"orchestration {instance_id!r} failed: {what}")
+        self.instance_id = instance_id
+        self.details = details
+
+
+class SerializationError(DurataskError, TypeError):
+    """A payload could not be converted to or from JSON."""
+
+
+class PayloadTooLargeError(DurataskError, ValueError):
+    """A serialised payload is larger than the configured maximum."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size} bytes once serialised, over the limit of {limit} bytes "
+            "(raise max_payload_bytes, or store large data elsewhere and pass a reference)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class InvalidInstanceIdError(DurataskError, ValueError):
+    """An instance id is empty, too long or contains control characters."""
+
+
+class LeaseLostError(DurataskError):
+    """A work item's lease was lost (expired and taken by another worker): its commit is refused."""
+
+
+class StoreError(DurataskError):
+    """The task hub's storage failed or is unreachable."""
+
+
+class OrchestrationWaitTimeoutError(DurataskError, TimeoutError):
+    """A client wait (start or completion) ran out of time."""
+
+
+class InvalidOperationError(DurataskError, RuntimeError):
+    """The operation does not apply to the instance in its current state
+    (e.g. purging a running instance)."""

@@ -1,0 +1,299 @@
+"""History events: the event-sourced record of an orchestration instance.
+
+Every step of an orchestration is appended to its history as one of these frozen
+dataclasses. The event types and their numbering follow the Durable Task Framework's
+``EventType`` so histories read the same way to anyone who knows that model.
+
+Payloads (inputs, results, event data) are kept as already-serialised JSON text
+(``str | None``): the history never holds live Python objects, only what was stored.
+
+Scheduling events (``TaskScheduled``, ``TimerCreated``, ``SubOrchestrationInstanceCreated``,
+``EventSent``) carry the orchestration's sequence number as ``event_id``; the matching
+completion events point back at it through ``task_scheduled_id`` / ``timer_id``. Other
+events use ``event_id = -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from duratask.state import FailureDetails, OrchestrationStatus
+
+
+class EventType(IntEnum):
+    """The kinds of history event, numbered as in the Durable Task Framework."""
+
+    EXECUTION_STARTED = 0
+    EXECUTION_COMPLETED = 1
+    EXECUTION_FAILED = 2  # reserved: failures are ExecutionCompleted with status FAILED
+    EXECUTION_TERMINATED = 3
+    TASK_SCHEDULED = 4
+    TASK_COMPLETED = 5
+    TASK_FAILED = 6
+    SUB_ORCHESTRATION_INSTANCE_CREATED = 7
+    SUB_ORCHESTRATION_INSTANCE_COMPLETED = 8
+    SUB_ORCHESTRATION_INSTANCE_FAILED = 9
+    TIMER_CREATED = 10
+    TIMER_FIRED = 11
+    ORCHESTRATOR_STARTED = 12
+    ORCHESTRATOR_COMPLETED = 13
+    EVENT_SENT = 14
+    EVENT_RAISED = 15
+    CONTINUE_AS_NEW = 16
+    GENERIC_EVENT = 17
+    HISTORY_STATE = 18  # reserved
+    EXECUTION_SUSPENDED = 19
+    EXECUTION_RESUMED = 20
+    EXECUTION_REWOUND = 21
+
+
+@dataclass(frozen=True, slots=True)
+class ParentInstanceInfo:
+    """Who started a sub-orchestration, so its result can be sent back."""
+
+    instance_id: str
+    execution_id: str
+    name: str
+    task_scheduled_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEvent:
+    """Base of every history event."""
+
+    event_type: ClassVar[EventType]
+    event_id: int = -1
+    timestamp: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, tagged with the event type's name."""
+        out: dict[str, Any] = {"type": self.event_type.name}
+        for f in dataclasses.fields(self):
+            out[f.name] = _encode_field(getattr(self, f.name))
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionStarted(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EXECUTION_STARTED
+    name: str
+    version: str | None = None
+    input: str | None = None
+    instance_id: str
+    execution_id: str
+    parent: ParentInstanceInfo | None = None
+    scheduled_start_time: datetime | None = None
+    tags: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionCompleted(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EXECUTION_COMPLETED
+    status: OrchestrationStatus
+    result: str | None = None
+    failure_details: FailureDetails | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionTerminated(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EXECUTION_TERMINATED
+    input: str | None = None
+    recurse: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskScheduled(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.TASK_SCHEDULED
+    name: str
+    version: str | None = None
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCompleted(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.TASK_COMPLETED
+    task_scheduled_id: int
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.TASK_FAILED
+    task_scheduled_id: int
+    failure_details: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationInstanceCreated(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.SUB_ORCHESTRATION_INSTANCE_CREATED
+    name: str
+    version: str | None = None
+    instance_id: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationInstanceCompleted(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED
+    task_scheduled_id: int
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubOrchestrationInstanceFailed(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.SUB_ORCHESTRATION_INSTANCE_FAILED
+    task_scheduled_id: int
+    failure_details: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerCreated(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.TIMER_CREATED
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.TIMER_FIRED
+    timer_id: int
+    fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestratorStarted(HistoryEvent):
+    """Opens an episode; its timestamp is the orchestration's ``current_utc_datetime``."""
+
+    event_type: ClassVar[EventType] = EventType.ORCHESTRATOR_STARTED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestratorCompleted(HistoryEvent):
+    """Closes an episode."""
+
+    event_type: ClassVar[EventType] = EventType.ORCHESTRATOR_COMPLETED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSent(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EVENT_SENT
+    instance_id: str
+    name: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRaised(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EVENT_RAISED
+    name: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContinueAsNew(HistoryEvent):
+    """The execution ended by starting over with ``result`` as the new input."""
+
+    event_type: ClassVar[EventType] = EventType.CONTINUE_AS_NEW
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenericEvent(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.GENERIC_EVENT
+    data: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionSuspended(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EXECUTION_SUSPENDED
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionResumed(HistoryEvent):
+    event_type: ClassVar[EventType] = EventType.EXECUTION_RESUMED
+    reason: str | None = None
+
+
+_EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
+    cls.event_type.name: cls
+    for cls in (
+        ExecutionStarted,
+        ExecutionCompleted,
+        ExecutionTerminated,
+        TaskScheduled,
+        TaskCompleted,
+        TaskFailed,
+        SubOrchestrationInstanceCreated,
+        SubOrchestrationInstanceCompleted,
+        SubOrchestrationInstanceFailed,
+        TimerCreated,
+        TimerFired,
+        OrchestratorStarted,
+        OrchestratorCompleted,
+        EventSent,
+        EventRaised,
+        ContinueAsNew,
+        GenericEvent,
+        ExecutionSuspended,
+        ExecutionResumed,
+    )
+}
+
+_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time"})
+
+
+def _encode_field(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, OrchestrationStatus):
+        return value.name
+    if isinstance(value, FailureDetails):
+        return value.to_dict()
+    if isinstance(value, ParentInstanceInfo):
+        return dataclasses.asdict(value)
+    return value
+
+
+def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
+    """Rebuild an event from :meth:`HistoryEvent.to_dict` output."""
+    fields = dict(data)
+    type_name = fields.pop("type")
+    try:
+        cls = _EVENT_CLASSES[type_name]
+    except KeyError:
+        raise ValueError(f"unknown history event type {type_name!r}") from None
+    for key in _DATETIME_FIELDS & fields.keys():
+        if fields[key] is not None:
+            fields[key] = datetime.fromisoformat(fields[key])
+    if "status" in fields:
+        fields["status"] = OrchestrationStatus[fields["status"]]
+    if fields.get("failure_details") is not None:
+        fields["failure_details"] = FailureDetails.from_dict(fields["failure_details"])
+    if fields.get("parent") is not None:
+        fields["parent"] = ParentInstanceInfo(**fields["parent"])
+    return cls(**fields)
+
+
+def event_to_json(event: HistoryEvent) -> str:
+    """Serialise one event as compact JSON text (the storage format)."""
+    return json.dumps(event.to_dict(), separators=(",", ":"))
+
+
+def event_from_json(text: str) -> HistoryEvent:
+    """Parse JSON text written by :func:`event_to_json`."""
+    return event_from_dict(json.loads(text))
+
+
+def history_to_json(events: list[HistoryEvent]) -> str:
+    """A whole history as a JSON array (what ``duratask history --output json`` exports)."""
+    return json.dumps([e.to_dict() for e in events], indent=2)
+
+
+def history_from_json(text: str) -> list[HistoryEvent]:
+    """Parse a history exported by :func:`history_to_json`."""
+    return [event_from_dict(d) for d in json.loads(text)]

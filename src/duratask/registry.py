@@ -1,0 +1,121 @@
+"""The registry of orchestrations and activities a worker can run, with their payload types."""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_IDENTIFIER_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A registered orchestration or activity and the types of its input and result."""
+
+    name: str
+    version: str | None
+    fn: Callable[..., Any]
+    input_type: Any = None
+    output_type: Any = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+
+def function_name(fn: Callable[..., Any] | str) -> str:
+    """The default registered name of a function (its ``__name__``), or the string itself."""
+    if isinstance(fn, str):
+        return fn
+    name = getattr(fn, "__duratask_name__", None) or getattr(fn, "__name__", None)
+    if not name:
+        raise TypeError(f"{fn!r} has no __name__; register it with an explicit name")
+    return str(name)
+
+
+def _type_hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
+    """(type of the second parameter, result type) from annotations; None where unknown."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None, None
+    params = list(inspect.signature(fn).parameters.values())
+    input_type = hints.get(params[1].name) if len(params) >= 2 else None
+    output_type = hints.get("return")
+    origin = typing.get_origin(output_type)
+    if origin in (collections.abc.Generator, typing.Generator):
+        args = typing.get_args(output_type)
+        output_type = args[2] if len(args) == 3 else None
+    return input_type, output_type
+
+
+def _check_name(name: str, what: str) -> str:
+    if not name or len(name) > _IDENTIFIER_MAX or any(ord(c) < 32 for c in name):
+        raise ValueError(f"invalid {what} name {name!r}: 1-{_IDENTIFIER_MAX} printable characters")
+    return name
+
+
+class Registry:
+    """Orchestrations by (name, version) and activities by name."""
+
+    def __init__(self) -> None:
+        self._orchestrations: dict[tuple[str, str | None], FunctionSpec] = {}
+        self._activities: dict[str, FunctionSpec] = {}
+        self._names: dict[Callable[..., Any], str] = {}
+
+    def add_orchestration(
+        self, fn: Callable[..., Any], *, name: str | None = None, version: str | None = None
+    ) -> str:
+        registered = _check_name(name or function_name(fn), "orchestration")
+        key = (registered, version)
+        if key in self._orchestrations:
+            raise ValueError(
+                f"orchestration {registered!r} version {version!r} is registered twice"
+            )
+        input_type, output_type = _type_hints(fn)
+        self._orchestrations[key] = FunctionSpec(registered, version, fn, input_type, output_type)
+        self._names[fn] = registered
+        return registered
+
+    def add_activity(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
+        registered = _check_name(name or function_name(fn), "activity")
+        if registered in self._activities:
+            raise ValueError(f"activity {registered!r} is registered twice")
+        input_type, output_type = _type_hints(fn)
+        self._activities[registered] = FunctionSpec(registered, None, fn, input_type, output_type)
+        self._names[fn] = registered
+        return registered
+
+    def get_orchestration(self, name: str, version: str | None) -> FunctionSpec | None:
+        return self._orchestrations.get((name, version))
+
+    def orchestration_versions(self, name: str) -> list[str | None]:
+        return [v for (n, v) in self._orchestrations if n == name]
+
+    def get_activity(self, name: str) -> FunctionSpec | None:
+        return self._activities.get(name)
+
+    @property
+    def orchestration_names(self) -> list[str]:
+        return sorted({n for n, _ in self._orchestrations})
+
+    @property
+    def activity_names(self) -> list[str]:
+        return sorted(self._activities)
+
+    def name_of(self, fn: Callable[..., Any] | str) -> str:
+        """The registered name of a function, falling back to its ``__name__``."""
+        if isinstance(fn, str):
+            return fn
+        return self._names.get(fn) or function_name(fn)
+
+    def result_type_of(self, fn: Callable[..., Any] | str, *, activity: bool) -> Any:
+        """The annotated result type of a task target, if it is known."""
+        if isinstance(fn, str):
+            spec = self.get_activity(fn) if activity else self.get_orchestration(fn, None)
+            return spec.output_type if spec else None
+        return _type_hints(fn)[1]

@@ -1,0 +1,139 @@
+"""What a client sees of an orchestration instance: its status, payloads and failure."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from duratask.converter import DataConverter
+
+
+class OrchestrationStatus(Enum):
+    """The runtime status of an orchestration instance."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+    PENDING = "PENDING"
+    SUSPENDED = "SUSPENDED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the instance will never run again (unless restarted or rewound)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDetails:
+    """Why a task or an orchestration failed: the error's type, message and stack trace."""
+
+    error_type: str
+    message: str
+    stack_trace: str | None = None
+    inner_failure: FailureDetails | None = None
+    is_non_retriable: bool = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, non_retriable: bool = False) -> FailureDetails:
+        """Capture an exception (type name, message, formatted traceback)."""
+        cause = exc.__cause__
+        return cls(
+            error_type=type(exc).__qualname__,
+            message=str(exc),
+            stack_trace="".join(traceback.format_exception(exc)),
+            inner_failure=cls.from_exception(cause) if cause is not None else None,
+            is_non_retriable=non_retriable,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error_type": self.error_type,
+            "message": self.message,
+            "stack_trace": self.stack_trace,
+            "inner_failure": self.inner_failure.to_dict() if self.inner_failure else None,
+            "is_non_retriable": self.is_non_retriable,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FailureDetails:
+        inner = data.get("inner_failure")
+        return cls(
+            error_type=data["error_type"],
+            message=data["message"],
+            stack_trace=data.get("stack_trace"),
+            inner_failure=cls.from_dict(inner) if inner else None,
+            is_non_retriable=bool(data.get("is_non_retriable", False)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> FailureDetails:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestrationState:
+    """A snapshot of one orchestration instance, as stored.
+
+    ``serialized_*`` fields hold the JSON text exactly as stored; the ``input``, ``output`` and
+    ``custom_status`` properties decode it with the client's data converter.
+    """
+
+    instance_id: str
+    name: str
+    version: str | None
+    runtime_status: OrchestrationStatus
+    created_at: datetime
+    last_updated_at: datetime
+    completed_at: datetime | None = None
+    execution_id: str | None = None
+    serialized_input: str | None = None
+    serialized_output: str | None = None
+    serialized_custom_status: str | None = None
+    failure_details: FailureDetails | None = None
+    parent_instance_id: str | None = None
+    scheduled_start_at: datetime | None = None
+    converter: DataConverter | None = field(default=None, compare=False, repr=False)
+
+    def _decode(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        if self.converter is None:
+            return json.loads(text)
+        return self.converter.deserialize(text)
+
+    @property
+    def input(self) -> Any:
+        """The decoded input (plain JSON values)."""
+        return self._decode(self.serialized_input)
+
+    @property
+    def output(self) -> Any:
+        """The decoded output (plain JSON values)."""
+        return self._decode(self.serialized_output)
+
+    @property
+    def custom_status(self) -> Any:
+        """The decoded custom status (plain JSON values)."""
+        return self._decode(self.serialized_custom_status)
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`OrchestrationFailedError` if the instance ended FAILED."""
+        if self.runtime_status is OrchestrationStatus.FAILED:
+            from duratask.errors import OrchestrationFailedError
+
+            raise OrchestrationFailedError(self.instance_id, self.failure_details)

@@ -1,0 +1,340 @@
+"""One orchestration episode: from a leased work item to the commit that records it.
+
+Pure apart from the ids it is given: it reconciles the new messages with the stored history,
+runs the replay engine, and turns the resulting actions into history events and outbound
+messages (activities, timers, sub-orchestration starts, events, results for the parent).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from duratask import actions as act
+from duratask import history as h
+from duratask._engine import OrchestrationExecutor
+from duratask.backends.base import (
+    ActivityRequest,
+    LockedMessage,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+)
+from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.worker.instance_state import derive_state
+
+_LOG = logging.getLogger("duratask.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Not yet: put the messages back until ``retry_at`` (a scheduled start in the future)."""
+
+    retry_at: datetime
+
+
+def _new_execution_id() -> str:
+    return uuid.uuid4().hex
+
+
+def run_episode(
+    work_item: OrchestrationWorkItem,
+    executor: OrchestrationExecutor,
+    now: datetime,
+    new_execution_id: Callable[[], str] = _new_execution_id,
+) -> OrchestrationCommit | Defer:
+    """Decide what to commit for one leased instance (or to defer it)."""
+    return _Episode(work_item, executor, now, new_execution_id).run()
+
+
+class _Episode:
+    def __init__(
+        self,
+        work_item: OrchestrationWorkItem,
+        executor: OrchestrationExecutor,
+        now: datetime,
+        new_execution_id: Callable[[], str],
+    ) -> None:
+        self.wi = work_item
+        self.executor = executor
+        self.now = now
+        self.new_execution_id = new_execution_id
+        self.instance_id = work_item.instance_id
+        self.outbound: list[OrchestrationMessage] = []
+        self.activities: list[ActivityRequest] = []
+
+    def run(self) -> OrchestrationCommit | Defer:
+        history = self.wi.history
+        consumed = [m.message_id for m in self.wi.messages]
+        started = next((e for e in history if isinstance(e, h.ExecutionStarted)), None)
+        is_terminal = any(isinstance(e, h.ExecutionCompleted) for e in history)
+        starts = [m for m in self.wi.messages if isinstance(m.message.event, h.ExecutionStarted)]
+        others = [
+            m for m in self.wi.messages if not isinstance(m.message.event, h.ExecutionStarted)
+        ]
+
+        if started is None or is_terminal:
+            if not starts:
+                if started is None:
+                    _LOG.warning(
+                        "dropping %d message(s) for %r: it has not started",
+                        len(others),
+                        self.instance_id,
+                    )
+                else:
+                    _LOG.debug(
+                        "dropping %d message(s) for completed instance %r",
+                        len(others),
+                        self.instance_id,
+                    )
+                return self._unchanged(consumed)
+            start_msg, *duplicates = starts
+            start = start_msg.message.event
+            assert isinstance(start, h.ExecutionStarted)
+            self._reject_duplicate_starts(duplicates)
+            terminating = any(isinstance(m.message.event, h.ExecutionTerminated) for m in others)
+            if (
+                start.scheduled_start_time
+                and start.scheduled_start_time > self.now
+                and not terminating
+            ):
+                return Defer(start.scheduled_start_time)
+            # A fresh execution; a completed instance started again replaces its history.
+            return self._execute(
+                [], start, self._current(others, start.execution_id), consumed, reset=is_terminal
+            )
+
+        self._reject_duplicate_starts(starts)
+        return self._execute(
+            history, None, self._current(others, started.execution_id), consumed, reset=False
+        )
+
+    # -- reconciliation ---------------------------------------------------------------------
+    def _current(self, messages: list[LockedMessage], execution_id: str) -> list[h.HistoryEvent]:
+        kept = []
+        for m in messages:
+            if m.message.execution_id not in (None, execution_id):
+                _LOG.debug(
+                    "dropping stale %s for %r", type(m.message.event).__name__, self.instance_id
+                )
+                continue
+            kept.append(m.message.event)
+        return kept
+
+    def _reject_duplicate_starts(self, starts: list[LockedMessage]) -> None:
+        for m in starts:
+            event = m.message.event
+            assert isinstance(event, h.ExecutionStarted)
+            _LOG.warning("ignoring a second start of running instance %r", self.instance_id)
+            if event.parent is not None:
+                details = FailureDetails(
+                    "OrchestrationAlreadyExistsError",
+                    f"sub-orchestration instance {self.instance_id!r} is already running",
+                )
+                self._to_parent(
+                    event.parent,
+                    h.SubOrchestrationInstanceFailed(
+                        timestamp=self.now,
+                        task_scheduled_id=event.parent.task_scheduled_id,
+                        failure_details=details,
+                    ),
+                )
+
+    def _unchanged(self, consumed: list[int]) -> OrchestrationCommit:
+        state = self.wi.state
+        if state is None:
+            raise ValueError(f"instance {self.instance_id!r} has no stored row")
+        return OrchestrationCommit(
+            state=state, consumed_message_ids=consumed, messages=self.outbound
+        )
+
+    # -- execution ------------------------------------------------------------------------------
+    def _execute(
+        self,
+        past: list[h.HistoryEvent],
+        start: h.ExecutionStarted | None,
+        events: list[h.HistoryEvent],
+        consumed: list[int],
+        *,
+        reset: bool,
+    ) -> OrchestrationCommit:
+        new_events: list[h.HistoryEvent] = [h.OrchestratorStarted(timestamp=self.now)]
+        if start is not None:
+            new_events.append(start)
+        new_events.extend(events)
+        result = self.executor.execute(self.instance_id, past, new_events)
+        started = start or next(e for e in past if isinstance(e, h.ExecutionStarted))
+
+        appended = list(new_events)
+        for action in result.actions:
+            appended.extend(self._apply(action, started))
+        appended.append(h.OrchestratorCompleted(timestamp=self.now))
+
+        completion = result.completion
+        if completion is not None and completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
+            return self._continue_as_new(started, completion, consumed, result.custom_status)
+
+        state = derive_state(
+            self.instance_id,
+            [*past, *appended],
+            now=self.now,
+            custom_status=result.custom_status,
+            previous=self.wi.state,
+        )
+        return OrchestrationCommit(
+            state=state,
+            new_events=appended,
+            consumed_message_ids=consumed,
+            activities=self.activities,
+            messages=self.outbound,
+            reset_history=reset,
+        )
+
+    def _apply(
+        self, action: act.OrchestratorAction, started: h.ExecutionStarted
+    ) -> list[h.HistoryEvent]:
+        now, exec_id = self.now, started.execution_id
+        if isinstance(action, act.ScheduleTaskAction):
+            self.activities.append(
+                ActivityRequest(
+                    self.instance_id, exec_id, action.id, action.name, action.version, action.input
+                )
+            )
+            return [
+                h.TaskScheduled(
+                    event_id=action.id,
+                    timestamp=now,
+                    name=action.name,
+                    version=action.version,
+                    input=action.input,
+                )
+            ]
+        if isinstance(action, act.CreateTimerAction):
+            fired = h.TimerFired(
+                timestamp=action.fire_at, timer_id=action.id, fire_at=action.fire_at
+            )
+            self.outbound.append(
+                OrchestrationMessage(self.instance_id, fired, exec_id, action.fire_at)
+            )
+            return [h.TimerCreated(event_id=action.id, timestamp=now, fire_at=action.fire_at)]
+        if isinstance(action, act.CreateSubOrchestrationAction):
+            parent = h.ParentInstanceInfo(self.instance_id, exec_id, started.name, action.id)
+            child_start = h.ExecutionStarted(
+                timestamp=now,
+                name=action.name,
+                version=action.version,
+                input=action.input,
+                instance_id=action.instance_id,
+                execution_id=self.new_execution_id(),
+                parent=parent,
+            )
+            self.outbound.append(OrchestrationMessage(action.instance_id, child_start))
+            return [
+                h.SubOrchestrationInstanceCreated(
+                    event_id=action.id,
+                    timestamp=now,
+                    name=action.name,
+                    version=action.version,
+                    instance_id=action.instance_id,
+                    input=action.input,
+                )
+            ]
+        if isinstance(action, act.SendEventAction):
+            raised = h.EventRaised(timestamp=now, name=action.name, input=action.data)
+            self.outbound.append(OrchestrationMessage(action.instance_id, raised))
+            return [
+                h.EventSent(
+                    event_id=action.id,
+                    timestamp=now,
+                    instance_id=action.instance_id,
+                    name=action.name,
+                    input=action.data,
+                )
+            ]
+        if isinstance(action, act.TerminateOrchestrationAction):
+            terminated = h.ExecutionTerminated(
+                timestamp=now, input=action.reason, recurse=action.recurse
+            )
+            self.outbound.append(OrchestrationMessage(action.instance_id, terminated))
+            return []
+        return self._complete(action, started)
+
+    def _complete(
+        self, action: act.CompleteOrchestrationAction, started: h.ExecutionStarted
+    ) -> list[h.HistoryEvent]:
+        if action.status is OrchestrationStatus.CONTINUED_AS_NEW:
+            return [h.ContinueAsNew(timestamp=self.now, result=action.result)]
+        parent = started.parent
+        if parent is not None:
+            result: h.HistoryEvent
+            if action.status is OrchestrationStatus.COMPLETED:
+                result = h.SubOrchestrationInstanceCompleted(
+                    timestamp=self.now,
+                    task_scheduled_id=parent.task_scheduled_id,
+                    result=action.result,
+                )
+            else:
+                details = action.failure_details or FailureDetails(
+                    "OrchestrationTerminated",
+                    f"sub-orchestration {self.instance_id!r} was terminated: {action.result}",
+                )
+                result = h.SubOrchestrationInstanceFailed(
+                    timestamp=self.now,
+                    task_scheduled_id=parent.task_scheduled_id,
+                    failure_details=details,
+                )
+            self._to_parent(parent, result)
+        return [
+            h.ExecutionCompleted(
+                timestamp=self.now,
+                status=action.status,
+                result=action.result,
+                failure_details=action.failure_details,
+            )
+        ]
+
+    def _to_parent(self, parent: h.ParentInstanceInfo, event: h.HistoryEvent) -> None:
+        self.outbound.append(OrchestrationMessage(parent.instance_id, event, parent.execution_id))
+
+    def _continue_as_new(
+        self,
+        started: h.ExecutionStarted,
+        completion: act.CompleteOrchestrationAction,
+        consumed: list[int],
+        custom_status: str | None,
+    ) -> OrchestrationCommit:
+        """Start over: drop the history, and send the instance its new start and carried events."""
+        new_start = replace(
+            started,
+            timestamp=self.now,
+            input=completion.result,
+            version=completion.new_version or started.version,
+            execution_id=self.new_execution_id(),
+            scheduled_start_time=None,
+        )
+        self.outbound.append(OrchestrationMessage(self.instance_id, new_start))
+        for event in completion.carryover_events:
+            self.outbound.append(OrchestrationMessage(self.instance_id, event))
+        base = self.wi.state or derive_state(
+            self.instance_id, [started], now=self.now, custom_status=custom_status
+        )
+        state = replace(
+            base,
+            runtime_status=OrchestrationStatus.CONTINUED_AS_NEW,
+            last_updated_at=self.now,
+            serialized_input=completion.result,
+            serialized_output=None,
+            failure_details=None,
+            serialized_custom_status=custom_status,
+            completed_at=None,
+        )
+        return OrchestrationCommit(
+            state=state,
+            consumed_message_ids=consumed,
+            activities=self.activities,
+            messages=self.outbound,
+            reset_history=True,
+        )

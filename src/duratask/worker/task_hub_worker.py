@@ -1,0 +1,259 @@
+"""The task hub worker: hosts orchestrations and activities and drives them against a store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from duratask._engine import OrchestrationExecutor
+from duratask.backends import open_store
+from duratask.backends.base import (
+    ActivityWorkItem,
+    OrchestrationCommit,
+    OrchestrationService,
+    OrchestrationWorkItem,
+)
+from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
+from duratask.errors import LeaseLostError
+from duratask.history import TimerFired
+from duratask.registry import Registry
+from duratask.worker.activity_runner import run_activity
+from duratask.worker.dispatcher import Dispatcher
+from duratask.worker.episode import Defer, run_episode
+
+_LOG = logging.getLogger("duratask.worker")
+_MAX_LEASE = timedelta(minutes=5)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskHubWorker:
+    """Runs registered orchestrations and activities from a task hub.
+
+    Use ``start()``/``stop()`` (a background thread with its own event loop), ``with worker:``,
+    or ``await worker.run()`` inside your own event loop (stop it with ``await worker.shutdown()``
+    or by cancelling it).
+    """
+
+    def __init__(
+        self,
+        store: str | OrchestrationService,
+        *,
+        max_concurrent_orchestrations: int = 50,
+        max_concurrent_activities: int = 20,
+        lease_duration: timedelta = timedelta(seconds=30),
+        data_converter: DataConverter | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        worker_id: str | None = None,
+        activity_threads: int | None = None,
+        shutdown_grace: timedelta = timedelta(seconds=30),
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if not timedelta(0) < lease_duration <= _MAX_LEASE:
+            raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
+        if max_concurrent_orchestrations < 1 or max_concurrent_activities < 1:
+            raise ValueError("concurrency limits must be at least 1")
+        self.store = open_store(store)
+        self.registry = Registry()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._codec = PayloadCodec(data_converter, max_payload_bytes)
+        self._lease = lease_duration
+        self._max_orchestrations = max_concurrent_orchestrations
+        self._max_activities = max_concurrent_activities
+        self._activity_threads = activity_threads or max_concurrent_activities
+        self._grace = shutdown_grace.total_seconds()
+        self._clock = clock
+        self._executor = OrchestrationExecutor(self.registry, self._codec)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._orchestrations: Dispatcher[OrchestrationWorkItem] | None = None
+        self._activities: Dispatcher[ActivityWorkItem] | None = None
+
+    # -- registration ---------------------------------------------------------------------
+    def add_orchestration(
+        self, fn: Callable[..., Any], *, name: str | None = None, version: str | None = None
+    ) -> str:
+        """Register an orchestration (``async def`` or generator); returns its name."""
+        return self.registry.add_orchestration(fn, name=name, version=version)
+
+    def add_activity(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
+        """Register an activity (sync or ``async def``); returns its name."""
+        return self.registry.add_activity(fn, name=name)
+
+    # -- running in the caller's event loop -------------------------------------------------
+    async def run(self) -> None:
+        """Process work until :meth:`shutdown` (or :meth:`stop`) is called, or cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        await self.store.open()
+        renew_every = self._lease.total_seconds() / 3
+        self._orchestrations = Dispatcher(
+            "orchestration",
+            lambda: self.store.lock_next_orchestration_work_item(self.worker_id, self._lease),
+            self._process_orchestration,
+            lambda wi: self.store.renew_orchestration_work_item(wi, self._lease),
+            concurrency=self._max_orchestrations,
+            renew_interval=renew_every,
+        )
+        self._activities = Dispatcher(
+            "activity",
+            lambda: self.store.lock_next_activity_work_item(self.worker_id, self._lease),
+            self._process_activity,
+            lambda wi: self.store.renew_activity_work_item(wi, self._lease),
+            concurrency=self._max_activities,
+            renew_interval=renew_every,
+        )
+        self._thread_pool = ThreadPoolExecutor(
+            self._activity_threads, thread_name_prefix="duratask-activity"
+        )
+        loops = [
+            asyncio.create_task(self._orchestrations.run()),
+            asyncio.create_task(self._activities.run()),
+        ]
+        self._started.set()
+        _LOG.info("worker %s started", self.worker_id)
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self._drain(loops)
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            await self.store.close()
+            _LOG.info("worker %s stopped", self.worker_id)
+
+    async def shutdown(self) -> None:
+        """Ask :meth:`run` to stop: no new work is fetched; in-flight work finishes."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def _drain(self, loops: list[asyncio.Task[None]]) -> None:
+        dispatchers = [d for d in (self._orchestrations, self._activities) if d is not None]
+        for d in dispatchers:
+            d.stop()
+        await asyncio.gather(*loops, return_exceptions=True)
+        in_flight = [t for d in dispatchers for t in d.in_flight]
+        if in_flight:
+            _, pending = await asyncio.wait(in_flight, timeout=self._grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- running in a background thread ---------------------------------------------------------
+    def start(self) -> None:
+        """Run the worker in a background thread; returns once it is processing work."""
+        if self._thread is not None:
+            raise RuntimeError("the worker is already started")
+        self._started.clear()
+        self._start_error = None
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"duratask-worker-{self.worker_id}", daemon=True
+        )
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._start_error
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self.run())
+        except BaseException as exc:
+            if not self._started.is_set():
+                self._start_error = exc
+            else:
+                _LOG.exception("worker %s crashed", self.worker_id)
+        finally:
+            self._started.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the background worker started by :meth:`start` and wait for it."""
+        thread, loop, stop = self._thread, self._loop, self._stop_requested
+        if thread is None:
+            return
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass  # the loop already finished
+        thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> TaskHubWorker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- work items -----------------------------------------------------------------------------
+    async def _process_orchestration(self, work_item: OrchestrationWorkItem) -> None:
+        now = self._clock()
+        try:
+            outcome = run_episode(work_item, self._executor, now)
+            if isinstance(outcome, Defer):
+                await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
+                self._wake_at(outcome.retry_at, self._orchestrations)
+                return
+            await self.store.complete_orchestration_work_item(work_item, outcome)
+        except LeaseLostError:
+            _LOG.warning(
+                "instance %r: lease lost, the episode was not committed", work_item.instance_id
+            )
+            return
+        except Exception:
+            _LOG.exception(
+                "instance %r: the episode failed; it will be retried", work_item.instance_id
+            )
+            await self.store.abandon_orchestration_work_item(work_item, now + timedelta(seconds=1))
+            return
+        self._after_commit(outcome)
+
+    def _after_commit(self, commit: OrchestrationCommit) -> None:
+        if commit.activities and self._activities is not None:
+            self._activities.wake()
+        for message in commit.messages:
+            if isinstance(message.event, TimerFired) and message.visible_at is not None:
+                self._wake_at(message.visible_at, self._orchestrations)
+            elif self._orchestrations is not None:
+                self._orchestrations.wake()
+
+    def _wake_at(self, when: datetime, dispatcher: Dispatcher[Any] | None) -> None:
+        if dispatcher is None or self._loop is None:
+            return
+        delay = max(0.0, (when - self._clock()).total_seconds())
+        self._loop.call_later(delay, dispatcher.wake)
+
+    async def _process_activity(self, work_item: ActivityWorkItem) -> None:
+        result = await run_activity(
+            work_item, self.registry, self._codec, self._thread_pool, self._clock()
+        )
+        try:
+            await self.store.complete_activity_work_item(work_item, result)
+        except LeaseLostError:
+            _LOG.warning(
+                "activity %r of %r: lease lost; another worker will run it again",
+                work_item.request.name,
+                work_item.request.instance_id,
+            )
+            return
+        if self._orchestrations is not None:
+            self._orchestrations.wake()
