@@ -41,7 +41,8 @@ class OrchestrationAlreadyExistsError(DurataskError):
     """An instance with this id already exists and the reuse policy does not allow replacing it."""
 
     def __init__(self, instance_id: str, status: object) -> None:
-        super().__init__(f"orchestration instance {instance_id!r} already exists (status {status})")
+        shown = getattr(status, "value", status)
+        super().__init__(f"orchestration instance {instance_id!r} already exists (status {shown})")
         self.instance_id = instance_id
 
 

@@ -59,7 +59,7 @@ def format_timeline(events: Sequence[h.HistoryEvent]) -> str:
     """
     if not events:
         return "(no history)"
-    start = events[0].timestamp
+    start = min(e.timestamp for e in events)
     names: dict[int, str] = {}
     scheduled_at: dict[int, datetime] = {}
     lines = []

@@ -59,6 +59,8 @@ class Dispatcher(Generic[T]):
             if self._stopping:
                 slots.release()
                 break
+            # Cleared before fetching, so a wake() during the fetch is not lost.
+            self._wake.clear()
             try:
                 item = await self._fetch()
             except Exception:
@@ -76,7 +78,6 @@ class Dispatcher(Generic[T]):
             task.add_done_callback(self.in_flight.discard)
 
     async def _idle(self, delay: float) -> None:
-        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
         except TimeoutError:

@@ -1,0 +1,728 @@
+"""Clients of a task hub: start, query, signal, wait for and purge orchestration instances.
+
+:class:`AsyncTaskHubClient` does the work; :class:`TaskHubClient` offers the same methods to
+synchronous code by running the async client on a private event loop thread.
+
+Clients talk to the store only; they need no running worker. Messages they send (events,
+terminate, suspend, resume) are acted on when a worker next processes the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from duratask._portal import Portal
+from duratask.backends import open_store
+from duratask.backends.base import (
+    TERMINAL_STATUSES,
+    InstanceQuery,
+    OrchestrationMessage,
+    OrchestrationService,
+    PurgeFilter,
+    QueryPage,
+)
+from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
+from duratask.errors import (
+    InvalidInstanceIdError,
+    InvalidOperationError,
+    OrchestrationNotFoundError,
+    OrchestrationWaitTimeoutError,
+)
+from duratask.history import (
+    EventRaised,
+    ExecutionResumed,
+    ExecutionStarted,
+    ExecutionSuspended,
+    ExecutionTerminated,
+    HistoryEvent,
+)
+from duratask.registry import function_name
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+__all__ = ["AsyncTaskHubClient", "ReuseIdPolicy", "TaskHubClient"]
+
+MAX_INSTANCE_ID_LENGTH = 256
+MAX_QUERY_PAGE_SIZE = 1000
+_POLL_INITIAL = 0.005
+_POLL_FACTOR = 1.5
+_POLL_MAX = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseIdPolicy:
+    """Which statuses of an existing instance let a new one with the same id replace it.
+
+    Replacing deletes the old instance's history, pending messages and activities. The default
+    replaces finished instances (COMPLETED, FAILED, TERMINATED); any other existing instance
+    makes scheduling fail with :class:`~duratask.errors.OrchestrationAlreadyExistsError`.
+    """
+
+    replaceable_statuses: frozenset[OrchestrationStatus] = TERMINAL_STATUSES
+
+    @classmethod
+    def replace_terminal(cls) -> ReuseIdPolicy:
+        """The default: replace a finished instance, refuse a live one."""
+        return cls(TERMINAL_STATUSES)
+
+    @classmethod
+    def error_if_exists(cls) -> ReuseIdPolicy:
+        """Never replace: any existing instance with the id is an error."""
+        return cls(frozenset())
+
+
+_DEFAULT_REUSE_POLICY = ReuseIdPolicy()
+
+
+# -- request building (pure; shared by both clients) ---------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def validate_instance_id(instance_id: str) -> str:
+    """Return ``instance_id`` if usable, else raise :class:`InvalidInstanceIdError`."""
+    if not isinstance(instance_id, str):
+        raise InvalidInstanceIdError(
+            f"instance id must be a str, not {type(instance_id).__qualname__}"
+        )
+    if not instance_id:
+        raise InvalidInstanceIdError("instance id must not be empty")
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        raise InvalidInstanceIdError(
+            f"instance id is {len(instance_id)} characters long, over the limit of "
+            f"{MAX_INSTANCE_ID_LENGTH}: {instance_id[:40]!r}..."
+        )
+    for position, char in enumerate(instance_id):
+        if ord(char) < 32 or ord(char) == 127:
+            raise InvalidInstanceIdError(
+                f"instance id {instance_id!r} contains the control character {char!r} "
+                f"at position {position}"
+            )
+    return instance_id
+
+
+def _to_utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime, got naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _aware_utc(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else _to_utc(value, what)
+
+
+def _timeout_seconds(timeout: float | timedelta) -> float:
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if seconds < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    return seconds
+
+
+def _statuses(statuses: Iterable[OrchestrationStatus] | None) -> frozenset[OrchestrationStatus]:
+    if statuses is None:
+        return frozenset()
+    result = frozenset(statuses)
+    for status in result:
+        if not isinstance(status, OrchestrationStatus):
+            raise TypeError(f"expected OrchestrationStatus values, got {status!r}")
+    return result
+
+
+def build_start_message(
+    codec: PayloadCodec,
+    now: datetime,
+    orchestration: Callable[..., Any] | str,
+    *,
+    input: Any = None,
+    instance_id: str | None = None,
+    start_at: datetime | None = None,
+    version: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> OrchestrationMessage:
+    """Validate a start request and build its :class:`ExecutionStarted` message."""
+    name = function_name(orchestration)
+    instance_id = validate_instance_id(uuid.uuid4().hex if instance_id is None else instance_id)
+    encoded = codec.encode(input, f"input of orchestration {name!r}")
+    scheduled = _aware_utc(start_at, "start_at")
+    if tags is not None:
+        for key, value in tags.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"tags must map str to str, got {key!r}: {value!r}")
+        tags = dict(tags)
+    event = ExecutionStarted(
+        timestamp=now,
+        name=name,
+        version=version,
+        input=encoded,
+        instance_id=instance_id,
+        execution_id=uuid.uuid4().hex,
+        scheduled_start_time=scheduled,
+        tags=tags,
+    )
+    return OrchestrationMessage(instance_id, event)
+
+
+def build_query(
+    *,
+    statuses: Iterable[OrchestrationStatus] | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    name: str | None,
+    instance_id_prefix: str | None,
+    page_size: int,
+    continuation_token: str | None,
+) -> InstanceQuery:
+    """Validate query arguments and build the store query."""
+    if not 1 <= page_size <= MAX_QUERY_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_QUERY_PAGE_SIZE}, got {page_size}")
+    return InstanceQuery(
+        statuses=_statuses(statuses) if statuses is not None else None,
+        created_from=_aware_utc(created_from, "created_from"),
+        created_to=_aware_utc(created_to, "created_to"),
+        name=name,
+        instance_id_prefix=instance_id_prefix,
+        page_size=page_size,
+        continuation_token=continuation_token,
+    )
+
+
+def build_purge_filter(
+    *,
+    created_before: datetime | None,
+    created_from: datetime | None,
+    statuses: Iterable[OrchestrationStatus] | None,
+) -> PurgeFilter:
+    """Validate bulk purge arguments (terminal statuses only) and build the store filter."""
+    wanted = _statuses(statuses) if statuses is not None else None
+    if wanted is not None:
+        live = sorted(s.value for s in wanted - TERMINAL_STATUSES)
+        if live:
+            raise ValueError(
+                f"only finished instances can be purged; statuses {', '.join(live)} "
+                "are not terminal (use COMPLETED, FAILED or TERMINATED)"
+            )
+    return PurgeFilter(
+        created_before=_aware_utc(created_before, "created_before"),
+        created_from=_aware_utc(created_from, "created_from"),
+        statuses=wanted,
+    )
+
+
+def _is_started(status: OrchestrationStatus) -> bool:
+    return status is not OrchestrationStatus.PENDING
+
+
+def _is_terminal(status: OrchestrationStatus) -> bool:
+    return status.is_terminal
+
+
+# -- the async client --------------------------------------------------------------------
+
+
+class AsyncTaskHubClient:
+    """Manage orchestration instances in a task hub from asyncio code.
+
+    ``store`` is a store URL (see :func:`duratask.backends.open_store`) or a store object. The
+    store is opened on first use. :meth:`close` closes a store the client built from a URL; a
+    store object passed in stays open for its owner to close.
+
+    Returned :class:`OrchestrationState` objects decode ``input``, ``output`` and
+    ``custom_status`` with ``data_converter``. All datetimes are timezone-aware UTC.
+    """
+
+    def __init__(
+        self,
+        store: str | OrchestrationService,
+        *,
+        data_converter: DataConverter | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._store = open_store(store)
+        self._owns_store = isinstance(store, str)
+        self._codec = PayloadCodec(data_converter, max_payload_bytes)
+        self._clock = clock or _utc_now
+        self._open_lock = asyncio.Lock()
+        self._opened = False
+        self._closed = False
+
+    @property
+    def store(self) -> OrchestrationService:
+        """The store this client talks to."""
+        return self._store
+
+    @property
+    def data_converter(self) -> DataConverter:
+        """The converter used for payloads."""
+        return self._codec.converter
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the client (and the store, if the client built it). Idempotent."""
+        async with self._open_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._opened and self._owns_store:
+                await self._store.close()
+
+    async def _ready(self) -> OrchestrationService:
+        if self._closed:
+            raise RuntimeError("the task hub client is closed")
+        if not self._opened:
+            async with self._open_lock:
+                if self._closed:
+                    raise RuntimeError("the task hub client is closed")
+                if not self._opened:
+                    await self._store.open()
+                    self._opened = True
+        return self._store
+
+    def _now(self) -> datetime:
+        return _to_utc(self._clock(), "the client clock's time")
+
+    def _attach(self, state: OrchestrationState) -> OrchestrationState:
+        return dataclasses.replace(state, converter=self._codec.converter)
+
+    async def _require(self, store: OrchestrationService, instance_id: str) -> OrchestrationState:
+        state = await store.get_instance(instance_id)
+        if state is None:
+            raise OrchestrationNotFoundError(instance_id)
+        return state
+
+    async def _send(
+        self, store: OrchestrationService, instance_id: str, event: HistoryEvent
+    ) -> None:
+        if not await store.send_message(OrchestrationMessage(instance_id, event)):
+            raise OrchestrationNotFoundError(instance_id)
+
+    # -- starting ----------------------------------------------------------------------
+
+    async def schedule_new_orchestration(
+        self,
+        orchestration: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+        version: str | None = None,
+        reuse_id_policy: ReuseIdPolicy | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Create an instance (PENDING until a worker picks it up) and return its id.
+
+        ``instance_id`` defaults to a random hex id. ``start_at`` (timezone-aware) delays the
+        first run. The input is serialised before anything is stored, so an invalid or
+        oversized input stores nothing. An existing instance with the id is replaced only if
+        ``reuse_id_policy`` allows it; otherwise
+        :class:`~duratask.errors.OrchestrationAlreadyExistsError` is raised.
+        """
+        message = build_start_message(
+            self._codec,
+            self._now(),
+            orchestration,
+            input=input,
+            instance_id=instance_id,
+            start_at=start_at,
+            version=version,
+            tags=tags,
+        )
+        policy = reuse_id_policy or _DEFAULT_REUSE_POLICY
+        store = await self._ready()
+        await store.create_instance(message, replaceable=policy.replaceable_statuses)
+        return message.instance_id
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:
+        """The instance's current state, or None if there is no such instance."""
+        store = await self._ready()
+        state = await store.get_instance(instance_id)
+        return None if state is None else self._attach(state)
+
+    async def get_orchestration_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The history events of the instance's current execution."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.get_history(instance_id)
+
+    async def query_orchestrations(
+        self,
+        *,
+        statuses: Iterable[OrchestrationStatus] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        name: str | None = None,
+        instance_id_prefix: str | None = None,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+    ) -> QueryPage:
+        """One page of instances matching every given filter, oldest first.
+
+        Pass the returned ``continuation_token`` back to get the next page; it is None on the
+        last page. ``page_size`` is 1 to 1000.
+        """
+        query = build_query(
+            statuses=statuses,
+            created_from=created_from,
+            created_to=created_to,
+            name=name,
+            instance_id_prefix=instance_id_prefix,
+            page_size=page_size,
+            continuation_token=continuation_token,
+        )
+        store = await self._ready()
+        page = await store.query_instances(query)
+        return QueryPage(
+            states=[self._attach(s) for s in page.states],
+            continuation_token=page.continuation_token,
+        )
+
+    # -- waiting -----------------------------------------------------------------------
+
+    async def wait_for_orchestration_start(
+        self, instance_id: str, timeout: float | timedelta = 60
+    ) -> OrchestrationState:
+        """Wait until the instance has left PENDING and return its state.
+
+        Raises :class:`~duratask.errors.OrchestrationWaitTimeoutError` after ``timeout``
+        seconds and :class:`~duratask.errors.OrchestrationNotFoundError` if the instance does
+        not exist (or is purged meanwhile).
+        """
+        return await self._wait(instance_id, timeout, _is_started, "start")
+
+    async def wait_for_orchestration_completion(
+        self, instance_id: str, timeout: float | timedelta = 60
+    ) -> OrchestrationState:
+        """Wait until the instance is COMPLETED, FAILED or TERMINATED and return its state.
+
+        CONTINUED_AS_NEW is not an end: the wait goes on through the new execution. Raises as
+        :meth:`wait_for_orchestration_start` does.
+        """
+        return await self._wait(instance_id, timeout, _is_terminal, "complete")
+
+    async def _wait(
+        self,
+        instance_id: str,
+        timeout: float | timedelta,
+        done: Callable[[OrchestrationStatus], bool],
+        condition: str,
+    ) -> OrchestrationState:
+        seconds = _timeout_seconds(timeout)
+        store = await self._ready()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        delay = _POLL_INITIAL
+        while True:
+            state = await self._require(store, instance_id)
+            if done(state.runtime_status):
+                return self._attach(state)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise OrchestrationWaitTimeoutError(
+                    f"timed out after {seconds:g}s waiting for orchestration {instance_id!r} "
+                    f"to {condition} (last status {state.runtime_status.value})"
+                )
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * _POLL_FACTOR, _POLL_MAX)
+
+    # -- signalling --------------------------------------------------------------------
+
+    async def raise_orchestration_event(
+        self, instance_id: str, name: str, data: Any = None
+    ) -> None:
+        """Send the external event ``name`` with ``data`` to the instance.
+
+        An instance that has already finished ignores the event.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("event name must be a non-empty string")
+        encoded = self._codec.encode(data, f"data of event {name!r} for {instance_id!r}")
+        store = await self._ready()
+        await self._send(
+            store, instance_id, EventRaised(timestamp=self._now(), name=name, input=encoded)
+        )
+
+    async def terminate_orchestration(
+        self, instance_id: str, *, output: Any = None, recursive: bool = True
+    ) -> None:
+        """Ask the instance to end as TERMINATED with ``output``.
+
+        With ``recursive`` its running sub-orchestrations are terminated too. Terminating an
+        instance that has already finished does nothing.
+        """
+        encoded = self._codec.encode(output, f"output of terminated orchestration {instance_id!r}")
+        store = await self._ready()
+        if (await self._require(store, instance_id)).runtime_status.is_terminal:
+            return
+        event = ExecutionTerminated(timestamp=self._now(), input=encoded, recurse=recursive)
+        await self._send(store, instance_id, event)
+
+    async def suspend_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """Ask the instance to pause: it stays SUSPENDED, buffering what arrives, until resumed.
+
+        Suspending an instance that has already finished does nothing.
+        """
+        store = await self._ready()
+        if (await self._require(store, instance_id)).runtime_status.is_terminal:
+            return
+        await self._send(
+            store, instance_id, ExecutionSuspended(timestamp=self._now(), reason=reason)
+        )
+
+    async def resume_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance. Resuming an instance that has finished does nothing."""
+        store = await self._ready()
+        if (await self._require(store, instance_id)).runtime_status.is_terminal:
+            return
+        await self._send(store, instance_id, ExecutionResumed(timestamp=self._now(), reason=reason))
+
+    # -- purging -----------------------------------------------------------------------
+
+    async def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
+        """Delete a finished instance with its history; return how many instances went.
+
+        Raises :class:`~duratask.errors.InvalidOperationError` if the instance has not finished.
+        With ``recursive``, its finished sub-orchestrations (and theirs) are purged first;
+        sub-orchestrations still running are left alone with their own children.
+        """
+        store = await self._ready()
+        state = await self._require(store, instance_id)
+        if not state.runtime_status.is_terminal:
+            raise InvalidOperationError(
+                f"cannot purge orchestration {instance_id!r}: it is "
+                f"{state.runtime_status.value}, and only finished instances can be purged "
+                "(terminate it first)"
+            )
+        return await self._purge_tree(store, instance_id, recursive, {instance_id})
+
+    async def _purge_tree(
+        self, store: OrchestrationService, instance_id: str, recursive: bool, seen: set[str]
+    ) -> int:
+        purged = 0
+        if recursive:
+            for child in await self._children(store, instance_id):
+                if child.instance_id in seen or not child.runtime_status.is_terminal:
+                    continue
+                seen.add(child.instance_id)
+                purged += await self._purge_tree(store, child.instance_id, True, seen)
+        if await store.purge_instance(instance_id):
+            purged += 1
+        return purged
+
+    async def _children(
+        self, store: OrchestrationService, instance_id: str
+    ) -> list[OrchestrationState]:
+        children: list[OrchestrationState] = []
+        token: str | None = None
+        while True:
+            page = await store.query_instances(
+                InstanceQuery(
+                    parent_instance_id=instance_id,
+                    page_size=MAX_QUERY_PAGE_SIZE,
+                    continuation_token=token,
+                )
+            )
+            children.extend(page.states)
+            token = page.continuation_token
+            if token is None:
+                return children
+
+    async def purge_orchestrations(
+        self,
+        *,
+        created_before: datetime | None = None,
+        created_from: datetime | None = None,
+        statuses: Iterable[OrchestrationStatus] | None = None,
+    ) -> int:
+        """Delete every finished instance matching the filters; return how many went.
+
+        Only COMPLETED, FAILED and TERMINATED instances are ever purged; asking for another
+        status raises ValueError. Sub-orchestrations are matched on their own, not through
+        their parents.
+        """
+        purge_filter = build_purge_filter(
+            created_before=created_before, created_from=created_from, statuses=statuses
+        )
+        store = await self._ready()
+        return await store.purge_instances(purge_filter)
+
+
+# -- the sync client ---------------------------------------------------------------------
+
+
+class TaskHubClient:
+    """The synchronous face of :class:`AsyncTaskHubClient`: same arguments, same methods.
+
+    Calls run on a private event loop in a daemon thread, started on first use and stopped
+    by :meth:`close` (or leaving a ``with`` block). Do not call it from the coroutines of an
+    event loop: it blocks; use :class:`AsyncTaskHubClient` there.
+    """
+
+    def __init__(
+        self,
+        store: str | OrchestrationService,
+        *,
+        data_converter: DataConverter | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._client = AsyncTaskHubClient(
+            store, data_converter=data_converter, max_payload_bytes=max_payload_bytes, clock=clock
+        )
+        self._portal = Portal("duratask-client")
+
+    @property
+    def store(self) -> OrchestrationService:
+        """The store this client talks to."""
+        return self._client.store
+
+    @property
+    def data_converter(self) -> DataConverter:
+        """The converter used for payloads."""
+        return self._client.data_converter
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the async client and stop the loop thread. Idempotent."""
+        try:
+            if self._portal.started:
+                self._portal.call(self._client.close)
+        finally:
+            self._portal.close()
+
+    def schedule_new_orchestration(
+        self,
+        orchestration: Callable[..., Any] | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+        version: str | None = None,
+        reuse_id_policy: ReuseIdPolicy | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """See :meth:`AsyncTaskHubClient.schedule_new_orchestration`."""
+        return self._portal.call(
+            self._client.schedule_new_orchestration,
+            orchestration,
+            input=input,
+            instance_id=instance_id,
+            start_at=start_at,
+            version=version,
+            reuse_id_policy=reuse_id_policy,
+            tags=tags,
+        )
+
+    def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:
+        """See :meth:`AsyncTaskHubClient.get_orchestration_state`."""
+        return self._portal.call(self._client.get_orchestration_state, instance_id)
+
+    def get_orchestration_history(self, instance_id: str) -> list[HistoryEvent]:
+        """See :meth:`AsyncTaskHubClient.get_orchestration_history`."""
+        return self._portal.call(self._client.get_orchestration_history, instance_id)
+
+    def query_orchestrations(
+        self,
+        *,
+        statuses: Iterable[OrchestrationStatus] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        name: str | None = None,
+        instance_id_prefix: str | None = None,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+    ) -> QueryPage:
+        """See :meth:`AsyncTaskHubClient.query_orchestrations`."""
+        return self._portal.call(
+            self._client.query_orchestrations,
+            statuses=statuses,
+            created_from=created_from,
+            created_to=created_to,
+            name=name,
+            instance_id_prefix=instance_id_prefix,
+            page_size=page_size,
+            continuation_token=continuation_token,
+        )
+
+    def wait_for_orchestration_start(
+        self, instance_id: str, timeout: float | timedelta = 60
+    ) -> OrchestrationState:
+        """See :meth:`AsyncTaskHubClient.wait_for_orchestration_start`."""
+        return self._portal.call(self._client.wait_for_orchestration_start, instance_id, timeout)
+
+    def wait_for_orchestration_completion(
+        self, instance_id: str, timeout: float | timedelta = 60
+    ) -> OrchestrationState:
+        """See :meth:`AsyncTaskHubClient.wait_for_orchestration_completion`."""
+        return self._portal.call(
+            self._client.wait_for_orchestration_completion, instance_id, timeout
+        )
+
+    def raise_orchestration_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """See :meth:`AsyncTaskHubClient.raise_orchestration_event`."""
+        self._portal.call(self._client.raise_orchestration_event, instance_id, name, data)
+
+    def terminate_orchestration(
+        self, instance_id: str, *, output: Any = None, recursive: bool = True
+    ) -> None:
+        """See :meth:`AsyncTaskHubClient.terminate_orchestration`."""
+        self._portal.call(
+            self._client.terminate_orchestration, instance_id, output=output, recursive=recursive
+        )
+
+    def suspend_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`AsyncTaskHubClient.suspend_orchestration`."""
+        self._portal.call(self._client.suspend_orchestration, instance_id, reason)
+
+    def resume_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`AsyncTaskHubClient.resume_orchestration`."""
+        self._portal.call(self._client.resume_orchestration, instance_id, reason)
+
+    def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
+        """See :meth:`AsyncTaskHubClient.purge_orchestration`."""
+        return self._portal.call(self._client.purge_orchestration, instance_id, recursive=recursive)
+
+    def purge_orchestrations(
+        self,
+        *,
+        created_before: datetime | None = None,
+        created_from: datetime | None = None,
+        statuses: Iterable[OrchestrationStatus] | None = None,
+    ) -> int:
+        """See :meth:`AsyncTaskHubClient.purge_orchestrations`."""
+        return self._portal.call(
+            self._client.purge_orchestrations,
+            created_before=created_before,
+            created_from=created_from,
+            statuses=statuses,
+        )
