@@ -65,6 +65,14 @@ class _Driver:
         exc = task.get_exception()
         self._step(None if exc else task.get_result(), exc)
 
+    def _awaited(self, yielded: Any) -> str:
+        """Name what the code awaited: a bare ``yield None`` (e.g. from ``asyncio.sleep(0)``)
+        says nothing, so name the awaitable the coroutine is suspended in instead."""
+        awaited = getattr(self._coro, "cr_await", None)
+        if yielded is None and awaited is not None:
+            return f"{awaited!r} (which yielded None)"
+        return repr(yielded)
+
     def _step(self, value: Any, exc: BaseException | None) -> None:
         assert self._coro is not None
         while True:
@@ -81,7 +89,8 @@ class _Driver:
             if not isinstance(yielded, Task):
                 self._ctx.fail(
                     TypeError(
-                        f"orchestration {self._ctx.name!r} awaited {yielded!r}, which is not a "
+                        f"orchestration {self._ctx.name!r} awaited {self._awaited(yielded)}, "
+                        "which is not a "
                         "duratask task. Orchestrations may only await tasks from the "
                         "OrchestrationContext (call_activity, create_timer, "
                         "wait_for_external_event, call_sub_orchestrator) or when_all/when_any; "
