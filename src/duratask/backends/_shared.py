@@ -1,0 +1,91 @@
+"""Small helpers every task hub store uses: UTC time, lock tokens, new instance rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from duratask.backends.base import OrchestrationMessage, decode_continuation_token
+from duratask.history import ExecutionStarted
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+
+def utc_now() -> datetime:
+    """The default store clock: timezone-aware UTC now."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; ValueError for a naive datetime (its instant is unknown)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given to a store; use aware UTC")
+    return value.astimezone(UTC)
+
+
+def as_utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def new_lock_token() -> str:
+    """A fresh, unguessable lease token."""
+    return uuid.uuid4().hex
+
+
+def started_event(message: OrchestrationMessage) -> ExecutionStarted:
+    """The :class:`ExecutionStarted` a create message must carry; TypeError otherwise."""
+    if not isinstance(message.event, ExecutionStarted):
+        raise TypeError(
+            f"create_instance needs an ExecutionStarted message, got {type(message.event).__name__}"
+        )
+    return message.event
+
+
+def pending_state(instance_id: str, event: ExecutionStarted) -> OrchestrationState:
+    """The row of an instance that an :class:`ExecutionStarted` message brings into being."""
+    created = as_utc(event.timestamp)
+    return OrchestrationState(
+        instance_id=instance_id,
+        name=event.name,
+        version=event.version,
+        runtime_status=OrchestrationStatus.PENDING,
+        created_at=created,
+        last_updated_at=created,
+        execution_id=event.execution_id,
+        serialized_input=event.input,
+        parent_instance_id=event.parent.instance_id if event.parent else None,
+        scheduled_start_at=as_utc_or_none(event.scheduled_start_time),
+    )
+
+
+def normalized_state(state: OrchestrationState) -> OrchestrationState:
+    """``state`` as a store keeps it: UTC datetimes, no data converter."""
+    return OrchestrationState(
+        instance_id=state.instance_id,
+        name=state.name,
+        version=state.version,
+        runtime_status=state.runtime_status,
+        created_at=as_utc(state.created_at),
+        last_updated_at=as_utc(state.last_updated_at),
+        completed_at=as_utc_or_none(state.completed_at),
+        execution_id=state.execution_id,
+        serialized_input=state.serialized_input,
+        serialized_output=state.serialized_output,
+        serialized_custom_status=state.serialized_custom_status,
+        failure_details=state.failure_details,
+        parent_instance_id=state.parent_instance_id,
+        scheduled_start_at=as_utc_or_none(state.scheduled_start_at),
+    )
+
+
+def check_page_size(page_size: int) -> None:
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+
+
+def decode_position(token: str) -> tuple[datetime, str]:
+    """The (created_at, instance_id) a continuation token resumes after; ValueError if bad."""
+    created_at, instance_id = decode_continuation_token(token)
+    try:
+        return as_utc(created_at), instance_id
+    except ValueError as exc:
+        raise ValueError(f"malformed continuation token {token!r}") from exc

@@ -1,0 +1,417 @@
+"""An in-process task hub: everything in Python objects, nothing durable.
+
+Meant for tests and demos. One process-global store per name (``memory://NAME``) lets a
+worker and a client of the same process share a hub. All state sits behind one
+``threading.Lock`` that is never held across an ``await``, so the store can be called from
+several threads, each with its own event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from duratask.backends._shared import (
+    as_utc,
+    as_utc_or_none,
+    check_page_size,
+    decode_position,
+    new_lock_token,
+    normalized_state,
+    pending_state,
+    started_event,
+    utc_now,
+)
+from duratask.backends.base import (
+    ActivityRequest,
+    ActivityWorkItem,
+    InstanceQuery,
+    LockedMessage,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    PurgeFilter,
+    QueryPage,
+    encode_continuation_token,
+)
+from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.history import ExecutionStarted, HistoryEvent
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+
+@dataclass(slots=True)
+class _Message:
+    message_id: int
+    message: OrchestrationMessage
+    enqueued_at: datetime
+    dequeue_count: int = 0
+
+    def visible(self, now: datetime) -> bool:
+        return self.message.visible_at is None or self.message.visible_at <= now
+
+    def due(self) -> datetime:
+        return self.message.visible_at or self.enqueued_at
+
+
+@dataclass(slots=True)
+class _Lease:
+    token: str | None = None
+    owner: str | None = None
+    expires_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at >= now
+
+    def take(self, owner: str, expires_at: datetime) -> str:
+        self.token, self.owner, self.expires_at = new_lock_token(), owner, expires_at
+        return self.token
+
+    def clear(self) -> None:
+        self.token = self.owner = self.expires_at = None
+
+
+@dataclass(slots=True)
+class _Instance:
+    state: OrchestrationState
+    history: list[HistoryEvent] = field(default_factory=list)
+    messages: dict[int, _Message] = field(default_factory=dict)
+    lease: _Lease = field(default_factory=_Lease)
+
+
+@dataclass(slots=True)
+class _Activity:
+    work_item_id: int
+    request: ActivityRequest
+    visible_at: datetime
+    lease: _Lease = field(default_factory=_Lease)
+    dequeue_count: int = 0
+
+
+class MemoryOrchestrationService:
+    """A task hub held in memory. ``named(name)`` gives the process-wide hub of that name."""
+
+    _registry: ClassVar[dict[str, MemoryOrchestrationService]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or utc_now
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Instance] = {}
+        self._activities: dict[int, _Activity] = {}
+        self._next_message_id = 1
+        self._next_activity_id = 1
+
+    @classmethod
+    def named(cls, name: str) -> MemoryOrchestrationService:
+        """The process-global store called ``name``, created on first use."""
+        with cls._registry_lock:
+            store = cls._registry.get(name)
+            if store is None:
+                store = cls._registry[name] = cls()
+            return store
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock())
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Keeps the data: other users of a named hub may still be working with it."""
+
+    async def delete_task_hub(self) -> None:
+        """Forget every instance, message and activity."""
+        with self._lock:
+            self._instances.clear()
+            self._activities.clear()
+
+    # -- orchestration work items -------------------------------------------------------
+    async def lock_next_orchestration_work_item(
+        self, owner: str, lease: timedelta
+    ) -> OrchestrationWorkItem | None:
+        """Lease the instance whose oldest visible message has waited longest."""
+        now = self._now()
+        with self._lock:
+            best: tuple[datetime, int] | None = None
+            chosen: _Instance | None = None
+            for instance in self._instances.values():
+                if instance.lease.live(now):
+                    continue
+                visible = [m for m in instance.messages.values() if m.visible(now)]
+                if not visible:
+                    continue
+                key = (min(m.due() for m in visible), min(m.message_id for m in visible))
+                if best is None or key < best:
+                    best, chosen = key, instance
+            if chosen is None:
+                return None
+            token = chosen.lease.take(owner, now + lease)
+            locked = []
+            for m in chosen.messages.values():  # dict order is message_id order
+                if m.visible(now):
+                    m.dequeue_count += 1
+                    locked.append(LockedMessage(m.message_id, m.message, m.dequeue_count))
+            return OrchestrationWorkItem(
+                instance_id=chosen.state.instance_id,
+                lock_token=token,
+                locked_until=now + lease,
+                history=list(chosen.history),
+                messages=locked,
+                state=chosen.state,
+            )
+
+    async def renew_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, lease: timedelta
+    ) -> None:
+        """Extend the lease to now + ``lease``."""
+        now = self._now()
+        with self._lock:
+            instance = self._instances.get(work_item.instance_id)
+            if instance is None or instance.lease.token != work_item.lock_token:
+                raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+            instance.lease.expires_at = now + lease
+        work_item.locked_until = now + lease
+
+    async def complete_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    ) -> None:
+        """Commit one episode atomically and release the lease."""
+        if commit.state.instance_id != work_item.instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        now = self._now()
+        state = normalized_state(commit.state)
+        outbound = [_normalized_message(m) for m in commit.messages]
+        with self._lock:
+            instance = self._held_instance(work_item)
+            if commit.reset_history:
+                instance.history.clear()
+            instance.history.extend(commit.new_events)
+            for message_id in commit.consumed_message_ids:
+                instance.messages.pop(message_id, None)
+            for request in commit.activities:
+                self._activities[self._next_activity_id] = _Activity(
+                    self._next_activity_id, request, visible_at=now
+                )
+                self._next_activity_id += 1
+            for message in outbound:
+                self._enqueue(message, now)
+            instance.state = state
+            instance.lease.clear()
+
+    async def abandon_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        retry_at = as_utc_or_none(retry_at)
+        with self._lock:
+            instance = self._instances.get(work_item.instance_id)
+            if instance is None or instance.lease.token != work_item.lock_token:
+                return
+            instance.lease.clear()
+            if retry_at is None:
+                return
+            for locked in work_item.messages:
+                stored = instance.messages.get(locked.message_id)
+                if stored is not None and stored.due() < retry_at:  # due = max(due, retry_at)
+                    stored.message = dataclasses.replace(stored.message, visible_at=retry_at)
+
+    def _held_instance(self, work_item: OrchestrationWorkItem) -> _Instance:
+        instance = self._instances.get(work_item.instance_id)
+        if instance is None or instance.lease.token != work_item.lock_token:
+            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+        if len(instance.history) != len(work_item.history):
+            raise LeaseLostError(
+                f"history of instance {work_item.instance_id!r} changed under the work item"
+            )
+        return instance
+
+    # -- activity work items --------------------------------------------------------------
+    async def lock_next_activity_work_item(
+        self, owner: str, lease: timedelta
+    ) -> ActivityWorkItem | None:
+        """Lease the oldest visible activity."""
+        now = self._now()
+        with self._lock:
+            for activity in self._activities.values():
+                if activity.visible_at <= now and not activity.lease.live(now):
+                    token = activity.lease.take(owner, now + lease)
+                    activity.dequeue_count += 1
+                    return ActivityWorkItem(
+                        work_item_id=activity.work_item_id,
+                        request=activity.request,
+                        lock_token=token,
+                        locked_until=now + lease,
+                        dequeue_count=activity.dequeue_count,
+                    )
+            return None
+
+    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
+        """Extend the lease to now + ``lease``."""
+        now = self._now()
+        with self._lock:
+            self._held_activity(work_item).lease.expires_at = now + lease
+        work_item.locked_until = now + lease
+
+    async def complete_activity_work_item(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> None:
+        """Delete the activity and enqueue its result, atomically."""
+        now = self._now()
+        result = _normalized_message(result)
+        with self._lock:
+            self._held_activity(work_item)
+            del self._activities[work_item.work_item_id]
+            self._enqueue(result, now)
+
+    async def abandon_activity_work_item(
+        self, work_item: ActivityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the activity is visible again at ``retry_at`` (now if None)."""
+        visible_at = as_utc(retry_at) if retry_at is not None else self._now()
+        with self._lock:
+            activity = self._activities.get(work_item.work_item_id)
+            if activity is None or activity.lease.token != work_item.lock_token:
+                return
+            activity.lease.clear()
+            activity.visible_at = visible_at
+
+    def _held_activity(self, work_item: ActivityWorkItem) -> _Activity:
+        activity = self._activities.get(work_item.work_item_id)
+        if activity is None or activity.lease.token != work_item.lock_token:
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        return activity
+
+    # -- client operations -----------------------------------------------------------------
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        state = pending_state(message.instance_id, started_event(message))
+        message = _normalized_message(message)
+        now = self._now()
+        with self._lock:
+            existing = self._instances.get(message.instance_id)
+            if existing is not None:
+                status = existing.state.runtime_status
+                if status not in replaceable:
+                    raise OrchestrationAlreadyExistsError(message.instance_id, status)
+                self._forget(message.instance_id)
+            self._instances[message.instance_id] = _Instance(state)
+            self._enqueue(message, now)
+
+    async def send_message(self, message: OrchestrationMessage) -> bool:
+        """Enqueue a message; False if its instance does not exist."""
+        message = _normalized_message(message)
+        now = self._now()
+        with self._lock:
+            return self._enqueue(message, now)
+
+    async def get_instance(self, instance_id: str) -> OrchestrationState | None:
+        """The stored state of one instance, or None."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return instance.state if instance is not None else None
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's history in order (empty if unknown)."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return list(instance.history) if instance is not None else []
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Matching instances by (created_at, instance_id); ``created_to`` is exclusive."""
+        check_page_size(query.page_size)
+        after = decode_position(query.continuation_token) if query.continuation_token else None
+        created_from = as_utc_or_none(query.created_from)
+        created_to = as_utc_or_none(query.created_to)
+        with self._lock:
+            states = [i.state for i in self._instances.values()]
+        rows = sorted(
+            (
+                s
+                for s in states
+                if (query.statuses is None or s.runtime_status in query.statuses)
+                and (created_from is None or s.created_at >= created_from)
+                and (created_to is None or s.created_at < created_to)
+                and (query.name is None or s.name == query.name)
+                and (
+                    query.instance_id_prefix is None
+                    or s.instance_id.startswith(query.instance_id_prefix)
+                )
+                and (
+                    query.parent_instance_id is None
+                    or s.parent_instance_id == query.parent_instance_id
+                )
+                and (after is None or (s.created_at, s.instance_id) > after)
+            ),
+            key=lambda s: (s.created_at, s.instance_id),
+        )
+        page = rows[: query.page_size]
+        token = None
+        if len(rows) > query.page_size:
+            token = encode_continuation_token(page[-1].created_at, page[-1].instance_id)
+        return QueryPage(states=page, continuation_token=token)
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance and all it owns; False if absent or not terminal."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is None or not instance.state.runtime_status.is_terminal:
+                return False
+            self._forget(instance_id)
+            return True
+
+    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+        before = as_utc_or_none(purge_filter.created_before)
+        start = as_utc_or_none(purge_filter.created_from)
+        with self._lock:
+            doomed = [
+                i.state.instance_id
+                for i in self._instances.values()
+                if i.state.runtime_status.is_terminal
+                and (
+                    purge_filter.statuses is None or i.state.runtime_status in purge_filter.statuses
+                )
+                and (before is None or i.state.created_at < before)
+                and (start is None or i.state.created_at >= start)
+            ]
+            self._forget_all(doomed)
+            return len(doomed)
+
+    # -- internals (call with self._lock held) ------------------------------------------------
+    def _enqueue(self, message: OrchestrationMessage, now: datetime) -> bool:
+        instance = self._instances.get(message.instance_id)
+        if instance is None:
+            if not isinstance(message.event, ExecutionStarted):
+                return False
+            instance = self._instances[message.instance_id] = _Instance(
+                pending_state(message.instance_id, message.event)
+            )
+        message_id = self._next_message_id
+        self._next_message_id += 1
+        instance.messages[message_id] = _Message(message_id, message, enqueued_at=now)
+        return True
+
+    def _forget(self, instance_id: str) -> None:
+        self._forget_all([instance_id])
+
+    def _forget_all(self, instance_ids: Iterable[str]) -> None:
+        gone = set(instance_ids)
+        for instance_id in gone:
+            self._instances.pop(instance_id, None)
+        for activity_id in [
+            a.work_item_id for a in self._activities.values() if a.request.instance_id in gone
+        ]:
+            del self._activities[activity_id]
+
+
+def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
+    if message.visible_at is None:
+        return message
+    return dataclasses.replace(message, visible_at=as_utc(message.visible_at))

@@ -1,0 +1,85 @@
+"""Conversions between store values and SQLite column values."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from duratask.backends._shared import as_utc
+from duratask.backends.base import LockedMessage, OrchestrationMessage
+from duratask.history import event_from_json
+from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch; ValueError for a naive datetime."""
+    return (as_utc(value) - _EPOCH) // _MICROSECOND
+
+
+def to_micros_or_none(value: datetime | None) -> int | None:
+    return None if value is None else to_micros(value)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def from_micros_or_none(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def state_params(state: OrchestrationState) -> dict[str, Any]:
+    """Named parameters for the instance columns of ``state``."""
+    failure = state.failure_details
+    return {
+        "instance_id": state.instance_id,
+        "name": state.name,
+        "version": state.version,
+        "runtime_status": state.runtime_status.value,
+        "created_at": to_micros(state.created_at),
+        "last_updated_at": to_micros(state.last_updated_at),
+        "completed_at": to_micros_or_none(state.completed_at),
+        "execution_id": state.execution_id,
+        "input": state.serialized_input,
+        "output": state.serialized_output,
+        "custom_status": state.serialized_custom_status,
+        "failure_details": failure.to_json() if failure is not None else None,
+        "parent_instance_id": state.parent_instance_id,
+        "scheduled_start_at": to_micros_or_none(state.scheduled_start_at),
+    }
+
+
+def state_from_row(row: sqlite3.Row) -> OrchestrationState:
+    """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
+    failure = row["failure_details"]
+    return OrchestrationState(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        version=row["version"],
+        runtime_status=OrchestrationStatus(row["runtime_status"]),
+        created_at=from_micros(row["created_at"]),
+        last_updated_at=from_micros(row["last_updated_at"]),
+        completed_at=from_micros_or_none(row["completed_at"]),
+        execution_id=row["execution_id"],
+        serialized_input=row["input"],
+        serialized_output=row["output"],
+        serialized_custom_status=row["custom_status"],
+        failure_details=FailureDetails.from_json(failure) if failure is not None else None,
+        parent_instance_id=row["parent_instance_id"],
+        scheduled_start_at=from_micros_or_none(row["scheduled_start_at"]),
+    )
+
+
+def locked_message_from_row(row: sqlite3.Row) -> LockedMessage:
+    """Rebuild a leased message from a row of ``queries.SELECT_VISIBLE_MESSAGES``."""
+    message = OrchestrationMessage(
+        instance_id=row["instance_id"],
+        event=event_from_json(row["event"]),
+        execution_id=row["execution_id"],
+        visible_at=from_micros_or_none(row["visible_at"]),
+    )
+    return LockedMessage(row["message_id"], message, row["dequeue_count"])

@@ -1,0 +1,227 @@
+"""One SQLite connection, owned by a dedicated thread, with transactions, retries and migrations.
+
+Every call runs on the store's single worker thread and is awaited through
+``loop.run_in_executor``, so the blocking ``sqlite3`` module never stalls an event loop and
+the same store can serve callers from different event loops over its life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+from duratask.backends.sqlite import queries
+from duratask.errors import StoreError
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], T]
+
+SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    script: str
+
+
+def load_migrations() -> list[Migration]:
+    """The ``migrations/NNN_name.sql`` scripts in version order (1, 2, ... without gaps)."""
+    folder = resources.files(__package__).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StoreError(f"SQLite migrations must be numbered 001, 002, ...: {found}")
+    return found
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of a SQL script, one per ``execute`` (executescript would COMMIT)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if any(s.strip() and not s.strip().startswith("--") for s in pending.splitlines()):
+        raise StoreError(f"incomplete SQL statement at the end of a migration: {pending!r}")
+    return statements
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """True for "database is locked/busy": another connection holds the lock; retry."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Database:
+    """A SQLite file reached through one connection on one dedicated thread."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 10.0,
+        retries: int = 5,
+        retry_delay: float = 0.02,
+    ) -> None:
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
+        self.path = path
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._state_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start the worker thread; False if it was already running. The connection opens
+        on first use."""
+        with self._state_lock:
+            if self._executor is not None:
+                return False
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="duratask-sqlite")
+            return True
+
+    async def stop(self) -> None:
+        """Close the connection and stop the thread; :meth:`start` may be called again."""
+        with self._state_lock:
+            executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- running jobs --------------------------------------------------------------------
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job`` in a ``BEGIN IMMEDIATE`` transaction: committed if it returns, rolled
+        back if it raises. It may run more than once (busy retries), so it must only touch
+        the database."""
+        return await self.run(lambda conn: _transaction(conn, "BEGIN IMMEDIATE", job))
+
+    async def read(self, job: Job[T]) -> T:
+        """Run ``job`` in a read transaction (one consistent snapshot)."""
+        return await self.run(lambda conn: _transaction(conn, "BEGIN", job))
+
+    async def run(self, job: Job[T]) -> T:
+        """Run ``job`` on the connection's thread, retrying while the database is busy."""
+        attempt = 0
+        while True:
+            executor = self._executor
+            if executor is None:
+                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    executor, lambda: job(self._connection())
+                )
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or attempt >= self._retries:
+                    raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            await asyncio.sleep(self._retry_delay * 2**attempt)
+            attempt += 1
+
+    # -- schema --------------------------------------------------------------------------
+    async def migrate(self, now_us: int) -> None:
+        """Apply the migrations the file lacks, all in one write transaction.
+
+        The version is read under the write lock, so processes opening a new file at the
+        same time apply each migration exactly once."""
+        migrations = load_migrations()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(queries.CREATE_SCHEMA_VERSION)
+            current: int = conn.execute(queries.SELECT_SCHEMA_VERSION).fetchone()[0]
+            if current > len(migrations):
+                raise StoreError(
+                    f"SQLite task hub {self.path!r} has schema version {current}, newer than "
+                    f"this duratask supports ({len(migrations)})"
+                )
+            for migration in migrations[current:]:
+                for statement in split_statements(migration.script):
+                    conn.execute(statement)
+                conn.execute(queries.INSERT_SCHEMA_VERSION, (migration.version, now_us))
+
+        await self.write(job)
+
+    async def drop_all_tables(self) -> None:
+        """Drop every table of the file (the file itself stays)."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            # foreign_keys cannot change inside a transaction; off, tables drop in any order.
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+
+                def drop(conn: sqlite3.Connection) -> None:
+                    for (name,) in conn.execute(queries.LIST_TABLES).fetchall():
+                        conn.execute(f"DROP TABLE IF EXISTS {_quote_identifier(name)}")
+
+                _transaction(conn, "BEGIN IMMEDIATE", drop)
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
+
+        await self.run(job)
+
+
+def _transaction(conn: sqlite3.Connection, begin: str, job: Job[T]) -> T:
+    conn.execute(begin)
+    try:
+        result = job(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

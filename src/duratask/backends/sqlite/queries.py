@@ -1,0 +1,155 @@
+"""The SQL the SQLite store runs, as named constants (the schema is in ``migrations/``).
+
+Every value is a bound parameter; times are INTEGER microseconds since the epoch, UTC.
+A message is visible when ``visible_at`` is NULL or has passed; a lease is live while
+``lock_expires_at >= now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# -- schema bookkeeping ---------------------------------------------------------------------
+CREATE_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)"""
+SELECT_SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"
+LIST_TABLES = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
+)
+
+# -- instances ------------------------------------------------------------------------------
+INSTANCE_COLUMNS = (
+    "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
+    "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
+    "scheduled_start_at"
+)
+SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
+SELECT_STATUS = "SELECT runtime_status FROM instances WHERE instance_id = ?"
+INSTANCE_EXISTS = "SELECT 1 FROM instances WHERE instance_id = ?"
+INSERT_INSTANCE_IF_ABSENT = f"""
+INSERT INTO instances ({INSTANCE_COLUMNS})
+VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updated_at,
+        :completed_at, :execution_id, :input, :output, :custom_status, :failure_details,
+        :parent_instance_id, :scheduled_start_at)
+ON CONFLICT (instance_id) DO NOTHING"""
+# Writes the row from an episode's state and releases the lease.
+UPDATE_INSTANCE = """
+UPDATE instances
+SET name = :name, version = :version, runtime_status = :runtime_status,
+    created_at = :created_at, last_updated_at = :last_updated_at,
+    completed_at = :completed_at, execution_id = :execution_id, input = :input,
+    output = :output, custom_status = :custom_status, failure_details = :failure_details,
+    parent_instance_id = :parent_instance_id, scheduled_start_at = :scheduled_start_at,
+    lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE instance_id = :instance_id"""
+DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
+
+# -- orchestration leases ---------------------------------------------------------------------
+# The free instance whose oldest visible message has waited longest.
+SELECT_NEXT_INSTANCE = """
+SELECT m.instance_id
+FROM messages AS m
+JOIN instances AS i ON i.instance_id = m.instance_id
+WHERE (m.visible_at IS NULL OR m.visible_at <= :now)
+  AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now)
+GROUP BY m.instance_id
+ORDER BY MIN(COALESCE(m.visible_at, m.enqueued_at)), MIN(m.message_id)
+LIMIT 1"""
+LEASE_INSTANCE = """
+UPDATE instances SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at
+WHERE instance_id = :instance_id"""
+SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
+RENEW_INSTANCE_LEASE = """
+UPDATE instances SET lock_expires_at = :expires_at
+WHERE instance_id = :instance_id AND lock_token = :token"""
+RELEASE_INSTANCE_LEASE = """
+UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE instance_id = :instance_id AND lock_token = :token"""
+
+# -- history -----------------------------------------------------------------------------------
+SELECT_HISTORY = "SELECT event FROM history WHERE instance_id = ? ORDER BY sequence_number"
+COUNT_HISTORY = "SELECT COUNT(*) FROM history WHERE instance_id = ?"
+DELETE_HISTORY = "DELETE FROM history WHERE instance_id = ?"
+INSERT_HISTORY = """
+INSERT INTO history (instance_id, sequence_number, event_type, event) VALUES (?, ?, ?, ?)"""
+
+# -- messages ----------------------------------------------------------------------------------
+INSERT_MESSAGE = """
+INSERT INTO messages (instance_id, execution_id, event_type, event, enqueued_at, visible_at)
+VALUES (?, ?, ?, ?, ?, ?)"""
+COUNT_DEQUEUES = """
+UPDATE messages SET dequeue_count = dequeue_count + 1
+WHERE instance_id = :instance_id AND (visible_at IS NULL OR visible_at <= :now)"""
+SELECT_VISIBLE_MESSAGES = """
+SELECT message_id, instance_id, execution_id, event, visible_at, dequeue_count
+FROM messages
+WHERE instance_id = :instance_id AND (visible_at IS NULL OR visible_at <= :now)
+ORDER BY message_id"""
+DELETE_MESSAGE = "DELETE FROM messages WHERE message_id = ? AND instance_id = ?"
+# Abandon: a message becomes due at the later of its due time and the retry time.
+DEFER_MESSAGE = """
+UPDATE messages SET visible_at = ?1
+WHERE message_id = ?2 AND instance_id = ?3 AND COALESCE(visible_at, enqueued_at) < ?1"""
+
+# -- activities --------------------------------------------------------------------------------
+INSERT_ACTIVITY = """
+INSERT INTO activities
+    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+SELECT_NEXT_ACTIVITY = """
+SELECT id FROM activities
+WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)
+ORDER BY id
+LIMIT 1"""
+LEASE_ACTIVITY = """
+UPDATE activities
+SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at,
+    dequeue_count = dequeue_count + 1
+WHERE id = :id"""
+SELECT_ACTIVITY = """
+SELECT instance_id, execution_id, task_id, name, version, input, dequeue_count
+FROM activities WHERE id = ?"""
+RENEW_ACTIVITY_LEASE = """
+UPDATE activities SET lock_expires_at = :expires_at WHERE id = :id AND lock_token = :token"""
+DELETE_LEASED_ACTIVITY = "DELETE FROM activities WHERE id = ? AND lock_token = ?"
+RELEASE_ACTIVITY_LEASE = """
+UPDATE activities
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :visible_at
+WHERE id = :id AND lock_token = :token"""
+
+
+# -- filtered statements -------------------------------------------------------------------------
+class Where:
+    """AND-ed SQL conditions with their bound parameters, built from fixed fragments."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, condition: str, *params: object) -> None:
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def add_in(self, column: str, values: Iterable[object]) -> None:
+        values = list(values)
+        self.add(f"{column} IN ({', '.join('?' * len(values))})", *values)
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions) if self.conditions else "1"
+
+
+def select_instances(where: Where) -> str:
+    """A page of instances in (created_at, instance_id) order; LIMIT is the last parameter."""
+    return (
+        f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {where.sql()} "
+        "ORDER BY created_at, instance_id LIMIT ?"
+    )
+
+
+def delete_instances(where: Where) -> str:
+    """Delete the instances matching ``where`` (their children go by cascade)."""
+    return f"DELETE FROM instances WHERE {where.sql()}"

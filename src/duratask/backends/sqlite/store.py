@@ -1,0 +1,430 @@
+"""The SQLite task hub store: one file, shareable by several worker and client processes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from duratask.backends._shared import (
+    check_page_size,
+    decode_position,
+    new_lock_token,
+    pending_state,
+    started_event,
+    utc_now,
+)
+from duratask.backends.base import (
+    TERMINAL_STATUSES,
+    ActivityRequest,
+    ActivityWorkItem,
+    InstanceQuery,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    PurgeFilter,
+    QueryPage,
+    encode_continuation_token,
+)
+from duratask.backends.sqlite import queries as q
+from duratask.backends.sqlite.codec import (
+    from_micros,
+    locked_message_from_row,
+    state_from_row,
+    state_params,
+    to_micros,
+    to_micros_or_none,
+)
+from duratask.backends.sqlite.database import Database
+from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+
+class SqliteOrchestrationService:
+    """A task hub in one SQLite file (WAL mode), safe to share between processes.
+
+    ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
+    ``busy_timeout`` is how long, in seconds, to wait for another process's write lock;
+    ``clock`` (aware UTC) decides visibility and lease expiry, replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        synchronous: str = "FULL",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self._clock = clock or utc_now
+
+    @property
+    def path(self) -> str:
+        """The SQLite file of the task hub."""
+        return self._db.path
+
+    def _now(self) -> int:
+        return to_micros(self._clock())
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, creating the file and applying pending schema migrations (idempotent)."""
+        started = self._db.start()
+        try:
+            await self._db.migrate(self._now())
+        except BaseException:
+            if started:  # leave a store that was already open to its other users
+                await self._db.stop()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection; :meth:`open` may be called again."""
+        await self._db.stop()
+
+    async def delete_task_hub(self) -> None:
+        """Drop every table; the file stays and a later :meth:`open` recreates the schema."""
+        await self._db.drop_all_tables()
+
+    # -- orchestration work items -------------------------------------------------------
+    async def lock_next_orchestration_work_item(
+        self, owner: str, lease: timedelta
+    ) -> OrchestrationWorkItem | None:
+        """Lease the free instance whose oldest visible message has waited longest."""
+        now = self._now()
+        params = {"now": now}
+        # Cheap read first, so idle pollers do not queue up for the write lock.
+        if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_INSTANCE, params)):
+            return None
+        expires_at = now + _micros(lease)
+        token = new_lock_token()
+
+        def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
+            row = conn.execute(q.SELECT_NEXT_INSTANCE, params).fetchone()
+            if row is None:
+                return None
+            instance_id: str = row[0]
+            lease_params = {"instance_id": instance_id, "now": now}
+            conn.execute(
+                q.LEASE_INSTANCE,
+                {**lease_params, "token": token, "owner": owner, "expires_at": expires_at},
+            )
+            conn.execute(q.COUNT_DEQUEUES, lease_params)
+            messages = conn.execute(q.SELECT_VISIBLE_MESSAGES, lease_params).fetchall()
+            state_row = conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone()
+            return OrchestrationWorkItem(
+                instance_id=instance_id,
+                lock_token=token,
+                locked_until=from_micros(expires_at),
+                history=_history(conn, instance_id),
+                messages=[locked_message_from_row(m) for m in messages],
+                state=state_from_row(state_row),
+            )
+
+        return await self._db.write(job)
+
+    async def renew_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, lease: timedelta
+    ) -> None:
+        """Extend the lease to now + ``lease``."""
+        expires_at = self._now() + _micros(lease)
+        params = {
+            "instance_id": work_item.instance_id,
+            "token": work_item.lock_token,
+            "expires_at": expires_at,
+        }
+        renewed = await self._db.write(lambda c: c.execute(q.RENEW_INSTANCE_LEASE, params).rowcount)
+        if not renewed:
+            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+        work_item.locked_until = from_micros(expires_at)
+
+    async def complete_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    ) -> None:
+        """Commit one episode in one transaction and release the lease."""
+        instance_id = work_item.instance_id
+        if commit.state.instance_id != instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        now = self._now()
+        row = state_params(commit.state)
+        events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
+        outbound = [_Outbound(m) for m in commit.messages]
+
+        def job(conn: sqlite3.Connection) -> None:
+            stored_length = _check_lease(conn, work_item)
+            first = 0 if commit.reset_history else stored_length
+            if commit.reset_history:
+                conn.execute(q.DELETE_HISTORY, (instance_id,))
+            conn.executemany(
+                q.INSERT_HISTORY,
+                [(instance_id, first + i, kind, text) for i, (kind, text) in enumerate(events)],
+            )
+            conn.executemany(
+                q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
+            )
+            conn.executemany(q.INSERT_ACTIVITY, [_activity_row(a, now) for a in commit.activities])
+            for message in outbound:
+                message.enqueue(conn, now)
+            conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
+
+        await self._db.write(job)
+
+    async def abandon_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
+        retry_us = to_micros_or_none(retry_at)
+
+        def job(conn: sqlite3.Connection) -> None:
+            if not conn.execute(q.RELEASE_INSTANCE_LEASE, release).rowcount or retry_us is None:
+                return
+            deferred = [(retry_us, m.message_id, work_item.instance_id) for m in work_item.messages]
+            conn.executemany(q.DEFER_MESSAGE, deferred)
+
+        await self._db.write(job)
+
+    # -- activity work items --------------------------------------------------------------
+    async def lock_next_activity_work_item(
+        self, owner: str, lease: timedelta
+    ) -> ActivityWorkItem | None:
+        """Lease the oldest visible activity."""
+        now = self._now()
+        params = {"now": now}
+        if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITY, params)):
+            return None
+        expires_at = now + _micros(lease)
+        token = new_lock_token()
+
+        def job(conn: sqlite3.Connection) -> ActivityWorkItem | None:
+            found = conn.execute(q.SELECT_NEXT_ACTIVITY, params).fetchone()
+            if found is None:
+                return None
+            activity_id: int = found[0]
+            conn.execute(
+                q.LEASE_ACTIVITY,
+                {"id": activity_id, "token": token, "owner": owner, "expires_at": expires_at},
+            )
+            row = conn.execute(q.SELECT_ACTIVITY, (activity_id,)).fetchone()
+            request = ActivityRequest(
+                instance_id=row["instance_id"],
+                execution_id=row["execution_id"],
+                task_id=row["task_id"],
+                name=row["name"],
+                version=row["version"],
+                input=row["input"],
+            )
+            return ActivityWorkItem(
+                work_item_id=activity_id,
+                request=request,
+                lock_token=token,
+                locked_until=from_micros(expires_at),
+                dequeue_count=row["dequeue_count"],
+            )
+
+        return await self._db.write(job)
+
+    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
+        """Extend the lease to now + ``lease``."""
+        expires_at = self._now() + _micros(lease)
+        params = {
+            "id": work_item.work_item_id,
+            "token": work_item.lock_token,
+            "expires_at": expires_at,
+        }
+        renewed = await self._db.write(lambda c: c.execute(q.RENEW_ACTIVITY_LEASE, params).rowcount)
+        if not renewed:
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        work_item.locked_until = from_micros(expires_at)
+
+    async def complete_activity_work_item(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> None:
+        """Delete the activity and enqueue its result, in one transaction."""
+        now = self._now()
+        outbound = _Outbound(result)
+
+        def job(conn: sqlite3.Connection) -> None:
+            key = (work_item.work_item_id, work_item.lock_token)
+            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            outbound.enqueue(conn, now)
+
+        await self._db.write(job)
+
+    async def abandon_activity_work_item(
+        self, work_item: ActivityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the activity is visible again at ``retry_at`` (now if None)."""
+        params = {
+            "id": work_item.work_item_id,
+            "token": work_item.lock_token,
+            "visible_at": to_micros(retry_at) if retry_at is not None else self._now(),
+        }
+        await self._db.write(lambda c: c.execute(q.RELEASE_ACTIVITY_LEASE, params))
+
+    # -- client operations -----------------------------------------------------------------
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        instance_id = message.instance_id
+        row = state_params(pending_state(instance_id, started_event(message)))
+        outbound = _Outbound(message)
+        now = self._now()
+
+        def job(conn: sqlite3.Connection) -> None:
+            existing = conn.execute(q.SELECT_STATUS, (instance_id,)).fetchone()
+            if existing is not None:
+                status = OrchestrationStatus(existing[0])
+                if status not in replaceable:
+                    raise OrchestrationAlreadyExistsError(instance_id, status)
+                conn.execute(q.DELETE_INSTANCE, (instance_id,))  # cascades to its children
+            conn.execute(q.INSERT_INSTANCE_IF_ABSENT, row)
+            outbound.enqueue(conn, now)
+
+        await self._db.write(job)
+
+    async def send_message(self, message: OrchestrationMessage) -> bool:
+        """Enqueue a message; False if its instance does not exist."""
+        now = self._now()
+        outbound = _Outbound(message)
+        return await self._db.write(lambda c: outbound.enqueue(c, now))
+
+    async def get_instance(self, instance_id: str) -> OrchestrationState | None:
+        """The stored state of one instance, or None."""
+        row = await self._db.read(lambda c: _fetch_one(c, q.SELECT_INSTANCE, (instance_id,)))
+        return state_from_row(row) if row is not None else None
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's history in order (empty if unknown)."""
+        return await self._db.read(lambda c: _history(c, instance_id))
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
+        ``created_to`` exclusive; the token resumes after the last row of a full page."""
+        check_page_size(query.page_size)
+        where = q.Where()
+        if query.statuses is not None:
+            where.add_in("runtime_status", (s.value for s in query.statuses))
+        if query.created_from is not None:
+            where.add("created_at >= ?", to_micros(query.created_from))
+        if query.created_to is not None:
+            where.add("created_at < ?", to_micros(query.created_to))
+        if query.name is not None:
+            where.add("name = ?", query.name)
+        if query.instance_id_prefix is not None:
+            prefix = query.instance_id_prefix
+            # substr avoids LIKE wildcards; the range test lets the primary key index help.
+            where.add(
+                "instance_id >= ? AND substr(instance_id, 1, ?) = ?", prefix, len(prefix), prefix
+            )
+        if query.parent_instance_id is not None:
+            where.add("parent_instance_id = ?", query.parent_instance_id)
+        if query.continuation_token is not None:
+            created_at, instance_id = decode_position(query.continuation_token)
+            where.add("(created_at, instance_id) > (?, ?)", to_micros(created_at), instance_id)
+        sql = q.select_instances(where)
+        params = (*where.params, query.page_size + 1)
+        rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
+        states = [state_from_row(r) for r in rows[: query.page_size]]
+        token = None
+        if len(rows) > query.page_size:
+            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
+        return QueryPage(states=states, continuation_token=token)
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance and all it owns; False if absent or not terminal."""
+        where = q.Where()
+        where.add("instance_id = ?", instance_id)
+        where.add_in("runtime_status", (s.value for s in TERMINAL_STATUSES))
+        sql = q.delete_instances(where)
+        deleted = await self._db.write(lambda c: c.execute(sql, where.params).rowcount)
+        return bool(deleted)
+
+    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+        statuses = TERMINAL_STATUSES
+        if purge_filter.statuses is not None:
+            statuses = statuses & purge_filter.statuses
+        where = q.Where()
+        where.add_in("runtime_status", (s.value for s in statuses))
+        if purge_filter.created_before is not None:
+            where.add("created_at < ?", to_micros(purge_filter.created_before))
+        if purge_filter.created_from is not None:
+            where.add("created_at >= ?", to_micros(purge_filter.created_from))
+        sql = q.delete_instances(where)
+        deleted: int = await self._db.write(lambda c: c.execute(sql, where.params).rowcount)
+        return deleted
+
+
+class _Outbound:
+    """A message serialised up front, enqueued later inside a transaction."""
+
+    def __init__(self, message: OrchestrationMessage) -> None:
+        event = message.event
+        self.instance_id = message.instance_id
+        self.starts = (
+            state_params(pending_state(message.instance_id, event))
+            if isinstance(event, ExecutionStarted)
+            else None
+        )
+        self.row = (
+            message.instance_id,
+            message.execution_id,
+            event.event_type.name,
+            event_to_json(event),
+            to_micros_or_none(message.visible_at),
+        )
+
+    def enqueue(self, conn: sqlite3.Connection, now: int) -> bool:
+        """Insert the message; an ExecutionStarted creates its instance row if absent,
+        any other message to a missing instance is dropped (False)."""
+        if self.starts is not None:
+            conn.execute(q.INSERT_INSTANCE_IF_ABSENT, self.starts)
+        elif conn.execute(q.INSTANCE_EXISTS, (self.instance_id,)).fetchone() is None:
+            return False
+        instance_id, execution_id, kind, text, visible_at = self.row
+        conn.execute(q.INSERT_MESSAGE, (instance_id, execution_id, kind, text, now, visible_at))
+        return True
+
+
+def _check_lease(conn: sqlite3.Connection, work_item: OrchestrationWorkItem) -> int:
+    """The stored history length, if the work item still holds the lease and saw all of it."""
+    row = conn.execute(q.SELECT_LOCK_TOKEN, (work_item.instance_id,)).fetchone()
+    if row is None or row[0] != work_item.lock_token:
+        raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+    length: int = conn.execute(q.COUNT_HISTORY, (work_item.instance_id,)).fetchone()[0]
+    if length != len(work_item.history):
+        raise LeaseLostError(
+            f"history of instance {work_item.instance_id!r} changed under the work item"
+        )
+    return length
+
+
+def _history(conn: sqlite3.Connection, instance_id: str) -> list[HistoryEvent]:
+    return [event_from_json(r[0]) for r in conn.execute(q.SELECT_HISTORY, (instance_id,))]
+
+
+def _fetch_one(conn: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(sql, params).fetchone()
+    return row
+
+
+def _activity_row(request: ActivityRequest, now: int) -> tuple[object, ...]:
+    return (
+        request.instance_id,
+        request.execution_id,
+        request.task_id,
+        request.name,
+        request.version,
+        request.input,
+        now,
+        now,
+    )
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
