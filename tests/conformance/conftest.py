@@ -6,6 +6,7 @@ To add a store, give ``STORE_KINDS`` a new id and ``_HUBS`` a factory for it (a 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,18 @@ _HUBS: dict[str, Callable[[Path, FakeClock], StoreHub]] = {
     "sqlite": _sqlite_hub,
 }
 STORE_KINDS = list(_HUBS)
+
+# Store URLs for end-to-end tests, where workers and clients open stores by URL.
+_URLS: dict[str, Callable[[Path], str]] = {
+    "memory": lambda tmp_path: f"memory://{uuid.uuid4().hex}",
+    "sqlite": lambda tmp_path: f"sqlite:///{tmp_path / 'hub.db'}",
+}
+
+
+@pytest.fixture(params=list(_URLS), ids=list(_URLS))
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, isolated task hub, once per store kind."""
+    return _URLS[request.param](tmp_path)
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +16,6 @@ from duratask import history as h
 from .e2e_hub import TaskHub, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    return f"sqlite:///{tmp_path / 'hub.db'}"
 
 
 @pytest.fixture
