@@ -149,6 +149,15 @@ async def staged(ctx: dt.OrchestrationContext, _: None) -> None:
     ctx.set_custom_status({"stage": "done"})
 
 
+async def inbox(ctx: dt.OrchestrationContext, count: int) -> list[Any]:
+    return [await ctx.wait_for_external_event("ping") for _ in range(count)]
+
+
+async def pinger(ctx: dt.OrchestrationContext, target: str) -> str:
+    ctx.send_event(target, "ping", data=ctx.instance_id)
+    return "sent"
+
+
 async def quick(ctx: dt.OrchestrationContext, value: Any) -> Any:
     return value
 
@@ -537,3 +546,34 @@ async def test_custom_status_is_visible(hub: TaskHub) -> None:
     await hub.client.raise_orchestration_event(iid, "go")
     state = await hub.client.wait_for_orchestration_completion(iid, timeout=30)
     assert state.custom_status == {"stage": "done"}
+
+
+async def test_send_event_between_instances(hub: TaskHub) -> None:
+    hub.register(inbox, pinger)
+    await hub.start()
+    target = await hub.client.schedule_new_orchestration(inbox, input=2, instance_id="target")
+    for sender in ("sender-1", "sender-2"):
+        assert (await hub.run(pinger, target, instance_id=sender)).output == "sent"
+    state = await hub.client.wait_for_orchestration_completion(target, timeout=30)
+    assert sorted(state.output) == ["sender-1", "sender-2"]
+
+
+async def test_terminate_pending_scheduled_instance(hub: TaskHub) -> None:
+    hub.register(quick)
+    await hub.start()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    iid = await hub.client.schedule_new_orchestration(quick, input=1, start_at=later)
+    await hub.client.terminate_orchestration(iid, output="cancelled")
+    state = await hub.client.wait_for_orchestration_completion(iid, timeout=30)
+    assert state.runtime_status is dt.OrchestrationStatus.TERMINATED
+    assert state.output == "cancelled"
+
+
+async def test_purge_is_recursive(hub: TaskHub) -> None:
+    hub.register(parent, child, activities=(double,))
+    await hub.start()
+    state = await hub.run(parent, 1, instance_id="p")
+    assert state.output == 2
+    assert await hub.client.get_orchestration_state("p-child") is not None
+    assert await hub.client.purge_orchestration("p") == 2
+    assert await hub.client.get_orchestration_state("p-child") is None

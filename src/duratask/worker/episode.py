@@ -95,12 +95,13 @@ class _Episode:
             start = start_msg.message.event
             assert isinstance(start, h.ExecutionStarted)
             self._reject_duplicate_starts(duplicates)
-            terminating = any(isinstance(m.message.event, h.ExecutionTerminated) for m in others)
-            if (
-                start.scheduled_start_time
-                and start.scheduled_start_time > self.now
-                and not terminating
-            ):
+            terminate = next(
+                (e for m in others if isinstance(e := m.message.event, h.ExecutionTerminated)),
+                None,
+            )
+            if terminate is not None:
+                return self._terminate_before_start(start, terminate, consumed, reset=is_terminal)
+            if start.scheduled_start_time and start.scheduled_start_time > self.now:
                 return Defer(start.scheduled_start_time)
             # A fresh execution; a completed instance started again replaces its history.
             return self._execute(
@@ -149,6 +150,36 @@ class _Episode:
             raise ValueError(f"instance {self.instance_id!r} has no stored row")
         return OrchestrationCommit(
             state=state, consumed_message_ids=consumed, messages=self.outbound
+        )
+
+    def _terminate_before_start(
+        self,
+        start: h.ExecutionStarted,
+        terminate: h.ExecutionTerminated,
+        consumed: list[int],
+        *,
+        reset: bool,
+    ) -> OrchestrationCommit:
+        """Terminated before its code ever ran: record that without running it."""
+        completion = act.CompleteOrchestrationAction(
+            OrchestrationStatus.TERMINATED, terminate.input
+        )
+        events = [
+            h.OrchestratorStarted(timestamp=self.now),
+            start,
+            terminate,
+            *self._complete(completion, start),
+            h.OrchestratorCompleted(timestamp=self.now),
+        ]
+        state = derive_state(
+            self.instance_id, events, now=self.now, custom_status=None, previous=self.wi.state
+        )
+        return OrchestrationCommit(
+            state=state,
+            new_events=events,
+            consumed_message_ids=consumed,
+            messages=self.outbound,
+            reset_history=reset,
         )
 
     # -- execution ------------------------------------------------------------------------------
