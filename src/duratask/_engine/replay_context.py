@@ -7,10 +7,11 @@ scheduling events against those actions, and completes tasks as completion event
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask import actions as act
@@ -96,9 +97,11 @@ class ReplayContext(OrchestrationContext):
         self._name = ""
         self._version: str | None = None
         self._parent_instance_id: str | None = None
-        self._now = datetime.min
+        # Aware, like every OrchestratorStarted timestamp, so comparisons never mix the two.
+        self._now = datetime.min.replace(tzinfo=UTC)
         self._is_replaying = False
         self._sequence = 0
+        self._end_sequence = sys.maxsize
         self._uuid_counter = 0
         self._actions: dict[int, act.SchedulingAction] = {}
         self._pending: dict[int, _PendingTask] = {}
@@ -269,7 +272,8 @@ class ReplayContext(OrchestrationContext):
         return self.completion is not None
 
     def pending_actions(self) -> list[act.SchedulingAction]:
-        return list(self._actions.values())
+        """Unmatched scheduling actions; none made after the execution ended."""
+        return [a for seq, a in self._actions.items() if seq < self._end_sequence]
 
     def complete_with_result(self, result: Any, result_type: Any = None) -> None:
         try:
@@ -331,6 +335,7 @@ class ReplayContext(OrchestrationContext):
     def _complete(self, completion: act.CompleteOrchestrationAction) -> None:
         if self.completion is None:
             self.completion = completion
+            self._end_sequence = self._sequence
 
     def _match(self, event: h.HistoryEvent, expected: type, describe: str) -> act.SchedulingAction:
         action = self._actions.pop(event.event_id, None)
@@ -413,9 +418,13 @@ class ReplayContext(OrchestrationContext):
         )
         retry = pending.retry
         if retry is not None:
-            delay = retry.policy.next_delay(
-                retry.attempts, retry.first_attempt_at, self._now, error
-            )
+            try:
+                delay = retry.policy.next_delay(
+                    retry.attempts, retry.first_attempt_at, self._now, error
+                )
+            except Exception as exc:  # a user ``handle`` predicate raised: the task fails with it
+                pending.task._set_exception(exc)
+                return
             if delay is not None:
                 self._retry_after(retry, delay)
                 return
