@@ -1,0 +1,178 @@
+"""Orchestrations and activities shared by the crash tests and the worker subprocess.
+
+The test process imports this module to schedule orchestrations by function (their
+registered names are the function names); ``crash_worker.py`` imports it to register the
+same functions on a :class:`duratask.TaskHubWorker`.
+
+Every activity execution appends one JSON line to ``executions.log`` in the work directory
+(one ``os.write`` on an ``O_APPEND`` descriptor, so lines from concurrent threads and
+processes never interleave). The test counts those lines to see which activities ran again
+after a crash. ``hang_once`` is the activity a worker in ``activity`` mode gets stuck in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duratask as dt
+
+EXECUTIONS_LOG = "executions.log"
+HANG_MARKER = "hang.marker"
+EPISODE_KILL_RECORD = "episode-kill.json"
+# How long a hung activity blocks if nobody kills its worker: far longer than any test waits.
+HANG_SECONDS = 60.0
+
+
+@dataclass
+class _Config:
+    workdir: Path | None = None
+    hang: bool = False
+    activity_seconds: float = 0.0
+
+
+_config = _Config()
+
+
+def configure(workdir: Path, *, hang: bool, activity_seconds: float = 0.0) -> None:
+    """Set where activities log their executions, whether ``hang_once`` may hang, and how
+    long each activity works (blocks) before returning."""
+    _config.workdir = workdir
+    _config.hang = hang
+    _config.activity_seconds = activity_seconds
+
+
+def _simulate_work() -> None:
+    if _config.activity_seconds > 0:
+        threading.Event().wait(_config.activity_seconds)
+
+
+def _record(ctx: dt.ActivityContext, value: Any) -> None:
+    if _config.workdir is None:
+        raise RuntimeError("crash_app.configure() was not called in this process")
+    line = {
+        "pid": os.getpid(),
+        "instance": ctx.orchestration_id,
+        "task_id": ctx.task_id,
+        "activity": ctx.name,
+        "attempt": ctx.attempt,
+        "input": value,
+    }
+    data = (json.dumps(line) + "\n").encode()
+    fd = os.open(_config.workdir / EXECUTIONS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _claim_hang_marker(ctx: dt.ActivityContext) -> bool:
+    """Atomically create the hang marker (with who hangs in it); False if it already exists.
+
+    The content is written to a private file first and then hard-linked into place, so a
+    reader never sees a marker without its content, and only one execution ever wins.
+    """
+    assert _config.workdir is not None
+    marker = _config.workdir / HANG_MARKER
+    if marker.exists():
+        return False
+    private = _config.workdir / f"{HANG_MARKER}.{os.getpid()}.{threading.get_ident()}"
+    claim = {"pid": os.getpid(), "instance": ctx.orchestration_id, "task_id": ctx.task_id}
+    private.write_text(json.dumps(claim))
+    try:
+        os.link(private, marker)
+    except FileExistsError:
+        return False
+    finally:
+        private.unlink()
+    return True
+
+
+# -- activities -----------------------------------------------------------------------------------
+def work(ctx: dt.ActivityContext, item: str) -> str:
+    _record(ctx, item)
+    _simulate_work()
+    return f"{item}:done"
+
+
+def square(ctx: dt.ActivityContext, n: int) -> int:
+    _record(ctx, n)
+    _simulate_work()
+    return n * n
+
+
+def hang_once(ctx: dt.ActivityContext, item: str) -> str:
+    """Like ``work``; on a worker in ``activity`` mode, the first execution ever blocks."""
+    _record(ctx, item)
+    if _config.hang and _claim_hang_marker(ctx):
+        threading.Event().wait(HANG_SECONDS)  # the test SIGKILLs the worker meanwhile
+    _simulate_work()
+    return f"{item}:done"
+
+
+ACTIVITIES = (work, square, hang_once)
+
+
+# -- orchestrations -------------------------------------------------------------------------------
+@dataclass
+class Job:
+    n: int
+    timer_ms: int = 100
+    fan_out: int = 4
+
+
+async def sequence(ctx: dt.OrchestrationContext, n: int) -> list[str]:
+    """Four activities one after the other; the second is ``hang_once``."""
+    results = [await ctx.call_activity(work, input=f"{n}-0")]
+    results.append(await ctx.call_activity(hang_once, input=f"{n}-1"))
+    for step in (2, 3):
+        results.append(await ctx.call_activity(work, input=f"{n}-{step}"))
+    return results
+
+
+def expected_sequence(n: int) -> list[str]:
+    return [f"{n}-{step}:done" for step in range(4)]
+
+
+async def child_flow(ctx: dt.OrchestrationContext, n: int) -> list[Any]:
+    squared = await ctx.call_activity(square, input=n)
+    done = await ctx.call_activity(work, input=f"{n}-child")
+    return [squared, done]
+
+
+async def pipeline(ctx: dt.OrchestrationContext, job: Job) -> dict[str, Any]:
+    """An activity, a fan-out, a durable timer, a sub-orchestration, then a last activity."""
+    first = await ctx.call_activity(work, input=f"{job.n}-first")
+    squares = await dt.when_all(
+        [ctx.call_activity(square, input=job.n + i) for i in range(job.fan_out)]
+    )
+    await ctx.create_timer(timedelta(milliseconds=job.timer_ms))
+    child = await ctx.call_sub_orchestrator(
+        child_flow, input=job.n, instance_id=f"{ctx.instance_id}:child"
+    )
+    last = await ctx.call_activity(work, input=f"{job.n}-last")
+    return {"first": first, "squares": squares, "child": child, "last": last}
+
+
+def expected_pipeline(job: Job) -> dict[str, Any]:
+    return {
+        "first": f"{job.n}-first:done",
+        "squares": [(job.n + i) ** 2 for i in range(job.fan_out)],
+        "child": [job.n * job.n, f"{job.n}-child:done"],
+        "last": f"{job.n}-last:done",
+    }
+
+
+ORCHESTRATIONS = (sequence, child_flow, pipeline)
+
+
+def register(worker: dt.TaskHubWorker) -> None:
+    for orchestration in ORCHESTRATIONS:
+        worker.add_orchestration(orchestration)
+    for activity in ACTIVITIES:
+        worker.add_activity(activity)
