@@ -1,5 +1,5 @@
 """The replay engine (internal): pure, no I/O. The worker is its only caller."""
 
-from duratask._engine.executor import ExecutionResult, OrchestrationExecutor
+from duratask._engine.executor import ExecutionResult, OrchestrationCursor, OrchestrationExecutor
 
-__all__ = ["ExecutionResult", "OrchestrationExecutor"]
+__all__ = ["ExecutionResult", "OrchestrationCursor", "OrchestrationExecutor"]

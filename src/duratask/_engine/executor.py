@@ -105,12 +105,55 @@ class _Driver:
             value = None if exc else yielded.get_result()
 
 
+class OrchestrationCursor:
+    """One live orchestration: replayed once, then driven forward one episode at a time.
+
+    A worker may keep a cursor between episodes so the next episode feeds it only the new
+    events (no history is re-read or replayed); it must call :meth:`committed` once the
+    episode's actions are durably recorded, since they then count as history.
+    """
+
+    def __init__(self, executor: OrchestrationExecutor, instance_id: str) -> None:
+        self._executor = executor
+        self.ctx = ReplayContext(instance_id, executor._registry, executor._codec)
+        self._driver = _Driver(self.ctx)
+
+    @property
+    def is_complete(self) -> bool:
+        return self.ctx.is_complete
+
+    def replay(self, past_events: Iterable[h.HistoryEvent]) -> None:
+        """Re-run the code against events already in history."""
+        self.ctx.set_replaying(True)
+        for event in past_events:
+            self._executor._process(self.ctx, self._driver, event)
+        self.ctx.set_replaying(False)
+
+    def run(self, new_events: Iterable[h.HistoryEvent]) -> ExecutionResult:
+        """Apply new events and return what the orchestration decided."""
+        for event in new_events:
+            self._executor._process(self.ctx, self._driver, event)
+        return self._executor._result(self.ctx)
+
+    def committed(self) -> None:
+        """The last result's actions are now history: do not emit them again."""
+        self.ctx.actions_committed()
+
+
 class OrchestrationExecutor:
     """Runs orchestration code against its history. Create one per worker; it keeps no state."""
 
     def __init__(self, registry: Registry, codec: PayloadCodec | None = None) -> None:
         self._registry = registry
         self._codec = codec or PayloadCodec()
+
+    def cursor(
+        self, instance_id: str, past_events: Iterable[h.HistoryEvent]
+    ) -> OrchestrationCursor:
+        """A cursor for an instance, replayed up to the end of ``past_events``."""
+        cursor = OrchestrationCursor(self, instance_id)
+        cursor.replay(past_events)
+        return cursor
 
     def execute(
         self,
@@ -119,15 +162,7 @@ class OrchestrationExecutor:
         new_events: Iterable[h.HistoryEvent],
     ) -> ExecutionResult:
         """Replay ``past_events``, apply ``new_events``, and return what happens next."""
-        ctx = ReplayContext(instance_id, self._registry, self._codec)
-        driver = _Driver(ctx)
-        ctx.set_replaying(True)
-        for event in past_events:
-            self._process(ctx, driver, event)
-        ctx.set_replaying(False)
-        for event in new_events:
-            self._process(ctx, driver, event)
-        return self._result(ctx)
+        return self.cursor(instance_id, past_events).run(new_events)
 
     def _process(self, ctx: ReplayContext, driver: _Driver, event: h.HistoryEvent) -> None:
         if isinstance(event, h.ExecutionStarted):

@@ -271,6 +271,12 @@ class ReplayContext(OrchestrationContext):
     def is_complete(self) -> bool:
         return self.completion is not None
 
+    def actions_committed(self) -> None:
+        """The pending actions were recorded in history; a live cursor forgets them."""
+        for seq in [seq for seq in self._actions if seq < self._end_sequence]:
+            del self._actions[seq]
+        self.extra_actions.clear()
+
     def pending_actions(self) -> list[act.SchedulingAction]:
         """Unmatched scheduling actions; none made after the execution ended."""
         return [a for seq, a in self._actions.items() if seq < self._end_sequence]
