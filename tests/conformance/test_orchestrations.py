@@ -18,9 +18,15 @@ from .e2e_hub import TaskHub, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture(params=[1000, 0, 1], ids=["cache", "no-cache", "cache-1"])
+def cache_size(request: pytest.FixtureRequest) -> int:
+    """Every scenario runs with the orchestration cache, without it, and with room for one."""
+    return int(request.param)
+
+
 @pytest.fixture
-async def hub(store_url: str) -> AsyncIterator[TaskHub]:
-    hub = TaskHub(store_url)
+async def hub(store_url: str, cache_size: int) -> AsyncIterator[TaskHub]:
+    hub = TaskHub(store_url, orchestration_cache_size=cache_size)
     yield hub
     await hub.stop()
 
@@ -193,6 +199,19 @@ async def test_hello_sequence(hub: TaskHub) -> None:
     scheduled = [e for e in history if isinstance(e, h.TaskScheduled)]
     assert [e.event_id for e in scheduled] == [0, 1, 2]
     assert isinstance(history[-2], h.ExecutionCompleted)
+
+
+async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> None:
+    hub.register(hello_sequence, activities=(say_hello,))
+    await hub.start()
+    await hub.run(hello_sequence)
+    cache = hub.worker.orchestration_cache
+    if cache_size == 0:
+        assert cache.hits == 0
+    else:
+        # Three activity results, each continuing the cursor cached by the episode before.
+        assert cache.hits == 3
+        assert len(cache) == 0, "a completed instance leaves the cache"
 
 
 async def test_fan_out_fan_in_of_100_activities(hub: TaskHub) -> None:

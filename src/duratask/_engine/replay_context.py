@@ -111,6 +111,7 @@ class ReplayContext(OrchestrationContext):
         self._held: list[h.HistoryEvent] = []
         self._suspended = False
         self._open_sub_orchestrations: dict[int, str] = {}
+        self.started: h.ExecutionStarted | None = None
         self.custom_status: str | None = None
         self.completion: act.CompleteOrchestrationAction | None = None
         self.extra_actions: list[act.OrchestratorAction] = []
@@ -298,6 +299,7 @@ class ReplayContext(OrchestrationContext):
         )
 
     def on_started(self, event: h.ExecutionStarted) -> None:
+        self.started = event
         self._execution_id = event.execution_id
         self._name = event.name
         self._version = event.version

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from duratask import actions as act
 from duratask import history as h
-from duratask._engine import OrchestrationExecutor
+from duratask._engine import OrchestrationCursor, OrchestrationExecutor
 from duratask.backends.base import (
     ActivityRequest,
     LockedMessage,
@@ -24,7 +24,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.state import FailureDetails, OrchestrationStatus
-from duratask.worker.instance_state import derive_state
+from duratask.worker.instance_state import advance_state, derive_state
 
 _LOG = logging.getLogger("duratask.worker")
 
@@ -47,7 +47,21 @@ def run_episode(
     new_execution_id: Callable[[], str] = _new_execution_id,
 ) -> OrchestrationCommit | Defer:
     """Decide what to commit for one leased instance (or to defer it)."""
-    return _Episode(work_item, executor, now, new_execution_id).run()
+    return plan_episode(work_item, executor, now, new_execution_id)[0]
+
+
+def plan_episode(
+    work_item: OrchestrationWorkItem,
+    executor: OrchestrationExecutor,
+    now: datetime,
+    new_execution_id: Callable[[], str] = _new_execution_id,
+    cursor: OrchestrationCursor | None = None,
+) -> tuple[OrchestrationCommit | Defer, OrchestrationCursor | None]:
+    """Like :func:`run_episode`, optionally continuing a live ``cursor`` that is in step with
+    the stored history (then ``work_item.history`` is not read). Also returns the cursor
+    worth keeping after the commit (None once the execution ended)."""
+    episode = _Episode(work_item, executor, now, new_execution_id, cursor)
+    return episode.run(), episode.live_cursor
 
 
 class _Episode:
@@ -57,8 +71,11 @@ class _Episode:
         executor: OrchestrationExecutor,
         now: datetime,
         new_execution_id: Callable[[], str],
+        cursor: OrchestrationCursor | None = None,
     ) -> None:
         self.wi = work_item
+        self.cursor = cursor
+        self.live_cursor: OrchestrationCursor | None = None
         self.executor = executor
         self.now = now
         self.new_execution_id = new_execution_id
@@ -67,10 +84,13 @@ class _Episode:
         self.activities: list[ActivityRequest] = []
 
     def run(self) -> OrchestrationCommit | Defer:
-        history = self.wi.history
         consumed = [m.message_id for m in self.wi.messages]
-        started = next((e for e in history if isinstance(e, h.ExecutionStarted)), None)
-        is_terminal = any(isinstance(e, h.ExecutionCompleted) for e in history)
+        history = self.wi.history
+        if self.cursor is not None:
+            started, is_terminal = self.cursor.ctx.started, self.cursor.is_complete
+        else:
+            started = next((e for e in history if isinstance(e, h.ExecutionStarted)), None)
+            is_terminal = any(isinstance(e, h.ExecutionCompleted) for e in history)
         starts = [m for m in self.wi.messages if isinstance(m.message.event, h.ExecutionStarted)]
         others = [
             m for m in self.wi.messages if not isinstance(m.message.event, h.ExecutionStarted)
@@ -196,8 +216,13 @@ class _Episode:
         if start is not None:
             new_events.append(start)
         new_events.extend(events)
-        result = self.executor.execute(self.instance_id, past, new_events)
-        started = start or next(e for e in past if isinstance(e, h.ExecutionStarted))
+        if start is None and self.cursor is not None:
+            cursor = self.cursor
+        else:
+            cursor = self.executor.cursor(self.instance_id, past)
+        result = cursor.run(new_events)
+        started = start or cursor.ctx.started
+        assert started is not None
 
         appended = list(new_events)
         for action in result.actions:
@@ -208,13 +233,15 @@ class _Episode:
         if completion is not None and completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
             return self._continue_as_new(started, completion, consumed, result.custom_status)
 
-        state = derive_state(
+        state = advance_state(
             self.instance_id,
-            [*past, *appended],
+            self.wi.state,
+            appended,
             now=self.now,
             custom_status=result.custom_status,
-            previous=self.wi.state,
         )
+        if completion is None:
+            self.live_cursor = cursor
         return OrchestrationCommit(
             state=state,
             new_events=appended,

@@ -1,58 +1,69 @@
-"""Derive an instance's stored state from its history: the history is the source of truth."""
+"""Derive an instance's stored state from its history: the history is the source of truth.
+
+The row is a fold over the events: ``advance_state(row, new_events)`` is the row after those
+events, so an episode updates it from the events it appends without re-reading the history.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from duratask import history as h
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
+def advance_state(
+    instance_id: str,
+    previous: OrchestrationState | None,
+    events: Iterable[h.HistoryEvent],
+    *,
+    now: datetime,
+    custom_status: str | None,
+) -> OrchestrationState:
+    """The instance row after ``events`` were appended to the history behind ``previous``."""
+    state = previous
+    for event in events:
+        if isinstance(event, h.ExecutionStarted):
+            state = OrchestrationState(
+                instance_id=instance_id,
+                name=event.name,
+                version=event.version,
+                runtime_status=OrchestrationStatus.RUNNING,
+                created_at=previous.created_at if previous else event.timestamp,
+                last_updated_at=now,
+                execution_id=event.execution_id,
+                serialized_input=event.input,
+                parent_instance_id=event.parent.instance_id if event.parent else None,
+                scheduled_start_at=event.scheduled_start_time,
+            )
+        elif state is None:
+            continue
+        elif isinstance(event, h.ExecutionCompleted):
+            state = replace(
+                state,
+                runtime_status=event.status,
+                completed_at=event.timestamp,
+                serialized_output=event.result,
+                failure_details=event.failure_details,
+            )
+        elif isinstance(event, h.ExecutionSuspended):
+            state = replace(state, runtime_status=OrchestrationStatus.SUSPENDED)
+        elif isinstance(event, h.ExecutionResumed):
+            state = replace(state, runtime_status=OrchestrationStatus.RUNNING)
+    if state is None:
+        raise ValueError(f"instance {instance_id!r} has no ExecutionStarted event and no row")
+    return replace(state, last_updated_at=now, serialized_custom_status=custom_status)
+
+
 def derive_state(
     instance_id: str,
-    events: Sequence[h.HistoryEvent],
+    events: Iterable[h.HistoryEvent],
     *,
     now: datetime,
     custom_status: str | None,
     previous: OrchestrationState | None = None,
 ) -> OrchestrationState:
-    """The instance row for a history: status, name, payloads and times all come from events."""
-    started: h.ExecutionStarted | None = None
-    completed: h.ExecutionCompleted | None = None
-    suspended = False
-    for event in events:
-        if isinstance(event, h.ExecutionStarted):
-            started = event
-        elif isinstance(event, h.ExecutionCompleted):
-            completed = event
-        elif isinstance(event, h.ExecutionSuspended):
-            suspended = True
-        elif isinstance(event, h.ExecutionResumed):
-            suspended = False
-    if started is None:
-        if previous is None:
-            raise ValueError(f"instance {instance_id!r} has no ExecutionStarted event and no row")
-        return previous
-    if completed is not None:
-        status = completed.status
-    elif suspended:
-        status = OrchestrationStatus.SUSPENDED
-    else:
-        status = OrchestrationStatus.RUNNING
-    return OrchestrationState(
-        instance_id=instance_id,
-        name=started.name,
-        version=started.version,
-        runtime_status=status,
-        created_at=previous.created_at if previous else started.timestamp,
-        last_updated_at=now,
-        completed_at=completed.timestamp if completed else None,
-        execution_id=started.execution_id,
-        serialized_input=started.input,
-        serialized_output=completed.result if completed else None,
-        serialized_custom_status=custom_status,
-        failure_details=completed.failure_details if completed else None,
-        parent_instance_id=started.parent.instance_id if started.parent else None,
-        scheduled_start_at=started.scheduled_start_time,
-    )
+    """The instance row for a whole history (``previous`` supplies ``created_at``)."""
+    return advance_state(instance_id, previous, events, now=now, custom_status=custom_status)

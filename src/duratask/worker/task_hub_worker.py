@@ -28,7 +28,8 @@ from duratask.history import TimerFired
 from duratask.registry import Registry
 from duratask.worker.activity_runner import run_activity
 from duratask.worker.dispatcher import Dispatcher
-from duratask.worker.episode import Defer, run_episode
+from duratask.worker.episode import Defer, plan_episode
+from duratask.worker.orchestration_cache import HistoryMark, OrchestrationCache
 
 _LOG = logging.getLogger("duratask.worker")
 _MAX_LEASE = timedelta(minutes=5)
@@ -44,6 +45,9 @@ class TaskHubWorker:
     Use ``start()``/``stop()`` (a background thread with its own event loop), ``with worker:``,
     or ``await worker.run()`` inside your own event loop (stop it with ``await worker.shutdown()``
     or by cancelling it).
+
+    ``orchestration_cache_size`` live orchestrations are kept in memory between episodes so
+    their next step replays nothing (0 disables the cache: every episode replays its history).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class TaskHubWorker:
         worker_id: str | None = None,
         activity_threads: int | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
+        orchestration_cache_size: int = 1000,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
@@ -75,6 +80,7 @@ class TaskHubWorker:
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
         self._executor = OrchestrationExecutor(self.registry, self._codec)
+        self._cache = OrchestrationCache(orchestration_cache_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -82,6 +88,11 @@ class TaskHubWorker:
         self._start_error: BaseException | None = None
         self._orchestrations: Dispatcher[OrchestrationWorkItem] | None = None
         self._activities: Dispatcher[ActivityWorkItem] | None = None
+
+    @property
+    def orchestration_cache(self) -> OrchestrationCache:
+        """The live-orchestration cache (its ``hits`` and ``misses`` show how well it works)."""
+        return self._cache
 
     # -- registration ---------------------------------------------------------------------
     def add_orchestration(
@@ -207,8 +218,10 @@ class TaskHubWorker:
     # -- work items -----------------------------------------------------------------------------
     async def _process_orchestration(self, work_item: OrchestrationWorkItem) -> None:
         now = self._clock()
+        mark = self._history_mark(work_item)
+        cursor = self._cache.take(work_item.instance_id, mark) if mark else None
         try:
-            outcome = run_episode(work_item, self._executor, now)
+            outcome, live_cursor = plan_episode(work_item, self._executor, now, cursor=cursor)
             if isinstance(outcome, Defer):
                 await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
                 self._wake_at(outcome.retry_at, self._orchestrations)
@@ -225,7 +238,22 @@ class TaskHubWorker:
             )
             await self.store.abandon_orchestration_work_item(work_item, now + timedelta(seconds=1))
             return
+        if live_cursor is not None and outcome.state.execution_id is not None:
+            live_cursor.committed()
+            length = len(outcome.new_events)
+            if not outcome.reset_history:
+                length += len(work_item.history)
+            self._cache.put(
+                work_item.instance_id, HistoryMark(outcome.state.execution_id, length), live_cursor
+            )
         self._after_commit(outcome)
+
+    @staticmethod
+    def _history_mark(work_item: OrchestrationWorkItem) -> HistoryMark | None:
+        state = work_item.state
+        if state is None or state.execution_id is None:
+            return None
+        return HistoryMark(state.execution_id, len(work_item.history))
 
     def _after_commit(self, commit: OrchestrationCommit) -> None:
         if commit.activities and self._activities is not None:

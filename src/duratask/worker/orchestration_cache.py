@@ -1,0 +1,79 @@
+"""The orchestration cache: live cursors of recently active instances, kept between episodes.
+
+A cached cursor lets the next episode feed the orchestration only its new events, so no
+history is re-read or replayed (DTFx calls this extended sessions). An entry is trusted only
+when the stored history is exactly what the cursor has seen: same execution, same length.
+Within one execution the history only grows, and every history reset (continue-as-new,
+restart) starts a new execution id, so (execution id, length) identifies it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from duratask._engine import OrchestrationCursor
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMark:
+    """Where a cached cursor stands: which execution, how many events it has seen."""
+
+    execution_id: str
+    length: int
+
+
+class OrchestrationCache:
+    """An LRU of cursors by instance id, bounded by instances and by cached history events."""
+
+    def __init__(self, max_instances: int = 1000, max_events: int = 1_000_000) -> None:
+        self.max_instances = max_instances
+        self.max_events = max_events
+        self._entries: OrderedDict[str, tuple[HistoryMark, OrchestrationCursor]] = OrderedDict()
+        self._events = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_instances > 0
+
+    def marks(self) -> Mapping[str, HistoryMark]:
+        """What each cached cursor has seen (for the store to skip re-reading it)."""
+        return {iid: mark for iid, (mark, _) in self._entries.items()}
+
+    def take(self, instance_id: str, mark: HistoryMark) -> OrchestrationCursor | None:
+        """Remove and return the cursor if it is in step with ``mark``; None otherwise."""
+        entry = self._entries.pop(instance_id, None)
+        if entry is None:
+            self.misses += 1
+            return None
+        cached_mark, cursor = entry
+        self._events -= cached_mark.length
+        if cached_mark != mark:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return cursor
+
+    def put(self, instance_id: str, mark: HistoryMark, cursor: OrchestrationCursor) -> None:
+        """Keep a cursor that is in step with ``mark`` (the history as just committed)."""
+        if not self.enabled:
+            return
+        self.evict(instance_id)
+        self._entries[instance_id] = (mark, cursor)
+        self._events += mark.length
+        while self._entries and (
+            len(self._entries) > self.max_instances or self._events > self.max_events
+        ):
+            _, (old_mark, _) = self._entries.popitem(last=False)
+            self._events -= old_mark.length
+
+    def evict(self, instance_id: str) -> None:
+        entry = self._entries.pop(instance_id, None)
+        if entry is not None:
+            self._events -= entry[0].length
+
+    def __len__(self) -> int:
+        return len(self._entries)
