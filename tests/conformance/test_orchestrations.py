@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import AsyncIterator
@@ -596,3 +597,30 @@ async def test_purge_is_recursive(hub: TaskHub) -> None:
     assert await hub.client.get_orchestration_state("p-child") is not None
     assert await hub.client.purge_orchestration("p") == 2
     assert await hub.client.get_orchestration_state("p-child") is None
+
+
+async def test_terminate_racing_a_deferred_scheduled_start(hub: TaskHub) -> None:
+    """A terminate that lands while the worker is putting a scheduled start back still wins."""
+    hub.register(quick)
+    store = hub.worker.store
+    deferring, release = asyncio.Event(), asyncio.Event()
+    abandon = store.abandon_orchestration_work_item
+
+    async def held_abandon(work_item: Any, retry_at: Any = None) -> None:
+        deferring.set()
+        await release.wait()
+        await abandon(work_item, retry_at)
+
+    store.abandon_orchestration_work_item = held_abandon  # type: ignore[method-assign]
+    try:
+        await hub.start()
+        later = datetime.now(UTC) + timedelta(hours=1)
+        iid = await hub.client.schedule_new_orchestration(quick, input=1, start_at=later)
+        await asyncio.wait_for(deferring.wait(), timeout=20)
+        await hub.client.terminate_orchestration(iid, output="cancelled")
+        release.set()
+        state = await hub.client.wait_for_orchestration_completion(iid, timeout=20)
+    finally:
+        store.abandon_orchestration_work_item = abandon  # type: ignore[method-assign]
+    assert state.runtime_status is dt.OrchestrationStatus.TERMINATED
+    assert state.output == "cancelled"

@@ -439,3 +439,50 @@ def test_failure_details_reach_the_state() -> None:
     assert isinstance(completed.failure_details, FailureDetails)
     assert completed.failure_details.error_type == "ValueError"
     assert commit.state.failure_details == completed.failure_details
+
+
+# -- a scheduled start held back while other messages arrive -------------------------------------
+def _scheduled_row(start_at: datetime) -> OrchestrationState:
+    from dataclasses import replace
+
+    return replace(row(S.PENDING), scheduled_start_at=start_at)
+
+
+def test_event_for_an_instance_waiting_for_its_scheduled_start_is_held_too() -> None:
+    later = NOW + timedelta(hours=1)
+    event = h.EventRaised(timestamp=NOW, name="early")
+
+    outcome = run_episode(work_item([], event, state=_scheduled_row(later)), EXECUTOR, NOW)
+
+    assert outcome == Defer(later)
+
+
+def test_terminate_while_the_scheduled_start_is_held_back_terminates_now() -> None:
+    later = NOW + timedelta(hours=1)
+    terminate = h.ExecutionTerminated(timestamp=NOW, input=payload("stop"))
+
+    commit = commit_of(work_item([], terminate, state=_scheduled_row(later)))
+
+    assert commit.state.runtime_status is S.TERMINATED
+    assert commit.state.serialized_output == payload("stop")
+    assert [type(e) for e in commit.new_events] == [
+        h.OrchestratorStarted,
+        h.ExecutionTerminated,
+        h.ExecutionCompleted,
+        h.OrchestratorCompleted,
+    ]
+
+
+def test_held_back_start_of_a_terminated_execution_is_dropped_when_it_arrives() -> None:
+    terminated = [
+        h.OrchestratorStarted(timestamp=T0),
+        h.ExecutionTerminated(timestamp=T0, input=None),
+        h.ExecutionCompleted(timestamp=T0, status=S.TERMINATED),
+        h.OrchestratorCompleted(timestamp=T0),
+    ]
+    state = row(S.TERMINATED)
+    start = start_event("workflow", 1, execution_id="exec-1", scheduled_start_time=NOW)
+
+    commit = commit_of(work_item(terminated, start, state=state))
+
+    assert_unchanged(commit, state)

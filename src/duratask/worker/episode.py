@@ -36,6 +36,12 @@ class Defer:
     retry_at: datetime
 
 
+def _start_of(message: LockedMessage) -> h.ExecutionStarted:
+    event = message.message.event
+    assert isinstance(event, h.ExecutionStarted)
+    return event
+
+
 def _new_execution_id() -> str:
     return uuid.uuid4().hex
 
@@ -97,20 +103,12 @@ class _Episode:
         ]
 
         if started is None or is_terminal:
+            state = self.wi.state
+            if state is not None and state.runtime_status.is_terminal:
+                # A start of the execution that already ended was handled before: drop it.
+                starts = [m for m in starts if _start_of(m).execution_id != state.execution_id]
             if not starts:
-                if started is None:
-                    _LOG.warning(
-                        "dropping %d message(s) for %r: it has not started",
-                        len(others),
-                        self.instance_id,
-                    )
-                else:
-                    _LOG.debug(
-                        "dropping %d message(s) for completed instance %r",
-                        len(others),
-                        self.instance_id,
-                    )
-                return self._unchanged(consumed)
+                return self._without_start(others, consumed, never_started=started is None)
             start_msg, *duplicates = starts
             start = start_msg.message.event
             assert isinstance(start, h.ExecutionStarted)
@@ -163,6 +161,39 @@ class _Episode:
                         failure_details=details,
                     ),
                 )
+
+    def _without_start(
+        self, others: list[LockedMessage], consumed: list[int], *, never_started: bool
+    ) -> OrchestrationCommit | Defer:
+        """Messages for an instance that is not running: hold, terminate or drop them."""
+        state = self.wi.state
+        if never_started and state and state.runtime_status is OrchestrationStatus.PENDING:
+            # Its start message is held back until its scheduled time.
+            for m in others:
+                if isinstance(m.message.event, h.ExecutionTerminated):
+                    return self._terminate_unstarted(m.message.event, consumed)
+            if state.scheduled_start_at and state.scheduled_start_at > self.now:
+                return Defer(state.scheduled_start_at)
+        what = "it has not started" if never_started else "it is not running"
+        _LOG.info("dropping %d message(s) for %r: %s", len(others), self.instance_id, what)
+        return self._unchanged(consumed)
+
+    def _terminate_unstarted(
+        self, terminate: h.ExecutionTerminated, consumed: list[int]
+    ) -> OrchestrationCommit:
+        """Terminated while its scheduled start is still held back: it never runs."""
+        events = [
+            h.OrchestratorStarted(timestamp=self.now),
+            terminate,
+            h.ExecutionCompleted(
+                timestamp=self.now, status=OrchestrationStatus.TERMINATED, result=terminate.input
+            ),
+            h.OrchestratorCompleted(timestamp=self.now),
+        ]
+        state = advance_state(
+            self.instance_id, self.wi.state, events, now=self.now, custom_status=None
+        )
+        return OrchestrationCommit(state=state, new_events=events, consumed_message_ids=consumed)
 
     def _unchanged(self, consumed: list[int]) -> OrchestrationCommit:
         state = self.wi.state
