@@ -2,14 +2,22 @@
 
 To add a store, give ``STORE_KINDS`` a new id and ``_HUBS`` a factory for it (a factory may
 ``pytest.skip`` when its server is unavailable).
+
+PostgreSQL: the server is ``DURATASK_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``); every test gets a schema of its own, dropped
+afterwards. An unreachable server skips the PostgreSQL tests with a warning in the summary,
+or fails them when ``DURATASK_REQUIRE_POSTGRES=1`` (as in CI).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -38,9 +46,15 @@ class StoreHub:
     """One isolated task hub; ``handle()`` gives another store object on the same hub (what
     another process would have), or the same object where a store cannot be shared."""
 
-    def __init__(self, kind: str, make: Callable[[], OrchestrationService]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        make: Callable[[], OrchestrationService],
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
         self.kind = kind
         self._make = make
+        self.cleanup = cleanup
         self.handles: list[OrchestrationService] = []
 
     def handle(self) -> OrchestrationService:
@@ -59,9 +73,80 @@ def _sqlite_hub(tmp_path: Path, clock: FakeClock) -> StoreHub:
     return StoreHub("sqlite", lambda: SqliteOrchestrationService(path, clock=clock))
 
 
+# -- PostgreSQL ----------------------------------------------------------------------------------
+POSTGRES_URL = os.environ.get(
+    "DURATASK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_postgres_problem: list[str] = []  # why PostgreSQL is unusable, once known (empty: usable)
+_postgres_checked: list[bool] = []
+
+
+def require_postgres() -> str:
+    """The test server's URL; skips the test (fails it under ``DURATASK_REQUIRE_POSTGRES=1``)
+    when PostgreSQL or psycopg is unavailable. Checked once per session."""
+    if not _postgres_checked:
+        _postgres_checked.append(True)
+        try:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            _postgres_problem.append(" ".join(f"{type(exc).__name__}: {exc}".split()))
+    if _postgres_problem:
+        why = f"PostgreSQL not reachable at {POSTGRES_URL} ({_postgres_problem[0]})"
+        if os.environ.get("DURATASK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{why}; DURATASK_REQUIRE_POSTGRES=1 forbids skipping", pytrace=False)
+        pytest.skip(f"{why}; start it or set DURATASK_TEST_POSTGRES_URL")
+    return POSTGRES_URL
+
+
+def new_schema() -> str:
+    """A fresh schema name for one test's task hub."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _postgres_hub(tmp_path: Path, clock: FakeClock) -> StoreHub:
+    url = require_postgres()
+    from duratask.backends.postgres import PostgresOrchestrationService
+
+    schema = new_schema()
+    return StoreHub(
+        "postgres",
+        lambda: PostgresOrchestrationService(url, schema=schema, clock=clock),
+        cleanup=lambda: drop_schema(schema),
+    )
+
+
+def _postgres_url(tmp_path: Path) -> str:
+    url = require_postgres()
+    return f"{url}{'&' if '?' in url else '?'}schema={new_schema()}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_problem:
+        required = os.environ.get("DURATASK_REQUIRE_POSTGRES") == "1"
+        terminalreporter.write_line(
+            f"WARNING: PostgreSQL store tests {'FAILED' if required else 'SKIPPED'}: "
+            f"not reachable at {POSTGRES_URL} ({_postgres_problem[0]}); "
+            "start it or set DURATASK_TEST_POSTGRES_URL",
+            red=True,
+            bold=True,
+        )
+
+
 _HUBS: dict[str, Callable[[Path, FakeClock], StoreHub]] = {
     "memory": _memory_hub,
     "sqlite": _sqlite_hub,
+    "postgres": _postgres_hub,
 }
 STORE_KINDS = list(_HUBS)
 
@@ -69,13 +154,17 @@ STORE_KINDS = list(_HUBS)
 _URLS: dict[str, Callable[[Path], str]] = {
     "memory": lambda tmp_path: f"memory://{uuid.uuid4().hex}",
     "sqlite": lambda tmp_path: f"sqlite:///{tmp_path / 'hub.db'}",
+    "postgres": _postgres_url,
 }
 
 
 @pytest.fixture(params=list(_URLS), ids=list(_URLS))
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a fresh, isolated task hub, once per store kind."""
-    return _URLS[request.param](tmp_path)
+    url = _URLS[request.param](tmp_path)
+    yield url
+    if request.param == "postgres":
+        drop_schema(parse_qs(urlsplit(url).query)["schema"][0])
 
 
 @pytest.fixture
@@ -91,6 +180,8 @@ async def store_hub(
     yield hub
     for store in hub.handles:
         await store.close()
+    if hub.cleanup is not None:
+        hub.cleanup()
 
 
 @pytest.fixture

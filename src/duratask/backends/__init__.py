@@ -4,7 +4,9 @@
 
 - ``memory://`` or ``memory://NAME``: in-process store (tests; shared by every worker and
   client of this process that uses the same name);
-- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: an embedded SQLite file.
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: an embedded SQLite file;
+- ``postgresql://user@host:port/db?schema=NAME`` (or ``postgres://``): a PostgreSQL task hub
+  in schema NAME (default ``duratask``); needs ``pip install 'duratask[postgres]'``.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def open_store(url: str | OrchestrationService) -> OrchestrationService:
         if not path:
             raise ValueError(f"store URL {url!r} names no file (use sqlite:///path/to/hub.db)")
         return SqliteOrchestrationService(path)
+    if scheme in ("postgresql", "postgres"):
+        from duratask.backends.postgres import PostgresOrchestrationService
+
+        return PostgresOrchestrationService(url)
     raise ValueError(
         f"unsupported store URL {url!r}: expected memory://, sqlite:///path "
-        "(postgresql:// comes with the PostgreSQL store)"
+        "or postgresql://user@host:port/db?schema=NAME"
     )

@@ -1,0 +1,411 @@
+"""A PostgreSQL task hub schema reached through a psycopg connection pool: transactions with
+retries, migrations, and LISTEN/NOTIFY wake-ups.
+
+The pool (``psycopg_pool.AsyncConnectionPool``) belongs to the event loop that called
+:meth:`Database.start`. A call from another event loop (another thread) runs on a
+connection of its own, opened and closed around the call, so the store can still serve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from duratask.backends.postgres import queries
+from duratask.errors import StoreError
+
+T = TypeVar("T")
+Connection: TypeAlias = psycopg.AsyncConnection[DictRow]
+Job: TypeAlias = Callable[[Connection], Awaitable[T]]
+
+_LOG = logging.getLogger("duratask.postgres")
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Schemas a task hub must never take over (delete_task_hub drops its schema).
+_RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
+
+# NOTIFY payloads: which kind of work became available.
+ORCHESTRATION = "orchestration"
+ACTIVITY = "activity"
+WORK_KINDS = (ORCHESTRATION, ACTIVITY)
+
+
+def check_schema_name(schema: str) -> str:
+    """``schema`` if it is a plain lower-case identifier a task hub may own; ValueError if not."""
+    if not isinstance(schema, str) or not SCHEMA_NAME.match(schema):
+        raise ValueError(
+            f"invalid task hub schema name {schema!r}: use 1-63 characters of a-z, 0-9 and _, "
+            "not starting with a digit"
+        )
+    if schema in _RESERVED_SCHEMAS or schema.startswith("pg_"):
+        raise ValueError(f"schema {schema!r} is reserved by PostgreSQL; choose another name")
+    return schema
+
+
+def split_schema(url_or_conninfo: str) -> tuple[str, str | None]:
+    """A libpq connection string without duratask's ``schema`` URL parameter, and that
+    parameter (None if absent). Key/value conninfo strings are returned as they are."""
+    parts = urlsplit(url_or_conninfo)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        return url_or_conninfo, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in pairs if key == "schema"]
+    if len(schemas) > 1:
+        raise ValueError(f"store URL gives schema more than once: {schemas}")
+    rest = urlencode([(k, v) for k, v in pairs if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), (schemas[0] if schemas else None)
+
+
+def advisory_lock_key(schema: str) -> int:
+    """The ``pg_advisory_xact_lock`` key that serialises schema changes of one task hub."""
+    digest = hashlib.sha256(f"duratask:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    script: str
+
+
+def load_migrations() -> list[Migration]:
+    """The ``migrations/NNN_name.sql`` scripts in version order (1, 2, ... without gaps)."""
+    folder = resources.files(__package__).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StoreError(f"PostgreSQL migrations must be numbered 001, 002, ...: {found}")
+    return found
+
+
+def is_retryable(exc: psycopg.Error) -> bool:
+    """True for failures a fresh attempt may not meet: a lost or refused connection, a server
+    shutting down, a serialization failure or a deadlock (the transaction was rolled back).
+
+    A pool timeout has already waited long enough, and a cancelled statement was cancelled
+    on purpose; neither is retried."""
+    if isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
+class Database:
+    """One task hub schema in one PostgreSQL database."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str,
+        *,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        retries: int = 6,
+        retry_delay: float = 0.05,
+        max_retry_delay: float = 2.0,
+    ) -> None:
+        self.schema = check_schema_name(schema)
+        if min_pool_size < 0 or max_pool_size < max(min_pool_size, 1):
+            raise ValueError("need 0 <= min_pool_size <= max_pool_size and max_pool_size >= 1")
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"invalid PostgreSQL connection string: {exc}") from None
+        extra: dict[str, Any] = {}
+        if "application_name" not in params:
+            extra["application_name"] = f"duratask[{schema}]"
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = 10
+        self._conninfo = conninfo
+        self._connect_kwargs: dict[str, Any] = {
+            **extra,
+            "autocommit": True,
+            "row_factory": dict_row,
+        }
+        host = params.get("host") or params.get("hostaddr") or "localhost"
+        self.description = (
+            f"PostgreSQL task hub {schema!r} at {host}:{params.get('port') or 5432}"
+            f"/{params.get('dbname') or ''}"
+        )
+        # The channel of this hub's wake-ups is the schema name (unique in the database).
+        self.channel = schema
+        self._min_pool_size = min_pool_size
+        self._max_pool_size = max_pool_size
+        self._pool_timeout = pool_timeout
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._schema_ident = sql.Identifier(schema)
+        self._statements: dict[str, sql.Composed] = {}
+        self._pool: AsyncConnectionPool[Connection] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: _Listener | None = None
+
+    def q(self, template: str) -> sql.Composed:
+        """The statement ``template`` with ``{schema}`` bound to this hub's schema."""
+        statement = self._statements.get(template)
+        if statement is None:
+            # Templates are fixed strings of this package (queries.py, migrations/).
+            statement = sql.SQL(template).format(schema=self._schema_ident)
+            self._statements[template] = statement
+        return statement
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> bool:
+        """Open the pool on the running event loop; False if it was already open."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not None:
+            if self._loop is loop:
+                return False
+            if self._loop is not None and not self._loop.is_closed():
+                raise StoreError(
+                    f"{self.description} is already open on another event loop; "
+                    "close it there first"
+                )
+            # The event loop of the old pool is gone, and its connections with it.
+            self._pool = self._loop = self._listener = None
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self._conninfo,
+            connection_class=psycopg.AsyncConnection[DictRow],
+            kwargs=self._connect_kwargs,
+            min_size=self._min_pool_size,
+            max_size=self._max_pool_size,
+            timeout=self._pool_timeout,
+            name=f"duratask-{self.schema}",
+            open=False,
+        )
+        try:
+            await pool.open(wait=self._min_pool_size > 0, timeout=self._pool_timeout)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"{self.description}: cannot connect: {exc}") from exc
+            raise
+        self._pool, self._loop = pool, loop
+        return True
+
+    async def stop(self) -> None:
+        """Stop listening and close the pool; :meth:`start` may be called again."""
+        pool, loop, listener = self._pool, self._loop, self._listener
+        self._pool = self._loop = self._listener = None
+        if pool is None or loop is None:
+            return
+
+        async def shut() -> None:
+            if listener is not None:
+                await listener.stop()
+            await pool.close()
+
+        if asyncio.get_running_loop() is loop:
+            await shut()
+        elif loop.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(shut(), loop))
+        # else: the pool's loop is stopped or gone; its connections went with it.
+
+    def _require_pool(self) -> AsyncConnectionPool[Connection]:
+        if self._pool is None:
+            raise StoreError(f"{self.description} is not open; call open() first")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        pool = self._require_pool()
+        if asyncio.get_running_loop() is self._loop:
+            async with pool.connection() as conn:
+                yield conn
+            return
+        # Another event loop: the pool's connections cannot be driven from here.
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    # -- running jobs --------------------------------------------------------------------
+    async def transaction(self, job: Job[T]) -> T:
+        """Run ``job`` in one transaction: committed if it returns, rolled back if it raises.
+
+        Connection failures, serialization failures and deadlocks are retried on a fresh
+        connection with exponential back-off, so ``job`` may run more than once and must only
+        touch the database. A failure during COMMIT is ambiguous (the transaction may have
+        committed): the retry then meets the state the first attempt left, which the fencing
+        of work item operations makes safe."""
+        return await self._run(job, in_transaction=True)
+
+    async def autocommit(self, job: Job[T]) -> T:
+        """Run ``job`` outside an explicit transaction: each statement commits on its own
+        (for single-statement jobs), with the same retries as :meth:`transaction`."""
+        return await self._run(job, in_transaction=False)
+
+    async def _run(self, job: Job[T], *, in_transaction: bool) -> T:
+        attempt = 0
+        while True:
+            try:
+                async with self._connection() as conn:
+                    if not in_transaction:
+                        return await job(conn)
+                    async with conn.transaction():
+                        return await job(conn)
+            except psycopg.Error as exc:
+                if not is_retryable(exc) or attempt >= self._retries:
+                    raise StoreError(f"{self.description}: {exc}") from exc
+                _LOG.warning("%s: %s; retrying (attempt %d)", self.description, exc, attempt + 1)
+                await self._recover(exc, attempt)
+            attempt += 1
+
+    async def _recover(self, exc: psycopg.Error, attempt: int) -> None:
+        """Back off before a retry; after a lost connection, weed out the pool's other
+        connections that died with it (a server restart kills them all)."""
+        delay = min(self._retry_delay * 2**attempt, self._max_retry_delay)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        if self._pool is not None and asyncio.get_running_loop() is self._loop:
+            if not isinstance(exc, psycopg.errors.TransactionRollback):
+                with contextlib.suppress(psycopg.Error):
+                    await self._pool.check()
+
+    # -- schema --------------------------------------------------------------------------
+    async def migrate(self) -> None:
+        """Create the schema and apply the migrations it lacks, all in one transaction.
+
+        The transaction first takes an advisory lock derived from the schema name, so
+        processes opening a new hub at the same time apply each migration exactly once."""
+        migrations = load_migrations()
+        key = {"key": advisory_lock_key(self.schema)}
+
+        async def job(conn: Connection) -> None:
+            await conn.execute(queries.ADVISORY_XACT_LOCK, key)
+            await conn.execute(self.q(queries.CREATE_SCHEMA))
+            await conn.execute(self.q(queries.CREATE_SCHEMA_VERSION))
+            row = await (await conn.execute(self.q(queries.SELECT_SCHEMA_VERSION))).fetchone()
+            current: int = row["version"] if row is not None else 0
+            if current > len(migrations):
+                raise StoreError(
+                    f"{self.description} has schema version {current}, newer than this "
+                    f"duratask supports ({len(migrations)})"
+                )
+            for migration in migrations[current:]:
+                await conn.execute(self.q(migration.script))
+                await conn.execute(
+                    self.q(queries.INSERT_SCHEMA_VERSION), {"version": migration.version}
+                )
+
+        await self.transaction(job)
+
+    async def drop_schema(self) -> None:
+        """Drop the task hub's schema and everything in it."""
+
+        async def job(conn: Connection) -> None:
+            await conn.execute(queries.ADVISORY_XACT_LOCK, {"key": advisory_lock_key(self.schema)})
+            await conn.execute(self.q(queries.DROP_SCHEMA))
+
+        await self.transaction(job)
+
+    # -- notifications -----------------------------------------------------------------------
+    async def notify(self, conn: Connection, kinds: Iterable[str]) -> None:
+        """Queue a wake-up per kind of work; PostgreSQL delivers it when the transaction
+        commits (and drops it if it rolls back)."""
+        for kind in kinds:
+            await conn.execute(queries.NOTIFY, {"channel": self.channel, "payload": kind})
+
+    async def wait_for_notification(self, timeout: float, kind: str | None) -> bool:
+        """See :meth:`PostgresOrchestrationService.wait_for_notification`."""
+        if kind is not None and kind not in WORK_KINDS:
+            raise ValueError(f"kind must be one of {WORK_KINDS} or None, got {kind!r}")
+        self._require_pool()
+        if asyncio.get_running_loop() is not self._loop:
+            raise StoreError(
+                f"{self.description}: wait_for_notification must run on the event loop "
+                "that opened the store"
+            )
+        if self._listener is None:
+            self._listener = _Listener(self._conninfo, self._connect_kwargs, self.channel)
+            self._listener.start()
+        return await self._listener.wait(timeout, WORK_KINDS if kind is None else (kind,))
+
+
+class _Listener:
+    """One connection that LISTENs on the hub's channel, in a background task, turning
+    notifications into per-kind "work may be available" flags that waiters consume.
+
+    Whenever it (re)connects, every flag is raised: notifications sent while it was not
+    listening are lost, so waiters must look for work once more."""
+
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], channel: str) -> None:
+        self._conninfo = conninfo
+        self._connect_kwargs = connect_kwargs
+        self._channel = channel
+        self._pending = dict.fromkeys(WORK_KINDS, False)
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name=f"duratask-listen-{self._channel}")
+
+    async def stop(self) -> None:
+        """Stop listening, and let current waiters go (they will find the store closed)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._signal(WORK_KINDS)
+
+    async def wait(self, timeout: float, kinds: tuple[str, ...]) -> bool:
+        def pending() -> bool:
+            return any(self._pending[k] for k in kinds)
+
+        async with self._changed:
+            if not pending():
+                try:
+                    await asyncio.wait_for(self._changed.wait_for(pending), max(timeout, 0))
+                except TimeoutError:
+                    return False
+            for kind in kinds:
+                self._pending[kind] = False
+            return True
+
+    async def _signal(self, kinds: Iterable[str]) -> None:
+        async with self._changed:
+            for kind in kinds:
+                self._pending[kind] = True
+            self._changed.notify_all()
+
+    async def _listen(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+                try:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    delay = 0.05
+                    await self._signal(WORK_KINDS)
+                    async for notification in conn.notifies():
+                        payload = notification.payload
+                        await self._signal((payload,) if payload in WORK_KINDS else WORK_KINDS)
+                finally:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+            except psycopg.Error as exc:
+                _LOG.warning("listening on %r failed: %s; reconnecting", self._channel, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

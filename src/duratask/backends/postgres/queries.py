@@ -1,0 +1,204 @@
+"""The SQL the PostgreSQL store runs, as named templates (the schema is in ``migrations/``).
+
+``{schema}`` stands for the task hub's schema; :class:`duratask.backends.postgres.database.
+Database` fills it in with ``psycopg.sql.Identifier``, never by string formatting. Every
+value is a bound parameter (``%(name)s`` or ``%s``). Times are timestamptz, always the
+store's clock passed in as ``%(now)s`` (never SQL ``now()``), so every process and every
+store kind agrees on what is visible and which lease is live.
+
+A message is visible when ``visible_at`` is NULL or has passed; a lease is live while
+``lock_expires_at >= now``. Workers lock instance rows ``FOR NO KEY UPDATE``, which does not
+conflict with the ``FOR KEY SHARE`` lock an enqueue takes (explicitly, or through the
+foreign key), so clients never wait for a worker to finish an episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# -- schema bookkeeping ---------------------------------------------------------------------
+# Serialises migrations and deletion of one hub across processes (key: see Database).
+ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
+CREATE_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    version    integer     PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SELECT_SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) AS version FROM {schema}.schema_version"
+INSERT_SCHEMA_VERSION = "INSERT INTO {schema}.schema_version (version) VALUES (%(version)s)"
+# Wake-ups: delivered to listeners when the transaction commits.
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# -- instances ------------------------------------------------------------------------------
+INSTANCE_COLUMNS = (
+    "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
+    "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
+    "scheduled_start_at"
+)
+SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE instance_id = %s"
+# create_instance: the existing row, locked against concurrent creates and workers.
+LOCK_EXISTING_INSTANCE = """
+SELECT runtime_status, execution_id FROM {schema}.instances WHERE instance_id = %s FOR UPDATE"""
+SELECT_STATUS = "SELECT runtime_status FROM {schema}.instances WHERE instance_id = %s"
+INSERT_INSTANCE_IF_ABSENT = f"""
+INSERT INTO {{schema}}.instances ({INSTANCE_COLUMNS})
+VALUES (%(instance_id)s, %(name)s, %(version)s, %(runtime_status)s, %(created_at)s,
+        %(last_updated_at)s, %(completed_at)s, %(execution_id)s, %(input)s, %(output)s,
+        %(custom_status)s, %(failure_details)s, %(parent_instance_id)s,
+        %(scheduled_start_at)s)
+ON CONFLICT (instance_id) DO NOTHING
+RETURNING instance_id"""
+# Writes the row from an episode's state and releases the lease.
+UPDATE_INSTANCE = """
+UPDATE {schema}.instances
+SET name = %(name)s, version = %(version)s, runtime_status = %(runtime_status)s,
+    created_at = %(created_at)s, last_updated_at = %(last_updated_at)s,
+    completed_at = %(completed_at)s, execution_id = %(execution_id)s, input = %(input)s,
+    output = %(output)s, custom_status = %(custom_status)s,
+    failure_details = %(failure_details)s, parent_instance_id = %(parent_instance_id)s,
+    scheduled_start_at = %(scheduled_start_at)s,
+    lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE instance_id = %(instance_id)s"""
+DELETE_INSTANCE = "DELETE FROM {schema}.instances WHERE instance_id = %s"
+
+# -- orchestration leases ---------------------------------------------------------------------
+# The free instance whose oldest visible message has waited longest, row-locked. Rows other
+# workers are locking right now are skipped, never waited for; a row whose lease another
+# worker took since this statement's snapshot fails the re-check of the WHERE clause.
+LOCK_NEXT_INSTANCE = """
+WITH due AS (
+    SELECT instance_id,
+           MIN(COALESCE(visible_at, enqueued_at)) AS due_at,
+           MIN(message_id) AS first_message_id
+    FROM {schema}.messages
+    WHERE visible_at IS NULL OR visible_at <= %(now)s
+    GROUP BY instance_id
+)
+SELECT i.instance_id
+FROM due
+JOIN {schema}.instances AS i ON i.instance_id = due.instance_id
+WHERE i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s
+ORDER BY due.due_at, due.first_message_id
+LIMIT 1
+FOR NO KEY UPDATE OF i SKIP LOCKED"""
+LEASE_INSTANCE = f"""
+UPDATE {{schema}}.instances
+SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s
+WHERE instance_id = %(instance_id)s
+RETURNING {INSTANCE_COLUMNS}"""
+# The fence of complete: the lease holder and the stored history length, row-locked.
+LOCK_FOR_COMMIT = """
+SELECT i.lock_token,
+       (SELECT COUNT(*) FROM {schema}.history AS h WHERE h.instance_id = i.instance_id)
+           AS history_length
+FROM {schema}.instances AS i
+WHERE i.instance_id = %s
+FOR NO KEY UPDATE OF i"""
+RENEW_INSTANCE_LEASE = """
+UPDATE {schema}.instances SET lock_expires_at = %(expires_at)s
+WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
+RELEASE_INSTANCE_LEASE = """
+UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
+
+# -- history -----------------------------------------------------------------------------------
+SELECT_HISTORY = """
+SELECT event FROM {schema}.history WHERE instance_id = %s ORDER BY sequence_number"""
+DELETE_HISTORY = "DELETE FROM {schema}.history WHERE instance_id = %s"
+INSERT_HISTORY = """
+INSERT INTO {schema}.history (instance_id, sequence_number, event_type, event)
+VALUES (%s, %s, %s, %s)"""
+
+# -- messages ----------------------------------------------------------------------------------
+# Enqueue to an existing instance only; the KEY SHARE lock keeps a concurrent purge from
+# deleting the row between the check and the insert. No row returned: the message is dropped.
+INSERT_MESSAGE = """
+INSERT INTO {schema}.messages
+    (instance_id, execution_id, event_type, event, enqueued_at, visible_at)
+SELECT i.instance_id, %(execution_id)s, %(event_type)s, %(event)s, %(now)s, %(visible_at)s
+FROM {schema}.instances AS i
+WHERE i.instance_id = %(instance_id)s
+FOR KEY SHARE OF i"""
+# Takes the visible messages of a just-locked instance, counting the dequeue.
+DEQUEUE_VISIBLE_MESSAGES = """
+UPDATE {schema}.messages SET dequeue_count = dequeue_count + 1
+WHERE instance_id = %(instance_id)s AND (visible_at IS NULL OR visible_at <= %(now)s)
+RETURNING message_id, instance_id, execution_id, event, visible_at, dequeue_count"""
+DELETE_MESSAGES = """
+DELETE FROM {schema}.messages WHERE instance_id = %s AND message_id = ANY(%s::bigint[])"""
+# Abandon: a message becomes due at the later of its due time and the retry time.
+DEFER_MESSAGES = """
+UPDATE {schema}.messages SET visible_at = %(retry_at)s
+WHERE instance_id = %(instance_id)s AND message_id = ANY(%(message_ids)s::bigint[])
+  AND COALESCE(visible_at, enqueued_at) < %(retry_at)s"""
+# Wakes workers when a lease is released while the instance has visible messages (those
+# that arrived during the lease found it leased when their own wake-up came).
+NOTIFY_IF_VISIBLE = """
+SELECT pg_notify(%(channel)s, %(payload)s)
+WHERE EXISTS (
+    SELECT 1 FROM {schema}.messages
+    WHERE instance_id = %(instance_id)s AND (visible_at IS NULL OR visible_at <= %(now)s)
+)"""
+
+# -- activities --------------------------------------------------------------------------------
+INSERT_ACTIVITY = """
+INSERT INTO {schema}.activities
+    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
+# The oldest visible activity without a live lease, leased in one statement; activities
+# other workers are locking right now are skipped.
+LOCK_NEXT_ACTIVITY = """
+UPDATE {schema}.activities
+SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s,
+    dequeue_count = dequeue_count + 1
+WHERE id = (
+    SELECT id FROM {schema}.activities
+    WHERE visible_at <= %(now)s AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
+    ORDER BY id
+    LIMIT 1
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count"""
+RENEW_ACTIVITY_LEASE = """
+UPDATE {schema}.activities SET lock_expires_at = %(expires_at)s
+WHERE id = %(id)s AND lock_token = %(token)s"""
+DELETE_LEASED_ACTIVITY = "DELETE FROM {schema}.activities WHERE id = %s AND lock_token = %s"
+RELEASE_ACTIVITY_LEASE = """
+UPDATE {schema}.activities
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %(visible_at)s
+WHERE id = %(id)s AND lock_token = %(token)s"""
+
+
+# -- filtered statements -------------------------------------------------------------------------
+class Where:
+    """AND-ed SQL conditions with their bound parameters, built from fixed fragments."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, condition: str, *params: object) -> None:
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def add_any(self, column: str, values: Iterable[str]) -> None:
+        """``column`` is one of ``values`` (none: matches nothing)."""
+        self.add(f"{column} = ANY(%s::text[])", list(values))
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions) if self.conditions else "TRUE"
+
+
+def select_instances(where: Where) -> str:
+    """A page of instances in (created_at, instance_id) order; LIMIT is the last parameter."""
+    return (
+        f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE {where.sql()} "
+        "ORDER BY created_at, instance_id LIMIT %s"
+    )
+
+
+def delete_instances(where: Where) -> str:
+    """Delete the instances matching ``where`` (their children go by cascade)."""
+    return f"DELETE FROM {{schema}}.instances WHERE {where.sql()}"

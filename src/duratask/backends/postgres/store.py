@@ -1,0 +1,584 @@
+"""The PostgreSQL task hub store: one schema per task hub, shared by any number of worker and
+client processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from duratask.backends._shared import (
+    as_utc,
+    as_utc_or_none,
+    check_page_size,
+    decode_position,
+    new_lock_token,
+    pending_state,
+    started_event,
+    utc_now,
+)
+from duratask.backends.base import (
+    TERMINAL_STATUSES,
+    ActivityRequest,
+    ActivityWorkItem,
+    InstanceQuery,
+    LockedMessage,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    PurgeFilter,
+    QueryPage,
+    encode_continuation_token,
+)
+from duratask.backends.postgres import queries as q
+from duratask.backends.postgres.database import (
+    ACTIVITY,
+    ORCHESTRATION,
+    Connection,
+    Database,
+    split_schema,
+)
+from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
+from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+
+DEFAULT_SCHEMA = "duratask"
+# A locked instance whose messages another worker consumed in the meantime is passed over;
+# how many candidates one lock call tries before reporting no work.
+_LOCK_ATTEMPTS = 3
+
+
+class PostgresOrchestrationService:
+    """A task hub in one schema of a PostgreSQL database, safe to share between processes.
+
+    ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
+    ``?schema=NAME``) or key/value connection string. ``schema`` names the hub's schema
+    (a ``?schema=`` in the URL takes its place when ``schema`` is left at its default); two
+    hubs in one database are isolated by their schemas. ``clock`` (aware UTC) decides
+    visibility and lease expiry, replaceable in tests. The pool keeps between
+    ``min_pool_size`` and ``max_pool_size`` connections.
+    """
+
+    def __init__(
+        self,
+        url_or_conninfo: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        clock: Callable[[], datetime] | None = None,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+    ) -> None:
+        conninfo, url_schema = split_schema(url_or_conninfo)
+        if url_schema is not None:
+            if schema not in (DEFAULT_SCHEMA, url_schema):
+                raise ValueError(
+                    f"schema {schema!r} given twice, differently: the URL says {url_schema!r}"
+                )
+            schema = url_schema
+        self._db = Database(
+            conninfo, schema, min_pool_size=min_pool_size, max_pool_size=max_pool_size
+        )
+        self._clock = clock or utc_now
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema of the task hub."""
+        return self._db.schema
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel of the task hub's wake-ups."""
+        return self._db.channel
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock())
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, creating the schema and applying pending migrations (idempotent)."""
+        started = await self._db.start()
+        try:
+            await self._db.migrate()
+        except BaseException:
+            if started:  # leave a store that was already open to its other users
+                await self._db.stop()
+            raise
+
+    async def close(self) -> None:
+        """Close every connection; :meth:`open` may be called again."""
+        await self._db.stop()
+
+    async def delete_task_hub(self) -> None:
+        """Drop the hub's schema with everything in it; a later :meth:`open` recreates it."""
+        await self._db.drop_schema()
+
+    async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a sign that work may be available.
+
+        Every transaction that makes work available (a message visible now, an activity, a
+        released lease) sends a NOTIFY on :attr:`channel` with the kind of work,
+        ``"orchestration"`` or ``"activity"``. ``kind`` waits for one kind; None for either.
+        Returns True when a notification arrived since the last call that consumed that kind
+        (notifications are remembered, so one sent while the caller was busy is not lost),
+        or when the listening connection was just (re)established (notifications sent before
+        could have been missed); False on timeout. A True is a hint: look for work, there may
+        be none. Must be called on the event loop that opened the store; the first call opens
+        a dedicated listening connection.
+        """
+        return await self._db.wait_for_notification(timeout, kind)
+
+    # -- orchestration work items -------------------------------------------------------
+    async def lock_next_orchestration_work_item(
+        self, owner: str, lease: timedelta
+    ) -> OrchestrationWorkItem | None:
+        """Lease the free instance whose oldest visible message has waited longest."""
+        now = self._now()
+        expires_at = now + lease
+        token = new_lock_token()
+        db = self._db
+
+        async def job(conn: Connection) -> OrchestrationWorkItem | None:
+            for _ in range(_LOCK_ATTEMPTS):
+                found = await _fetch_one(conn, db.q(q.LOCK_NEXT_INSTANCE), {"now": now})
+                if found is None:
+                    return None
+                instance_id: str = found["instance_id"]
+                params = {"instance_id": instance_id, "now": now}
+                cursor = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
+                messages = sorted(
+                    (_locked_message(row) for row in await cursor.fetchall()),
+                    key=lambda m: m.message_id,
+                )
+                if not messages:  # consumed since the candidate was chosen
+                    continue
+                lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
+                state_row = await _fetch_one(conn, db.q(q.LEASE_INSTANCE), lease_params)
+                return OrchestrationWorkItem(
+                    instance_id=instance_id,
+                    lock_token=token,
+                    locked_until=expires_at,
+                    history=await _history(db, conn, instance_id),
+                    messages=messages,
+                    state=_state(state_row) if state_row is not None else None,
+                )
+            return None
+
+        return await db.transaction(job)
+
+    async def renew_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, lease: timedelta
+    ) -> None:
+        """Extend the lease to now + ``lease``."""
+        expires_at = self._now() + lease
+        params = {
+            "instance_id": work_item.instance_id,
+            "token": work_item.lock_token,
+            "expires_at": expires_at,
+        }
+        if not await self._execute(q.RENEW_INSTANCE_LEASE, params):
+            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+        work_item.locked_until = expires_at
+
+    async def complete_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    ) -> None:
+        """Commit one episode in one transaction and release the lease.
+
+        The instance row is locked first; unless it still carries the work item's lock token
+        and the history still has the length the work item saw, :class:`LeaseLostError` is
+        raised and the transaction writes nothing."""
+        instance_id = work_item.instance_id
+        if commit.state.instance_id != instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        now = self._now()
+        row = _state_params(commit.state)
+        first = 0 if commit.reset_history else len(work_item.history)
+        history = [
+            (instance_id, first + i, e.event_type.name, event_to_json(e))
+            for i, e in enumerate(commit.new_events)
+        ]
+        outbound = [_Outbound(m) for m in commit.messages]
+        consumed = list(commit.consumed_message_ids)
+        activities = [_activity_row(a, now) for a in commit.activities]
+        wake_orchestrations = any(m.visible_by(now) for m in outbound)
+        db = self._db
+
+        async def job(conn: Connection) -> None:
+            fence = await _fetch_one(conn, db.q(q.LOCK_FOR_COMMIT), (instance_id,))
+            if fence is None or fence["lock_token"] != work_item.lock_token:
+                raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
+            if fence["history_length"] != len(work_item.history):
+                raise LeaseLostError(
+                    f"history of instance {instance_id!r} changed under the work item"
+                )
+            async with conn.pipeline():
+                if commit.reset_history:
+                    await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
+                if history:
+                    await conn.cursor().executemany(db.q(q.INSERT_HISTORY), history)
+                if consumed:
+                    await conn.execute(db.q(q.DELETE_MESSAGES), (instance_id, consumed))
+                if activities:
+                    await conn.cursor().executemany(db.q(q.INSERT_ACTIVITY), activities)
+                for message in outbound:
+                    await message.enqueue(db, conn, now)
+                await conn.execute(db.q(q.UPDATE_INSTANCE), row)  # also releases the lease
+                await db.notify(conn, [ACTIVITY] if activities else [])
+                if wake_orchestrations:
+                    await db.notify(conn, [ORCHESTRATION])
+                else:
+                    await conn.execute(
+                        db.q(q.NOTIFY_IF_VISIBLE),
+                        {
+                            "channel": db.channel,
+                            "payload": ORCHESTRATION,
+                            "instance_id": instance_id,
+                            "now": now,
+                        },
+                    )
+
+        await db.transaction(job)
+
+    async def abandon_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
+        retry_at = as_utc_or_none(retry_at)
+        defer = {
+            "instance_id": work_item.instance_id,
+            "retry_at": retry_at,
+            "message_ids": [m.message_id for m in work_item.messages],
+        }
+        wake = {
+            "channel": self._db.channel,
+            "payload": ORCHESTRATION,
+            "instance_id": work_item.instance_id,
+            "now": self._now(),
+        }
+        db = self._db
+
+        async def job(conn: Connection) -> None:
+            released = (await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)).rowcount
+            if not released:
+                return
+            if retry_at is not None:
+                await conn.execute(db.q(q.DEFER_MESSAGES), defer)
+            await conn.execute(db.q(q.NOTIFY_IF_VISIBLE), wake)
+
+        await db.transaction(job)
+
+    # -- activity work items --------------------------------------------------------------
+    async def lock_next_activity_work_item(
+        self, owner: str, lease: timedelta
+    ) -> ActivityWorkItem | None:
+        """Lease the oldest visible activity."""
+        now = self._now()
+        expires_at = now + lease
+        token = new_lock_token()
+        params = {"now": now, "token": token, "owner": owner, "expires_at": expires_at}
+        row = await self._db.autocommit(
+            lambda conn: _fetch_one(conn, self._db.q(q.LOCK_NEXT_ACTIVITY), params)
+        )
+        if row is None:
+            return None
+        request = ActivityRequest(
+            instance_id=row["instance_id"],
+            execution_id=row["execution_id"],
+            task_id=row["task_id"],
+            name=row["name"],
+            version=row["version"],
+            input=row["input"],
+        )
+        return ActivityWorkItem(
+            work_item_id=row["id"],
+            request=request,
+            lock_token=token,
+            locked_until=expires_at,
+            dequeue_count=row["dequeue_count"],
+        )
+
+    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
+        """Extend the lease to now + ``lease``."""
+        expires_at = self._now() + lease
+        params = {
+            "id": work_item.work_item_id,
+            "token": work_item.lock_token,
+            "expires_at": expires_at,
+        }
+        if not await self._execute(q.RENEW_ACTIVITY_LEASE, params):
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        work_item.locked_until = expires_at
+
+    async def complete_activity_work_item(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> None:
+        """Delete the activity and enqueue its result, in one transaction."""
+        now = self._now()
+        outbound = _Outbound(result)
+        key = (work_item.work_item_id, work_item.lock_token)
+        db = self._db
+
+        async def job(conn: Connection) -> None:
+            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            if await outbound.enqueue(db, conn, now) and outbound.visible_by(now):
+                await db.notify(conn, [ORCHESTRATION])
+
+        await db.transaction(job)
+
+    async def abandon_activity_work_item(
+        self, work_item: ActivityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; the activity is visible again at ``retry_at`` (now if None)."""
+        now = self._now()
+        visible_at = as_utc(retry_at) if retry_at is not None else now
+        params = {"id": work_item.work_item_id, "token": work_item.lock_token}
+        db = self._db
+
+        async def job(conn: Connection) -> None:
+            released = await conn.execute(
+                db.q(q.RELEASE_ACTIVITY_LEASE), {**params, "visible_at": visible_at}
+            )
+            if released.rowcount and visible_at <= now:
+                await db.notify(conn, [ACTIVITY])
+
+        await db.transaction(job)
+
+    # -- client operations -----------------------------------------------------------------
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        instance_id = message.instance_id
+        row = _state_params(pending_state(instance_id, started_event(message)))
+        outbound = _Outbound(message)
+        now = self._now()
+        db = self._db
+        attempts = 0
+
+        async def job(conn: Connection) -> None:
+            nonlocal attempts
+            attempts += 1
+            existing = await _fetch_one(conn, db.q(q.LOCK_EXISTING_INSTANCE), (instance_id,))
+            if existing is not None:
+                if attempts > 1 and existing["execution_id"] == row["execution_id"]:
+                    return  # a retry after a COMMIT that failed ambiguously, yet committed
+                status = OrchestrationStatus(existing["runtime_status"])
+                if status not in replaceable:
+                    raise OrchestrationAlreadyExistsError(instance_id, status)
+                await conn.execute(db.q(q.DELETE_INSTANCE), (instance_id,))  # cascades
+            if await _fetch_one(conn, db.q(q.INSERT_INSTANCE_IF_ABSENT), row) is None:
+                # Another client created it since our look: it is not ours to replace.
+                raced = await _fetch_one(conn, db.q(q.SELECT_STATUS), (instance_id,))
+                shown = OrchestrationStatus(raced["runtime_status"]) if raced else "unknown"
+                raise OrchestrationAlreadyExistsError(instance_id, shown)
+            await outbound.enqueue(db, conn, now)
+            if outbound.visible_by(now):
+                await db.notify(conn, [ORCHESTRATION])
+
+        await db.transaction(job)
+
+    async def send_message(self, message: OrchestrationMessage) -> bool:
+        """Enqueue a message; False if its instance does not exist."""
+        now = self._now()
+        outbound = _Outbound(message)
+        db = self._db
+
+        async def job(conn: Connection) -> bool:
+            sent = await outbound.enqueue(db, conn, now)
+            if sent and outbound.visible_by(now):
+                await db.notify(conn, [ORCHESTRATION])
+            return sent
+
+        return await db.transaction(job)
+
+    async def get_instance(self, instance_id: str) -> OrchestrationState | None:
+        """The stored state of one instance, or None."""
+        sql = self._db.q(q.SELECT_INSTANCE)
+        row = await self._db.autocommit(lambda conn: _fetch_one(conn, sql, (instance_id,)))
+        return _state(row) if row is not None else None
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's history in order (empty if unknown)."""
+        return await self._db.autocommit(lambda conn: _history(self._db, conn, instance_id))
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
+        ``created_to`` exclusive; the token resumes after the last row of a full page."""
+        check_page_size(query.page_size)
+        where = q.Where()
+        if query.statuses is not None:
+            where.add_any("runtime_status", (s.value for s in query.statuses))
+        if query.created_from is not None:
+            where.add("created_at >= %s", as_utc(query.created_from))
+        if query.created_to is not None:
+            where.add("created_at < %s", as_utc(query.created_to))
+        if query.name is not None:
+            where.add("name = %s", query.name)
+        if query.instance_id_prefix is not None:
+            prefix = query.instance_id_prefix
+            # starts_with avoids LIKE wildcards; the range test lets the primary key index help.
+            where.add("instance_id >= %s AND starts_with(instance_id, %s)", prefix, prefix)
+        if query.parent_instance_id is not None:
+            where.add("parent_instance_id = %s", query.parent_instance_id)
+        if query.continuation_token is not None:
+            created_at, instance_id = decode_position(query.continuation_token)
+            where.add("(created_at, instance_id) > (%s, %s)", created_at, instance_id)
+        sql = self._db.q(q.select_instances(where))
+        params = (*where.params, query.page_size + 1)
+
+        async def job(conn: Connection) -> list[dict[str, Any]]:
+            return await (await conn.execute(sql, params)).fetchall()
+
+        rows = await self._db.autocommit(job)
+        states = [_state(r) for r in rows[: query.page_size]]
+        token = None
+        if len(rows) > query.page_size:
+            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
+        return QueryPage(states=states, continuation_token=token)
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance and all it owns; False if absent or not terminal."""
+        where = q.Where()
+        where.add("instance_id = %s", instance_id)
+        where.add_any("runtime_status", (s.value for s in TERMINAL_STATUSES))
+        return bool(await self._execute(q.delete_instances(where), where.params))
+
+    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+        statuses = TERMINAL_STATUSES
+        if purge_filter.statuses is not None:
+            statuses = statuses & purge_filter.statuses
+        where = q.Where()
+        where.add_any("runtime_status", (s.value for s in statuses))
+        if purge_filter.created_before is not None:
+            where.add("created_at < %s", as_utc(purge_filter.created_before))
+        if purge_filter.created_from is not None:
+            where.add("created_at >= %s", as_utc(purge_filter.created_from))
+        return await self._execute(q.delete_instances(where), where.params)
+
+    async def _execute(self, template: str, params: Any) -> int:
+        """Run one statement in its own transaction; the number of rows it touched."""
+        sql = self._db.q(template)
+
+        async def job(conn: Connection) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        return await self._db.autocommit(job)
+
+
+class _Outbound:
+    """A message serialised up front, enqueued later inside a transaction."""
+
+    def __init__(self, message: OrchestrationMessage) -> None:
+        event = message.event
+        self.starts = (
+            _state_params(pending_state(message.instance_id, event))
+            if isinstance(event, ExecutionStarted)
+            else None
+        )
+        self.visible_at = as_utc_or_none(message.visible_at)
+        self.params = {
+            "instance_id": message.instance_id,
+            "execution_id": message.execution_id,
+            "event_type": event.event_type.name,
+            "event": event_to_json(event),
+            "visible_at": self.visible_at,
+        }
+
+    def visible_by(self, now: datetime) -> bool:
+        return self.visible_at is None or self.visible_at <= now
+
+    async def enqueue(self, db: Database, conn: Connection, now: datetime) -> bool:
+        """Insert the message; an ExecutionStarted creates its instance row if absent,
+        any other message to a missing instance is dropped (False)."""
+        if self.starts is not None:
+            await conn.execute(db.q(q.INSERT_INSTANCE_IF_ABSENT), self.starts)
+        inserted = await conn.execute(db.q(q.INSERT_MESSAGE), {**self.params, "now": now})
+        return bool(inserted.rowcount)
+
+
+async def _fetch_one(conn: Connection, sql: Any, params: Any) -> dict[str, Any] | None:
+    return await (await conn.execute(sql, params)).fetchone()
+
+
+async def _history(db: Database, conn: Connection, instance_id: str) -> list[HistoryEvent]:
+    cursor = await conn.execute(db.q(q.SELECT_HISTORY), (instance_id,))
+    return [event_from_json(row["event"]) for row in await cursor.fetchall()]
+
+
+def _activity_row(request: ActivityRequest, now: datetime) -> tuple[object, ...]:
+    return (
+        request.instance_id,
+        request.execution_id,
+        request.task_id,
+        request.name,
+        request.version,
+        request.input,
+        now,
+        now,
+    )
+
+
+# -- row conversions ------------------------------------------------------------------------------
+def _utc(value: datetime) -> datetime:
+    # timestamptz comes back in the session's time zone; the stores speak UTC.
+    return value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _state_params(state: OrchestrationState) -> dict[str, Any]:
+    """Named parameters for the instance columns of ``state``."""
+    failure = state.failure_details
+    return {
+        "instance_id": state.instance_id,
+        "name": state.name,
+        "version": state.version,
+        "runtime_status": state.runtime_status.value,
+        "created_at": as_utc(state.created_at),
+        "last_updated_at": as_utc(state.last_updated_at),
+        "completed_at": as_utc_or_none(state.completed_at),
+        "execution_id": state.execution_id,
+        "input": state.serialized_input,
+        "output": state.serialized_output,
+        "custom_status": state.serialized_custom_status,
+        "failure_details": failure.to_json() if failure is not None else None,
+        "parent_instance_id": state.parent_instance_id,
+        "scheduled_start_at": as_utc_or_none(state.scheduled_start_at),
+    }
+
+
+def _state(row: Mapping[str, Any]) -> OrchestrationState:
+    """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
+    failure = row["failure_details"]
+    return OrchestrationState(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        version=row["version"],
+        runtime_status=OrchestrationStatus(row["runtime_status"]),
+        created_at=_utc(row["created_at"]),
+        last_updated_at=_utc(row["last_updated_at"]),
+        completed_at=_utc_or_none(row["completed_at"]),
+        execution_id=row["execution_id"],
+        serialized_input=row["input"],
+        serialized_output=row["output"],
+        serialized_custom_status=row["custom_status"],
+        failure_details=FailureDetails.from_json(failure) if failure is not None else None,
+        parent_instance_id=row["parent_instance_id"],
+        scheduled_start_at=_utc_or_none(row["scheduled_start_at"]),
+    )
+
+
+def _locked_message(row: Mapping[str, Any]) -> LockedMessage:
+    """Rebuild a leased message from a row of ``queries.DEQUEUE_VISIBLE_MESSAGES``."""
+    message = OrchestrationMessage(
+        instance_id=row["instance_id"],
+        event=event_from_json(row["event"]),
+        execution_id=row["execution_id"],
+        visible_at=_utc_or_none(row["visible_at"]),
+    )
+    return LockedMessage(row["message_id"], message, row["dequeue_count"])
