@@ -232,6 +232,16 @@ class OrchestrationService(Protocol):
         """Delete every terminal instance matching the filter; returns how many."""
 
 
+@runtime_checkable
+class SupportsWakeUps(Protocol):
+    """A store that can push "work may be available" to idle workers (PostgreSQL NOTIFY)."""
+
+    async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
+        """Wait up to ``timeout`` s for work of ``kind`` ("orchestration" or "activity");
+        True if notified (a hint, not a promise), False on timeout."""
+        ...
+
+
 def encode_continuation_token(created_at: datetime, instance_id: str) -> str:
     """An opaque keyset token: the sort key of the last row of a page."""
     raw = json.dumps([created_at.isoformat(), instance_id]).encode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from duratask.errors import LeaseLostError
 
@@ -31,6 +31,7 @@ class Dispatcher(Generic[T]):
         renew_interval: float,
         min_poll: float = 0.001,
         max_poll: float = 0.25,
+        notified: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
         self.name = name
         self._fetch = fetch
@@ -40,6 +41,7 @@ class Dispatcher(Generic[T]):
         self._renew_interval = renew_interval
         self._min_poll = min_poll
         self._max_poll = max_poll
+        self._notified = notified
         self._wake = asyncio.Event()
         self._stopping = False
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -78,10 +80,16 @@ class Dispatcher(Generic[T]):
             task.add_done_callback(self.in_flight.discard)
 
     async def _idle(self, delay: float) -> None:
+        """Wait for a local wake(), a store notification, or the poll delay."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if self._notified is not None:
+            waits.append(asyncio.ensure_future(self._notified(delay)))
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
-        except TimeoutError:
-            pass
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _run_one(self, item: T, slots: asyncio.Semaphore) -> None:
         renewer = asyncio.create_task(self._keep_lease(item))

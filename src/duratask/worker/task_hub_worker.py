@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -21,6 +21,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationService,
     OrchestrationWorkItem,
+    SupportsWakeUps,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import LeaseLostError
@@ -112,6 +113,15 @@ class TaskHubWorker:
         self._stop_requested = asyncio.Event()
         await self.store.open()
         renew_every = self._lease.total_seconds() / 3
+        pushes = self.store if isinstance(self.store, SupportsWakeUps) else None
+        # With push wake-ups, polling is only the fallback, so it can be rare.
+        max_poll = 1.0 if pushes else 0.25
+
+        def notified(kind: str) -> Callable[[float], Awaitable[bool]] | None:
+            if pushes is None:
+                return None
+            return lambda timeout: pushes.wait_for_notification(timeout, kind=kind)
+
         self._orchestrations = Dispatcher(
             "orchestration",
             lambda: self.store.lock_next_orchestration_work_item(self.worker_id, self._lease),
@@ -119,6 +129,8 @@ class TaskHubWorker:
             lambda wi: self.store.renew_orchestration_work_item(wi, self._lease),
             concurrency=self._max_orchestrations,
             renew_interval=renew_every,
+            max_poll=max_poll,
+            notified=notified("orchestration"),
         )
         self._activities = Dispatcher(
             "activity",
@@ -127,6 +139,8 @@ class TaskHubWorker:
             lambda wi: self.store.renew_activity_work_item(wi, self._lease),
             concurrency=self._max_activities,
             renew_interval=renew_every,
+            max_poll=max_poll,
+            notified=notified("activity"),
         )
         self._thread_pool = ThreadPoolExecutor(
             self._activity_threads, thread_name_prefix="duratask-activity"
