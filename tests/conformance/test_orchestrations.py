@@ -204,14 +204,32 @@ async def test_hello_sequence(hub: TaskHub) -> None:
 
 async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> None:
     hub.register(hello_sequence, activities=(say_hello,))
-    await hub.start()
-    await hub.run(hello_sequence)
+    store = hub.worker.store
+    lock = store.lock_next_orchestration_work_item
+    events_read: list[int] = []
+
+    async def counting_lock(*args: Any, **kwargs: Any) -> Any:
+        work_item = await lock(*args, **kwargs)
+        if work_item is not None:
+            events_read.append(len(work_item.history))
+        return work_item
+
+    store.lock_next_orchestration_work_item = counting_lock  # type: ignore[method-assign]
+    try:
+        await hub.start()
+        await hub.run(hello_sequence)
+    finally:
+        store.lock_next_orchestration_work_item = lock  # type: ignore[method-assign]
     cache = hub.worker.orchestration_cache
+    assert len(events_read) == 4, "one episode to start, one per activity result"
     if cache_size == 0:
         assert cache.hits == 0
+        assert sum(events_read) > 0
     else:
-        # Three activity results, each continuing the cursor cached by the episode before.
+        # Each activity result continues the cursor the episode before left in the cache,
+        # and the store sends no history for it.
         assert cache.hits == 3
+        assert events_read == [0, 0, 0, 0]
         assert len(cache) == 0, "a completed instance leaves the cache"
 
 

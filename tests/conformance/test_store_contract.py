@@ -19,6 +19,7 @@ from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    HistoryMark,
     InstanceQuery,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -449,19 +450,43 @@ async def test_history_length_fence(store: OrchestrationService) -> None:
     await store.send_message(to("a", raised("x")))
     work_item = await lock(store)
     saw = list(work_item.history)
+    assert work_item.history_length == len(saw)
 
-    work_item.history = [*saw, raised("phantom")]
+    work_item.history_length = len(saw) + 1
     with pytest.raises(LeaseLostError):
         await episode(store, work_item, S.COMPLETED)
-    work_item.history = []
+    work_item.history_length = 0
     with pytest.raises(LeaseLostError):
         await episode(store, work_item, S.COMPLETED)
     assert await store.get_history("a") == saw
     assert (await state_of(store, "a")).runtime_status == S.RUNNING
 
-    work_item.history = saw  # the fence passes again: the lease itself was never lost
+    work_item.history_length = len(saw)  # the fence passes again: the lease was never lost
     await episode(store, work_item, S.COMPLETED)
     assert await store.get_history("a") == [*saw, raised("x")]
+
+
+async def test_known_history_is_not_sent_again(store: OrchestrationService) -> None:
+    await create(store, "a")
+    first = await episode(store, await lock(store))
+    history = list(first.new_events)
+    execution_id = first.state.execution_id
+    assert execution_id is not None
+
+    await store.send_message(to("a", raised("x")))
+    stale = {"a": HistoryMark(execution_id, len(history) - 1)}
+    work_item = await store.lock_next_orchestration_work_item("w", LEASE, stale)
+    assert work_item is not None
+    assert work_item.history_loaded and work_item.history == history
+    await store.abandon_orchestration_work_item(work_item)
+
+    current = {"a": HistoryMark(execution_id, len(history))}
+    work_item = await store.lock_next_orchestration_work_item("w", LEASE, current)
+    assert work_item is not None
+    assert not work_item.history_loaded and work_item.history == []
+    assert work_item.history_length == len(history)
+    await episode(store, work_item, S.COMPLETED)  # the fence uses the length, not the list
+    assert (await store.get_history("a"))[: len(history)] == history
 
 
 # -- completing an episode -----------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from duratask.backends.base import OrchestrationMessage, decode_continuation_token
+from duratask.backends.base import HistoryMark, OrchestrationMessage, decode_continuation_token
 from duratask.history import ExecutionStarted
 from duratask.state import OrchestrationState, OrchestrationStatus
 
@@ -89,3 +90,15 @@ def decode_position(token: str) -> tuple[datetime, str]:
         return as_utc(created_at), instance_id
     except ValueError as exc:
         raise ValueError(f"malformed continuation token {token!r}") from exc
+
+
+def history_is_known(
+    known_histories: Mapping[str, HistoryMark] | None,
+    instance_id: str,
+    execution_id: str | None,
+    length: int,
+) -> bool:
+    """True when the caller's copy of the history is the stored one (so it need not be read)."""
+    if not known_histories or execution_id is None:
+        return False
+    return known_histories.get(instance_id) == HistoryMark(execution_id, length)

@@ -18,7 +18,7 @@ Rules every store follows (the conformance suite checks them):
   consumed messages, new activity work items, outbound messages and the instance row in
   ONE transaction. It is refused with :class:`LeaseLostError` unless the caller still holds
   the instance lease (same lock token) and the stored history still has the length the
-  work item saw; nothing is written then.
+  work item saw (``history_length``); nothing is written then.
 - A message carrying :class:`ExecutionStarted` creates the instance row (status PENDING)
   when the instance does not exist; any other message to an instance with no row is
   dropped. Messages are delivered in the order they were enqueued, never before
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -74,6 +74,16 @@ class ActivityRequest:
     input: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryMark:
+    """How far a worker's cached copy of an instance's history goes: which execution, how
+    many events. Within one execution a history only grows, and every reset starts a new
+    execution id, so an equal mark means an identical history."""
+
+    execution_id: str
+    length: int
+
+
 @dataclass(slots=True)
 class OrchestrationWorkItem:
     """An instance leased to one worker: its current history and its pending messages."""
@@ -85,6 +95,14 @@ class OrchestrationWorkItem:
     messages: list[LockedMessage]
     # The stored instance row when the lease was taken (None only if the row is missing).
     state: OrchestrationState | None = None
+    # The stored history's length; -1 means len(history).
+    history_length: int = -1
+    # False when the store left ``history`` empty because the caller's copy is current.
+    history_loaded: bool = True
+
+    def __post_init__(self) -> None:
+        if self.history_length < 0:
+            self.history_length = len(self.history)
 
 
 @dataclass(slots=True)
@@ -162,9 +180,17 @@ class OrchestrationService(Protocol):
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
     ) -> OrchestrationWorkItem | None:
-        """Lease the next instance that has visible messages and no live lease, or None."""
+        """Lease the next instance that has visible messages and no live lease, or None.
+
+        When ``known_histories`` holds the instance with a mark equal to the stored history's
+        (execution id of the row, history length), the history is not read: the work item
+        has ``history_loaded=False`` and an empty ``history``.
+        """
 
     async def renew_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, lease: timedelta

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -20,6 +20,7 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
+    history_is_known,
     new_lock_token,
     normalized_state,
     pending_state,
@@ -29,6 +30,7 @@ from duratask.backends._shared import (
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    HistoryMark,
     InstanceQuery,
     LockedMessage,
     OrchestrationCommit,
@@ -132,7 +134,10 @@ class MemoryOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -156,13 +161,19 @@ class MemoryOrchestrationService:
                 if m.visible(now):
                     m.dequeue_count += 1
                     locked.append(LockedMessage(m.message_id, m.message, m.dequeue_count))
+            length = len(chosen.history)
+            known = history_is_known(
+                known_histories, chosen.state.instance_id, chosen.state.execution_id, length
+            )
             return OrchestrationWorkItem(
                 instance_id=chosen.state.instance_id,
                 lock_token=token,
                 locked_until=now + lease,
-                history=list(chosen.history),
+                history=[] if known else list(chosen.history),
                 messages=locked,
                 state=chosen.state,
+                history_length=length,
+                history_loaded=not known,
             )
 
     async def renew_orchestration_work_item(
@@ -224,7 +235,7 @@ class MemoryOrchestrationService:
         instance = self._instances.get(work_item.instance_id)
         if instance is None or instance.lease.token != work_item.lock_token:
             raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        if len(instance.history) != len(work_item.history):
+        if len(instance.history) != work_item.history_length:
             raise LeaseLostError(
                 f"history of instance {work_item.instance_id!r} changed under the work item"
             )

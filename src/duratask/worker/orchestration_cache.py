@@ -11,17 +11,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from types import MappingProxyType
 
 from duratask._engine import OrchestrationCursor
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryMark:
-    """Where a cached cursor stands: which execution, how many events it has seen."""
-
-    execution_id: str
-    length: int
+from duratask.backends.base import HistoryMark
 
 
 class OrchestrationCache:
@@ -31,6 +24,8 @@ class OrchestrationCache:
         self.max_instances = max_instances
         self.max_events = max_events
         self._entries: OrderedDict[str, tuple[HistoryMark, OrchestrationCursor]] = OrderedDict()
+        self._marks: dict[str, HistoryMark] = {}
+        self._marks_view = MappingProxyType(self._marks)
         self._events = 0
         self.hits = 0
         self.misses = 0
@@ -40,12 +35,14 @@ class OrchestrationCache:
         return self.max_instances > 0
 
     def marks(self) -> Mapping[str, HistoryMark]:
-        """What each cached cursor has seen (for the store to skip re-reading it)."""
-        return {iid: mark for iid, (mark, _) in self._entries.items()}
+        """A live read-only view of what each cached cursor has seen (the store reads it to
+        skip loading histories the worker already has)."""
+        return self._marks_view
 
     def take(self, instance_id: str, mark: HistoryMark) -> OrchestrationCursor | None:
         """Remove and return the cursor if it is in step with ``mark``; None otherwise."""
         entry = self._entries.pop(instance_id, None)
+        self._marks.pop(instance_id, None)
         if entry is None:
             self.misses += 1
             return None
@@ -63,15 +60,18 @@ class OrchestrationCache:
             return
         self.evict(instance_id)
         self._entries[instance_id] = (mark, cursor)
+        self._marks[instance_id] = mark
         self._events += mark.length
         while self._entries and (
             len(self._entries) > self.max_instances or self._events > self.max_events
         ):
-            _, (old_mark, _) = self._entries.popitem(last=False)
+            old_id, (old_mark, _) = self._entries.popitem(last=False)
+            del self._marks[old_id]
             self._events -= old_mark.length
 
     def evict(self, instance_id: str) -> None:
         entry = self._entries.pop(instance_id, None)
+        self._marks.pop(instance_id, None)
         if entry is not None:
             self._events -= entry[0].length
 

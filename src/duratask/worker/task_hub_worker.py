@@ -18,6 +18,7 @@ from duratask._engine import OrchestrationExecutor
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
+    HistoryMark,
     OrchestrationCommit,
     OrchestrationService,
     OrchestrationWorkItem,
@@ -30,7 +31,7 @@ from duratask.registry import Registry
 from duratask.worker.activity_runner import run_activity
 from duratask.worker.dispatcher import Dispatcher
 from duratask.worker.episode import Defer, plan_episode
-from duratask.worker.orchestration_cache import HistoryMark, OrchestrationCache
+from duratask.worker.orchestration_cache import OrchestrationCache
 
 _LOG = logging.getLogger("duratask.worker")
 _MAX_LEASE = timedelta(minutes=5)
@@ -124,7 +125,9 @@ class TaskHubWorker:
 
         self._orchestrations = Dispatcher(
             "orchestration",
-            lambda: self.store.lock_next_orchestration_work_item(self.worker_id, self._lease),
+            lambda: self.store.lock_next_orchestration_work_item(
+                self.worker_id, self._lease, self._cache.marks() if self._cache.enabled else None
+            ),
             self._process_orchestration,
             lambda wi: self.store.renew_orchestration_work_item(wi, self._lease),
             concurrency=self._max_orchestrations,
@@ -235,6 +238,9 @@ class TaskHubWorker:
         mark = self._history_mark(work_item)
         cursor = self._cache.take(work_item.instance_id, mark) if mark else None
         try:
+            if cursor is None and not work_item.history_loaded:
+                # Evicted while the store was leasing it: read the history after all.
+                work_item.history = await self.store.get_history(work_item.instance_id)
             outcome, live_cursor = plan_episode(work_item, self._executor, now, cursor=cursor)
             if isinstance(outcome, Defer):
                 await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
@@ -256,7 +262,7 @@ class TaskHubWorker:
             live_cursor.committed()
             length = len(outcome.new_events)
             if not outcome.reset_history:
-                length += len(work_item.history)
+                length += work_item.history_length
             self._cache.put(
                 work_item.instance_id, HistoryMark(outcome.state.execution_id, length), live_cursor
             )
@@ -267,7 +273,7 @@ class TaskHubWorker:
         state = work_item.state
         if state is None or state.execution_id is None:
             return None
-        return HistoryMark(state.execution_id, len(work_item.history))
+        return HistoryMark(state.execution_id, work_item.history_length)
 
     def _after_commit(self, commit: OrchestrationCommit) -> None:
         if commit.activities and self._activities is not None:

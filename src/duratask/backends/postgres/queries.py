@@ -89,13 +89,17 @@ SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_
 WHERE instance_id = %(instance_id)s
 RETURNING {INSTANCE_COLUMNS}"""
 # The fence of complete: the lease holder and the stored history length, row-locked.
+# Sequence numbers run 0..n-1, so a history's length comes from the primary key index alone.
 LOCK_FOR_COMMIT = """
 SELECT i.lock_token,
-       (SELECT COUNT(*) FROM {schema}.history AS h WHERE h.instance_id = i.instance_id)
-           AS history_length
+       (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
+        WHERE h.instance_id = i.instance_id) AS history_length
 FROM {schema}.instances AS i
 WHERE i.instance_id = %s
 FOR NO KEY UPDATE OF i"""
+HISTORY_LENGTH = """
+SELECT COALESCE(MAX(sequence_number) + 1, 0) AS history_length
+FROM {schema}.history WHERE instance_id = %s"""
 RENEW_INSTANCE_LEASE = """
 UPDATE {schema}.instances SET lock_expires_at = %(expires_at)s
 WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""

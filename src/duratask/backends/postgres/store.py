@@ -12,6 +12,7 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
+    history_is_known,
     new_lock_token,
     pending_state,
     started_event,
@@ -21,6 +22,7 @@ from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityRequest,
     ActivityWorkItem,
+    HistoryMark,
     InstanceQuery,
     LockedMessage,
     OrchestrationCommit,
@@ -129,7 +131,10 @@ class PostgresOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -153,13 +158,20 @@ class PostgresOrchestrationService:
                     continue
                 lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
                 state_row = await _fetch_one(conn, db.q(q.LEASE_INSTANCE), lease_params)
+                state = _state(state_row) if state_row is not None else None
+                length_row = await _fetch_one(conn, db.q(q.HISTORY_LENGTH), (instance_id,))
+                length: int = length_row["history_length"] if length_row else 0
+                execution_id = state.execution_id if state else None
+                known = history_is_known(known_histories, instance_id, execution_id, length)
                 return OrchestrationWorkItem(
                     instance_id=instance_id,
                     lock_token=token,
                     locked_until=expires_at,
-                    history=await _history(db, conn, instance_id),
+                    history=[] if known else await _history(db, conn, instance_id),
                     messages=messages,
-                    state=_state(state_row) if state_row is not None else None,
+                    state=state,
+                    history_length=length,
+                    history_loaded=not known,
                 )
             return None
 
@@ -192,7 +204,7 @@ class PostgresOrchestrationService:
             raise ValueError("commit.state is for another instance than the work item")
         now = self._now()
         row = _state_params(commit.state)
-        first = 0 if commit.reset_history else len(work_item.history)
+        first = 0 if commit.reset_history else work_item.history_length
         history = [
             (instance_id, first + i, e.event_type.name, event_to_json(e))
             for i, e in enumerate(commit.new_events)
@@ -207,7 +219,7 @@ class PostgresOrchestrationService:
             fence = await _fetch_one(conn, db.q(q.LOCK_FOR_COMMIT), (instance_id,))
             if fence is None or fence["lock_token"] != work_item.lock_token:
                 raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
-            if fence["history_length"] != len(work_item.history):
+            if fence["history_length"] != work_item.history_length:
                 raise LeaseLostError(
                     f"history of instance {instance_id!r} changed under the work item"
                 )

@@ -72,7 +72,8 @@ WHERE instance_id = :instance_id AND lock_token = :token"""
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = "SELECT event FROM history WHERE instance_id = ? ORDER BY sequence_number"
-COUNT_HISTORY = "SELECT COUNT(*) FROM history WHERE instance_id = ?"
+# Sequence numbers run 0..n-1, so the length comes from the primary key index alone.
+HISTORY_LENGTH = "SELECT COALESCE(MAX(sequence_number) + 1, 0) FROM history WHERE instance_id = ?"
 DELETE_HISTORY = "DELETE FROM history WHERE instance_id = ?"
 INSERT_HISTORY = """
 INSERT INTO history (instance_id, sequence_number, event_type, event) VALUES (?, ?, ?, ?)"""

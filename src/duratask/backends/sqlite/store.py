@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from duratask.backends._shared import (
     check_page_size,
     decode_position,
+    history_is_known,
     new_lock_token,
     pending_state,
     started_event,
@@ -19,6 +20,7 @@ from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityRequest,
     ActivityWorkItem,
+    HistoryMark,
     InstanceQuery,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -90,7 +92,10 @@ class SqliteOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -113,14 +118,18 @@ class SqliteOrchestrationService:
             )
             conn.execute(q.COUNT_DEQUEUES, lease_params)
             messages = conn.execute(q.SELECT_VISIBLE_MESSAGES, lease_params).fetchall()
-            state_row = conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone()
+            state = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
+            length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
+            known = history_is_known(known_histories, instance_id, state.execution_id, length)
             return OrchestrationWorkItem(
                 instance_id=instance_id,
                 lock_token=token,
                 locked_until=from_micros(expires_at),
-                history=_history(conn, instance_id),
+                history=[] if known else _history(conn, instance_id),
                 messages=[locked_message_from_row(m) for m in messages],
-                state=state_from_row(state_row),
+                state=state,
+                history_length=length,
+                history_loaded=not known,
             )
 
         return await self._db.write(job)
@@ -396,8 +405,8 @@ def _check_lease(conn: sqlite3.Connection, work_item: OrchestrationWorkItem) -> 
     row = conn.execute(q.SELECT_LOCK_TOKEN, (work_item.instance_id,)).fetchone()
     if row is None or row[0] != work_item.lock_token:
         raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-    length: int = conn.execute(q.COUNT_HISTORY, (work_item.instance_id,)).fetchone()[0]
-    if length != len(work_item.history):
+    length: int = conn.execute(q.HISTORY_LENGTH, (work_item.instance_id,)).fetchone()[0]
+    if length != work_item.history_length:
         raise LeaseLostError(
             f"history of instance {work_item.instance_id!r} changed under the work item"
         )
