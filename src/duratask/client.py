@@ -10,6 +10,7 @@ terminate, suspend, resume) are acted on when a worker next processes the instan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from duratask.backends.base import (
     OrchestrationService,
     PurgeFilter,
     QueryPage,
+    SupportsWakeUps,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import (
@@ -432,18 +434,26 @@ class AsyncTaskHubClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         delay = _POLL_INITIAL
-        while True:
-            state = await self._require(store, instance_id)
-            if done(state.runtime_status):
-                return self._attach(state)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise OrchestrationWaitTimeoutError(
-                    f"timed out after {seconds:g}s waiting for orchestration {instance_id!r} "
-                    f"to {condition} (last status {state.runtime_status.value})"
-                )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * _POLL_FACTOR, _POLL_MAX)
+        # A store that pushes changes wakes the wait at once; polling remains the fallback
+        # (for changes made by other processes on a store that cannot push them).
+        watch = store.watch_instance(instance_id) if isinstance(store, SupportsWakeUps) else None
+        async with watch or contextlib.nullcontext():
+            while True:
+                state = await self._require(store, instance_id)
+                if done(state.runtime_status):
+                    return self._attach(state)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise OrchestrationWaitTimeoutError(
+                        f"timed out after {seconds:g}s waiting for orchestration "
+                        f"{instance_id!r} to {condition} "
+                        f"(last status {state.runtime_status.value})"
+                    )
+                if watch is not None:
+                    await watch.changed(min(delay, remaining))
+                else:
+                    await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * _POLL_FACTOR, _POLL_MAX)
 
     # -- signalling --------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from duratask.backends.base import (
     OrchestrationService,
     OrchestrationWorkItem,
     PurgeFilter,
+    SupportsWakeUps,
     encode_continuation_token,
 )
 from duratask.backends.memory import MemoryOrchestrationService
@@ -1144,3 +1145,17 @@ def test_open_store_urls(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     assert isinstance(store, SqliteOrchestrationService)
     assert store.path == str(tmp_path / "x.db")
+
+
+# -- push wake-ups ---------------------------------------------------------------------------------
+async def test_push_wakeups_reach_another_handle(
+    store: OrchestrationService, peer: OrchestrationService
+) -> None:
+    assert isinstance(store, SupportsWakeUps) and isinstance(peer, SupportsWakeUps)
+    async with store.watch_instance("a") as watch:
+        work = asyncio.create_task(store.wait_for_notification(20, kind="orchestration"))
+        await create(peer, "a")
+        assert await asyncio.wait_for(work, 20)
+        assert await watch.changed(20)
+        await episode(peer, await lock(peer))
+        assert await watch.changed(20)

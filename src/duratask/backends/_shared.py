@@ -6,7 +6,13 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from duratask.backends.base import HistoryMark, OrchestrationMessage, decode_continuation_token
+from duratask.backends.base import (
+    HistoryMark,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    decode_continuation_token,
+)
+from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION
 from duratask.history import ExecutionStarted
 from duratask.state import OrchestrationState, OrchestrationStatus
 
@@ -102,3 +108,11 @@ def history_is_known(
     if not known_histories or execution_id is None:
         return False
     return known_histories.get(instance_id) == HistoryMark(execution_id, length)
+
+
+def work_kinds(commit: OrchestrationCommit) -> list[str]:
+    """Which kinds of work an episode's commit may have made available."""
+    kinds = [ACTIVITY] if commit.activities else []
+    if commit.messages:
+        kinds.append(ORCHESTRATION)
+    return kinds

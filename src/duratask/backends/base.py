@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from duratask.backends.wakeups import InstanceWatch
 from duratask.history import HistoryEvent
 from duratask.state import OrchestrationState, OrchestrationStatus
 
@@ -260,11 +261,18 @@ class OrchestrationService(Protocol):
 
 @runtime_checkable
 class SupportsWakeUps(Protocol):
-    """A store that can push "work may be available" to idle workers (PostgreSQL NOTIFY)."""
+    """A store that pushes wake-ups instead of making workers and clients poll."""
+
+    # True when every process sharing the hub is woken (not only this one).
+    wakes_all_processes: bool
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
         """Wait up to ``timeout`` s for work of ``kind`` ("orchestration" or "activity");
         True if notified (a hint, not a promise), False on timeout."""
+        ...
+
+    def watch_instance(self, instance_id: str) -> InstanceWatch:
+        """Interest in one instance's row changing (``async with``, then ``changed()``)."""
         ...
 
 

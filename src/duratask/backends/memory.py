@@ -26,6 +26,7 @@ from duratask.backends._shared import (
     pending_state,
     started_event,
     utc_now,
+    work_kinds,
 )
 from duratask.backends.base import (
     ActivityRequest,
@@ -40,6 +41,7 @@ from duratask.backends.base import (
     QueryPage,
     encode_continuation_token,
 )
+from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import ExecutionStarted, HistoryEvent
 from duratask.state import OrchestrationState, OrchestrationStatus
@@ -96,6 +98,7 @@ class _Activity:
 class MemoryOrchestrationService:
     """A task hub held in memory. ``named(name)`` gives the process-wide hub of that name."""
 
+    wakes_all_processes = True  # a memory hub lives in one process
     _registry: ClassVar[dict[str, MemoryOrchestrationService]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -106,6 +109,7 @@ class MemoryOrchestrationService:
         self._activities: dict[int, _Activity] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
+        self._wakeups = WakeUps()
 
     @classmethod
     def named(cls, name: str) -> MemoryOrchestrationService:
@@ -118,6 +122,15 @@ class MemoryOrchestrationService:
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+    # -- push wake-ups (SupportsWakeUps) ------------------------------------------------------
+    async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
+        """Wait up to ``timeout`` s for a sign that work of ``kind`` may be available."""
+        return await self._wakeups.wait_for_work(timeout, kind)
+
+    def watch_instance(self, instance_id: str) -> InstanceWatch:
+        """Interest in one instance's row changing."""
+        return self._wakeups.watch(instance_id)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -213,6 +226,8 @@ class MemoryOrchestrationService:
                 self._enqueue(message, now)
             instance.state = state
             instance.lease.clear()
+        self._wakeups.work(work_kinds(commit))
+        self._wakeups.instances_changed([work_item.instance_id])
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -225,6 +240,7 @@ class MemoryOrchestrationService:
                 return
             instance.lease.clear()
             if retry_at is None:
+                self._wakeups.work([ORCHESTRATION])
                 return
             for locked in work_item.messages:
                 stored = instance.messages.get(locked.message_id)
@@ -278,6 +294,7 @@ class MemoryOrchestrationService:
             self._held_activity(work_item)
             del self._activities[work_item.work_item_id]
             self._enqueue(result, now)
+        self._wakeups.work([ORCHESTRATION])
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -290,6 +307,7 @@ class MemoryOrchestrationService:
                 return
             activity.lease.clear()
             activity.visible_at = visible_at
+        self._wakeups.work([ACTIVITY])
 
     def _held_activity(self, work_item: ActivityWorkItem) -> _Activity:
         activity = self._activities.get(work_item.work_item_id)
@@ -314,13 +332,17 @@ class MemoryOrchestrationService:
                 self._forget(message.instance_id)
             self._instances[message.instance_id] = _Instance(state)
             self._enqueue(message, now)
+        self._wakeups.work([ORCHESTRATION])
+        self._wakeups.instances_changed([message.instance_id])
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
         message = _normalized_message(message)
         now = self._now()
         with self._lock:
-            return self._enqueue(message, now)
+            sent = self._enqueue(message, now)
+        self._wakeups.work([ORCHESTRATION])
+        return sent
 
     async def get_instance(self, instance_id: str) -> OrchestrationState | None:
         """The stored state of one instance, or None."""

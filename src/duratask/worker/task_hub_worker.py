@@ -115,8 +115,8 @@ class TaskHubWorker:
         await self.store.open()
         renew_every = self._lease.total_seconds() / 3
         pushes = self.store if isinstance(self.store, SupportsWakeUps) else None
-        # With push wake-ups, polling is only the fallback, so it can be rare.
-        max_poll = 1.0 if pushes else 0.25
+        # When every process is woken by pushes, polling is only the fallback: make it rare.
+        max_poll = 1.0 if pushes and pushes.wakes_all_processes else 0.25
 
         def notified(kind: str) -> Callable[[float], Awaitable[bool]] | None:
             if pushes is None:

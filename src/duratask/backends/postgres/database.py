@@ -27,6 +27,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from duratask.backends.postgres import queries
+from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps
 from duratask.errors import StoreError
 
 T = TypeVar("T")
@@ -39,10 +40,9 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
 
-# NOTIFY payloads: which kind of work became available.
-ORCHESTRATION = "orchestration"
-ACTIVITY = "activity"
+# NOTIFY payloads: which kind of work became available, or STATE + an instance id.
 WORK_KINDS = (ORCHESTRATION, ACTIVITY)
+STATE = "state:"
 
 
 def check_schema_name(schema: str) -> str:
@@ -160,6 +160,7 @@ class Database:
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: _Listener | None = None
+        self.wakeups = WakeUps()
 
     def q(self, template: str) -> sql.Composed:
         """The statement ``template`` with ``{schema}`` bound to this hub's schema."""
@@ -327,35 +328,48 @@ class Database:
         for kind in kinds:
             await conn.execute(queries.NOTIFY, {"channel": self.channel, "payload": kind})
 
+    async def notify_changed(self, conn: Connection, instance_id: str) -> None:
+        """Queue a wake-up for watchers of one instance (delivered on commit)."""
+        await conn.execute(
+            queries.NOTIFY, {"channel": self.channel, "payload": STATE + instance_id}
+        )
+
+    def ensure_listening(self) -> None:
+        """Start the LISTEN connection (on the event loop that opened the store)."""
+        self._require_pool()
+        if asyncio.get_running_loop() is not self._loop:
+            raise StoreError(
+                f"{self.description}: wake-ups must be awaited on the event loop "
+                "that opened the store"
+            )
+        if self._listener is None:
+            self._listener = _Listener(
+                self._conninfo, self._connect_kwargs, self.channel, self.wakeups
+            )
+            self._listener.start()
+
     async def wait_for_notification(self, timeout: float, kind: str | None) -> bool:
         """See :meth:`PostgresOrchestrationService.wait_for_notification`."""
         if kind is not None and kind not in WORK_KINDS:
             raise ValueError(f"kind must be one of {WORK_KINDS} or None, got {kind!r}")
-        self._require_pool()
-        if asyncio.get_running_loop() is not self._loop:
-            raise StoreError(
-                f"{self.description}: wait_for_notification must run on the event loop "
-                "that opened the store"
-            )
-        if self._listener is None:
-            self._listener = _Listener(self._conninfo, self._connect_kwargs, self.channel)
-            self._listener.start()
-        return await self._listener.wait(timeout, WORK_KINDS if kind is None else (kind,))
+        self.ensure_listening()
+        return await self.wakeups.wait_for_work(max(timeout, 0), kind)
 
 
 class _Listener:
-    """One connection that LISTENs on the hub's channel, in a background task, turning
-    notifications into per-kind "work may be available" flags that waiters consume.
+    """One connection that LISTENs on the hub's channel, in a background task, feeding the
+    store's :class:`WakeUps`: work notifications and changed instances.
 
-    Whenever it (re)connects, every flag is raised: notifications sent while it was not
-    listening are lost, so waiters must look for work once more."""
+    Whenever it (re)connects, everything counts as changed: notifications sent while it was
+    not listening are lost, so waiters must look once more."""
 
-    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], channel: str) -> None:
+    def __init__(
+        self, conninfo: str, connect_kwargs: dict[str, Any], channel: str, wakeups: WakeUps
+    ) -> None:
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
         self._channel = channel
-        self._pending = dict.fromkeys(WORK_KINDS, False)
-        self._changed = asyncio.Condition()
+        self._wakeups = wakeups
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -368,27 +382,15 @@ class _Listener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._signal(WORK_KINDS)
+        self._wakeups.everything_changed()
 
-    async def wait(self, timeout: float, kinds: tuple[str, ...]) -> bool:
-        def pending() -> bool:
-            return any(self._pending[k] for k in kinds)
-
-        async with self._changed:
-            if not pending():
-                try:
-                    await asyncio.wait_for(self._changed.wait_for(pending), max(timeout, 0))
-                except TimeoutError:
-                    return False
-            for kind in kinds:
-                self._pending[kind] = False
-            return True
-
-    async def _signal(self, kinds: Iterable[str]) -> None:
-        async with self._changed:
-            for kind in kinds:
-                self._pending[kind] = True
-            self._changed.notify_all()
+    def _deliver(self, payload: str) -> None:
+        if payload.startswith(STATE):
+            self._wakeups.instances_changed([payload[len(STATE) :]])
+        elif payload in WORK_KINDS:
+            self._wakeups.work([payload])
+        else:
+            self._wakeups.everything_changed()
 
     async def _listen(self) -> None:
         delay = 0.05
@@ -398,10 +400,9 @@ class _Listener:
                 try:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     delay = 0.05
-                    await self._signal(WORK_KINDS)
+                    self._wakeups.everything_changed()
                     async for notification in conn.notifies():
-                        payload = notification.payload
-                        await self._signal((payload,) if payload in WORK_KINDS else WORK_KINDS)
+                        self._deliver(notification.payload)
                 finally:
                     with contextlib.suppress(psycopg.Error):
                         await conn.close()

@@ -34,12 +34,11 @@ from duratask.backends.base import (
 )
 from duratask.backends.postgres import queries as q
 from duratask.backends.postgres.database import (
-    ACTIVITY,
-    ORCHESTRATION,
     Connection,
     Database,
     split_schema,
 )
+from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
@@ -60,6 +59,8 @@ class PostgresOrchestrationService:
     visibility and lease expiry, replaceable in tests. The pool keeps between
     ``min_pool_size`` and ``max_pool_size`` connections.
     """
+
+    wakes_all_processes = True  # NOTIFY reaches every listening connection
 
     def __init__(
         self,
@@ -128,6 +129,11 @@ class PostgresOrchestrationService:
         a dedicated listening connection.
         """
         return await self._db.wait_for_notification(timeout, kind)
+
+    def watch_instance(self, instance_id: str) -> InstanceWatch:
+        """Interest in one instance's row changing, pushed by NOTIFY from any process."""
+        self._db.ensure_listening()
+        return self._db.wakeups.watch(instance_id)
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
@@ -235,6 +241,7 @@ class PostgresOrchestrationService:
                 for message in outbound:
                     await message.enqueue(db, conn, now)
                 await conn.execute(db.q(q.UPDATE_INSTANCE), row)  # also releases the lease
+                await db.notify_changed(conn, instance_id)
                 await db.notify(conn, [ACTIVITY] if activities else [])
                 if wake_orchestrations:
                     await db.notify(conn, [ORCHESTRATION])
@@ -388,6 +395,7 @@ class PostgresOrchestrationService:
             await outbound.enqueue(db, conn, now)
             if outbound.visible_by(now):
                 await db.notify(conn, [ORCHESTRATION])
+            await db.notify_changed(conn, instance_id)
 
         await db.transaction(job)
 

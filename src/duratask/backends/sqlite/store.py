@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from duratask.backends._shared import (
     pending_state,
     started_event,
     utc_now,
+    work_kinds,
 )
 from duratask.backends.base import (
     TERMINAL_STATUSES,
@@ -39,6 +41,13 @@ from duratask.backends.sqlite.codec import (
     to_micros_or_none,
 )
 from duratask.backends.sqlite.database import Database
+from duratask.backends.wakeups import (
+    ACTIVITY,
+    ORCHESTRATION,
+    InstanceWatch,
+    WakeUps,
+    hub_wakeups,
+)
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
 from duratask.state import OrchestrationState, OrchestrationStatus
@@ -52,6 +61,8 @@ class SqliteOrchestrationService:
     ``clock`` (aware UTC) decides visibility and lease expiry, replaceable in tests.
     """
 
+    wakes_all_processes = False  # other processes on the same file poll
+
     def __init__(
         self,
         path: str,
@@ -62,6 +73,11 @@ class SqliteOrchestrationService:
     ) -> None:
         self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self._clock = clock or utc_now
+        # Wake-ups reach every store object on this file in this process; other processes
+        # sharing the file find new work by polling.
+        self._wakeups = WakeUps()
+        self._hub = hub_wakeups(os.path.realpath(path))
+        self._hub.join(self._wakeups)
 
     @property
     def path(self) -> str:
@@ -70,6 +86,15 @@ class SqliteOrchestrationService:
 
     def _now(self) -> int:
         return to_micros(self._clock())
+
+    # -- push wake-ups (SupportsWakeUps) ------------------------------------------------------
+    async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
+        """Wait up to ``timeout`` s for a sign (from this process) that work may be available."""
+        return await self._wakeups.wait_for_work(timeout, kind)
+
+    def watch_instance(self, instance_id: str) -> InstanceWatch:
+        """Interest in one instance's row changing (changes made in this process)."""
+        return self._wakeups.watch(instance_id)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -179,6 +204,8 @@ class SqliteOrchestrationService:
             conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
 
         await self._db.write(job)
+        self._hub.work(work_kinds(commit))
+        self._hub.instances_changed([instance_id])
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -194,6 +221,8 @@ class SqliteOrchestrationService:
             conn.executemany(q.DEFER_MESSAGE, deferred)
 
         await self._db.write(job)
+        if retry_us is None:
+            self._hub.work([ORCHESTRATION])
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_item(
@@ -262,6 +291,7 @@ class SqliteOrchestrationService:
             outbound.enqueue(conn, now)
 
         await self._db.write(job)
+        self._hub.work([ORCHESTRATION])
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -273,6 +303,7 @@ class SqliteOrchestrationService:
             "visible_at": to_micros(retry_at) if retry_at is not None else self._now(),
         }
         await self._db.write(lambda c: c.execute(q.RELEASE_ACTIVITY_LEASE, params))
+        self._hub.work([ACTIVITY])
 
     # -- client operations -----------------------------------------------------------------
     async def create_instance(
@@ -295,12 +326,16 @@ class SqliteOrchestrationService:
             outbound.enqueue(conn, now)
 
         await self._db.write(job)
+        self._hub.work([ORCHESTRATION])
+        self._hub.instances_changed([instance_id])
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
         now = self._now()
         outbound = _Outbound(message)
-        return await self._db.write(lambda c: outbound.enqueue(c, now))
+        sent: bool = await self._db.write(lambda c: outbound.enqueue(c, now))
+        self._hub.work([ORCHESTRATION])
+        return sent
 
     async def get_instance(self, instance_id: str) -> OrchestrationState | None:
         """The stored state of one instance, or None."""
