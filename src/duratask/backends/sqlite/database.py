@@ -11,12 +11,13 @@ import asyncio
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from duratask.backends.sqlite import queries
 from duratask.errors import StoreError
@@ -96,6 +97,8 @@ class Database:
         self._state_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        self._pending_writes: list[_PendingWrite] = []
+        self._draining = False
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> bool:
@@ -141,10 +144,63 @@ class Database:
 
     # -- running jobs --------------------------------------------------------------------
     async def write(self, job: Job[T]) -> T:
-        """Run ``job`` in a ``BEGIN IMMEDIATE`` transaction: committed if it returns, rolled
-        back if it raises. It may run more than once (busy retries), so it must only touch
-        the database."""
-        return await self.run(lambda conn: _transaction(conn, "BEGIN IMMEDIATE", job))
+        """Run ``job`` in a write transaction: its changes are committed if it returns and
+        rolled back if it raises. It may run more than once (busy retries), so it must only
+        touch the database.
+
+        Group commit: writes that queue up while one is being committed are run together in
+        the next ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so they share
+        one commit (one fsync) yet each still commits or rolls back on its own.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._state_lock:
+            executor = self._executor
+            if executor is None:
+                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+            self._pending_writes.append(_PendingWrite(job, loop, future))
+            start_drain = not self._draining
+            self._draining = True
+        if start_drain:
+            executor.submit(self._drain_writes)
+        return await future
+
+    def _drain_writes(self) -> None:
+        """On the connection's thread: commit queued writes, a batch per transaction."""
+        while True:
+            with self._state_lock:
+                batch, self._pending_writes = self._pending_writes, []
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._commit_batch(batch)
+            except BaseException as exc:  # the whole batch failed to commit
+                error = _store_error(self.path, exc)
+                outcomes = [(False, error)] * len(batch)
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                pending.loop.call_soon_threadsafe(_settle, pending.future, outcome)
+
+    def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
+        attempt = 0
+        while True:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
+                conn.execute("COMMIT")
+                return outcomes
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not is_busy(exc) or attempt >= self._retries:
+                    raise
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            time.sleep(self._retry_delay * 2**attempt)  # the writer thread, not the event loop
+            attempt += 1
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` in a read transaction (one consistent snapshot)."""
@@ -209,6 +265,45 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
 
         await self.run(job)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingWrite:
+    job: Job[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[bool, object]:
+    """Run one job of a batch; (True, result), or (False, error) with its changes undone."""
+    conn.execute("SAVEPOINT job")
+    try:
+        result = job(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            raise  # the whole batch retries
+        return False, _store_error(path, exc) if isinstance(exc, sqlite3.Error) else exc
+    conn.execute("RELEASE job")
+    return True, result
+
+
+def _store_error(path: str, exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"SQLite store {path!r}: {exc}")
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
+    if future.done():
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        assert isinstance(value, BaseException)
+        future.set_exception(value)
 
 
 def _transaction(conn: sqlite3.Connection, begin: str, job: Job[T]) -> T:

@@ -1,0 +1,56 @@
+"""SQLite group commit: queued writes share one transaction, each in its own savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duratask.backends.sqlite.database import Database
+
+
+async def test_queued_writes_share_commits_and_fail_alone(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    batches: list[int] = []
+    commit_batch = db._commit_batch
+
+    def counting(batch: list[Any]) -> list[tuple[bool, object]]:
+        batches.append(len(batch))
+        return commit_batch(batch)
+
+    db._commit_batch = counting  # type: ignore[method-assign]
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+
+        def insert(v: int) -> Any:
+            def job(conn: sqlite3.Connection) -> int:
+                conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+                if v == 7:
+                    raise ValueError("job 7 fails after writing")
+                return v
+
+            return job
+
+        results = await asyncio.gather(
+            *(db.write(insert(v)) for v in range(20)), return_exceptions=True
+        )
+        stored = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY v")])
+    finally:
+        await db.stop()
+
+    assert isinstance(results[7], ValueError)
+    assert [r for i, r in enumerate(results) if i != 7] == [v for v in range(20) if v != 7]
+    assert stored == [v for v in range(20) if v != 7], "the failed job's insert was undone"
+    assert len(batches) - 1 < 20, f"20 concurrent writes took {batches[1:]} transactions"
+
+
+async def test_write_before_start_is_refused(tmp_path: Path) -> None:
+    from duratask.errors import StoreError
+
+    db = Database(str(tmp_path / "hub.db"))
+    with pytest.raises(StoreError, match="not open"):
+        await db.write(lambda c: None)
