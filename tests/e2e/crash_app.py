@@ -6,8 +6,9 @@ same functions on a :class:`duratask.TaskHubWorker`.
 
 Every activity execution appends one JSON line to ``executions.log`` in the work directory
 (one ``os.write`` on an ``O_APPEND`` descriptor, so lines from concurrent threads and
-processes never interleave). The test counts those lines to see which activities ran again
-after a crash. ``hang_once`` is the activity a worker in ``activity`` mode gets stuck in.
+processes never interleave), with the worker's pid and the wall-clock time. The test counts
+those lines to see which activities ran again after a crash, where and when. ``hang_once``
+is the activity a worker in ``activity`` mode gets stuck in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +64,7 @@ def _record(ctx: dt.ActivityContext, value: Any) -> None:
         "activity": ctx.name,
         "attempt": ctx.attempt,
         "input": value,
+        "at": time.time(),
     }
     data = (json.dumps(line) + "\n").encode()
     fd = os.open(_config.workdir / EXECUTIONS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -168,7 +171,32 @@ def expected_pipeline(job: Job) -> dict[str, Any]:
     }
 
 
-ORCHESTRATIONS = (sequence, child_flow, pipeline)
+@dataclass
+class Burst:
+    n: int
+    steps: int = 5
+    fan_out: int = 10
+
+
+async def steps_then_fan_out(ctx: dt.OrchestrationContext, burst: Burst) -> dict[str, Any]:
+    """``burst.steps`` activities one after the other, then a fan-out of ``burst.fan_out``."""
+    steps = []
+    for step in range(burst.steps):
+        steps.append(await ctx.call_activity(work, input=f"{burst.n}-s{step}"))
+    squares = await dt.when_all(
+        [ctx.call_activity(square, input=burst.n + i) for i in range(burst.fan_out)]
+    )
+    return {"steps": steps, "squares": squares}
+
+
+def expected_steps_then_fan_out(burst: Burst) -> dict[str, Any]:
+    return {
+        "steps": [f"{burst.n}-s{step}:done" for step in range(burst.steps)],
+        "squares": [(burst.n + i) ** 2 for i in range(burst.fan_out)],
+    }
+
+
+ORCHESTRATIONS = (sequence, child_flow, pipeline, steps_then_fan_out)
 
 
 def register(worker: dt.TaskHubWorker) -> None:

@@ -83,7 +83,7 @@ class SelfKillingStore(SqliteOrchestrationService):
             "pid": os.getpid(),
             "instance": work_item.instance_id,
             "committed": committed,
-            "history_length": len(work_item.history),
+            "history_length": work_item.history_length,  # history may be left out (cached)
             "new_events": [e.event_type.name for e in commit.new_events],
             "episode_started_at": commit.new_events[0].timestamp.isoformat(),
             "consumed_message_ids": list(commit.consumed_message_ids),
@@ -107,7 +107,11 @@ def sqlite_path(url: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True, help="task hub URL (sqlite:////abs/path.db)")
+    parser.add_argument(
+        "--store",
+        required=True,
+        help="task hub URL (sqlite:////abs/path.db, postgresql://...?schema=NAME)",
+    )
     parser.add_argument("--workdir", required=True, type=Path, help="marker and log directory")
     parser.add_argument("--mode", choices=MODES, default="normal")
     parser.add_argument("--lease-seconds", type=float, default=1.0)
