@@ -184,19 +184,22 @@ class Database:
     def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
         attempt = 0
         while True:
-            conn = self._connection()
+            conn: sqlite3.Connection | None = None
             try:
+                # Connecting sets WAL mode, which can be refused as busy while another
+                # connection opens the same new file: retried like any busy error.
+                conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
                 conn.execute("COMMIT")
                 return outcomes
             except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
+                if conn is not None and conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if not is_busy(exc) or attempt >= self._retries:
                     raise
             except BaseException:
-                if conn.in_transaction:
+                if conn is not None and conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             time.sleep(self._retry_delay * 2**attempt)  # the writer thread, not the event loop
