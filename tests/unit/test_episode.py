@@ -486,3 +486,11 @@ def test_held_back_start_of_a_terminated_execution_is_dropped_when_it_arrives() 
     commit = commit_of(work_item(terminated, start, state=state))
 
     assert_unchanged(commit, state)
+
+
+def test_events_for_an_instance_between_executions_wait_for_its_new_start() -> None:
+    event = h.EventRaised(timestamp=NOW, name="add")
+
+    outcome = run_episode(work_item([], event, state=row(S.CONTINUED_AS_NEW)), EXECUTOR, NOW)
+
+    assert isinstance(outcome, Defer) and outcome.retry_at > NOW

@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from duratask import actions as act
 from duratask import history as h
@@ -27,6 +27,8 @@ from duratask.state import FailureDetails, OrchestrationStatus
 from duratask.worker.instance_state import advance_state, derive_state
 
 _LOG = logging.getLogger("duratask.worker")
+_CONTINUED_AS_NEW = OrchestrationStatus.CONTINUED_AS_NEW
+_START_PENDING_RETRY = timedelta(milliseconds=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,10 @@ class _Episode:
                     return self._terminate_unstarted(m.message.event, consumed)
             if state.scheduled_start_at and state.scheduled_start_at > self.now:
                 return Defer(state.scheduled_start_at)
+        if never_started and state and state.runtime_status is _CONTINUED_AS_NEW:
+            # Its next execution's start was sent in the same commit that emptied the
+            # history; it will be here shortly. Never drop the events meant for it.
+            return Defer(self.now + _START_PENDING_RETRY)
         what = "it has not started" if never_started else "it is not running"
         _LOG.info("dropping %d message(s) for %r: %s", len(others), self.instance_id, what)
         return self._unchanged(consumed)

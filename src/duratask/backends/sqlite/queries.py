@@ -1,8 +1,8 @@
 """The SQL the SQLite store runs, as named constants (the schema is in ``migrations/``).
 
 Every value is a bound parameter; times are INTEGER microseconds since the epoch, UTC.
-A message is visible when ``visible_at`` is NULL or has passed; a lease is live while
-``lock_expires_at >= now``.
+A message is visible once its ``due_at`` (``visible_at``, or ``enqueued_at`` when that is
+NULL) has passed; a lease is live while ``lock_expires_at >= now``.
 """
 
 from __future__ import annotations
@@ -52,12 +52,11 @@ DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 # The free instance whose oldest visible message has waited longest.
 SELECT_NEXT_INSTANCE = """
 SELECT m.instance_id
-FROM messages AS m
+FROM messages AS m INDEXED BY messages_by_due_at
 JOIN instances AS i ON i.instance_id = m.instance_id
-WHERE (m.visible_at IS NULL OR m.visible_at <= :now)
+WHERE m.due_at <= :now
   AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now)
-GROUP BY m.instance_id
-ORDER BY MIN(COALESCE(m.visible_at, m.enqueued_at)), MIN(m.message_id)
+ORDER BY m.due_at, m.message_id
 LIMIT 1"""
 LEASE_INSTANCE = """
 UPDATE instances SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at
@@ -80,21 +79,22 @@ INSERT INTO history (instance_id, sequence_number, event_type, event) VALUES (?,
 
 # -- messages ----------------------------------------------------------------------------------
 INSERT_MESSAGE = """
-INSERT INTO messages (instance_id, execution_id, event_type, event, enqueued_at, visible_at)
-VALUES (?, ?, ?, ?, ?, ?)"""
+INSERT INTO messages
+    (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE(?6, ?5))"""
 COUNT_DEQUEUES = """
 UPDATE messages SET dequeue_count = dequeue_count + 1
-WHERE instance_id = :instance_id AND (visible_at IS NULL OR visible_at <= :now)"""
+WHERE instance_id = :instance_id AND due_at <= :now"""
 SELECT_VISIBLE_MESSAGES = """
 SELECT message_id, instance_id, execution_id, event, visible_at, dequeue_count
 FROM messages
-WHERE instance_id = :instance_id AND (visible_at IS NULL OR visible_at <= :now)
+WHERE instance_id = :instance_id AND due_at <= :now
 ORDER BY message_id"""
 DELETE_MESSAGE = "DELETE FROM messages WHERE message_id = ? AND instance_id = ?"
 # Abandon: a message becomes due at the later of its due time and the retry time.
 DEFER_MESSAGE = """
-UPDATE messages SET visible_at = ?1
-WHERE message_id = ?2 AND instance_id = ?3 AND COALESCE(visible_at, enqueued_at) < ?1"""
+UPDATE messages SET visible_at = ?1, due_at = ?1
+WHERE message_id = ?2 AND instance_id = ?3 AND due_at < ?1"""
 
 # -- activities --------------------------------------------------------------------------------
 INSERT_ACTIVITY = """

@@ -128,11 +128,14 @@ class SqliteOrchestrationService:
         # Cheap read first, so idle pollers do not queue up for the write lock.
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_INSTANCE, params)):
             return None
-        expires_at = now + _micros(lease)
         token = new_lock_token()
 
         def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
-            row = conn.execute(q.SELECT_NEXT_INSTANCE, params).fetchone()
+            # The time is read again under the write lock: a message committed since the
+            # read above has an enqueue time after that read's time, and must still count.
+            now = self._now()
+            expires_at = now + _micros(lease)
+            row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now}).fetchone()
             if row is None:
                 return None
             instance_id: str = row[0]

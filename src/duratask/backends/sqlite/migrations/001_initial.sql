@@ -47,12 +47,14 @@ CREATE TABLE messages (
     event_type    TEXT    NOT NULL,
     event         TEXT    NOT NULL,
     enqueued_at   INTEGER NOT NULL,
-    visible_at    INTEGER,  -- NULL: visible from enqueued_at
+    visible_at    INTEGER,  -- as sent; NULL: visible from enqueued_at
+    due_at        INTEGER NOT NULL,  -- COALESCE(visible_at, enqueued_at), for the index
     dequeue_count INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX messages_by_instance ON messages (instance_id, message_id);
-CREATE INDEX messages_by_visible_at ON messages (visible_at);
+-- Picking the next instance walks due messages in order and stops at the first free one.
+CREATE INDEX messages_by_due_at ON messages (due_at, message_id);
 
 CREATE TABLE activities (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
