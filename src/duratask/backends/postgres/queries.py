@@ -67,20 +67,15 @@ DELETE_INSTANCE = "DELETE FROM {schema}.instances WHERE instance_id = %s"
 # The free instance whose oldest visible message has waited longest, row-locked. Rows other
 # workers are locking right now are skipped, never waited for; a row whose lease another
 # worker took since this statement's snapshot fails the re-check of the WHERE clause.
+# Walks messages in (due_at, message_id) index order and stops at the first whose instance is
+# free; the instance whose oldest due message has waited longest is served first.
 LOCK_NEXT_INSTANCE = """
-WITH due AS (
-    SELECT instance_id,
-           MIN(COALESCE(visible_at, enqueued_at)) AS due_at,
-           MIN(message_id) AS first_message_id
-    FROM {schema}.messages
-    WHERE visible_at IS NULL OR visible_at <= %(now)s
-    GROUP BY instance_id
-)
 SELECT i.instance_id
-FROM due
-JOIN {schema}.instances AS i ON i.instance_id = due.instance_id
-WHERE i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s
-ORDER BY due.due_at, due.first_message_id
+FROM {schema}.messages AS m
+JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
+WHERE (m.visible_at IS NULL OR m.due_at <= %(now)s)
+  AND (i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s)
+ORDER BY m.due_at, m.message_id
 LIMIT 1
 FOR NO KEY UPDATE OF i SKIP LOCKED"""
 LEASE_INSTANCE = f"""
@@ -120,8 +115,9 @@ VALUES (%s, %s, %s, %s)"""
 # deleting the row between the check and the insert. No row returned: the message is dropped.
 INSERT_MESSAGE = """
 INSERT INTO {schema}.messages
-    (instance_id, execution_id, event_type, event, enqueued_at, visible_at)
-SELECT i.instance_id, %(execution_id)s, %(event_type)s, %(event)s, %(now)s, %(visible_at)s
+    (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+SELECT i.instance_id, %(execution_id)s, %(event_type)s, %(event)s, %(now)s, %(visible_at)s,
+       COALESCE(%(visible_at)s, %(now)s)
 FROM {schema}.instances AS i
 WHERE i.instance_id = %(instance_id)s
 FOR KEY SHARE OF i"""
@@ -134,9 +130,9 @@ DELETE_MESSAGES = """
 DELETE FROM {schema}.messages WHERE instance_id = %s AND message_id = ANY(%s::bigint[])"""
 # Abandon: a message becomes due at the later of its due time and the retry time.
 DEFER_MESSAGES = """
-UPDATE {schema}.messages SET visible_at = %(retry_at)s
+UPDATE {schema}.messages SET visible_at = %(retry_at)s, due_at = %(retry_at)s
 WHERE instance_id = %(instance_id)s AND message_id = ANY(%(message_ids)s::bigint[])
-  AND COALESCE(visible_at, enqueued_at) < %(retry_at)s"""
+  AND due_at < %(retry_at)s"""
 # Wakes workers when a lease is released while the instance has visible messages (those
 # that arrived during the lease found it leased when their own wake-up came).
 NOTIFY_IF_VISIBLE = """

@@ -1,8 +1,9 @@
 """The SQL the SQLite store runs, as named constants (the schema is in ``migrations/``).
 
 Every value is a bound parameter; times are INTEGER microseconds since the epoch, UTC.
-A message is visible once its ``due_at`` (``visible_at``, or ``enqueued_at`` when that is
-NULL) has passed; a lease is live while ``lock_expires_at >= now``.
+A message is visible at once when ``visible_at`` is NULL, else once ``visible_at`` has passed
+(``due_at`` repeats it, or the enqueue time, for an index that orders the due messages).
+A lease is live while ``lock_expires_at >= now``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ SELECT_NEXT_INSTANCE = """
 SELECT m.instance_id
 FROM messages AS m INDEXED BY messages_by_due_at
 JOIN instances AS i ON i.instance_id = m.instance_id
-WHERE m.due_at <= :now
+WHERE (m.visible_at IS NULL OR m.due_at <= :now)
   AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now)
 ORDER BY m.due_at, m.message_id
 LIMIT 1"""
@@ -84,11 +85,11 @@ INSERT INTO messages
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE(?6, ?5))"""
 COUNT_DEQUEUES = """
 UPDATE messages SET dequeue_count = dequeue_count + 1
-WHERE instance_id = :instance_id AND due_at <= :now"""
+WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now)"""
 SELECT_VISIBLE_MESSAGES = """
 SELECT message_id, instance_id, execution_id, event, visible_at, dequeue_count
 FROM messages
-WHERE instance_id = :instance_id AND due_at <= :now
+WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now)
 ORDER BY message_id"""
 DELETE_MESSAGE = "DELETE FROM messages WHERE message_id = ? AND instance_id = ?"
 # Abandon: a message becomes due at the later of its due time and the retry time.

@@ -52,14 +52,15 @@ CREATE TABLE {schema}.messages (
     event_type    text        NOT NULL,
     event         text        NOT NULL,
     enqueued_at   timestamptz NOT NULL,
-    visible_at    timestamptz,  -- NULL: visible from enqueued_at
+    visible_at    timestamptz,  -- as sent; NULL: visible at once
+    due_at        timestamptz NOT NULL,  -- COALESCE(visible_at, enqueued_at), for the index
     dequeue_count integer     NOT NULL DEFAULT 0
 );
 
 -- The visible messages of one instance, in enqueue order.
 CREATE INDEX messages_by_instance ON {schema}.messages (instance_id, message_id);
--- Messages by due time (timers), for the next-instance scan.
-CREATE INDEX messages_by_visible_at ON {schema}.messages (visible_at);
+-- Picking the next instance walks due messages in order and stops at the first free one.
+CREATE INDEX messages_by_due_at ON {schema}.messages (due_at, message_id);
 
 CREATE TABLE {schema}.activities (
     id              bigserial PRIMARY KEY,
