@@ -1,0 +1,1 @@
+"""The same workloads written for peer durable-execution libraries, run side by side."""
