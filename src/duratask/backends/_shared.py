@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from duratask.backends.base import (
     HistoryMark,
@@ -14,7 +15,7 @@ from duratask.backends.base import (
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION
 from duratask.history import ExecutionStarted
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 
 
 def utc_now() -> datetime:
@@ -116,3 +117,29 @@ def work_kinds(commit: OrchestrationCommit) -> list[str]:
     if commit.messages:
         kinds.append(ORCHESTRATION)
     return kinds
+
+
+def state_from_row(row: Any, to_time: Callable[[Any], datetime]) -> OrchestrationState:
+    """Rebuild a state from a row with the instance columns, converting stored times with
+    ``to_time`` (each store stores time its own way)."""
+    failure = row["failure_details"]
+    return OrchestrationState(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        version=row["version"],
+        runtime_status=OrchestrationStatus(row["runtime_status"]),
+        created_at=to_time(row["created_at"]),
+        last_updated_at=to_time(row["last_updated_at"]),
+        completed_at=_or_none(to_time, row["completed_at"]),
+        execution_id=row["execution_id"],
+        serialized_input=row["input"],
+        serialized_output=row["output"],
+        serialized_custom_status=row["custom_status"],
+        failure_details=FailureDetails.from_json(failure) if failure is not None else None,
+        parent_instance_id=row["parent_instance_id"],
+        scheduled_start_at=_or_none(to_time, row["scheduled_start_at"]),
+    )
+
+
+def _or_none(to_time: Callable[[Any], datetime], value: Any) -> datetime | None:
+    return None if value is None else to_time(value)

@@ -15,8 +15,6 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from duratask.backends.migrations import load_migrations
 from duratask.backends.postgres import queries
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps
 from duratask.errors import StoreError
@@ -38,7 +37,6 @@ _LOG = logging.getLogger("duratask.postgres")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Schemas a task hub must never take over (delete_task_hub drops its schema).
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
 
 # NOTIFY payloads: which kind of work became available, or STATE + an instance id.
 WORK_KINDS = (ORCHESTRATION, ACTIVITY)
@@ -75,27 +73,6 @@ def advisory_lock_key(schema: str) -> int:
     """The ``pg_advisory_xact_lock`` key that serialises schema changes of one task hub."""
     digest = hashlib.sha256(f"duratask:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    script: str
-
-
-def load_migrations() -> list[Migration]:
-    """The ``migrations/NNN_name.sql`` scripts in version order (1, 2, ... without gaps)."""
-    folder = resources.files(__package__).joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StoreError(f"PostgreSQL migrations must be numbered 001, 002, ...: {found}")
-    return found
 
 
 def is_retryable(exc: psycopg.Error) -> bool:
@@ -290,7 +267,7 @@ class Database:
 
         The transaction first takes an advisory lock derived from the schema name, so
         processes opening a new hub at the same time apply each migration exactly once."""
-        migrations = load_migrations()
+        migrations = load_migrations("duratask.backends.postgres", "PostgreSQL")
         key = {"key": advisory_lock_key(self.schema)}
 
         async def job(conn: Connection) -> None:

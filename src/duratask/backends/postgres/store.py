@@ -16,6 +16,7 @@ from duratask.backends._shared import (
     new_lock_token,
     pending_state,
     started_event,
+    state_from_row,
     utc_now,
 )
 from duratask.backends.base import (
@@ -41,7 +42,7 @@ from duratask.backends.postgres.database import (
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
-from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+from duratask.state import OrchestrationState, OrchestrationStatus
 
 DEFAULT_SCHEMA = "duratask"
 # A locked instance whose messages another worker consumed in the meantime is passed over;
@@ -574,23 +575,7 @@ def _state_params(state: OrchestrationState) -> dict[str, Any]:
 
 def _state(row: Mapping[str, Any]) -> OrchestrationState:
     """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
-    failure = row["failure_details"]
-    return OrchestrationState(
-        instance_id=row["instance_id"],
-        name=row["name"],
-        version=row["version"],
-        runtime_status=OrchestrationStatus(row["runtime_status"]),
-        created_at=_utc(row["created_at"]),
-        last_updated_at=_utc(row["last_updated_at"]),
-        completed_at=_utc_or_none(row["completed_at"]),
-        execution_id=row["execution_id"],
-        serialized_input=row["input"],
-        serialized_output=row["output"],
-        serialized_custom_status=row["custom_status"],
-        failure_details=FailureDetails.from_json(failure) if failure is not None else None,
-        parent_instance_id=row["parent_instance_id"],
-        scheduled_start_at=_utc_or_none(row["scheduled_start_at"]),
-    )
+    return state_from_row(row, _utc)
 
 
 def _locked_message(row: Mapping[str, Any]) -> LockedMessage:

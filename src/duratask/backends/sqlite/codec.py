@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask.backends._shared import as_utc
+from duratask.backends._shared import state_from_row as shared_state_from_row
 from duratask.backends.base import LockedMessage, OrchestrationMessage
 from duratask.history import event_from_json
-from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+from duratask.state import OrchestrationState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -55,23 +56,7 @@ def state_params(state: OrchestrationState) -> dict[str, Any]:
 
 def state_from_row(row: sqlite3.Row) -> OrchestrationState:
     """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
-    failure = row["failure_details"]
-    return OrchestrationState(
-        instance_id=row["instance_id"],
-        name=row["name"],
-        version=row["version"],
-        runtime_status=OrchestrationStatus(row["runtime_status"]),
-        created_at=from_micros(row["created_at"]),
-        last_updated_at=from_micros(row["last_updated_at"]),
-        completed_at=from_micros_or_none(row["completed_at"]),
-        execution_id=row["execution_id"],
-        serialized_input=row["input"],
-        serialized_output=row["output"],
-        serialized_custom_status=row["custom_status"],
-        failure_details=FailureDetails.from_json(failure) if failure is not None else None,
-        parent_instance_id=row["parent_instance_id"],
-        scheduled_start_at=from_micros_or_none(row["scheduled_start_at"]),
-    )
+    return shared_state_from_row(row, from_micros)
 
 
 def locked_message_from_row(row: sqlite3.Row) -> LockedMessage:

@@ -8,17 +8,16 @@ the same store can serve callers from different event loops over its life.
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from duratask.backends.migrations import load_migrations
 from duratask.backends.sqlite import queries
 from duratask.errors import StoreError
 
@@ -28,28 +27,6 @@ Job = Callable[[sqlite3.Connection], T]
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    script: str
-
-
-def load_migrations() -> list[Migration]:
-    """The ``migrations/NNN_name.sql`` scripts in version order (1, 2, ... without gaps)."""
-    folder = resources.files(__package__).joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StoreError(f"SQLite migrations must be numbered 001, 002, ...: {found}")
-    return found
 
 
 def split_statements(script: str) -> list[str]:
@@ -234,7 +211,7 @@ class Database:
 
         The version is read under the write lock, so processes opening a new file at the
         same time apply each migration exactly once."""
-        migrations = load_migrations()
+        migrations = load_migrations("duratask.backends.sqlite", "SQLite")
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(queries.CREATE_SCHEMA_VERSION)

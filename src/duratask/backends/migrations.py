@@ -1,0 +1,33 @@
+"""Versioned SQL migrations shipped inside a store package (``migrations/NNN_name.sql``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from duratask.errors import StoreError
+
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    script: str
+
+
+def load_migrations(package: str, store: str) -> list[Migration]:
+    """The ``migrations/NNN_name.sql`` scripts of ``package`` in version order (1, 2, ...
+    without gaps); ``store`` names the store in the error for a gap."""
+    folder = resources.files(package).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StoreError(f"{store} migrations must be numbered 001, 002, ...: {found}")
+    return found
