@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -37,8 +38,10 @@ def function_name(fn: Callable[..., Any] | str) -> str:
     return str(name)
 
 
+@functools.lru_cache(maxsize=1024)
 def _type_hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
-    """(type of the second parameter, result type) from annotations; None where unknown."""
+    """(type of the second parameter, result type) from annotations; None where unknown.
+    Cached: orchestrations ask for it at every call_activity."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
