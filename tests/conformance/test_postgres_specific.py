@@ -4,6 +4,7 @@ killed connections, LISTEN/NOTIFY wake-ups."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -249,7 +250,9 @@ async def test_operations_survive_connections_killed_mid_use(
     async def killer() -> int:
         kills = 0
         for _ in range(5):
-            await asyncio.sleep(0.05)
+            # Pace the kills, but stop at once if the clients are done.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
             kills += await asyncio.to_thread(kill_connections, pg_url, schema)
         stop.set()
         return kills
@@ -293,8 +296,8 @@ async def test_notify_wakes_a_waiting_store_quickly(
     assert not await waiter.wait_for_notification(0.05)
 
     waiting = asyncio.create_task(waiter.wait_for_notification(10))
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
+    done, _ = await asyncio.wait({waiting}, timeout=0.05)
+    assert not done, "woken with nothing sent"
     began = time.perf_counter()
     await sender.create_instance(started("a"), frozenset())
     assert await waiting
@@ -303,7 +306,10 @@ async def test_notify_wakes_a_waiting_store_quickly(
 
     # A notification that arrives while nobody waits is kept for the next wait.
     await sender.send_message(raised("a", "x"))
-    await asyncio.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while "orchestration" not in waiter._db.wakeups._pending:  # delivered to the listener
+        assert time.monotonic() < deadline, "the notification never reached the listener"
+        await asyncio.sleep(0)
     began = time.perf_counter()
     assert await waiter.wait_for_notification(10)
     assert time.perf_counter() - began < 0.05
@@ -323,7 +329,7 @@ async def test_notifications_by_kind(
         store.wait_for_notification(5, kind="orchestration"),
         store.wait_for_notification(5, kind="activity"),
     )
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # both waiters start waiting
     await store.create_instance(started("a"), frozenset())
     work_item = await store.lock_next_orchestration_work_item("w", LEASE)
     assert work_item is not None and work_item.state is not None
@@ -361,7 +367,7 @@ async def test_close_lets_waiters_go(
     await store.open()
     assert await store.wait_for_notification(5)
     waiting = asyncio.create_task(store.wait_for_notification(30))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the waiter starts waiting
     await store.close()
     await asyncio.wait_for(waiting, 2)
     with pytest.raises(StoreError, match="open"):
