@@ -24,7 +24,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.state import FailureDetails, OrchestrationStatus
-from duratask.worker.instance_state import advance_state, derive_state
+from duratask.worker.instance_state import advance_state
 
 _LOG = logging.getLogger("duratask.worker")
 _CONTINUED_AS_NEW = OrchestrationStatus.CONTINUED_AS_NEW
@@ -228,8 +228,8 @@ class _Episode:
             *self._complete(completion, start),
             h.OrchestratorCompleted(timestamp=self.now),
         ]
-        state = derive_state(
-            self.instance_id, events, now=self.now, custom_status=None, previous=self.wi.state
+        state = advance_state(
+            self.instance_id, self.wi.state, events, now=self.now, custom_status=None
         )
         return OrchestrationCommit(
             state=state,
@@ -413,8 +413,8 @@ class _Episode:
         self.outbound.append(OrchestrationMessage(self.instance_id, new_start))
         for event in completion.carryover_events:
             self.outbound.append(OrchestrationMessage(self.instance_id, event))
-        base = self.wi.state or derive_state(
-            self.instance_id, [started], now=self.now, custom_status=custom_status
+        base = self.wi.state or advance_state(
+            self.instance_id, None, [started], now=self.now, custom_status=custom_status
         )
         state = replace(
             base,

@@ -1,7 +1,8 @@
 """Derive an instance's stored state from its history: the history is the source of truth.
 
 The row is a fold over the events: ``advance_state(row, new_events)`` is the row after those
-events, so an episode updates it from the events it appends without re-reading the history.
+events (from ``None`` for a whole history), so an episode updates it from the events it
+appends without re-reading the history.
 """
 
 from __future__ import annotations
@@ -55,15 +56,3 @@ def advance_state(
     if state is None:
         raise ValueError(f"instance {instance_id!r} has no ExecutionStarted event and no row")
     return replace(state, last_updated_at=now, serialized_custom_status=custom_status)
-
-
-def derive_state(
-    instance_id: str,
-    events: Iterable[h.HistoryEvent],
-    *,
-    now: datetime,
-    custom_status: str | None,
-    previous: OrchestrationState | None = None,
-) -> OrchestrationState:
-    """The instance row for a whole history (``previous`` supplies ``created_at``)."""
-    return advance_state(instance_id, previous, events, now=now, custom_status=custom_status)
