@@ -40,6 +40,7 @@ from duratask.errors import (
 from duratask.history import (
     EventRaised,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -181,6 +182,7 @@ def build_query(
     instance_id_prefix: str | None,
     page_size: int,
     continuation_token: str | None,
+    parent_instance_id: str | None = None,
 ) -> InstanceQuery:
     """Validate query arguments and build the store query."""
     if not 1 <= page_size <= MAX_QUERY_PAGE_SIZE:
@@ -191,6 +193,7 @@ def build_query(
         created_to=_aware_utc(created_to, "created_to"),
         name=name,
         instance_id_prefix=instance_id_prefix,
+        parent_instance_id=parent_instance_id,
         page_size=page_size,
         continuation_token=continuation_token,
     )
@@ -201,6 +204,7 @@ def build_purge_filter(
     created_before: datetime | None,
     created_from: datetime | None,
     statuses: Iterable[OrchestrationStatus] | None,
+    completed_before: datetime | None = None,
 ) -> PurgeFilter:
     """Validate bulk purge arguments (terminal statuses only) and build the store filter."""
     wanted = _statuses(statuses) if statuses is not None else None
@@ -215,6 +219,7 @@ def build_purge_filter(
         created_before=_aware_utc(created_before, "created_before"),
         created_from=_aware_utc(created_from, "created_from"),
         statuses=wanted,
+        completed_before=_aware_utc(completed_before, "completed_before"),
     )
 
 
@@ -377,11 +382,13 @@ class AsyncTaskHubClient:
         instance_id_prefix: str | None = None,
         page_size: int = 100,
         continuation_token: str | None = None,
+        parent_instance_id: str | None = None,
     ) -> QueryPage:
         """One page of instances matching every given filter, oldest first.
 
         Pass the returned ``continuation_token`` back to get the next page; it is None on the
-        last page. ``page_size`` is 1 to 1000.
+        last page. ``page_size`` is 1 to 1000. ``parent_instance_id`` selects the
+        sub-orchestrations an instance started.
         """
         query = build_query(
             statuses=statuses,
@@ -391,6 +398,7 @@ class AsyncTaskHubClient:
             instance_id_prefix=instance_id_prefix,
             page_size=page_size,
             continuation_token=continuation_token,
+            parent_instance_id=parent_instance_id,
         )
         store = await self._ready()
         page = await store.query_instances(query)
@@ -398,6 +406,28 @@ class AsyncTaskHubClient:
             states=[self._attach(s) for s in page.states],
             continuation_token=page.continuation_token,
         )
+
+    async def count_orchestrations(
+        self,
+        *,
+        name: str | None = None,
+        instance_id_prefix: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> dict[OrchestrationStatus, int]:
+        """How many instances matching the filters are in each status (every status a key)."""
+        query = build_query(
+            statuses=None,
+            created_from=created_from,
+            created_to=created_to,
+            name=name,
+            instance_id_prefix=instance_id_prefix,
+            page_size=1,
+            continuation_token=None,
+        )
+        store = await self._ready()
+        counts = await store.count_instances(query)
+        return {status: counts.get(status, 0) for status in OrchestrationStatus}
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -506,6 +536,56 @@ class AsyncTaskHubClient:
             return
         await self._send(store, instance_id, ExecutionResumed(timestamp=self._now(), reason=reason))
 
+    # -- recovering --------------------------------------------------------------------
+
+    async def rewind_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """Run a FAILED instance again from the step that failed, keeping completed work.
+
+        The failure that ended it is forgotten: the activities it still waits for are run
+        again and failed sub-orchestrations are rewound too. Raises
+        :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED.
+        """
+        store = await self._ready()
+        status = (await self._require(store, instance_id)).runtime_status
+        if status is not OrchestrationStatus.FAILED:
+            raise InvalidOperationError(
+                f"cannot rewind orchestration {instance_id!r}: it is {status.value}, and only "
+                "FAILED instances can be rewound"
+            )
+        await self._send(store, instance_id, ExecutionRewound(timestamp=self._now(), reason=reason))
+
+    async def restart_orchestration(
+        self, instance_id: str, *, new_instance_id: bool = False
+    ) -> str:
+        """Start the instance again from its original input; return the id started.
+
+        With ``new_instance_id`` a new instance (random id) is started and the old one is
+        left as it is; otherwise the finished instance is replaced, and restarting one that
+        is still running raises :class:`~duratask.errors.InvalidOperationError`.
+        """
+        store = await self._ready()
+        state = await self._require(store, instance_id)
+        if not new_instance_id and not state.runtime_status.is_terminal:
+            raise InvalidOperationError(
+                f"cannot restart orchestration {instance_id!r} under the same id: it is "
+                f"{state.runtime_status.value} (terminate it first, or restart it with a new id)"
+            )
+        history = await store.get_history(instance_id)
+        original = next((e for e in history if isinstance(e, ExecutionStarted)), None)
+        target = uuid.uuid4().hex if new_instance_id else instance_id
+        start = ExecutionStarted(
+            timestamp=self._now(),
+            name=state.name,
+            version=state.version,
+            input=state.serialized_input,
+            instance_id=target,
+            execution_id=uuid.uuid4().hex,
+            tags=original.tags if original is not None else None,
+        )
+        replaceable = TERMINAL_STATUSES if not new_instance_id else frozenset()
+        await store.create_instance(OrchestrationMessage(target, start), replaceable=replaceable)
+        return target
+
     # -- purging -----------------------------------------------------------------------
 
     async def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
@@ -563,15 +643,19 @@ class AsyncTaskHubClient:
         created_before: datetime | None = None,
         created_from: datetime | None = None,
         statuses: Iterable[OrchestrationStatus] | None = None,
+        completed_before: datetime | None = None,
     ) -> int:
         """Delete every finished instance matching the filters; return how many went.
 
         Only COMPLETED, FAILED and TERMINATED instances are ever purged; asking for another
-        status raises ValueError. Sub-orchestrations are matched on their own, not through
-        their parents.
+        status raises ValueError. ``completed_before`` matches instances that finished before
+        that time. Sub-orchestrations are matched on their own, not through their parents.
         """
         purge_filter = build_purge_filter(
-            created_before=created_before, created_from=created_from, statuses=statuses
+            created_before=created_before,
+            created_from=created_from,
+            statuses=statuses,
+            completed_before=completed_before,
         )
         store = await self._ready()
         return await store.purge_instances(purge_filter)
@@ -671,6 +755,7 @@ class TaskHubClient:
         instance_id_prefix: str | None = None,
         page_size: int = 100,
         continuation_token: str | None = None,
+        parent_instance_id: str | None = None,
     ) -> QueryPage:
         """See :meth:`AsyncTaskHubClient.query_orchestrations`."""
         return self._portal.call(
@@ -682,6 +767,24 @@ class TaskHubClient:
             instance_id_prefix=instance_id_prefix,
             page_size=page_size,
             continuation_token=continuation_token,
+            parent_instance_id=parent_instance_id,
+        )
+
+    def count_orchestrations(
+        self,
+        *,
+        name: str | None = None,
+        instance_id_prefix: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> dict[OrchestrationStatus, int]:
+        """See :meth:`AsyncTaskHubClient.count_orchestrations`."""
+        return self._portal.call(
+            self._client.count_orchestrations,
+            name=name,
+            instance_id_prefix=instance_id_prefix,
+            created_from=created_from,
+            created_to=created_to,
         )
 
     def wait_for_orchestration_start(
@@ -718,6 +821,16 @@ class TaskHubClient:
         """See :meth:`AsyncTaskHubClient.resume_orchestration`."""
         self._portal.call(self._client.resume_orchestration, instance_id, reason)
 
+    def rewind_orchestration(self, instance_id: str, reason: str | None = None) -> None:
+        """See :meth:`AsyncTaskHubClient.rewind_orchestration`."""
+        self._portal.call(self._client.rewind_orchestration, instance_id, reason)
+
+    def restart_orchestration(self, instance_id: str, *, new_instance_id: bool = False) -> str:
+        """See :meth:`AsyncTaskHubClient.restart_orchestration`."""
+        return self._portal.call(
+            self._client.restart_orchestration, instance_id, new_instance_id=new_instance_id
+        )
+
     def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
         """See :meth:`AsyncTaskHubClient.purge_orchestration`."""
         return self._portal.call(self._client.purge_orchestration, instance_id, recursive=recursive)
@@ -728,6 +841,7 @@ class TaskHubClient:
         created_before: datetime | None = None,
         created_from: datetime | None = None,
         statuses: Iterable[OrchestrationStatus] | None = None,
+        completed_before: datetime | None = None,
     ) -> int:
         """See :meth:`AsyncTaskHubClient.purge_orchestrations`."""
         return self._portal.call(
@@ -735,4 +849,5 @@ class TaskHubClient:
             created_before=created_before,
             created_from=created_from,
             statuses=statuses,
+            completed_before=completed_before,
         )

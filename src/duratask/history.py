@@ -219,6 +219,14 @@ class ExecutionResumed(HistoryEvent):
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionRewound(HistoryEvent):
+    """A FAILED execution was rewound: its last failures are forgotten and it runs again."""
+
+    event_type: ClassVar[EventType] = EventType.EXECUTION_REWOUND
+    reason: str | None = None
+
+
 _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
     cls.event_type.name: cls
     for cls in (
@@ -241,6 +249,7 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
         GenericEvent,
         ExecutionSuspended,
         ExecutionResumed,
+        ExecutionRewound,
     )
 }
 

@@ -45,7 +45,7 @@ def _describe(event: h.HistoryEvent, names: dict[int, str]) -> tuple[str, str]:
             return f"#{event.event_id} {event.name} -> {event.instance_id}", _excerpt(event.input)
         case h.ExecutionTerminated():
             return "", _excerpt(event.input)
-        case h.ExecutionSuspended() | h.ExecutionResumed():
+        case h.ExecutionSuspended() | h.ExecutionResumed() | h.ExecutionRewound():
             return "", event.reason or ""
         case h.ContinueAsNew():
             return "", _excerpt(event.result)

@@ -25,6 +25,8 @@ from duratask.backends.base import OrchestrationService
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.backends.sqlite import SqliteOrchestrationService
 
+from .e2e_hub import TaskHub
+
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -198,3 +200,17 @@ async def peer(store_hub: StoreHub, store: OrchestrationService) -> Orchestratio
     other = store_hub.handle()
     await other.open()
     return other
+
+
+@pytest.fixture(params=[1000, 0, 1], ids=["cache", "no-cache", "cache-1"])
+def cache_size(request: pytest.FixtureRequest) -> int:
+    """Every scenario runs with the orchestration cache, without it, and with room for one."""
+    return int(request.param)
+
+
+@pytest.fixture
+async def hub(store_url: str, cache_size: int) -> AsyncIterator[TaskHub]:
+    """A worker and client on a fresh hub of every store kind, with every cache setting."""
+    hub = TaskHub(store_url, orchestration_cache_size=cache_size)
+    yield hub
+    await hub.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,19 +16,6 @@ from duratask import history as h
 from .e2e_hub import TaskHub, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(params=[1000, 0, 1], ids=["cache", "no-cache", "cache-1"])
-def cache_size(request: pytest.FixtureRequest) -> int:
-    """Every scenario runs with the orchestration cache, without it, and with room for one."""
-    return int(request.param)
-
-
-@pytest.fixture
-async def hub(store_url: str, cache_size: int) -> AsyncIterator[TaskHub]:
-    hub = TaskHub(store_url, orchestration_cache_size=cache_size)
-    yield hub
-    await hub.stop()
 
 
 # -- activities ----------------------------------------------------------------------------

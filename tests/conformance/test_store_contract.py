@@ -38,6 +38,7 @@ from duratask.history import (
     EventSent,
     ExecutionCompleted,
     ExecutionResumed,
+    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -199,6 +200,7 @@ def every_event() -> list[HistoryEvent]:
         GenericEvent(timestamp=at, data="d"),
         ExecutionSuspended(timestamp=at, reason="pause"),
         ExecutionResumed(timestamp=at, reason="go"),
+        ExecutionRewound(timestamp=at, reason="fixed"),
     ]
 
 
@@ -542,12 +544,49 @@ async def test_complete_writes_the_whole_instance_row(store: OrchestrationServic
     )
     await store.complete_orchestration_work_item(
         work_item,
-        OrchestrationCommit(state=state, consumed_message_ids=[work_item.messages[0].message_id]),
+        OrchestrationCommit(
+            state=state,
+            new_events=[OrchestratorStarted(timestamp=T0)],
+            consumed_message_ids=[work_item.messages[0].message_id],
+        ),
     )
     assert await state_of(store, "a") == state
     # The lease is released: a new message makes the instance lockable at once.
     await store.send_message(to("a", raised("x")))
     assert (await lock(store, "w2")).instance_id == "a"
+
+
+async def test_commit_without_events_keeps_the_row_and_releases_the_lease(
+    store: OrchestrationService,
+) -> None:
+    await create(store, "a")
+    await drain(store, {"a": S.FAILED})
+    await store.send_message(to("a", raised("late")))
+    work_item = await lock(store)
+    assert work_item.state is not None and work_item.state.runtime_status is S.FAILED
+    # A rewind arrives while the work item is held: the instance waits for a worker again.
+    await store.send_message(to("a", ExecutionRewound(timestamp=T0, reason="fixed")))
+    assert (await state_of(store, "a")).runtime_status is S.PENDING
+    # The held work item only drops its late message, with the row it was leased with.
+    await store.complete_orchestration_work_item(
+        work_item,
+        OrchestrationCommit(
+            state=work_item.state, consumed_message_ids=[work_item.messages[0].message_id]
+        ),
+    )
+    assert (await state_of(store, "a")).runtime_status is S.PENDING
+    rewind = await lock(store, "w2")
+    assert [type(m.message.event) for m in rewind.messages] == [ExecutionRewound]
+
+
+async def test_rewind_marks_only_failed_instances_pending(store: OrchestrationService) -> None:
+    await create(store, "done")
+    await create(store, "running")
+    await drain(store, {"done": S.COMPLETED})
+    for instance_id in ("done", "running"):
+        await store.send_message(to(instance_id, ExecutionRewound(timestamp=T0)))
+    assert (await state_of(store, "done")).runtime_status is S.COMPLETED
+    assert (await state_of(store, "running")).runtime_status is S.RUNNING
 
 
 async def test_complete_refuses_a_state_of_another_instance(store: OrchestrationService) -> None:

@@ -19,7 +19,7 @@ from duratask import history as h
 from duratask._engine import ExecutionResult, OrchestrationExecutor
 from duratask.converter import PayloadCodec
 from duratask.registry import Registry
-from duratask.state import FailureDetails
+from duratask.state import FailureDetails, OrchestrationStatus
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 SEC = timedelta(seconds=1)
@@ -186,6 +186,18 @@ class HistoryBuilder:
 
     def resumed(self, reason: str | None = None) -> HistoryBuilder:
         return self._add(h.ExecutionResumed(timestamp=self.now, reason=reason))
+
+    def completed(
+        self, status: OrchestrationStatus, result: Any = None, failure: FailureDetails | None = None
+    ) -> HistoryBuilder:
+        return self._add(
+            h.ExecutionCompleted(
+                timestamp=self.now, status=status, result=payload(result), failure_details=failure
+            )
+        )
+
+    def rewound(self, reason: str | None = None) -> HistoryBuilder:
+        return self._add(h.ExecutionRewound(timestamp=self.now, reason=reason))
 
     def terminated(self, reason: Any = None, *, recurse: bool = True) -> HistoryBuilder:
         return self._add(

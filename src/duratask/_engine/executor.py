@@ -15,6 +15,7 @@ from typing import Any
 from duratask import actions as act
 from duratask import history as h
 from duratask._engine.replay_context import ReplayContext
+from duratask._engine.rewind import rewound_view
 from duratask.converter import PayloadCodec
 from duratask.errors import NonDeterminismError, OrchestrationNotRegisteredError
 from duratask.registry import Registry
@@ -125,7 +126,8 @@ class OrchestrationCursor:
     def replay(self, past_events: Iterable[h.HistoryEvent]) -> None:
         """Re-run the code against events already in history."""
         self.ctx.set_replaying(True)
-        for event in past_events:
+        events = past_events if isinstance(past_events, list) else list(past_events)
+        for event in rewound_view(events):
             self._executor._process(self.ctx, self._driver, event)
         self.ctx.set_replaying(False)
 

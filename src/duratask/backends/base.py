@@ -119,7 +119,12 @@ class ActivityWorkItem:
 
 @dataclass(frozen=True, slots=True)
 class OrchestrationCommit:
-    """Everything one orchestration episode writes, committed atomically."""
+    """Everything one orchestration episode writes, committed atomically.
+
+    A commit with no ``new_events`` that does not reset the history leaves the stored
+    instance row as it is (its ``state`` is the row the work item was leased with), so a
+    change made meanwhile, such as a rewind marking the instance PENDING, is kept.
+    """
 
     state: OrchestrationState
     new_events: Sequence[HistoryEvent] = ()
@@ -128,6 +133,11 @@ class OrchestrationCommit:
     messages: Sequence[OrchestrationMessage] = ()
     # Drop the stored history before appending new_events (continue-as-new, restart).
     reset_history: bool = False
+
+    @property
+    def changes_instance(self) -> bool:
+        """Whether the instance row must be written (see the class docstring)."""
+        return bool(self.new_events) or self.reset_history
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +169,7 @@ class PurgeFilter:
     created_before: datetime | None = None
     created_from: datetime | None = None
     statuses: frozenset[OrchestrationStatus] | None = None
+    completed_before: datetime | None = None
 
 
 TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
@@ -250,6 +261,10 @@ class OrchestrationService(Protocol):
 
     async def query_instances(self, query: InstanceQuery) -> QueryPage:
         """Instances matching the filters, ordered by (created_at, instance_id)."""
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """How many instances match ``query`` (its paging fields ignored), by status; statuses
+        with none may be left out."""
 
     async def purge_instance(self, instance_id: str) -> bool:
         """Delete a terminal instance with its history, messages and activities.

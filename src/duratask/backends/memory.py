@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,7 +44,7 @@ from duratask.backends.base import (
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
-from duratask.history import ExecutionStarted, HistoryEvent
+from duratask.history import ExecutionRewound, ExecutionStarted, HistoryEvent
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
@@ -95,6 +96,19 @@ class _Activity:
     dequeue_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkOutlook:
+    """What a memory hub holds at one instant, as a virtual-clock test hub needs to see it.
+
+    ``busy`` names what can run now or is running (instances with due messages or a held
+    lease, activities not yet completed). When it is empty, nothing happens until the clock
+    reaches ``next_due_at`` (a timer, a retry back-off, a delayed start) or a client acts.
+    """
+
+    busy: tuple[str, ...]
+    next_due_at: datetime | None
+
+
 class MemoryOrchestrationService:
     """A task hub held in memory. ``named(name)`` gives the process-wide hub of that name."""
 
@@ -131,6 +145,30 @@ class MemoryOrchestrationService:
     def watch_instance(self, instance_id: str) -> InstanceWatch:
         """Interest in one instance's row changing."""
         return self._wakeups.watch(instance_id)
+
+    # -- virtual time (read by duratask.testing) ----------------------------------------------
+    def work_outlook(self) -> WorkOutlook:
+        """What can run now, and when held-back work next falls due (see :class:`WorkOutlook`)."""
+        now = self._now()
+        busy: list[str] = []
+        due: list[datetime] = []
+        with self._lock:
+            for instance in self._instances.values():
+                held_back = [m.due() for m in instance.messages.values() if not m.visible(now)]
+                if instance.lease.token is not None or len(held_back) < len(instance.messages):
+                    busy.append(f"orchestration {instance.state.instance_id!r}")
+                due.extend(held_back)
+            for activity in self._activities.values():
+                if activity.visible_at <= now:
+                    request = activity.request
+                    busy.append(f"activity {request.name!r} of {request.instance_id!r}")
+                else:
+                    due.append(activity.visible_at)
+        return WorkOutlook(tuple(busy), min(due, default=None))
+
+    def clock_moved(self) -> None:
+        """Wake every waiting worker: the clock jumped, so held-back work may be due now."""
+        self._wakeups.work((ORCHESTRATION, ACTIVITY))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -224,7 +262,8 @@ class MemoryOrchestrationService:
                 self._next_activity_id += 1
             for message in outbound:
                 self._enqueue(message, now)
-            instance.state = state
+            if commit.changes_instance:
+                instance.state = state
             instance.lease.clear()
         self._wakeups.work(work_kinds(commit))
         self._wakeups.instances_changed([work_item.instance_id])
@@ -360,27 +399,14 @@ class MemoryOrchestrationService:
         """Matching instances by (created_at, instance_id); ``created_to`` is exclusive."""
         check_page_size(query.page_size)
         after = decode_position(query.continuation_token) if query.continuation_token else None
-        created_from = as_utc_or_none(query.created_from)
-        created_to = as_utc_or_none(query.created_to)
+        matches = _instance_filter(query)
         with self._lock:
             states = [i.state for i in self._instances.values()]
         rows = sorted(
             (
                 s
                 for s in states
-                if (query.statuses is None or s.runtime_status in query.statuses)
-                and (created_from is None or s.created_at >= created_from)
-                and (created_to is None or s.created_at < created_to)
-                and (query.name is None or s.name == query.name)
-                and (
-                    query.instance_id_prefix is None
-                    or s.instance_id.startswith(query.instance_id_prefix)
-                )
-                and (
-                    query.parent_instance_id is None
-                    or s.parent_instance_id == query.parent_instance_id
-                )
-                and (after is None or (s.created_at, s.instance_id) > after)
+                if matches(s) and (after is None or (s.created_at, s.instance_id) > after)
             ),
             key=lambda s: (s.created_at, s.instance_id),
         )
@@ -389,6 +415,16 @@ class MemoryOrchestrationService:
         if len(rows) > query.page_size:
             token = encode_continuation_token(page[-1].created_at, page[-1].instance_id)
         return QueryPage(states=page, continuation_token=token)
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """Counts by status of the instances matching ``query``'s filters."""
+        matches = _instance_filter(query)
+        with self._lock:
+            return dict(
+                Counter(
+                    i.state.runtime_status for i in self._instances.values() if matches(i.state)
+                )
+            )
 
     async def purge_instance(self, instance_id: str) -> bool:
         """Delete a terminal instance and all it owns; False if absent or not terminal."""
@@ -403,6 +439,7 @@ class MemoryOrchestrationService:
         """Delete every terminal instance matching the filter; returns how many."""
         before = as_utc_or_none(purge_filter.created_before)
         start = as_utc_or_none(purge_filter.created_from)
+        completed_before = as_utc_or_none(purge_filter.completed_before)
         with self._lock:
             doomed = [
                 i.state.instance_id
@@ -413,6 +450,12 @@ class MemoryOrchestrationService:
                 )
                 and (before is None or i.state.created_at < before)
                 and (start is None or i.state.created_at >= start)
+                and (
+                    completed_before is None
+                    or (
+                        i.state.completed_at is not None and i.state.completed_at < completed_before
+                    )
+                )
             ]
             self._forget_all(doomed)
             return len(doomed)
@@ -429,6 +472,14 @@ class MemoryOrchestrationService:
         message_id = self._next_message_id
         self._next_message_id += 1
         instance.messages[message_id] = _Message(message_id, message, enqueued_at=now)
+        if (
+            isinstance(message.event, ExecutionRewound)
+            and instance.state.runtime_status is OrchestrationStatus.FAILED
+        ):
+            # A rewind accepted for a FAILED instance: it waits for a worker again.
+            instance.state = dataclasses.replace(
+                instance.state, runtime_status=OrchestrationStatus.PENDING, last_updated_at=now
+            )
         return True
 
     def _forget(self, instance_id: str) -> None:
@@ -448,3 +499,26 @@ def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
     if message.visible_at is None:
         return message
     return dataclasses.replace(message, visible_at=as_utc(message.visible_at))
+
+
+def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
+    """A predicate for ``query``'s filters (not its paging)."""
+    created_from = as_utc_or_none(query.created_from)
+    created_to = as_utc_or_none(query.created_to)
+
+    def matches(s: OrchestrationState) -> bool:
+        return (
+            (query.statuses is None or s.runtime_status in query.statuses)
+            and (created_from is None or s.created_at >= created_from)
+            and (created_to is None or s.created_at < created_to)
+            and (query.name is None or s.name == query.name)
+            and (
+                query.instance_id_prefix is None
+                or s.instance_id.startswith(query.instance_id_prefix)
+            )
+            and (
+                query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
+            )
+        )
+
+    return matches

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 from duratask import actions as act
 from duratask import history as h
-from duratask._engine import OrchestrationCursor, OrchestrationExecutor
+from duratask._engine import OrchestrationCursor, OrchestrationExecutor, has_ended
+from duratask._engine.rewind import final_failure, rewound_view
 from duratask.backends.base import (
     ActivityRequest,
     LockedMessage,
@@ -98,11 +99,24 @@ class _Episode:
             started, is_terminal = self.cursor.ctx.started, self.cursor.is_complete
         else:
             started = next((e for e in history if isinstance(e, h.ExecutionStarted)), None)
-            is_terminal = any(isinstance(e, h.ExecutionCompleted) for e in history)
+            is_terminal = has_ended(history)
         starts = [m for m in self.wi.messages if isinstance(m.message.event, h.ExecutionStarted)]
         others = [
             m for m in self.wi.messages if not isinstance(m.message.event, h.ExecutionStarted)
         ]
+        rewinds = [m for m in others if isinstance(m.message.event, h.ExecutionRewound)]
+        if rewinds:
+            others = [m for m in others if m not in rewinds]
+            if started is not None and is_terminal and not starts and final_failure(history):
+                return self._rewind(history, started, rewinds[0], others, consumed)
+            _LOG.info(
+                "ignoring rewind of %r: it has not failed",
+                self.instance_id,
+                extra={
+                    "event": "duratask.orchestration.rewind_ignored",
+                    "instance_id": self.instance_id,
+                },
+            )
 
         if started is None or is_terminal:
             state = self.wi.state
@@ -133,13 +147,79 @@ class _Episode:
             history, None, self._current(others, started.execution_id), consumed, reset=False
         )
 
+    # -- rewind ---------------------------------------------------------------------------------
+    def _rewind(
+        self,
+        history: list[h.HistoryEvent],
+        started: h.ExecutionStarted,
+        rewind: LockedMessage,
+        others: list[LockedMessage],
+        consumed: list[int],
+    ) -> OrchestrationCommit:
+        """Run a FAILED execution again from its last step, forgetting the failure."""
+        view = list(rewound_view(history))
+        forgotten = final_failure(view)
+        past = [e for i, e in enumerate(view) if i not in forgotten]
+        self._redispatch(past, [view[i] for i in sorted(forgotten)], started)
+        events = [rewind.message.event, *self._current(others, started.execution_id)]
+        return self._execute(past, None, events, consumed, reset=False)
+
+    def _redispatch(
+        self,
+        past: list[h.HistoryEvent],
+        forgotten: list[h.HistoryEvent],
+        started: h.ExecutionStarted,
+    ) -> None:
+        """Send again what the rewound execution still waits for: activities without a result
+        (their results may have been dropped while it was failed), timers not yet fired, and
+        a rewind to each sub-orchestration whose failure was forgotten."""
+        exec_id = started.execution_id
+        scheduled: dict[int, h.TaskScheduled] = {}
+        timers: dict[int, h.TimerCreated] = {}
+        children: dict[int, str] = {}
+        for event in past:
+            if isinstance(event, h.TaskScheduled):
+                scheduled[event.event_id] = event
+            elif isinstance(event, h.TimerCreated):
+                timers[event.event_id] = event
+            elif isinstance(event, h.SubOrchestrationInstanceCreated):
+                children[event.event_id] = event.instance_id
+            elif isinstance(event, h.TaskCompleted | h.TaskFailed):
+                scheduled.pop(event.task_scheduled_id, None)
+            elif isinstance(event, h.TimerFired):
+                timers.pop(event.timer_id, None)
+        for task in scheduled.values():
+            self.activities.append(
+                ActivityRequest(
+                    self.instance_id, exec_id, task.event_id, task.name, task.version, task.input
+                )
+            )
+        for timer in timers.values():
+            fired = h.TimerFired(
+                timestamp=timer.fire_at, timer_id=timer.event_id, fire_at=timer.fire_at
+            )
+            self.outbound.append(
+                OrchestrationMessage(self.instance_id, fired, exec_id, timer.fire_at)
+            )
+        for event in forgotten:
+            if isinstance(event, h.SubOrchestrationInstanceFailed):
+                child = children.get(event.task_scheduled_id)
+                if child is not None:
+                    rewind = h.ExecutionRewound(
+                        timestamp=self.now, reason=f"parent {self.instance_id!r} was rewound"
+                    )
+                    self.outbound.append(OrchestrationMessage(child, rewind))
+
     # -- reconciliation ---------------------------------------------------------------------
     def _current(self, messages: list[LockedMessage], execution_id: str) -> list[h.HistoryEvent]:
         kept = []
         for m in messages:
             if m.message.execution_id not in (None, execution_id):
                 _LOG.debug(
-                    "dropping stale %s for %r", type(m.message.event).__name__, self.instance_id
+                    "dropping stale %s for %r",
+                    type(m.message.event).__name__,
+                    self.instance_id,
+                    extra={"event": "duratask.message.stale", "instance_id": self.instance_id},
                 )
                 continue
             kept.append(m.message.event)
@@ -149,7 +229,14 @@ class _Episode:
         for m in starts:
             event = m.message.event
             assert isinstance(event, h.ExecutionStarted)
-            _LOG.warning("ignoring a second start of running instance %r", self.instance_id)
+            _LOG.warning(
+                "ignoring a second start of running instance %r",
+                self.instance_id,
+                extra={
+                    "event": "duratask.orchestration.duplicate_start",
+                    "instance_id": self.instance_id,
+                },
+            )
             if event.parent is not None:
                 details = FailureDetails(
                     "OrchestrationAlreadyExistsError",
@@ -181,7 +268,13 @@ class _Episode:
             # history; it will be here shortly. Never drop the events meant for it.
             return Defer(self.now + _START_PENDING_RETRY)
         what = "it has not started" if never_started else "it is not running"
-        _LOG.info("dropping %d message(s) for %r: %s", len(others), self.instance_id, what)
+        _LOG.info(
+            "dropping %d message(s) for %r: %s",
+            len(others),
+            self.instance_id,
+            what,
+            extra={"event": "duratask.message.dropped", "instance_id": self.instance_id},
+        )
         return self._unchanged(consumed)
 
     def _terminate_unstarted(

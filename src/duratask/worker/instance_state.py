@@ -53,6 +53,14 @@ def advance_state(
             state = replace(state, runtime_status=OrchestrationStatus.SUSPENDED)
         elif isinstance(event, h.ExecutionResumed):
             state = replace(state, runtime_status=OrchestrationStatus.RUNNING)
+        elif isinstance(event, h.ExecutionRewound):
+            state = replace(
+                state,
+                runtime_status=OrchestrationStatus.RUNNING,
+                completed_at=None,
+                serialized_output=None,
+                failure_details=None,
+            )
     if state is None:
         raise ValueError(f"instance {instance_id!r} has no ExecutionStarted event and no row")
     return replace(state, last_updated_at=now, serialized_custom_status=custom_status)

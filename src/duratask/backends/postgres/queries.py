@@ -113,6 +113,10 @@ VALUES (%s, %s, %s, %s)"""
 # -- messages ----------------------------------------------------------------------------------
 # Enqueue to an existing instance only; the KEY SHARE lock keeps a concurrent purge from
 # deleting the row between the check and the insert. No row returned: the message is dropped.
+# A rewind accepted for a FAILED instance: it waits for a worker again.
+MARK_REWOUND = """
+UPDATE {schema}.instances SET runtime_status = 'PENDING', last_updated_at = %(now)s
+WHERE instance_id = %(instance_id)s AND runtime_status = 'FAILED'"""
 INSERT_MESSAGE = """
 INSERT INTO {schema}.messages
     (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
@@ -196,6 +200,14 @@ def select_instances(where: Where) -> str:
     return (
         f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE {where.sql()} "
         "ORDER BY created_at, instance_id LIMIT %s"
+    )
+
+
+def count_instances(where: Where) -> str:
+    """Instance counts by status for the instances matching ``where``."""
+    return (
+        f"SELECT runtime_status, count(*) AS n FROM {{schema}}.instances WHERE {where.sql()} "
+        "GROUP BY 1"
     )
 
 

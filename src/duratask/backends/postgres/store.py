@@ -41,7 +41,13 @@ from duratask.backends.postgres.database import (
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
-from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
+from duratask.history import (
+    ExecutionRewound,
+    ExecutionStarted,
+    HistoryEvent,
+    event_from_json,
+    event_to_json,
+)
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 DEFAULT_SCHEMA = "duratask"
@@ -241,7 +247,11 @@ class PostgresOrchestrationService:
                     await conn.cursor().executemany(db.q(q.INSERT_ACTIVITY), activities)
                 for message in outbound:
                     await message.enqueue(db, conn, now)
-                await conn.execute(db.q(q.UPDATE_INSTANCE), row)  # also releases the lease
+                if commit.changes_instance:
+                    await conn.execute(db.q(q.UPDATE_INSTANCE), row)  # also releases the lease
+                else:
+                    release = {"instance_id": instance_id, "token": work_item.lock_token}
+                    await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)
                 await db.notify_changed(conn, instance_id)
                 await db.notify(conn, [ACTIVITY] if activities else [])
                 if wake_orchestrations:
@@ -428,21 +438,7 @@ class PostgresOrchestrationService:
         """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
         ``created_to`` exclusive; the token resumes after the last row of a full page."""
         check_page_size(query.page_size)
-        where = q.Where()
-        if query.statuses is not None:
-            where.add_any("runtime_status", (s.value for s in query.statuses))
-        if query.created_from is not None:
-            where.add("created_at >= %s", as_utc(query.created_from))
-        if query.created_to is not None:
-            where.add("created_at < %s", as_utc(query.created_to))
-        if query.name is not None:
-            where.add("name = %s", query.name)
-        if query.instance_id_prefix is not None:
-            prefix = query.instance_id_prefix
-            # starts_with avoids LIKE wildcards; the range test lets the primary key index help.
-            where.add("instance_id >= %s AND starts_with(instance_id, %s)", prefix, prefix)
-        if query.parent_instance_id is not None:
-            where.add("parent_instance_id = %s", query.parent_instance_id)
+        where = _instance_filter(query)
         if query.continuation_token is not None:
             created_at, instance_id = decode_position(query.continuation_token)
             where.add("(created_at, instance_id) > (%s, %s)", created_at, instance_id)
@@ -458,6 +454,17 @@ class PostgresOrchestrationService:
         if len(rows) > query.page_size:
             token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
         return QueryPage(states=states, continuation_token=token)
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """Counts by status of the instances matching ``query``'s filters."""
+        where = _instance_filter(query)
+        sql = self._db.q(q.count_instances(where))
+
+        async def job(conn: Connection) -> list[dict[str, Any]]:
+            return await (await conn.execute(sql, where.params)).fetchall()
+
+        rows = await self._db.autocommit(job)
+        return {OrchestrationStatus(r["runtime_status"]): r["n"] for r in rows}
 
     async def purge_instance(self, instance_id: str) -> bool:
         """Delete a terminal instance and all it owns; False if absent or not terminal."""
@@ -477,6 +484,8 @@ class PostgresOrchestrationService:
             where.add("created_at < %s", as_utc(purge_filter.created_before))
         if purge_filter.created_from is not None:
             where.add("created_at >= %s", as_utc(purge_filter.created_from))
+        if purge_filter.completed_before is not None:
+            where.add("completed_at < %s", as_utc(purge_filter.completed_before))
         return await self._execute(q.delete_instances(where), where.params)
 
     async def _execute(self, template: str, params: Any) -> int:
@@ -489,6 +498,26 @@ class PostgresOrchestrationService:
         return await self._db.autocommit(job)
 
 
+def _instance_filter(query: InstanceQuery) -> q.Where:
+    """The WHERE conditions of ``query``'s filters (not its paging)."""
+    where = q.Where()
+    if query.statuses is not None:
+        where.add_any("runtime_status", (s.value for s in query.statuses))
+    if query.created_from is not None:
+        where.add("created_at >= %s", as_utc(query.created_from))
+    if query.created_to is not None:
+        where.add("created_at < %s", as_utc(query.created_to))
+    if query.name is not None:
+        where.add("name = %s", query.name)
+    if query.instance_id_prefix is not None:
+        prefix = query.instance_id_prefix
+        # starts_with avoids LIKE wildcards; the range test lets the primary key index help.
+        where.add("instance_id >= %s AND starts_with(instance_id, %s)", prefix, prefix)
+    if query.parent_instance_id is not None:
+        where.add("parent_instance_id = %s", query.parent_instance_id)
+    return where
+
+
 class _Outbound:
     """A message serialised up front, enqueued later inside a transaction."""
 
@@ -499,6 +528,7 @@ class _Outbound:
             if isinstance(event, ExecutionStarted)
             else None
         )
+        self.rewinds = isinstance(event, ExecutionRewound)
         self.visible_at = as_utc_or_none(message.visible_at)
         self.params = {
             "instance_id": message.instance_id,
@@ -516,7 +546,10 @@ class _Outbound:
         any other message to a missing instance is dropped (False)."""
         if self.starts is not None:
             await conn.execute(db.q(q.INSERT_INSTANCE_IF_ABSENT), self.starts)
-        inserted = await conn.execute(db.q(q.INSERT_MESSAGE), {**self.params, "now": now})
+        params = {**self.params, "now": now}
+        inserted = await conn.execute(db.q(q.INSERT_MESSAGE), params)
+        if inserted.rowcount and self.rewinds:
+            await conn.execute(db.q(q.MARK_REWOUND), params)
         return bool(inserted.rowcount)
 
 

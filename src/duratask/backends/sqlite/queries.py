@@ -31,6 +31,10 @@ INSTANCE_COLUMNS = (
 SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
 SELECT_STATUS = "SELECT runtime_status FROM instances WHERE instance_id = ?"
 INSTANCE_EXISTS = "SELECT 1 FROM instances WHERE instance_id = ?"
+# A rewind accepted for a FAILED instance: it waits for a worker again.
+MARK_REWOUND = """
+UPDATE instances SET runtime_status = 'PENDING', last_updated_at = ?2
+WHERE instance_id = ?1 AND runtime_status = 'FAILED'"""
 INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO instances ({INSTANCE_COLUMNS})
 VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updated_at,
@@ -150,6 +154,11 @@ def select_instances(where: Where) -> str:
         f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {where.sql()} "
         "ORDER BY created_at, instance_id LIMIT ?"
     )
+
+
+def count_instances(where: Where) -> str:
+    """Instance counts by status for the instances matching ``where``."""
+    return f"SELECT runtime_status, count(*) FROM instances WHERE {where.sql()} GROUP BY 1"
 
 
 def delete_instances(where: Where) -> str:

@@ -49,7 +49,13 @@ from duratask.backends.wakeups import (
     hub_wakeups,
 )
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
-from duratask.history import ExecutionStarted, HistoryEvent, event_from_json, event_to_json
+from duratask.history import (
+    ExecutionRewound,
+    ExecutionStarted,
+    HistoryEvent,
+    event_from_json,
+    event_to_json,
+)
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
@@ -188,6 +194,7 @@ class SqliteOrchestrationService:
         row = state_params(commit.state)
         events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
         outbound = [_Outbound(m) for m in commit.messages]
+        release = {"instance_id": instance_id, "token": work_item.lock_token}
 
         def job(conn: sqlite3.Connection) -> None:
             stored_length = _check_lease(conn, work_item)
@@ -204,7 +211,10 @@ class SqliteOrchestrationService:
             conn.executemany(q.INSERT_ACTIVITY, [_activity_row(a, now) for a in commit.activities])
             for message in outbound:
                 message.enqueue(conn, now)
-            conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
+            if commit.changes_instance:
+                conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
+            else:
+                conn.execute(q.RELEASE_INSTANCE_LEASE, release)
 
         await self._db.write(job)
         self._hub.work(work_kinds(commit))
@@ -353,23 +363,7 @@ class SqliteOrchestrationService:
         """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
         ``created_to`` exclusive; the token resumes after the last row of a full page."""
         check_page_size(query.page_size)
-        where = q.Where()
-        if query.statuses is not None:
-            where.add_in("runtime_status", (s.value for s in query.statuses))
-        if query.created_from is not None:
-            where.add("created_at >= ?", to_micros(query.created_from))
-        if query.created_to is not None:
-            where.add("created_at < ?", to_micros(query.created_to))
-        if query.name is not None:
-            where.add("name = ?", query.name)
-        if query.instance_id_prefix is not None:
-            prefix = query.instance_id_prefix
-            # substr avoids LIKE wildcards; the range test lets the primary key index help.
-            where.add(
-                "instance_id >= ? AND substr(instance_id, 1, ?) = ?", prefix, len(prefix), prefix
-            )
-        if query.parent_instance_id is not None:
-            where.add("parent_instance_id = ?", query.parent_instance_id)
+        where = _instance_filter(query)
         if query.continuation_token is not None:
             created_at, instance_id = decode_position(query.continuation_token)
             where.add("(created_at, instance_id) > (?, ?)", to_micros(created_at), instance_id)
@@ -381,6 +375,13 @@ class SqliteOrchestrationService:
         if len(rows) > query.page_size:
             token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
         return QueryPage(states=states, continuation_token=token)
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """Counts by status of the instances matching ``query``'s filters."""
+        where = _instance_filter(query)
+        sql = q.count_instances(where)
+        rows = await self._db.read(lambda c: c.execute(sql, where.params).fetchall())
+        return {OrchestrationStatus(status): count for status, count in rows}
 
     async def purge_instance(self, instance_id: str) -> bool:
         """Delete a terminal instance and all it owns; False if absent or not terminal."""
@@ -402,9 +403,31 @@ class SqliteOrchestrationService:
             where.add("created_at < ?", to_micros(purge_filter.created_before))
         if purge_filter.created_from is not None:
             where.add("created_at >= ?", to_micros(purge_filter.created_from))
+        if purge_filter.completed_before is not None:
+            where.add("completed_at < ?", to_micros(purge_filter.completed_before))
         sql = q.delete_instances(where)
         deleted: int = await self._db.write(lambda c: c.execute(sql, where.params).rowcount)
         return deleted
+
+
+def _instance_filter(query: InstanceQuery) -> q.Where:
+    """The WHERE conditions of ``query``'s filters (not its paging)."""
+    where = q.Where()
+    if query.statuses is not None:
+        where.add_in("runtime_status", (s.value for s in query.statuses))
+    if query.created_from is not None:
+        where.add("created_at >= ?", to_micros(query.created_from))
+    if query.created_to is not None:
+        where.add("created_at < ?", to_micros(query.created_to))
+    if query.name is not None:
+        where.add("name = ?", query.name)
+    if query.instance_id_prefix is not None:
+        prefix = query.instance_id_prefix
+        # substr avoids LIKE wildcards; the range test lets the primary key index help.
+        where.add("instance_id >= ? AND substr(instance_id, 1, ?) = ?", prefix, len(prefix), prefix)
+    if query.parent_instance_id is not None:
+        where.add("parent_instance_id = ?", query.parent_instance_id)
+    return where
 
 
 class _Outbound:
@@ -418,6 +441,7 @@ class _Outbound:
             if isinstance(event, ExecutionStarted)
             else None
         )
+        self.rewinds = isinstance(event, ExecutionRewound)
         self.row = (
             message.instance_id,
             message.execution_id,
@@ -435,6 +459,8 @@ class _Outbound:
             return False
         instance_id, execution_id, kind, text, visible_at = self.row
         conn.execute(q.INSERT_MESSAGE, (instance_id, execution_id, kind, text, now, visible_at))
+        if self.rewinds:
+            conn.execute(q.MARK_REWOUND, (instance_id, now))
         return True
 
 
