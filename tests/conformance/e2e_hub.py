@@ -32,6 +32,7 @@ class TaskHub:
 
     async def start(self) -> None:
         self._run = asyncio.create_task(self.worker.run())
+        await asyncio.sleep(0)  # let run() begin, so an early stop() finds it to shut down
 
     async def stop(self) -> None:
         if self._run is not None:

@@ -11,6 +11,7 @@ from duratask.errors import LeaseLostError
 
 _LOG = logging.getLogger("duratask.worker")
 T = TypeVar("T")
+_MAX_FETCHERS = 8
 
 
 class Dispatcher(Generic[T]):
@@ -55,6 +56,12 @@ class Dispatcher(Generic[T]):
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self._concurrency)
+        # Several fetches in flight at once: a store that commits writes in groups (SQLite)
+        # leases them all in one commit, and a server store leases them in parallel.
+        fetchers = min(self._concurrency, _MAX_FETCHERS)
+        await asyncio.gather(*(self._fetch_loop(slots) for _ in range(fetchers)))
+
+    async def _fetch_loop(self, slots: asyncio.Semaphore) -> None:
         delay = self._min_poll
         while not self._stopping:
             await slots.acquire()
