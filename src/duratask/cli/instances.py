@@ -1,0 +1,179 @@
+"""Commands that start and inspect one instance: start, status, history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from duratask.cli.errors import ExitCode, usage_error
+from duratask.cli.options import JSON, F, output_option, store_option
+from duratask.cli.parsing import (
+    TIME_FORMATS_HELP,
+    parse_json_argument,
+    parse_time,
+)
+from duratask.cli.render import (
+    print_json,
+    render_state,
+    render_timeline,
+    state_to_json,
+)
+from duratask.cli.store import Creates, with_client
+from duratask.cli.timeline_rows import timeline_rows
+from duratask.client import AsyncTaskHubClient, validate_instance_id
+from duratask.errors import InvalidInstanceIdError, OrchestrationNotFoundError
+from duratask.history import HistoryEvent, history_to_json
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+_FOREVER = 10 * 365 * 86400.0  # what ``status --wait`` without --timeout waits, in seconds
+
+
+def checked_instance_id(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Click callback: reject ids the task hub could never hold (exit code 2)."""
+    if value is None:
+        return None
+    try:
+        return validate_instance_id(value)
+    except InvalidInstanceIdError as exc:
+        raise usage_error(str(exc)) from None
+
+
+def instance_id_argument(required: bool = True) -> Callable[[F], F]:
+    """The ID argument, validated."""
+    return click.argument(
+        "instance_id",
+        metavar="ID" if required else "[ID]",
+        required=required,
+        callback=checked_instance_id,
+    )
+
+
+async def require_state(client: AsyncTaskHubClient, instance_id: str) -> OrchestrationState:
+    """The instance's state, or :class:`OrchestrationNotFoundError` (exit code 1)."""
+    state = await client.get_orchestration_state(instance_id)
+    if state is None:
+        raise OrchestrationNotFoundError(instance_id)
+    return state
+
+
+# -- start -----------------------------------------------------------------------------
+
+
+@click.command("start")
+@click.argument("name")
+@click.option(
+    "--input",
+    "input_text",
+    metavar="JSON",
+    help="The input, as JSON; @file.json reads it from a file, @- from stdin.",
+)
+@click.option(
+    "--id",
+    "instance_id",
+    metavar="ID",
+    callback=checked_instance_id,
+    help="Instance id (default: a random one).",
+)
+@click.option(
+    "--start-at", metavar="TIME", help=f"Start no earlier than TIME: {TIME_FORMATS_HELP}."
+)
+@click.option("--version", metavar="V", help="Orchestration version to run.")
+@store_option
+@output_option
+def start(
+    name: str,
+    input_text: str | None,
+    instance_id: str | None,
+    start_at: str | None,
+    version: str | None,
+    store: str | None,
+    output: str,
+) -> None:
+    """Start an instance of orchestration NAME and print its id."""
+    payload = None if input_text is None else parse_json_argument(input_text, "--input")
+    when = None if start_at is None else parse_time(start_at, "--start-at")
+    started = with_client(
+        store,
+        lambda client: client.schedule_new_orchestration(
+            name, input=payload, instance_id=instance_id, start_at=when, version=version
+        ),
+        creates=Creates.HUB,
+    )
+    if output == JSON:
+        print_json({"instance_id": started})
+    else:
+        click.echo(started)
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+@click.command("status")
+@instance_id_argument()
+@click.option("--wait", is_flag=True, help="Wait until the instance has finished.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --wait: give up after SECONDS (exit code 4). Default: no limit.",
+)
+@store_option
+@output_option
+@click.pass_context
+def status(
+    ctx: click.Context,
+    instance_id: str,
+    wait: bool,
+    timeout: float | None,
+    store: str | None,
+    output: str,
+) -> None:
+    """Show an instance's state.
+
+    Exit code 0 when found, 1 when not. With --wait: 0 when it COMPLETED, 3 when it FAILED
+    or was TERMINATED, 4 when the wait timed out.
+    """
+    if timeout is not None and not wait:
+        raise usage_error("--timeout applies only with --wait")
+
+    async def fetch(client: AsyncTaskHubClient) -> OrchestrationState:
+        if wait:
+            limit = _FOREVER if timeout is None else timeout
+            return await client.wait_for_orchestration_completion(instance_id, timeout=limit)
+        return await require_state(client, instance_id)
+
+    state = with_client(store, fetch)
+    if output == JSON:
+        print_json(state_to_json(state))
+    else:
+        render_state(state)
+    if wait and state.runtime_status is not OrchestrationStatus.COMPLETED:
+        ctx.exit(ExitCode.INSTANCE_FAILED)
+
+
+# -- history ---------------------------------------------------------------------------
+
+
+@click.command("history")
+@instance_id_argument()
+@store_option
+@output_option
+def history(instance_id: str, store: str | None, output: str) -> None:
+    """Show an instance's history as a timeline.
+
+    Each completion shows how long its task, timer or sub-orchestration took; an external
+    event shows how long the instance had been waiting since its previous step. With
+    --output json the history is printed in the export format that replay tooling reads.
+    """
+
+    async def fetch(client: AsyncTaskHubClient) -> tuple[OrchestrationState, list[HistoryEvent]]:
+        state = await require_state(client, instance_id)
+        return state, await client.get_orchestration_history(instance_id)
+
+    state, events = with_client(store, fetch)
+    if output == JSON:
+        click.echo(history_to_json(events))
+    else:
+        render_timeline(state, timeline_rows(events))

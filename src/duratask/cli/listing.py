@@ -1,0 +1,146 @@
+"""``duratask list``: instances matching filters, with counts of how many match in all."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from duratask.cli.options import JSON, output_option, store_option
+from duratask.cli.parsing import parse_statuses, parse_time
+from duratask.cli.render import print_json, render_states, state_to_json
+from duratask.cli.store import with_client
+from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+STATUS_NAMES = ", ".join(s.name for s in OrchestrationStatus)
+PAGE_SIZE = MAX_QUERY_PAGE_SIZE  # instances fetched per query; more pages up to --limit
+
+
+@click.command("list")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS",
+    help=f"Only instances with this status (repeat or comma-separate): {STATUS_NAMES}.",
+)
+@click.option("--name", help="Only instances of this orchestration.")
+@click.option("--prefix", metavar="P", help="Only instance ids starting with P.")
+@click.option("--since", metavar="TIME", help="Only instances created at or after TIME.")
+@click.option("--until", metavar="TIME", help="Only instances created before TIME.")
+@click.option("--parent", metavar="ID", help="Only sub-orchestrations of instance ID.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many instances (oldest first).",
+)
+@store_option
+@output_option
+def list_instances(
+    statuses: tuple[str, ...],
+    name: str | None,
+    prefix: str | None,
+    since: str | None,
+    until: str | None,
+    parent: str | None,
+    limit: int,
+    store: str | None,
+    output: str,
+) -> None:
+    """List instances, oldest first, with a summary of how many match.
+
+    TIME is ISO-8601 (naive means UTC), 'now', or relative to now: -30m, -2h, -7d.
+    """
+    wanted = parse_statuses(statuses)
+    created_from = None if since is None else parse_time(since, "--since")
+    created_to = None if until is None else parse_time(until, "--until")
+    listing = with_client(
+        store,
+        lambda client: _query(
+            client, wanted, name, prefix, created_from, created_to, parent, limit
+        ),
+    )
+    if output == JSON:
+        print_json(listing.to_json())
+    else:
+        render_states(listing.states, listing.summary())
+
+
+class _Listing:
+    """The instances shown, and what is known of how many match in all."""
+
+    def __init__(
+        self,
+        states: list[OrchestrationState],
+        more: bool,
+        counts: dict[OrchestrationStatus, int] | None,
+    ) -> None:
+        self.states = states
+        self.more = more
+        self.counts = counts
+
+    @property
+    def total(self) -> int | None:
+        return None if self.counts is None else sum(self.counts.values())
+
+    def summary(self) -> str:
+        if self.counts is None:
+            more = "; more match (raise --limit to see them)" if self.more else ""
+            return f"{len(self.states)} instances shown{more}"
+        if not self.total:
+            return "No matching instances."
+        by_status = ", ".join(f"{s.value} {n}" for s, n in self.counts.items() if n)
+        return f"{len(self.states)} of {self.total} matching instances shown ({by_status})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instances": [state_to_json(s) for s in self.states],
+            "shown": len(self.states),
+            "total": self.total,
+            "counts": None if self.counts is None else {s.value: n for s, n in self.counts.items()},
+            "more": self.more,
+        }
+
+
+async def _query(
+    client: AsyncTaskHubClient,
+    statuses: list[OrchestrationStatus],
+    name: str | None,
+    prefix: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    parent: str | None,
+    limit: int,
+) -> _Listing:
+    states: list[OrchestrationState] = []
+    token: str | None = None
+    while len(states) < limit:
+        page = await client.query_orchestrations(
+            statuses=statuses or None,
+            created_from=created_from,
+            created_to=created_to,
+            name=name,
+            instance_id_prefix=prefix,
+            parent_instance_id=parent,
+            page_size=min(limit - len(states), PAGE_SIZE),
+            continuation_token=token,
+        )
+        states.extend(page.states)
+        token = page.continuation_token
+        if token is None:
+            break
+    counts: dict[OrchestrationStatus, int] | None = None
+    if parent is None:  # counting cannot filter by parent
+        all_counts = await client.count_orchestrations(
+            name=name,
+            instance_id_prefix=prefix,
+            created_from=created_from,
+            created_to=created_to,
+        )
+        counts = {s: all_counts.get(s, 0) for s in (statuses or list(OrchestrationStatus))}
+    more = token is not None if counts is None else len(states) < sum(counts.values())
+    return _Listing(states, more, counts)
