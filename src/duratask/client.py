@@ -48,6 +48,7 @@ from duratask.history import (
 )
 from duratask.registry import function_name
 from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.tracing._client import traced_start
 
 __all__ = ["AsyncTaskHubClient", "ReuseIdPolicy", "TaskHubClient"]
 
@@ -355,7 +356,8 @@ class AsyncTaskHubClient:
         )
         policy = reuse_id_policy or _DEFAULT_REUSE_POLICY
         store = await self._ready()
-        await store.create_instance(message, replaceable=policy.replaceable_statuses)
+        with traced_start(message) as message:
+            await store.create_instance(message, replaceable=policy.replaceable_statuses)
         return message.instance_id
 
     # -- reading -----------------------------------------------------------------------
@@ -583,7 +585,8 @@ class AsyncTaskHubClient:
             tags=original.tags if original is not None else None,
         )
         replaceable = TERMINAL_STATUSES if not new_instance_id else frozenset()
-        await store.create_instance(OrchestrationMessage(target, start), replaceable=replaceable)
+        with traced_start(OrchestrationMessage(target, start)) as message:
+            await store.create_instance(message, replaceable=replaceable)
         return target
 
     # -- purging -----------------------------------------------------------------------

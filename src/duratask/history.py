@@ -74,7 +74,10 @@ class HistoryEvent:
         """A JSON-ready dict, tagged with the event type's name."""
         out: dict[str, Any] = {"type": self.event_type.name}
         for f in dataclasses.fields(self):
-            out[f.name] = _encode_field(getattr(self, f.name))
+            value = getattr(self, f.name)
+            if value is None and f.name in _OMITTED_WHEN_NONE:
+                continue
+            out[f.name] = _encode_field(value)
         return out
 
 
@@ -89,6 +92,8 @@ class ExecutionStarted(HistoryEvent):
     parent: ParentInstanceInfo | None = None
     scheduled_start_time: datetime | None = None
     tags: dict[str, str] | None = None
+    # W3C trace context (traceparent, tracestate) of the span that started this execution.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +117,8 @@ class TaskScheduled(HistoryEvent):
     name: str
     version: str | None = None
     input: str | None = None
+    # W3C trace context of the orchestration span that scheduled the activity.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +169,9 @@ class TimerFired(HistoryEvent):
     event_type: ClassVar[EventType] = EventType.TIMER_FIRED
     timer_id: int
     fire_at: datetime
+    # Set when tracing: the span that created the timer, and when it did.
+    trace_context: dict[str, str] | None = None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,7 +263,10 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
     )
 }
 
-_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time"})
+_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
+# Optional tracing fields are left out of the JSON when unset, so histories written without
+# tracing stay as they were (and older histories, which lack them, read the same way).
+_OMITTED_WHEN_NONE = frozenset({"trace_context", "created_at"})
 
 
 def _encode_field(value: Any) -> Any:

@@ -10,7 +10,7 @@ import logging
 import sys
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +32,20 @@ class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
     """Drops records while the orchestration is replaying."""
 
     def __init__(self, logger: logging.Logger, ctx: ReplayContext) -> None:
-        super().__init__(logger, {"instance_id": ctx.instance_id})
+        super().__init__(logger, {})
         self._ctx = ctx
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        ctx = self._ctx
+        kwargs["extra"] = {
+            "instance_id": ctx.instance_id,
+            "execution_id": ctx.execution_id,
+            "orchestration_name": ctx.name,
+            **(kwargs.get("extra") or {}),
+        }
+        return msg, kwargs
 
     def isEnabledFor(self, level: int) -> bool:
         return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
@@ -402,7 +414,11 @@ class ReplayContext(OrchestrationContext):
     def _on_task_result(self, event: h.TaskCompleted | h.SubOrchestrationInstanceCompleted) -> None:
         pending = self._pending.pop(event.task_scheduled_id, None)
         if pending is None:
-            _LOG.debug("ignoring duplicate or unknown completion for #%s", event.task_scheduled_id)
+            _LOG.debug(
+                "ignoring duplicate or unknown completion for #%s",
+                event.task_scheduled_id,
+                extra={"event": "duratask.orchestration.duplicate_completion"},
+            )
             return
         self._open_sub_orchestrations.pop(event.task_scheduled_id, None)
         try:
@@ -415,7 +431,11 @@ class ReplayContext(OrchestrationContext):
     def _on_task_failure(self, event: h.TaskFailed | h.SubOrchestrationInstanceFailed) -> None:
         pending = self._pending.pop(event.task_scheduled_id, None)
         if pending is None:
-            _LOG.debug("ignoring duplicate or unknown failure for #%s", event.task_scheduled_id)
+            _LOG.debug(
+                "ignoring duplicate or unknown failure for #%s",
+                event.task_scheduled_id,
+                extra={"event": "duratask.orchestration.duplicate_completion"},
+            )
             return
         self._open_sub_orchestrations.pop(event.task_scheduled_id, None)
         details = event.failure_details

@@ -73,7 +73,11 @@ class Dispatcher(Generic[T]):
             try:
                 item = await self._fetch()
             except Exception:
-                _LOG.exception("%s dispatcher: fetching work failed; retrying", self.name)
+                _LOG.exception(
+                    "%s dispatcher: fetching work failed; retrying",
+                    self.name,
+                    extra={"event": "duratask.dispatcher.fetch_failed", "work": self.name},
+                )
                 item = None
                 delay = self._max_poll
             if item is None:
@@ -103,7 +107,11 @@ class Dispatcher(Generic[T]):
         try:
             await self._process(item)
         except Exception:
-            _LOG.exception("%s dispatcher: processing a work item failed", self.name)
+            _LOG.exception(
+                "%s dispatcher: processing a work item failed",
+                self.name,
+                extra={"event": "duratask.dispatcher.process_failed", "work": self.name},
+            )
         finally:
             renewer.cancel()
             slots.release()
@@ -114,7 +122,15 @@ class Dispatcher(Generic[T]):
             try:
                 await self._renew(item)
             except LeaseLostError:
-                _LOG.warning("%s dispatcher: lease lost while the work item was running", self.name)
+                _LOG.warning(
+                    "%s dispatcher: lease lost while the work item was running",
+                    self.name,
+                    extra={"event": "duratask.lease.lost", "work": self.name},
+                )
                 return
             except Exception:
-                _LOG.exception("%s dispatcher: renewing a lease failed", self.name)
+                _LOG.exception(
+                    "%s dispatcher: renewing a lease failed",
+                    self.name,
+                    extra={"event": "duratask.lease.renew_failed", "work": self.name},
+                )

@@ -247,7 +247,13 @@ class Database:
             except psycopg.Error as exc:
                 if not is_retryable(exc) or attempt >= self._retries:
                     raise StoreError(f"{self.description}: {exc}") from exc
-                _LOG.warning("%s: %s; retrying (attempt %d)", self.description, exc, attempt + 1)
+                _LOG.warning(
+                    "%s: %s; retrying (attempt %d)",
+                    self.description,
+                    exc,
+                    attempt + 1,
+                    extra={"event": "duratask.store.retry"},
+                )
                 await self._recover(exc, attempt)
             attempt += 1
 
@@ -384,6 +390,11 @@ class _Listener:
                     with contextlib.suppress(psycopg.Error):
                         await conn.close()
             except psycopg.Error as exc:
-                _LOG.warning("listening on %r failed: %s; reconnecting", self._channel, exc)
+                _LOG.warning(
+                    "listening on %r failed: %s; reconnecting",
+                    self._channel,
+                    exc,
+                    extra={"event": "duratask.store.listen_failed"},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
