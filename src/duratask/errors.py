@@ -96,6 +96,12 @@ class LeaseLostError(DurataskError):
     """A work item's lease was lost (expired and taken by another worker): its commit is refused."""
 
 
+class PoisonWorkError(DurataskError):
+    """Work that was delivered too many times without completing (its worker crashed, hung
+    or failed each time) was given up: an orchestration is marked FAILED, an activity's
+    task fails with this error."""
+
+
 class StoreError(DurataskError):
     """The task hub's storage failed or is unreachable."""
 

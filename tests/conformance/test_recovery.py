@@ -254,3 +254,75 @@ async def test_purge_by_completion_time(hub: TaskHub) -> None:
     for iid in done:
         assert await hub.client.get_orchestration_state(iid) is None
     assert await hub.client.get_orchestration_state(waiting) is not None
+
+
+# -- poison work ------------------------------------------------------------------------------
+def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
+    """Make the store hand the victim's work to a worker that "crashes": the first delivery
+    is abandoned unprocessed, as if its worker died, and the next delivery is returned."""
+    store = hub.worker.store
+    name = f"lock_next_{kind}_work_item"
+    lock = getattr(store, name)
+    abandon = getattr(store, f"abandon_{kind}_work_item")
+    seen: list[int] = []
+
+    async def crashing_lock(*args: object, **kwargs: object) -> object:
+        work_item = await lock(*args, **kwargs)
+        iid = getattr(work_item, "instance_id", None) or getattr(
+            getattr(work_item, "request", None), "instance_id", None
+        )
+        if work_item is not None and iid == victim and not seen:
+            seen.append(1)
+            await abandon(work_item)
+            work_item = await lock(*args, **kwargs)
+        return work_item
+
+    setattr(store, name, crashing_lock)
+    return seen
+
+
+async def test_poisoned_orchestration_is_failed_and_can_be_rewound(store_url: str) -> None:
+    hub = TaskHub(store_url, max_deliveries=1)
+    try:
+        hub.register(echo)
+        seen = _crash_first_delivery(hub, "orchestration", "poisoned")
+        await hub.client.schedule_new_orchestration(echo, input=5, instance_id="poisoned")
+        await hub.start()
+        state = await hub.client.wait_for_orchestration_completion("poisoned", timeout=30)
+        assert seen, "the first delivery was crashed"
+        assert state.runtime_status is FAILED
+        assert state.failure_details is not None
+        assert state.failure_details.error_type == "PoisonWorkError"
+        assert "delivered 2 times" in state.failure_details.message
+        healthy = await hub.run(echo, 6)
+        assert healthy.output == 6, "the rest of the hub keeps moving"
+
+        state = await _rewound(hub, "poisoned")
+        assert state.runtime_status is COMPLETED
+        assert state.output == 5
+    finally:
+        await hub.stop()
+
+
+async def catches_poison(ctx: dt.OrchestrationContext, key: str) -> str:
+    try:
+        return await ctx.call_activity(work, input=f"{key}:poison")
+    except dt.TaskFailedError as exc:
+        assert exc.details is not None
+        return f"gave up: {exc.details.error_type}"
+
+
+async def test_poisoned_activity_fails_its_task(store_url: str) -> None:
+    hub = TaskHub(store_url, max_deliveries=1)
+    try:
+        hub.register(catches_poison, activities=(work,))
+        key = uuid.uuid4().hex
+        iid = f"poison-activity-{key}"
+        seen = _crash_first_delivery(hub, "activity", iid)
+        await hub.start()
+        state = await hub.run(catches_poison, key, instance_id=iid)
+        assert seen
+        assert state.output == "gave up: PoisonWorkError"
+        assert _runs[f"{key}:poison"] == 0, "given-up work is not run again"
+    finally:
+        await hub.stop()

@@ -1198,3 +1198,11 @@ async def test_push_wakeups_reach_another_handle(
         assert await watch.changed(20)
         await episode(peer, await lock(peer))
         assert await watch.changed(20)
+
+
+async def test_sqlite_file_under_a_regular_file_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    store = SqliteOrchestrationService(str(blocker / "hub.db"))
+    with pytest.raises(StoreError, match="cannot create its directory"):
+        await store.open()

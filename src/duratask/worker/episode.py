@@ -25,6 +25,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.tracing._episode import traced_execution
 from duratask.worker.instance_state import advance_state
 
 _LOG = logging.getLogger("duratask.worker")
@@ -65,12 +66,32 @@ def plan_episode(
     now: datetime,
     new_execution_id: Callable[[], str] = _new_execution_id,
     cursor: OrchestrationCursor | None = None,
+    poison: FailureDetails | None = None,
 ) -> tuple[OrchestrationCommit | Defer, OrchestrationCursor | None]:
     """Like :func:`run_episode`, optionally continuing a live ``cursor`` that is in step with
     the stored history (then ``work_item.history`` is not read). Also returns the cursor
-    worth keeping after the commit (None once the execution ended)."""
-    episode = _Episode(work_item, executor, now, new_execution_id, cursor)
+    worth keeping after the commit (None once the execution ended).
+
+    With ``poison`` the orchestration code is not run: the new messages are recorded and the
+    execution ends FAILED with those details (a rewind can run it on from there)."""
+    episode = _Episode(work_item, executor, now, new_execution_id, cursor, poison)
     return episode.run(), episode.live_cursor
+
+
+def deliveries(work_item: OrchestrationWorkItem) -> int:
+    """How many times the work item's most delivered message has been handed to a worker."""
+    return max((m.dequeue_count for m in work_item.messages), default=0)
+
+
+def poison_details(what: str, delivered: int) -> FailureDetails:
+    """Why work was given up after ``delivered`` deliveries."""
+    return FailureDetails(
+        "PoisonWorkError",
+        f"{what} was delivered {delivered} times without completing (its worker crashed, "
+        "hung or failed each time), so it was given up; fix the cause, then rewind the "
+        "instance to run it again",
+        is_non_retriable=True,
+    )
 
 
 class _Episode:
@@ -81,9 +102,11 @@ class _Episode:
         now: datetime,
         new_execution_id: Callable[[], str],
         cursor: OrchestrationCursor | None = None,
+        poison: FailureDetails | None = None,
     ) -> None:
         self.wi = work_item
         self.cursor = cursor
+        self.poison = poison
         self.live_cursor: OrchestrationCursor | None = None
         self.executor = executor
         self.now = now
@@ -333,6 +356,7 @@ class _Episode:
         )
 
     # -- execution ------------------------------------------------------------------------------
+    @traced_execution
     def _execute(
         self,
         past: list[h.HistoryEvent],
@@ -346,6 +370,8 @@ class _Episode:
         if start is not None:
             new_events.append(start)
         new_events.extend(events)
+        if self.poison is not None:
+            return self._give_up(past, start, new_events, consumed, self.poison, reset=reset)
         if start is None and self.cursor is not None:
             cursor = self.cursor
         else:
@@ -377,6 +403,41 @@ class _Episode:
             new_events=appended,
             consumed_message_ids=consumed,
             activities=self.activities,
+            messages=self.outbound,
+            reset_history=reset,
+        )
+
+    def _give_up(
+        self,
+        past: list[h.HistoryEvent],
+        start: h.ExecutionStarted | None,
+        new_events: list[h.HistoryEvent],
+        consumed: list[int],
+        details: FailureDetails,
+        *,
+        reset: bool,
+    ) -> OrchestrationCommit:
+        """End the execution FAILED without running its code, keeping the new events."""
+        started = start or (self.cursor.ctx.started if self.cursor is not None else None)
+        started = started or next((e for e in past if isinstance(e, h.ExecutionStarted)), None)
+        assert started is not None
+        failed = act.CompleteOrchestrationAction(
+            OrchestrationStatus.FAILED, failure_details=details
+        )
+        appended = [
+            *new_events,
+            *self._complete(failed, started),
+            h.OrchestratorCompleted(timestamp=self.now),
+        ]
+        state = advance_state(
+            self.instance_id, self.wi.state, appended, now=self.now, custom_status=None
+        )
+        if self.wi.state is not None:
+            state = replace(state, serialized_custom_status=self.wi.state.serialized_custom_status)
+        return OrchestrationCommit(
+            state=state,
+            new_events=appended,
+            consumed_message_ids=consumed,
             messages=self.outbound,
             reset_history=reset,
         )

@@ -20,17 +20,21 @@ from duratask.backends.base import (
     ActivityWorkItem,
     HistoryMark,
     OrchestrationCommit,
+    OrchestrationMessage,
     OrchestrationService,
     OrchestrationWorkItem,
     SupportsWakeUps,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import LeaseLostError
-from duratask.history import TimerFired
+from duratask.history import TaskFailed, TimerFired
 from duratask.registry import Registry
+from duratask.state import FailureDetails
+from duratask.tracing._activity import traced_activity
+from duratask.tracing._logs import log_commit
 from duratask.worker.activity_runner import run_activity
 from duratask.worker.dispatcher import Dispatcher
-from duratask.worker.episode import Defer, plan_episode
+from duratask.worker.episode import Defer, deliveries, plan_episode, poison_details
 from duratask.worker.orchestration_cache import OrchestrationCache
 
 _LOG = logging.getLogger("duratask.worker")
@@ -47,6 +51,10 @@ class TaskHubWorker:
     Use ``start()``/``stop()`` (a background thread with its own event loop), ``with worker:``,
     or ``await worker.run()`` inside your own event loop (stop it with ``await worker.shutdown()``
     or by cancelling it).
+
+    Work delivered more than ``max_deliveries`` times without completing (its worker crashed,
+    hung or failed each time) is given up so the rest of the hub keeps moving: the
+    orchestration ends FAILED with a ``PoisonWorkError``, or the activity's task fails with it.
 
     ``orchestration_cache_size`` live orchestrations are kept in memory between episodes so
     their next step replays nothing (0 disables the cache: every episode replays its history).
@@ -65,6 +73,7 @@ class TaskHubWorker:
         activity_threads: int | None = None,
         shutdown_grace: timedelta = timedelta(seconds=30),
         orchestration_cache_size: int = 1000,
+        max_deliveries: int = 10,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
@@ -83,6 +92,9 @@ class TaskHubWorker:
         self._clock = clock
         self._executor = OrchestrationExecutor(self.registry, self._codec)
         self._cache = OrchestrationCache(orchestration_cache_size)
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self._max_deliveries = max_deliveries
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -153,14 +165,22 @@ class TaskHubWorker:
             asyncio.create_task(self._activities.run()),
         ]
         self._started.set()
-        _LOG.info("worker %s started", self.worker_id)
+        _LOG.info(
+            "worker %s started",
+            self.worker_id,
+            extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
+        )
         try:
             await self._stop_requested.wait()
         finally:
             await self._drain(loops)
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
             await self.store.close()
-            _LOG.info("worker %s stopped", self.worker_id)
+            _LOG.info(
+                "worker %s stopped",
+                self.worker_id,
+                extra={"event": "duratask.worker.stopped", "worker_id": self.worker_id},
+            )
 
     async def shutdown(self) -> None:
         """Ask :meth:`run` to stop: no new work is fetched; in-flight work finishes."""
@@ -203,7 +223,11 @@ class TaskHubWorker:
             if not self._started.is_set():
                 self._start_error = exc
             else:
-                _LOG.exception("worker %s crashed", self.worker_id)
+                _LOG.exception(
+                    "worker %s crashed",
+                    self.worker_id,
+                    extra={"event": "duratask.worker.crashed", "worker_id": self.worker_id},
+                )
         finally:
             self._started.set()
 
@@ -241,7 +265,10 @@ class TaskHubWorker:
             if cursor is None and not work_item.history_loaded:
                 # Evicted while the store was leasing it: read the history after all.
                 work_item.history = await self.store.get_history(work_item.instance_id)
-            outcome, live_cursor = plan_episode(work_item, self._executor, now, cursor=cursor)
+            poison = self._poison(work_item)
+            outcome, live_cursor = plan_episode(
+                work_item, self._executor, now, cursor=cursor, poison=poison
+            )
             if isinstance(outcome, Defer):
                 await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
                 self._wake_at(outcome.retry_at, self._orchestrations)
@@ -249,14 +276,27 @@ class TaskHubWorker:
             await self.store.complete_orchestration_work_item(work_item, outcome)
         except LeaseLostError:
             _LOG.warning(
-                "instance %r: lease lost, the episode was not committed", work_item.instance_id
+                "instance %r: lease lost, the episode was not committed",
+                work_item.instance_id,
+                extra={
+                    "event": "duratask.lease.lost",
+                    "instance_id": work_item.instance_id,
+                    "work": "orchestration",
+                },
             )
             return
         except Exception:
             _LOG.exception(
-                "instance %r: the episode failed; it will be retried", work_item.instance_id
+                "instance %r: the episode failed; it will be retried",
+                work_item.instance_id,
+                extra={
+                    "event": "duratask.orchestration.episode_failed",
+                    "instance_id": work_item.instance_id,
+                },
             )
-            await self.store.abandon_orchestration_work_item(work_item, now + timedelta(seconds=1))
+            # Back off as the same work keeps failing; it is given up after max_deliveries.
+            delay = timedelta(seconds=min(60, 2 ** (deliveries(work_item) - 1)))
+            await self.store.abandon_orchestration_work_item(work_item, now + delay)
             return
         if live_cursor is not None and outcome.state.execution_id is not None:
             live_cursor.committed()
@@ -266,6 +306,7 @@ class TaskHubWorker:
             self._cache.put(
                 work_item.instance_id, HistoryMark(outcome.state.execution_id, length), live_cursor
             )
+        log_commit(work_item.instance_id, outcome)
         self._after_commit(outcome)
 
     @staticmethod
@@ -290,10 +331,35 @@ class TaskHubWorker:
         delay = max(0.0, (when - self._clock()).total_seconds())
         self._loop.call_later(delay, dispatcher.wake)
 
-    async def _process_activity(self, work_item: ActivityWorkItem) -> None:
-        result = await run_activity(
-            work_item, self.registry, self._codec, self._thread_pool, self._clock()
+    def _poison(self, work_item: OrchestrationWorkItem) -> FailureDetails | None:
+        delivered = deliveries(work_item)
+        if delivered <= self._max_deliveries:
+            return None
+        _LOG.error(
+            "instance %r: its work was delivered %d times without completing; marking it FAILED",
+            work_item.instance_id,
+            delivered,
+            extra={
+                "event": "duratask.orchestration.poisoned",
+                "instance_id": work_item.instance_id,
+                "deliveries": delivered,
+            },
         )
+        return poison_details(
+            f"the work of orchestration instance {work_item.instance_id!r}", delivered
+        )
+
+    async def _process_activity(self, work_item: ActivityWorkItem) -> None:
+        if work_item.dequeue_count > self._max_deliveries:
+            result = self._give_up_activity(work_item)
+        else:
+            result = await traced_activity(
+                work_item,
+                self.store,
+                lambda: run_activity(
+                    work_item, self.registry, self._codec, self._thread_pool, self._clock()
+                ),
+            )
         try:
             await self.store.complete_activity_work_item(work_item, result)
         except LeaseLostError:
@@ -301,7 +367,35 @@ class TaskHubWorker:
                 "activity %r of %r: lease lost; another worker will run it again",
                 work_item.request.name,
                 work_item.request.instance_id,
+                extra={
+                    "event": "duratask.lease.lost",
+                    "instance_id": work_item.request.instance_id,
+                    "work": "activity",
+                    "activity_name": work_item.request.name,
+                    "task_id": work_item.request.task_id,
+                },
             )
             return
         if self._orchestrations is not None:
             self._orchestrations.wake()
+
+    def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
+        request = work_item.request
+        _LOG.error(
+            "activity %r of %r was delivered %d times without completing; failing its task",
+            request.name,
+            request.instance_id,
+            work_item.dequeue_count,
+            extra={
+                "event": "duratask.activity.poisoned",
+                "instance_id": request.instance_id,
+                "activity_name": request.name,
+                "task_id": request.task_id,
+                "deliveries": work_item.dequeue_count,
+            },
+        )
+        details = poison_details(f"activity {request.name!r}", work_item.dequeue_count)
+        failed = TaskFailed(
+            timestamp=self._clock(), task_scheduled_id=request.task_id, failure_details=details
+        )
+        return OrchestrationMessage(request.instance_id, failed, request.execution_id)

@@ -100,7 +100,12 @@ class Database:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"SQLite store {self.path!r}: cannot create its directory: {exc}"
+                ) from exc
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
             try:
                 conn.row_factory = sqlite3.Row
