@@ -120,6 +120,8 @@ class MemoryOrchestrationService:
         self._clock = clock or utc_now
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
+        # The instances that have messages: the only ones a worker can lease.
+        self._with_messages: dict[str, _Instance] = {}
         self._activities: dict[int, _Activity] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
@@ -181,6 +183,7 @@ class MemoryOrchestrationService:
         """Forget every instance, message and activity."""
         with self._lock:
             self._instances.clear()
+            self._with_messages.clear()
             self._activities.clear()
 
     # -- orchestration work items -------------------------------------------------------
@@ -195,7 +198,7 @@ class MemoryOrchestrationService:
         with self._lock:
             best: tuple[datetime, int] | None = None
             chosen: _Instance | None = None
-            for instance in self._instances.values():
+            for instance in self._with_messages.values():
                 if instance.lease.live(now):
                     continue
                 visible = [m for m in instance.messages.values() if m.visible(now)]
@@ -255,6 +258,8 @@ class MemoryOrchestrationService:
             instance.history.extend(commit.new_events)
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
+            if not instance.messages:
+                self._with_messages.pop(work_item.instance_id, None)
             for request in commit.activities:
                 self._activities[self._next_activity_id] = _Activity(
                     self._next_activity_id, request, visible_at=now
@@ -472,6 +477,7 @@ class MemoryOrchestrationService:
         message_id = self._next_message_id
         self._next_message_id += 1
         instance.messages[message_id] = _Message(message_id, message, enqueued_at=now)
+        self._with_messages[message.instance_id] = instance
         if (
             isinstance(message.event, ExecutionRewound)
             and instance.state.runtime_status is OrchestrationStatus.FAILED
@@ -489,6 +495,7 @@ class MemoryOrchestrationService:
         gone = set(instance_ids)
         for instance_id in gone:
             self._instances.pop(instance_id, None)
+            self._with_messages.pop(instance_id, None)
         for activity_id in [
             a.work_item_id for a in self._activities.values() if a.request.instance_id in gone
         ]:
