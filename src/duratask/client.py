@@ -46,7 +46,7 @@ from duratask.history import (
     ExecutionTerminated,
     HistoryEvent,
 )
-from duratask.registry import function_name
+from duratask.registry import check_name, function_name
 from duratask.state import OrchestrationState, OrchestrationStatus
 from duratask.tracing._client import traced_start
 
@@ -110,7 +110,27 @@ def validate_instance_id(instance_id: str) -> str:
                 f"instance id {instance_id!r} contains the control character {char!r} "
                 f"at position {position}"
             )
+    try:
+        instance_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInstanceIdError(
+            f"instance id {instance_id!r} is not valid Unicode text (a lone surrogate at "
+            f"position {exc.start})"
+        ) from None
     return instance_id
+
+
+def _matchable(text: str | None, what: str) -> bool:
+    """Whether a filter value could match a stored name or id (False: it matches nothing)."""
+    if text is None:
+        return True
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__qualname__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def _to_utc(value: datetime, what: str) -> datetime:
@@ -125,8 +145,8 @@ def _aware_utc(value: datetime | None, what: str) -> datetime | None:
 
 def _timeout_seconds(timeout: float | timedelta) -> float:
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-    if seconds < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    if not seconds >= 0:  # also refuses NaN, which would make a wait never end
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
     return seconds
 
 
@@ -152,7 +172,7 @@ def build_start_message(
     tags: dict[str, str] | None = None,
 ) -> OrchestrationMessage:
     """Validate a start request and build its :class:`ExecutionStarted` message."""
-    name = function_name(orchestration)
+    name = check_name(function_name(orchestration), "orchestration")
     instance_id = validate_instance_id(uuid.uuid4().hex if instance_id is None else instance_id)
     encoded = codec.encode(input, f"input of orchestration {name!r}")
     scheduled = _aware_utc(start_at, "start_at")
@@ -186,6 +206,8 @@ def build_query(
     parent_instance_id: str | None = None,
 ) -> InstanceQuery:
     """Validate query arguments and build the store query."""
+    if not isinstance(page_size, int) or isinstance(page_size, bool):
+        raise TypeError(f"page_size must be an int, not {type(page_size).__qualname__}")
     if not 1 <= page_size <= MAX_QUERY_PAGE_SIZE:
         raise ValueError(f"page_size must be between 1 and {MAX_QUERY_PAGE_SIZE}, got {page_size}")
     return InstanceQuery(
@@ -312,6 +334,7 @@ class AsyncTaskHubClient:
         return dataclasses.replace(state, converter=self._codec.converter)
 
     async def _require(self, store: OrchestrationService, instance_id: str) -> OrchestrationState:
+        validate_instance_id(instance_id)
         state = await store.get_instance(instance_id)
         if state is None:
             raise OrchestrationNotFoundError(instance_id)
@@ -320,6 +343,7 @@ class AsyncTaskHubClient:
     async def _send(
         self, store: OrchestrationService, instance_id: str, event: HistoryEvent
     ) -> None:
+        validate_instance_id(instance_id)
         if not await store.send_message(OrchestrationMessage(instance_id, event)):
             raise OrchestrationNotFoundError(instance_id)
 
@@ -364,6 +388,7 @@ class AsyncTaskHubClient:
 
     async def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:
         """The instance's current state, or None if there is no such instance."""
+        validate_instance_id(instance_id)
         store = await self._ready()
         state = await store.get_instance(instance_id)
         return None if state is None else self._attach(state)
@@ -392,6 +417,7 @@ class AsyncTaskHubClient:
         last page. ``page_size`` is 1 to 1000. ``parent_instance_id`` selects the
         sub-orchestrations an instance started.
         """
+        matchable = _matchable(name, "name") and _matchable(instance_id_prefix, "prefix")
         query = build_query(
             statuses=statuses,
             created_from=created_from,
@@ -402,6 +428,8 @@ class AsyncTaskHubClient:
             continuation_token=continuation_token,
             parent_instance_id=parent_instance_id,
         )
+        if not matchable:  # e.g. a NUL byte: no stored instance can match it
+            return QueryPage()
         store = await self._ready()
         page = await store.query_instances(query)
         return QueryPage(
@@ -418,6 +446,7 @@ class AsyncTaskHubClient:
         created_to: datetime | None = None,
     ) -> dict[OrchestrationStatus, int]:
         """How many instances matching the filters are in each status (every status a key)."""
+        matchable = _matchable(name, "name") and _matchable(instance_id_prefix, "prefix")
         query = build_query(
             statuses=None,
             created_from=created_from,
@@ -427,6 +456,8 @@ class AsyncTaskHubClient:
             page_size=1,
             continuation_token=None,
         )
+        if not matchable:
+            return dict.fromkeys(OrchestrationStatus, 0)
         store = await self._ready()
         counts = await store.count_instances(query)
         return {status: counts.get(status, 0) for status in OrchestrationStatus}
@@ -461,6 +492,7 @@ class AsyncTaskHubClient:
         done: Callable[[OrchestrationStatus], bool],
         condition: str,
     ) -> OrchestrationState:
+        validate_instance_id(instance_id)
         seconds = _timeout_seconds(timeout)
         store = await self._ready()
         loop = asyncio.get_running_loop()

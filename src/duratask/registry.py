@@ -56,10 +56,25 @@ def _type_hints(fn: Callable[..., Any]) -> tuple[Any, Any]:
     return input_type, output_type
 
 
-def _check_name(name: str, what: str) -> str:
-    if not name or len(name) > _IDENTIFIER_MAX or any(ord(c) < 32 for c in name):
+def check_name(name: str, what: str) -> str:
+    """Return ``name`` if it is 1-256 printable characters, else raise ValueError."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > _IDENTIFIER_MAX
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or not _encodable(name)
+    ):
         raise ValueError(f"invalid {what} name {name!r}: 1-{_IDENTIFIER_MAX} printable characters")
     return name
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Registry:
@@ -73,7 +88,7 @@ class Registry:
     def add_orchestration(
         self, fn: Callable[..., Any], *, name: str | None = None, version: str | None = None
     ) -> str:
-        registered = _check_name(name or function_name(fn), "orchestration")
+        registered = check_name(name or function_name(fn), "orchestration")
         key = (registered, version)
         if key in self._orchestrations:
             raise ValueError(
@@ -85,7 +100,7 @@ class Registry:
         return registered
 
     def add_activity(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
-        registered = _check_name(name or function_name(fn), "activity")
+        registered = check_name(name or function_name(fn), "activity")
         if registered in self._activities:
             raise ValueError(f"activity {registered!r} is registered twice")
         input_type, output_type = _type_hints(fn)

@@ -230,17 +230,6 @@ BAD_IDS: dict[str, Any] = {
 }
 UNENCODABLE_ID = "a\ud800b"  # a lone surrogate: not UTF-8, so no store can keep it
 
-UNVALIDATED_IDS = (
-    "client methods other than schedule_new_orchestration do not call validate_instance_id: "
-    "memory and SQLite answer None or OrchestrationNotFoundError, PostgreSQL raises StoreError "
-    "(NUL bytes, non-str ids), and lone surrogates raise UnicodeEncodeError on SQLite and "
-    "PostgreSQL"
-)
-SURROGATE_ID = (
-    "validate_instance_id accepts lone surrogates (not UTF-8 encodable): the memory store keeps "
-    "such an id, SQLite and PostgreSQL raise UnicodeEncodeError from schedule_new_orchestration"
-)
-
 
 async def test_schedule_refuses_bad_instance_ids(hub: Hub) -> None:
     before = await hub.instance_ids()
@@ -257,7 +246,6 @@ async def test_schedule_refuses_bad_instance_ids(hub: Hub) -> None:
 async def test_schedule_refuses_an_id_no_store_can_keep(
     hub: Hub, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on(request, hub, {"memory", "sqlite", "postgres"}, SURROGATE_ID)
     await raises(
         dt.InvalidInstanceIdError,
         hub.client.schedule_new_orchestration(echo, instance_id=UNENCODABLE_ID),
@@ -282,7 +270,6 @@ ID_CALLS: dict[str, Callable[[dt.AsyncTaskHubClient, Any], Awaitable[Any]]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=UNVALIDATED_IDS)
 async def test_every_client_method_refuses_bad_instance_ids(hub: Hub) -> None:
     wrong: dict[str, str] = {}
     for method, call in ID_CALLS.items():
@@ -758,15 +745,6 @@ UNCHECKED_ARGUMENTS: dict[str, tuple[Callable[[dt.AsyncTaskHubClient], Awaitable
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the client does not check these arguments: page_size must be an int (1.5 and '5' "
-        "give an unrelated TypeError or a StoreError), name must be a str (PostgreSQL raises "
-        "StoreError), a NaN timeout makes a wait never end, and orchestration names are not "
-        "checked as the registry checks them (1-256 printable characters)"
-    ),
-)
 async def test_unchecked_arguments_get_a_typed_error_naming_them(hub: Hub) -> None:
     wrong = {}
     for label, (call, word) in UNCHECKED_ARGUMENTS.items():
@@ -786,14 +764,6 @@ async def test_unchecked_arguments_get_a_typed_error_naming_them(hub: Hub) -> No
 async def test_strange_filters_find_nothing_rather_than_fail(
     hub: Hub, request: pytest.FixtureRequest
 ) -> None:
-    xfail_on(
-        request,
-        hub,
-        {"sqlite", "postgres"},
-        "a filter no instance can match should find nothing: PostgreSQL raises StoreError for "
-        "a NUL byte in name/instance_id_prefix, SQLite and PostgreSQL raise UnicodeEncodeError "
-        "for a lone surrogate",
-    )
     for filters in (
         {"name": "a\x00b"},
         {"instance_id_prefix": "a\x00"},
@@ -820,14 +790,6 @@ async def test_pages_of_one_walk_every_instance(hub: Hub) -> None:
 
 
 # -- instances whose start is scheduled later --------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "terminating an instance whose scheduled start has not come (episode._terminate_unstarted)"
-        " writes a history without ExecutionStarted: [OrchestratorStarted, ExecutionTerminated, "
-        "ExecutionCompleted, OrchestratorCompleted]; check_hub reports missing-start"
-    ),
-)
 async def test_terminating_an_instance_before_its_scheduled_start(hub: Hub) -> None:
     c = hub.client
     later = datetime.now(UTC) + timedelta(hours=1)

@@ -582,12 +582,6 @@ def test_garbled_histories_give_a_commit_or_a_duratask_error(
     except dt.DurataskError:
         count("property: garbled histories refused with a DurataskError")
         return
-    except AssertionError:
-        # Known: see test_an_event_before_the_start_that_fails_replay_is_handled (xfail).
-        if not starts_first(past):
-            count("property: garbled histories hitting the known start-not-first bug")
-            return
-        raise
     if isinstance(outcome, Defer):
         return
     assert outcome.state.instance_id == "inst-1"
@@ -602,27 +596,6 @@ def test_garbled_histories_give_a_commit_or_a_duratask_error(
     assert len(ids) == len(set(ids))
 
 
-def starts_first(events: list[h.HistoryEvent]) -> bool:
-    """Whether nothing but OrchestratorStarted comes before the first ExecutionStarted."""
-    for event in events:
-        if isinstance(event, h.ExecutionStarted):
-            return True
-        if not isinstance(event, h.OrchestratorStarted):
-            return False
-    return True
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a stored history in which an event that fails replay (here a TaskScheduled the code "
-        "never makes) comes before ExecutionStarted: the engine fails the context on that "
-        "event, then skips ExecutionStarted because the context is complete "
-        "(OrchestrationExecutor._process), so ctx.started stays None and _Episode._execute "
-        "hits `assert started is not None` instead of committing a FAILED execution"
-    ),
-)
 def test_an_event_before_the_start_that_fails_replay_is_handled() -> None:
     history = generator_history()
     past = [history[2], history[1]]  # TaskScheduled, then ExecutionStarted

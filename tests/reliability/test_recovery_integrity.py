@@ -133,15 +133,6 @@ async def test_restarts(hub: TaskHub) -> None:
     await consistent(hub)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rewind re-sends a TimerFired for every timer of the rewound execution that has not "
-        "fired yet (episode._redispatch), although the original TimerFired message is still "
-        "queued when the timer had not come due: both are delivered, and the history gets two "
-        "TimerFired for one timer (check_hub: duplicate-result)"
-    ),
-)
 async def test_rewinding_while_a_timer_is_pending(hub: TaskHub, store_url: str) -> None:
     key = f"once:timer:{store_url}"
     state = await fail_then_rewind(hub, timer_and_task, key)

@@ -467,10 +467,21 @@ def test_terminate_while_the_scheduled_start_is_held_back_terminates_now() -> No
     assert commit.state.serialized_output == payload("stop")
     assert [type(e) for e in commit.new_events] == [
         h.OrchestratorStarted,
+        h.ExecutionStarted,
         h.ExecutionTerminated,
         h.ExecutionCompleted,
         h.OrchestratorCompleted,
     ]
+    # The start is rebuilt from the row, so the history begins like any other.
+    start = commit.new_events[1]
+    assert isinstance(start, h.ExecutionStarted)
+    row_state = _scheduled_row(later)
+    assert (start.name, start.execution_id, start.input, start.scheduled_start_time) == (
+        row_state.name,
+        row_state.execution_id,
+        row_state.serialized_input,
+        later,
+    )
 
 
 def test_held_back_start_of_a_terminated_execution_is_dropped_when_it_arrives() -> None:

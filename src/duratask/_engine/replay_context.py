@@ -290,6 +290,10 @@ class ReplayContext(OrchestrationContext):
             del self._actions[seq]
         self.extra_actions.clear()
 
+    def awaits(self, task_id: int) -> bool:
+        """Whether the task with this id was scheduled and has no result yet."""
+        return task_id in self._pending
+
     def pending_actions(self) -> list[act.SchedulingAction]:
         """Unmatched scheduling actions; none made after the execution ended."""
         return [a for seq, a in self._actions.items() if seq < self._end_sequence]

@@ -303,9 +303,23 @@ class _Episode:
     def _terminate_unstarted(
         self, terminate: h.ExecutionTerminated, consumed: list[int]
     ) -> OrchestrationCommit:
-        """Terminated while its scheduled start is still held back: it never runs."""
+        """Terminated while its scheduled start is still held back: it never runs. The
+        history still begins with its start, rebuilt from the row (the held-back start
+        message is dropped when it comes due, as a start of an execution that ended)."""
+        row = self.wi.state
+        assert row is not None
+        start = h.ExecutionStarted(
+            timestamp=self.now,
+            name=row.name,
+            version=row.version,
+            input=row.serialized_input,
+            instance_id=self.instance_id,
+            execution_id=row.execution_id or self.new_execution_id(),
+            scheduled_start_time=row.scheduled_start_at,
+        )
         events = [
             h.OrchestratorStarted(timestamp=self.now),
+            start,
             terminate,
             h.ExecutionCompleted(
                 timestamp=self.now, status=OrchestrationStatus.TERMINATED, result=terminate.input
@@ -376,8 +390,11 @@ class _Episode:
             cursor = self.cursor
         else:
             cursor = self.executor.cursor(self.instance_id, past)
+        new_events = _without_repeated_results(new_events, cursor)
         result = cursor.run(new_events)
+        # A history that failed replay before its start leaves the context without one.
         started = start or cursor.ctx.started
+        started = started or next((e for e in past if isinstance(e, h.ExecutionStarted)), None)
         assert started is not None
 
         appended = list(new_events)
@@ -587,3 +604,39 @@ class _Episode:
             messages=self.outbound,
             reset_history=True,
         )
+
+
+def _result_id(event: h.HistoryEvent) -> int | None:
+    if isinstance(event, h.TimerFired):
+        return event.timer_id
+    if isinstance(
+        event,
+        h.TaskCompleted
+        | h.TaskFailed
+        | h.SubOrchestrationInstanceCompleted
+        | h.SubOrchestrationInstanceFailed,
+    ):
+        return event.task_scheduled_id
+    return None
+
+
+def _without_repeated_results(
+    events: list[h.HistoryEvent], cursor: OrchestrationCursor
+) -> list[h.HistoryEvent]:
+    """Drop results for tasks the execution no longer awaits: a second delivery of one
+    (an activity run twice after a lost lease, a timer re-sent by a rewind) is not history."""
+    kept: list[h.HistoryEvent] = []
+    seen: set[int] = set()
+    for event in events:
+        task_id = _result_id(event)
+        if task_id is not None:
+            if task_id in seen or not cursor.ctx.awaits(task_id):
+                _LOG.debug(
+                    "dropping a repeated result for task #%s",
+                    task_id,
+                    extra={"event": "duratask.message.repeated_result"},
+                )
+                continue
+            seen.add(task_id)
+        kept.append(event)
+    return kept
