@@ -47,12 +47,13 @@ class FailureDetails:
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, non_retriable: bool = False) -> FailureDetails:
-        """Capture an exception (type name, message, formatted traceback)."""
+        """Capture an exception (type name, message, formatted traceback). The message and
+        the trace are each cut to 32 KiB, so a huge error message cannot bloat the history."""
         cause = exc.__cause__
         return cls(
             error_type=type(exc).__qualname__,
-            message=str(exc),
-            stack_trace="".join(traceback.format_exception(exc)),
+            message=_bounded(str(exc)),
+            stack_trace=_bounded("".join(traceback.format_exception(exc)), keep_end=True),
             inner_failure=cls.from_exception(cause) if cause is not None else None,
             is_non_retriable=non_retriable,
         )
@@ -137,3 +138,18 @@ class OrchestrationState:
             from duratask.errors import OrchestrationFailedError
 
             raise OrchestrationFailedError(self.instance_id, self.failure_details)
+
+
+MAX_FAILURE_TEXT = 32 * 1024
+
+
+def _bounded(text: str, *, keep_end: bool = False) -> str:
+    """``text`` cut to MAX_FAILURE_TEXT characters, saying how much was left out (a stack
+    trace keeps its end, where the error was raised)."""
+    if len(text) <= MAX_FAILURE_TEXT:
+        return text
+    cut = len(text) - MAX_FAILURE_TEXT
+    note = f"[... {cut} characters left out ...]"
+    if keep_end:
+        return note + text[cut:]
+    return text[:MAX_FAILURE_TEXT] + note

@@ -459,3 +459,19 @@ def test_handle_predicate_that_raises_fails_the_task_not_the_engine() -> None:
 
     # retrying() only catches TaskFailedError: the predicate's error fails the orchestration.
     assert failed_with(execute(reg, *b.split())) == ("RuntimeError", "predicate bug")
+
+
+def test_huge_failure_messages_are_cut_and_say_so() -> None:
+    from duratask.state import MAX_FAILURE_TEXT, FailureDetails
+
+    try:
+        raise ValueError("x" * (5 * 1024 * 1024))
+    except ValueError as exc:
+        details = FailureDetails.from_exception(exc)
+    assert len(details.message) < MAX_FAILURE_TEXT + 100
+    assert details.message.endswith("characters left out ...]")
+    assert details.stack_trace is not None
+    assert len(details.stack_trace) < MAX_FAILURE_TEXT + 100
+    assert details.stack_trace.startswith("[... ")
+    small = FailureDetails.from_exception(ValueError("short"))
+    assert small.message == "short"
