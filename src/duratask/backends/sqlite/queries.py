@@ -41,16 +41,24 @@ VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updat
         :completed_at, :execution_id, :input, :output, :custom_status, :failure_details,
         :parent_instance_id, :scheduled_start_at)
 ON CONFLICT (instance_id) DO NOTHING"""
-# Writes the row from an episode's state and releases the lease.
+# Writes the row from an episode's state and releases the lease. SQLite rewrites an index
+# whenever an UPDATE names one of its columns, changed or not, so the indexed columns are
+# written by a second statement only when their values differ (most episodes change none).
 UPDATE_INSTANCE = """
 UPDATE instances
-SET name = :name, version = :version, runtime_status = :runtime_status,
-    created_at = :created_at, last_updated_at = :last_updated_at,
+SET version = :version, last_updated_at = :last_updated_at,
     completed_at = :completed_at, execution_id = :execution_id, input = :input,
     output = :output, custom_status = :custom_status, failure_details = :failure_details,
-    parent_instance_id = :parent_instance_id, scheduled_start_at = :scheduled_start_at,
+    scheduled_start_at = :scheduled_start_at,
     lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE instance_id = :instance_id"""
+UPDATE_INSTANCE_INDEXED = """
+UPDATE instances
+SET name = :name, runtime_status = :runtime_status, created_at = :created_at,
+    parent_instance_id = :parent_instance_id
+WHERE instance_id = :instance_id
+  AND (name IS NOT :name OR runtime_status IS NOT :runtime_status
+       OR created_at IS NOT :created_at OR parent_instance_id IS NOT :parent_instance_id)"""
 DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 
 # -- orchestration leases ---------------------------------------------------------------------

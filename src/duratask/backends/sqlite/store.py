@@ -213,6 +213,7 @@ class SqliteOrchestrationService:
                 message.enqueue(conn, now)
             if commit.changes_instance:
                 conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
+                conn.execute(q.UPDATE_INSTANCE_INDEXED, row)
             else:
                 conn.execute(q.RELEASE_INSTANCE_LEASE, release)
 
