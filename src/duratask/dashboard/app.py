@@ -1,0 +1,104 @@
+"""The application factory: pages, the API, the OpenAPI document and the static files."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import duratask
+from duratask.client import AsyncTaskHubClient
+from duratask.dashboard.api import API_ROUTES, api_routes
+from duratask.dashboard.errors import HttpError, json_error
+from duratask.dashboard.hub import ClientSource
+from duratask.dashboard.openapi import build_document
+from duratask.dashboard.pages import Pages
+from duratask.dashboard.security import Security, SecurityMiddleware, is_api
+from duratask.dashboard.templating import STATIC_DIR, Renderer
+
+_LOG = logging.getLogger("duratask.dashboard")
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(
+    client: AsyncTaskHubClient | str,
+    *,
+    read_only: bool = False,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """The dashboard and management API as a Starlette app.
+
+    ``client`` is a client (its owner closes it) or a store URL (the app opens a client and
+    closes it when the app shuts down). ``read_only`` hides and refuses every action.
+    ``token`` requires that token: as ``Authorization: Bearer`` on API calls, through the
+    login form on pages. ``allowed_hosts`` restricts the Host header the app answers to.
+    """
+    if token is not None and not token.strip():
+        raise ValueError("the dashboard token must not be empty")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    source = ClientSource(client)
+    security = Security(
+        token=token,
+        read_only=read_only,
+        allowed_hosts=frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None,
+        max_body_bytes=max_body_bytes,
+    )
+    renderer = Renderer(read_only=read_only, token=token is not None)
+    pages = Pages(source, renderer, security)
+    document = build_document(
+        API_ROUTES, version=duratask.__version__, token=token is not None, read_only=read_only
+    )
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if is_api(request.url.path):
+            kinds = {404: "not_found", 405: "method_not_allowed"}
+            kind = kinds.get(exc.status_code, "http_error")
+            return json_error(HttpError(exc.status_code, kind, exc.detail, exc.headers))
+        page = renderer.error(request, exc.status_code, exc.detail, "")
+        page.headers.update(exc.headers or {})
+        return page
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        _LOG.error("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+        message = "unexpected server error; the details are in the server's log"
+        if is_api(request.url.path):
+            return json_error(HttpError(500, "internal_error", message))
+        return renderer.error(request, 500, "Server error", message)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await source.close()
+
+    routes = [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *api_routes(source),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *pages.routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityMiddleware, security=security, page_error=renderer.error)],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.client_source = source
+    app.state.openapi = document
+    return app

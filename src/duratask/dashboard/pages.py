@@ -1,0 +1,470 @@
+"""The server-rendered pages: instance list, instance details, action confirmations, login."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from duratask import history as h
+from duratask.client import AsyncTaskHubClient
+from duratask.dashboard import operations
+from duratask.dashboard.errors import HttpError, from_exception
+from duratask.dashboard.gantt import build_bars, layout
+from duratask.dashboard.hub import ClientSource
+from duratask.dashboard.security import SESSION_COOKIE, Security, safe_next
+from duratask.dashboard.templating import Renderer, instance_href
+from duratask.dashboard.values import parse_int, parse_json, parse_statuses, parse_time
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+PAGE_SIZES = (20, 50, 100, 500)
+LIVE_REFRESH_SECONDS = 2
+LIST_REFRESH_SECONDS = 5
+MAX_CHILDREN = 100
+MAX_HISTORY_ROWS = 2000
+FORM_FIELDS = ("event_name", "event_data", "reason", "new_instance_id")
+STATUS_ORDER = (
+    OrchestrationStatus.PENDING,
+    OrchestrationStatus.RUNNING,
+    OrchestrationStatus.SUSPENDED,
+    OrchestrationStatus.COMPLETED,
+    OrchestrationStatus.FAILED,
+    OrchestrationStatus.TERMINATED,
+    OrchestrationStatus.CONTINUED_AS_NEW,
+)
+NOTICES = {
+    "raise-event": "Event sent. A worker delivers it when it next runs the instance.",
+    "terminate": "Termination requested. A worker ends the instance when it next runs it.",
+    "suspend": "Suspension requested.",
+    "resume": "Resumption requested.",
+    "rewind": "Rewind requested: the instance runs again from its failed step.",
+    "restart": "Restarted from the original input.",
+    "purge": "Purged.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One instance action: its button, its confirmation text and when it applies."""
+
+    key: str
+    button: str
+    question: str
+    explanation: str
+    applies: Callable[[OrchestrationStatus], bool]
+    danger: bool = False
+
+
+def _live(status: OrchestrationStatus) -> bool:
+    return not status.is_terminal
+
+
+ACTIONS: dict[str, Action] = {
+    a.key: a
+    for a in (
+        Action(
+            "raise-event",
+            "Raise event…",
+            "Raise an external event",
+            "The event goes to the instance; an orchestration waiting for an event of this "
+            "name receives the data, otherwise it is kept until one does.",
+            _live,
+        ),
+        Action(
+            "suspend",
+            "Suspend…",
+            "Suspend this instance",
+            "The instance pauses: what arrives is kept until it is resumed.",
+            lambda s: s in (OrchestrationStatus.RUNNING, OrchestrationStatus.PENDING),
+        ),
+        Action(
+            "resume",
+            "Resume…",
+            "Resume this instance",
+            "The instance continues where it paused.",
+            lambda s: s is OrchestrationStatus.SUSPENDED,
+        ),
+        Action(
+            "rewind",
+            "Rewind…",
+            "Rewind this failed instance",
+            "The instance runs again from the step that failed; completed work is kept.",
+            lambda s: s is OrchestrationStatus.FAILED,
+        ),
+        Action(
+            "restart",
+            "Restart…",
+            "Restart this instance",
+            "A new run starts from the original input. Under the same id, the finished "
+            "instance and its history are replaced.",
+            lambda s: True,
+        ),
+        Action(
+            "terminate",
+            "Terminate…",
+            "Terminate this instance",
+            "The instance ends as TERMINATED with the reason as its output (its running "
+            "sub-orchestrations too). This cannot be undone.",
+            _live,
+            danger=True,
+        ),
+        Action(
+            "purge",
+            "Purge…",
+            "Purge this instance",
+            "The instance, its history and its finished sub-orchestrations are deleted for good.",
+            lambda s: s.is_terminal,
+            danger=True,
+        ),
+    )
+}
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    index: int
+    offset: str
+    timestamp: datetime
+    type: str
+    event_id: int
+    subject: str
+    payload: str | None
+    marker: bool
+
+
+def _subject(event: h.HistoryEvent, names: dict[int, str]) -> tuple[str, str | None]:
+    """(what the event is about, its payload as JSON text or None)."""
+    match event:
+        case h.ExecutionStarted():
+            return event.name, event.input
+        case h.ExecutionCompleted():
+            failure = event.failure_details
+            if failure is not None:
+                return event.status.value, f"{failure.error_type}: {failure.message}"
+            return event.status.value, event.result
+        case h.TaskScheduled() | h.SubOrchestrationInstanceCreated():
+            return event.name, event.input
+        case h.TaskCompleted() | h.SubOrchestrationInstanceCompleted():
+            return (
+                f"{names.get(event.task_scheduled_id, '')} (#{event.task_scheduled_id})",
+                event.result,
+            )
+        case h.TaskFailed() | h.SubOrchestrationInstanceFailed():
+            failure = event.failure_details
+            subject = f"{names.get(event.task_scheduled_id, '')} (#{event.task_scheduled_id})"
+            return subject, f"{failure.error_type}: {failure.message}"
+        case h.TimerCreated():
+            return f"until {event.fire_at.isoformat()}", None
+        case h.TimerFired():
+            return f"timer #{event.timer_id}", None
+        case h.EventRaised():
+            return event.name, event.input
+        case h.EventSent():
+            return f"{event.name} → {event.instance_id}", event.input
+        case h.ExecutionTerminated():
+            return "", event.input
+        case h.ExecutionSuspended() | h.ExecutionResumed():
+            return event.reason or "", None
+        case h.ContinueAsNew():
+            return "", event.result
+    reason = getattr(event, "reason", None)
+    return (reason if isinstance(reason, str) else ""), None
+
+
+def history_rows(events: list[h.HistoryEvent]) -> list[HistoryRow]:
+    """The history as table rows, completions named after what they complete."""
+    if not events:
+        return []
+    start = min(e.timestamp for e in events)
+    names: dict[int, str] = {}
+    rows = []
+    for index, event in enumerate(events):
+        if isinstance(event, h.TaskScheduled | h.SubOrchestrationInstanceCreated):
+            names[event.event_id] = event.name
+        elif isinstance(event, h.TimerCreated):
+            names[event.event_id] = "timer"
+        subject, payload = _subject(event, names)
+        rows.append(
+            HistoryRow(
+                index=index,
+                offset=f"+{(event.timestamp - start).total_seconds():.3f}s",
+                timestamp=event.timestamp,
+                type=event.event_type.name,
+                event_id=event.event_id,
+                subject=subject,
+                payload=payload,
+                marker=isinstance(event, h.OrchestratorStarted | h.OrchestratorCompleted),
+            )
+        )
+    return rows
+
+
+class Pages:
+    """The page handlers of one dashboard app."""
+
+    def __init__(self, source: ClientSource, renderer: Renderer, security: Security) -> None:
+        self.source = source
+        self.renderer = renderer
+        self.security = security
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.index, methods=["GET"]),
+            Route("/instances", self.instances, methods=["GET"]),
+            Route("/go", self.go, methods=["GET"]),
+            Route("/instances/{instance_id:path}/actions/{action}", self.confirm, methods=["GET"]),
+            Route("/instances/{instance_id:path}/actions/{action}", self.act, methods=["POST"]),
+            Route("/instances/{instance_id:path}", self.instance, methods=["GET"]),
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+        ]
+
+    def _error(self, request: Request, error: HttpError) -> Response:
+        titles = {404: "Not found", 409: "Not possible now", 410: "Already finished"}
+        return self.renderer.error(
+            request, error.status, titles.get(error.status, "Cannot do that"), error.message
+        )
+
+    @property
+    def client(self) -> AsyncTaskHubClient:
+        return self.source.client
+
+    # -- list ------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return RedirectResponse("/instances", status_code=303)
+
+    async def go(self, request: Request) -> Response:
+        target = request.query_params.get("id", "").strip()
+        if not target:
+            return RedirectResponse("/instances", status_code=303)
+        return RedirectResponse(instance_href(target), status_code=303)
+
+    async def instances(self, request: Request) -> Response:
+        q = request.query_params
+        filters: dict[str, Any] = {
+            "status": q.getlist("status"),
+            "name": q.get("name", "").strip(),
+            "prefix": q.get("prefix", "").strip(),
+            "from": q.get("from", "").strip(),
+            "to": q.get("to", "").strip(),
+            "size": q.get("size", "").strip() or "50",
+        }
+        context: dict[str, Any] = {
+            "filters": filters,
+            "page_sizes": PAGE_SIZES,
+            "statuses": STATUS_ORDER,
+            "states": [],
+            "counts": None,
+            "next_token": None,
+            "paged": bool(q.get("token")),
+            "error": None,
+            "notice": NOTICES.get(q.get("done", "")),
+            "purged": int(count) if (count := q.get("count", "")).isdigit() else None,
+            "refresh_seconds": LIST_REFRESH_SECONDS,
+        }
+        status_code = 200
+        try:
+            statuses = parse_statuses(filters["status"], "status")
+            created_from = parse_time(filters["from"], "created from") if filters["from"] else None
+            created_to = parse_time(filters["to"], "created to") if filters["to"] else None
+            size = parse_int(filters["size"], "page size", minimum=1, maximum=1000)
+            common: dict[str, Any] = {
+                "name": filters["name"] or None,
+                "instance_id_prefix": filters["prefix"] or None,
+                "created_from": created_from,
+                "created_to": created_to,
+            }
+            page = await self.client.query_orchestrations(
+                statuses=statuses,
+                page_size=size,
+                continuation_token=q.get("token") or None,
+                **common,
+            )
+            counts = await self.client.count_orchestrations(**common)
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            context["error"] = error.message
+            context["refresh_seconds"] = 0
+            status_code = error.status
+        else:
+            context.update(
+                states=page.states,
+                next_token=page.continuation_token,
+                counts=[(s, counts.get(s, 0)) for s in STATUS_ORDER],
+                total=sum(counts.values()),
+            )
+        return self.renderer.render(request, "instances.html", context, status_code)
+
+    # -- one instance ----------------------------------------------------------------------
+
+    async def instance(self, request: Request) -> Response:
+        instance_id = request.path_params["instance_id"]
+        try:
+            state = await operations.require_state(self.client, instance_id)
+            events = await self.client.get_orchestration_history(instance_id)
+            children = await self.client.query_orchestrations(
+                parent_instance_id=instance_id, page_size=MAX_CHILDREN
+            )
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._error(request, error)
+        now = datetime.now(UTC)
+        chart = layout(build_bars(events, state.runtime_status, now), now)
+        context = {
+            "state": state,
+            "status": state.runtime_status,
+            "rows": history_rows(events[:MAX_HISTORY_ROWS]),
+            "hidden_rows": max(0, len(events) - MAX_HISTORY_ROWS),
+            "chart": chart,
+            "children": children.states,
+            "more_children": children.continuation_token is not None,
+            "actions": [a for a in ACTIONS.values() if a.applies(state.runtime_status)],
+            "notice": NOTICES.get(request.query_params.get("done", "")),
+            "history_href": f"/api/instances/{quote(instance_id, safe='')}/history",
+            "refresh_seconds": 0 if state.runtime_status.is_terminal else LIVE_REFRESH_SECONDS,
+        }
+        return self.renderer.render(request, "instance.html", context)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def _action_target(
+        self, request: Request
+    ) -> tuple[Action, OrchestrationState] | Response:
+        if self.security.read_only:
+            return self.renderer.error(
+                request, 403, "Forbidden", "The dashboard is read-only: actions are switched off."
+            )
+        action = ACTIONS.get(request.path_params["action"])
+        if action is None:
+            return self.renderer.error(
+                request, 404, "Not found", f"there is no action {request.path_params['action']!r}"
+            )
+        try:
+            state = await operations.require_state(self.client, request.path_params["instance_id"])
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._error(request, error)
+        return action, state
+
+    def _confirm_page(
+        self,
+        request: Request,
+        action: Action,
+        state: OrchestrationState,
+        *,
+        values: dict[str, str] | None = None,
+        error: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        context = {
+            "action": action,
+            "state": state,
+            "status": state.runtime_status,
+            "values": {key: "" for key in FORM_FIELDS} | (values or {}),
+            "error": error,
+            "applies": action.applies(state.runtime_status),
+        }
+        return self.renderer.render(request, "confirm.html", context, status_code)
+
+    async def confirm(self, request: Request) -> Response:
+        target = await self._action_target(request)
+        if isinstance(target, Response):
+            return target
+        action, state = target
+        return self._confirm_page(request, action, state)
+
+    async def act(self, request: Request) -> Response:
+        target = await self._action_target(request)
+        if isinstance(target, Response):
+            return target
+        action, state = target
+        form = await request.form()
+        values = {
+            key: _field(form, key)
+            for key in ("event_name", "event_data", "reason", "new_instance_id")
+        }
+        try:
+            location = await self._perform(action.key, state.instance_id, values)
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._confirm_page(
+                request, action, state, values=values, error=error.message, status_code=error.status
+            )
+        return RedirectResponse(location, status_code=303)
+
+    async def _perform(self, key: str, instance_id: str, values: dict[str, str]) -> str:
+        """Run the action; return where to go next."""
+        reason = values["reason"].strip() or None
+        client = self.client
+        match key:
+            case "raise-event":
+                data = parse_json(values["event_data"].encode(), "the event data")
+                await operations.raise_event(
+                    client, instance_id, values["event_name"].strip(), data
+                )
+            case "terminate":
+                await operations.terminate(client, instance_id, reason)
+            case "suspend":
+                await operations.suspend(client, instance_id, reason)
+            case "resume":
+                await operations.resume(client, instance_id, reason)
+            case "rewind":
+                await operations.rewind(client, instance_id, reason)
+            case "restart":
+                started = await operations.restart(
+                    client, instance_id, new_instance_id=values["new_instance_id"] == "on"
+                )
+                return instance_href(started, "?done=restart")
+            case "purge":
+                purged = await operations.purge(client, instance_id)
+                return f"/instances?done=purge&count={purged}"
+        return instance_href(instance_id, f"?done={key}")
+
+    # -- login -----------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        if self.security.token is None:
+            return RedirectResponse("/", status_code=303)
+        context = {"next": safe_next(request.query_params.get("next")), "error": None}
+        return self.renderer.render(request, "login.html", context)
+
+    async def login(self, request: Request) -> Response:
+        if self.security.token is None:
+            return RedirectResponse("/", status_code=303)
+        form = await request.form()
+        target = safe_next(_field(form, "next"))
+        if not self.security.token_matches(_field(form, "token")):
+            context = {"next": target, "error": "That is not the dashboard's token."}
+            return self.renderer.render(request, "login.html", context, 401)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE, self.security.session_value(), httponly=True, samesite="strict"
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/login" if self.security.token else "/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        return response

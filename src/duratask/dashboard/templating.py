@@ -1,0 +1,87 @@
+"""Jinja2 rendering for the pages: autoescaping on, templates shipped inside the package."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from duratask.dashboard.values import pretty_payload
+
+PACKAGE_DIR = Path(__file__).parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def instance_href(instance_id: str, suffix: str = "") -> str:
+    """The page of an instance (ids are percent-encoded, slashes included)."""
+    return f"/instances/{quote(instance_id, safe='')}{suffix}"
+
+
+def _query(params: dict[str, Any]) -> str:
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None or value == "" or value is False:
+            continue
+        if isinstance(value, list | tuple):
+            pairs.extend((key, str(v)) for v in value)
+        else:
+            pairs.append((key, str(value)))
+    return urlencode(pairs)
+
+
+def build_environment() -> jinja2.Environment:
+    """The template environment (autoescape on for everything)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["payload"] = pretty_payload
+    env.filters["query"] = _query
+    env.globals["instance_href"] = instance_href
+    return env
+
+
+class Renderer:
+    """Renders a template into a response, with what every page needs in its context."""
+
+    def __init__(self, *, read_only: bool, token: bool) -> None:
+        self.env = build_environment()
+        self.read_only = read_only
+        self.token = token
+
+    def render(
+        self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
+    ) -> HTMLResponse:
+        full = {
+            "request_path": request.url.path,
+            "csrf_token": getattr(request.state, "csrf_token", ""),
+            "read_only": self.read_only,
+            "has_token": self.token,
+            "refresh_seconds": 0,
+            "notice": None,
+            **context,
+        }
+        html = self.env.get_template(name).render(full)
+        return HTMLResponse(html, status_code=status_code)
+
+    def error(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
+        """An error page."""
+        return self.render(
+            request, "error.html", {"status": status, "title": title, "message": message}, status
+        )

@@ -1,0 +1,74 @@
+"""Orchestrations and activities the dashboard tests run on a real worker."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import duratask as dt
+
+_flaky_lock = threading.Lock()
+_flaky_failed: set[str] = set()
+
+
+def double(ctx: dt.ActivityContext, value: int) -> int:
+    return value * 2
+
+
+def flaky(ctx: dt.ActivityContext, key: str) -> str:
+    """Fails the first time it is called with ``key``, succeeds afterwards (for rewind)."""
+    with _flaky_lock:
+        if key not in _flaky_failed:
+            _flaky_failed.add(key)
+            raise RuntimeError(f"flaky failure for {key} <b>bold</b>")
+    return f"recovered {key}"
+
+
+def explode(ctx: dt.ActivityContext, message: str) -> None:
+    raise ValueError(message)
+
+
+async def child(ctx: dt.OrchestrationContext, value: int) -> int:
+    return await ctx.call_activity(double, input=value)
+
+
+async def approval(ctx: dt.OrchestrationContext, order: dict[str, Any]) -> dict[str, Any]:
+    """Activity, timer, external event, sub-orchestration: one of each on the timeline."""
+    doubled = await ctx.call_activity(double, input=order["amount"])
+    await ctx.create_timer(timedelta(milliseconds=20))
+    ctx.set_custom_status({"stage": "awaiting approval"})
+    approver = await ctx.wait_for_external_event("approve")
+    from_child = await ctx.call_sub_orchestrator(
+        child, input=doubled, instance_id=f"{ctx.instance_id}:child"
+    )
+    ctx.set_custom_status({"stage": "done"})
+    return {"approved_by": approver, "total": from_child}
+
+
+async def wait_event(ctx: dt.OrchestrationContext, _: Any) -> Any:
+    return await ctx.wait_for_external_event("go")
+
+
+async def echo(ctx: dt.OrchestrationContext, value: Any) -> Any:
+    return value
+
+
+async def flaky_flow(ctx: dt.OrchestrationContext, key: str) -> str:
+    return await ctx.call_activity(flaky, input=key)
+
+
+async def failing(ctx: dt.OrchestrationContext, message: str) -> None:
+    await ctx.call_activity(explode, input=message)
+
+
+ORCHESTRATIONS = (approval, child, wait_event, echo, flaky_flow, failing)
+ACTIVITIES = (double, flaky, explode)
+
+
+def register(worker: dt.TaskHubWorker) -> dt.TaskHubWorker:
+    for fn in ORCHESTRATIONS:
+        worker.add_orchestration(fn)
+    for fn in ACTIVITIES:
+        worker.add_activity(fn)
+    return worker
