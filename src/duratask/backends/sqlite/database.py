@@ -160,8 +160,15 @@ class Database:
             except BaseException as exc:  # the whole batch failed to commit
                 error = _store_error(self.path, exc)
                 outcomes = [(False, error)] * len(batch)
+            # One wake-up per event loop for the whole batch, not one per write.
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, tuple[bool, object]]]] = {}
             for pending, outcome in zip(batch, outcomes, strict=True):
-                pending.loop.call_soon_threadsafe(_settle, pending.future, outcome)
+                by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle_all, settled)
+                except RuntimeError:  # that loop is closed: nobody awaits its writes
+                    pass
 
     def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
         attempt = 0
@@ -278,6 +285,11 @@ def _store_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
         return StoreError(f"SQLite store {path!r}: {exc}")
     return exc
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], tuple[bool, object]]]) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
