@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -17,8 +19,12 @@ _MAX_FETCHERS = 8
 class Dispatcher(Generic[T]):
     """Fetches work items while there is capacity; polls with back-off when idle.
 
-    ``wake()`` cuts an idle wait short: the worker calls it when it knows new work exists
-    (it just committed some, or a timer it created is due).
+    Up to eight fetches run at once, so a store that commits writes in groups (SQLite)
+    leases several items in one commit and a server store leases them in parallel. Only one
+    fetcher polls the store while idle; the others rest until there is work: ``wake()``
+    (the worker calls it when it knows new work exists: it just committed some, or a timer
+    it created is due) starts one of them, and each fetcher that finds an item starts
+    another, so the fetches in flight follow the backlog without a stampede on each wake.
     """
 
     def __init__(
@@ -43,33 +49,36 @@ class Dispatcher(Generic[T]):
         self._min_poll = min_poll
         self._max_poll = max_poll
         self._notified = notified
-        self._wake = asyncio.Event()
+        self._resting: deque[asyncio.Event] = deque()
+        self._missed_wake = False
         self._stopping = False
         self.in_flight: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
-        self._wake.set()
+        """Start one resting fetcher (or have the next fetch that finds nothing look again)."""
+        if self._resting:
+            self._resting.popleft().set()
+        else:
+            self._missed_wake = True
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        while self._resting:
+            self._resting.popleft().set()
 
     async def run(self) -> None:
         slots = asyncio.Semaphore(self._concurrency)
-        # Several fetches in flight at once: a store that commits writes in groups (SQLite)
-        # leases them all in one commit, and a server store leases them in parallel.
         fetchers = min(self._concurrency, _MAX_FETCHERS)
-        await asyncio.gather(*(self._fetch_loop(slots) for _ in range(fetchers)))
+        await asyncio.gather(*(self._fetch_loop(slots, polls=i == 0) for i in range(fetchers)))
 
-    async def _fetch_loop(self, slots: asyncio.Semaphore) -> None:
+    async def _fetch_loop(self, slots: asyncio.Semaphore, *, polls: bool) -> None:
         delay = self._min_poll
         while not self._stopping:
             await slots.acquire()
             if self._stopping:
                 slots.release()
                 break
-            # Cleared before fetching, so a wake() during the fetch is not lost.
-            self._wake.clear()
+            self._missed_wake = False
             try:
                 item = await self._fetch()
             except Exception:
@@ -82,22 +91,32 @@ class Dispatcher(Generic[T]):
                 delay = self._max_poll
             if item is None:
                 slots.release()
-                await self._idle(delay)
+                if self._missed_wake:  # work announced during the fetch: look again
+                    self._missed_wake = False
+                    continue
+                await self._rest(delay if polls else None)
                 delay = min(delay * 2, self._max_poll)
                 continue
             delay = self._min_poll
+            self.wake()  # there may be more: let another fetcher look too
             task = asyncio.create_task(self._run_one(item, slots))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
-    async def _idle(self, delay: float) -> None:
-        """Wait for a local wake(), a store notification, or the poll delay."""
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-        if self._notified is not None:
-            waits.append(asyncio.ensure_future(self._notified(delay)))
+    async def _rest(self, poll: float | None) -> None:
+        """Wait for a wake(); the polling fetcher also for a store notification or ``poll``."""
+        if self._stopping:  # stop() came during the fetch: it could not wake this rest
+            return
+        event = asyncio.Event()
+        self._resting.append(event)
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait())]
+        if poll is not None and self._notified is not None:
+            waits.append(asyncio.ensure_future(self._notified(poll)))
         try:
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            with contextlib.suppress(ValueError):  # still listed unless a wake() took it
+                self._resting.remove(event)
             for waiting in waits:
                 waiting.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
