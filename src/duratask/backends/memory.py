@@ -9,6 +9,7 @@ several threads, each with its own event loop.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -120,8 +121,9 @@ class MemoryOrchestrationService:
         self._clock = clock or utc_now
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
-        # The instances that have messages: the only ones a worker can lease.
-        self._with_messages: dict[str, _Instance] = {}
+        # Every stored message as (due, message_id, instance_id), soonest first. Entries of
+        # consumed or deferred messages go stale and are dropped when they reach the top.
+        self._due: list[tuple[datetime, int, str]] = []
         self._activities: dict[int, _Activity] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
@@ -183,7 +185,7 @@ class MemoryOrchestrationService:
         """Forget every instance, message and activity."""
         with self._lock:
             self._instances.clear()
-            self._with_messages.clear()
+            self._due.clear()
             self._activities.clear()
 
     # -- orchestration work items -------------------------------------------------------
@@ -196,17 +198,7 @@ class MemoryOrchestrationService:
         """Lease the instance whose oldest visible message has waited longest."""
         now = self._now()
         with self._lock:
-            best: tuple[datetime, int] | None = None
-            chosen: _Instance | None = None
-            for instance in self._with_messages.values():
-                if instance.lease.live(now):
-                    continue
-                visible = [m for m in instance.messages.values() if m.visible(now)]
-                if not visible:
-                    continue
-                key = (min(m.due() for m in visible), min(m.message_id for m in visible))
-                if best is None or key < best:
-                    best, chosen = key, instance
+            chosen = self._next_free_instance(now)
             if chosen is None:
                 return None
             token = chosen.lease.take(owner, now + lease)
@@ -258,8 +250,6 @@ class MemoryOrchestrationService:
             instance.history.extend(commit.new_events)
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
-            if not instance.messages:
-                self._with_messages.pop(work_item.instance_id, None)
             for request in commit.activities:
                 self._activities[self._next_activity_id] = _Activity(
                     self._next_activity_id, request, visible_at=now
@@ -290,6 +280,29 @@ class MemoryOrchestrationService:
                 stored = instance.messages.get(locked.message_id)
                 if stored is not None and stored.due() < retry_at:  # due = max(due, retry_at)
                     stored.message = dataclasses.replace(stored.message, visible_at=retry_at)
+                    heapq.heappush(self._due, (retry_at, stored.message_id, work_item.instance_id))
+
+    def _next_free_instance(self, now: datetime) -> _Instance | None:
+        """The unleased instance whose oldest visible message has waited longest."""
+        leased: list[tuple[datetime, int, str]] = []
+        chosen = None
+        while self._due:
+            due, message_id, instance_id = self._due[0]
+            instance = self._instances.get(instance_id)
+            stored = instance.messages.get(message_id) if instance is not None else None
+            if instance is None or stored is None or stored.due() != due:
+                heapq.heappop(self._due)  # consumed, purged or deferred since
+                continue
+            if due > now:
+                break
+            if instance.lease.live(now):
+                leased.append(heapq.heappop(self._due))
+                continue
+            chosen = instance
+            break
+        for entry in leased:
+            heapq.heappush(self._due, entry)
+        return chosen
 
     def _held_instance(self, work_item: OrchestrationWorkItem) -> _Instance:
         instance = self._instances.get(work_item.instance_id)
@@ -477,7 +490,8 @@ class MemoryOrchestrationService:
         message_id = self._next_message_id
         self._next_message_id += 1
         instance.messages[message_id] = _Message(message_id, message, enqueued_at=now)
-        self._with_messages[message.instance_id] = instance
+        stored = instance.messages[message_id]
+        heapq.heappush(self._due, (stored.due(), message_id, message.instance_id))
         if (
             isinstance(message.event, ExecutionRewound)
             and instance.state.runtime_status is OrchestrationStatus.FAILED
@@ -495,7 +509,6 @@ class MemoryOrchestrationService:
         gone = set(instance_ids)
         for instance_id in gone:
             self._instances.pop(instance_id, None)
-            self._with_messages.pop(instance_id, None)
         for activity_id in [
             a.work_item_id for a in self._activities.values() if a.request.instance_id in gone
         ]:
