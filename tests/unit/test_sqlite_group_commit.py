@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,30 @@ async def test_write_before_start_is_refused(tmp_path: Path) -> None:
     db = Database(str(tmp_path / "hub.db"))
     with pytest.raises(StoreError, match="not open"):
         await db.write(lambda c: None)
+
+
+async def test_only_batches_of_lease_writes_skip_the_fsync(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "hub.db"))  # synchronous=FULL by default
+    db.start()
+
+    def level(conn: sqlite3.Connection) -> int:  # 1 = NORMAL, 2 = FULL
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    try:
+        assert await db.write(level) == 2
+        assert await db.write(level, durable=False) == 1
+        # In one batch with a durable write, a lease write is synced like it. The writer is
+        # held busy until both are queued, so they share the next batch.
+        gate = threading.Event()
+        busy = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+        lease = asyncio.ensure_future(db.write(level, durable=False))
+        durable = asyncio.ensure_future(db.write(level))
+        await asyncio.sleep(0)
+        gate.set()
+        await busy
+        assert [await lease, await durable] == [2, 2]
+        await db.write(level, durable=False)
+        assert await db.run(level) == 2, "other jobs find the configured level again"
+        assert await db.write(level) == 2
+    finally:
+        await db.stop()

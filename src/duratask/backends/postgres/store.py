@@ -156,6 +156,9 @@ class PostgresOrchestrationService:
         db = self._db
 
         async def job(conn: Connection) -> OrchestrationWorkItem | None:
+            # A lease dies with its worker anyway: its commit need not wait for the WAL flush
+            # (a later durable commit flushes it too).
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             for _ in range(_LOCK_ATTEMPTS):
                 found = await _fetch_one(conn, db.q(q.LOCK_NEXT_INSTANCE), {"now": now})
                 if found is None:

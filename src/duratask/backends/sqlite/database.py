@@ -42,6 +42,10 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
+# Levels that fsync on every commit (in WAL mode), which a non-durable batch may skip.
+_SYNCING = frozenset({"FULL", "EXTRA"})
+
+
 def is_busy(exc: sqlite3.OperationalError) -> bool:
     """True for "database is locked/busy": another connection holds the lock; retry."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -68,6 +72,7 @@ class Database:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
         self.path = path
         self._synchronous = synchronous
+        self._conn_synchronous: str | None = None
         self._busy_timeout = busy_timeout
         self._retries = retries
         self._retry_delay = retry_delay
@@ -112,6 +117,7 @@ class Database:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                self._conn_synchronous = self._synchronous
                 conn.execute("PRAGMA foreign_keys = ON")
             except BaseException:
                 conn.close()
@@ -119,16 +125,35 @@ class Database:
             self._conn = conn
         return self._conn
 
+    def _synced_connection(self) -> sqlite3.Connection:
+        """The connection at the configured sync level (a relaxed lease batch may have left
+        it lower), for jobs that write outside the group commit (migrations)."""
+        conn = self._connection()
+        if not conn.in_transaction:
+            self._set_synchronous(conn, self._synchronous)
+        return conn
+
+    def _set_synchronous(self, conn: sqlite3.Connection, level: str) -> None:
+        """Set the connection's sync level (only between transactions: SQLite refuses it
+        inside one)."""
+        if self._conn_synchronous != level:
+            conn.execute(f"PRAGMA synchronous = {level}")
+            self._conn_synchronous = level
+
     def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     # -- running jobs --------------------------------------------------------------------
-    async def write(self, job: Job[T]) -> T:
+    async def write(self, job: Job[T], *, durable: bool = True) -> T:
         """Run ``job`` in a write transaction: its changes are committed if it returns and
         rolled back if it raises. It may run more than once (busy retries), so it must only
         touch the database.
+
+        A write that need not survive a power loss (``durable=False``: a lease, which dies
+        with its worker anyway) skips the fsync when its whole batch is like it; a crash of
+        the process loses nothing either way, and the next durable commit syncs it too.
 
         Group commit: writes that queue up while one is being committed are run together in
         the next ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so they share
@@ -140,7 +165,7 @@ class Database:
             executor = self._executor
             if executor is None:
                 raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
-            self._pending_writes.append(_PendingWrite(job, loop, future))
+            self._pending_writes.append(_PendingWrite(job, loop, future, durable))
             start_drain = not self._draining
             self._draining = True
         if start_drain:
@@ -178,6 +203,8 @@ class Database:
                 # Connecting sets WAL mode, which can be refused as busy while another
                 # connection opens the same new file: retried like any busy error.
                 conn = self._connection()
+                relaxed = self._synchronous in _SYNCING and not any(p.durable for p in batch)
+                self._set_synchronous(conn, "NORMAL" if relaxed else self._synchronous)
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
                 conn.execute("COMMIT")
@@ -207,7 +234,7 @@ class Database:
                 raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
             try:
                 return await asyncio.get_running_loop().run_in_executor(
-                    executor, lambda: job(self._connection())
+                    executor, lambda: job(self._synced_connection())
                 )
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or attempt >= self._retries:
@@ -264,6 +291,7 @@ class _PendingWrite:
     job: Job[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool = True
 
 
 def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[bool, object]:

@@ -166,7 +166,7 @@ class SqliteOrchestrationService:
                 history_loaded=not known,
             )
 
-        return await self._db.write(job)
+        return await self._db.write(job, durable=False)
 
     async def renew_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, lease: timedelta
@@ -178,7 +178,9 @@ class SqliteOrchestrationService:
             "token": work_item.lock_token,
             "expires_at": expires_at,
         }
-        renewed = await self._db.write(lambda c: c.execute(q.RENEW_INSTANCE_LEASE, params).rowcount)
+        renewed = await self._db.write(
+            lambda c: c.execute(q.RENEW_INSTANCE_LEASE, params).rowcount, durable=False
+        )
         if not renewed:
             raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
         work_item.locked_until = from_micros(expires_at)
@@ -276,7 +278,7 @@ class SqliteOrchestrationService:
                 dequeue_count=row["dequeue_count"],
             )
 
-        return await self._db.write(job)
+        return await self._db.write(job, durable=False)
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""
@@ -286,7 +288,9 @@ class SqliteOrchestrationService:
             "token": work_item.lock_token,
             "expires_at": expires_at,
         }
-        renewed = await self._db.write(lambda c: c.execute(q.RENEW_ACTIVITY_LEASE, params).rowcount)
+        renewed = await self._db.write(
+            lambda c: c.execute(q.RENEW_ACTIVITY_LEASE, params).rowcount, durable=False
+        )
         if not renewed:
             raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
         work_item.locked_until = from_micros(expires_at)
