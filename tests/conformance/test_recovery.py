@@ -278,6 +278,20 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
         return work_item
 
     setattr(store, name, crashing_lock)
+    if kind == "activity":
+        # The worker that schedules an activity may lease it at once, in the same commit.
+        complete = store.complete_orchestration_work_item
+
+        async def crashing_complete(*args: object, **kwargs: object) -> object:
+            leased = await complete(*args, **kwargs)
+            if leased and leased[0].request.instance_id == victim and not seen:
+                seen.append(1)
+                for item in leased:
+                    await store.abandon_activity_work_item(item)
+                return []
+            return leased
+
+        store.complete_orchestration_work_item = crashing_complete
     return seen
 
 

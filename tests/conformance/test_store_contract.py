@@ -19,6 +19,7 @@ from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    EagerLease,
     HistoryMark,
     InstanceQuery,
     OrchestrationCommit,
@@ -735,6 +736,50 @@ async def test_activities_are_leased_oldest_first_one_worker_each(
     assert first.work_item_id != second.work_item_id
     assert first.lock_token != second.lock_token
     assert (first.dequeue_count, first.locked_until) == (1, T0 + LEASE)
+
+
+async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
+    store: OrchestrationService, clock: FakeClock
+) -> None:
+    await create(store, "b")
+    work_item = await lock(store)
+    requests = [activity("b", i) for i in range(3)]
+    commit = OrchestrationCommit(
+        state=await state_of(store, "b"),
+        new_events=[m.message.event for m in work_item.messages],
+        consumed_message_ids=[m.message_id for m in work_item.messages],
+        activities=requests,
+        eager_activities=EagerLease("w1", LEASE, max_items=2),
+    )
+    eager_items = await store.complete_orchestration_work_item(work_item, commit)
+    assert [i.request for i in eager_items] == requests[:2]
+    assert all(i.dequeue_count == 1 and i.locked_until == T0 + LEASE for i in eager_items)
+    assert len({i.work_item_id for i in eager_items}) == 2
+    # Only the activity nobody holds is left to fetch.
+    third = await lock_activity(store, "w2")
+    assert third.request == requests[2]
+    assert await store.lock_next_activity_work_item("w2", LEASE) is None
+    # The eager lease is a lease like any other: renewed, completed, or taken once it expires.
+    await store.renew_activity_work_item(eager_items[0], LEASE)
+    result = to("b", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
+    await store.complete_activity_work_item(eager_items[0], result)
+    clock.advance(LEASE + timedelta(seconds=1))
+    again = await lock_activity(store, "w3")
+    assert again.work_item_id in {eager_items[1].work_item_id, third.work_item_id}
+    assert again.dequeue_count == 2
+
+
+async def test_a_commit_without_an_eager_lease_leases_nothing(store: OrchestrationService) -> None:
+    await create(store, "c")
+    work_item = await lock(store)
+    commit = OrchestrationCommit(
+        state=await state_of(store, "c"),
+        consumed_message_ids=[m.message_id for m in work_item.messages],
+        new_events=[m.message.event for m in work_item.messages],
+        activities=[activity("c", 0)],
+    )
+    assert await store.complete_orchestration_work_item(work_item, commit) == []
+    assert (await lock_activity(store)).request == activity("c", 0)
 
 
 async def test_activity_complete_deletes_it_and_enqueues_the_result(

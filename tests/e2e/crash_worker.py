@@ -36,7 +36,7 @@ import crash_app
 import duratask as dt
 from duratask import history as h
 from duratask.backends import OrchestrationService, open_store
-from duratask.backends.base import OrchestrationCommit, OrchestrationWorkItem
+from duratask.backends.base import ActivityWorkItem, OrchestrationCommit, OrchestrationWorkItem
 from duratask.backends.sqlite import SqliteOrchestrationService
 
 MODES = ("normal", "random", "activity", "episode")
@@ -65,16 +65,17 @@ class SelfKillingStore(SqliteOrchestrationService):
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
+    ) -> list[ActivityWorkItem]:
         counted = self._counts(commit)
         if counted:
             self._seen += 1
         doomed = counted and self._seen == self._kill_on
         if doomed and self._when == "before":
             self._die(work_item, commit, committed=False)
-        await super().complete_orchestration_work_item(work_item, commit)
+        leased = await super().complete_orchestration_work_item(work_item, commit)
         if doomed and self._when == "after":
             self._die(work_item, commit, committed=True)
+        return leased
 
     def _die(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit, *, committed: bool

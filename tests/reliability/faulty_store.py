@@ -120,8 +120,8 @@ class FaultyStore:
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
-        await self._call(
+    ) -> list[ActivityWorkItem]:
+        return await self._call(
             "complete_orchestration_work_item",
             lambda: self.inner.complete_orchestration_work_item(work_item, commit),
         )

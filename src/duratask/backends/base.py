@@ -118,6 +118,16 @@ class ActivityWorkItem:
 
 
 @dataclass(frozen=True, slots=True)
+class EagerLease:
+    """Lease up to ``max_items`` of a commit's new activities to ``owner`` as they are
+    stored: the committing worker has room to run them, so no one needs to fetch them."""
+
+    owner: str
+    duration: timedelta
+    max_items: int
+
+
+@dataclass(frozen=True, slots=True)
 class OrchestrationCommit:
     """Everything one orchestration episode writes, committed atomically.
 
@@ -133,6 +143,8 @@ class OrchestrationCommit:
     messages: Sequence[OrchestrationMessage] = ()
     # Drop the stored history before appending new_events (continue-as-new, restart).
     reset_history: bool = False
+    # Lease the first activities to the committing worker in the same transaction.
+    eager_activities: EagerLease | None = None
 
     @property
     def changes_instance(self) -> bool:
@@ -211,8 +223,10 @@ class OrchestrationService(Protocol):
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
-        """Commit one episode atomically and release the lease (see module rules)."""
+    ) -> list[ActivityWorkItem]:
+        """Commit one episode atomically and release the lease (see module rules). Returns
+        the activities leased per ``commit.eager_activities`` (the first ones, in order;
+        each delivered once), or an empty list."""
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None

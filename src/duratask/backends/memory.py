@@ -236,7 +236,7 @@ class MemoryOrchestrationService:
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
+    ) -> list[ActivityWorkItem]:
         """Commit one episode atomically and release the lease."""
         if commit.state.instance_id != work_item.instance_id:
             raise ValueError("commit.state is for another instance than the work item")
@@ -250,11 +250,24 @@ class MemoryOrchestrationService:
             instance.history.extend(commit.new_events)
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
+            eager = commit.eager_activities
+            leased: list[ActivityWorkItem] = []
             for request in commit.activities:
-                self._activities[self._next_activity_id] = _Activity(
-                    self._next_activity_id, request, visible_at=now
-                )
+                activity = _Activity(self._next_activity_id, request, visible_at=now)
+                self._activities[self._next_activity_id] = activity
                 self._next_activity_id += 1
+                if eager is not None and len(leased) < eager.max_items:
+                    token = activity.lease.take(eager.owner, now + eager.duration)
+                    activity.dequeue_count = 1
+                    leased.append(
+                        ActivityWorkItem(
+                            work_item_id=activity.work_item_id,
+                            request=request,
+                            lock_token=token,
+                            locked_until=now + eager.duration,
+                            dequeue_count=1,
+                        )
+                    )
             for message in outbound:
                 self._enqueue(message, now)
             if commit.changes_instance:
@@ -262,6 +275,7 @@ class MemoryOrchestrationService:
             instance.lease.clear()
         self._wakeups.work(work_kinds(commit))
         self._wakeups.instances_changed([work_item.instance_id])
+        return leased
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None

@@ -49,6 +49,7 @@ class Dispatcher(Generic[T]):
         self._min_poll = min_poll
         self._max_poll = max_poll
         self._notified = notified
+        self._slots: asyncio.Semaphore | None = None
         self._resting: deque[asyncio.Event] = deque()
         self._missed_wake = False
         self._stopping = False
@@ -66,8 +67,30 @@ class Dispatcher(Generic[T]):
         while self._resting:
             self._resting.popleft().set()
 
+    async def claim(self, wanted: int) -> int:
+        """Reserve up to ``wanted`` free slots, without waiting, for items obtained another
+        way (:meth:`submit` runs each; :meth:`unclaim` returns the ones not used)."""
+        slots = self._slots
+        taken = 0
+        while slots is not None and not self._stopping and taken < wanted and not slots.locked():
+            await slots.acquire()  # returns at once: a slot is free
+            taken += 1
+        return taken
+
+    def unclaim(self, count: int) -> None:
+        for _ in range(count):
+            if self._slots is not None:
+                self._slots.release()
+
+    def submit(self, item: T) -> None:
+        """Run an item in a slot reserved with :meth:`claim`."""
+        assert self._slots is not None
+        task = asyncio.create_task(self._run_one(item, self._slots))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
     async def run(self) -> None:
-        slots = asyncio.Semaphore(self._concurrency)
+        slots = self._slots = asyncio.Semaphore(self._concurrency)
         fetchers = min(self._concurrency, _MAX_FETCHERS)
         await asyncio.gather(*(self._fetch_loop(slots, polls=i == 0) for i in range(fetchers)))
 

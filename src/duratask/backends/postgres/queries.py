@@ -151,6 +151,17 @@ INSERT_ACTIVITY = """
 INSERT INTO {schema}.activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
+# Activities stored already leased to the worker that scheduled them (eager dispatch).
+INSERT_LEASED_ACTIVITIES = """
+INSERT INTO {schema}.activities
+    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
+     lock_token, lock_owner, lock_expires_at, dequeue_count)
+SELECT t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, %(now)s, %(now)s,
+       t.token, %(owner)s, %(expires_at)s, 1
+FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::text[], %(task_ids)s::int[],
+            %(names)s::text[], %(versions)s::text[], %(inputs)s::text[], %(tokens)s::text[])
+     AS t(instance_id, execution_id, task_id, name, version, input, token)
+RETURNING id, lock_token"""
 # The oldest visible activity without a live lease, leased in one statement; activities
 # other workers are locking right now are skipped.
 LOCK_NEXT_ACTIVITY = """

@@ -209,7 +209,7 @@ class PostgresOrchestrationService:
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
+    ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction and release the lease.
 
         The instance row is locked first; unless it still carries the work item's lock token
@@ -227,11 +227,27 @@ class PostgresOrchestrationService:
         ]
         outbound = [_Outbound(m) for m in commit.messages]
         consumed = list(commit.consumed_message_ids)
-        activities = [_activity_row(a, now) for a in commit.activities]
+        eager = commit.eager_activities
+        leased = list(commit.activities[: eager.max_items]) if eager else []
+        activities = [_activity_row(a, now) for a in commit.activities[len(leased) :]]
+        tokens = [new_lock_token() for _ in leased]
+        expires_at = now + eager.duration if eager else now
+        leased_params = {
+            "now": now,
+            "owner": eager.owner if eager else None,
+            "expires_at": expires_at,
+            "instance_ids": [a.instance_id for a in leased],
+            "execution_ids": [a.execution_id for a in leased],
+            "task_ids": [a.task_id for a in leased],
+            "names": [a.name for a in leased],
+            "versions": [a.version for a in leased],
+            "inputs": [a.input for a in leased],
+            "tokens": tokens,
+        }
         wake_orchestrations = any(m.visible_by(now) for m in outbound)
         db = self._db
 
-        async def job(conn: Connection) -> None:
+        async def job(conn: Connection) -> dict[str, int]:
             fence = await _fetch_one(conn, db.q(q.LOCK_FOR_COMMIT), (instance_id,))
             if fence is None or fence["lock_token"] != work_item.lock_token:
                 raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
@@ -239,6 +255,10 @@ class PostgresOrchestrationService:
                 raise LeaseLostError(
                     f"history of instance {instance_id!r} changed under the work item"
                 )
+            ids: dict[str, int] = {}
+            if leased:
+                cursor = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), leased_params)
+                ids = {r["lock_token"]: r["id"] for r in await cursor.fetchall()}
             async with conn.pipeline():
                 if commit.reset_history:
                     await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
@@ -269,8 +289,19 @@ class PostgresOrchestrationService:
                             "now": now,
                         },
                     )
+            return ids
 
-        await db.transaction(job)
+        ids = await db.transaction(job)
+        return [
+            ActivityWorkItem(
+                work_item_id=ids[token],
+                request=request,
+                lock_token=token,
+                locked_until=expires_at,
+                dequeue_count=1,
+            )
+            for request, token in zip(leased, tokens, strict=True)
+        ]
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None

@@ -114,6 +114,11 @@ INSERT_ACTIVITY = """
 INSERT INTO activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_LEASED_ACTIVITY = """
+INSERT INTO activities
+    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
+     lock_token, lock_owner, lock_expires_at, dequeue_count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"""
 SELECT_NEXT_ACTIVITY = """
 SELECT id FROM activities
 WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)

@@ -187,7 +187,7 @@ class SqliteOrchestrationService:
 
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
-    ) -> None:
+    ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction and release the lease."""
         instance_id = work_item.instance_id
         if commit.state.instance_id != instance_id:
@@ -197,8 +197,12 @@ class SqliteOrchestrationService:
         events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
         outbound = [_Outbound(m) for m in commit.messages]
         release = {"instance_id": instance_id, "token": work_item.lock_token}
+        eager = commit.eager_activities
+        leased_count = min(len(commit.activities), eager.max_items) if eager else 0
+        expires_at = now + _micros(eager.duration) if eager else 0
+        tokens = [new_lock_token() for _ in range(leased_count)]
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> list[int]:
             stored_length = _check_lease(conn, work_item)
             first = 0 if commit.reset_history else stored_length
             if commit.reset_history:
@@ -210,7 +214,17 @@ class SqliteOrchestrationService:
             conn.executemany(
                 q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
             )
-            conn.executemany(q.INSERT_ACTIVITY, [_activity_row(a, now) for a in commit.activities])
+            leased_ids = []
+            for request, token in zip(commit.activities, tokens, strict=False):
+                lease = (token, eager.owner if eager else None, expires_at)
+                cursor = conn.execute(
+                    q.INSERT_LEASED_ACTIVITY, (*_activity_row(request, now), *lease)
+                )
+                leased_ids.append(int(cursor.lastrowid or 0))
+            conn.executemany(
+                q.INSERT_ACTIVITY,
+                [_activity_row(a, now) for a in commit.activities[leased_count:]],
+            )
             for message in outbound:
                 message.enqueue(conn, now)
             if commit.changes_instance:
@@ -218,10 +232,23 @@ class SqliteOrchestrationService:
                 conn.execute(q.UPDATE_INSTANCE_INDEXED, row)
             else:
                 conn.execute(q.RELEASE_INSTANCE_LEASE, release)
+            return leased_ids
 
-        await self._db.write(job)
+        leased_ids = await self._db.write(job)
         self._hub.work(work_kinds(commit))
         self._hub.instances_changed([instance_id])
+        return [
+            ActivityWorkItem(
+                work_item_id=activity_id,
+                request=request,
+                lock_token=token,
+                locked_until=from_micros(expires_at),
+                dequeue_count=1,
+            )
+            for activity_id, request, token in zip(
+                leased_ids, commit.activities, tokens, strict=False
+            )
+        ]
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
