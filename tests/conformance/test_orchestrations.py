@@ -12,6 +12,7 @@ import pytest
 
 import duratask as dt
 from duratask import history as h
+from duratask.backends.base import OrchestrationWorkItem
 
 from .e2e_hub import TaskHub, wait_until
 
@@ -191,21 +192,28 @@ async def test_hello_sequence(hub: TaskHub) -> None:
 async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> None:
     hub.register(hello_sequence, activities=(say_hello,))
     store = hub.worker.store
-    lock = store.lock_next_orchestration_work_item
     events_read: list[int] = []
 
-    async def counting_lock(*args: Any, **kwargs: Any) -> Any:
-        work_item = await lock(*args, **kwargs)
-        if work_item is not None:
-            events_read.append(len(work_item.history))
-        return work_item
+    def counting(lease: Any) -> Any:
+        async def leasing(*args: Any, **kwargs: Any) -> Any:
+            work_item = await lease(*args, **kwargs)
+            if isinstance(work_item, OrchestrationWorkItem):
+                events_read.append(len(work_item.history))
+            return work_item
 
-    store.lock_next_orchestration_work_item = counting_lock  # type: ignore[method-assign]
+        return leasing
+
+    # Episodes are leased by a fetch, or with the result of an activity this worker ran.
+    names = ["lock_next_orchestration_work_item", "complete_activity_and_lease_instance"]
+    originals = {name: getattr(store, name) for name in names}
+    for name, lease in originals.items():
+        setattr(store, name, counting(lease))
     try:
         await hub.start()
         await hub.run(hello_sequence)
     finally:
-        store.lock_next_orchestration_work_item = lock  # type: ignore[method-assign]
+        for name, lease in originals.items():
+            setattr(store, name, lease)
     cache = hub.worker.orchestration_cache
     assert len(events_read) == 4, "one episode to start, one per activity result"
     if cache_size == 0:

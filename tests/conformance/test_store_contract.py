@@ -27,6 +27,7 @@ from duratask.backends.base import (
     OrchestrationService,
     OrchestrationWorkItem,
     PurgeFilter,
+    SupportsEagerOrchestrations,
     SupportsWakeUps,
     encode_continuation_token,
 )
@@ -1251,3 +1252,43 @@ async def test_sqlite_file_under_a_regular_file_is_a_store_error(tmp_path: Path)
     store = SqliteOrchestrationService(str(blocker / "hub.db"))
     with pytest.raises(StoreError, match="cannot create its directory"):
         await store.open()
+
+
+async def test_an_activity_result_can_lease_its_free_instance_to_the_worker_that_ran_it(
+    store: OrchestrationService,
+) -> None:
+    if not isinstance(store, SupportsEagerOrchestrations):
+        pytest.fail(f"{type(store).__name__} should support eager orchestrations")
+    await with_activities(store, "a", 2)
+    first, second = await lock_activity(store, "w1"), await lock_activity(store, "w1")
+    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result='"one"'))
+    leased = await store.complete_activity_and_lease_instance(first, done, "w1", LEASE)
+    assert leased is not None and leased.instance_id == "a"
+    assert [m.message for m in leased.messages] == [done]
+    assert leased.history_loaded and leased.history == await store.get_history("a")
+    assert await store.lock_next_orchestration_work_item("w2", LEASE) is None, "held by w1"
+
+    # While w1 holds the instance, the second result only waits for a fetch.
+    done2 = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=1, result='"two"'))
+    assert await store.complete_activity_and_lease_instance(second, done2, "w1", LEASE) is None
+    with pytest.raises(LeaseLostError):
+        await store.complete_activity_and_lease_instance(second, done2, "w1", LEASE)
+    await episode(store, leased)
+    later = await lock(store, "w2")
+    assert [m.message for m in later.messages] == [done2]
+
+
+async def test_an_eager_lease_skips_a_history_the_worker_already_has(
+    store: OrchestrationService,
+) -> None:
+    await with_activities(store, "a", 1)
+    work_item = await lock_activity(store, "w1")
+    state = await state_of(store, "a")
+    assert state.execution_id is not None
+    known = {"a": HistoryMark(state.execution_id, len(await store.get_history("a")))}
+    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
+    assert isinstance(store, SupportsEagerOrchestrations)
+    leased = await store.complete_activity_and_lease_instance(work_item, done, "w1", LEASE, known)
+    assert leased is not None
+    assert (leased.history, leased.history_loaded) == ([], False)
+    assert leased.history_length == known["a"].length

@@ -190,7 +190,9 @@ class Hub:
         assert proc.wait(timeout=10) == -signal.SIGKILL
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        """Stop a worker gracefully; it must exit cleanly."""
+        """Stop a worker gracefully; it must exit cleanly. A worker still starting has no
+        SIGTERM handler yet, so wait until it is ready first."""
+        self.wait_ready(proc)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
         assert code == 0, f"worker {proc.pid} exited with {code}\n{self.worker_logs()}"

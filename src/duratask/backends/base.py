@@ -289,6 +289,24 @@ class OrchestrationService(Protocol):
 
 
 @runtime_checkable
+class SupportsEagerOrchestrations(Protocol):
+    """A store that can hand an activity's result straight to the worker that ran it."""
+
+    async def complete_activity_and_lease_instance(
+        self,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Do what :meth:`OrchestrationService.complete_activity_work_item` does and, in the
+        same transaction, lease the result's instance to ``owner`` as
+        :meth:`OrchestrationService.lock_next_orchestration_work_item` would, unless another
+        worker holds it (then None: the result waits for a fetch like any message)."""
+
+
+@runtime_checkable
 class SupportsWakeUps(Protocol):
     """A store that pushes wake-ups instead of making workers and clients poll."""
 

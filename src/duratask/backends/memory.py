@@ -201,26 +201,36 @@ class MemoryOrchestrationService:
             chosen = self._next_free_instance(now)
             if chosen is None:
                 return None
-            token = chosen.lease.take(owner, now + lease)
-            locked = []
-            for m in chosen.messages.values():  # dict order is message_id order
-                if m.visible(now):
-                    m.dequeue_count += 1
-                    locked.append(LockedMessage(m.message_id, m.message, m.dequeue_count))
-            length = len(chosen.history)
-            known = history_is_known(
-                known_histories, chosen.state.instance_id, chosen.state.execution_id, length
-            )
-            return OrchestrationWorkItem(
-                instance_id=chosen.state.instance_id,
-                lock_token=token,
-                locked_until=now + lease,
-                history=[] if known else list(chosen.history),
-                messages=locked,
-                state=chosen.state,
-                history_length=length,
-                history_loaded=not known,
-            )
+            return self._lease(chosen, owner, lease, now, known_histories)
+
+    def _lease(
+        self,
+        chosen: _Instance,
+        owner: str,
+        lease: timedelta,
+        now: datetime,
+        known_histories: Mapping[str, HistoryMark] | None,
+    ) -> OrchestrationWorkItem:
+        token = chosen.lease.take(owner, now + lease)
+        locked = []
+        for m in chosen.messages.values():  # dict order is message_id order
+            if m.visible(now):
+                m.dequeue_count += 1
+                locked.append(LockedMessage(m.message_id, m.message, m.dequeue_count))
+        length = len(chosen.history)
+        known = history_is_known(
+            known_histories, chosen.state.instance_id, chosen.state.execution_id, length
+        )
+        return OrchestrationWorkItem(
+            instance_id=chosen.state.instance_id,
+            lock_token=token,
+            locked_until=now + lease,
+            history=[] if known else list(chosen.history),
+            messages=locked,
+            state=chosen.state,
+            history_length=length,
+            history_loaded=not known,
+        )
 
     async def renew_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, lease: timedelta
@@ -366,6 +376,30 @@ class MemoryOrchestrationService:
             del self._activities[work_item.work_item_id]
             self._enqueue(result, now)
         self._wakeups.work([ORCHESTRATION])
+
+    async def complete_activity_and_lease_instance(
+        self,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Complete the activity and lease its instance to ``owner`` if it is free."""
+        now = self._now()
+        result = _normalized_message(result)
+        with self._lock:
+            self._held_activity(work_item)
+            del self._activities[work_item.work_item_id]
+            self._enqueue(result, now)
+            instance = self._instances.get(result.instance_id)
+            if instance is None or instance.lease.live(now):
+                leased = None
+            else:
+                leased = self._lease(instance, owner, lease, now, known_histories)
+        if leased is None:
+            self._wakeups.work([ORCHESTRATION])
+        return leased
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None

@@ -25,6 +25,7 @@ from duratask.backends.base import (
     OrchestrationMessage,
     OrchestrationService,
     OrchestrationWorkItem,
+    SupportsEagerOrchestrations,
     SupportsWakeUps,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
@@ -385,7 +386,8 @@ class TaskHubWorker:
                 ),
             )
         try:
-            await self.store.complete_activity_work_item(work_item, result)
+            if await self._complete_and_continue_here(work_item, result):
+                return
         except LeaseLostError:
             _LOG.warning(
                 "activity %r of %r: lease lost; another worker will run it again",
@@ -402,6 +404,33 @@ class TaskHubWorker:
             return
         if self._orchestrations is not None:
             self._orchestrations.wake()
+
+    async def _complete_and_continue_here(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> bool:
+        """Commit the activity's result; where the store allows and this worker has room, its
+        instance is leased to this worker in the same transaction and its next episode runs
+        at once (True), with no wake-up or fetch in between."""
+        store, orchestrations = self.store, self._orchestrations
+        claimed = 0
+        if isinstance(store, SupportsEagerOrchestrations) and orchestrations is not None:
+            claimed = await orchestrations.claim(1)
+        if not claimed:
+            await store.complete_activity_work_item(work_item, result)
+            return False
+        assert isinstance(store, SupportsEagerOrchestrations) and orchestrations is not None
+        leased = None
+        try:
+            marks = self._cache.marks() if self._cache.enabled else None
+            leased = await store.complete_activity_and_lease_instance(
+                work_item, result, self.worker_id, self._lease, marks
+            )
+        finally:
+            if leased is not None:
+                orchestrations.submit(leased)
+            else:
+                orchestrations.unclaim(1)
+        return leased is not None
 
     def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         request = work_item.request

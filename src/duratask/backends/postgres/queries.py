@@ -78,6 +78,12 @@ WHERE (m.visible_at IS NULL OR m.due_at <= %(now)s)
 ORDER BY m.due_at, m.message_id
 LIMIT 1
 FOR NO KEY UPDATE OF i SKIP LOCKED"""
+# The instance, if no worker holds it and no transaction is leasing it right now.
+LOCK_FREE_INSTANCE = """
+SELECT instance_id FROM {schema}.instances
+WHERE instance_id = %(instance_id)s
+  AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
+FOR NO KEY UPDATE SKIP LOCKED"""
 LEASE_INSTANCE = f"""
 UPDATE {{schema}}.instances
 SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s

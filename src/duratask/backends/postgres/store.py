@@ -163,32 +163,11 @@ class PostgresOrchestrationService:
                 found = await _fetch_one(conn, db.q(q.LOCK_NEXT_INSTANCE), {"now": now})
                 if found is None:
                     return None
-                instance_id: str = found["instance_id"]
-                params = {"instance_id": instance_id, "now": now}
-                cursor = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
-                messages = sorted(
-                    (_locked_message(row) for row in await cursor.fetchall()),
-                    key=lambda m: m.message_id,
+                leased = await _lease_instance(
+                    db, conn, found["instance_id"], now, owner, token, expires_at, known_histories
                 )
-                if not messages:  # consumed since the candidate was chosen
-                    continue
-                lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
-                state_row = await _fetch_one(conn, db.q(q.LEASE_INSTANCE), lease_params)
-                state = _state(state_row) if state_row is not None else None
-                length_row = await _fetch_one(conn, db.q(q.HISTORY_LENGTH), (instance_id,))
-                length: int = length_row["history_length"] if length_row else 0
-                execution_id = state.execution_id if state else None
-                known = history_is_known(known_histories, instance_id, execution_id, length)
-                return OrchestrationWorkItem(
-                    instance_id=instance_id,
-                    lock_token=token,
-                    locked_until=expires_at,
-                    history=[] if known else await _history(db, conn, instance_id),
-                    messages=messages,
-                    state=state,
-                    history_length=length,
-                    history_loaded=not known,
-                )
+                if leased is not None:
+                    return leased
             return None
 
         return await db.transaction(job)
@@ -391,6 +370,41 @@ class PostgresOrchestrationService:
 
         await db.transaction(job)
 
+    async def complete_activity_and_lease_instance(
+        self,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Complete the activity and lease its instance to ``owner`` if it is free."""
+        now = self._now()
+        outbound = _Outbound(result)
+        key = (work_item.work_item_id, work_item.lock_token)
+        token = new_lock_token()
+        expires_at = now + lease
+        db = self._db
+
+        async def job(conn: Connection) -> OrchestrationWorkItem | None:
+            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            if not await outbound.enqueue(db, conn, now):
+                return None
+            free = await _fetch_one(
+                conn, db.q(q.LOCK_FREE_INSTANCE), {"instance_id": result.instance_id, "now": now}
+            )
+            leased = None
+            if free is not None:
+                leased = await _lease_instance(
+                    db, conn, result.instance_id, now, owner, token, expires_at, known_histories
+                )
+            if leased is None and outbound.visible_by(now):
+                await db.notify(conn, [ORCHESTRATION])
+            return leased
+
+        return await db.transaction(job)
+
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
     ) -> None:
@@ -585,6 +599,44 @@ class _Outbound:
         if inserted.rowcount and self.rewinds:
             await conn.execute(db.q(q.MARK_REWOUND), params)
         return bool(inserted.rowcount)
+
+
+async def _lease_instance(
+    db: Database,
+    conn: Connection,
+    instance_id: str,
+    now: datetime,
+    owner: str,
+    token: str,
+    expires_at: datetime,
+    known_histories: Mapping[str, HistoryMark] | None,
+) -> OrchestrationWorkItem | None:
+    """Lease an instance whose row this transaction has locked, with its visible messages;
+    None if it has none (consumed since it was chosen)."""
+    params = {"instance_id": instance_id, "now": now}
+    cursor = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
+    messages = sorted(
+        (_locked_message(row) for row in await cursor.fetchall()), key=lambda m: m.message_id
+    )
+    if not messages:
+        return None
+    lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
+    state_row = await _fetch_one(conn, db.q(q.LEASE_INSTANCE), lease_params)
+    state = _state(state_row) if state_row is not None else None
+    length_row = await _fetch_one(conn, db.q(q.HISTORY_LENGTH), (instance_id,))
+    length: int = length_row["history_length"] if length_row else 0
+    execution_id = state.execution_id if state else None
+    known = history_is_known(known_histories, instance_id, execution_id, length)
+    return OrchestrationWorkItem(
+        instance_id=instance_id,
+        lock_token=token,
+        locked_until=expires_at,
+        history=[] if known else await _history(db, conn, instance_id),
+        messages=messages,
+        state=state,
+        history_length=length,
+        history_loaded=not known,
+    )
 
 
 async def _fetch_one(conn: Connection, sql: Any, params: Any) -> dict[str, Any] | None:

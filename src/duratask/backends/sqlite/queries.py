@@ -75,6 +75,9 @@ LEASE_INSTANCE = """
 UPDATE instances SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at
 WHERE instance_id = :instance_id"""
 SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
+INSTANCE_IS_FREE = """
+SELECT 1 FROM instances
+WHERE instance_id = :instance_id AND (lock_expires_at IS NULL OR lock_expires_at < :now)"""
 RENEW_INSTANCE_LEASE = """
 UPDATE instances SET lock_expires_at = :expires_at
 WHERE instance_id = :instance_id AND lock_token = :token"""

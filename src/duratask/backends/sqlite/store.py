@@ -140,31 +140,10 @@ class SqliteOrchestrationService:
             # The time is read again under the write lock: a message committed since the
             # read above has an enqueue time after that read's time, and must still count.
             now = self._now()
-            expires_at = now + _micros(lease)
             row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now}).fetchone()
             if row is None:
                 return None
-            instance_id: str = row[0]
-            lease_params = {"instance_id": instance_id, "now": now}
-            conn.execute(
-                q.LEASE_INSTANCE,
-                {**lease_params, "token": token, "owner": owner, "expires_at": expires_at},
-            )
-            conn.execute(q.COUNT_DEQUEUES, lease_params)
-            messages = conn.execute(q.SELECT_VISIBLE_MESSAGES, lease_params).fetchall()
-            state = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
-            length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
-            known = history_is_known(known_histories, instance_id, state.execution_id, length)
-            return OrchestrationWorkItem(
-                instance_id=instance_id,
-                lock_token=token,
-                locked_until=from_micros(expires_at),
-                history=[] if known else _history(conn, instance_id),
-                messages=[locked_message_from_row(m) for m in messages],
-                state=state,
-                history_length=length,
-                history_loaded=not known,
-            )
+            return _lease_instance(conn, row[0], now, owner, token, lease, known_histories)
 
         return await self._db.write(job, durable=False)
 
@@ -338,6 +317,39 @@ class SqliteOrchestrationService:
         await self._db.write(job)
         self._hub.work([ORCHESTRATION])
 
+    async def complete_activity_and_lease_instance(
+        self,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Complete the activity and lease its instance to ``owner`` if it is free."""
+        now = self._now()
+        outbound = _Outbound(result)
+        token = new_lock_token()
+
+        def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
+            key = (work_item.work_item_id, work_item.lock_token)
+            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            if not outbound.enqueue(conn, now):
+                return None
+            free = conn.execute(
+                q.INSTANCE_IS_FREE, {"instance_id": outbound.instance_id, "now": now}
+            )
+            if free.fetchone() is None:
+                return None
+            return _lease_instance(
+                conn, outbound.instance_id, now, owner, token, lease, known_histories
+            )
+
+        leased = await self._db.write(job)
+        if leased is None:
+            self._hub.work([ORCHESTRATION])
+        return leased
+
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
     ) -> None:
@@ -494,6 +506,38 @@ class _Outbound:
         if self.rewinds:
             conn.execute(q.MARK_REWOUND, (instance_id, now))
         return True
+
+
+def _lease_instance(
+    conn: sqlite3.Connection,
+    instance_id: str,
+    now: int,
+    owner: str,
+    token: str,
+    lease: timedelta,
+    known_histories: Mapping[str, HistoryMark] | None,
+) -> OrchestrationWorkItem:
+    """Lease a free instance with its visible messages (inside a write transaction)."""
+    expires_at = now + _micros(lease)
+    lease_params = {"instance_id": instance_id, "now": now}
+    conn.execute(
+        q.LEASE_INSTANCE, {**lease_params, "token": token, "owner": owner, "expires_at": expires_at}
+    )
+    conn.execute(q.COUNT_DEQUEUES, lease_params)
+    messages = conn.execute(q.SELECT_VISIBLE_MESSAGES, lease_params).fetchall()
+    state = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
+    length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
+    known = history_is_known(known_histories, instance_id, state.execution_id, length)
+    return OrchestrationWorkItem(
+        instance_id=instance_id,
+        lock_token=token,
+        locked_until=from_micros(expires_at),
+        history=[] if known else _history(conn, instance_id),
+        messages=[locked_message_from_row(m) for m in messages],
+        state=state,
+        history_length=length,
+        history_loaded=not known,
+    )
 
 
 def _check_lease(conn: sqlite3.Connection, work_item: OrchestrationWorkItem) -> int:
