@@ -86,3 +86,16 @@ def test_cursor_matches_full_replay_episode_by_episode() -> None:
             return
         new = [h.OrchestratorStarted(timestamp=now), *_responses(live, now)]
     raise AssertionError("the orchestration never completed")
+
+
+def test_awaits_only_tells_a_single_wait_from_a_fan_in() -> None:
+    from duratask._engine.replay_context import ReplayContext
+    from duratask.converter import PayloadCodec
+    from duratask.registry import Registry
+
+    ctx = ReplayContext("i", Registry(), PayloadCodec())
+    ctx.call_activity("a")
+    assert ctx.awaits_only(0)
+    ctx.call_activity("b")
+    assert not ctx.awaits_only(0), "two results outstanding: a fan-in"
+    assert ctx.awaits(1) and not ctx.awaits(2)

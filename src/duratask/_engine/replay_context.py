@@ -294,6 +294,10 @@ class ReplayContext(OrchestrationContext):
         """Whether the task with this id was scheduled and has no result yet."""
         return task_id in self._pending
 
+    def awaits_only(self, task_id: int) -> bool:
+        """Whether that task is the only one without a result."""
+        return len(self._pending) == 1 and task_id in self._pending
+
     def pending_actions(self) -> list[act.SchedulingAction]:
         """Unmatched scheduling actions; none made after the execution ended."""
         return [a for seq, a in self._actions.items() if seq < self._end_sequence]

@@ -69,6 +69,12 @@ class OrchestrationCache:
             del self._marks[old_id]
             self._events -= old_mark.length
 
+    def awaits_only(self, instance_id: str, task_id: int) -> bool:
+        """Whether the cached instance waits for this task and nothing else, so its result
+        alone lets it take the next step (a fan-in is better left to gather its results)."""
+        entry = self._entries.get(instance_id)
+        return entry is not None and entry[1].ctx.awaits_only(task_id)
+
     def evict(self, instance_id: str) -> None:
         entry = self._entries.pop(instance_id, None)
         self._marks.pop(instance_id, None)

@@ -408,12 +408,18 @@ class TaskHubWorker:
     async def _complete_and_continue_here(
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
     ) -> bool:
-        """Commit the activity's result; where the store allows and this worker has room, its
-        instance is leased to this worker in the same transaction and its next episode runs
-        at once (True), with no wake-up or fetch in between."""
+        """Commit the activity's result. When the instance is cached here and waits for this
+        result alone, the store allows and this worker has room, the instance is leased to
+        this worker in the same transaction and its next episode runs at once (True), with no
+        wake-up or fetch in between; a fan-in is left to gather its results instead."""
         store, orchestrations = self.store, self._orchestrations
+        request = work_item.request
         claimed = 0
-        if isinstance(store, SupportsEagerOrchestrations) and orchestrations is not None:
+        if (
+            isinstance(store, SupportsEagerOrchestrations)
+            and orchestrations is not None
+            and self._cache.awaits_only(request.instance_id, request.task_id)
+        ):
             claimed = await orchestrations.claim(1)
         if not claimed:
             await store.complete_activity_work_item(work_item, result)
