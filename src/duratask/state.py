@@ -111,11 +111,7 @@ class OrchestrationState:
     converter: DataConverter | None = field(default=None, compare=False, repr=False)
 
     def _decode(self, text: str | None) -> Any:
-        if text is None:
-            return None
-        if self.converter is None:
-            return json.loads(text)
-        return self.converter.deserialize(text)
+        return decode_payload(text, self.converter)
 
     @property
     def input(self) -> Any:
@@ -153,3 +149,12 @@ def _bounded(text: str, *, keep_end: bool = False) -> str:
     if keep_end:
         return note + text[cut:]
     return text[:MAX_FAILURE_TEXT] + note
+
+
+def decode_payload(text: str | None, converter: DataConverter | None) -> Any:
+    """A stored JSON payload as a value: through ``converter``, or as plain JSON values."""
+    if text is None:
+        return None
+    if converter is None:
+        return json.loads(text)
+    return converter.deserialize(text)

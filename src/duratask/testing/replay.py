@@ -10,7 +10,6 @@ different step than the one recorded, as :class:`HistoryMismatchError`, a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from duratask._engine import OrchestrationCursor, OrchestrationExecutor, rewound
 from duratask.converter import DataConverter, PayloadCodec
 from duratask.errors import NonDeterminismError
 from duratask.registry import Registry, function_name
-from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.state import FailureDetails, OrchestrationStatus, decode_payload
 from duratask.testing._history_input import HistorySource, history_sources, load_history
 
 __all__ = [
@@ -101,11 +100,7 @@ class ReplayResult:
     converter: DataConverter | None = field(default=None, compare=False, repr=False)
 
     def _decode(self, text: str | None) -> Any:
-        if text is None:
-            return None
-        if self.converter is None:
-            return json.loads(text)
-        return self.converter.deserialize(text)
+        return decode_payload(text, self.converter)
 
     @property
     def output(self) -> Any:
