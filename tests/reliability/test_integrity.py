@@ -28,7 +28,7 @@ from duratask.integrity import (
 )
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.worker.instance_state import advance_state
-from tests.conformance.e2e_hub import TaskHub
+from tests.conformance.e2e_hub import TaskHub, wait_until
 from tests.unit.history_builder import INSTANCE_ID, SEC, T0, HistoryBuilder, payload
 
 from .figures import count
@@ -355,10 +355,7 @@ async def populate(hub: TaskHub) -> dict[str, S]:
         state = await c.get_orchestration_state("suspended")
         return state is not None and state.runtime_status is S.SUSPENDED
 
-    deadline = time.monotonic() + 20
-    while not await suspended():
-        assert time.monotonic() < deadline, "the instance was never suspended"
-        await asyncio.sleep(0.01)
+    await wait_until(suspended, what="the instance to be suspended")
     assert ids["done"] == "done"
     return {
         "done": S.COMPLETED,
