@@ -9,8 +9,9 @@ gives its connections; the test's own connections are named otherwise), and the 
 (instances started but not finished).
 
 The first third of the run is warm-up. Between the second and the last third, resident
-memory may grow by less than 20% and less than 30 MB, and the descriptors and connections
-may not grow. Every instance must complete with its output, and the backlog may not keep
+memory may grow by less than 20% and less than 30 MB, and the descriptors may not grow
+except by the sockets of connections the PostgreSQL pool opens within its bound (10, plus
+the LISTEN connection). Every instance must complete with its output, and the backlog may not keep
 growing (the worker keeps up).
 """
 
@@ -43,6 +44,8 @@ LEASE_SECONDS = 5.0
 RSS_GROWTH_RATIO = 0.20
 RSS_GROWTH_BYTES = 30 * 2**20
 FD_SLACK = 2  # descriptors that come and go (a WAL file, a socket being replaced)
+# The PostgreSQL store's pool holds at most 10 connections, plus one that LISTENs.
+POOL_CONNECTIONS = 11
 COMPLETION_TIMEOUT = 60.0
 
 
@@ -184,11 +187,14 @@ async def test_resources_stay_flat_under_steady_load(
     assert not wrong, f"{len(wrong)} instances went wrong:\n" + "\n".join(wrong[:20])
     assert growth < RSS_GROWTH_RATIO * rss_before, f"RSS grew by {growth / rss_before:.1%}"
     assert growth < RSS_GROWTH_BYTES, f"RSS grew by {growth / 2**20:.1f} MB"
-    assert median(last, "fds") <= median(second, "fds"), figures["fds"]
-    assert peak(last, "fds") <= peak(second, "fds") + FD_SLACK, figures["fds"]
+    # The PostgreSQL pool opens connections as load asks for them, up to its size: one
+    # more connection (and its socket) within that bound is the pool at work, not a leak.
+    opened = 0.0
     if target.kind == "postgres":
-        assert median(last, "connections") <= median(second, "connections"), figures
-        assert peak(last, "connections") <= peak(second, "connections"), figures
+        assert peak(last, "connections") <= POOL_CONNECTIONS, figures
+        opened = max(0.0, median(last, "connections") - median(second, "connections"))
+    assert median(last, "fds") <= median(second, "fds") + opened, figures["fds"]
+    assert peak(last, "fds") <= peak(second, "fds") + opened + FD_SLACK, figures["fds"]
     # The worker keeps up: a backlog that grows all along would be half again as long in
     # the last third as in the second; one second's arrivals are noise on a busy machine.
     assert median(last, "backlog") <= 1.5 * median(second, "backlog") + RATE, figures
