@@ -263,6 +263,23 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
     )
 }
 
+
+def result_task_id(event: HistoryEvent) -> int | None:
+    """The id of the task, timer or sub-orchestration a result event answers (None if the
+    event is no result)."""
+    if isinstance(event, TimerFired):
+        return event.timer_id
+    if isinstance(
+        event,
+        TaskCompleted
+        | TaskFailed
+        | SubOrchestrationInstanceCompleted
+        | SubOrchestrationInstanceFailed,
+    ):
+        return event.task_scheduled_id
+    return None
+
+
 _DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
 # Optional tracing fields are left out of the JSON when unset, so histories written without
 # tracing stay as they were (and older histories, which lack them, read the same way).

@@ -143,16 +143,9 @@ _FAILURES = (h.TaskFailed, h.SubOrchestrationInstanceFailed)
 
 
 def _answered_id(event: HistoryEvent) -> int:
-    if isinstance(event, h.TimerFired):
-        return event.timer_id
-    assert isinstance(
-        event,
-        h.TaskCompleted
-        | h.TaskFailed
-        | h.SubOrchestrationInstanceCompleted
-        | h.SubOrchestrationInstanceFailed,
-    )
-    return event.task_scheduled_id
+    task_id = h.result_task_id(event)
+    assert task_id is not None
+    return task_id
 
 
 def _is_rewind(event: HistoryEvent) -> bool:

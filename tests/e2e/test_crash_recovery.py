@@ -56,19 +56,6 @@ _COMPLETES: dict[type[h.HistoryEvent], type[h.HistoryEvent]] = {
 }
 
 
-def _completed_id(event: h.HistoryEvent) -> int:
-    if isinstance(event, h.TimerFired):
-        return event.timer_id
-    assert isinstance(
-        event,
-        h.TaskCompleted
-        | h.TaskFailed
-        | h.SubOrchestrationInstanceCompleted
-        | h.SubOrchestrationInstanceFailed,
-    )
-    return event.task_scheduled_id
-
-
 def assert_history_valid(events: Sequence[h.HistoryEvent], *, finished: bool = True) -> None:
     """Fail unless ``events`` is one well-formed execution, with nothing recorded twice.
 
@@ -119,7 +106,7 @@ def assert_history_valid(events: Sequence[h.HistoryEvent], *, finished: bool = T
             assert event.event_id not in scheduled, fail(i, f"id {event.event_id} reused")
             scheduled[event.event_id] = type(event)
         elif type(event) in _COMPLETES:
-            ref = _completed_id(event)
+            ref = h.result_task_id(event)
             wanted = _COMPLETES[type(event)]
             assert scheduled.get(ref) is wanted, fail(i, f"no earlier {wanted.__name__} #{ref}")
             assert ref not in completed, fail(i, f"#{ref} completed twice")

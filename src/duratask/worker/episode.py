@@ -606,20 +606,6 @@ class _Episode:
         )
 
 
-def _result_id(event: h.HistoryEvent) -> int | None:
-    if isinstance(event, h.TimerFired):
-        return event.timer_id
-    if isinstance(
-        event,
-        h.TaskCompleted
-        | h.TaskFailed
-        | h.SubOrchestrationInstanceCompleted
-        | h.SubOrchestrationInstanceFailed,
-    ):
-        return event.task_scheduled_id
-    return None
-
-
 def _without_repeated_results(
     events: list[h.HistoryEvent], cursor: OrchestrationCursor
 ) -> list[h.HistoryEvent]:
@@ -628,7 +614,7 @@ def _without_repeated_results(
     kept: list[h.HistoryEvent] = []
     seen: set[int] = set()
     for event in events:
-        task_id = _result_id(event)
+        task_id = h.result_task_id(event)
         if task_id is not None:
             if task_id in seen or not cursor.ctx.awaits(task_id):
                 _LOG.debug(
