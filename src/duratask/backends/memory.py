@@ -372,10 +372,16 @@ class MemoryOrchestrationService:
         now = self._now()
         result = _normalized_message(result)
         with self._lock:
-            self._held_activity(work_item)
-            del self._activities[work_item.work_item_id]
-            self._enqueue(result, now)
+            self._finish_activity(work_item, result, now)
         self._wakeups.work([ORCHESTRATION])
+
+    def _finish_activity(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage, now: datetime
+    ) -> None:
+        """Delete the held activity and enqueue its result (with the lock held)."""
+        self._held_activity(work_item)
+        del self._activities[work_item.work_item_id]
+        self._enqueue(result, now)
 
     async def complete_activity_and_lease_instance(
         self,
@@ -389,9 +395,7 @@ class MemoryOrchestrationService:
         now = self._now()
         result = _normalized_message(result)
         with self._lock:
-            self._held_activity(work_item)
-            del self._activities[work_item.work_item_id]
-            self._enqueue(result, now)
+            self._finish_activity(work_item, result, now)
             instance = self._instances.get(result.instance_id)
             if instance is None or instance.lease.live(now):
                 leased = None

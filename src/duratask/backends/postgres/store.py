@@ -359,13 +359,11 @@ class PostgresOrchestrationService:
         """Delete the activity and enqueue its result, in one transaction."""
         now = self._now()
         outbound = _Outbound(result)
-        key = (work_item.work_item_id, work_item.lock_token)
         db = self._db
 
         async def job(conn: Connection) -> None:
-            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            if await outbound.enqueue(db, conn, now) and outbound.visible_by(now):
+            sent = await _finish_activity(db, conn, work_item, outbound, now)
+            if sent and outbound.visible_by(now):
                 await db.notify(conn, [ORCHESTRATION])
 
         await db.transaction(job)
@@ -381,15 +379,12 @@ class PostgresOrchestrationService:
         """Complete the activity and lease its instance to ``owner`` if it is free."""
         now = self._now()
         outbound = _Outbound(result)
-        key = (work_item.work_item_id, work_item.lock_token)
         token = new_lock_token()
         expires_at = now + lease
         db = self._db
 
         async def job(conn: Connection) -> OrchestrationWorkItem | None:
-            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            if not await outbound.enqueue(db, conn, now):
+            if not await _finish_activity(db, conn, work_item, outbound, now):
                 return None
             free = await _fetch_one(
                 conn, db.q(q.LOCK_FREE_INSTANCE), {"instance_id": result.instance_id, "now": now}
@@ -599,6 +594,16 @@ class _Outbound:
         if inserted.rowcount and self.rewinds:
             await conn.execute(db.q(q.MARK_REWOUND), params)
         return bool(inserted.rowcount)
+
+
+async def _finish_activity(
+    db: Database, conn: Connection, work_item: ActivityWorkItem, result: _Outbound, now: datetime
+) -> bool:
+    """Delete the leased activity and enqueue its result; False if the instance is gone."""
+    key = (work_item.work_item_id, work_item.lock_token)
+    if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
+        raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+    return await result.enqueue(db, conn, now)
 
 
 async def _lease_instance(

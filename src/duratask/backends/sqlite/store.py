@@ -309,10 +309,7 @@ class SqliteOrchestrationService:
         outbound = _Outbound(result)
 
         def job(conn: sqlite3.Connection) -> None:
-            key = (work_item.work_item_id, work_item.lock_token)
-            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            outbound.enqueue(conn, now)
+            _finish_activity(conn, work_item, outbound, now)
 
         await self._db.write(job)
         self._hub.work([ORCHESTRATION])
@@ -331,10 +328,7 @@ class SqliteOrchestrationService:
         token = new_lock_token()
 
         def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
-            key = (work_item.work_item_id, work_item.lock_token)
-            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            if not outbound.enqueue(conn, now):
+            if not _finish_activity(conn, work_item, outbound, now):
                 return None
             free = conn.execute(
                 q.INSTANCE_IS_FREE, {"instance_id": outbound.instance_id, "now": now}
@@ -506,6 +500,16 @@ class _Outbound:
         if self.rewinds:
             conn.execute(q.MARK_REWOUND, (instance_id, now))
         return True
+
+
+def _finish_activity(
+    conn: sqlite3.Connection, work_item: ActivityWorkItem, result: _Outbound, now: int
+) -> bool:
+    """Delete the leased activity and enqueue its result; False if the instance is gone."""
+    key = (work_item.work_item_id, work_item.lock_token)
+    if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
+        raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+    return result.enqueue(conn, now)
 
 
 def _lease_instance(
