@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
-import os
 import socket
-import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +23,7 @@ import click
 
 from duratask.cli.errors import usage_error
 from duratask.cli.store import STORE_ENV, connect, describe_store, mask_url, require_store_url
+from duratask.cli.worker import import_target
 from duratask.client import AsyncTaskHubClient
 from duratask.worker import TaskHubWorker
 
@@ -98,37 +97,6 @@ def dashboard(store: str | None, host: str, port: int, read_only: bool, token: s
 # -- dev ----------------------------------------------------------------------------------
 
 
-def _import_target(target: str) -> Any:
-    module_name, colon, attr = target.partition(":")
-    if not colon or not module_name or not attr:
-        raise usage_error(f"expected MODULE:ATTR (e.g. myapp.workers:worker), got {target!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name + ".").startswith(exc.name + "."):
-            raise usage_error(
-                f"cannot import {module_name!r}: no module named {exc.name!r} "
-                f"(run from the directory that contains it, or fix PYTHONPATH)"
-            ) from None
-        click.echo(traceback.format_exc(), err=True)
-        raise usage_error(f"importing {module_name!r} failed: {exc}") from None
-    except Exception as exc:
-        click.echo(traceback.format_exc(), err=True)
-        raise usage_error(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    value: Any = module
-    for part in attr.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise usage_error(f"{module_name!r} has no attribute {attr!r}") from None
-    return value
-
-
 def _accepts_store(factory: Any) -> bool:
     try:
         parameters = inspect.signature(factory).parameters.values()
@@ -142,7 +110,7 @@ def _accepts_store(factory: Any) -> bool:
 
 def load_worker(target: str, store_url: str, db: Path) -> TaskHubWorker:
     """The worker ``target`` names, checked to run on the dev hub at ``db``."""
-    value = _import_target(target)
+    value = import_target(target)
     if isinstance(value, TaskHubWorker):
         worker = value
     elif callable(value):

@@ -76,6 +76,21 @@ def worker(
 
 def load_worker(target: str, app_dir: str = ".") -> TaskHubWorker:
     """Import MODULE and return the worker ATTR names (calling ATTR if it is a factory)."""
+    found = import_target(target, app_dir)
+    if isinstance(found, TaskHubWorker):
+        return found
+    if not callable(found):
+        raise usage_error(
+            f"{target} is a {type(found).__name__}, not a TaskHubWorker or a function returning one"
+        )
+    made = found()
+    if not isinstance(made, TaskHubWorker):
+        raise usage_error(f"{target}() returned a {type(made).__name__}, not a TaskHubWorker")
+    return made
+
+
+def import_target(target: str, app_dir: str = ".") -> Any:
+    """Import MODULE (from ``app_dir`` or sys.path) and return what ATTR names in it."""
     module_name, colon, attr = target.partition(":")
     if not colon or not module_name or not attr:
         raise usage_error(f"expected MODULE:ATTR (e.g. myapp.tasks:worker), got {target!r}")
@@ -98,16 +113,7 @@ def load_worker(target: str, app_dir: str = ".") -> TaskHubWorker:
             found = getattr(found, part)
         except AttributeError:
             raise usage_error(f"module {module_name!r} has no attribute {attr!r}") from None
-    if isinstance(found, TaskHubWorker):
-        return found
-    if not callable(found):
-        raise usage_error(
-            f"{target} is a {type(found).__name__}, not a TaskHubWorker or a function returning one"
-        )
-    made = found()
-    if not isinstance(made, TaskHubWorker):
-        raise usage_error(f"{target}() returned a {type(made).__name__}, not a TaskHubWorker")
-    return made
+    return found
 
 
 def _check_store(task_hub_worker: TaskHubWorker, target: str, url: str, *, explicit: bool) -> None:
