@@ -1,16 +1,18 @@
-"""One SQLite connection, owned by a dedicated thread, with transactions, retries and migrations.
+"""A SQLite file's connections, with group commit, retries and migrations.
 
-Every call runs on the store's single worker thread and is awaited through
-``loop.run_in_executor``, so the blocking ``sqlite3`` module never stalls an event loop and
-the same store can serve callers from different event loops over its life.
+Statements run on the caller's event loop thread; what may block (a commit's fsync, waiting
+for a lock another process holds) runs on the store's own thread. The same store can serve
+callers from different event loops over its life.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from duratask.errors import StoreError
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
 
+MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
@@ -56,7 +59,14 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class Database:
-    """A SQLite file reached through one connection on one dedicated thread."""
+    """A SQLite file reached through one write connection and a read connection per thread.
+
+    Statements run on the calling event loop's thread: they take microseconds, and handing
+    each one to another thread would cost a GIL hand-over (up to the interpreter's 5 ms
+    switch interval while the loop is busy). Only what can block runs on the store's own
+    thread: the ``COMMIT`` (its fsync), and waiting for the write lock when another process
+    holds it. The event loop is never stalled on I/O or on another process.
+    """
 
     def __init__(
         self,
@@ -78,14 +88,17 @@ class Database:
         self._retry_delay = retry_delay
         self._state_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        self._conn: sqlite3.Connection | None = None  # used by the one running drain only
+        self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
         self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> bool:
-        """Start the worker thread; False if it was already running. The connection opens
-        on first use."""
+        """Start the store's thread; False if it was already running. Connections open on
+        first use."""
         with self._state_lock:
             if self._executor is not None:
                 return False
@@ -93,44 +106,70 @@ class Database:
             return True
 
     async def stop(self) -> None:
-        """Close the connection and stop the thread; :meth:`start` may be called again."""
+        """Let queued writes finish, close the connections and stop the thread;
+        :meth:`start` may be called again."""
+        loop = asyncio.get_running_loop()
         with self._state_lock:
             executor, self._executor = self._executor, None
+            idle: asyncio.Future[None] | None = None
+            if executor is not None and self._draining:
+                idle = loop.create_future()
+                self._idle_waiters.append((loop, idle))
         if executor is None:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+            if idle is not None:
+                await idle
+            await loop.run_in_executor(executor, self._disconnect)
         finally:
             executor.shutdown(wait=False)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _open(self, *, busy_timeout: float) -> sqlite3.Connection:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"SQLite store {self.path!r}: cannot create its directory: {exc}"
+            ) from exc
+        conn = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """On the store's thread: open the write connection (setting WAL mode can wait for
+        another process opening the same new file)."""
         if self._conn is None:
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
+            if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
                 raise StoreError(
-                    f"SQLite store {self.path!r}: cannot create its directory: {exc}"
-                ) from exc
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+                    f"SQLite store {self.path!r}: duratask needs SQLite "
+                    f"{'.'.join(map(str, MIN_SQLITE_VERSION))} or newer; this Python's sqlite3 "
+                    f"module uses {sqlite3.sqlite_version}"
+                )
+            conn = self._open(busy_timeout=self._busy_timeout)
             try:
-                conn.row_factory = sqlite3.Row
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._synchronous}")
                 self._conn_synchronous = self._synchronous
                 conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA busy_timeout = 0")  # statements on a loop never wait
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
 
-    def _synced_connection(self) -> sqlite3.Connection:
-        """The connection at the configured sync level (a relaxed lease batch may have left
-        it lower), for jobs that write outside the group commit (migrations)."""
-        conn = self._connection()
-        if not conn.in_transaction:
-            self._set_synchronous(conn, self._synchronous)
+    def _reader(self, *, waiting: bool) -> sqlite3.Connection:
+        """This thread's read connection; on an event loop's thread (``waiting=False``) it
+        fails at once instead of waiting on a lock."""
+        key = threading.get_ident()
+        with self._state_lock:
+            conn = self._readers.get(key)
+        if conn is None:
+            conn = self._open(busy_timeout=self._busy_timeout if waiting else 0.0)
+            with self._state_lock:
+                self._readers[key] = conn
         return conn
 
     def _set_synchronous(self, conn: sqlite3.Connection, level: str) -> None:
@@ -141,9 +180,27 @@ class Database:
             self._conn_synchronous = level
 
     def _disconnect(self) -> None:
+        with self._state_lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            reader.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def _on_thread(self, fn: Callable[[], T]) -> T:
+        executor = self._executor
+        if executor is None:
+            raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+        done = executor.submit(fn)
+        try:
+            return await asyncio.wrap_future(done)
+        except asyncio.CancelledError:
+            # The caller's loop is closing: let the connection's call end before anyone
+            # else uses the connection.
+            with contextlib.suppress(BaseException):
+                done.result()
+            raise
 
     # -- running jobs --------------------------------------------------------------------
     async def write(self, job: Job[T], *, durable: bool = True) -> T:
@@ -159,90 +216,171 @@ class Database:
         the next ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so they share
         one commit (one fsync) yet each still commits or rolls back on its own.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        with self._state_lock:
-            executor = self._executor
-            if executor is None:
-                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
-            self._pending_writes.append(_PendingWrite(job, loop, future, durable))
-            start_drain = not self._draining
-            self._draining = True
-        if start_drain:
-            executor.submit(self._drain_writes)
-        return await future
+        result: T = await self._enqueue(_PendingWrite(job, durable=durable))
+        return result
 
-    def _drain_writes(self) -> None:
-        """On the connection's thread: commit queued writes, a batch per transaction."""
-        while True:
-            with self._state_lock:
-                batch, self._pending_writes = self._pending_writes, []
-                if not batch:
-                    self._draining = False
-                    return
-            try:
-                outcomes = self._commit_batch(batch)
-            except BaseException as exc:  # the whole batch failed to commit
-                error = _store_error(self.path, exc)
-                outcomes = [(False, error)] * len(batch)
-            # One wake-up per event loop for the whole batch, not one per write.
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, tuple[bool, object]]]] = {}
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
-            for loop, settled in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_settle_all, settled)
-                except RuntimeError:  # that loop is closed: nobody awaits its writes
-                    pass
-
-    def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
-        attempt = 0
-        while True:
-            conn: sqlite3.Connection | None = None
-            try:
-                # Connecting sets WAL mode, which can be refused as busy while another
-                # connection opens the same new file: retried like any busy error.
-                conn = self._connection()
-                relaxed = self._synchronous in _SYNCING and not any(p.durable for p in batch)
-                self._set_synchronous(conn, "NORMAL" if relaxed else self._synchronous)
-                conn.execute("BEGIN IMMEDIATE")
-                outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
-                conn.execute("COMMIT")
-                return outcomes
-            except sqlite3.OperationalError as exc:
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if not is_busy(exc) or attempt >= self._retries:
-                    raise
-            except BaseException:
-                if conn is not None and conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            time.sleep(self._retry_delay * 2**attempt)  # the writer thread, not the event loop
-            attempt += 1
+    async def run(self, job: Job[T]) -> T:
+        """Run ``job`` on the store's thread outside any transaction, in turn with the
+        writes (for statements a transaction refuses: some pragmas, schema resets)."""
+        result: T = await self._enqueue(_PendingWrite(job, alone=True))
+        return result
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` in a read transaction (one consistent snapshot)."""
-        return await self.run(lambda conn: _transaction(conn, "BEGIN", job))
+        if self._executor is None:
+            raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+        try:
+            return _transaction(self._reader(waiting=False), "BEGIN", job)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        # Rare in WAL mode (a file being recovered or checkpointed): wait off the loop.
+        try:
+            return await self._on_thread(
+                lambda: _transaction(self._reader(waiting=True), "BEGIN", job)
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
-    async def run(self, job: Job[T]) -> T:
-        """Run ``job`` on the connection's thread, retrying while the database is busy."""
+    async def _enqueue(self, pending: _PendingWrite) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._state_lock:
+            if self._executor is None:
+                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+            self._pending_writes.append(pending.waited_on(loop, future))
+            start_drain = not self._draining
+            self._draining = True
+        if start_drain:
+            self._drain_task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Commit queued writes, a batch per transaction, until none is left. Runs on the
+        loop of the write that found no drain running; writes from other loops join it."""
+        batch: list[_PendingWrite] = []
+        try:
+            while True:
+                with self._state_lock:
+                    batch, self._pending_writes = self._pending_writes, []
+                    if not batch:
+                        self._draining = False
+                        idle, self._idle_waiters = self._idle_waiters, []
+                        break
+                alone = [p for p in batch if p.alone]
+                together = [p for p in batch if not p.alone]
+                outcomes: list[tuple[_PendingWrite, tuple[bool, object]]] = []
+                if together:
+                    try:
+                        done = await self._commit_batch(together)
+                    except asyncio.CancelledError:
+                        raise
+                    except BaseException as exc:  # the whole batch failed to commit
+                        done = [(False, _store_error(self.path, exc))] * len(together)
+                    outcomes.extend(zip(together, done, strict=True))
+                for pending in alone:
+                    outcomes.append((pending, await self._run_alone(pending.job)))
+                _settle_batch(outcomes)
+                batch = []
+        except asyncio.CancelledError:
+            # The drain's loop is closing: fail what it held and hand the queue on.
+            error = StoreError(f"SQLite store {self.path!r}: the writing event loop closed")
+            _settle_batch([(pending, (False, error)) for pending in batch])
+            self._hand_over_drain()
+            raise
+        for loop, future in idle:
+            loop.call_soon_threadsafe(_settle, future, (True, None))
+
+    def _hand_over_drain(self) -> None:
+        with self._state_lock:
+            self._draining = False
+            successor = self._pending_writes[0].loop if self._pending_writes else None
+        if successor is not None:
+            successor.call_soon_threadsafe(self._restart_drain)
+
+    def _restart_drain(self) -> None:
+        with self._state_lock:
+            if self._draining or not self._pending_writes:
+                return
+            self._draining = True
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _run_alone(self, job: Job[Any]) -> tuple[bool, object]:
         attempt = 0
         while True:
-            executor = self._executor
-            if executor is None:
-                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
             try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    executor, lambda: job(self._synced_connection())
-                )
+                return True, await self._on_thread(lambda: self._alone(job))
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or attempt >= self._retries:
-                    raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+                    return False, _store_error(self.path, exc)
+            except Exception as exc:
+                return False, _store_error(self.path, exc)
             await asyncio.sleep(self._retry_delay * 2**attempt)
             attempt += 1
+
+    def _alone(self, job: Job[T]) -> T:
+        """On the store's thread: ``job`` on the write connection at the configured sync
+        level (a relaxed lease batch may have left it lower), waiting on locks."""
+        conn = self._connect_writer()
+        self._set_synchronous(conn, self._synchronous)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        try:
+            return job(conn)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    async def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
+        attempt = 0
+        while True:
+            try:
+                # Connecting sets WAL mode, which can be refused as busy while another
+                # connection opens the same new file: retried like any busy error.
+                conn = self._conn
+                if conn is None:
+                    conn = await self._on_thread(self._connect_writer)
+                return await self._commit_on(conn, batch)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or attempt >= self._retries:
+                    raise
+            await asyncio.sleep(self._retry_delay * 2**attempt)
+            attempt += 1
+
+    async def _commit_on(
+        self, conn: sqlite3.Connection, batch: list[_PendingWrite]
+    ) -> list[tuple[bool, object]]:
+        """One attempt: the batch's jobs in one transaction, each in its own savepoint."""
+        relaxed = self._synchronous in _SYNCING and not any(p.durable for p in batch)
+        self._set_synchronous(conn, "NORMAL" if relaxed else self._synchronous)
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                await self._on_thread(functools.partial(self._begin_waiting, conn))
+            outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
+            try:
+                await self._on_thread(functools.partial(conn.execute, "COMMIT"))
+            except asyncio.CancelledError:
+                if not conn.in_transaction:  # committed before the loop closed
+                    _settle_batch(list(zip(batch, outcomes, strict=True)))
+                raise
+            return outcomes
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _begin_waiting(self, conn: sqlite3.Connection) -> None:
+        """On the store's thread: ``BEGIN IMMEDIATE``, waiting up to the busy timeout for
+        another connection to release the write lock."""
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
 
     # -- schema --------------------------------------------------------------------------
     async def migrate(self, now_us: int) -> None:
@@ -289,9 +427,32 @@ class Database:
 @dataclass(frozen=True, slots=True)
 class _PendingWrite:
     job: Job[Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
     durable: bool = True
+    alone: bool = False  # run outside the batch's transaction (Database.run)
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[Any] | None = None
+
+    def waited_on(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> _PendingWrite:
+        return dataclasses.replace(self, loop=loop, future=future)
+
+
+def _settle_batch(outcomes: list[tuple[_PendingWrite, tuple[bool, object]]]) -> None:
+    """Settle each write's future on its own loop: one wake-up per loop for the batch."""
+    here = asyncio.get_running_loop()
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, tuple[bool, object]]]] = {}
+    for pending, outcome in outcomes:
+        assert pending.loop is not None
+        by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+    for loop, settled in by_loop.items():
+        if loop is here:
+            _settle_all(settled)
+            continue
+        try:
+            loop.call_soon_threadsafe(_settle_all, settled)
+        except RuntimeError:  # that loop is closed: nobody awaits its writes
+            pass
 
 
 def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[bool, object]:
