@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -261,21 +262,26 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
     """Make the store hand the victim's work to a worker that "crashes": the first delivery
     is abandoned unprocessed, as if its worker died, and the next delivery is returned."""
     store = hub.worker.store
-    name = f"lock_next_{kind}_work_item"
+    name = "lock_next_activity_work_items" if kind == "activity" else f"lock_next_{kind}_work_item"
     lock = getattr(store, name)
     abandon = getattr(store, f"abandon_{kind}_work_item")
     seen: list[int] = []
 
-    async def crashing_lock(*args: object, **kwargs: object) -> object:
-        work_item = await lock(*args, **kwargs)
-        iid = getattr(work_item, "instance_id", None) or getattr(
+    def instance_of(work_item: Any) -> str | None:
+        return getattr(work_item, "instance_id", None) or getattr(
             getattr(work_item, "request", None), "instance_id", None
         )
-        if work_item is not None and iid == victim and not seen:
+
+    async def crashing_lock(*args: object, **kwargs: object) -> object:
+        found = await lock(*args, **kwargs)
+        items = found if isinstance(found, list) else [found]
+        if any(instance_of(i) == victim for i in items if i is not None) and not seen:
             seen.append(1)
-            await abandon(work_item)
-            work_item = await lock(*args, **kwargs)
-        return work_item
+            for item in items:
+                if item is not None:
+                    await abandon(item)
+            found = await lock(*args, **kwargs)
+        return found
 
     setattr(store, name, crashing_lock)
     if kind == "activity":

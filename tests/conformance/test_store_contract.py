@@ -148,9 +148,9 @@ def activity(instance_id: str, task_id: int, name: str = "Act") -> ActivityReque
 
 
 async def lock_activity(store: OrchestrationService, owner: str = "w1") -> ActivityWorkItem:
-    work_item = await store.lock_next_activity_work_item(owner, LEASE)
-    assert work_item is not None, "expected an activity"
-    return work_item
+    leased = await store.lock_next_activity_work_items(owner, LEASE)
+    assert len(leased) == 1, f"expected one activity, leased {leased}"
+    return leased[0]
 
 
 async def with_activities(store: OrchestrationService, instance_id: str, count: int) -> None:
@@ -284,7 +284,7 @@ async def test_replaceable_terminal_instance_starts_afresh(store: OrchestrationS
     assert (state.created_at, state.execution_id) == (T0 + timedelta(hours=1), "exec-2")
     assert state.completed_at is None
     assert await store.get_history("a") == []
-    assert await store.lock_next_activity_work_item("w", LEASE) is None
+    assert await store.lock_next_activity_work_items("w", LEASE) == []
     work_item = await lock(store)
     assert [m.message.event for m in work_item.messages] == [fresh]
 
@@ -430,7 +430,7 @@ async def test_expired_lease_goes_to_another_worker_and_the_first_is_refused(
     assert await store.get_history("a") == first.history
     assert await state_of(store, "a") == state_before
     assert await store.get_instance("child") is None
-    assert await store.lock_next_activity_work_item("w", LEASE) is None
+    assert await store.lock_next_activity_work_items("w", LEASE) == []
     # The second worker still holds the lease and its messages are untouched.
     assert await store.lock_next_orchestration_work_item("w3", LEASE) is None
     await episode(store, second)
@@ -732,11 +732,37 @@ async def test_activities_are_leased_oldest_first_one_worker_each(
     await with_activities(store, "a", 2)
     first = await lock_activity(store, "w1")
     second = await lock_activity(store, "w2")
-    assert await store.lock_next_activity_work_item("w3", LEASE) is None
+    assert await store.lock_next_activity_work_items("w3", LEASE) == []
     assert (first.request, second.request) == (activity("a", 0), activity("a", 1))
     assert first.work_item_id != second.work_item_id
     assert first.lock_token != second.lock_token
     assert (first.dequeue_count, first.locked_until) == (1, T0 + LEASE)
+
+
+async def test_activities_lease_in_batches_each_item_held_on_its_own(
+    store: OrchestrationService, clock: FakeClock
+) -> None:
+    await with_activities(store, "a", 5)
+    first = await store.lock_next_activity_work_items("w1", LEASE, 3)
+    second = await store.lock_next_activity_work_items("w2", LEASE, 3)
+    assert [i.request.task_id for i in first] == [0, 1, 2]
+    assert [i.request.task_id for i in second] == [3, 4]
+    assert await store.lock_next_activity_work_items("w3", LEASE, 3) == []
+    assert all(i.dequeue_count == 1 and i.locked_until == T0 + LEASE for i in first + second)
+    # One item of a batch completes, one is abandoned, one is renewed; the rest expire.
+    result = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=1, result="1"))
+    await store.complete_activity_work_item(first[1], result)
+    await store.abandon_activity_work_item(first[0])
+    assert [
+        i.request.task_id for i in await store.lock_next_activity_work_items("w3", LEASE, 3)
+    ] == [0]
+    clock.advance(LEASE / 2)
+    await store.renew_activity_work_item(first[2], LEASE)
+    clock.advance(LEASE / 2 + timedelta(seconds=1))
+    expired = await store.lock_next_activity_work_items("w4", LEASE, 8)
+    assert sorted(i.request.task_id for i in expired) == [0, 3, 4], "task 2's lease was renewed"
+    with pytest.raises(LeaseLostError):
+        await store.complete_activity_work_item(second[0], result)
 
 
 async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
@@ -759,7 +785,7 @@ async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
     # Only the activity nobody holds is left to fetch.
     third = await lock_activity(store, "w2")
     assert third.request == requests[2]
-    assert await store.lock_next_activity_work_item("w2", LEASE) is None
+    assert await store.lock_next_activity_work_items("w2", LEASE) == []
     # The eager lease is a lease like any other: renewed, completed, or taken once it expires.
     await store.renew_activity_work_item(eager_items[0], LEASE)
     result = to("b", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
@@ -805,7 +831,7 @@ async def test_activity_result_to_a_missing_instance_is_dropped(
     work_item = await lock_activity(store)
     await store.complete_activity_work_item(work_item, to("ghost", raised("r")))
     assert await store.get_instance("ghost") is None
-    assert await store.lock_next_activity_work_item("w", LEASE) is None
+    assert await store.lock_next_activity_work_items("w", LEASE) == []
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
 
 
@@ -816,7 +842,7 @@ async def test_activity_lease_loss(store: OrchestrationService, clock: FakeClock
     await store.renew_activity_work_item(first, LEASE)
     assert first.locked_until == T0 + timedelta(seconds=40)
     clock.advance(LEASE)
-    assert await store.lock_next_activity_work_item("w2", LEASE) is None
+    assert await store.lock_next_activity_work_items("w2", LEASE) == []
     clock.advance(timedelta(microseconds=1))
     second = await lock_activity(store, "w2")
     assert (second.work_item_id, second.dequeue_count) == (first.work_item_id, 2)
@@ -828,7 +854,7 @@ async def test_activity_lease_loss(store: OrchestrationService, clock: FakeClock
         await store.renew_activity_work_item(first, LEASE)
     await store.abandon_activity_work_item(first)  # ignored: w2 holds it
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
-    assert await store.lock_next_activity_work_item("w3", LEASE) is None
+    assert await store.lock_next_activity_work_items("w3", LEASE) == []
 
     await store.complete_activity_work_item(second, result)
     assert [m.message for m in (await lock(store)).messages] == [result]
@@ -843,7 +869,7 @@ async def test_activity_abandon(store: OrchestrationService, clock: FakeClock) -
 
     await store.abandon_activity_work_item(again, T0 + timedelta(minutes=1))
     clock.advance(timedelta(minutes=1) - timedelta(microseconds=1))
-    assert await store.lock_next_activity_work_item("w3", LEASE) is None
+    assert await store.lock_next_activity_work_items("w3", LEASE) == []
     clock.advance(timedelta(microseconds=1))
     assert (await lock_activity(store, "w3")).dequeue_count == 3
 
@@ -1018,7 +1044,7 @@ async def test_purge_instance(store: OrchestrationService) -> None:
     assert (await lock(store)).instance_id == "pending"
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
     assert (await lock_activity(store)).request.instance_id == "running"
-    assert await store.lock_next_activity_work_item("w", LEASE) is None
+    assert await store.lock_next_activity_work_items("w", LEASE) == []
 
 
 async def test_purge_instances_by_filter(store: OrchestrationService) -> None:
@@ -1060,7 +1086,7 @@ async def test_delete_task_hub_then_open_again(store: OrchestrationService) -> N
     await store.open()
     assert await store.get_instance("a") is None
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
-    assert await store.lock_next_activity_work_item("w", LEASE) is None
+    assert await store.lock_next_activity_work_items("w", LEASE) == []
     await create(store, "a")
     assert (await lock(store)).history == []
 
@@ -1097,10 +1123,10 @@ async def test_concurrent_activity_locks_never_share_an_activity(
 ) -> None:
     await with_activities(store, "a", 4)
     handles = [store, peer] * 4
-    items = await asyncio.gather(
-        *(h.lock_next_activity_work_item(f"w{i}", LEASE) for i, h in enumerate(handles))
+    batches = await asyncio.gather(
+        *(h.lock_next_activity_work_items(f"w{i}", LEASE, 2) for i, h in enumerate(handles))
     )
-    ids = [w.work_item_id for w in items if w is not None]
+    ids = [w.work_item_id for batch in batches for w in batch]
     assert len(ids) == 4 and len(set(ids)) == 4
 
 
@@ -1162,7 +1188,7 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
     store = SqliteOrchestrationService(str(path), synchronous="normal")
     await store.open()
     try:
-        pragmas = await store._db.read(
+        pragmas = await store._db.run(  # on the write connection
             lambda c: [
                 c.execute(f"PRAGMA {name}").fetchone()[0]
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")

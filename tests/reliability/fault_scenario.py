@@ -181,7 +181,7 @@ async def check_store_faults(kind: str, mode: str, tmp_path: Path) -> None:
     for method in (
         "lock_next_orchestration_work_item",
         "complete_orchestration_work_item",
-        "lock_next_activity_work_item",
+        "lock_next_activity_work_items",
         "complete_activity_work_item",
     ):
         assert injected[method] > 0, (method, dict(injected))

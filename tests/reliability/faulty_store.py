@@ -135,12 +135,12 @@ class FaultyStore:
         )
 
     # -- activity work items ---------------------------------------------------------------------
-    async def lock_next_activity_work_item(
-        self, owner: str, lease: timedelta
-    ) -> ActivityWorkItem | None:
+    async def lock_next_activity_work_items(
+        self, owner: str, lease: timedelta, max_items: int = 1
+    ) -> list[ActivityWorkItem]:
         return await self._call(
-            "lock_next_activity_work_item",
-            lambda: self.inner.lock_next_activity_work_item(owner, lease),
+            "lock_next_activity_work_items",
+            lambda: self.inner.lock_next_activity_work_items(owner, lease, max_items),
         )
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
@@ -202,7 +202,7 @@ WORKER_METHODS = frozenset(
         "renew_orchestration_work_item",
         "complete_orchestration_work_item",
         "abandon_orchestration_work_item",
-        "lock_next_activity_work_item",
+        "lock_next_activity_work_items",
         "renew_activity_work_item",
         "complete_activity_work_item",
         "abandon_activity_work_item",

@@ -61,9 +61,10 @@ class Stepper:
 
     async def activity_step(self) -> ActivityWorkItem | None:
         """Run the next visible activity and commit its result; None if there is none."""
-        item = await self.store.lock_next_activity_work_item(self.worker.worker_id, LEASE)
-        if item is None:
+        leased = await self.store.lock_next_activity_work_items(self.worker.worker_id, LEASE)
+        if not leased:
             return None
+        item = leased[0]
         result = await run_activity(
             item, self.worker.registry, self._codec, self._pool, self.clock()
         )

@@ -14,18 +14,20 @@ class Queue:
     def __init__(self) -> None:
         self.items: deque[int] = deque()
         self.fetches = 0
+        self.asked: list[int] = []
         self.fetching = 0
         self.most_fetching = 0
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def fetch(self) -> int | None:
+    async def fetch(self, wanted: int) -> list[int]:
         self.fetches += 1
+        self.asked.append(wanted)
         self.fetching += 1
         self.most_fetching = max(self.most_fetching, self.fetching)
         try:
             # Looks first, then takes its time, like a store read that is still on its way back.
-            found = self.items.popleft() if self.items else None
+            found = [self.items.popleft() for _ in range(min(wanted, len(self.items)))]
             await self.gate.wait()
             await asyncio.sleep(0)
             return found
@@ -33,8 +35,16 @@ class Queue:
             self.fetching -= 1
 
 
-def dispatcher(queue: Queue, done: list[int], poll: float = 10.0) -> Dispatcher[int]:
+def dispatcher(
+    queue: Queue,
+    done: list[int],
+    poll: float = 10.0,
+    concurrency: int = 50,
+    hold: asyncio.Event | None = None,
+) -> Dispatcher[int]:
     async def process(item: int) -> None:
+        if hold is not None:
+            await hold.wait()
         done.append(item)
 
     async def renew(item: int) -> None:
@@ -45,7 +55,7 @@ def dispatcher(queue: Queue, done: list[int], poll: float = 10.0) -> Dispatcher[
         queue.fetch,
         process,
         renew,
-        concurrency=50,
+        concurrency=concurrency,
         renew_interval=60,
         min_poll=poll,
         max_poll=poll,
@@ -84,6 +94,8 @@ async def test_a_wake_starts_one_fetch_and_a_backlog_spreads_over_several() -> N
     queue.gate.set()
     await wait_for(lambda: len(done) == 39, "the backlog")
     assert queue.most_fetching > 1, "a backlog is fetched by several fetchers at once"
+    assert max(queue.asked) > 1, "a fetch asks for several items when slots are free"
+    assert sorted(done) == list(range(1, 40))
 
     d.stop()
     await asyncio.wait_for(run, timeout=5)
@@ -103,7 +115,7 @@ async def test_stop_during_a_fetch_ends_the_loops() -> None:
 
 async def test_a_wake_during_a_fetch_that_finds_nothing_looks_again() -> None:
     queue, done = Queue(), []
-    d = dispatcher(queue, done)
+    d = dispatcher(queue, done, concurrency=64)  # room for eight fetches of eight items
     queue.gate.clear()
     run = asyncio.create_task(d.run())
     await wait_for(lambda: queue.fetching == 8, "every fetcher in flight")
@@ -112,5 +124,20 @@ async def test_a_wake_during_a_fetch_that_finds_nothing_looks_again() -> None:
     d.wake()
     queue.gate.set()
     await wait_for(lambda: done == [7], "a second look to find the item")
+    d.stop()
+    await asyncio.wait_for(run, timeout=5)
+
+
+async def test_a_fetch_asks_for_no_more_items_than_free_slots() -> None:
+    queue, done, hold = Queue(), [], asyncio.Event()
+    d = dispatcher(queue, done, concurrency=3, hold=hold)
+    queue.items.extend(range(10))
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: len(d.in_flight) == 3 and queue.fetching == 0, "three items running")
+    assert sum(queue.asked) - len(queue.asked) <= 3, queue.asked  # each fetch holds one slot
+    assert len(queue.items) == 7, "nothing is leased beyond the three free slots"
+    hold.set()
+    await wait_for(lambda: len(done) == 10, "the rest")
+    assert all(asked <= 3 for asked in queue.asked), queue.asked
     d.stop()
     await asyncio.wait_for(run, timeout=5)

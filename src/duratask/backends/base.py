@@ -235,10 +235,10 @@ class OrchestrationService(Protocol):
         at ``retry_at`` (now if None). A lost lease is ignored."""
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_item(
-        self, owner: str, lease: timedelta
-    ) -> ActivityWorkItem | None:
-        """Lease the next visible activity, or None."""
+    async def lock_next_activity_work_items(
+        self, owner: str, lease: timedelta, max_items: int = 1
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``max_items`` visible activities, oldest first (none: an empty list)."""
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease; :class:`LeaseLostError` if it is no longer held."""

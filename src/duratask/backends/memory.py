@@ -339,24 +339,29 @@ class MemoryOrchestrationService:
         return instance
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_item(
-        self, owner: str, lease: timedelta
-    ) -> ActivityWorkItem | None:
-        """Lease the oldest visible activity."""
+    async def lock_next_activity_work_items(
+        self, owner: str, lease: timedelta, max_items: int = 1
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``max_items`` of the oldest visible activities."""
         now = self._now()
+        leased: list[ActivityWorkItem] = []
         with self._lock:
             for activity in self._activities.values():
+                if len(leased) >= max_items:
+                    break
                 if activity.visible_at <= now and not activity.lease.live(now):
                     token = activity.lease.take(owner, now + lease)
                     activity.dequeue_count += 1
-                    return ActivityWorkItem(
-                        work_item_id=activity.work_item_id,
-                        request=activity.request,
-                        lock_token=token,
-                        locked_until=now + lease,
-                        dequeue_count=activity.dequeue_count,
+                    leased.append(
+                        ActivityWorkItem(
+                            work_item_id=activity.work_item_id,
+                            request=activity.request,
+                            lock_token=token,
+                            locked_until=now + lease,
+                            dequeue_count=activity.dequeue_count,
+                        )
                     )
-            return None
+        return leased
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""

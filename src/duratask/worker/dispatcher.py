@@ -14,13 +14,15 @@ from duratask.errors import LeaseLostError
 _LOG = logging.getLogger("duratask.worker")
 T = TypeVar("T")
 _MAX_FETCHERS = 8
+_MAX_BATCH = 8
 
 
 class Dispatcher(Generic[T]):
     """Fetches work items while there is capacity; polls with back-off when idle.
 
     Up to eight fetches run at once, so a store that commits writes in groups (SQLite)
-    leases several items in one commit and a server store leases them in parallel. Only one
+    leases several items in one commit and a server store leases them in parallel; a fetch
+    asks for as many items (up to eight) as there are free slots. Only one
     fetcher polls the store while idle; the others rest until there is work: ``wake()``
     (the worker calls it when it knows new work exists: it just committed some, or a timer
     it created is due) starts one of them, and each fetcher that finds an item starts
@@ -30,7 +32,7 @@ class Dispatcher(Generic[T]):
     def __init__(
         self,
         name: str,
-        fetch: Callable[[], Awaitable[T | None]],
+        fetch: Callable[[int], Awaitable[list[T]]],
         process: Callable[[T], Awaitable[None]],
         renew: Callable[[T], Awaitable[None]],
         *,
@@ -101,19 +103,20 @@ class Dispatcher(Generic[T]):
             if self._stopping:
                 slots.release()
                 break
+            wanted = 1 + await self.claim(_MAX_BATCH - 1)
             self._missed_wake = False
             try:
-                item = await self._fetch()
+                items = await self._fetch(wanted)
             except Exception:
                 _LOG.exception(
                     "%s dispatcher: fetching work failed; retrying",
                     self.name,
                     extra={"event": "duratask.dispatcher.fetch_failed", "work": self.name},
                 )
-                item = None
+                items = []
                 delay = self._max_poll
-            if item is None:
-                slots.release()
+            self.unclaim(wanted - len(items))
+            if not items:
                 if self._missed_wake:  # work announced during the fetch: look again
                     self._missed_wake = False
                     continue
@@ -122,9 +125,10 @@ class Dispatcher(Generic[T]):
                 continue
             delay = self._min_poll
             self.wake()  # there may be more: let another fetcher look too
-            task = asyncio.create_task(self._run_one(item, slots))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
+            for item in items:
+                task = asyncio.create_task(self._run_one(item, slots))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
 
     async def _rest(self, poll: float | None) -> None:
         """Wait for a wake(); the polling fetcher also for a store notification or ``poll``."""

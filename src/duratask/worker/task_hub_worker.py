@@ -138,11 +138,15 @@ class TaskHubWorker:
                 return None
             return lambda timeout: pushes.wait_for_notification(timeout, kind=kind)
 
+        async def lock_orchestrations(_: int) -> list[OrchestrationWorkItem]:
+            item = await self.store.lock_next_orchestration_work_item(
+                self.worker_id, self._lease, self._cache.marks() if self._cache.enabled else None
+            )
+            return [] if item is None else [item]
+
         self._orchestrations = Dispatcher(
             "orchestration",
-            lambda: self.store.lock_next_orchestration_work_item(
-                self.worker_id, self._lease, self._cache.marks() if self._cache.enabled else None
-            ),
+            lock_orchestrations,
             self._process_orchestration,
             lambda wi: self.store.renew_orchestration_work_item(wi, self._lease),
             concurrency=self._max_orchestrations,
@@ -152,7 +156,9 @@ class TaskHubWorker:
         )
         self._activities = Dispatcher(
             "activity",
-            lambda: self.store.lock_next_activity_work_item(self.worker_id, self._lease),
+            lambda wanted: self.store.lock_next_activity_work_items(
+                self.worker_id, self._lease, wanted
+            ),
             self._process_activity,
             lambda wi: self.store.renew_activity_work_item(wi, self._lease),
             concurrency=self._max_activities,

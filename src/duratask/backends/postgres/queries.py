@@ -162,28 +162,31 @@ INSERT_LEASED_ACTIVITIES = """
 INSERT INTO {schema}.activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
      lock_token, lock_owner, lock_expires_at, dequeue_count)
-SELECT t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, %(now)s, %(now)s,
+SELECT t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, %(now)s,
+       %(expires_at)s,
        t.token, %(owner)s, %(expires_at)s, 1
 FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::text[], %(task_ids)s::int[],
             %(names)s::text[], %(versions)s::text[], %(inputs)s::text[], %(tokens)s::text[])
      AS t(instance_id, execution_id, task_id, name, version, input, token)
 RETURNING id, lock_token"""
-# The oldest visible activity without a live lease, leased in one statement; activities
-# other workers are locking right now are skipped.
-LOCK_NEXT_ACTIVITY = """
+# The oldest visible activities without a live lease, leased in one statement; activities
+# other workers are locking right now are skipped. A lease moves ``visible_at`` to its
+# expiry, so the index skips leased rows (the lock test also skips rows leased before
+# leases did that).
+LOCK_NEXT_ACTIVITIES = """
 UPDATE {schema}.activities
 SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s,
-    dequeue_count = dequeue_count + 1
-WHERE id = (
+    visible_at = %(expires_at)s, dequeue_count = dequeue_count + 1
+WHERE id IN (
     SELECT id FROM {schema}.activities
     WHERE visible_at <= %(now)s AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
-    ORDER BY id
-    LIMIT 1
+    ORDER BY visible_at, id
+    LIMIT %(max_items)s
     FOR NO KEY UPDATE SKIP LOCKED
 )
 RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count"""
 RENEW_ACTIVITY_LEASE = """
-UPDATE {schema}.activities SET lock_expires_at = %(expires_at)s
+UPDATE {schema}.activities SET lock_expires_at = %(expires_at)s, visible_at = %(expires_at)s
 WHERE id = %(id)s AND lock_token = %(token)s"""
 DELETE_LEASED_ACTIVITY = "DELETE FROM {schema}.activities WHERE id = %s AND lock_token = %s"
 RELEASE_ACTIVITY_LEASE = """

@@ -312,34 +312,41 @@ class PostgresOrchestrationService:
         await db.transaction(job)
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_item(
-        self, owner: str, lease: timedelta
-    ) -> ActivityWorkItem | None:
-        """Lease the oldest visible activity."""
+    async def lock_next_activity_work_items(
+        self, owner: str, lease: timedelta, max_items: int = 1
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``max_items`` of the oldest visible activities, in one statement (the
+        items leased together share a lock token)."""
         now = self._now()
         expires_at = now + lease
         token = new_lock_token()
-        params = {"now": now, "token": token, "owner": owner, "expires_at": expires_at}
-        row = await self._db.autocommit(
-            lambda conn: _fetch_one(conn, self._db.q(q.LOCK_NEXT_ACTIVITY), params)
+        params = {
+            "now": now,
+            "token": token,
+            "owner": owner,
+            "expires_at": expires_at,
+            "max_items": max_items,
+        }
+        rows = await self._db.autocommit(
+            lambda conn: _fetch_all(conn, self._db.q(q.LOCK_NEXT_ACTIVITIES), params)
         )
-        if row is None:
-            return None
-        request = ActivityRequest(
-            instance_id=row["instance_id"],
-            execution_id=row["execution_id"],
-            task_id=row["task_id"],
-            name=row["name"],
-            version=row["version"],
-            input=row["input"],
-        )
-        return ActivityWorkItem(
-            work_item_id=row["id"],
-            request=request,
-            lock_token=token,
-            locked_until=expires_at,
-            dequeue_count=row["dequeue_count"],
-        )
+        return [
+            ActivityWorkItem(
+                work_item_id=row["id"],
+                request=ActivityRequest(
+                    instance_id=row["instance_id"],
+                    execution_id=row["execution_id"],
+                    task_id=row["task_id"],
+                    name=row["name"],
+                    version=row["version"],
+                    input=row["input"],
+                ),
+                lock_token=token,
+                locked_until=expires_at,
+                dequeue_count=row["dequeue_count"],
+            )
+            for row in sorted(rows, key=lambda row: row["id"])
+        ]
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""
@@ -646,6 +653,10 @@ async def _lease_instance(
 
 async def _fetch_one(conn: Connection, sql: Any, params: Any) -> dict[str, Any] | None:
     return await (await conn.execute(sql, params)).fetchone()
+
+
+async def _fetch_all(conn: Connection, sql: Any, params: Any) -> list[dict[str, Any]]:
+    return await (await conn.execute(sql, params)).fetchall()
 
 
 async def _history(db: Database, conn: Connection, instance_id: str) -> list[HistoryEvent]:

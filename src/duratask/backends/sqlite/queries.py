@@ -117,26 +117,29 @@ INSERT_ACTIVITY = """
 INSERT INTO activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+# Bound like INSERT_ACTIVITY plus the lease; a leased row is visible once its lease expires
+# (?11), not at once (?8).
 INSERT_LEASED_ACTIVITY = """
 INSERT INTO activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
      lock_token, lock_owner, lock_expires_at, dequeue_count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"""
-SELECT_NEXT_ACTIVITY = """
-SELECT id FROM activities
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?9, ?10, ?11, 1)"""
+# A lease moves ``visible_at`` to its expiry, so the index skips leased rows. (The lock
+# test also skips rows leased before leases did that.)
+SELECT_NEXT_ACTIVITIES = """
+SELECT id FROM activities INDEXED BY activities_by_visible_at
 WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)
-ORDER BY id
-LIMIT 1"""
-LEASE_ACTIVITY = """
+ORDER BY visible_at, id
+LIMIT :max_items"""
+LEASE_NEXT_ACTIVITIES = f"""
 UPDATE activities
 SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at,
-    dequeue_count = dequeue_count + 1
-WHERE id = :id"""
-SELECT_ACTIVITY = """
-SELECT instance_id, execution_id, task_id, name, version, input, dequeue_count
-FROM activities WHERE id = ?"""
+    visible_at = :expires_at, dequeue_count = dequeue_count + 1
+WHERE id IN ({SELECT_NEXT_ACTIVITIES})
+RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count"""
 RENEW_ACTIVITY_LEASE = """
-UPDATE activities SET lock_expires_at = :expires_at WHERE id = :id AND lock_token = :token"""
+UPDATE activities SET lock_expires_at = :expires_at, visible_at = :expires_at
+WHERE id = :id AND lock_token = :token"""
 DELETE_LEASED_ACTIVITY = "DELETE FROM activities WHERE id = ? AND lock_token = ?"
 RELEASE_ACTIVITY_LEASE = """
 UPDATE activities

@@ -247,42 +247,40 @@ class SqliteOrchestrationService:
             self._hub.work([ORCHESTRATION])
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_item(
-        self, owner: str, lease: timedelta
-    ) -> ActivityWorkItem | None:
-        """Lease the oldest visible activity."""
+    async def lock_next_activity_work_items(
+        self, owner: str, lease: timedelta, max_items: int = 1
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``max_items`` of the oldest visible activities (the items leased
+        together share a lock token)."""
         now = self._now()
-        params = {"now": now}
-        if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITY, params)):
-            return None
+        params = {"now": now, "max_items": max_items}
+        if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITIES, params)):
+            return []
         expires_at = now + _micros(lease)
+        locked_until = from_micros(expires_at)
         token = new_lock_token()
+        lease_params = {"now": now, "token": token, "owner": owner}
+        lease_params |= {"expires_at": expires_at, "max_items": max_items}
 
-        def job(conn: sqlite3.Connection) -> ActivityWorkItem | None:
-            found = conn.execute(q.SELECT_NEXT_ACTIVITY, params).fetchone()
-            if found is None:
-                return None
-            activity_id: int = found[0]
-            conn.execute(
-                q.LEASE_ACTIVITY,
-                {"id": activity_id, "token": token, "owner": owner, "expires_at": expires_at},
-            )
-            row = conn.execute(q.SELECT_ACTIVITY, (activity_id,)).fetchone()
-            request = ActivityRequest(
-                instance_id=row["instance_id"],
-                execution_id=row["execution_id"],
-                task_id=row["task_id"],
-                name=row["name"],
-                version=row["version"],
-                input=row["input"],
-            )
-            return ActivityWorkItem(
-                work_item_id=activity_id,
-                request=request,
-                lock_token=token,
-                locked_until=from_micros(expires_at),
-                dequeue_count=row["dequeue_count"],
-            )
+        def job(conn: sqlite3.Connection) -> list[ActivityWorkItem]:
+            rows = conn.execute(q.LEASE_NEXT_ACTIVITIES, lease_params).fetchall()
+            return [
+                ActivityWorkItem(
+                    work_item_id=row["id"],
+                    request=ActivityRequest(
+                        instance_id=row["instance_id"],
+                        execution_id=row["execution_id"],
+                        task_id=row["task_id"],
+                        name=row["name"],
+                        version=row["version"],
+                        input=row["input"],
+                    ),
+                    lock_token=token,
+                    locked_until=locked_until,
+                    dequeue_count=row["dequeue_count"],
+                )
+                for row in sorted(rows, key=lambda row: row["id"])
+            ]
 
         return await self._db.write(job, durable=False)
 
