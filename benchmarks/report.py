@@ -37,7 +37,7 @@ class Metric:
 METRICS: dict[str, tuple[Metric, ...]] = {
     "L": (
         Metric("commits_per_s", "raw commits/s", "higher"),
-        Metric("store_thread_commits_per_s", "commits/s via duratask's db thread", ""),
+        Metric("store_thread_commits_per_s", "commits/s via duratask's db layer", ""),
     ),
     "W1": (
         Metric("act_per_s", "activities/s", "higher"),

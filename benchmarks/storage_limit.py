@@ -52,8 +52,8 @@ def sqlite_commits_per_s(path: str, seconds: float) -> dict[str, float]:
 
 
 async def sqlite_store_thread_commits_per_s(path: str, seconds: float) -> float | None:
-    """The same commits through duratask's own SQLite connection layer (one dedicated
-    thread, awaited from the event loop): the limit as duratask's store can reach it.
+    """The same commits through duratask's own SQLite connection layer (statements on the
+    event loop, the commit on the store's thread): the limit as duratask's store can reach it.
     None if that internal layer is not available."""
     try:
         from duratask.backends.sqlite.database import Database

@@ -194,17 +194,27 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
     store = hub.worker.store
     events_read: list[int] = []
 
+    straight: list[int] = []
+
     def counting(lease: Any) -> Any:
         async def leasing(*args: Any, **kwargs: Any) -> Any:
             work_item = await lease(*args, **kwargs)
             if isinstance(work_item, OrchestrationWorkItem):
                 events_read.append(len(work_item.history))
+            elif isinstance(work_item, list):  # committed with the result, no lease, no read
+                events_read.append(0)
+                straight.append(1)
             return work_item
 
         return leasing
 
-    # Episodes are leased by a fetch, or with the result of an activity this worker ran.
-    names = ["lock_next_orchestration_work_item", "complete_activity_and_lease_instance"]
+    # Episodes are leased by a fetch or with the result of an activity this worker ran, or
+    # run on such a result straight away and committed with it.
+    names = [
+        "lock_next_orchestration_work_item",
+        "complete_activity_and_lease_instance",
+        "complete_activity_and_episode",
+    ]
     originals = {name: getattr(store, name) for name in names}
     for name, lease in originals.items():
         setattr(store, name, counting(lease))
@@ -224,6 +234,7 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
         # and the store sends no history for it.
         assert cache.hits == 3
         assert events_read == [0, 0, 0, 0]
+        assert len(straight) == 3, "each result ran the next step at once"
         assert len(cache) == 0, "a completed instance leaves the cache"
 
 

@@ -22,6 +22,7 @@ from duratask.backends.base import (
     EagerLease,
     HistoryMark,
     InstanceQuery,
+    LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationService,
@@ -1302,6 +1303,91 @@ async def test_an_activity_result_can_lease_its_free_instance_to_the_worker_that
     await episode(store, leased)
     later = await lock(store, "w2")
     assert [m.message for m in later.messages] == [done2]
+
+
+async def _unleased_episode(
+    store: OrchestrationService, instance_id: str, result: OrchestrationMessage
+) -> tuple[OrchestrationWorkItem, OrchestrationCommit]:
+    """The unleased work item a worker runs an activity's result on, with a commit that
+    records the result and schedules one more activity, leased to the committer."""
+    state = await state_of(store, instance_id)
+    work_item = OrchestrationWorkItem(
+        instance_id=instance_id,
+        lock_token="",
+        locked_until=T0,
+        history=[],
+        messages=[LockedMessage(0, result)],
+        state=state,
+        history_length=len(await store.get_history(instance_id)),
+        history_loaded=False,
+    )
+    commit = OrchestrationCommit(
+        state=dataclasses.replace(state, serialized_custom_status='"next"'),
+        new_events=[result.event],
+        activities=[activity(instance_id, 9)],
+        eager_activities=EagerLease("w1", LEASE, max_items=1),
+    )
+    return work_item, commit
+
+
+async def test_an_activity_and_the_episode_on_its_result_commit_together(
+    store: OrchestrationService,
+) -> None:
+    assert isinstance(store, SupportsEagerOrchestrations)
+    await with_activities(store, "a", 2)
+    first = await lock_activity(store, "w1")
+    before = await store.get_history("a")
+    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result='"one"'))
+    work_item, commit = await _unleased_episode(store, "a", done)
+    leased = await store.complete_activity_and_episode(first, work_item, commit)
+    assert leased is not None and [i.request for i in leased] == [activity("a", 9)]
+    assert await store.get_history("a") == [*before, done.event]
+    assert (await state_of(store, "a")).serialized_custom_status == '"next"'
+    assert await store.lock_next_orchestration_work_item("w2", LEASE) is None, "no message"
+    with pytest.raises(LeaseLostError):  # the activity is gone with its lease
+        await store.complete_activity_work_item(first, done)
+    remaining = await store.lock_next_activity_work_items("w2", LEASE, 8)
+    assert [i.request.task_id for i in remaining] == [1], "the leased activity 9 is held"
+
+
+async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_instance(
+    store: OrchestrationService, clock: FakeClock
+) -> None:
+    assert isinstance(store, SupportsEagerOrchestrations)
+    await with_activities(store, "a", 3)
+    first = await lock_activity(store, "w1")
+    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
+
+    async def refused(work_item: OrchestrationWorkItem, commit: OrchestrationCommit) -> None:
+        assert isinstance(store, SupportsEagerOrchestrations)
+        before = await store.get_history("a")
+        assert await store.complete_activity_and_episode(first, work_item, commit) is None
+        assert await store.get_history("a") == before, "nothing was written"
+
+    # A message is waiting for the instance (an event raised meanwhile).
+    work_item, commit = await _unleased_episode(store, "a", done)
+    await store.send_message(to("a", raised("meanwhile")))
+    await refused(work_item, commit)
+    # Another worker holds the instance.
+    held = await lock(store, "w2")
+    await refused(work_item, commit)
+    # The history grew since the worker's copy was made.
+    await episode(store, held)
+    await refused(work_item, commit)
+    # A fresh copy commits, and the activity's lease was kept through all of it.
+    work_item, commit = await _unleased_episode(store, "a", done)
+    assert await store.complete_activity_and_episode(first, work_item, commit) is not None
+    # An activity whose lease expired and went to another worker is refused outright.
+    second = await lock_activity(store, "w1")
+    clock.advance(LEASE + timedelta(seconds=1))
+    taken = await store.lock_next_activity_work_items("w2", LEASE, 8)
+    assert second.work_item_id in {i.work_item_id for i in taken}
+    done2 = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=1, result="2"))
+    work_item, commit = await _unleased_episode(store, "a", done2)
+    history = await store.get_history("a")
+    with pytest.raises(LeaseLostError):
+        await store.complete_activity_and_episode(second, work_item, commit)
+    assert await store.get_history("a") == history
 
 
 async def test_an_eager_lease_skips_a_history_the_worker_already_has(

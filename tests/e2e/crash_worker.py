@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -66,13 +67,48 @@ class SelfKillingStore(SqliteOrchestrationService):
     async def complete_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
+        leased = await self._commit_or_die(
+            work_item,
+            commit,
+            lambda: super(SelfKillingStore, self).complete_orchestration_work_item(
+                work_item, commit
+            ),
+        )
+        assert leased is not None
+        return leased
+
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        """An episode run on an activity's result is committed with it: one more episode
+        commit that may be the chosen one."""
+        return await self._commit_or_die(
+            episode,
+            commit,
+            lambda: super(SelfKillingStore, self).complete_activity_and_episode(
+                work_item, episode, commit
+            ),
+        )
+
+    async def _commit_or_die(
+        self,
+        work_item: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+        store_commit: Callable[[], Awaitable[list[ActivityWorkItem] | None]],
+    ) -> list[ActivityWorkItem] | None:
         counted = self._counts(commit)
         if counted:
             self._seen += 1
         doomed = counted and self._seen == self._kill_on
         if doomed and self._when == "before":
             self._die(work_item, commit, committed=False)
-        leased = await super().complete_orchestration_work_item(work_item, commit)
+        leased = await store_commit()
+        if leased is None:  # not committed: the worker commits this episode another way
+            self._seen -= counted
+            return None
         if doomed and self._when == "after":
             self._die(work_item, commit, committed=True)
         return leased

@@ -31,6 +31,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    SupportsEagerOrchestrations,
 )
 from duratask.errors import StoreError
 from duratask.history import HistoryEvent
@@ -157,6 +158,37 @@ class FaultyStore:
             lambda: self.inner.complete_activity_work_item(work_item, result),
         )
 
+    # -- eager dispatch (SupportsEagerOrchestrations) -----------------------------------------
+    async def complete_activity_and_lease_instance(
+        self,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+        owner: str,
+        lease: timedelta,
+        known_histories: Mapping[str, HistoryMark] | None = None,
+    ) -> OrchestrationWorkItem | None:
+        inner = self.inner
+        assert isinstance(inner, SupportsEagerOrchestrations)
+        return await self._call(
+            "complete_activity_and_lease_instance",
+            lambda: inner.complete_activity_and_lease_instance(
+                work_item, result, owner, lease, known_histories
+            ),
+        )
+
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        inner = self.inner
+        assert isinstance(inner, SupportsEagerOrchestrations)
+        return await self._call(
+            "complete_activity_and_episode",
+            lambda: inner.complete_activity_and_episode(work_item, episode, commit),
+        )
+
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
     ) -> None:
@@ -205,6 +237,8 @@ WORKER_METHODS = frozenset(
         "lock_next_activity_work_items",
         "renew_activity_work_item",
         "complete_activity_work_item",
+        "complete_activity_and_lease_instance",
+        "complete_activity_and_episode",
         "abandon_activity_work_item",
         "get_history",
         "get_instance",

@@ -305,6 +305,24 @@ class SupportsEagerOrchestrations(Protocol):
         :meth:`OrchestrationService.lock_next_orchestration_work_item` would, unless another
         worker holds it (then None: the result waits for a fetch like any message)."""
 
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        """Commit, in one transaction, an activity's completion and the episode its worker
+        ran on the result straight away, the result never stored as a message.
+
+        ``episode`` is the unleased work item the episode ran on: its ``state`` and
+        ``history_length`` are what the worker's cached copy of the instance has seen, and
+        ``commit.new_events`` starts with the result. The commit is applied as
+        :meth:`OrchestrationService.complete_orchestration_work_item` would, only while
+        nobody holds the instance, its execution and history length are still those, and no
+        message is waiting for it; otherwise nothing is written and None is returned (the
+        worker then completes the activity the usual way). :class:`LeaseLostError` if the
+        activity's lease was lost."""
+
 
 @runtime_checkable
 class SupportsWakeUps(Protocol):

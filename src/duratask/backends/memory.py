@@ -255,36 +255,49 @@ class MemoryOrchestrationService:
         outbound = [_normalized_message(m) for m in commit.messages]
         with self._lock:
             instance = self._held_instance(work_item)
-            if commit.reset_history:
-                instance.history.clear()
-            instance.history.extend(commit.new_events)
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
-            eager = commit.eager_activities
-            leased: list[ActivityWorkItem] = []
-            for request in commit.activities:
-                activity = _Activity(self._next_activity_id, request, visible_at=now)
-                self._activities[self._next_activity_id] = activity
-                self._next_activity_id += 1
-                if eager is not None and len(leased) < eager.max_items:
-                    token = activity.lease.take(eager.owner, now + eager.duration)
-                    activity.dequeue_count = 1
-                    leased.append(
-                        ActivityWorkItem(
-                            work_item_id=activity.work_item_id,
-                            request=request,
-                            lock_token=token,
-                            locked_until=now + eager.duration,
-                            dequeue_count=1,
-                        )
-                    )
-            for message in outbound:
-                self._enqueue(message, now)
-            if commit.changes_instance:
-                instance.state = state
-            instance.lease.clear()
+            leased = self._apply_episode(instance, commit, state, outbound, now)
         self._wakeups.work(work_kinds(commit))
         self._wakeups.instances_changed([work_item.instance_id])
+        return leased
+
+    def _apply_episode(
+        self,
+        instance: _Instance,
+        commit: OrchestrationCommit,
+        state: OrchestrationState,
+        outbound: list[OrchestrationMessage],
+        now: datetime,
+    ) -> list[ActivityWorkItem]:
+        """Record an episode and release the instance (with the lock held; ``state`` and
+        ``outbound`` already normalised); returns the activities leased to the committer."""
+        if commit.reset_history:
+            instance.history.clear()
+        instance.history.extend(commit.new_events)
+        eager = commit.eager_activities
+        leased: list[ActivityWorkItem] = []
+        for request in commit.activities:
+            activity = _Activity(self._next_activity_id, request, visible_at=now)
+            self._activities[self._next_activity_id] = activity
+            self._next_activity_id += 1
+            if eager is not None and len(leased) < eager.max_items:
+                token = activity.lease.take(eager.owner, now + eager.duration)
+                activity.dequeue_count = 1
+                leased.append(
+                    ActivityWorkItem(
+                        work_item_id=activity.work_item_id,
+                        request=request,
+                        lock_token=token,
+                        locked_until=now + eager.duration,
+                        dequeue_count=1,
+                    )
+                )
+        for message in outbound:
+            self._enqueue(message, now)
+        if commit.changes_instance:
+            instance.state = state
+        instance.lease.clear()
         return leased
 
     async def abandon_orchestration_work_item(
@@ -408,6 +421,37 @@ class MemoryOrchestrationService:
                 leased = self._lease(instance, owner, lease, now, known_histories)
         if leased is None:
             self._wakeups.work([ORCHESTRATION])
+        return leased
+
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        """Delete the activity and record the episode run on its result, if the instance is
+        free, unchanged and has no message waiting; else None, with nothing changed."""
+        if commit.state.instance_id != episode.instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        now = self._now()
+        state = normalized_state(commit.state)
+        outbound = [_normalized_message(m) for m in commit.messages]
+        with self._lock:
+            instance = self._instances.get(episode.instance_id)
+            if (
+                instance is None
+                or instance.lease.live(now)
+                or len(instance.history) != episode.history_length
+                or episode.state is None
+                or instance.state.execution_id != episode.state.execution_id
+                or any(stored.due() <= now for stored in instance.messages.values())
+            ):
+                return None
+            self._held_activity(work_item)
+            del self._activities[work_item.work_item_id]
+            leased = self._apply_episode(instance, commit, state, outbound, now)
+        self._wakeups.work(work_kinds(commit))
+        self._wakeups.instances_changed([episode.instance_id])
         return leased
 
     async def abandon_activity_work_item(

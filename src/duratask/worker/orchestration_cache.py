@@ -15,6 +15,9 @@ from types import MappingProxyType
 
 from duratask._engine import OrchestrationCursor
 from duratask.backends.base import HistoryMark
+from duratask.state import OrchestrationState
+
+_Entry = tuple[HistoryMark, OrchestrationCursor, OrchestrationState | None]
 
 
 class OrchestrationCache:
@@ -23,7 +26,7 @@ class OrchestrationCache:
     def __init__(self, max_instances: int = 1000, max_events: int = 1_000_000) -> None:
         self.max_instances = max_instances
         self.max_events = max_events
-        self._entries: OrderedDict[str, tuple[HistoryMark, OrchestrationCursor]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._marks: dict[str, HistoryMark] = {}
         self._marks_view = MappingProxyType(self._marks)
         self._events = 0
@@ -46,7 +49,7 @@ class OrchestrationCache:
         if entry is None:
             self.misses += 1
             return None
-        cached_mark, cursor = entry
+        cached_mark, cursor, _ = entry
         self._events -= cached_mark.length
         if cached_mark != mark:
             self.misses += 1
@@ -54,18 +57,37 @@ class OrchestrationCache:
         self.hits += 1
         return cursor
 
-    def put(self, instance_id: str, mark: HistoryMark, cursor: OrchestrationCursor) -> None:
-        """Keep a cursor that is in step with ``mark`` (the history as just committed)."""
+    def take_current(
+        self, instance_id: str
+    ) -> tuple[HistoryMark, OrchestrationCursor, OrchestrationState] | None:
+        """Remove and return the entry with the instance row it committed last, to run its
+        next episode without a lease (the store then checks the mark); None if not cached."""
+        entry = self._entries.get(instance_id)
+        if entry is None or entry[2] is None:
+            return None
+        self.evict(instance_id)
+        self.hits += 1
+        return entry[0], entry[1], entry[2]
+
+    def put(
+        self,
+        instance_id: str,
+        mark: HistoryMark,
+        cursor: OrchestrationCursor,
+        state: OrchestrationState | None = None,
+    ) -> None:
+        """Keep a cursor that is in step with ``mark`` (the history as just committed), with
+        the instance row as committed (``state``) when known."""
         if not self.enabled:
             return
         self.evict(instance_id)
-        self._entries[instance_id] = (mark, cursor)
+        self._entries[instance_id] = (mark, cursor, state)
         self._marks[instance_id] = mark
         self._events += mark.length
         while self._entries and (
             len(self._entries) > self.max_instances or self._events > self.max_events
         ):
-            old_id, (old_mark, _) = self._entries.popitem(last=False)
+            old_id, (old_mark, _, _) = self._entries.popitem(last=False)
             del self._marks[old_id]
             self._events -= old_mark.length
 

@@ -21,6 +21,7 @@ from duratask.backends.base import (
     ActivityWorkItem,
     EagerLease,
     HistoryMark,
+    LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationService,
@@ -46,6 +47,10 @@ _MAX_LEASE = timedelta(minutes=5)
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class _NotCommitted(Exception):
+    """A conditional commit found its condition false and wrote nothing."""
 
 
 class TaskHubWorker:
@@ -94,6 +99,9 @@ class TaskHubWorker:
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
         self._executor = OrchestrationExecutor(self.registry, self._codec)
+        self._eager_store = (
+            self.store if isinstance(self.store, SupportsEagerOrchestrations) else None
+        )
         self._cache = OrchestrationCache(orchestration_cache_size)
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -312,31 +320,42 @@ class TaskHubWorker:
             length = len(outcome.new_events)
             if not outcome.reset_history:
                 length += work_item.history_length
-            self._cache.put(
-                work_item.instance_id, HistoryMark(outcome.state.execution_id, length), live_cursor
-            )
+            mark = HistoryMark(outcome.state.execution_id, length)
+            self._cache.put(work_item.instance_id, mark, live_cursor, outcome.state)
         log_commit(work_item.instance_id, outcome)
         self._after_commit(outcome)
 
     async def _commit_running_activities_here(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+        self,
+        work_item: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+        store_commit: Callable[[OrchestrationCommit], Awaitable[list[ActivityWorkItem] | None]]
+        | None = None,
     ) -> OrchestrationCommit:
         """Commit the episode; the activities it schedules that this worker has room for are
-        leased to it in the same transaction and start at once, with no fetch round trip."""
+        leased to it in the same transaction and start at once, with no fetch round trip.
+
+        ``store_commit`` replaces the usual commit of a leased work item; when it commits
+        nothing (None), :class:`_NotCommitted` is raised."""
         activities = self._activities
         claimed = await activities.claim(len(commit.activities)) if activities else 0
         if claimed:
             commit = dataclasses.replace(
                 commit, eager_activities=EagerLease(self.worker_id, self._lease, claimed)
             )
-        leased: list[ActivityWorkItem] = []
+        leased: list[ActivityWorkItem] | None = []
         try:
-            leased = await self.store.complete_orchestration_work_item(work_item, commit)
+            if store_commit is None:
+                leased = await self.store.complete_orchestration_work_item(work_item, commit)
+            else:
+                leased = await store_commit(commit)
         finally:
             if activities is not None and claimed:
-                for item in leased:
+                for item in leased or ():
                     activities.submit(item)
-                activities.unclaim(claimed - len(leased))
+                activities.unclaim(claimed - len(leased or ()))
+        if leased is None:
+            raise _NotCommitted
         return commit
 
     @staticmethod
@@ -415,22 +434,31 @@ class TaskHubWorker:
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
     ) -> bool:
         """Commit the activity's result. When the instance is cached here and waits for this
-        result alone, the store allows and this worker has room, the instance is leased to
-        this worker in the same transaction and its next episode runs at once (True), with no
-        wake-up or fetch in between; a fan-in is left to gather its results instead."""
-        store, orchestrations = self.store, self._orchestrations
+        result alone, the store allows and this worker has room, the instance's next episode
+        runs at once on the result and commits with it in one transaction (True), with no
+        wake-up or fetch in between; if the instance is busy after all, the instance is
+        leased to this worker with the result, as a fetch would. A fan-in is left to gather
+        its results instead."""
+        store, orchestrations = self._eager_store, self._orchestrations
         request = work_item.request
         claimed = 0
         if (
-            isinstance(store, SupportsEagerOrchestrations)
+            store is not None
             and orchestrations is not None
             and self._cache.awaits_only(request.instance_id, request.task_id)
         ):
             claimed = await orchestrations.claim(1)
         if not claimed:
-            await store.complete_activity_work_item(work_item, result)
+            await self.store.complete_activity_work_item(work_item, result)
             return False
-        assert isinstance(store, SupportsEagerOrchestrations) and orchestrations is not None
+        assert store is not None and orchestrations is not None
+        try:
+            if await self._continue_with_result(store, work_item, result):
+                orchestrations.unclaim(1)
+                return True
+        except BaseException:
+            orchestrations.unclaim(1)
+            raise
         leased = None
         try:
             marks = self._cache.marks() if self._cache.enabled else None
@@ -443,6 +471,66 @@ class TaskHubWorker:
             else:
                 orchestrations.unclaim(1)
         return leased is not None
+
+    async def _continue_with_result(
+        self,
+        store: SupportsEagerOrchestrations,
+        work_item: ActivityWorkItem,
+        result: OrchestrationMessage,
+    ) -> bool:
+        """Run the cached instance's next episode on the activity's result and commit both
+        together; False (nothing committed) when the instance is busy or changed."""
+        instance_id = work_item.request.instance_id
+        cached = self._cache.take_current(instance_id)
+        if cached is None:
+            return False
+        mark, cursor, state = cached
+        episode = OrchestrationWorkItem(
+            instance_id=instance_id,
+            lock_token="",
+            locked_until=self._clock(),
+            history=[],
+            messages=[LockedMessage(0, result)],
+            state=state,
+            history_length=mark.length,
+            history_loaded=False,
+        )
+        try:
+            planned, live_cursor = plan_episode(
+                episode, self._executor, self._clock(), cursor=cursor
+            )
+            execution_id = None if isinstance(planned, Defer) else planned.state.execution_id
+            if isinstance(planned, Defer) or execution_id is None:
+                return False
+            # The result was never stored as a message: nothing is consumed.
+            outcome = await self._commit_running_activities_here(
+                episode,
+                dataclasses.replace(planned, consumed_message_ids=[]),
+                lambda commit: store.complete_activity_and_episode(work_item, episode, commit),
+            )
+        except _NotCommitted:
+            return False
+        except LeaseLostError:
+            raise
+        except Exception:
+            _LOG.exception(
+                "instance %r: running its episode on an activity result failed; the result "
+                "is stored for a later episode",
+                instance_id,
+                extra={
+                    "event": "duratask.orchestration.episode_failed",
+                    "instance_id": instance_id,
+                },
+            )
+            return False
+        if live_cursor is not None:
+            live_cursor.committed()
+            length = len(outcome.new_events) + (0 if outcome.reset_history else mark.length)
+            new_mark = HistoryMark(execution_id, length)
+            self._cache.put(instance_id, new_mark, live_cursor, outcome.state)
+        log_commit(instance_id, outcome)
+        self._after_commit(outcome)
+        return True
 
     def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         request = work_item.request

@@ -98,6 +98,20 @@ SELECT i.lock_token,
 FROM {schema}.instances AS i
 WHERE i.instance_id = %s
 FOR NO KEY UPDATE OF i"""
+# For an episode run on an activity's result straight away: is the instance unleased, of
+# this execution, this long, with no message waiting? Row-locked; skipped if busy.
+LOCK_READY_FOR_EPISODE = """
+SELECT (i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s)
+       AND i.execution_id = %(execution_id)s
+       AND NOT EXISTS (
+           SELECT 1 FROM {schema}.messages AS m
+           WHERE m.instance_id = i.instance_id
+             AND (m.visible_at IS NULL OR m.visible_at <= %(now)s)) AS ready,
+       (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
+        WHERE h.instance_id = i.instance_id) AS history_length
+FROM {schema}.instances AS i
+WHERE i.instance_id = %(instance_id)s
+FOR NO KEY UPDATE OF i SKIP LOCKED"""
 HISTORY_LENGTH = """
 SELECT COALESCE(MAX(sequence_number) + 1, 0) AS history_length
 FROM {schema}.history WHERE instance_id = %s"""

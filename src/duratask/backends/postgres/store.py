@@ -197,33 +197,7 @@ class PostgresOrchestrationService:
         instance_id = work_item.instance_id
         if commit.state.instance_id != instance_id:
             raise ValueError("commit.state is for another instance than the work item")
-        now = self._now()
-        row = _state_params(commit.state)
-        first = 0 if commit.reset_history else work_item.history_length
-        history = [
-            (instance_id, first + i, e.event_type.name, event_to_json(e))
-            for i, e in enumerate(commit.new_events)
-        ]
-        outbound = [_Outbound(m) for m in commit.messages]
-        consumed = list(commit.consumed_message_ids)
-        eager = commit.eager_activities
-        leased = list(commit.activities[: eager.max_items]) if eager else []
-        activities = [_activity_row(a, now) for a in commit.activities[len(leased) :]]
-        tokens = [new_lock_token() for _ in leased]
-        expires_at = now + eager.duration if eager else now
-        leased_params = {
-            "now": now,
-            "owner": eager.owner if eager else None,
-            "expires_at": expires_at,
-            "instance_ids": [a.instance_id for a in leased],
-            "execution_ids": [a.execution_id for a in leased],
-            "task_ids": [a.task_id for a in leased],
-            "names": [a.name for a in leased],
-            "versions": [a.version for a in leased],
-            "inputs": [a.input for a in leased],
-            "tokens": tokens,
-        }
-        wake_orchestrations = any(m.visible_by(now) for m in outbound)
+        write = _EpisodeWrite(self._db, commit, self._now(), work_item)
         db = self._db
 
         async def job(conn: Connection) -> dict[str, int]:
@@ -234,53 +208,9 @@ class PostgresOrchestrationService:
                 raise LeaseLostError(
                     f"history of instance {instance_id!r} changed under the work item"
                 )
-            ids: dict[str, int] = {}
-            if leased:
-                cursor = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), leased_params)
-                ids = {r["lock_token"]: r["id"] for r in await cursor.fetchall()}
-            async with conn.pipeline():
-                if commit.reset_history:
-                    await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
-                if history:
-                    await conn.cursor().executemany(db.q(q.INSERT_HISTORY), history)
-                if consumed:
-                    await conn.execute(db.q(q.DELETE_MESSAGES), (instance_id, consumed))
-                if activities:
-                    await conn.cursor().executemany(db.q(q.INSERT_ACTIVITY), activities)
-                for message in outbound:
-                    await message.enqueue(db, conn, now)
-                if commit.changes_instance:
-                    await conn.execute(db.q(q.UPDATE_INSTANCE), row)  # also releases the lease
-                else:
-                    release = {"instance_id": instance_id, "token": work_item.lock_token}
-                    await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)
-                await db.notify_changed(conn, instance_id)
-                await db.notify(conn, [ACTIVITY] if activities else [])
-                if wake_orchestrations:
-                    await db.notify(conn, [ORCHESTRATION])
-                else:
-                    await conn.execute(
-                        db.q(q.NOTIFY_IF_VISIBLE),
-                        {
-                            "channel": db.channel,
-                            "payload": ORCHESTRATION,
-                            "instance_id": instance_id,
-                            "now": now,
-                        },
-                    )
-            return ids
+            return await write.apply(conn)
 
-        ids = await db.transaction(job)
-        return [
-            ActivityWorkItem(
-                work_item_id=ids[token],
-                request=request,
-                lock_token=token,
-                locked_until=expires_at,
-                dequeue_count=1,
-            )
-            for request, token in zip(leased, tokens, strict=True)
-        ]
+        return write.leased_items(await db.transaction(job))
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -406,6 +336,41 @@ class PostgresOrchestrationService:
             return leased
 
         return await db.transaction(job)
+
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        """Delete the activity and record the episode run on its result, if the instance is
+        free, unchanged and has no message waiting; else None, with nothing written."""
+        instance_id = episode.instance_id
+        if commit.state.instance_id != instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        if episode.state is None or episode.state.execution_id is None:
+            return None
+        write = _EpisodeWrite(self._db, commit, self._now(), episode)
+        ready = {
+            "instance_id": instance_id,
+            "execution_id": episode.state.execution_id,
+            "now": write.now,
+        }
+        key = (work_item.work_item_id, work_item.lock_token)
+        db = self._db
+
+        async def job(conn: Connection) -> dict[str, int] | None:
+            fence = await _fetch_one(conn, db.q(q.LOCK_READY_FOR_EPISODE), ready)
+            if fence is None or not fence["ready"]:
+                return None
+            if fence["history_length"] != episode.history_length:
+                return None
+            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            return await write.apply(conn)
+
+        ids = await db.transaction(job)
+        return None if ids is None else write.leased_items(ids)
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -601,6 +566,102 @@ class _Outbound:
         if inserted.rowcount and self.rewinds:
             await conn.execute(db.q(q.MARK_REWOUND), params)
         return bool(inserted.rowcount)
+
+
+class _EpisodeWrite:
+    """An episode's commit, encoded before its transaction; :meth:`apply` writes it once
+    the lease (or the free instance) has been checked, with the row locked."""
+
+    def __init__(
+        self,
+        db: Database,
+        commit: OrchestrationCommit,
+        now: datetime,
+        work_item: OrchestrationWorkItem,
+    ) -> None:
+        self.db = db
+        self.commit = commit
+        self.now = now
+        self.work_item = work_item
+        self.instance_id = instance_id = work_item.instance_id
+        self.row = _state_params(commit.state)
+        first = 0 if commit.reset_history else work_item.history_length
+        self.history = [
+            (instance_id, first + i, e.event_type.name, event_to_json(e))
+            for i, e in enumerate(commit.new_events)
+        ]
+        self.outbound = [_Outbound(m) for m in commit.messages]
+        eager = commit.eager_activities
+        self.leased = list(commit.activities[: eager.max_items]) if eager else []
+        self.activities = [_activity_row(a, now) for a in commit.activities[len(self.leased) :]]
+        self.tokens = [new_lock_token() for _ in self.leased]
+        self.expires_at = now + eager.duration if eager else now
+        self.leased_params = {
+            "now": now,
+            "owner": eager.owner if eager else None,
+            "expires_at": self.expires_at,
+            "instance_ids": [a.instance_id for a in self.leased],
+            "execution_ids": [a.execution_id for a in self.leased],
+            "task_ids": [a.task_id for a in self.leased],
+            "names": [a.name for a in self.leased],
+            "versions": [a.version for a in self.leased],
+            "inputs": [a.input for a in self.leased],
+            "tokens": self.tokens,
+        }
+        self.wake_orchestrations = any(m.visible_by(now) for m in self.outbound)
+
+    async def apply(self, conn: Connection) -> dict[str, int]:
+        """Append the history, consume, schedule, send, update the row (releasing the lease)
+        and notify; returns the ids of the activities leased to the committer by token."""
+        db, commit, instance_id, now = self.db, self.commit, self.instance_id, self.now
+        ids: dict[str, int] = {}
+        if self.leased:
+            cursor = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), self.leased_params)
+            ids = {r["lock_token"]: r["id"] for r in await cursor.fetchall()}
+        async with conn.pipeline():
+            if commit.reset_history:
+                await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
+            if self.history:
+                await conn.cursor().executemany(db.q(q.INSERT_HISTORY), self.history)
+            if commit.consumed_message_ids:
+                consumed = list(commit.consumed_message_ids)
+                await conn.execute(db.q(q.DELETE_MESSAGES), (instance_id, consumed))
+            if self.activities:
+                await conn.cursor().executemany(db.q(q.INSERT_ACTIVITY), self.activities)
+            for message in self.outbound:
+                await message.enqueue(db, conn, now)
+            if commit.changes_instance:
+                await conn.execute(db.q(q.UPDATE_INSTANCE), self.row)  # also releases the lease
+            else:
+                release = {"instance_id": instance_id, "token": self.work_item.lock_token}
+                await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)
+            await db.notify_changed(conn, instance_id)
+            await db.notify(conn, [ACTIVITY] if self.activities else [])
+            if self.wake_orchestrations:
+                await db.notify(conn, [ORCHESTRATION])
+            else:
+                await conn.execute(
+                    db.q(q.NOTIFY_IF_VISIBLE),
+                    {
+                        "channel": db.channel,
+                        "payload": ORCHESTRATION,
+                        "instance_id": instance_id,
+                        "now": now,
+                    },
+                )
+        return ids
+
+    def leased_items(self, ids: dict[str, int]) -> list[ActivityWorkItem]:
+        return [
+            ActivityWorkItem(
+                work_item_id=ids[token],
+                request=request,
+                lock_token=token,
+                locked_until=self.expires_at,
+                dequeue_count=1,
+            )
+            for request, token in zip(self.leased, self.tokens, strict=True)
+        ]
 
 
 async def _finish_activity(

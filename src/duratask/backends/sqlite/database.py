@@ -45,6 +45,8 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
+# Commits between WAL checkpoints (each of a few pages; SQLite's own default is 1000 pages).
+_CHECKPOINT_EVERY = 200
 # Levels that fsync on every commit (in WAL mode), which a non-durable batch may skip.
 _SYNCING = frozenset({"FULL", "EXTRA"})
 
@@ -91,6 +93,7 @@ class Database:
         self._conn: sqlite3.Connection | None = None  # used by the one running drain only
         self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
+        self._commits_since_checkpoint = 0
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -154,6 +157,7 @@ class Database:
                 self._conn_synchronous = self._synchronous
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA busy_timeout = 0")  # statements on a loop never wait
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _commit_durably
             except BaseException:
                 conn.close()
                 raise
@@ -361,8 +365,12 @@ class Database:
                     raise
                 await self._on_thread(functools.partial(self._begin_waiting, conn))
             outcomes = [_in_savepoint(conn, pending.job, self.path) for pending in batch]
+            if relaxed:  # no fsync, and checkpoints only follow durable commits: no wait
+                conn.execute("COMMIT")
+                self._commits_since_checkpoint += 1
+                return outcomes
             try:
-                await self._on_thread(functools.partial(conn.execute, "COMMIT"))
+                await self._on_thread(functools.partial(self._commit_durably, conn))
             except asyncio.CancelledError:
                 if not conn.in_transaction:  # committed before the loop closed
                     _settle_batch(list(zip(batch, outcomes, strict=True)))
@@ -372,6 +380,16 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _commit_durably(self, conn: sqlite3.Connection) -> None:
+        """On the store's thread: COMMIT (with its fsync), then copy the WAL back into the
+        database now and then (the write connection never checkpoints on its own, so that a
+        commit run on an event loop never does)."""
+        conn.execute("COMMIT")
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
+            self._commits_since_checkpoint = 0
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _begin_waiting(self, conn: sqlite3.Connection) -> None:
         """On the store's thread: ``BEGIN IMMEDIATE``, waiting up to the busy timeout for

@@ -78,6 +78,15 @@ SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
 INSTANCE_IS_FREE = """
 SELECT 1 FROM instances
 WHERE instance_id = :instance_id AND (lock_expires_at IS NULL OR lock_expires_at < :now)"""
+# An unleased instance of this execution with no message waiting (an episode run on an
+# activity's result straight away may be committed; its history length is checked too).
+INSTANCE_READY_FOR_EPISODE = """
+SELECT 1 FROM instances
+WHERE instance_id = :instance_id AND execution_id = :execution_id
+  AND (lock_expires_at IS NULL OR lock_expires_at < :now)
+  AND NOT EXISTS (
+    SELECT 1 FROM messages
+    WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now))"""
 RENEW_INSTANCE_LEASE = """
 UPDATE instances SET lock_expires_at = :expires_at
 WHERE instance_id = :instance_id AND lock_token = :token"""

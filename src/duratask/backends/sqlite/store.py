@@ -171,63 +171,15 @@ class SqliteOrchestrationService:
         instance_id = work_item.instance_id
         if commit.state.instance_id != instance_id:
             raise ValueError("commit.state is for another instance than the work item")
-        now = self._now()
-        row = state_params(commit.state)
-        events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
-        outbound = [_Outbound(m) for m in commit.messages]
-        release = {"instance_id": instance_id, "token": work_item.lock_token}
-        eager = commit.eager_activities
-        leased_count = min(len(commit.activities), eager.max_items) if eager else 0
-        expires_at = now + _micros(eager.duration) if eager else 0
-        tokens = [new_lock_token() for _ in range(leased_count)]
+        episode = _EpisodeWrite(commit, self._now(), work_item.lock_token)
 
         def job(conn: sqlite3.Connection) -> list[int]:
-            stored_length = _check_lease(conn, work_item)
-            first = 0 if commit.reset_history else stored_length
-            if commit.reset_history:
-                conn.execute(q.DELETE_HISTORY, (instance_id,))
-            conn.executemany(
-                q.INSERT_HISTORY,
-                [(instance_id, first + i, kind, text) for i, (kind, text) in enumerate(events)],
-            )
-            conn.executemany(
-                q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
-            )
-            leased_ids = []
-            for request, token in zip(commit.activities, tokens, strict=False):
-                lease = (token, eager.owner if eager else None, expires_at)
-                cursor = conn.execute(
-                    q.INSERT_LEASED_ACTIVITY, (*_activity_row(request, now), *lease)
-                )
-                leased_ids.append(int(cursor.lastrowid or 0))
-            conn.executemany(
-                q.INSERT_ACTIVITY,
-                [_activity_row(a, now) for a in commit.activities[leased_count:]],
-            )
-            for message in outbound:
-                message.enqueue(conn, now)
-            if commit.changes_instance:
-                conn.execute(q.UPDATE_INSTANCE, row)  # also releases the lease
-                conn.execute(q.UPDATE_INSTANCE_INDEXED, row)
-            else:
-                conn.execute(q.RELEASE_INSTANCE_LEASE, release)
-            return leased_ids
+            return episode.apply(conn, _check_lease(conn, work_item))
 
         leased_ids = await self._db.write(job)
         self._hub.work(work_kinds(commit))
         self._hub.instances_changed([instance_id])
-        return [
-            ActivityWorkItem(
-                work_item_id=activity_id,
-                request=request,
-                lock_token=token,
-                locked_until=from_micros(expires_at),
-                dequeue_count=1,
-            )
-            for activity_id, request, token in zip(
-                leased_ids, commit.activities, tokens, strict=False
-            )
-        ]
+        return episode.leased_items(leased_ids)
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -341,6 +293,44 @@ class SqliteOrchestrationService:
         if leased is None:
             self._hub.work([ORCHESTRATION])
         return leased
+
+    async def complete_activity_and_episode(
+        self,
+        work_item: ActivityWorkItem,
+        episode: OrchestrationWorkItem,
+        commit: OrchestrationCommit,
+    ) -> list[ActivityWorkItem] | None:
+        """Delete the activity and record the episode run on its result, if the instance is
+        free, unchanged and has no message waiting; else None, with nothing written."""
+        instance_id = episode.instance_id
+        if commit.state.instance_id != instance_id:
+            raise ValueError("commit.state is for another instance than the work item")
+        if episode.state is None or episode.state.execution_id is None:
+            return None
+        write = _EpisodeWrite(commit, self._now(), None)
+        ready = {
+            "instance_id": instance_id,
+            "execution_id": episode.state.execution_id,
+            "now": write.now,
+        }
+        key = (work_item.work_item_id, work_item.lock_token)
+
+        def job(conn: sqlite3.Connection) -> list[int] | None:
+            if conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone() is None:
+                return None
+            length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
+            if length != episode.history_length:
+                return None
+            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
+                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+            return write.apply(conn, length)
+
+        leased_ids = await self._db.write(job)
+        if leased_ids is None:
+            return None
+        self._hub.work(work_kinds(commit))
+        self._hub.instances_changed([instance_id])
+        return write.leased_items(leased_ids)
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -498,6 +488,71 @@ class _Outbound:
         if self.rewinds:
             conn.execute(q.MARK_REWOUND, (instance_id, now))
         return True
+
+
+class _EpisodeWrite:
+    """An episode's commit, encoded before its transaction; :meth:`apply` writes it once
+    the lease (or the free instance) has been checked."""
+
+    def __init__(self, commit: OrchestrationCommit, now: int, lock_token: str | None) -> None:
+        self.commit = commit
+        self.now = now
+        self.instance_id = commit.state.instance_id
+        self.row = state_params(commit.state)
+        self.events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
+        self.outbound = [_Outbound(m) for m in commit.messages]
+        self.release = {"instance_id": self.instance_id, "token": lock_token}
+        eager = commit.eager_activities
+        self.owner = eager.owner if eager else None
+        self.leased_count = min(len(commit.activities), eager.max_items) if eager else 0
+        self.expires_at = now + _micros(eager.duration) if eager else 0
+        self.tokens = [new_lock_token() for _ in range(self.leased_count)]
+
+    def apply(self, conn: sqlite3.Connection, stored_length: int) -> list[int]:
+        """Append the history, consume, schedule, send and update the row (releasing the
+        lease); returns the ids of the activities leased to the committing worker."""
+        commit, instance_id, now = self.commit, self.instance_id, self.now
+        first = 0 if commit.reset_history else stored_length
+        if commit.reset_history:
+            conn.execute(q.DELETE_HISTORY, (instance_id,))
+        conn.executemany(
+            q.INSERT_HISTORY,
+            [(instance_id, first + i, kind, text) for i, (kind, text) in enumerate(self.events)],
+        )
+        conn.executemany(
+            q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
+        )
+        leased_ids = []
+        for request, token in zip(commit.activities, self.tokens, strict=False):
+            lease = (token, self.owner, self.expires_at)
+            cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, (*_activity_row(request, now), *lease))
+            leased_ids.append(int(cursor.lastrowid or 0))
+        conn.executemany(
+            q.INSERT_ACTIVITY,
+            [_activity_row(a, now) for a in commit.activities[self.leased_count :]],
+        )
+        for message in self.outbound:
+            message.enqueue(conn, now)
+        if commit.changes_instance:
+            conn.execute(q.UPDATE_INSTANCE, self.row)  # also releases the lease
+            conn.execute(q.UPDATE_INSTANCE_INDEXED, self.row)
+        else:
+            conn.execute(q.RELEASE_INSTANCE_LEASE, self.release)
+        return leased_ids
+
+    def leased_items(self, leased_ids: list[int]) -> list[ActivityWorkItem]:
+        return [
+            ActivityWorkItem(
+                work_item_id=activity_id,
+                request=request,
+                lock_token=token,
+                locked_until=from_micros(self.expires_at),
+                dequeue_count=1,
+            )
+            for activity_id, request, token in zip(
+                leased_ids, self.commit.activities, self.tokens, strict=False
+            )
+        ]
 
 
 def _finish_activity(
