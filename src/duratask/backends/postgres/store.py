@@ -156,9 +156,6 @@ class PostgresOrchestrationService:
         db = self._db
 
         async def job(conn: Connection) -> OrchestrationWorkItem | None:
-            # A lease dies with its worker anyway: its commit need not wait for the WAL flush
-            # (a later durable commit flushes it too).
-            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             for _ in range(_LOCK_ATTEMPTS):
                 found = await _fetch_one(conn, db.q(q.LOCK_NEXT_INSTANCE), {"now": now})
                 if found is None:
@@ -687,18 +684,20 @@ async def _lease_instance(
     """Lease an instance whose row this transaction has locked, with its visible messages;
     None if it has none (consumed since it was chosen)."""
     params = {"instance_id": instance_id, "now": now}
-    cursor = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
-    messages = sorted(
-        (_locked_message(row) for row in await cursor.fetchall()), key=lambda m: m.message_id
-    )
-    if not messages:
-        return None
     lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
-    state_row = await _fetch_one(conn, db.q(q.LEASE_INSTANCE), lease_params)
-    state = _state(state_row) if state_row is not None else None
-    length_row = await _fetch_one(conn, db.q(q.HISTORY_LENGTH), (instance_id,))
-    length: int = length_row["history_length"] if length_row else 0
-    execution_id = state.execution_id if state else None
+    async with conn.pipeline():  # one round trip for both
+        dequeued = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
+        leased = await conn.execute(db.q(q.LEASE_INSTANCE), lease_params)
+    rows = await dequeued.fetchall()
+    state_row = await leased.fetchone()
+    if state_row is None:  # no visible message (none can vanish while the row is locked)
+        return None
+    if not rows:  # one arrived between the two statements, seen by the second: take it
+        rows = await (await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)).fetchall()
+    messages = sorted((_locked_message(row) for row in rows), key=lambda m: m.message_id)
+    state = _state(state_row)
+    length: int = state_row["history_length"]
+    execution_id = state.execution_id
     known = history_is_known(known_histories, instance_id, execution_id, length)
     return OrchestrationWorkItem(
         instance_id=instance_id,
