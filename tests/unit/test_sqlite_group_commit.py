@@ -67,18 +67,57 @@ async def test_only_batches_of_lease_writes_skip_the_fsync(tmp_path: Path) -> No
     try:
         assert await db.write(level) == 2
         assert await db.write(level, durable=False) == 1
-        # In one batch with a durable write, a lease write is synced like it. The writer is
-        # held busy until both are queued, so they share the next batch.
-        gate = threading.Event()
-        busy = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+        # In one batch with a durable write, a lease write is synced like it. Writes queued
+        # in the same turn of the event loop share a batch.
         lease = asyncio.ensure_future(db.write(level, durable=False))
         durable = asyncio.ensure_future(db.write(level))
-        await asyncio.sleep(0)
-        gate.set()
-        await busy
         assert [await lease, await durable] == [2, 2]
         await db.write(level, durable=False)
         assert await db.run(level) == 2, "other jobs find the configured level again"
         assert await db.write(level) == 2
+    finally:
+        await db.stop()
+
+
+async def test_stop_lets_queued_writes_finish_then_refuses_more(tmp_path: Path) -> None:
+    from duratask.errors import StoreError
+
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+    writes = [
+        asyncio.ensure_future(db.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (?)", (v,))))
+        for v in range(20)
+    ]
+    await asyncio.sleep(0)  # the writes are queued and their drain has started
+    await db.stop()
+    assert all(w.done() and w.exception() is None for w in writes)
+    with pytest.raises(StoreError, match="not open"):
+        await db.write(lambda c: None)
+    db.start()
+    try:
+        assert await db.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 20
+    finally:
+        await db.stop()
+
+
+async def test_a_store_serves_writes_from_two_event_loops(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+
+    async def insert_many(first: int) -> None:
+        for v in range(first, first + 50):
+            await db.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (?)", (v,)))
+
+    other = threading.Thread(target=lambda: asyncio.run(insert_many(1000)))
+    other.start()
+    try:
+        await insert_many(0)
+    finally:
+        await asyncio.to_thread(other.join)
+    try:
+        values = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY v")])
+        assert values == [*range(50), *range(1000, 1050)]
     finally:
         await db.stop()

@@ -95,6 +95,7 @@ class Database:
         self._pending_writes: list[_PendingWrite] = []
         self._commits_since_checkpoint = 0
         self._draining = False
+        self._closing = False
         self._drain_task: asyncio.Task[None] | None = None
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -113,19 +114,27 @@ class Database:
         :meth:`start` may be called again."""
         loop = asyncio.get_running_loop()
         with self._state_lock:
-            executor, self._executor = self._executor, None
+            executor = self._executor
+            if executor is None or self._closing:
+                return
+            self._closing = True  # refuse new work; the drain still commits on the thread
             idle: asyncio.Future[None] | None = None
-            if executor is not None and self._draining:
+            if self._draining:
                 idle = loop.create_future()
                 self._idle_waiters.append((loop, idle))
-        if executor is None:
-            return
         try:
             if idle is not None:
                 await idle
             await loop.run_in_executor(executor, self._disconnect)
         finally:
+            with self._state_lock:
+                self._executor = None
+                self._closing = False
             executor.shutdown(wait=False)
+
+    def _open_or_refuse(self) -> None:
+        if self._executor is None or self._closing:
+            raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
 
     def _open(self, *, busy_timeout: float) -> sqlite3.Connection:
         try:
@@ -231,8 +240,7 @@ class Database:
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` in a read transaction (one consistent snapshot)."""
-        if self._executor is None:
-            raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+        self._open_or_refuse()
         try:
             return _transaction(self._reader(waiting=False), "BEGIN", job)
         except sqlite3.OperationalError as exc:
@@ -252,8 +260,7 @@ class Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._state_lock:
-            if self._executor is None:
-                raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
+            self._open_or_refuse()
             self._pending_writes.append(pending.waited_on(loop, future))
             start_drain = not self._draining
             self._draining = True
@@ -263,19 +270,21 @@ class Database:
 
     async def _drain(self) -> None:
         """Commit queued writes, a batch per transaction, until none is left. Runs on the
-        loop of the write that found no drain running; writes from other loops join it."""
-        batch: list[_PendingWrite] = []
+        loop of the write that found no drain running; writes from other loops join it.
+
+        If that loop closes meanwhile, the writes not yet committed go back to the queue
+        for a drain on the loop of the next one (a rolled-back job may run again)."""
+        task = asyncio.current_task()
+        unsettled: list[_PendingWrite] = []
         try:
             while True:
                 with self._state_lock:
-                    batch, self._pending_writes = self._pending_writes, []
-                    if not batch:
+                    unsettled, self._pending_writes = self._pending_writes, []
+                    if not unsettled:
                         self._draining = False
                         idle, self._idle_waiters = self._idle_waiters, []
                         break
-                alone = [p for p in batch if p.alone]
-                together = [p for p in batch if not p.alone]
-                outcomes: list[tuple[_PendingWrite, tuple[bool, object]]] = []
+                together = [p for p in unsettled if not p.alone]
                 if together:
                     try:
                         done = await self._commit_batch(together)
@@ -283,15 +292,16 @@ class Database:
                         raise
                     except BaseException as exc:  # the whole batch failed to commit
                         done = [(False, _store_error(self.path, exc))] * len(together)
-                    outcomes.extend(zip(together, done, strict=True))
-                for pending in alone:
-                    outcomes.append((pending, await self._run_alone(pending.job)))
-                _settle_batch(outcomes)
-                batch = []
+                    _settle_batch(list(zip(together, done, strict=True)))
+                    unsettled = [p for p in unsettled if p.alone]
+                while unsettled:
+                    _settle_batch([(unsettled[0], await self._run_alone(unsettled[0].job))])
+                    unsettled.pop(0)
+                if task is not None and task.cancelling():  # a commit finished first
+                    raise asyncio.CancelledError
         except asyncio.CancelledError:
-            # The drain's loop is closing: fail what it held and hand the queue on.
-            error = StoreError(f"SQLite store {self.path!r}: the writing event loop closed")
-            _settle_batch([(pending, (False, error)) for pending in batch])
+            with self._state_lock:
+                self._pending_writes[:0] = unsettled
             self._hand_over_drain()
             raise
         for loop, future in idle:
@@ -372,9 +382,9 @@ class Database:
             try:
                 await self._on_thread(functools.partial(self._commit_durably, conn))
             except asyncio.CancelledError:
-                if not conn.in_transaction:  # committed before the loop closed
-                    _settle_batch(list(zip(batch, outcomes, strict=True)))
-                raise
+                if conn.in_transaction:
+                    raise
+                # Committed before the loop closed: report it; the drain stops after that.
             return outcomes
         except BaseException:
             if conn.in_transaction:
