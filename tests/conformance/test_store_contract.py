@@ -1273,6 +1273,18 @@ async def test_push_wakeups_reach_another_handle(
         assert await watch.changed(20)
 
 
+async def test_sqlite_older_than_3_35_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    store = SqliteOrchestrationService(str(tmp_path / "hub.db"))
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35\.0 or newer.*uses 3\.31\.1"):
+        await store.open()
+
+
 async def test_sqlite_file_under_a_regular_file_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
