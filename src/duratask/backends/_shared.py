@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from duratask.backends.base import (
+    ActivityRequest,
+    ActivityWorkItem,
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -37,6 +39,29 @@ def as_utc_or_none(value: datetime | None) -> datetime | None:
 def new_lock_token() -> str:
     """A fresh, unguessable lease token."""
     return uuid.uuid4().hex
+
+
+def leased_activities(
+    rows: Iterable[Mapping[str, Any]], token: str, locked_until: datetime
+) -> list[ActivityWorkItem]:
+    """Work items for activity rows leased together under ``token``, oldest first."""
+    return [
+        ActivityWorkItem(
+            work_item_id=row["id"],
+            request=ActivityRequest(
+                instance_id=row["instance_id"],
+                execution_id=row["execution_id"],
+                task_id=row["task_id"],
+                name=row["name"],
+                version=row["version"],
+                input=row["input"],
+            ),
+            lock_token=token,
+            locked_until=locked_until,
+            dequeue_count=row["dequeue_count"],
+        )
+        for row in sorted(rows, key=lambda row: int(row["id"]))
+    ]
 
 
 def started_event(message: OrchestrationMessage) -> ExecutionStarted:

@@ -13,6 +13,7 @@ from duratask.backends._shared import (
     check_page_size,
     decode_position,
     history_is_known,
+    leased_activities,
     new_lock_token,
     pending_state,
     started_event,
@@ -257,23 +258,7 @@ class PostgresOrchestrationService:
         rows = await self._db.autocommit(
             lambda conn: _fetch_all(conn, self._db.q(q.LOCK_NEXT_ACTIVITIES), params)
         )
-        return [
-            ActivityWorkItem(
-                work_item_id=row["id"],
-                request=ActivityRequest(
-                    instance_id=row["instance_id"],
-                    execution_id=row["execution_id"],
-                    task_id=row["task_id"],
-                    name=row["name"],
-                    version=row["version"],
-                    input=row["input"],
-                ),
-                lock_token=token,
-                locked_until=expires_at,
-                dequeue_count=row["dequeue_count"],
-            )
-            for row in sorted(rows, key=lambda row: row["id"])
-        ]
+        return leased_activities(rows, token, expires_at)
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""

@@ -12,6 +12,7 @@ from duratask.backends._shared import (
     check_page_size,
     decode_position,
     history_is_known,
+    leased_activities,
     new_lock_token,
     pending_state,
     started_event,
@@ -216,23 +217,7 @@ class SqliteOrchestrationService:
 
         def job(conn: sqlite3.Connection) -> list[ActivityWorkItem]:
             rows = conn.execute(q.LEASE_NEXT_ACTIVITIES, lease_params).fetchall()
-            return [
-                ActivityWorkItem(
-                    work_item_id=row["id"],
-                    request=ActivityRequest(
-                        instance_id=row["instance_id"],
-                        execution_id=row["execution_id"],
-                        task_id=row["task_id"],
-                        name=row["name"],
-                        version=row["version"],
-                        input=row["input"],
-                    ),
-                    lock_token=token,
-                    locked_until=locked_until,
-                    dequeue_count=row["dequeue_count"],
-                )
-                for row in sorted(rows, key=lambda row: row["id"])
-            ]
+            return leased_activities(rows, token, locked_until)
 
         return await self._db.write(job, durable=False)
 
