@@ -141,3 +141,42 @@ async def test_a_fetch_asks_for_no_more_items_than_free_slots() -> None:
     assert all(asked <= 3 for asked in queue.asked), queue.asked
     d.stop()
     await asyncio.wait_for(run, timeout=5)
+
+
+async def test_a_running_item_keeps_its_lease_until_it_ends_or_loses_it() -> None:
+    renewals: list[int] = []
+    released = asyncio.Event()
+    lost_after = {2: 2}  # item 2 loses its lease on its second renewal
+
+    async def fetch(wanted: int) -> list[int]:
+        return items.pop() if items else []
+
+    later = asyncio.Event()
+
+    async def process(item: int) -> None:
+        await (later if item == 3 else released).wait()
+
+    async def renew(item: int) -> None:
+        renewals.append(item)
+        if renewals.count(item) == lost_after.get(item):
+            from duratask.errors import LeaseLostError
+
+            raise LeaseLostError("taken over")
+
+    items = [[1, 2]]
+    d: Dispatcher[int] = Dispatcher(
+        "test", fetch, process, renew, concurrency=4, renew_interval=0.005, min_poll=10, max_poll=10
+    )
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: renewals.count(1) >= 4, "item 1 renewed again and again")
+    assert renewals.count(2) == 2, "item 2 stopped renewing once its lease was lost"
+    released.set()
+    await wait_for(lambda: not d.in_flight, "both items to end")
+    ended = (renewals.count(1), renewals.count(2))
+    items.append([3])  # a later item, whose renewals show time passing
+    d.wake()
+    await wait_for(lambda: renewals.count(3) >= 2, "two renewal intervals")
+    assert (renewals.count(1), renewals.count(2)) == ended, "no renewal after an item ended"
+    later.set()
+    d.stop()
+    await asyncio.wait_for(run, timeout=5)

@@ -149,7 +149,8 @@ class Dispatcher(Generic[T]):
             await asyncio.gather(*waits, return_exceptions=True)
 
     async def _run_one(self, item: T, slots: asyncio.Semaphore) -> None:
-        renewer = asyncio.create_task(self._keep_lease(item))
+        # Most items finish long before their lease needs renewing: a timer, not a task.
+        renewal = _Renewal(self, item)
         try:
             await self._process(item)
         except Exception:
@@ -159,24 +160,56 @@ class Dispatcher(Generic[T]):
                 extra={"event": "duratask.dispatcher.process_failed", "work": self.name},
             )
         finally:
-            renewer.cancel()
+            renewal.cancel()
             slots.release()
 
-    async def _keep_lease(self, item: T) -> None:
-        while True:
-            await asyncio.sleep(self._renew_interval)
-            try:
-                await self._renew(item)
-            except LeaseLostError:
-                _LOG.warning(
-                    "%s dispatcher: lease lost while the work item was running",
-                    self.name,
-                    extra={"event": "duratask.lease.lost", "work": self.name},
-                )
-                return
-            except Exception:
-                _LOG.exception(
-                    "%s dispatcher: renewing a lease failed",
-                    self.name,
-                    extra={"event": "duratask.lease.renew_failed", "work": self.name},
-                )
+    async def _renew_once(self, item: T) -> bool:
+        """Renew the item's lease; False once it is lost (then it is not renewed again)."""
+        try:
+            await self._renew(item)
+        except LeaseLostError:
+            _LOG.warning(
+                "%s dispatcher: lease lost while the work item was running",
+                self.name,
+                extra={"event": "duratask.lease.lost", "work": self.name},
+            )
+            return False
+        except Exception:
+            _LOG.exception(
+                "%s dispatcher: renewing a lease failed",
+                self.name,
+                extra={"event": "duratask.lease.renew_failed", "work": self.name},
+            )
+        return True
+
+
+class _Renewal(Generic[T]):
+    """Renews a running item's lease every ``renew_interval`` until cancelled."""
+
+    def __init__(self, dispatcher: Dispatcher[T], item: T) -> None:
+        self._dispatcher = dispatcher
+        self._item = item
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._cancelled = False
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._timer = self._loop.call_later(self._dispatcher._renew_interval, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if not self._cancelled:
+            self._task = self._loop.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        if await self._dispatcher._renew_once(self._item) and not self._cancelled:
+            self._schedule()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
