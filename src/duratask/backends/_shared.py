@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +38,7 @@ def as_utc_or_none(value: datetime | None) -> datetime | None:
 
 def new_lock_token() -> str:
     """A fresh, unguessable lease token."""
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def leased_activities(

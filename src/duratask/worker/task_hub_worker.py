@@ -66,14 +66,18 @@ class TaskHubWorker:
 
     ``orchestration_cache_size`` live orchestrations are kept in memory between episodes so
     their next step replays nothing (0 disables the cache: every episode replays its history).
+
+    Up to ``max_concurrent_orchestrations`` episodes and ``max_concurrent_activities``
+    activities run at once (100 each by default); ``async def`` activities run on the event
+    loop, plain functions on ``activity_threads`` threads (up to 32 by default).
     """
 
     def __init__(
         self,
         store: str | OrchestrationService,
         *,
-        max_concurrent_orchestrations: int = 50,
-        max_concurrent_activities: int = 20,
+        max_concurrent_orchestrations: int = 100,
+        max_concurrent_activities: int = 100,
         lease_duration: timedelta = timedelta(seconds=30),
         data_converter: DataConverter | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -95,7 +99,7 @@ class TaskHubWorker:
         self._lease = lease_duration
         self._max_orchestrations = max_concurrent_orchestrations
         self._max_activities = max_concurrent_activities
-        self._activity_threads = activity_threads or max_concurrent_activities
+        self._activity_threads = activity_threads or min(32, max_concurrent_activities)
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
         self._executor = OrchestrationExecutor(self.registry, self._codec)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import sqlite3
 import threading
@@ -463,7 +462,7 @@ class _PendingWrite:
     def waited_on(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
     ) -> _PendingWrite:
-        return dataclasses.replace(self, loop=loop, future=future)
+        return _PendingWrite(self.job, self.durable, self.alone, loop, future)
 
 
 def _settle_batch(outcomes: list[tuple[_PendingWrite, tuple[bool, object]]]) -> None:
