@@ -57,6 +57,7 @@ def dispatcher(
         renew,
         concurrency=concurrency,
         renew_interval=60,
+        batch=8,
         min_poll=poll,
         max_poll=poll,
     )

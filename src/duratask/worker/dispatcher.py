@@ -14,7 +14,6 @@ from duratask.errors import LeaseLostError
 _LOG = logging.getLogger("duratask.worker")
 T = TypeVar("T")
 _MAX_FETCHERS = 8
-_MAX_BATCH = 8
 
 
 class Dispatcher(Generic[T]):
@@ -22,11 +21,12 @@ class Dispatcher(Generic[T]):
 
     Up to eight fetches run at once, so a store that commits writes in groups (SQLite)
     leases several items in one commit and a server store leases them in parallel; a fetch
-    asks for as many items (up to eight) as there are free slots. Only one
+    asks for as many items (up to ``batch``) as there are free slots. Only one
     fetcher polls the store while idle; the others rest until there is work: ``wake()``
     (the worker calls it when it knows new work exists: it just committed some, or a timer
-    it created is due) starts one of them, and each fetcher that finds an item starts
-    another, so the fetches in flight follow the backlog without a stampede on each wake.
+    it created is due) starts one of them, and each fetcher that finds all it asked for
+    starts another, so the fetches in flight follow the backlog without a stampede on each
+    wake.
     """
 
     def __init__(
@@ -38,6 +38,7 @@ class Dispatcher(Generic[T]):
         *,
         concurrency: int,
         renew_interval: float,
+        batch: int = 1,
         min_poll: float = 0.001,
         max_poll: float = 0.25,
         notified: Callable[[float], Awaitable[bool]] | None = None,
@@ -47,6 +48,7 @@ class Dispatcher(Generic[T]):
         self._process = process
         self._renew = renew
         self._concurrency = concurrency
+        self._batch = batch
         self._renew_interval = renew_interval
         self._min_poll = min_poll
         self._max_poll = max_poll
@@ -103,7 +105,7 @@ class Dispatcher(Generic[T]):
             if self._stopping:
                 slots.release()
                 break
-            wanted = 1 + await self.claim(_MAX_BATCH - 1)
+            wanted = 1 + await self.claim(self._batch - 1)
             self._missed_wake = False
             try:
                 items = await self._fetch(wanted)
@@ -124,7 +126,8 @@ class Dispatcher(Generic[T]):
                 delay = min(delay * 2, self._max_poll)
                 continue
             delay = self._min_poll
-            self.wake()  # there may be more: let another fetcher look too
+            if len(items) == wanted:  # there may be more: let another fetcher look too
+                self.wake()
             for item in items:
                 task = asyncio.create_task(self._run_one(item, slots))
                 self.in_flight.add(task)

@@ -43,6 +43,7 @@ from duratask.worker.orchestration_cache import OrchestrationCache
 
 _LOG = logging.getLogger("duratask.worker")
 _MAX_LEASE = timedelta(minutes=5)
+_ACTIVITY_BATCH = 8  # activities leased by one fetch, at most
 
 
 def _utc_now() -> datetime:
@@ -142,8 +143,12 @@ class TaskHubWorker:
         await self.store.open()
         renew_every = self._lease.total_seconds() / 3
         pushes = self.store if isinstance(self.store, SupportsWakeUps) else None
-        # When every process is woken by pushes, polling is only the fallback: make it rare.
-        max_poll = 1.0 if pushes and pushes.wakes_all_processes else 0.25
+        # When every process is woken by pushes, polling is only the fallback: make it rare,
+        # even right after work was found. Otherwise work other processes make is only
+        # found by polling: look again soon after finding some.
+        everywhere = pushes is not None and pushes.wakes_all_processes
+        max_poll = 1.0 if everywhere else 0.25
+        min_poll = max_poll if everywhere else 0.001
 
         def notified(kind: str) -> Callable[[float], Awaitable[bool]] | None:
             if pushes is None:
@@ -163,6 +168,7 @@ class TaskHubWorker:
             lambda wi: self.store.renew_orchestration_work_item(wi, self._lease),
             concurrency=self._max_orchestrations,
             renew_interval=renew_every,
+            min_poll=min_poll,
             max_poll=max_poll,
             notified=notified("orchestration"),
         )
@@ -175,6 +181,8 @@ class TaskHubWorker:
             lambda wi: self.store.renew_activity_work_item(wi, self._lease),
             concurrency=self._max_activities,
             renew_interval=renew_every,
+            batch=_ACTIVITY_BATCH,
+            min_poll=min_poll,
             max_poll=max_poll,
             notified=notified("activity"),
         )
