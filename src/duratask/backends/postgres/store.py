@@ -387,23 +387,26 @@ class PostgresOrchestrationService:
         async def job(conn: Connection) -> None:
             nonlocal attempts
             attempts += 1
-            existing = await _fetch_one(conn, db.q(q.LOCK_EXISTING_INSTANCE), (instance_id,))
-            if existing is not None:
-                if attempts > 1 and existing["execution_id"] == row["execution_id"]:
-                    return  # a retry after a COMMIT that failed ambiguously, yet committed
-                status = OrchestrationStatus(existing["runtime_status"])
-                if status not in replaceable:
-                    raise OrchestrationAlreadyExistsError(instance_id, status)
-                await conn.execute(db.q(q.DELETE_INSTANCE), (instance_id,))  # cascades
+            # The usual case first: the id is new.
             if await _fetch_one(conn, db.q(q.INSERT_INSTANCE_IF_ABSENT), row) is None:
-                # Another client created it since our look: it is not ours to replace.
-                raced = await _fetch_one(conn, db.q(q.SELECT_STATUS), (instance_id,))
-                shown = OrchestrationStatus(raced["runtime_status"]) if raced else "unknown"
-                raise OrchestrationAlreadyExistsError(instance_id, shown)
-            await outbound.enqueue(db, conn, now)
-            if outbound.visible_by(now):
-                await db.notify(conn, [ORCHESTRATION])
-            await db.notify_changed(conn, instance_id)
+                existing = await _fetch_one(conn, db.q(q.LOCK_EXISTING_INSTANCE), (instance_id,))
+                if existing is not None:
+                    if attempts > 1 and existing["execution_id"] == row["execution_id"]:
+                        return  # a retry after a COMMIT that failed ambiguously, yet committed
+                    status = OrchestrationStatus(existing["runtime_status"])
+                    if status not in replaceable:
+                        raise OrchestrationAlreadyExistsError(instance_id, status)
+                    await conn.execute(db.q(q.DELETE_INSTANCE), (instance_id,))  # cascades
+                if await _fetch_one(conn, db.q(q.INSERT_INSTANCE_IF_ABSENT), row) is None:
+                    # Another client created it since our look: it is not ours to replace.
+                    raced = await _fetch_one(conn, db.q(q.SELECT_STATUS), (instance_id,))
+                    shown = OrchestrationStatus(raced["runtime_status"]) if raced else "unknown"
+                    raise OrchestrationAlreadyExistsError(instance_id, shown)
+            async with conn.pipeline():  # one round trip for the message and the wake-ups
+                await outbound.enqueue(db, conn, now)
+                if outbound.visible_by(now):
+                    await db.notify(conn, [ORCHESTRATION])
+                await db.notify_changed(conn, instance_id)
 
         await db.transaction(job)
 
