@@ -22,6 +22,7 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
+    episode_execution,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -431,8 +432,7 @@ class MemoryOrchestrationService:
     ) -> list[ActivityWorkItem] | None:
         """Delete the activity and record the episode run on its result, if the instance is
         free, unchanged and has no message waiting; else None, with nothing changed."""
-        if commit.state.instance_id != episode.instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
+        execution_id = episode_execution(episode, commit)
         now = self._now()
         state = normalized_state(commit.state)
         outbound = [_normalized_message(m) for m in commit.messages]
@@ -440,10 +440,10 @@ class MemoryOrchestrationService:
             instance = self._instances.get(episode.instance_id)
             if (
                 instance is None
+                or execution_id is None
                 or instance.lease.live(now)
                 or len(instance.history) != episode.history_length
-                or episode.state is None
-                or instance.state.execution_id != episode.state.execution_id
+                or instance.state.execution_id != execution_id
                 or any(stored.due() <= now for stored in instance.messages.values())
             ):
                 return None

@@ -12,6 +12,7 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
+    episode_execution,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -328,16 +329,11 @@ class PostgresOrchestrationService:
         """Delete the activity and record the episode run on its result, if the instance is
         free, unchanged and has no message waiting; else None, with nothing written."""
         instance_id = episode.instance_id
-        if commit.state.instance_id != instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
-        if episode.state is None or episode.state.execution_id is None:
+        execution_id = episode_execution(episode, commit)
+        if execution_id is None:
             return None
         write = _EpisodeWrite(self._db, commit, self._now(), episode)
-        ready = {
-            "instance_id": instance_id,
-            "execution_id": episode.state.execution_id,
-            "now": write.now,
-        }
+        ready = {"instance_id": instance_id, "execution_id": execution_id, "now": write.now}
         key = (work_item.work_item_id, work_item.lock_token)
         db = self._db
 

@@ -11,6 +11,7 @@ from typing import Any
 from duratask.backends._shared import (
     check_page_size,
     decode_position,
+    episode_execution,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -288,16 +289,11 @@ class SqliteOrchestrationService:
         """Delete the activity and record the episode run on its result, if the instance is
         free, unchanged and has no message waiting; else None, with nothing written."""
         instance_id = episode.instance_id
-        if commit.state.instance_id != instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
-        if episode.state is None or episode.state.execution_id is None:
+        execution_id = episode_execution(episode, commit)
+        if execution_id is None:
             return None
         write = _EpisodeWrite(commit, self._now(), None)
-        ready = {
-            "instance_id": instance_id,
-            "execution_id": episode.state.execution_id,
-            "now": write.now,
-        }
+        ready = {"instance_id": instance_id, "execution_id": execution_id, "now": write.now}
         key = (work_item.work_item_id, work_item.lock_token)
 
         def job(conn: sqlite3.Connection) -> list[int] | None:
