@@ -121,3 +121,26 @@ async def test_a_store_serves_writes_from_two_event_loops(tmp_path: Path) -> Non
         assert values == [*range(50), *range(1000, 1050)]
     finally:
         await db.stop()
+
+
+async def test_durable_commits_run_on_the_loop_only_while_the_disk_is_quick(
+    tmp_path: Path,
+) -> None:
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+        committed_on: list[int] = []
+        assert db._conn is not None
+        db._conn.set_trace_callback(
+            lambda sql: committed_on.append(threading.get_ident()) if sql == "COMMIT" else None
+        )
+        db._commit_seconds = 1.0  # a disk whose fsync takes a second: off the loop
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (1)"))
+        db._commit_seconds = 0.0  # a quick disk: a hand-over would cost more than the fsync
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+        loop_thread = threading.get_ident()
+        assert committed_on[0] != loop_thread and committed_on[1] == loop_thread
+        assert db._commit_seconds > 0.0, "the commit on the loop was timed too"
+    finally:
+        await db.stop()

@@ -1,7 +1,7 @@
 """A SQLite file's connections, with group commit, retries and migrations.
 
-Statements run on the caller's event loop thread; what may block (a commit's fsync, waiting
-for a lock another process holds) runs on the store's own thread. The same store can serve
+Statements run on the caller's event loop thread; what may block (waiting for a lock another
+process holds, a commit's fsync on a slow disk) runs on the store's own thread. The same store can serve
 callers from different event loops over its life.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ def split_statements(script: str) -> list[str]:
 
 # Commits between WAL checkpoints (each of a few pages; SQLite's own default is 1000 pages).
 _CHECKPOINT_EVERY = 200
+# A durable COMMIT this quick (a fast local disk) runs on the event loop: handing it to the
+# store's thread and back would take longer than the fsync itself.
+_INLINE_COMMIT_SECONDS = 0.0005
 # Levels that fsync on every commit (in WAL mode), which a non-durable batch may skip.
 _SYNCING = frozenset({"FULL", "EXTRA"})
 
@@ -64,9 +68,10 @@ class Database:
 
     Statements run on the calling event loop's thread: they take microseconds, and handing
     each one to another thread would cost a GIL hand-over (up to the interpreter's 5 ms
-    switch interval while the loop is busy). Only what can block runs on the store's own
-    thread: the ``COMMIT`` (its fsync), and waiting for the write lock when another process
-    holds it. The event loop is never stalled on I/O or on another process.
+    switch interval while the loop is busy). What can block runs on the store's own thread:
+    waiting for the write lock when another process holds it, and a durable ``COMMIT`` (its
+    fsync) unless this disk's commits take less time than that hand-over would. The event
+    loop is never stalled on another process, nor on a slow disk.
     """
 
     def __init__(
@@ -93,6 +98,8 @@ class Database:
         self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
         self._commits_since_checkpoint = 0
+        # How long durable commits take here (first measured on the store's thread).
+        self._commit_seconds = _INLINE_COMMIT_SECONDS
         self._draining = False
         self._closing = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -378,6 +385,12 @@ class Database:
                 conn.execute("COMMIT")
                 self._commits_since_checkpoint += 1
                 return outcomes
+            if self._fsync_is_quick():
+                started = time.perf_counter()
+                conn.execute("COMMIT")
+                self._note_commit_time(time.perf_counter() - started)
+                self._commits_since_checkpoint += 1
+                return outcomes
             try:
                 await self._on_thread(functools.partial(self._commit_durably, conn))
             except asyncio.CancelledError:
@@ -390,11 +403,24 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
+    def _fsync_is_quick(self) -> bool:
+        """Whether a durable COMMIT may run on the event loop: when this disk's commits take
+        less than a hand-over to the store's thread does (and no checkpoint is due)."""
+        return (
+            self._commit_seconds < _INLINE_COMMIT_SECONDS
+            and self._commits_since_checkpoint + 1 < _CHECKPOINT_EVERY
+        )
+
+    def _note_commit_time(self, seconds: float) -> None:
+        self._commit_seconds += (seconds - self._commit_seconds) / 8  # moving average
+
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
         """On the store's thread: COMMIT (with its fsync), then copy the WAL back into the
         database now and then (the write connection never checkpoints on its own, so that a
         commit run on an event loop never does)."""
+        started = time.perf_counter()
         conn.execute("COMMIT")
+        self._note_commit_time(time.perf_counter() - started)
         self._commits_since_checkpoint += 1
         if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
             self._commits_since_checkpoint = 0
