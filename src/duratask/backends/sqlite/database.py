@@ -1,8 +1,8 @@
 """A SQLite file's connections, with group commit, retries and migrations.
 
 Statements run on the caller's event loop thread; what may block (waiting for a lock another
-process holds, a commit's fsync on a slow disk) runs on the store's own thread. The same store can serve
-callers from different event loops over its life.
+process holds, a commit's fsync on a slow disk) runs on the store's own thread. The same
+store can serve callers from different event loops over its life.
 """
 
 from __future__ import annotations
