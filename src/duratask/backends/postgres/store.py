@@ -334,7 +334,6 @@ class PostgresOrchestrationService:
             return None
         write = _EpisodeWrite(self._db, commit, self._now(), episode)
         ready = {"instance_id": instance_id, "execution_id": execution_id, "now": write.now}
-        key = (work_item.work_item_id, work_item.lock_token)
         db = self._db
 
         async def job(conn: Connection) -> dict[str, int] | None:
@@ -343,9 +342,7 @@ class PostgresOrchestrationService:
                 return None
             if fence["history_length"] != episode.history_length:
                 return None
-            if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            return await write.apply(conn)
+            return await write.apply(conn, finished=work_item)
 
         ids = await db.transaction(job)
         return None if ids is None else write.leased_items(ids)
@@ -591,15 +588,21 @@ class _EpisodeWrite:
         }
         self.wake_orchestrations = any(m.visible_by(now) for m in self.outbound)
 
-    async def apply(self, conn: Connection) -> dict[str, int]:
+    async def apply(
+        self, conn: Connection, finished: ActivityWorkItem | None = None
+    ) -> dict[str, int]:
         """Append the history, consume, schedule, send, update the row (releasing the lease)
-        and notify; returns the ids of the activities leased to the committer by token."""
+        and notify, all in one round trip; returns the ids of the activities leased to the
+        committer by token. ``finished``: an activity deleted in the same round trip (its
+        lease lost: :class:`LeaseLostError`, and the caller's transaction rolls back)."""
         db, commit, instance_id, now = self.db, self.commit, self.instance_id, self.now
-        ids: dict[str, int] = {}
-        if self.leased:
-            cursor = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), self.leased_params)
-            ids = {r["lock_token"]: r["id"] for r in await cursor.fetchall()}
+        deleted = leased = None
         async with conn.pipeline():
+            if finished is not None:
+                key = (finished.work_item_id, finished.lock_token)
+                deleted = await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)
+            if self.leased:
+                leased = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), self.leased_params)
             if commit.reset_history:
                 await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
             if self.history:
@@ -630,7 +633,12 @@ class _EpisodeWrite:
                         "now": now,
                     },
                 )
-        return ids
+        if deleted is not None and not deleted.rowcount:
+            assert finished is not None
+            raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
+        if leased is None:
+            return {}
+        return {r["lock_token"]: r["id"] for r in await leased.fetchall()}
 
     def leased_items(self, ids: dict[str, int]) -> list[ActivityWorkItem]:
         return [
