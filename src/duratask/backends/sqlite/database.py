@@ -102,6 +102,7 @@ class Database:
         self._commit_seconds = _INLINE_COMMIT_SECONDS
         self._draining = False
         self._closing = False
+        # The running drain, held strongly: an event loop keeps only weak references.
         self._drain_task: asyncio.Task[None] | None = None
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -138,7 +139,7 @@ class Database:
                 self._closing = False
             executor.shutdown(wait=False)
 
-    def _open_or_refuse(self) -> None:
+    def _check_open(self) -> None:
         if self._executor is None or self._closing:
             raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
 
@@ -246,7 +247,7 @@ class Database:
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job`` in a read transaction (one consistent snapshot)."""
-        self._open_or_refuse()
+        self._check_open()
         try:
             return _transaction(self._reader(waiting=False), "BEGIN", job)
         except sqlite3.OperationalError as exc:
@@ -266,7 +267,7 @@ class Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._state_lock:
-            self._open_or_refuse()
+            self._check_open()
             self._pending_writes.append(pending.waited_on(loop, future))
             start_drain = not self._draining
             self._draining = True
@@ -385,11 +386,8 @@ class Database:
                 conn.execute("COMMIT")
                 self._commits_since_checkpoint += 1
                 return outcomes
-            if self._fsync_is_quick():
-                started = time.perf_counter()
-                conn.execute("COMMIT")
-                self._note_commit_time(time.perf_counter() - started)
-                self._commits_since_checkpoint += 1
+            if self._fsync_is_quick():  # no checkpoint is due either
+                self._commit_durably(conn)
                 return outcomes
             try:
                 await self._on_thread(functools.partial(self._commit_durably, conn))
@@ -411,16 +409,14 @@ class Database:
             and self._commits_since_checkpoint + 1 < _CHECKPOINT_EVERY
         )
 
-    def _note_commit_time(self, seconds: float) -> None:
-        self._commit_seconds += (seconds - self._commit_seconds) / 8  # moving average
-
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
-        """On the store's thread: COMMIT (with its fsync), then copy the WAL back into the
-        database now and then (the write connection never checkpoints on its own, so that a
-        commit run on an event loop never does)."""
+        """COMMIT (with its fsync), timed; then, on the store's thread, copy the WAL back
+        into the database now and then (the write connection never checkpoints on its own,
+        so that a commit run on an event loop never does)."""
         started = time.perf_counter()
         conn.execute("COMMIT")
-        self._note_commit_time(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
         self._commits_since_checkpoint += 1
         if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
             self._commits_since_checkpoint = 0
