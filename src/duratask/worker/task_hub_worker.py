@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from duratask._engine import OrchestrationExecutor
+from duratask._engine import OrchestrationCursor, OrchestrationExecutor
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
@@ -48,10 +48,6 @@ _ACTIVITY_BATCH = 8  # activities leased by one fetch, at most
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class _NotCommitted(Exception):
-    """A conditional commit found its condition false and wrote nothing."""
 
 
 class TaskHubWorker:
@@ -302,7 +298,12 @@ class TaskHubWorker:
                 await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
                 self._wake_at(outcome.retry_at, self._orchestrations)
                 return
-            outcome = await self._commit_running_activities_here(work_item, outcome)
+            committed = await self._commit_running_activities_here(
+                outcome,
+                lambda commit: self.store.complete_orchestration_work_item(work_item, commit),
+            )
+            assert committed is not None  # a leased work item's commit writes or raises
+            outcome = committed
         except LeaseLostError:
             _LOG.warning(
                 "instance %r: lease lost, the episode was not committed",
@@ -327,6 +328,15 @@ class TaskHubWorker:
             delay = timedelta(seconds=min(60, 2 ** (deliveries(work_item) - 1)))
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
             return
+        self._after_episode(work_item, outcome, live_cursor)
+
+    def _after_episode(
+        self,
+        work_item: OrchestrationWorkItem,
+        outcome: OrchestrationCommit,
+        live_cursor: OrchestrationCursor | None,
+    ) -> None:
+        """After an episode committed: keep its cursor, log it, wake what it made ready."""
         if live_cursor is not None and outcome.state.execution_id is not None:
             live_cursor.committed()
             length = len(outcome.new_events)
@@ -339,16 +349,13 @@ class TaskHubWorker:
 
     async def _commit_running_activities_here(
         self,
-        work_item: OrchestrationWorkItem,
         commit: OrchestrationCommit,
-        store_commit: Callable[[OrchestrationCommit], Awaitable[list[ActivityWorkItem] | None]]
-        | None = None,
-    ) -> OrchestrationCommit:
-        """Commit the episode; the activities it schedules that this worker has room for are
-        leased to it in the same transaction and start at once, with no fetch round trip.
-
-        ``store_commit`` replaces the usual commit of a leased work item; when it commits
-        nothing (None), :class:`_NotCommitted` is raised."""
+        store_commit: Callable[[OrchestrationCommit], Awaitable[list[ActivityWorkItem] | None]],
+    ) -> OrchestrationCommit | None:
+        """Commit the episode with ``store_commit``; the activities it schedules that this
+        worker has room for are leased to it in the same transaction and start at once,
+        with no fetch round trip. Returns the commit as made, or None if ``store_commit``
+        wrote nothing."""
         activities = self._activities
         claimed = await activities.claim(len(commit.activities)) if activities else 0
         if claimed:
@@ -357,18 +364,13 @@ class TaskHubWorker:
             )
         leased: list[ActivityWorkItem] | None = []
         try:
-            if store_commit is None:
-                leased = await self.store.complete_orchestration_work_item(work_item, commit)
-            else:
-                leased = await store_commit(commit)
+            leased = await store_commit(commit)
         finally:
             if activities is not None and claimed:
                 for item in leased or ():
                     activities.submit(item)
                 activities.unclaim(claimed - len(leased or ()))
-        if leased is None:
-            raise _NotCommitted
-        return commit
+        return None if leased is None else commit
 
     @staticmethod
     def _history_mark(work_item: OrchestrationWorkItem) -> HistoryMark | None:
@@ -511,17 +513,15 @@ class TaskHubWorker:
             planned, live_cursor = plan_episode(
                 episode, self._executor, self._clock(), cursor=cursor
             )
-            execution_id = None if isinstance(planned, Defer) else planned.state.execution_id
-            if isinstance(planned, Defer) or execution_id is None:
+            if isinstance(planned, Defer) or planned.state.execution_id is None:
                 return False
             # The result was never stored as a message: nothing is consumed.
             outcome = await self._commit_running_activities_here(
-                episode,
                 dataclasses.replace(planned, consumed_message_ids=[]),
                 lambda commit: store.complete_activity_and_episode(work_item, episode, commit),
             )
-        except _NotCommitted:
-            return False
+            if outcome is None:  # the instance was busy or changed: nothing written
+                return False
         except LeaseLostError:
             raise
         except Exception:
@@ -535,13 +535,7 @@ class TaskHubWorker:
                 },
             )
             return False
-        if live_cursor is not None:
-            live_cursor.committed()
-            length = len(outcome.new_events) + (0 if outcome.reset_history else mark.length)
-            new_mark = HistoryMark(execution_id, length)
-            self._cache.put(instance_id, new_mark, live_cursor, outcome.state)
-        log_commit(instance_id, outcome)
-        self._after_commit(outcome)
+        self._after_episode(episode, outcome, live_cursor)
         return True
 
     def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
