@@ -78,10 +78,12 @@ SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
 INSTANCE_IS_FREE = """
 SELECT 1 FROM instances
 WHERE instance_id = :instance_id AND (lock_expires_at IS NULL OR lock_expires_at < :now)"""
-# An unleased instance of this execution with no message waiting (an episode run on an
-# activity's result straight away may be committed; its history length is checked too).
+# An unleased instance of this execution with no message waiting, with its history length
+# (an episode run on an activity's result straight away may be committed if that matches).
 INSTANCE_READY_FOR_EPISODE = """
-SELECT 1 FROM instances
+SELECT (SELECT COALESCE(MAX(sequence_number) + 1, 0) FROM history
+        WHERE instance_id = :instance_id) AS history_length
+FROM instances
 WHERE instance_id = :instance_id AND execution_id = :execution_id
   AND (lock_expires_at IS NULL OR lock_expires_at < :now)
   AND NOT EXISTS (

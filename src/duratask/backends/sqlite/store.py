@@ -297,11 +297,10 @@ class SqliteOrchestrationService:
         key = (work_item.work_item_id, work_item.lock_token)
 
         def job(conn: sqlite3.Connection) -> list[int] | None:
-            if conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone() is None:
+            found = conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone()
+            if found is None or found["history_length"] != episode.history_length:
                 return None
-            length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
-            if length != episode.history_length:
-                return None
+            length: int = found["history_length"]
             if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
                 raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
             return write.apply(conn, length)
