@@ -221,6 +221,8 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
     try:
         await hub.start()
         await hub.run(hello_sequence)
+        # The client may see the end before the worker's last commit call has returned.
+        await hub.stop()
     finally:
         for name, lease in originals.items():
             setattr(store, name, lease)

@@ -132,11 +132,11 @@ async def test_concurrent_first_opens_migrate_once(
     schema = schemas()
     opened = [stores(schema) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in opened))
-    assert schema_versions(pg_url, schema) == [1]
+    assert schema_versions(pg_url, schema) == [1, 2]
     await opened[0].create_instance(started("a"), frozenset())
     assert await opened[3].get_instance("a") is not None
     await stores(schema).open()
-    assert schema_versions(pg_url, schema) == [1]
+    assert schema_versions(pg_url, schema) == [1, 2]
 
 
 async def test_refuses_a_newer_schema(
@@ -167,7 +167,7 @@ async def test_delete_task_hub_drops_the_schema(
     await store.delete_task_hub()
     assert not schema_exists(pg_url, schema)
     await store.open()
-    assert schema_versions(pg_url, schema) == [1]
+    assert schema_versions(pg_url, schema) == [1, 2]
     assert await store.get_instance("a") is None
 
 

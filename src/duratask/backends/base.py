@@ -337,7 +337,8 @@ class SupportsWakeUps(Protocol):
         ...
 
     def watch_instance(self, instance_id: str) -> InstanceWatch:
-        """Interest in one instance's row changing (``async with``, then ``changed()``)."""
+        """Interest in one instance's runtime status changing (``async with``, then
+        ``changed()``); a store may report other changes of the instance too."""
         ...
 
 

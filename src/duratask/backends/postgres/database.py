@@ -133,19 +133,20 @@ class Database:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._schema_ident = sql.Identifier(schema)
-        self._statements: dict[str, sql.Composed] = {}
+        self._statements: dict[str, bytes] = {}
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: _Listener | None = None
         self.wakeups = WakeUps()
 
-    def q(self, template: str) -> sql.Composed:
+    def q(self, template: str) -> bytes:
         """The statement ``template`` with ``{schema}`` bound to this hub's schema."""
         statement = self._statements.get(template)
         if statement is None:
-            # Templates are fixed strings of this package (queries.py, migrations/).
-            statement = sql.SQL(template).format(schema=self._schema_ident)
-            self._statements[template] = statement
+            # Templates are fixed strings of this package (queries.py, migrations/). Kept as
+            # bytes: psycopg would quote the schema again at every execution of a Composed.
+            composed = sql.SQL(template).format(schema=self._schema_ident)
+            statement = self._statements[template] = composed.as_bytes(None)
         return statement
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -50,17 +50,6 @@ VALUES (%(instance_id)s, %(name)s, %(version)s, %(runtime_status)s, %(created_at
         %(scheduled_start_at)s)
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id"""
-# Writes the row from an episode's state and releases the lease.
-UPDATE_INSTANCE = """
-UPDATE {schema}.instances
-SET name = %(name)s, version = %(version)s, runtime_status = %(runtime_status)s,
-    created_at = %(created_at)s, last_updated_at = %(last_updated_at)s,
-    completed_at = %(completed_at)s, execution_id = %(execution_id)s, input = %(input)s,
-    output = %(output)s, custom_status = %(custom_status)s,
-    failure_details = %(failure_details)s, parent_instance_id = %(parent_instance_id)s,
-    scheduled_start_at = %(scheduled_start_at)s,
-    lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
-WHERE instance_id = %(instance_id)s"""
 DELETE_INSTANCE = "DELETE FROM {schema}.instances WHERE instance_id = %s"
 
 # -- orchestration leases ---------------------------------------------------------------------
@@ -99,32 +88,6 @@ WHERE i.instance_id = %(instance_id)s
 RETURNING {INSTANCE_COLUMNS},
     (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {{schema}}.history AS h
      WHERE h.instance_id = i.instance_id) AS history_length"""
-# The fence of complete: the lease holder and the stored history length, row-locked.
-# Sequence numbers run 0..n-1, so a history's length comes from the primary key index alone.
-LOCK_FOR_COMMIT = """
-SELECT i.lock_token,
-       (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
-        WHERE h.instance_id = i.instance_id) AS history_length
-FROM {schema}.instances AS i
-WHERE i.instance_id = %s
-FOR NO KEY UPDATE OF i"""
-# For an episode run on an activity's result straight away: is the instance unleased, of
-# this execution, this long, with no message waiting? Row-locked; skipped if busy.
-LOCK_READY_FOR_EPISODE = """
-SELECT (i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s)
-       AND i.execution_id = %(execution_id)s
-       AND NOT EXISTS (
-           SELECT 1 FROM {schema}.messages AS m
-           WHERE m.instance_id = i.instance_id
-             AND (m.visible_at IS NULL OR m.visible_at <= %(now)s)) AS ready,
-       (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
-        WHERE h.instance_id = i.instance_id) AS history_length
-FROM {schema}.instances AS i
-WHERE i.instance_id = %(instance_id)s
-FOR NO KEY UPDATE OF i SKIP LOCKED"""
-HISTORY_LENGTH = """
-SELECT COALESCE(MAX(sequence_number) + 1, 0) AS history_length
-FROM {schema}.history WHERE instance_id = %s"""
 RENEW_INSTANCE_LEASE = """
 UPDATE {schema}.instances SET lock_expires_at = %(expires_at)s
 WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
@@ -132,21 +95,46 @@ RELEASE_INSTANCE_LEASE = """
 UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 
+# An episode's commit, fence and writes, in one call (migration 002 defines the function).
+COMMIT_EPISODE = """
+SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(
+    p_instance_id => %(instance_id)s::text,
+    p_now => %(now)s::timestamptz,
+    p_lock_token => %(lock_token)s::text,
+    p_execution_id => %(execution_id)s::text,
+    p_history_length => %(history_length)s::integer,
+    p_activity_id => %(activity_id)s::bigint,
+    p_activity_token => %(activity_token)s::text,
+    p_reset_history => %(reset_history)s::boolean,
+    p_event_types => %(event_types)s::text[],
+    p_events => %(events)s::text[],
+    p_consumed => %(consumed)s::bigint[],
+    p_act_instance_ids => %(act_instance_ids)s::text[],
+    p_act_execution_ids => %(act_execution_ids)s::text[],
+    p_act_task_ids => %(act_task_ids)s::bigint[],
+    p_act_names => %(act_names)s::text[],
+    p_act_versions => %(act_versions)s::text[],
+    p_act_inputs => %(act_inputs)s::text[],
+    p_lease_tokens => %(lease_tokens)s::text[],
+    p_owner => %(owner)s::text,
+    p_lease_expires_at => %(lease_expires_at)s::timestamptz,
+    p_messages => %(messages)s::jsonb,
+    p_state => %(state)s::jsonb,
+    p_channel => %(channel)s::text,
+    p_notify => %(notify)s::text[],
+    p_notify_if_visible => %(notify_if_visible)s::text)"""
+
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """
 SELECT event FROM {schema}.history WHERE instance_id = %s ORDER BY sequence_number"""
-DELETE_HISTORY = "DELETE FROM {schema}.history WHERE instance_id = %s"
-INSERT_HISTORY = """
-INSERT INTO {schema}.history (instance_id, sequence_number, event_type, event)
-VALUES (%s, %s, %s, %s)"""
 
 # -- messages ----------------------------------------------------------------------------------
-# Enqueue to an existing instance only; the KEY SHARE lock keeps a concurrent purge from
-# deleting the row between the check and the insert. No row returned: the message is dropped.
 # A rewind accepted for a FAILED instance: it waits for a worker again.
 MARK_REWOUND = """
 UPDATE {schema}.instances SET runtime_status = 'PENDING', last_updated_at = %(now)s
 WHERE instance_id = %(instance_id)s AND runtime_status = 'FAILED'"""
+# Enqueue to an existing instance only; the KEY SHARE lock keeps a concurrent purge from
+# deleting the row between the check and the insert. No row returned: the message is dropped.
 INSERT_MESSAGE = """
 INSERT INTO {schema}.messages
     (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
@@ -160,8 +148,6 @@ DEQUEUE_VISIBLE_MESSAGES = """
 UPDATE {schema}.messages SET dequeue_count = dequeue_count + 1
 WHERE instance_id = %(instance_id)s AND (visible_at IS NULL OR visible_at <= %(now)s)
 RETURNING message_id, instance_id, execution_id, event, visible_at, dequeue_count"""
-DELETE_MESSAGES = """
-DELETE FROM {schema}.messages WHERE instance_id = %s AND message_id = ANY(%s::bigint[])"""
 # Abandon: a message becomes due at the later of its due time and the retry time.
 DEFER_MESSAGES = """
 UPDATE {schema}.messages SET visible_at = %(retry_at)s, due_at = %(retry_at)s
@@ -177,22 +163,6 @@ WHERE EXISTS (
 )"""
 
 # -- activities --------------------------------------------------------------------------------
-INSERT_ACTIVITY = """
-INSERT INTO {schema}.activities
-    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""
-# Activities stored already leased to the worker that scheduled them (eager dispatch).
-INSERT_LEASED_ACTIVITIES = """
-INSERT INTO {schema}.activities
-    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
-     lock_token, lock_owner, lock_expires_at, dequeue_count)
-SELECT t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, %(now)s,
-       %(expires_at)s,
-       t.token, %(owner)s, %(expires_at)s, 1
-FROM unnest(%(instance_ids)s::text[], %(execution_ids)s::text[], %(task_ids)s::int[],
-            %(names)s::text[], %(versions)s::text[], %(inputs)s::text[], %(tokens)s::text[])
-     AS t(instance_id, execution_id, task_id, name, version, input, token)
-RETURNING id, lock_token"""
 # The oldest visible activities without a live lease, leased in one statement; activities
 # other workers are locking right now are skipped. A lease moves ``visible_at`` to its
 # expiry, so the index skips leased rows (the lock test also skips rows leased before

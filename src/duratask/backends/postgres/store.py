@@ -3,6 +3,7 @@ client processes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from duratask.backends.base import (
 )
 from duratask.backends.postgres import queries as q
 from duratask.backends.postgres.database import (
+    STATE,
     Connection,
     Database,
     split_schema,
@@ -197,19 +199,12 @@ class PostgresOrchestrationService:
         if commit.state.instance_id != instance_id:
             raise ValueError("commit.state is for another instance than the work item")
         write = _EpisodeWrite(self._db, commit, self._now(), work_item)
-        db = self._db
-
-        async def job(conn: Connection) -> dict[str, int]:
-            fence = await _fetch_one(conn, db.q(q.LOCK_FOR_COMMIT), (instance_id,))
-            if fence is None or fence["lock_token"] != work_item.lock_token:
-                raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
-            if fence["history_length"] != work_item.history_length:
-                raise LeaseLostError(
-                    f"history of instance {instance_id!r} changed under the work item"
-                )
-            return await write.apply(conn)
-
-        return write.leased_items(await db.transaction(job))
+        outcome, ids = await write.send(lock_token=work_item.lock_token)
+        if outcome == "lease_lost":
+            raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
+        if outcome == "history_changed":
+            raise LeaseLostError(f"history of instance {instance_id!r} changed under the work item")
+        return write.leased_items(ids)
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -328,24 +323,16 @@ class PostgresOrchestrationService:
     ) -> list[ActivityWorkItem] | None:
         """Delete the activity and record the episode run on its result, if the instance is
         free, unchanged and has no message waiting; else None, with nothing written."""
-        instance_id = episode.instance_id
         execution_id = episode_execution(episode, commit)
         if execution_id is None:
             return None
         write = _EpisodeWrite(self._db, commit, self._now(), episode)
-        ready = {"instance_id": instance_id, "execution_id": execution_id, "now": write.now}
-        db = self._db
-
-        async def job(conn: Connection) -> dict[str, int] | None:
-            fence = await _fetch_one(conn, db.q(q.LOCK_READY_FOR_EPISODE), ready)
-            if fence is None or not fence["ready"]:
-                return None
-            if fence["history_length"] != episode.history_length:
-                return None
-            return await write.apply(conn, finished=work_item)
-
-        ids = await db.transaction(job)
-        return None if ids is None else write.leased_items(ids)
+        outcome, ids = await write.send(execution_id=execution_id, finished=work_item)
+        if outcome == "busy":
+            return None
+        if outcome == "activity_lost":
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        return write.leased_items(ids)
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -534,6 +521,14 @@ class _Outbound:
     def visible_by(self, now: datetime) -> bool:
         return self.visible_at is None or self.visible_at <= now
 
+    def to_json(self) -> dict[str, Any]:
+        """The message as ``commit_episode`` takes it (see migration 002)."""
+        return {
+            **_json_ready(self.params),
+            "starts": _json_ready(self.starts) if self.starts is not None else None,
+            "rewinds": self.rewinds,
+        }
+
     async def enqueue(self, db: Database, conn: Connection, now: datetime) -> bool:
         """Insert the message; an ExecutionStarted creates its instance row if absent,
         any other message to a missing instance is dropped (False)."""
@@ -547,8 +542,9 @@ class _Outbound:
 
 
 class _EpisodeWrite:
-    """An episode's commit, encoded before its transaction; :meth:`apply` writes it once
-    the lease (or the free instance) has been checked, with the row locked."""
+    """An episode's commit, encoded before it is sent; :meth:`send` sends it as one call of
+    the schema's ``commit_episode`` function (see migration 002), which checks the fence and
+    writes everything in one transaction, or writes nothing."""
 
     def __init__(
         self,
@@ -560,85 +556,72 @@ class _EpisodeWrite:
         self.db = db
         self.commit = commit
         self.now = now
-        self.work_item = work_item
         self.instance_id = instance_id = work_item.instance_id
-        self.row = _state_params(commit.state)
-        first = 0 if commit.reset_history else work_item.history_length
-        self.history = [
-            (instance_id, first + i, e.event_type.name, event_to_json(e))
-            for i, e in enumerate(commit.new_events)
-        ]
-        self.outbound = [_Outbound(m) for m in commit.messages]
         eager = commit.eager_activities
         self.leased = list(commit.activities[: eager.max_items]) if eager else []
-        self.activities = [_activity_row(a, now) for a in commit.activities[len(self.leased) :]]
         self.tokens = [new_lock_token() for _ in self.leased]
         self.expires_at = now + eager.duration if eager else now
-        self.leased_params = {
+        outbound = [_Outbound(m) for m in commit.messages]
+        wake_orchestrations = any(m.visible_by(now) for m in outbound)
+        # Watchers (clients waiting for a start or an end) care about the status alone.
+        before = work_item.state.runtime_status if work_item.state is not None else None
+        notify = [STATE + instance_id] if before is not commit.state.runtime_status else []
+        if len(commit.activities) > len(self.leased):
+            notify.append(ACTIVITY)
+        if wake_orchestrations:
+            notify.append(ORCHESTRATION)
+        activities = commit.activities
+        self.params: dict[str, Any] = {
+            "instance_id": instance_id,
             "now": now,
+            "history_length": work_item.history_length,
+            "reset_history": commit.reset_history,
+            "event_types": [e.event_type.name for e in commit.new_events],
+            "events": [event_to_json(e) for e in commit.new_events],
+            "consumed": list(commit.consumed_message_ids),
+            "act_instance_ids": [a.instance_id for a in activities],
+            "act_execution_ids": [a.execution_id for a in activities],
+            "act_task_ids": [a.task_id for a in activities],
+            "act_names": [a.name for a in activities],
+            "act_versions": [a.version for a in activities],
+            "act_inputs": [a.input for a in activities],
+            "lease_tokens": self.tokens,
             "owner": eager.owner if eager else None,
-            "expires_at": self.expires_at,
-            "instance_ids": [a.instance_id for a in self.leased],
-            "execution_ids": [a.execution_id for a in self.leased],
-            "task_ids": [a.task_id for a in self.leased],
-            "names": [a.name for a in self.leased],
-            "versions": [a.version for a in self.leased],
-            "inputs": [a.input for a in self.leased],
-            "tokens": self.tokens,
+            "lease_expires_at": self.expires_at,
+            "messages": json.dumps([m.to_json() for m in outbound]),
+            "state": (
+                json.dumps(_json_ready(_state_params(commit.state)))
+                if commit.changes_instance
+                else None
+            ),
+            "channel": db.channel,
+            "notify": notify,
+            "notify_if_visible": None if wake_orchestrations else ORCHESTRATION,
         }
-        self.wake_orchestrations = any(m.visible_by(now) for m in self.outbound)
 
-    async def apply(
-        self, conn: Connection, finished: ActivityWorkItem | None = None
-    ) -> dict[str, int]:
-        """Append the history, consume, schedule, send, update the row (releasing the lease)
-        and notify, all in one round trip; returns the ids of the activities leased to the
-        committer by token. ``finished``: an activity deleted in the same round trip (its
-        lease lost: :class:`LeaseLostError`, and the caller's transaction rolls back)."""
-        db, commit, instance_id, now = self.db, self.commit, self.instance_id, self.now
-        deleted = leased = None
-        async with conn.pipeline():
-            if finished is not None:
-                key = (finished.work_item_id, finished.lock_token)
-                deleted = await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)
-            if self.leased:
-                leased = await conn.execute(db.q(q.INSERT_LEASED_ACTIVITIES), self.leased_params)
-            if commit.reset_history:
-                await conn.execute(db.q(q.DELETE_HISTORY), (instance_id,))
-            if self.history:
-                await conn.cursor().executemany(db.q(q.INSERT_HISTORY), self.history)
-            if commit.consumed_message_ids:
-                consumed = list(commit.consumed_message_ids)
-                await conn.execute(db.q(q.DELETE_MESSAGES), (instance_id, consumed))
-            if self.activities:
-                await conn.cursor().executemany(db.q(q.INSERT_ACTIVITY), self.activities)
-            for message in self.outbound:
-                await message.enqueue(db, conn, now)
-            if commit.changes_instance:
-                await conn.execute(db.q(q.UPDATE_INSTANCE), self.row)  # also releases the lease
-            else:
-                release = {"instance_id": instance_id, "token": self.work_item.lock_token}
-                await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)
-            await db.notify_changed(conn, instance_id)
-            await db.notify(conn, [ACTIVITY] if self.activities else [])
-            if self.wake_orchestrations:
-                await db.notify(conn, [ORCHESTRATION])
-            else:
-                await conn.execute(
-                    db.q(q.NOTIFY_IF_VISIBLE),
-                    {
-                        "channel": db.channel,
-                        "payload": ORCHESTRATION,
-                        "instance_id": instance_id,
-                        "now": now,
-                    },
-                )
-        if deleted is not None and not deleted.rowcount:
-            assert finished is not None
-            raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
-        if leased is None:
-            return {}
-        return {r["lock_token"]: r["id"] for r in await leased.fetchall()}
+    async def send(
+        self,
+        *,
+        lock_token: str | None = None,
+        execution_id: str | None = None,
+        finished: ActivityWorkItem | None = None,
+    ) -> tuple[str, dict[str, int]]:
+        """Send the commit, fenced by the instance's ``lock_token``, or (None) by the
+        instance being free, of ``execution_id`` and unchanged, with the ``finished``
+        activity deleted too. Returns the function's outcome (``"committed"`` or why not)
+        and the ids of the activities leased to the committer, by token."""
+        params = {
+            **self.params,
+            "lock_token": lock_token,
+            "execution_id": execution_id,
+            "activity_id": finished.work_item_id if finished is not None else None,
+            "activity_token": finished.lock_token if finished is not None else None,
+        }
+        sql = self.db.q(q.COMMIT_EPISODE)
+        row = await self.db.autocommit(lambda conn: _fetch_one(conn, sql, params))
+        assert row is not None  # the function returns one row
+        ids = dict(zip(row["leased_tokens"] or (), row["leased_ids"] or (), strict=True))
+        return row["outcome"], ids
 
     def leased_items(self, ids: dict[str, int]) -> list[ActivityWorkItem]:
         return [
@@ -758,6 +741,11 @@ def _state_params(state: OrchestrationState) -> dict[str, Any]:
         "parent_instance_id": state.parent_instance_id,
         "scheduled_start_at": as_utc_or_none(state.scheduled_start_at),
     }
+
+
+def _json_ready(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with times as ISO 8601 text, for a jsonb parameter."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
 
 
 def _state(row: Mapping[str, Any]) -> OrchestrationState:
