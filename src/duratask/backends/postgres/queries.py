@@ -97,32 +97,7 @@ WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 
 # An episode's commit, fence and writes, in one call (migration 002 defines the function).
 COMMIT_EPISODE = """
-SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(
-    p_instance_id => %(instance_id)s::text,
-    p_now => %(now)s::timestamptz,
-    p_lock_token => %(lock_token)s::text,
-    p_execution_id => %(execution_id)s::text,
-    p_history_length => %(history_length)s::integer,
-    p_activity_id => %(activity_id)s::bigint,
-    p_activity_token => %(activity_token)s::text,
-    p_reset_history => %(reset_history)s::boolean,
-    p_event_types => %(event_types)s::text[],
-    p_events => %(events)s::text[],
-    p_consumed => %(consumed)s::bigint[],
-    p_act_instance_ids => %(act_instance_ids)s::text[],
-    p_act_execution_ids => %(act_execution_ids)s::text[],
-    p_act_task_ids => %(act_task_ids)s::bigint[],
-    p_act_names => %(act_names)s::text[],
-    p_act_versions => %(act_versions)s::text[],
-    p_act_inputs => %(act_inputs)s::text[],
-    p_lease_tokens => %(lease_tokens)s::text[],
-    p_owner => %(owner)s::text,
-    p_lease_expires_at => %(lease_expires_at)s::timestamptz,
-    p_messages => %(messages)s::jsonb,
-    p_state => %(state)s::jsonb,
-    p_channel => %(channel)s::text,
-    p_notify => %(notify)s::text[],
-    p_notify_if_visible => %(notify_if_visible)s::text)"""
+SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(%s::jsonb)"""
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """

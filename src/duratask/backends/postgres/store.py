@@ -570,30 +570,30 @@ class _EpisodeWrite:
             notify.append(ACTIVITY)
         if wake_orchestrations:
             notify.append(ORCHESTRATION)
-        activities = commit.activities
-        self.params: dict[str, Any] = {
+        tokens = self.tokens + [None] * (len(commit.activities) - len(self.tokens))
+        self.document: dict[str, Any] = {
             "instance_id": instance_id,
-            "now": now,
+            "now": now.isoformat(),
             "history_length": work_item.history_length,
             "reset_history": commit.reset_history,
-            "event_types": [e.event_type.name for e in commit.new_events],
-            "events": [event_to_json(e) for e in commit.new_events],
+            "events": [[e.event_type.name, event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
-            "act_instance_ids": [a.instance_id for a in activities],
-            "act_execution_ids": [a.execution_id for a in activities],
-            "act_task_ids": [a.task_id for a in activities],
-            "act_names": [a.name for a in activities],
-            "act_versions": [a.version for a in activities],
-            "act_inputs": [a.input for a in activities],
-            "lease_tokens": self.tokens,
+            "activities": [
+                {
+                    "instance_id": a.instance_id,
+                    "execution_id": a.execution_id,
+                    "task_id": a.task_id,
+                    "name": a.name,
+                    "version": a.version,
+                    "input": a.input,
+                    "token": token,
+                }
+                for a, token in zip(commit.activities, tokens, strict=True)
+            ],
             "owner": eager.owner if eager else None,
-            "lease_expires_at": self.expires_at,
-            "messages": json.dumps([m.to_json() for m in outbound]),
-            "state": (
-                json.dumps(_json_ready(_state_params(commit.state)))
-                if commit.changes_instance
-                else None
-            ),
+            "lease_expires_at": self.expires_at.isoformat(),
+            "messages": [m.to_json() for m in outbound],
+            "state": _json_ready(_state_params(commit.state)) if commit.changes_instance else None,
             "channel": db.channel,
             "notify": notify,
             "notify_if_visible": None if wake_orchestrations else ORCHESTRATION,
@@ -610,13 +610,14 @@ class _EpisodeWrite:
         instance being free, of ``execution_id`` and unchanged, with the ``finished``
         activity deleted too. Returns the function's outcome (``"committed"`` or why not)
         and the ids of the activities leased to the committer, by token."""
-        params = {
-            **self.params,
+        document = {
+            **self.document,
             "lock_token": lock_token,
             "execution_id": execution_id,
             "activity_id": finished.work_item_id if finished is not None else None,
             "activity_token": finished.lock_token if finished is not None else None,
         }
+        params = (json.dumps(document, separators=(",", ":")),)
         sql = self.db.q(q.COMMIT_EPISODE)
         row = await self.db.autocommit(lambda conn: _fetch_one(conn, sql, params))
         assert row is not None  # the function returns one row
