@@ -38,10 +38,6 @@ INSTANCE_COLUMNS = (
     "scheduled_start_at"
 )
 SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE instance_id = %s"
-# create_instance: the existing row, locked against concurrent creates and workers.
-LOCK_EXISTING_INSTANCE = """
-SELECT runtime_status, execution_id FROM {schema}.instances WHERE instance_id = %s FOR UPDATE"""
-SELECT_STATUS = "SELECT runtime_status FROM {schema}.instances WHERE instance_id = %s"
 INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO {{schema}}.instances ({INSTANCE_COLUMNS})
 VALUES (%(instance_id)s, %(name)s, %(version)s, %(runtime_status)s, %(created_at)s,
@@ -50,25 +46,8 @@ VALUES (%(instance_id)s, %(name)s, %(version)s, %(runtime_status)s, %(created_at
         %(scheduled_start_at)s)
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id"""
-DELETE_INSTANCE = "DELETE FROM {schema}.instances WHERE instance_id = %s"
 
 # -- orchestration leases ---------------------------------------------------------------------
-# The free instance whose oldest visible message has waited longest, row-locked. Rows other
-# workers are locking right now are skipped, never waited for; a row whose lease another
-# worker took since this statement's snapshot fails the re-check of the WHERE clause.
-# Walks messages in (due_at, message_id) index order and stops at the first whose instance is
-# free; the instance whose oldest due message has waited longest is served first.
-# Also makes the lease's commit skip the wait for the WAL flush (a lease dies with its
-# worker anyway; a later durable commit flushes it too), without a round trip of its own.
-LOCK_NEXT_INSTANCE = """
-SELECT i.instance_id, set_config('synchronous_commit', 'off', true)
-FROM {schema}.messages AS m
-JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
-WHERE (m.visible_at IS NULL OR m.due_at <= %(now)s)
-  AND (i.lock_expires_at IS NULL OR i.lock_expires_at < %(now)s)
-ORDER BY m.due_at, m.message_id
-LIMIT 1
-FOR NO KEY UPDATE OF i SKIP LOCKED"""
 # The instance, if no worker holds it and no transaction is leasing it right now.
 LOCK_FREE_INSTANCE = """
 SELECT instance_id FROM {schema}.instances
@@ -98,6 +77,12 @@ WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 # An episode's commit, fence and writes, in one call (migration 002 defines the function).
 COMMIT_EPISODE = """
 SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(%s::jsonb)"""
+
+# The free instance whose oldest visible message has waited longest, leased with its
+# visible messages in one call (migration 002 defines the function).
+LEASE_NEXT_INSTANCE = "SELECT * FROM {schema}.lease_next_instance(%s::jsonb)"
+# An instance and its start message, replacing a replaceable one (migration 002).
+CREATE_INSTANCE = "SELECT outcome, existing_status FROM {schema}.create_instance(%s::jsonb)"
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """

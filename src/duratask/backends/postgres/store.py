@@ -55,9 +55,6 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 DEFAULT_SCHEMA = "duratask"
-# A locked instance whose messages another worker consumed in the meantime is passed over;
-# how many candidates one lock call tries before reporting no work.
-_LOCK_ATTEMPTS = 3
 
 
 class PostgresOrchestrationService:
@@ -158,20 +155,36 @@ class PostgresOrchestrationService:
         expires_at = now + lease
         token = new_lock_token()
         db = self._db
-
-        async def job(conn: Connection) -> OrchestrationWorkItem | None:
-            for _ in range(_LOCK_ATTEMPTS):
-                found = await _fetch_one(conn, db.q(q.LOCK_NEXT_INSTANCE), {"now": now})
-                if found is None:
-                    return None
-                leased = await _lease_instance(
-                    db, conn, found["instance_id"], now, owner, token, expires_at, known_histories
-                )
-                if leased is not None:
-                    return leased
+        document = {
+            "now": now.isoformat(),
+            "token": token,
+            "owner": owner,
+            "expires_at": expires_at.isoformat(),
+        }
+        params = (json.dumps(document),)
+        rows = await db.autocommit(
+            lambda conn: _fetch_all(conn, db.q(q.LEASE_NEXT_INSTANCE), params)
+        )
+        if not rows:
             return None
-
-        return await db.transaction(job)
+        first = rows[0]
+        instance_id: str = first["instance_id"]
+        state = _state(first)
+        length: int = first["history_length"]
+        known = length == 0 or history_is_known(
+            known_histories, instance_id, state.execution_id, length
+        )
+        return OrchestrationWorkItem(
+            instance_id=instance_id,
+            lock_token=token,
+            locked_until=expires_at,
+            # The lease keeps every other writer off the history until it is released.
+            history=[] if known else await self.get_history(instance_id),
+            messages=[_locked_message(row, "message_execution_id") for row in rows],
+            state=state,
+            history_length=length,
+            history_loaded=not known,
+        )
 
     async def renew_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, lease: timedelta
@@ -362,33 +375,24 @@ class PostgresOrchestrationService:
         outbound = _Outbound(message)
         now = self._now()
         db = self._db
-        attempts = 0
-
-        async def job(conn: Connection) -> None:
-            nonlocal attempts
-            attempts += 1
-            # The usual case first: the id is new.
-            if await _fetch_one(conn, db.q(q.INSERT_INSTANCE_IF_ABSENT), row) is None:
-                existing = await _fetch_one(conn, db.q(q.LOCK_EXISTING_INSTANCE), (instance_id,))
-                if existing is not None:
-                    if attempts > 1 and existing["execution_id"] == row["execution_id"]:
-                        return  # a retry after a COMMIT that failed ambiguously, yet committed
-                    status = OrchestrationStatus(existing["runtime_status"])
-                    if status not in replaceable:
-                        raise OrchestrationAlreadyExistsError(instance_id, status)
-                    await conn.execute(db.q(q.DELETE_INSTANCE), (instance_id,))  # cascades
-                if await _fetch_one(conn, db.q(q.INSERT_INSTANCE_IF_ABSENT), row) is None:
-                    # Another client created it since our look: it is not ours to replace.
-                    raced = await _fetch_one(conn, db.q(q.SELECT_STATUS), (instance_id,))
-                    shown = OrchestrationStatus(raced["runtime_status"]) if raced else "unknown"
-                    raise OrchestrationAlreadyExistsError(instance_id, shown)
-            async with conn.pipeline():  # one round trip for the message and the wake-ups
-                await outbound.enqueue(db, conn, now)
-                if outbound.visible_by(now):
-                    await db.notify(conn, [ORCHESTRATION])
-                await db.notify_changed(conn, instance_id)
-
-        await db.transaction(job)
+        notify = [STATE + instance_id]
+        if outbound.visible_by(now):
+            notify.append(ORCHESTRATION)
+        document = {
+            "row": _json_ready(row),
+            "message": _json_ready(outbound.params),
+            "now": now.isoformat(),
+            "replaceable": [status.value for status in replaceable],
+            "channel": db.channel,
+            "notify": notify,
+        }
+        params = (json.dumps(document),)
+        found = await db.autocommit(lambda conn: _fetch_one(conn, db.q(q.CREATE_INSTANCE), params))
+        assert found is not None  # the function returns one row
+        if found["outcome"] != "created":
+            status = found["existing_status"]
+            shown = OrchestrationStatus(status) if status is not None else "unknown"
+            raise OrchestrationAlreadyExistsError(instance_id, shown)
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
@@ -554,8 +558,6 @@ class _EpisodeWrite:
         work_item: OrchestrationWorkItem,
     ) -> None:
         self.db = db
-        self.commit = commit
-        self.now = now
         self.instance_id = instance_id = work_item.instance_id
         eager = commit.eager_activities
         self.leased = list(commit.activities[: eager.max_items]) if eager else []
@@ -754,12 +756,15 @@ def _state(row: Mapping[str, Any]) -> OrchestrationState:
     return state_from_row(row, _utc)
 
 
-def _locked_message(row: Mapping[str, Any]) -> LockedMessage:
-    """Rebuild a leased message from a row of ``queries.DEQUEUE_VISIBLE_MESSAGES``."""
+def _locked_message(
+    row: Mapping[str, Any], execution_column: str = "execution_id"
+) -> LockedMessage:
+    """Rebuild a leased message from a row of ``queries.DEQUEUE_VISIBLE_MESSAGES``, or of
+    the ``lease_next_instance`` function (``execution_column="message_execution_id"``)."""
     message = OrchestrationMessage(
         instance_id=row["instance_id"],
         event=event_from_json(row["event"]),
-        execution_id=row["execution_id"],
+        execution_id=row[execution_column],
         visible_at=_utc_or_none(row["visible_at"]),
     )
     return LockedMessage(row["message_id"], message, row["dequeue_count"])

@@ -1,13 +1,14 @@
--- duratask task hub on PostgreSQL, schema version 2: an episode's commit as one function.
+-- duratask task hub on PostgreSQL, schema version 2: the hot store calls as functions.
 --
--- An episode's commit used to be a dozen statements in three round trips. Each statement
--- costs the worker more CPU in the driver than the server spends running it, so the whole
--- commit is one call: the fence, then every write, in the one transaction of the call.
--- No braces in this file but the schema's: the script is a psycopg.sql template.
---
--- The commit comes as one jsonb document, p (see duratask.backends.postgres.store, class
--- _EpisodeWrite): the driver turns one text parameter into bytes far faster than a dozen
--- arrays. Below, p_x stands for p's member x.
+-- Creating an instance, leasing the next one and committing an episode each took several
+-- statements in two to four round trips. Each statement costs the worker more CPU in the
+-- driver than the server spends running it, so each of these is now one call of a function
+-- (one autocommit statement, one transaction). Each takes one jsonb document, p: the
+-- driver turns one text parameter into bytes far faster than a dozen arrays. Below, p_x
+-- stands for p's member x. No braces in this file but the schema's: the script is a
+-- psycopg.sql template.
+
+-- commit_episode: see duratask.backends.postgres.store, class _EpisodeWrite.
 --
 -- The fence, checked before anything is written (a refused commit writes nothing):
 --   * p_lock_token given: the instance carries that lease and its history is still
@@ -173,5 +174,144 @@ BEGIN
         PERFORM pg_notify(p->>'channel', p->>'notify_if_visible');
     END IF;
     outcome := 'committed';
+END
+$$;
+
+-- lease_next_instance: lease to p_owner (token p_token, until p_expires_at) the free
+-- instance whose oldest visible message has waited longest, and dequeue its visible
+-- messages. One row per message, each with the instance's row and history length; no row
+-- when there is no work. Instances another transaction is locking are skipped, never waited
+-- for; one whose messages were consumed since it was chosen is passed over. The lease's
+-- commit does not wait for the WAL flush: a lease dies with its worker anyway, and the
+-- next durable commit flushes it too.
+CREATE FUNCTION {schema}.lease_next_instance(p jsonb)
+RETURNS TABLE (
+    instance_id          text,
+    name                 text,
+    version              text,
+    runtime_status       text,
+    created_at           timestamptz,
+    last_updated_at      timestamptz,
+    completed_at         timestamptz,
+    execution_id         text,
+    input                text,
+    output               text,
+    custom_status        text,
+    failure_details      text,
+    parent_instance_id   text,
+    scheduled_start_at   timestamptz,
+    history_length       integer,
+    message_id           bigint,
+    message_execution_id text,
+    event                text,
+    visible_at           timestamptz,
+    dequeue_count        integer
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_now timestamptz := (p->>'now')::timestamptz;
+    v_id  text;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR attempt IN 1..3 LOOP
+        SELECT i.instance_id INTO v_id
+        FROM {schema}.messages AS m
+        JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
+        WHERE (m.visible_at IS NULL OR m.due_at <= p_now)
+          AND (i.lock_expires_at IS NULL OR i.lock_expires_at < p_now)
+        ORDER BY m.due_at, m.message_id
+        LIMIT 1
+        FOR NO KEY UPDATE OF i SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+        WITH dequeued AS (
+            UPDATE {schema}.messages AS m SET dequeue_count = m.dequeue_count + 1
+            WHERE m.instance_id = v_id AND (m.visible_at IS NULL OR m.visible_at <= p_now)
+            RETURNING m.message_id, m.execution_id, m.event, m.visible_at, m.dequeue_count
+        ), leased AS (
+            UPDATE {schema}.instances AS i
+            SET lock_token = p->>'token', lock_owner = p->>'owner',
+                lock_expires_at = (p->>'expires_at')::timestamptz
+            WHERE i.instance_id = v_id AND EXISTS (SELECT 1 FROM dequeued)
+            RETURNING i.instance_id, i.name, i.version, i.runtime_status, i.created_at,
+                      i.last_updated_at, i.completed_at, i.execution_id, i.input, i.output,
+                      i.custom_status, i.failure_details, i.parent_instance_id,
+                      i.scheduled_start_at
+        )
+        SELECT l.instance_id, l.name, l.version, l.runtime_status, l.created_at,
+               l.last_updated_at, l.completed_at, l.execution_id, l.input, l.output,
+               l.custom_status, l.failure_details, l.parent_instance_id, l.scheduled_start_at,
+               (SELECT COALESCE(MAX(h.sequence_number) + 1, 0)::integer
+                FROM {schema}.history AS h WHERE h.instance_id = v_id),
+               d.message_id, d.execution_id, d.event, d.visible_at, d.dequeue_count
+        FROM leased AS l CROSS JOIN dequeued AS d
+        ORDER BY d.message_id;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- create_instance: insert the instance row p_row and its start message p_message, and queue
+-- the wake-ups p_notify. An instance already there under another execution whose status is
+-- one of p_replaceable is replaced (deleting it deletes all it owns); any other is left as
+-- it is: 'exists' with its status. On a retry (p_retry), the same execution already there
+-- is this call's own earlier attempt, whose COMMIT failed ambiguously yet committed:
+-- 'created'.
+CREATE FUNCTION {schema}.create_instance(
+    p jsonb,
+    OUT outcome text,
+    OUT existing_status text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    p_instance_id text := p->'row'->>'instance_id';
+    v_execution   text;
+    v_created     boolean := false;
+BEGIN
+    FOR attempt IN 1..2 LOOP
+        INSERT INTO {schema}.instances
+            (instance_id, name, version, runtime_status, created_at, last_updated_at,
+             completed_at, execution_id, input, output, custom_status, failure_details,
+             parent_instance_id, scheduled_start_at)
+        SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
+               s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
+               s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at
+        FROM jsonb_populate_record(NULL::{schema}.instances, p->'row') AS s
+        ON CONFLICT (instance_id) DO NOTHING;
+        v_created := FOUND;
+        EXIT WHEN v_created;
+        SELECT i.runtime_status, i.execution_id INTO existing_status, v_execution
+        FROM {schema}.instances AS i WHERE i.instance_id = p_instance_id
+        FOR UPDATE;
+        IF FOUND THEN
+            IF (p->>'retry')::boolean
+               AND v_execution IS NOT DISTINCT FROM p->'row'->>'execution_id' THEN
+                outcome := 'created';
+                RETURN;
+            END IF;
+            IF attempt > 1 OR NOT (p->'replaceable') ? existing_status THEN
+                outcome := 'exists';
+                RETURN;
+            END IF;
+            DELETE FROM {schema}.instances WHERE instance_id = p_instance_id;
+        END IF;
+    END LOOP;
+    IF NOT v_created THEN  -- another client created it since the look: not ours to replace
+        SELECT i.runtime_status INTO existing_status
+        FROM {schema}.instances AS i WHERE i.instance_id = p_instance_id;
+        outcome := 'exists';
+        RETURN;
+    END IF;
+    INSERT INTO {schema}.messages
+        (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+    VALUES (p_instance_id, p->'message'->>'execution_id', p->'message'->>'event_type',
+            p->'message'->>'event', (p->>'now')::timestamptz,
+            (p->'message'->>'visible_at')::timestamptz,
+            COALESCE((p->'message'->>'visible_at')::timestamptz, (p->>'now')::timestamptz));
+    PERFORM pg_notify(p->>'channel', k) FROM jsonb_array_elements_text(p->'notify') AS k;
+    outcome := 'created';
 END
 $$;
