@@ -284,6 +284,52 @@ async def test_lease_fence_holds_after_an_ambiguous_failure(
     assert len(await store.get_history("a")) == 1
 
 
+async def test_commits_ready_together_share_a_call_each_fenced_alone(
+    stores: Callable[..., PostgresOrchestrationService], schemas: Callable[[], str]
+) -> None:
+    """Group commit: episodes committed at the same time go in one call, and a stale one
+    among them is refused alone (LeaseLostError), writing nothing."""
+    store = stores(schemas())
+    await store.open()
+    work_items = []
+    for instance_id in ("a", "b", "c"):
+        await store.create_instance(started(instance_id), frozenset())
+        work_item = await store.lock_next_orchestration_work_item("w", LEASE)
+        assert work_item is not None and work_item.state is not None
+        work_items.append(work_item)
+
+    def commit_of(work_item: Any) -> OrchestrationCommit:
+        return OrchestrationCommit(
+            state=work_item.state,
+            new_events=[m.message.event for m in work_item.messages],
+            consumed_message_ids=[m.message_id for m in work_item.messages],
+            activities=[ActivityRequest(work_item.instance_id, "exec-1", 0, "Act")],
+        )
+
+    stale = work_items[2]
+    await store.complete_orchestration_work_item(stale, commit_of(stale))
+    batches: list[int] = []
+    commits = store._commits
+    send_many = commits._send_many
+
+    async def counting(documents: list[str]) -> list[dict[str, Any]]:
+        batches.append(len(documents))
+        return await send_many(documents)
+
+    commits._send_many = counting  # type: ignore[method-assign]
+    outcomes = await asyncio.gather(
+        *(store.complete_orchestration_work_item(wi, commit_of(wi)) for wi in work_items),
+        return_exceptions=True,
+    )
+    assert batches == [3], "the three commits went in one call"
+    assert outcomes[:2] == [[], []]
+    assert isinstance(outcomes[2], LeaseLostError)
+    for instance_id in ("a", "b", "c"):
+        assert len(await store.get_history(instance_id)) == 1
+    leased = await store.lock_next_activity_work_items("w", LEASE, max_items=10)
+    assert sorted(item.request.instance_id for item in leased) == ["a", "b", "c"]
+
+
 # -- wake-ups --------------------------------------------------------------------------------------
 async def test_notify_wakes_a_waiting_store_quickly(
     stores: Callable[..., PostgresOrchestrationService], schemas: Callable[[], str]

@@ -77,6 +77,10 @@ WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 # An episode's commit, fence and writes, in one call (migration 002 defines the function).
 COMMIT_EPISODE = """
 SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(%s::jsonb)"""
+# Several episodes' commits in one call and one transaction, each applied or refused on its
+# own; a row per commit, in order.
+COMMIT_EPISODES = """
+SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episodes(%s::jsonb)"""
 
 # The free instance whose oldest visible message has waited longest, leased with its
 # visible messages in one call (migration 002 defines the function).

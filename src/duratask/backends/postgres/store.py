@@ -43,6 +43,7 @@ from duratask.backends.postgres.database import (
     Database,
     split_schema,
 )
+from duratask.backends.postgres.group_commit import GroupCommit
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
@@ -90,6 +91,11 @@ class PostgresOrchestrationService:
             conninfo, schema, min_pool_size=min_pool_size, max_pool_size=max_pool_size
         )
         self._clock = clock or utc_now
+        db = self._db
+        self._commits = GroupCommit(
+            lambda document: _call_function(db, q.COMMIT_EPISODE, document),
+            lambda documents: _call_function_many(db, q.COMMIT_EPISODES, documents),
+        )
 
     @property
     def schema(self) -> str:
@@ -171,15 +177,13 @@ class PostgresOrchestrationService:
         instance_id: str = first["instance_id"]
         state = _state(first)
         length: int = first["history_length"]
-        known = length == 0 or history_is_known(
-            known_histories, instance_id, state.execution_id, length
-        )
+        known = history_is_known(known_histories, instance_id, state.execution_id, length)
         return OrchestrationWorkItem(
             instance_id=instance_id,
             lock_token=token,
             locked_until=expires_at,
             # The lease keeps every other writer off the history until it is released.
-            history=[] if known else await self.get_history(instance_id),
+            history=[] if known or length == 0 else await self.get_history(instance_id),
             messages=[_locked_message(row, "message_execution_id") for row in rows],
             state=state,
             history_length=length,
@@ -212,7 +216,7 @@ class PostgresOrchestrationService:
         if commit.state.instance_id != instance_id:
             raise ValueError("commit.state is for another instance than the work item")
         write = _EpisodeWrite(self._db, commit, self._now(), work_item)
-        outcome, ids = await write.send(lock_token=work_item.lock_token)
+        outcome, ids = await write.send(self._commits, lock_token=work_item.lock_token)
         if outcome == "lease_lost":
             raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
         if outcome == "history_changed":
@@ -340,7 +344,9 @@ class PostgresOrchestrationService:
         if execution_id is None:
             return None
         write = _EpisodeWrite(self._db, commit, self._now(), episode)
-        outcome, ids = await write.send(execution_id=execution_id, finished=work_item)
+        outcome, ids = await write.send(
+            self._commits, execution_id=execution_id, finished=work_item
+        )
         if outcome == "busy":
             return None
         if outcome == "activity_lost":
@@ -603,15 +609,16 @@ class _EpisodeWrite:
 
     async def send(
         self,
+        commits: GroupCommit,
         *,
         lock_token: str | None = None,
         execution_id: str | None = None,
         finished: ActivityWorkItem | None = None,
     ) -> tuple[str, dict[str, int]]:
-        """Send the commit, fenced by the instance's ``lock_token``, or (None) by the
-        instance being free, of ``execution_id`` and unchanged, with the ``finished``
-        activity deleted too. Returns the function's outcome (``"committed"`` or why not)
-        and the ids of the activities leased to the committer, by token."""
+        """Send the commit through ``commits``, fenced by the instance's ``lock_token``, or
+        (None) by the instance being free, of ``execution_id`` and unchanged, with the
+        ``finished`` activity deleted too. Returns the function's outcome (``"committed"``
+        or why not) and the ids of the activities leased to the committer, by token."""
         document = {
             **self.document,
             "lock_token": lock_token,
@@ -619,10 +626,7 @@ class _EpisodeWrite:
             "activity_id": finished.work_item_id if finished is not None else None,
             "activity_token": finished.lock_token if finished is not None else None,
         }
-        params = (json.dumps(document, separators=(",", ":")),)
-        sql = self.db.q(q.COMMIT_EPISODE)
-        row = await self.db.autocommit(lambda conn: _fetch_one(conn, sql, params))
-        assert row is not None  # the function returns one row
+        row = await commits.send(json.dumps(document, separators=(",", ":")))
         ids = dict(zip(row["leased_tokens"] or (), row["leased_ids"] or (), strict=True))
         return row["outcome"], ids
 
@@ -687,6 +691,22 @@ async def _lease_instance(
         history_length=length,
         history_loaded=not known,
     )
+
+
+async def _call_function(db: Database, template: str, document: str) -> dict[str, Any]:
+    """Call a function of migration 002 with its jsonb document; its one row."""
+    sql = db.q(template)
+    row = await db.autocommit(lambda conn: _fetch_one(conn, sql, (document,)))
+    assert row is not None, "the function returns one row"
+    return row
+
+
+async def _call_function_many(
+    db: Database, template: str, documents: list[str]
+) -> list[dict[str, Any]]:
+    """Call a function of migration 002 with a jsonb array of documents; a row for each."""
+    sql, batch = db.q(template), f"[{','.join(documents)}]"
+    return await db.autocommit(lambda conn: _fetch_all(conn, sql, (batch,)))
 
 
 async def _fetch_one(conn: Connection, sql: Any, params: Any) -> dict[str, Any] | None:

@@ -177,6 +177,21 @@ BEGIN
 END
 $$;
 
+-- commit_episodes: the commits of the jsonb array p, in order, each as commit_episode
+-- applies or refuses it; one row per commit. A group commit: one transaction for all.
+CREATE FUNCTION {schema}.commit_episodes(p jsonb)
+RETURNS TABLE (outcome text, leased_ids bigint[], leased_tokens text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb;
+BEGIN
+    FOR d IN SELECT value FROM jsonb_array_elements(p) LOOP
+        RETURN QUERY SELECT c.outcome, c.leased_ids, c.leased_tokens
+                     FROM {schema}.commit_episode(d) AS c;
+    END LOOP;
+END
+$$;
+
 -- lease_next_instance: lease to p_owner (token p_token, until p_expires_at) the free
 -- instance whose oldest visible message has waited longest, and dequeue its visible
 -- messages. One row per message, each with the instance's row and history length; no row
