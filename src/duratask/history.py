@@ -73,11 +73,15 @@ class HistoryEvent:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, tagged with the event type's name."""
         out: dict[str, Any] = {"type": self.event_type.name}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.name in _OMITTED_WHEN_NONE:
-                continue
-            out[f.name] = _encode_field(value)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is None:
+                if name not in _OMITTED_WHEN_NONE:
+                    out[name] = None
+            elif type(value) in _PLAIN_JSON:
+                out[name] = value
+            else:
+                out[name] = _encode_field(value)
         return out
 
 
@@ -286,6 +290,17 @@ _DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "c
 _OMITTED_WHEN_NONE = frozenset({"trace_context", "created_at"})
 
 
+_PLAIN_JSON = frozenset({str, int, bool, float})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _encode_field(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -318,9 +333,12 @@ def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
     return cls(**fields)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def event_to_json(event: HistoryEvent) -> str:
     """Serialise one event as compact JSON text (the storage format)."""
-    return json.dumps(event.to_dict(), separators=(",", ":"))
+    return _COMPACT.encode(event.to_dict())
 
 
 def event_from_json(text: str) -> HistoryEvent:

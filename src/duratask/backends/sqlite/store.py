@@ -499,18 +499,20 @@ class _EpisodeWrite:
             q.INSERT_HISTORY,
             [(instance_id, first + i, kind, text) for i, (kind, text) in enumerate(self.events)],
         )
-        conn.executemany(
-            q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
-        )
+        if commit.consumed_message_ids:
+            conn.executemany(
+                q.DELETE_MESSAGE, [(mid, instance_id) for mid in commit.consumed_message_ids]
+            )
         leased_ids = []
         for request, token in zip(commit.activities, self.tokens, strict=False):
             lease = (token, self.owner, self.expires_at)
             cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, (*_activity_row(request, now), *lease))
             leased_ids.append(int(cursor.lastrowid or 0))
-        conn.executemany(
-            q.INSERT_ACTIVITY,
-            [_activity_row(a, now) for a in commit.activities[self.leased_count :]],
-        )
+        if len(commit.activities) > self.leased_count:
+            conn.executemany(
+                q.INSERT_ACTIVITY,
+                [_activity_row(a, now) for a in commit.activities[self.leased_count :]],
+            )
         for message in self.outbound:
             message.enqueue(conn, now)
         if commit.changes_instance:
