@@ -33,6 +33,10 @@ class DataConverter(Protocol):
         ...
 
 
+# Built once: json.dumps with options would build an encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 @functools.lru_cache(maxsize=512)
 def _adapter(type_hint: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(type_hint)
@@ -45,8 +49,7 @@ class JsonDataConverter:
         if value is None:
             return None
         try:
-            plain = pydantic_core.to_jsonable_python(value)
-            return json.dumps(plain, separators=(",", ":"), allow_nan=False)
+            return _COMPACT.encode(pydantic_core.to_jsonable_python(value))
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot serialise a value of type {type(value).__qualname__} to JSON: {exc}"
@@ -87,7 +90,7 @@ class PayloadCodec:
         except SerializationError as exc:
             raise SerializationError(f"{what}: {exc}") from exc
         if text is not None:
-            size = len(text.encode())
+            size = len(text) if text.isascii() else len(text.encode())
             if size > self.max_payload_bytes:
                 raise PayloadTooLargeError(what, size, self.max_payload_bytes)
         return text
