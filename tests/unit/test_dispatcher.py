@@ -181,3 +181,54 @@ async def test_a_running_item_keeps_its_lease_until_it_ends_or_loses_it() -> Non
     later.set()
     d.stop()
     await asyncio.wait_for(run, timeout=5)
+
+
+async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
+    queue, events = Queue(), []
+    finish_first = asyncio.Event()
+    other = dispatcher(Queue(), [])
+    handed: list[int] = []
+
+    gate = asyncio.Event()
+
+    async def process(item: int) -> None:
+        events.append(f"start {item}")
+        if item in (5, 6, 7):
+            await gate.wait()
+        if item == 1:
+            handed.extend([other.hand_over(), d.hand_over(), d.hand_over()])
+            d.submit(100)  # the successor takes the handed-over slot
+            await finish_first.wait()
+        events.append(f"end {item}")
+
+    async def renew(item: int) -> None:
+        return None
+
+    d: Dispatcher[int] = Dispatcher(
+        "test", queue.fetch, process, renew, concurrency=1, renew_interval=60, batch=8
+    )
+    assert d.hand_over() == 0, "not inside a running item"
+    queue.items.append(1)
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: "end 100" in events, "the successor to run while item 1 runs")
+    assert handed == [0, 1, 0], "only its own dispatcher's item hands over, and only once"
+    queue.items.append(2)
+    d.wake()
+    await wait_for(lambda: queue.fetches > 1 and queue.fetching == 0, "another fetch")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "start 2" in events, "the successor's slot came back when it ended"
+    assert events.index("start 2") > events.index("end 100")
+    finish_first.set()
+    await wait_for(lambda: "end 1" in events, "item 1 to end")
+    # Item 1 did not give its slot back a second time: still one item at a time.
+    queue.items.extend([5, 6, 7])
+    d.wake()
+    await wait_for(lambda: "start 5" in events, "item 5 to start")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(d.in_flight) == 1 and "start 6" not in events
+    gate.set()
+    await wait_for(lambda: "end 7" in events, "the rest")
+    d.stop()
+    await asyncio.wait_for(run, timeout=5)

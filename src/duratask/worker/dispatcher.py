@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from duratask.errors import LeaseLostError
@@ -14,6 +15,20 @@ from duratask.errors import LeaseLostError
 _LOG = logging.getLogger("duratask.worker")
 T = TypeVar("T")
 _MAX_FETCHERS = 8
+
+
+class _Slot:
+    """The slot a running item holds, until it ends or hands it over."""
+
+    __slots__ = ("dispatcher", "held")
+
+    def __init__(self, dispatcher: Dispatcher[Any]) -> None:
+        self.dispatcher = dispatcher
+        self.held = True
+
+
+# The slot of the item the current task is running (each item runs in a task of its own).
+_RUNNING_SLOT: ContextVar[_Slot | None] = ContextVar("duratask_running_slot", default=None)
 
 
 class Dispatcher(Generic[T]):
@@ -80,6 +95,19 @@ class Dispatcher(Generic[T]):
             await slots.acquire()  # returns at once: a slot is free
             taken += 1
         return taken
+
+    def hand_over(self) -> int:
+        """Called by a running item of this dispatcher whose own work is done: its slot
+        becomes a claimed one (1), for what it is about to :meth:`submit`, and is no longer
+        released when the item ends. 0 outside such an item, or if already handed over.
+
+        A finished activity that schedules the next one hands its slot to it, so a worker
+        at its limit still starts the next step itself instead of storing it for a fetch."""
+        slot = _RUNNING_SLOT.get()
+        if slot is None or slot.dispatcher is not self or not slot.held or self._stopping:
+            return 0
+        slot.held = False
+        return 1
 
     def unclaim(self, count: int) -> None:
         for _ in range(count):
@@ -154,6 +182,8 @@ class Dispatcher(Generic[T]):
     async def _run_one(self, item: T, slots: asyncio.Semaphore) -> None:
         # Most items finish long before their lease needs renewing: a timer, not a task.
         renewal = _Renewal(self, item)
+        slot = _Slot(self)
+        _RUNNING_SLOT.set(slot)
         try:
             await self._process(item)
         except Exception:
@@ -164,7 +194,8 @@ class Dispatcher(Generic[T]):
             )
         finally:
             renewal.cancel()
-            slots.release()
+            if slot.held:
+                slots.release()
 
     async def _renew_once(self, item: T) -> bool:
         """Renew the item's lease; False once it is lost (then it is not renewed again)."""

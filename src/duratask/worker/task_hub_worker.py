@@ -357,7 +357,11 @@ class TaskHubWorker:
         with no fetch round trip. Returns the commit as made, or None if ``store_commit``
         wrote nothing."""
         activities = self._activities
-        claimed = await activities.claim(len(commit.activities)) if activities else 0
+        claimed = 0
+        if activities is not None and commit.activities:
+            # An activity that finished here and schedules the next gives it its own slot.
+            claimed = activities.hand_over()
+            claimed += await activities.claim(len(commit.activities) - claimed)
         if claimed:
             commit = dataclasses.replace(
                 commit, eager_activities=EagerLease(self.worker_id, self._lease, claimed)

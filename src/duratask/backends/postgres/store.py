@@ -24,7 +24,6 @@ from duratask.backends._shared import (
 )
 from duratask.backends.base import (
     TERMINAL_STATUSES,
-    ActivityRequest,
     ActivityWorkItem,
     HistoryMark,
     InstanceQuery,
@@ -720,19 +719,6 @@ async def _fetch_all(conn: Connection, sql: Any, params: Any) -> list[dict[str, 
 async def _history(db: Database, conn: Connection, instance_id: str) -> list[HistoryEvent]:
     cursor = await conn.execute(db.q(q.SELECT_HISTORY), (instance_id,))
     return [event_from_json(row["event"]) for row in await cursor.fetchall()]
-
-
-def _activity_row(request: ActivityRequest, now: datetime) -> tuple[object, ...]:
-    return (
-        request.instance_id,
-        request.execution_id,
-        request.task_id,
-        request.name,
-        request.version,
-        request.input,
-        now,
-        now,
-    )
 
 
 # -- row conversions ------------------------------------------------------------------------------
