@@ -8,6 +8,24 @@
 -- stands for p's member x. No braces in this file but the schema's: the script is a
 -- psycopg.sql template.
 
+-- insert_instance_if_absent: the instance row given as jsonb (its lease columns left NULL),
+-- unless an instance with its id exists; true if inserted.
+CREATE FUNCTION {schema}.insert_instance_if_absent(p_row jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.instances
+        (instance_id, name, version, runtime_status, created_at, last_updated_at,
+         completed_at, execution_id, input, output, custom_status, failure_details,
+         parent_instance_id, scheduled_start_at)
+    SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
+           s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
+           s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at
+    FROM jsonb_populate_record(NULL::{schema}.instances, p_row) AS s
+    ON CONFLICT (instance_id) DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
 -- commit_episode: see duratask.backends.postgres.store, class _EpisodeWrite.
 --
 -- The fence, checked before anything is written (a refused commit writes nothing):
@@ -125,16 +143,7 @@ BEGIN
                  visible_at timestamptz, starts jsonb, rewinds boolean)
     LOOP
         IF m.starts IS NOT NULL THEN
-            INSERT INTO {schema}.instances
-                (instance_id, name, version, runtime_status, created_at, last_updated_at,
-                 completed_at, execution_id, input, output, custom_status, failure_details,
-                 parent_instance_id, scheduled_start_at)
-            SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
-                   s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
-                   s.custom_status, s.failure_details, s.parent_instance_id,
-                   s.scheduled_start_at
-            FROM jsonb_populate_record(NULL::{schema}.instances, m.starts) AS s
-            ON CONFLICT (instance_id) DO NOTHING;
+            PERFORM {schema}.insert_instance_if_absent(m.starts);
         END IF;
         INSERT INTO {schema}.messages
             (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
@@ -287,16 +296,7 @@ DECLARE
     v_created     boolean := false;
 BEGIN
     FOR attempt IN 1..2 LOOP
-        INSERT INTO {schema}.instances
-            (instance_id, name, version, runtime_status, created_at, last_updated_at,
-             completed_at, execution_id, input, output, custom_status, failure_details,
-             parent_instance_id, scheduled_start_at)
-        SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
-               s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
-               s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at
-        FROM jsonb_populate_record(NULL::{schema}.instances, p->'row') AS s
-        ON CONFLICT (instance_id) DO NOTHING;
-        v_created := FOUND;
+        v_created := {schema}.insert_instance_if_absent(p->'row');
         EXIT WHEN v_created;
         SELECT i.runtime_status, i.execution_id INTO existing_status, v_execution
         FROM {schema}.instances AS i WHERE i.instance_id = p_instance_id
