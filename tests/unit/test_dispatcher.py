@@ -232,3 +232,31 @@ async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
     await wait_for(lambda: "end 7" in events, "the rest")
     d.stop()
     await asyncio.wait_for(run, timeout=5)
+
+
+async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
+    queue, done, hold = Queue(), [], asyncio.Event()
+    d = dispatcher(queue, done, concurrency=1, hold=hold)
+    queue.items.append(1)
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: len(d.in_flight) == 1, "item 1 running in the only slot")
+    reserving = asyncio.create_task(d.reserve())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not reserving.done(), "no slot is free while item 1 runs"
+    hold.set()
+    assert await asyncio.wait_for(reserving, timeout=5) is True
+    d.submit(2)
+    await wait_for(lambda: done == [1, 2], "the item run in the reserved slot")
+
+    hold.clear()
+    queue.items.append(3)
+    d.wake()
+    await wait_for(lambda: len(d.in_flight) == 1, "item 3 running in the only slot")
+    waiting = asyncio.create_task(d.reserve())
+    await asyncio.sleep(0)
+    d.stop()
+    hold.set()
+    assert await asyncio.wait_for(waiting, timeout=5) is False, "a stopping dispatcher"
+    assert await d.reserve() is False
+    await asyncio.wait_for(run, timeout=5)

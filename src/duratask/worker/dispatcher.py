@@ -96,6 +96,20 @@ class Dispatcher(Generic[T]):
             taken += 1
         return taken
 
+    async def reserve(self) -> bool:
+        """Wait for a free slot and reserve it, as :meth:`claim` does (False once the
+        dispatcher is stopping). For work that is cheaper to run here once a slot frees
+        than to hand back to the store; it must not wait while holding one of this
+        dispatcher's own slots."""
+        slots = self._slots
+        if slots is None or self._stopping:
+            return False
+        await slots.acquire()
+        if self._stopping:
+            slots.release()
+            return False
+        return True
+
     def hand_over(self) -> int:
         """Called by a running item of this dispatcher whose own work is done: its slot
         becomes a claimed one (1), for what it is about to :meth:`submit`, and is no longer

@@ -452,11 +452,11 @@ class TaskHubWorker:
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
     ) -> bool:
         """Commit the activity's result. When the instance is cached here and waits for this
-        result alone, the store allows and this worker has room, the instance's next episode
-        runs at once on the result and commits with it in one transaction (True), with no
-        wake-up or fetch in between; if the instance is busy after all, the instance is
-        leased to this worker with the result, as a fetch would. A fan-in is left to gather
-        its results instead."""
+        result alone and the store allows, the instance's next episode runs here on the
+        result, once an orchestration slot is free, and commits with it in one transaction
+        (True), with no wake-up or fetch in between; if the instance is busy after all, the
+        instance is leased to this worker with the result, as a fetch would. A fan-in is
+        left to gather its results instead."""
         store, orchestrations = self._eager_store, self._orchestrations
         request = work_item.request
         claimed = 0
@@ -465,7 +465,9 @@ class TaskHubWorker:
             and orchestrations is not None
             and self._cache.awaits_only(request.instance_id, request.task_id)
         ):
-            claimed = await orchestrations.claim(1)
+            # Waiting is safe: an episode never waits for an activity slot. Storing the
+            # result instead would cost two more store calls (a lease and a commit).
+            claimed = int(await orchestrations.reserve())
         if not claimed:
             await self.store.complete_activity_work_item(work_item, result)
             return False
