@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import pydantic
 import pydantic_core
 
+from duratask._compact_json import compact_encoder
 from duratask.errors import PayloadTooLargeError, SerializationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -33,8 +34,7 @@ class DataConverter(Protocol):
         ...
 
 
-# Built once: json.dumps with options would build an encoder per call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_compact = compact_encoder(allow_nan=False)
 
 
 @functools.lru_cache(maxsize=512)
@@ -49,7 +49,7 @@ class JsonDataConverter:
         if value is None:
             return None
         try:
-            return _COMPACT.encode(pydantic_core.to_jsonable_python(value))
+            return _compact(pydantic_core.to_jsonable_python(value))
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot serialise a value of type {type(value).__qualname__} to JSON: {exc}"

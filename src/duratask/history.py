@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any, ClassVar
 
+from duratask._compact_json import compact_encoder
 from duratask.state import FailureDetails, OrchestrationStatus
 
 
@@ -333,12 +334,12 @@ def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
     return cls(**fields)
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_compact = compact_encoder()
 
 
 def event_to_json(event: HistoryEvent) -> str:
     """Serialise one event as compact JSON text (the storage format)."""
-    return _COMPACT.encode(event.to_dict())
+    return _compact(event.to_dict())
 
 
 def event_from_json(text: str) -> HistoryEvent:
