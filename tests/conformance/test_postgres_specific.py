@@ -22,7 +22,7 @@ from duratask.backends.base import (
     OrchestrationMessage,
 )
 from duratask.backends.postgres import PostgresOrchestrationService
-from duratask.errors import LeaseLostError, StoreError
+from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError, StoreError
 from duratask.history import EventRaised, ExecutionStarted
 
 from .conftest import T0, FakeClock, drop_schema, new_schema, require_postgres
@@ -328,6 +328,34 @@ async def test_commits_ready_together_share_a_call_each_fenced_alone(
         assert len(await store.get_history(instance_id)) == 1
     leased = await store.lock_next_activity_work_items("w", LEASE, max_items=10)
     assert sorted(item.request.instance_id for item in leased) == ["a", "b", "c"]
+
+
+async def test_a_create_sent_again_meets_its_own_first_attempt(
+    stores: Callable[..., PostgresOrchestrationService], schemas: Callable[[], str]
+) -> None:
+    """A create whose call failed after it committed (the connection broke during COMMIT)
+    is sent again as a resend: finding its own execution there, it reports success. A
+    first send finding the same id (another create) is refused."""
+    store = stores(schemas())
+    await store.open()
+    sent: list[str] = []
+    creates = store._creates
+    send = creates.send
+
+    async def recording(document: str) -> dict[str, Any]:
+        sent.append(document)
+        return await send(document)
+
+    creates.send = recording  # type: ignore[method-assign]
+    await store.create_instance(started("a"), frozenset())
+    assert (await creates._send_one(sent[0], True))["outcome"] == "created"
+    assert (await creates._send_one(sent[0], False))["outcome"] == "exists"
+    with pytest.raises(OrchestrationAlreadyExistsError):
+        await store.create_instance(started("a"), frozenset())
+    page = await store.query_instances(InstanceQuery(page_size=10))
+    assert [s.instance_id for s in page.states] == ["a"]
+    work_item = await store.lock_next_orchestration_work_item("w", LEASE)
+    assert work_item is not None and len(work_item.messages) == 1, "one start message"
 
 
 # -- wake-ups --------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ class FakeServer:
         self.hold.set()
         self.many_fails = False
         self.poisoned: set[str] = set()
+        self.resent: list[bool] = []
 
-    async def one(self, document: str) -> Row:
+    async def one(self, document: str, resent: bool) -> Row:
         self.calls.append([document])
+        self.resent.append(resent)
         await self.hold.wait()
         if document in self.poisoned:
             raise RuntimeError(f"cannot commit {document}")
@@ -53,6 +55,7 @@ async def test_a_lone_commit_leaves_at_once_on_its_own() -> None:
     commits = GroupCommit(server.one, server.many)
     assert await commits.send("a") == {"echo": "a"}
     assert server.calls == [["a"]]
+    assert server.resent == [False]
 
 
 async def test_commits_queued_behind_calls_in_flight_go_together_in_order() -> None:
@@ -115,9 +118,11 @@ async def test_one_bad_commit_fails_alone_when_its_batch_fails() -> None:
     assert await later == {"echo": "later"}
     with pytest.raises(RuntimeError, match="cannot commit bad"):
         await bad
-    # The failed batch was sent again one commit at a time.
+    # The failed batch was sent again one commit at a time, each marked as sent again
+    # (the failed call may have committed).
     assert server.calls[1] == ["good", "bad", "later"]
     assert server.calls[2:] == [["good"], ["bad"], ["later"]]
+    assert server.resent == [False, True, True, True]
 
 
 async def test_a_commit_from_another_event_loop_goes_on_its_own() -> None:

@@ -22,13 +22,14 @@ class GroupCommit:
 
     Atomicity stays per document: the function behind ``send_many`` applies each commit or
     refuses it on its own. If a whole call fails, its documents are sent again one at a
-    time, so one commit's error reaches its own caller only. Calls from an event loop
-    other than the first one's are sent one at a time.
+    time, so one commit's error reaches its own caller only; ``send_one`` is then told it
+    is a resend (the failed call may have committed before its connection broke). Calls
+    from an event loop other than the first one's are sent one at a time.
     """
 
     def __init__(
         self,
-        send_one: Callable[[str], Awaitable[Row]],
+        send_one: Callable[[str, bool], Awaitable[Row]],
         send_many: Callable[[list[str]], Awaitable[list[Row]]],
         *,
         max_batch: int = 64,
@@ -49,7 +50,7 @@ class GroupCommit:
         if self._loop is None or self._loop.is_closed():
             self._loop, self._queue, self._in_flight = loop, [], 0
         if loop is not self._loop:
-            return await self._send_one(document)
+            return await self._send_one(document, False)
         future: asyncio.Future[Row] = loop.create_future()
         self._queue.append((document, future))
         if self._in_flight < self._max_in_flight:
@@ -70,18 +71,19 @@ class GroupCommit:
 
     async def _send(self, batch: list[tuple[str, asyncio.Future[Row]]]) -> None:
         try:
+            resent = False
             if len(batch) > 1:
                 try:
                     rows = await self._send_many([document for document, _ in batch])
                 except Exception:
-                    pass  # one commit's error must not fail the others: each goes on its own
+                    resent = True  # one commit's error must not fail the others: each alone
                 else:
                     for (_, future), row in zip(batch, rows, strict=True):
                         if not future.done():
                             future.set_result(row)
                     return
             for document, future in batch:
-                await _settle(future, self._send_one(document))
+                await _settle(future, self._send_one(document, resent))
         except BaseException:  # cancelled (the loop is going away): leave no caller waiting
             for _, future in batch:
                 future.cancel()

@@ -85,8 +85,14 @@ SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episodes(%s::json
 # The free instance whose oldest visible message has waited longest, leased with its
 # visible messages in one call (migration 002 defines the function).
 LEASE_NEXT_INSTANCE = "SELECT * FROM {schema}.lease_next_instance(%s::jsonb)"
-# An instance and its start message, replacing a replaceable one (migration 002).
-CREATE_INSTANCE = "SELECT outcome, existing_status FROM {schema}.create_instance(%s::jsonb)"
+# An instance and its start message, replacing a replaceable one (migration 002); the
+# second parameter says whether this call may have been made before.
+CREATE_INSTANCE = """
+SELECT outcome, existing_status
+FROM {schema}.create_instance(%s::jsonb || jsonb_build_object('retry', %s::boolean))"""
+# Several creates in one call and one transaction, each as CREATE_INSTANCE makes it.
+CREATE_INSTANCES = """
+SELECT outcome, existing_status FROM {schema}.create_instances(%s::jsonb, %s::boolean)"""
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """

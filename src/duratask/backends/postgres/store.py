@@ -92,8 +92,13 @@ class PostgresOrchestrationService:
         self._clock = clock or utc_now
         db = self._db
         self._commits = GroupCommit(
-            lambda document: _call_function(db, q.COMMIT_EPISODE, document),
+            lambda document, _: _call_function(db, q.COMMIT_EPISODE, document),
             lambda documents: _call_function_many(db, q.COMMIT_EPISODES, documents),
+        )
+        # A create sent again may meet its own earlier attempt (see create_instance).
+        self._creates = GroupCommit(
+            lambda document, resent: _call_function(db, q.CREATE_INSTANCE, document, resent=resent),
+            lambda documents: _call_function_many(db, q.CREATE_INSTANCES, documents, resent=False),
         )
 
     @property
@@ -391,9 +396,7 @@ class PostgresOrchestrationService:
             "channel": db.channel,
             "notify": notify,
         }
-        params = (json.dumps(document),)
-        found = await db.autocommit(lambda conn: _fetch_one(conn, db.q(q.CREATE_INSTANCE), params))
-        assert found is not None  # the function returns one row
+        found = await self._creates.send(json.dumps(document))
         if found["outcome"] != "created":
             status = found["existing_status"]
             shown = OrchestrationStatus(status) if status is not None else "unknown"
@@ -692,20 +695,41 @@ async def _lease_instance(
     )
 
 
-async def _call_function(db: Database, template: str, document: str) -> dict[str, Any]:
-    """Call a function of migration 002 with its jsonb document; its one row."""
+async def _call_function(
+    db: Database, template: str, document: str, *, resent: bool | None = None
+) -> dict[str, Any]:
+    """Call a function of migration 002 with its jsonb document; its one row. With
+    ``resent`` (not None), the call also says whether it may have been made before: when
+    ``resent`` is True, or when a failed attempt is retried."""
     sql = db.q(template)
-    row = await db.autocommit(lambda conn: _fetch_one(conn, sql, (document,)))
+    attempts = 0
+
+    async def job(conn: Connection) -> dict[str, Any] | None:
+        nonlocal attempts
+        attempts += 1
+        params = (document,) if resent is None else (document, resent or attempts > 1)
+        return await _fetch_one(conn, sql, params)
+
+    row = await db.autocommit(job)
     assert row is not None, "the function returns one row"
     return row
 
 
 async def _call_function_many(
-    db: Database, template: str, documents: list[str]
+    db: Database, template: str, documents: list[str], *, resent: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Call a function of migration 002 with a jsonb array of documents; a row for each."""
+    """Call a function of migration 002 with a jsonb array of documents; a row for each
+    (``resent``: as for :func:`_call_function`)."""
     sql, batch = db.q(template), f"[{','.join(documents)}]"
-    return await db.autocommit(lambda conn: _fetch_all(conn, sql, (batch,)))
+    attempts = 0
+
+    async def job(conn: Connection) -> list[dict[str, Any]]:
+        nonlocal attempts
+        attempts += 1
+        params = (batch,) if resent is None else (batch, resent or attempts > 1)
+        return await _fetch_all(conn, sql, params)
+
+    return await db.autocommit(job)
 
 
 async def _fetch_one(conn: Connection, sql: Any, params: Any) -> dict[str, Any] | None:

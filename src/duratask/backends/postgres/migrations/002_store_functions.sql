@@ -330,3 +330,19 @@ BEGIN
     outcome := 'created';
 END
 $$;
+
+-- create_instances: the creates of the jsonb array p, in order, each as create_instance
+-- makes it (p_retry: whether this call may have been made before); one row per create.
+CREATE FUNCTION {schema}.create_instances(p jsonb, p_retry boolean)
+RETURNS TABLE (outcome text, existing_status text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb;
+BEGIN
+    FOR d IN SELECT value FROM jsonb_array_elements(p) LOOP
+        RETURN QUERY SELECT c.outcome, c.existing_status
+                     FROM {schema}.create_instance(d || jsonb_build_object('retry', p_retry))
+                          AS c;
+    END LOOP;
+END
+$$;
