@@ -571,7 +571,7 @@ def _lease_instance(
         instance_id=instance_id,
         lock_token=token,
         locked_until=from_micros(expires_at),
-        history=[] if known else _history(conn, instance_id),
+        history=[] if known or length == 0 else _history(conn, instance_id),
         messages=[locked_message_from_row(m) for m in messages],
         state=state,
         history_length=length,
