@@ -312,12 +312,6 @@ class Database:
         for kind in kinds:
             await conn.execute(queries.NOTIFY, {"channel": self.channel, "payload": kind})
 
-    async def notify_changed(self, conn: Connection, instance_id: str) -> None:
-        """Queue a wake-up for watchers of one instance (delivered on commit)."""
-        await conn.execute(
-            queries.NOTIFY, {"channel": self.channel, "payload": STATE + instance_id}
-        )
-
     def ensure_listening(self) -> None:
         """Start the LISTEN connection (on the event loop that opened the store)."""
         self._require_pool()
