@@ -1,4 +1,4 @@
-"""SQLite group commit: queued writes share one transaction, each in its own savepoint."""
+"""SQLite group commit: queued writes share one transaction; a failed one is undone alone."""
 
 from __future__ import annotations
 
@@ -47,6 +47,36 @@ async def test_queued_writes_share_commits_and_fail_alone(tmp_path: Path) -> Non
     assert [r for i, r in enumerate(results) if i != 7] == [v for v in range(20) if v != 7]
     assert stored == [v for v in range(20) if v != 7], "the failed job's insert was undone"
     assert len(batches) - 1 < 20, f"20 concurrent writes took {batches[1:]} transactions"
+
+
+async def test_a_batch_without_failures_runs_each_job_once_and_no_savepoint_each(
+    tmp_path: Path,
+) -> None:
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+        statements: list[str] = []
+        assert db._conn is not None
+        db._conn.set_trace_callback(statements.append)
+        runs: list[int] = []
+
+        def insert(v: int) -> Any:
+            def job(conn: sqlite3.Connection) -> int:
+                runs.append(v)
+                conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+                return v
+
+            return job
+
+        results = await asyncio.gather(*(db.write(insert(v)) for v in range(10)))
+        db._conn.set_trace_callback(None)
+    finally:
+        await db.stop()
+    assert results == list(range(10))
+    assert sorted(runs) == list(range(10)), "each job ran exactly once"
+    savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+    assert 1 <= len(savepoints) < 10, f"one savepoint per batch, not per job: {savepoints}"
 
 
 async def test_write_before_start_is_refused(tmp_path: Path) -> None:
