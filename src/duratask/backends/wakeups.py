@@ -68,7 +68,7 @@ class InstanceWatch:
         self._changed = True
         if self._waiter is not None:
             loop, future = self._waiter
-            loop.call_soon_threadsafe(_resolve, future)
+            _resolve_soon(loop, future)
 
 
 class WakeUps:
@@ -85,9 +85,14 @@ class WakeUps:
         with self._lock:
             for kind in kinds:
                 self._pending.add(kind)
-            for wanted, loop, future in self._work_waiters:
-                if wanted is None or wanted in self._pending:
-                    loop.call_soon_threadsafe(_resolve, future)
+            waiters = self._work_waiters
+            woken = [w for w in waiters if w[0] is None or w[0] in self._pending]
+            if not woken:
+                return
+            # A woken waiter is woken once: a busy hub notifies on every commit.
+            self._work_waiters = [w for w in waiters if w not in woken]
+            for _, loop, future in woken:
+                _resolve_soon(loop, future)
 
     def instances_changed(self, instance_ids: Iterable[str]) -> None:
         """Wake the watches of these instances."""
@@ -119,7 +124,8 @@ class WakeUps:
             pass
         finally:
             with self._lock:
-                self._work_waiters.remove(entry)
+                if entry in self._work_waiters:
+                    self._work_waiters.remove(entry)
         return self._consume(kind)
 
     def watch(self, instance_id: str) -> InstanceWatch:
@@ -154,30 +160,50 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _resolve_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` on its loop; from that loop's own thread without waking its
+    selector through the self-pipe, which ``call_soon_threadsafe`` always writes to."""
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:  # a thread with no loop (a worker thread, a sync caller)
+        here = None
+    if here is loop:
+        loop.call_soon(_resolve, future)
+    else:
+        loop.call_soon_threadsafe(_resolve, future)
+
+
 class HubWakeUps:
     """Every store object of one hub in this process: a notification reaches them all."""
 
     def __init__(self) -> None:
-        self._members: weakref.WeakSet[WakeUps] = weakref.WeakSet()
+        # Weak: a store object that is dropped leaves the hub. Replaced whole, never changed,
+        # so notifying (on every commit) reads it without taking the lock.
+        self._members: tuple[weakref.ref[WakeUps], ...] = ()
         self._lock = threading.Lock()
 
     def join(self, wakeups: WakeUps) -> None:
         with self._lock:
-            self._members.add(wakeups)
+            if all(ref() is not wakeups for ref in self._members):
+                self._members = (*self._members, weakref.ref(wakeups, self._leave))
+
+    def _leave(self, gone: weakref.ref[WakeUps]) -> None:
+        with self._lock:
+            self._members = tuple(ref for ref in self._members if ref is not gone)
 
     def work(self, kinds: Iterable[str]) -> None:
         kinds = tuple(kinds)
-        for member in self._snapshot():
-            member.work(kinds)
+        for ref in self._members:
+            member = ref()
+            if member is not None:
+                member.work(kinds)
 
     def instances_changed(self, instance_ids: Iterable[str]) -> None:
         ids = tuple(instance_ids)
-        for member in self._snapshot():
-            member.instances_changed(ids)
-
-    def _snapshot(self) -> list[WakeUps]:
-        with self._lock:
-            return list(self._members)
+        for ref in self._members:
+            member = ref()
+            if member is not None:
+                member.instances_changed(ids)
 
 
 _HUBS: weakref.WeakValueDictionary[str, HubWakeUps] = weakref.WeakValueDictionary()
