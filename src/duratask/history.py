@@ -73,7 +73,7 @@ class HistoryEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, tagged with the event type's name."""
-        out: dict[str, Any] = {"type": self.event_type.name}
+        out: dict[str, Any] = {"type": _TYPE_NAMES[type(self)]}
         for name in _field_names(type(self)):
             value = getattr(self, name)
             if value is None:
@@ -81,6 +81,8 @@ class HistoryEvent:
                     out[name] = None
             elif type(value) in _PLAIN_JSON:
                 out[name] = value
+            elif type(value) is datetime:
+                out[name] = _isoformat(value)
             else:
                 out[name] = _encode_field(value)
         return out
@@ -267,6 +269,13 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
         ExecutionRewound,
     )
 }
+# The enum's ``name`` is a descriptor call; events are serialised often enough to look it up.
+_TYPE_NAMES: dict[type[HistoryEvent], str] = {cls: name for name, cls in _EVENT_CLASSES.items()}
+
+
+def event_type_name(event: HistoryEvent) -> str:
+    """The stored name of the event's type (``event.event_type.name``)."""
+    return _TYPE_NAMES[type(event)]
 
 
 def result_task_id(event: HistoryEvent) -> int | None:
@@ -274,15 +283,17 @@ def result_task_id(event: HistoryEvent) -> int | None:
     event is no result)."""
     if isinstance(event, TimerFired):
         return event.timer_id
-    if isinstance(
-        event,
-        TaskCompleted
-        | TaskFailed
-        | SubOrchestrationInstanceCompleted
-        | SubOrchestrationInstanceFailed,
-    ):
+    if isinstance(event, _TASK_RESULTS):
         return event.task_scheduled_id
     return None
+
+
+_TASK_RESULTS = (
+    TaskCompleted,
+    TaskFailed,
+    SubOrchestrationInstanceCompleted,
+    SubOrchestrationInstanceFailed,
+)
 
 
 _DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
@@ -300,6 +311,20 @@ def _field_names(cls: type) -> tuple[str, ...]:
     if names is None:
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
     return names
+
+
+# The last timestamp formatted: an episode's events mostly share one datetime object.
+_last_isoformat: tuple[datetime | None, str] = (None, "")
+
+
+def _isoformat(value: datetime) -> str:
+    global _last_isoformat
+    last = _last_isoformat  # one tuple, swapped whole: safe across threads
+    if last[0] is value:
+        return last[1]
+    text = value.isoformat()
+    _last_isoformat = (value, text)
+    return text
 
 
 def _encode_field(value: Any) -> Any:

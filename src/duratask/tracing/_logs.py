@@ -20,9 +20,14 @@ _ENDINGS = {
 _OTHER_ENDING = (logging.INFO, "duratask.orchestration.ended")
 
 
+_LOGGED = frozenset({h.ExecutionStarted, h.ExecutionCompleted, h.ExecutionRewound})
+
+
 def log_commit(instance_id: str, commit: OrchestrationCommit) -> None:
     """Log the lifecycle changes a committed episode recorded."""
     for event in commit.new_events:
+        if type(event) not in _LOGGED:
+            continue
         if isinstance(event, h.ExecutionStarted):
             if _LOG.isEnabledFor(logging.DEBUG):
                 _LOG.debug(

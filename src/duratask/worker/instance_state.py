@@ -14,6 +14,16 @@ from datetime import datetime
 from duratask import history as h
 from duratask.state import OrchestrationState, OrchestrationStatus
 
+_CHANGES_ROW = frozenset(
+    {
+        h.ExecutionStarted,
+        h.ExecutionCompleted,
+        h.ExecutionSuspended,
+        h.ExecutionResumed,
+        h.ExecutionRewound,
+    }
+)
+
 
 def advance_state(
     instance_id: str,
@@ -26,6 +36,8 @@ def advance_state(
     """The instance row after ``events`` were appended to the history behind ``previous``."""
     state = previous
     for event in events:
+        if type(event) not in _CHANGES_ROW:  # most events leave the row as it is
+            continue
         if isinstance(event, h.ExecutionStarted):
             state = OrchestrationState(
                 instance_id=instance_id,

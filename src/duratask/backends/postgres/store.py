@@ -51,6 +51,7 @@ from duratask.history import (
     HistoryEvent,
     event_from_json,
     event_to_json,
+    event_type_name,
 )
 from duratask.state import OrchestrationState, OrchestrationStatus
 
@@ -525,7 +526,7 @@ class _Outbound:
         self.params = {
             "instance_id": message.instance_id,
             "execution_id": message.execution_id,
-            "event_type": event.event_type.name,
+            "event_type": event_type_name(event),
             "event": event_to_json(event),
             "visible_at": self.visible_at,
         }
@@ -586,7 +587,7 @@ class _EpisodeWrite:
             "now": now.isoformat(),
             "history_length": work_item.history_length,
             "reset_history": commit.reset_history,
-            "events": [[e.event_type.name, event_to_json(e)] for e in commit.new_events],
+            "events": [[event_type_name(e), event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
             "activities": [
                 {

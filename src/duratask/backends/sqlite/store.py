@@ -57,6 +57,7 @@ from duratask.history import (
     HistoryEvent,
     event_from_json,
     event_to_json,
+    event_type_name,
 )
 from duratask.state import OrchestrationState, OrchestrationStatus
 
@@ -451,7 +452,7 @@ class _Outbound:
         self.row = (
             message.instance_id,
             message.execution_id,
-            event.event_type.name,
+            event_type_name(event),
             event_to_json(event),
             to_micros_or_none(message.visible_at),
         )
@@ -479,7 +480,7 @@ class _EpisodeWrite:
         self.now = now
         self.instance_id = commit.state.instance_id
         self.row = state_params(commit.state)
-        self.events = [(e.event_type.name, event_to_json(e)) for e in commit.new_events]
+        self.events = [(event_type_name(e), event_to_json(e)) for e in commit.new_events]
         self.outbound = [_Outbound(m) for m in commit.messages]
         self.release = {"instance_id": self.instance_id, "token": lock_token}
         eager = commit.eager_activities
