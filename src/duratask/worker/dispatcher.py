@@ -64,7 +64,7 @@ class Dispatcher(Generic[T]):
         self._renew = renew
         self._concurrency = concurrency
         self._batch = batch
-        self._renew_interval = renew_interval
+        self._renewals = _Renewals(self, renew_interval)
         self._min_poll = min_poll
         self._max_poll = max_poll
         self._notified = notified
@@ -194,8 +194,8 @@ class Dispatcher(Generic[T]):
             await asyncio.gather(*waits, return_exceptions=True)
 
     async def _run_one(self, item: T, slots: asyncio.Semaphore) -> None:
-        # Most items finish long before their lease needs renewing: a timer, not a task.
-        renewal = _Renewal(self, item)
+        # Most items finish long before their lease needs renewing: no timer of their own.
+        lease = self._renewals.start(item)
         slot = _Slot(self)
         _RUNNING_SLOT.set(slot)
         try:
@@ -207,7 +207,7 @@ class Dispatcher(Generic[T]):
                 extra={"event": "duratask.dispatcher.process_failed", "work": self.name},
             )
         finally:
-            renewal.cancel()
+            self._renewals.end(lease)
             if slot.held:
                 slots.release()
 
@@ -231,33 +231,61 @@ class Dispatcher(Generic[T]):
         return True
 
 
-class _Renewal(Generic[T]):
-    """Renews a running item's lease every ``renew_interval`` until cancelled."""
+class _Lease(Generic[T]):
+    """A running item's lease: when it is next due for renewal, and the renewal under way."""
 
-    def __init__(self, dispatcher: Dispatcher[T], item: T) -> None:
+    __slots__ = ("due", "item", "task")
+
+    def __init__(self, item: T, due: float) -> None:
+        self.item = item
+        self.due = due
+        self.task: asyncio.Task[None] | None = None
+
+
+class _Renewals(Generic[T]):
+    """Keeps the leases of a dispatcher's running items alive: each is renewed every
+    ``interval`` (at most half an interval late) while it runs.
+
+    One timer serves them all, ticking every half interval while any item runs: most
+    items end long before their first renewal, and a timer of their own (scheduled, then
+    cancelled) would cost each of them more than a set entry does.
+    """
+
+    def __init__(self, dispatcher: Dispatcher[T], interval: float) -> None:
         self._dispatcher = dispatcher
-        self._item = item
-        self._loop = asyncio.get_running_loop()
-        self._task: asyncio.Task[None] | None = None
+        self._interval = interval
+        self._running: set[_Lease[T]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._cancelled = False
-        self._schedule()
 
-    def _schedule(self) -> None:
-        self._timer = self._loop.call_later(self._dispatcher._renew_interval, self._start)
+    def start(self, item: T) -> _Lease[T]:
+        loop = asyncio.get_running_loop()
+        lease = _Lease(item, loop.time() + self._interval)
+        self._running.add(lease)
+        if self._timer is None:
+            self._timer = loop.call_later(self._interval / 2, self._tick)
+        return lease
 
-    def _start(self) -> None:
+    def end(self, lease: _Lease[T]) -> None:
+        self._running.discard(lease)
+        if lease.task is not None:
+            lease.task.cancel()
+
+    def _tick(self) -> None:
         self._timer = None
-        if not self._cancelled:
-            self._task = self._loop.create_task(self._renew())
+        if not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for lease in self._running:
+            if lease.due <= now and lease.task is None:
+                lease.task = loop.create_task(self._renew(lease))
+        self._timer = loop.call_later(self._interval / 2, self._tick)
 
-    async def _renew(self) -> None:
-        if await self._dispatcher._renew_once(self._item) and not self._cancelled:
-            self._schedule()
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None:
-            self._task.cancel()
+    async def _renew(self, lease: _Lease[T]) -> None:
+        try:
+            if await self._dispatcher._renew_once(lease.item):
+                lease.due = asyncio.get_running_loop().time() + self._interval
+            else:  # lost: it is not renewed again
+                self._running.discard(lease)
+        finally:
+            lease.task = None
