@@ -32,6 +32,18 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 
 
+# sqlite3 binds None through its adapter protocol, and without an adapter registered for
+# None that lookup fails by raising (and formatting) an AttributeError on every NULL
+# parameter: a dozen per episode commit. An adapter that maps None to None binds NULL as
+# before, at the cost of one dictionary lookup. (Adapters are process-wide; this one changes
+# no value for anybody.)
+def _bind_null(value: None) -> None:
+    return value
+
+
+sqlite3.register_adapter(type(None), _bind_null)
+
+
 def split_statements(script: str) -> list[str]:
     """The statements of a SQL script, one per ``execute`` (executescript would COMMIT)."""
     statements, pending = [], ""
