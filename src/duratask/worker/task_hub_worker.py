@@ -351,21 +351,26 @@ class TaskHubWorker:
         self,
         commit: OrchestrationCommit,
         store_commit: Callable[[OrchestrationCommit], Awaitable[list[ActivityWorkItem] | None]],
+        *,
+        consumes_nothing: bool = False,
     ) -> OrchestrationCommit | None:
         """Commit the episode with ``store_commit``; the activities it schedules that this
         worker has room for are leased to it in the same transaction and start at once,
         with no fetch round trip. Returns the commit as made, or None if ``store_commit``
-        wrote nothing."""
+        wrote nothing. ``consumes_nothing``: the episode's messages were never stored."""
         activities = self._activities
         claimed = 0
         if activities is not None and commit.activities:
             # An activity that finished here and schedules the next gives it its own slot.
             claimed = activities.hand_over()
             claimed += await activities.claim(len(commit.activities) - claimed)
+        changes: dict[str, Any] = {}
         if claimed:
-            commit = dataclasses.replace(
-                commit, eager_activities=EagerLease(self.worker_id, self._lease, claimed)
-            )
+            changes["eager_activities"] = EagerLease(self.worker_id, self._lease, claimed)
+        if consumes_nothing:
+            changes["consumed_message_ids"] = ()
+        if changes:  # one copy for both: this runs at every step
+            commit = dataclasses.replace(commit, **changes)
         leased: list[ActivityWorkItem] | None = []
         try:
             leased = await store_commit(commit)
@@ -505,10 +510,11 @@ class TaskHubWorker:
         if cached is None:
             return False
         mark, cursor, state = cached
+        now = self._clock()
         episode = OrchestrationWorkItem(
             instance_id=instance_id,
             lock_token="",
-            locked_until=self._clock(),
+            locked_until=now,
             history=[],
             messages=[LockedMessage(0, result)],
             state=state,
@@ -516,15 +522,14 @@ class TaskHubWorker:
             history_loaded=False,
         )
         try:
-            planned, live_cursor = plan_episode(
-                episode, self._executor, self._clock(), cursor=cursor
-            )
+            planned, live_cursor = plan_episode(episode, self._executor, now, cursor=cursor)
             if isinstance(planned, Defer) or planned.state.execution_id is None:
                 return False
             # The result was never stored as a message: nothing is consumed.
             outcome = await self._commit_running_activities_here(
-                dataclasses.replace(planned, consumed_message_ids=[]),
+                planned,
                 lambda commit: store.complete_activity_and_episode(work_item, episode, commit),
+                consumes_nothing=True,
             )
             if outcome is None:  # the instance was busy or changed: nothing written
                 return False

@@ -18,7 +18,9 @@ _MICROSECOND = timedelta(microseconds=1)
 
 def to_micros(value: datetime) -> int:
     """Microseconds since the epoch; ValueError for a naive datetime."""
-    return (as_utc(value) - _EPOCH) // _MICROSECOND
+    if value.tzinfo is not UTC:  # the usual case, UTC already, needs no check
+        value = as_utc(value)
+    return (value - _EPOCH) // _MICROSECOND
 
 
 def to_micros_or_none(value: datetime | None) -> int | None:
