@@ -23,6 +23,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA temp_store = MEMORY",
 )
 _ROW = "x" * 64
 

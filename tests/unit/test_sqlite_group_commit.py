@@ -79,6 +79,17 @@ async def test_a_batch_without_failures_runs_each_job_once_and_no_savepoint_each
     assert 1 <= len(savepoints) < 10, f"one savepoint per batch, not per job: {savepoints}"
 
 
+async def test_savepoint_journals_stay_in_memory(tmp_path: Path) -> None:
+    """A batch's savepoints journal in memory: on disk, every transaction would create,
+    write and delete a temporary file on the event loop."""
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    try:
+        assert await db.write(lambda c: c.execute("PRAGMA temp_store").fetchone()[0]) == 2
+    finally:
+        await db.stop()
+
+
 async def test_write_before_start_is_refused(tmp_path: Path) -> None:
     from duratask.errors import StoreError
 

@@ -186,6 +186,9 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA busy_timeout = 0")  # statements on a loop never wait
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _commit_durably
+                # Savepoint and statement journals in memory: on disk, each transaction
+                # would create, write and delete a temporary file on the event loop.
+                conn.execute("PRAGMA temp_store = MEMORY")
             except BaseException:
                 conn.close()
                 raise
