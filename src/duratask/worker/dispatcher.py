@@ -69,6 +69,9 @@ class Dispatcher(Generic[T]):
         self._max_poll = max_poll
         self._notified = notified
         self._slots: asyncio.Semaphore | None = None
+        # The loop it runs on, set by run() (kept: asking asyncio for the running loop
+        # makes a getpid system call, and each item would ask twice).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._resting: deque[asyncio.Event] = deque()
         self._missed_wake = False
         self._stopping = False
@@ -130,17 +133,19 @@ class Dispatcher(Generic[T]):
 
     def submit(self, item: T) -> None:
         """Run an item in a slot reserved with :meth:`claim`."""
-        assert self._slots is not None
-        task = asyncio.create_task(self._run_one(item, self._slots))
+        assert self._slots is not None and self._loop is not None  # set by run()
+        task = self._loop.create_task(self._run_one(item, self._slots))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         slots = self._slots = asyncio.Semaphore(self._concurrency)
         fetchers = min(self._concurrency, _MAX_FETCHERS)
         await asyncio.gather(*(self._fetch_loop(slots, polls=i == 0) for i in range(fetchers)))
 
     async def _fetch_loop(self, slots: asyncio.Semaphore, *, polls: bool) -> None:
+        loop = asyncio.get_running_loop()
         delay = self._min_poll
         while not self._stopping:
             await slots.acquire()
@@ -171,7 +176,7 @@ class Dispatcher(Generic[T]):
             if len(items) == wanted:  # there may be more: let another fetcher look too
                 self.wake()
             for item in items:
-                task = asyncio.create_task(self._run_one(item, slots))
+                task = loop.create_task(self._run_one(item, slots))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
 
@@ -258,7 +263,8 @@ class _Renewals(Generic[T]):
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self, item: T) -> _Lease[T]:
-        loop = asyncio.get_running_loop()
+        loop = self._dispatcher._loop
+        assert loop is not None, "the dispatcher is running"
         lease = _Lease(item, loop.time() + self._interval)
         self._running.add(lease)
         if self._timer is None:
@@ -274,7 +280,8 @@ class _Renewals(Generic[T]):
         self._timer = None
         if not self._running:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._dispatcher._loop
+        assert loop is not None
         now = loop.time()
         for lease in self._running:
             if lease.due <= now and lease.task is None:
