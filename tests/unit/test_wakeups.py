@@ -48,6 +48,26 @@ async def test_hub_group_reaches_every_member() -> None:
     assert await second.wait_for_work(0.01, ORCHESTRATION)
 
 
+async def test_a_dropped_member_leaves_the_hub_group_and_a_waiter_is_woken_once() -> None:
+    import gc
+
+    group = hub_wakeups("test-hub-leave")
+    kept, dropped = WakeUps(), WakeUps()
+    group.join(kept)
+    group.join(kept)  # joining twice is joining once
+    group.join(dropped)
+    del dropped
+    gc.collect()
+    group.join(WakeUps())  # a join prunes the members that are gone
+    assert len(group._members) == 2
+    waiter = asyncio.ensure_future(kept.wait_for_work(10, ORCHESTRATION))
+    await asyncio.sleep(0)
+    group.work([ORCHESTRATION])
+    group.work([ORCHESTRATION])  # already woken: not resolved again
+    assert kept._work_waiters == []
+    assert await asyncio.wait_for(waiter, 10) is True
+
+
 async def test_everything_changed_wakes_watches_and_work() -> None:
     wakeups = WakeUps()
     async with wakeups.watch("x") as watch:

@@ -177,19 +177,19 @@ class HubWakeUps:
     """Every store object of one hub in this process: a notification reaches them all."""
 
     def __init__(self) -> None:
-        # Weak: a store object that is dropped leaves the hub. Replaced whole, never changed,
-        # so notifying (on every commit) reads it without taking the lock.
+        # Weak: a store object that is dropped leaves the hub (its reference is pruned at
+        # the next join; no weakref callback, which could run inside the lock during a
+        # garbage collection). Replaced whole, never changed, so notifying (on every commit)
+        # reads it without taking the lock.
         self._members: tuple[weakref.ref[WakeUps], ...] = ()
         self._lock = threading.Lock()
 
     def join(self, wakeups: WakeUps) -> None:
         with self._lock:
-            if all(ref() is not wakeups for ref in self._members):
-                self._members = (*self._members, weakref.ref(wakeups, self._leave))
-
-    def _leave(self, gone: weakref.ref[WakeUps]) -> None:
-        with self._lock:
-            self._members = tuple(ref for ref in self._members if ref is not gone)
+            live = tuple(ref for ref in self._members if ref() is not None)
+            if all(ref() is not wakeups for ref in live):
+                live = (*live, weakref.ref(wakeups))
+            self._members = live
 
     def work(self, kinds: Iterable[str]) -> None:
         kinds = tuple(kinds)
