@@ -13,6 +13,14 @@ import pytest
 from duratask.backends.sqlite.database import Database
 
 
+async def _started_with_table(tmp_path: Path) -> Database:
+    """A started store with an empty table ``t (v)``."""
+    db = Database(str(tmp_path / "hub.db"))
+    db.start()
+    await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
+    return db
+
+
 async def test_queued_writes_share_commits_and_fail_alone(tmp_path: Path) -> None:
     db = Database(str(tmp_path / "hub.db"))
     db.start()
@@ -52,10 +60,8 @@ async def test_queued_writes_share_commits_and_fail_alone(tmp_path: Path) -> Non
 async def test_a_batch_without_failures_runs_each_job_once_and_no_savepoint_each(
     tmp_path: Path,
 ) -> None:
-    db = Database(str(tmp_path / "hub.db"))
-    db.start()
+    db = await _started_with_table(tmp_path)
     try:
-        await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
         statements: list[str] = []
         assert db._conn is not None
         db._conn.set_trace_callback(statements.append)
@@ -167,10 +173,8 @@ async def test_a_store_serves_writes_from_two_event_loops(tmp_path: Path) -> Non
 async def test_durable_commits_run_on_the_loop_only_while_the_disk_is_quick(
     tmp_path: Path,
 ) -> None:
-    db = Database(str(tmp_path / "hub.db"))
-    db.start()
+    db = await _started_with_table(tmp_path)
     try:
-        await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
         committed_on: list[int] = []
         assert db._conn is not None
         db._conn.set_trace_callback(
