@@ -145,7 +145,8 @@ class Dispatcher(Generic[T]):
         await asyncio.gather(*(self._fetch_loop(slots, polls=i == 0) for i in range(fetchers)))
 
     async def _fetch_loop(self, slots: asyncio.Semaphore, *, polls: bool) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # set by run()
         delay = self._min_poll
         while not self._stopping:
             await slots.acquire()
@@ -289,9 +290,11 @@ class _Renewals(Generic[T]):
         self._timer = loop.call_later(self._interval / 2, self._tick)
 
     async def _renew(self, lease: _Lease[T]) -> None:
+        loop = self._dispatcher._loop
+        assert loop is not None
         try:
             if await self._dispatcher._renew_once(lease.item):
-                lease.due = asyncio.get_running_loop().time() + self._interval
+                lease.due = loop.time() + self._interval
             else:  # lost: it is not renewed again
                 self._running.discard(lease)
         finally:
