@@ -100,6 +100,18 @@ class PgHub(Hub):
         )
         return sum(1 for (killed,) in rows if killed)
 
+    def wait_for_listeners(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` worker connections are listening (each worker has one, and
+        opens it again after losing it)."""
+        deadline = time.monotonic() + timeout
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s AND query LIKE 'LISTEN %%'"
+        )
+        while (listening := int(self.sql(query, (self.worker_connections,))[0][0])) < count:
+            assert time.monotonic() < deadline, f"{listening} of {count} workers listening"
+            time.sleep(POLL)
+
     def wait_for_open_transactions(self, pace: subprocess.Popen[bytes], timeout: float) -> None:
         """Wait until every worker transaction open now has ended.
 
@@ -184,7 +196,8 @@ class PgHub(Hub):
         total_activities = len(ids) * ACTIVITIES_PER_INSTANCE
         while True:
             finished = self.count_finished()
-            while todo and self.activities_run() >= todo[0][0] * total_activities:
+            # One action per poll, so that each sees how far the run is and lands mid-run.
+            if todo and self.activities_run() >= todo[0][0] * total_activities:
                 assert finished < len(ids), f"the run finished before the action at {todo[0][0]}"
                 todo.pop(0)[1]()
                 running = [p for p in running if p.pid not in self.killed]
@@ -374,6 +387,8 @@ def test_workers_survive_their_connections_being_terminated(pg_hub: PgHub) -> No
     unfinished: list[int] = []
 
     def terminate() -> None:
+        # A termination counts only once every worker is back from the one before.
+        pg_hub.wait_for_listeners(WORKERS, timeout=30)
         unfinished.append(len(ids) - pg_hub.count_finished())
         terminated.append(pg_hub.terminate_worker_connections())
 
