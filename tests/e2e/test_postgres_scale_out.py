@@ -100,17 +100,18 @@ class PgHub(Hub):
         )
         return sum(1 for (killed,) in rows if killed)
 
-    def wait_for_listeners(self, count: int, timeout: float) -> None:
-        """Wait until ``count`` worker connections are listening (each worker has one, and
-        opens it again after losing it)."""
+    def wait_for_listeners(self, procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:
+        """Wait until each worker of ``procs`` listens (each has one listening connection,
+        and opens it again after losing it)."""
         deadline = time.monotonic() + timeout
         query = (
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE application_name LIKE %s AND query LIKE 'LISTEN %%'"
         )
-        while (listening := int(self.sql(query, (self.worker_connections,))[0][0])) < count:
-            assert time.monotonic() < deadline, f"{listening} of {count} workers listening"
-            time.sleep(POLL)
+        while (listening := int(self.sql(query, (self.worker_connections,))[0][0])) < len(procs):
+            assert time.monotonic() < deadline, f"{listening} of {len(procs)} workers listening"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                procs[0].wait(timeout=POLL)  # doubles as the poll interval
 
     def wait_for_open_transactions(self, pace: subprocess.Popen[bytes], timeout: float) -> None:
         """Wait until every worker transaction open now has ended.
@@ -388,7 +389,7 @@ def test_workers_survive_their_connections_being_terminated(pg_hub: PgHub) -> No
 
     def terminate() -> None:
         # A termination counts only once every worker is back from the one before.
-        pg_hub.wait_for_listeners(WORKERS, timeout=30)
+        pg_hub.wait_for_listeners(procs, timeout=30)
         unfinished.append(len(ids) - pg_hub.count_finished())
         terminated.append(pg_hub.terminate_worker_connections())
 
