@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps, hub_wakeups
@@ -49,8 +50,6 @@ async def test_hub_group_reaches_every_member() -> None:
 
 
 async def test_a_dropped_member_leaves_the_hub_group_and_a_waiter_is_woken_once() -> None:
-    import gc
-
     group = hub_wakeups("test-hub-leave")
     kept, dropped = WakeUps(), WakeUps()
     group.join(kept)
