@@ -112,7 +112,10 @@ class OrchestrationContext(ABC):
     def continue_as_new(self, new_input: Any, *, save_events: bool = False) -> None:
         """End this execution and start a fresh one with ``new_input`` and an empty history.
 
-        With ``save_events``, external events not yet consumed are carried into the new execution.
+        With ``save_events``, external events this execution received and did not consume
+        are carried into the new one. Events that arrive after this call belong to the new
+        execution either way. The new execution sees the carried events first, then the
+        ones that arrived since, each in the order it was sent.
         """
 
     @abstractmethod

@@ -101,6 +101,12 @@ class ExecutionStarted(HistoryEvent):
     tags: dict[str, str] | None = None
     # W3C trace context (traceparent, tracestate) of the span that started this execution.
     trace_context: dict[str, str] | None = None
+    # Only on the start message of a continue-as-new: the events the previous execution
+    # passed on (external events, and others sent to the instance it had not applied yet),
+    # delivered right after this start, ahead of anything sent since. One message keeps them
+    # in order and together; the history records them after the start, which itself is
+    # recorded without them.
+    carried_events: tuple[HistoryEvent, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,7 +305,7 @@ _TASK_RESULTS = (
 _DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
 # Optional tracing fields are left out of the JSON when unset, so histories written without
 # tracing stay as they were (and older histories, which lack them, read the same way).
-_OMITTED_WHEN_NONE = frozenset({"trace_context", "created_at"})
+_OMITTED_WHEN_NONE = frozenset({"trace_context", "created_at", "carried_events"})
 
 
 _PLAIN_JSON = frozenset({str, int, bool, float})
@@ -336,6 +342,8 @@ def _encode_field(value: Any) -> Any:
         return value.to_dict()
     if isinstance(value, ParentInstanceInfo):
         return dataclasses.asdict(value)
+    if isinstance(value, tuple):  # carried events
+        return [event.to_dict() for event in value]
     return value
 
 
@@ -356,6 +364,8 @@ def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
         fields["failure_details"] = FailureDetails.from_dict(fields["failure_details"])
     if fields.get("parent") is not None:
         fields["parent"] = ParentInstanceInfo(**fields["parent"])
+    if fields.get("carried_events") is not None:
+        fields["carried_events"] = tuple(event_from_dict(e) for e in fields["carried_events"])
     return cls(**fields)
 
 

@@ -196,7 +196,19 @@ def expected_steps_then_fan_out(burst: Burst) -> dict[str, Any]:
     }
 
 
-ORCHESTRATIONS = (sequence, child_flow, pipeline, steps_then_fan_out)
+async def stream_collector(ctx: dt.OrchestrationContext, seen: list[int]) -> list[int]:
+    """An eternal orchestration: one value per execution (every third squared by an
+    activity), until ``None``; the other values wait in the store or are carried into the
+    next execution."""
+    n = await ctx.wait_for_external_event("n")
+    if n is None:
+        return seen
+    squared = await ctx.call_activity(square, input=n) if n % 3 == 0 else n * n
+    ctx.continue_as_new([*seen, squared], save_events=True)
+    return seen
+
+
+ORCHESTRATIONS = (sequence, child_flow, pipeline, steps_then_fan_out, stream_collector)
 
 
 def register(worker: dt.TaskHubWorker) -> None:

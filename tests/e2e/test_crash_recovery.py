@@ -21,6 +21,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -471,6 +472,60 @@ def test_random_kills_under_load(hub: Hub) -> None:
             "activity_executions": len(executions),
             "re_executions": len(executions) - len(runs),
             "worker_pids_running_activities": len(workers_seen),
+            "seconds": round(time.monotonic() - began, 2),
+        }
+    )
+
+
+@pytest.mark.slow
+def test_kills_during_an_eternal_orchestration_keep_its_event_stream(hub: Hub) -> None:
+    """SIGKILLs while an eternal orchestration works through a numbered stream of events,
+    sent back to back by one client as it goes: it ends with exactly the stream, in order
+    (none lost, none applied twice)."""
+    began = time.monotonic()
+    rng = random.Random(20261207)
+    count, kills = 150, 3
+    iid = hub.client.schedule_new_orchestration(
+        crash_app.stream_collector, input=[], instance_id="stream"
+    )
+    sender_client = dt.TaskHubClient(hub.url)
+    sent: list[int] = []
+
+    def send_stream() -> None:
+        for n in range(count):
+            sender_client.raise_orchestration_event(iid, "n", data=n)
+            sent.append(n)
+        sender_client.raise_orchestration_event(iid, "n", data=None)
+
+    sender = threading.Thread(target=send_stream, name="stream-sender")
+    try:
+        for generation in range(kills + 1):
+            proc = hub.start_worker("random", "--activity-ms", "5")
+            hub.wait_ready(proc)
+            if generation == 0:
+                sender.start()
+            if generation == kills:
+                break
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=rng.uniform(0.2, 0.5))
+            hub.kill(proc)
+        sender.join(timeout=60)
+        [state] = hub.wait_all([iid], timeout=60)
+        hub.stop(proc)
+    finally:
+        sender.join(timeout=60)
+        sender_client.close()
+    assert state.runtime_status is dt.OrchestrationStatus.COMPLETED, state
+    assert state.output == [n * n for n in range(count)]
+    hub.check_histories([iid])
+    hub.assert_no_work_left()
+    executions = hub.executions()
+    report(
+        {
+            "events": count + 1,
+            "kills": kills,
+            "activity_executions": len(executions),
+            "activity_re_executions": len(executions) - len({e["input"] for e in executions}),
             "seconds": round(time.monotonic() - began, 2),
         }
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from duratask.backends.base import (
 from duratask.context import OrchestrationContext
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.task import when_all
+from duratask.worker import episode as episode_module
 from duratask.worker.episode import Defer, run_episode
 from tests.unit.history_builder import T0, HistoryBuilder, payload, registry
 
@@ -289,7 +291,14 @@ def test_terminate_sends_terminate_to_open_children_only_when_recursive(recurse:
 
 
 # -- continue-as-new ----------------------------------------------------------------------------
-def test_continue_as_new_resets_history_and_restarts_with_carried_events() -> None:
+@pytest.fixture
+def one_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Episodes commit at each continue-as-new instead of running the next execution."""
+    monkeypatch.setattr(episode_module, "GENERATIONS_PER_EPISODE", 1)
+
+
+@pytest.mark.usefixtures("one_generation")
+def test_continue_as_new_resets_history_and_sends_the_new_start_with_what_it_carries() -> None:
     history = HistoryBuilder().episode().started("restarting", 10, parent=PARENT).done().build()
     first = h.EventRaised(timestamp=NOW, name="item", input="1")
     second = h.EventRaised(timestamp=NOW, name="item", input="2")
@@ -298,6 +307,8 @@ def test_continue_as_new_resets_history_and_restarts_with_carried_events() -> No
 
     assert commit.reset_history is True
     assert list(commit.new_events) == []
+    # The second event came after the one that ended the execution: the new start carries
+    # it, so it reaches the new execution ahead of anything sent meanwhile.
     assert list(commit.consumed_message_ids) == [100, 101]
     assert list(commit.messages) == [
         OrchestrationMessage(
@@ -309,13 +320,126 @@ def test_continue_as_new_resets_history_and_restarts_with_carried_events() -> No
                 instance_id="inst-1",
                 execution_id="round-1",
                 parent=PARENT,
+                carried_events=(second,),
             ),
         ),
-        OrchestrationMessage("inst-1", second),
     ]
     assert commit.state.runtime_status is S.CONTINUED_AS_NEW
     assert commit.state.serialized_input == "11"
     assert commit.state.serialized_output is None
+
+
+def test_continue_as_new_runs_the_next_executions_in_the_same_episode() -> None:
+    history = HistoryBuilder().episode().started("restarting", 10, parent=PARENT).done().build()
+    first = h.EventRaised(timestamp=NOW, name="item", input="1")
+    second = h.EventRaised(timestamp=NOW, name="item", input="2")
+
+    commit = commit_of(work_item(history, first, second), new_execution_id=ids("round"))
+
+    # 10 + 1, then 11 + 2: the third execution waits for its item.
+    assert commit.reset_history is True
+    assert list(commit.consumed_message_ids) == [100, 101]
+    assert list(commit.messages) == []
+    assert list(commit.new_events) == [
+        h.OrchestratorStarted(timestamp=NOW),
+        h.ExecutionStarted(
+            timestamp=NOW,
+            name="restarting",
+            input="13",
+            instance_id="inst-1",
+            execution_id="round-2",
+            parent=PARENT,
+        ),
+        h.OrchestratorCompleted(timestamp=NOW),
+    ]
+    assert commit.state.runtime_status is S.RUNNING
+    assert commit.state.execution_id == "round-2"
+    assert commit.state.serialized_input == "13"
+
+
+async def keeps_some(ctx: OrchestrationContext, n: int) -> Any:
+    """Receives events while it waits for an activity, then continues as new."""
+    await ctx.call_activity("step")
+    item = await ctx.wait_for_external_event("item")
+    ctx.continue_as_new(n + item, save_events=True)
+
+
+@pytest.mark.usefixtures("one_generation")
+def test_the_new_start_carries_received_events_ahead_of_those_not_yet_applied() -> None:
+    executor = OrchestrationExecutor(registry([keeps_some]))
+    history = (
+        HistoryBuilder().episode().started("keeps_some", 0).task_scheduled(0, "step").done().build()
+    )
+    one, two, three = (h.EventRaised(timestamp=NOW, name="item", input=str(i)) for i in (1, 2, 3))
+    done = h.TaskCompleted(timestamp=NOW, task_scheduled_id=0, result=None)
+    stale = (h.TaskCompleted(timestamp=NOW, task_scheduled_id=0, result=None), "exec-1")
+    item = work_item(history, one, two, done, three, stale)
+
+    outcome = run_episode(item, executor, NOW, ids("round"))
+
+    assert isinstance(outcome, OrchestrationCommit)
+    # 1 is consumed; 2 was received before the end and 3 came after it: both go on, in
+    # their order; the result for the old execution does not.
+    assert list(outcome.consumed_message_ids) == [100, 101, 102, 103, 104]
+    [start_message] = outcome.messages
+    start = start_message.event
+    assert isinstance(start, h.ExecutionStarted)
+    assert start.input == "1"
+    assert start.carried_events == (two, three)
+
+
+def test_a_start_delivers_its_carried_events_first_and_records_them_as_history() -> None:
+    carried = tuple(h.EventRaised(timestamp=NOW, name="go", input=str(i)) for i in (1, 2))
+    later = h.EventRaised(timestamp=NOW, name="go", input="3")
+    start = replace(start_event("waits", execution_id="exec-2"), carried_events=carried)
+    item = work_item([], start, later, state=row(S.CONTINUED_AS_NEW, name="waits"))
+
+    commit = commit_of(item)
+
+    recorded = list(commit.new_events)
+    assert recorded[1] == replace(start, carried_events=None)
+    assert recorded[2:5] == [*carried, later]
+    assert list(commit.consumed_message_ids) == [100, 101]
+
+
+async def restarts_at_once(ctx: OrchestrationContext, rounds: int) -> Any:
+    """Continues as new before it reads any event, until ``rounds`` is 0."""
+    if rounds > 0:
+        ctx.continue_as_new(rounds - 1)
+        return None
+    return await ctx.wait_for_external_event("go")
+
+
+@pytest.mark.usefixtures("one_generation")
+def test_events_an_execution_never_applied_are_passed_on_whatever_save_events() -> None:
+    executor = OrchestrationExecutor(registry([restarts_at_once]))
+    carried = tuple(h.EventRaised(timestamp=NOW, name="go", input=str(i)) for i in (1, 2))
+    later = h.EventRaised(timestamp=NOW, name="go", input="3")
+    start = start_event("restarts_at_once", 1, execution_id="exec-2")
+    start = replace(start, carried_events=carried)
+    item = work_item([], start, later, state=row(S.CONTINUED_AS_NEW, name="restarts_at_once"))
+
+    outcome = run_episode(item, executor, NOW, ids("round"))
+
+    assert isinstance(outcome, OrchestrationCommit)
+    assert list(outcome.consumed_message_ids) == [100, 101]
+    [message] = outcome.messages
+    assert isinstance(message.event, h.ExecutionStarted)
+    assert message.event.carried_events == (*carried, later)
+
+
+def test_generations_that_continue_at_once_are_bounded_per_episode() -> None:
+    executor = OrchestrationExecutor(registry([restarts_at_once]))
+    start = start_event("restarts_at_once", 1000, execution_id="exec-2")
+    item = work_item([], start, state=row(S.PENDING, name="restarts_at_once"))
+
+    outcome = run_episode(item, executor, NOW, ids("round"))
+
+    assert isinstance(outcome, OrchestrationCommit)
+    [message] = outcome.messages
+    assert isinstance(message.event, h.ExecutionStarted)
+    assert message.event.input == str(1000 - episode_module.GENERATIONS_PER_EPISODE)
+    assert outcome.state.runtime_status is S.CONTINUED_AS_NEW
 
 
 # -- message reconciliation ---------------------------------------------------------------------

@@ -29,6 +29,9 @@ class ExecutionResult:
 
     actions: list[act.OrchestratorAction] = field(default_factory=list)
     custom_status: str | None = None
+    # How many of the new events were applied: all of them, unless the execution ended
+    # before the last (the rest came after its end; see OrchestrationCursor.run).
+    events_applied: int = 0
 
     @property
     def completion(self) -> act.CompleteOrchestrationAction | None:
@@ -132,10 +135,19 @@ class OrchestrationCursor:
         self.ctx.set_replaying(False)
 
     def run(self, new_events: Iterable[h.HistoryEvent]) -> ExecutionResult:
-        """Apply new events and return what the orchestration decided."""
+        """Apply new events and return what the orchestration decided.
+
+        Once the execution has ended, the events after the one that ended it are not
+        applied: after a continue-as-new they belong to the next execution.
+        """
+        applied = 0
+        ctx, process, driver = self.ctx, self._executor._process, self._driver
         for event in new_events:
-            self._executor._process(self.ctx, self._driver, event)
-        return self._executor._result(self.ctx)
+            if ctx.is_complete:
+                break
+            process(ctx, driver, event)
+            applied += 1
+        return self._executor._result(ctx, applied)
 
     def committed(self) -> None:
         """The last result's actions are now history: do not emit them again."""
@@ -203,11 +215,11 @@ class OrchestrationExecutor:
             return
         driver.start(spec.fn, input_value)
 
-    def _result(self, ctx: ReplayContext) -> ExecutionResult:
+    def _result(self, ctx: ReplayContext, events_applied: int) -> ExecutionResult:
         actions: list[act.OrchestratorAction] = [*ctx.pending_actions(), *ctx.extra_actions]
         completion = ctx.completion
         if completion is not None:
             if completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
                 completion = replace(completion, carryover_events=ctx.carried_events())
             actions.append(completion)
-        return ExecutionResult(actions, ctx.custom_status)
+        return ExecutionResult(actions, ctx.custom_status, events_applied)

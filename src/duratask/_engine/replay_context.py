@@ -127,7 +127,6 @@ class ReplayContext(OrchestrationContext):
         self.custom_status: str | None = None
         self.completion: act.CompleteOrchestrationAction | None = None
         self.extra_actions: list[act.OrchestratorAction] = []
-        self.carryover: list[h.EventRaised] = []
         self._save_events = False
         self._logger = ReplaySafeLogger(_LOG, self)
 
@@ -328,8 +327,6 @@ class ReplayContext(OrchestrationContext):
     def apply(self, event: h.HistoryEvent) -> None:
         """Apply one event that is not ExecutionStarted (the executor handles that one)."""
         if self.completion is not None:
-            if self._save_events and isinstance(event, h.EventRaised):
-                self.carryover.append(event)
             return
         if self._suspended and isinstance(event, _HELD_WHILE_SUSPENDED):
             self._held.append(event)
@@ -339,11 +336,12 @@ class ReplayContext(OrchestrationContext):
             handler(self, event)
 
     def carried_events(self) -> tuple[h.EventRaised, ...]:
-        """External events received but never consumed, when continue-as-new saves events."""
+        """External events received but never consumed, in the order they arrived, when
+        continue-as-new saves events."""
         if not self._save_events:
             return ()
         held = [e for e in self._held if isinstance(e, h.EventRaised)]
-        return (*self._received, *held, *self.carryover)
+        return (*self._received, *held)
 
     # -- helpers -----------------------------------------------------------------------------
     def _next_sequence(self) -> int:

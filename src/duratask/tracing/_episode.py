@@ -49,6 +49,13 @@ class EpisodeView(Protocol):
     def now(self) -> datetime: ...
 
 
+class Delivered(Protocol):
+    """One event an episode applies (what the wrapper reads of it)."""
+
+    @property
+    def event(self) -> h.HistoryEvent: ...
+
+
 _Execute = TypeVar("_Execute", bound=Callable[..., OrchestrationCommit])
 
 
@@ -64,7 +71,7 @@ def traced_execution(execute: _Execute) -> _Execute:
         episode: EpisodeView,
         past: list[h.HistoryEvent],
         start: h.ExecutionStarted | None,
-        events: list[h.HistoryEvent],
+        events: Sequence[Delivered],
         consumed: list[int],
         *,
         reset: bool,
@@ -93,7 +100,7 @@ def traced_execution(execute: _Execute) -> _Execute:
             if span.is_recording():
                 cached = start is None and episode.cursor is not None
                 _describe(span, started, commit, episode, 0 if cached else len(past), start)
-            _emit_timer_spans(tracer, span, started, events, episode.now)
+            _emit_timer_spans(tracer, span, started, [d.event for d in events], episode.now)
         return commit
 
     return cast(_Execute, traced)

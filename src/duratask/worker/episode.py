@@ -31,6 +31,19 @@ from duratask.worker.instance_state import advance_state
 _LOG = logging.getLogger("duratask.worker")
 _CONTINUED_AS_NEW = OrchestrationStatus.CONTINUED_AS_NEW
 _START_PENDING_RETRY = timedelta(milliseconds=100)
+# Executions one episode may run back to back when each continues as new at once (an
+# eternal orchestration working through events that are already there); then it commits,
+# and the next episode goes on from the start message.
+GENERATIONS_PER_EPISODE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """An event for the execution. ``for_any_execution``: it was sent to the instance, not
+    to one execution of it (so an execution that ends before applying it passes it on)."""
+
+    event: h.HistoryEvent
+    for_any_execution: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,47 @@ class _Episode:
         self.activities: list[ActivityRequest] = []
 
     def run(self) -> OrchestrationCommit | Defer:
+        outcome = self._first_execution()
+        if isinstance(outcome, Defer):
+            return outcome
+        return self._continued_here(outcome)
+
+    def _continued_here(self, commit: OrchestrationCommit) -> OrchestrationCommit:
+        """While an execution continues as new and the episode has room, run the next one
+        at once from the start it would have sent; commit the last one with all they did."""
+        outbound: list[OrchestrationMessage] = []
+        activities: list[ActivityRequest] = []
+        for _ in range(GENERATIONS_PER_EPISODE - 1):
+            start_message = self._continued_start(commit)
+            if start_message is None:
+                break
+            outbound.extend(m for m in commit.messages if m is not start_message)
+            activities.extend(commit.activities)
+            self.outbound, self.activities = [], []
+            start = start_message.event
+            assert isinstance(start, h.ExecutionStarted)
+            consumed = list(commit.consumed_message_ids)
+            commit = self._execute([], start, [], consumed, reset=True)
+        if outbound or activities:
+            commit = replace(
+                commit,
+                messages=[*outbound, *commit.messages],
+                activities=[*activities, *commit.activities],
+            )
+        return commit
+
+    def _continued_start(self, commit: OrchestrationCommit) -> OrchestrationMessage | None:
+        """The start of the next execution, if ``commit`` ends one by continuing as new."""
+        if commit.state.runtime_status is not _CONTINUED_AS_NEW or not commit.reset_history:
+            return None
+        for message in reversed(commit.messages):
+            if message.instance_id == self.instance_id and isinstance(
+                message.event, h.ExecutionStarted
+            ):
+                return message
+        return None
+
+    def _first_execution(self) -> OrchestrationCommit | Defer:
         consumed = [m.message_id for m in self.wi.messages]
         history = self.wi.history
         if self.cursor is not None:
@@ -184,7 +238,7 @@ class _Episode:
         forgotten = final_failure(view)
         past = [e for i, e in enumerate(view) if i not in forgotten]
         self._redispatch(past, [view[i] for i in sorted(forgotten)], started)
-        events = [rewind.message.event, *self._current(others, started.execution_id)]
+        events = [_Delivery(rewind.message.event), *self._current(others, started.execution_id)]
         return self._execute(past, None, events, consumed, reset=False)
 
     def _redispatch(
@@ -234,7 +288,8 @@ class _Episode:
                     self.outbound.append(OrchestrationMessage(child, rewind))
 
     # -- reconciliation ---------------------------------------------------------------------
-    def _current(self, messages: list[LockedMessage], execution_id: str) -> list[h.HistoryEvent]:
+    def _current(self, messages: list[LockedMessage], execution_id: str) -> list[_Delivery]:
+        """The messages' events meant for this execution, in the order they arrived."""
         kept = []
         for m in messages:
             if m.message.execution_id not in (None, execution_id):
@@ -245,7 +300,7 @@ class _Episode:
                     extra={"event": "duratask.message.stale", "instance_id": self.instance_id},
                 )
                 continue
-            kept.append(m.message.event)
+            kept.append(_Delivery(m.message.event, m.message.execution_id is None))
         return kept
 
     def _reject_duplicate_starts(self, starts: list[LockedMessage]) -> None:
@@ -351,9 +406,11 @@ class _Episode:
         completion = act.CompleteOrchestrationAction(
             OrchestrationStatus.TERMINATED, terminate.input
         )
+        start, carried = _unpacked(start)
         events = [
             h.OrchestratorStarted(timestamp=self.now),
             start,
+            *carried,
             terminate,
             *self._complete(completion, start),
             h.OrchestratorCompleted(timestamp=self.now),
@@ -375,36 +432,50 @@ class _Episode:
         self,
         past: list[h.HistoryEvent],
         start: h.ExecutionStarted | None,
-        events: list[h.HistoryEvent],
+        events: list[_Delivery],
         consumed: list[int],
         *,
         reset: bool,
     ) -> OrchestrationCommit:
-        new_events: list[h.HistoryEvent] = [h.OrchestratorStarted(timestamp=self.now)]
+        deliveries = [_Delivery(h.OrchestratorStarted(timestamp=self.now))]
         if start is not None:
-            new_events.append(start)
-        new_events.extend(events)
+            # Events carried from the previous execution come first, in their order.
+            start, carried = _unpacked(start)
+            deliveries.append(_Delivery(start))
+            deliveries.extend(_Delivery(e, True) for e in carried)
+        deliveries.extend(events)
         if self.poison is not None:
+            new_events = [d.event for d in deliveries]
             return self._give_up(past, start, new_events, consumed, self.poison, reset=reset)
         if start is None and self.cursor is not None:
             cursor = self.cursor
         else:
             cursor = self.executor.cursor(self.instance_id, past)
-        new_events = _without_repeated_results(new_events, cursor)
+        deliveries = _without_repeated_results(deliveries, cursor)
+        new_events = [d.event for d in deliveries]
         result = cursor.run(new_events)
         # A history that failed replay before its start leaves the context without one.
         started = start or cursor.ctx.started
         started = started or next((e for e in past if isinstance(e, h.ExecutionStarted)), None)
         assert started is not None
 
+        completion = result.completion
+        if completion is not None and completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
+            for action in result.actions:
+                if action is not completion:
+                    self._apply(action, started)
+            return self._continue_as_new(
+                started,
+                completion,
+                deliveries[result.events_applied :],
+                consumed,
+                result.custom_status,
+            )
+
         appended = list(new_events)
         for action in result.actions:
             appended.extend(self._apply(action, started))
         appended.append(h.OrchestratorCompleted(timestamp=self.now))
-
-        completion = result.completion
-        if completion is not None and completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
-            return self._continue_as_new(started, completion, consumed, result.custom_status)
 
         state = advance_state(
             self.instance_id,
@@ -569,10 +640,20 @@ class _Episode:
         self,
         started: h.ExecutionStarted,
         completion: act.CompleteOrchestrationAction,
+        unapplied: list[_Delivery],
         consumed: list[int],
         custom_status: str | None,
     ) -> OrchestrationCommit:
-        """Start over: drop the history, and send the instance its new start and carried events."""
+        """Start over: drop the history, and send the instance its new start.
+
+        The start message carries the events passed on to the new execution, in the order
+        they arrived: those the old one received and did not consume (``save_events``), then
+        those sent to the instance that it had not applied yet when it ended (it never saw
+        them, so they go on whatever ``save_events`` says). What arrives meanwhile waits
+        behind the start; the next episode delivers the carried events first.
+        """
+        passed_on = [d.event for d in unapplied if d.for_any_execution]
+        carried = (*completion.carryover_events, *passed_on)
         new_start = replace(
             started,
             timestamp=self.now,
@@ -580,10 +661,9 @@ class _Episode:
             version=completion.new_version or started.version,
             execution_id=self.new_execution_id(),
             scheduled_start_time=None,
+            carried_events=carried or None,
         )
         self.outbound.append(OrchestrationMessage(self.instance_id, new_start))
-        for event in completion.carryover_events:
-            self.outbound.append(OrchestrationMessage(self.instance_id, event))
         base = self.wi.state or advance_state(
             self.instance_id, None, [started], now=self.now, custom_status=custom_status
         )
@@ -606,14 +686,23 @@ class _Episode:
         )
 
 
+def _unpacked(start: h.ExecutionStarted) -> tuple[h.ExecutionStarted, tuple[h.HistoryEvent, ...]]:
+    """A start message's event as the history records it, and the events it carried."""
+    carried = start.carried_events
+    if not carried:
+        return start, ()
+    return replace(start, carried_events=None), carried
+
+
 def _without_repeated_results(
-    events: list[h.HistoryEvent], cursor: OrchestrationCursor
-) -> list[h.HistoryEvent]:
+    deliveries: list[_Delivery], cursor: OrchestrationCursor
+) -> list[_Delivery]:
     """Drop results for tasks the execution no longer awaits: a second delivery of one
     (an activity run twice after a lost lease, a timer re-sent by a rewind) is not history."""
-    kept: list[h.HistoryEvent] = []
+    kept: list[_Delivery] = []
     seen: set[int] = set()
-    for event in events:
+    for delivery in deliveries:
+        event = delivery.event
         task_id = h.result_task_id(event)
         if task_id is not None:
             if task_id in seen or not cursor.ctx.awaits(task_id):
@@ -624,5 +713,5 @@ def _without_repeated_results(
                 )
                 continue
             seen.add(task_id)
-        kept.append(event)
+        kept.append(delivery)
     return kept
