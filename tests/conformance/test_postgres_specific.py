@@ -132,11 +132,33 @@ async def test_concurrent_first_opens_migrate_once(
     schema = schemas()
     opened = [stores(schema) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in opened))
-    assert schema_versions(pg_url, schema) == [1, 2]
+    assert schema_versions(pg_url, schema) == [1, 2, 3]
     await opened[0].create_instance(started("a"), frozenset())
     assert await opened[3].get_instance("a") is not None
     await stores(schema).open()
-    assert schema_versions(pg_url, schema) == [1, 2]
+    assert schema_versions(pg_url, schema) == [1, 2, 3]
+
+
+async def test_the_store_logic_is_installed_again_when_it_differs(
+    pg_url: str, stores: Callable[..., PostgresOrchestrationService], schemas: Callable[[], str]
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    schema = schemas()
+    await stores(schema).open()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        table = sql.Identifier(schema, "logic")
+        function = sql.Identifier(schema, "lease_next_instance")
+        conn.execute(sql.SQL("UPDATE {} SET digest = 'older'").format(table))
+        conn.execute(sql.SQL("DROP FUNCTION {}(jsonb)").format(function))
+    store = stores(schema)
+    await store.open()  # installs this version's logic again
+    await store.create_instance(started("a"), frozenset())
+    assert await store.lock_next_orchestration_work_item("w", LEASE) is not None
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(sql.SQL("SELECT digest FROM {}").format(table)).fetchone()
+    assert row is not None and row[0] != "older"
 
 
 async def test_refuses_a_newer_schema(
@@ -167,7 +189,7 @@ async def test_delete_task_hub_drops_the_schema(
     await store.delete_task_hub()
     assert not schema_exists(pg_url, schema)
     await store.open()
-    assert schema_versions(pg_url, schema) == [1, 2]
+    assert schema_versions(pg_url, schema) == [1, 2, 3]
     assert await store.get_instance("a") is None
 
 

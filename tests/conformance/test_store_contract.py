@@ -689,28 +689,63 @@ async def test_abandon_without_retry_at_makes_messages_visible_now(
     assert again.history == []
 
 
-async def test_abandon_with_retry_at_hides_the_work_items_messages_until_then(
+async def test_abandon_with_retry_at_rests_the_instance_until_then(
     store: OrchestrationService, clock: FakeClock
 ) -> None:
     await create(store, "a")
     work_item = await lock(store)
-    await store.send_message(to("a", raised("meanwhile")))
     retry_at = T0 + timedelta(minutes=1)
     await store.abandon_orchestration_work_item(work_item, retry_at)
     with pytest.raises(LeaseLostError):
         await store.renew_orchestration_work_item(work_item, LEASE)
 
-    # Only the message that was not in the abandoned work item is visible.
-    meanwhile = await lock(store, "w2")
-    assert [m.message.event for m in meanwhile.messages] == [raised("meanwhile")]
-    await episode(store, meanwhile)
+    # A message sent meanwhile does not overtake the ones that were abandoned: the whole
+    # instance waits, so its messages are delivered in the order they arrived.
+    await store.send_message(to("a", raised("meanwhile")))
+    assert await store.lock_next_orchestration_work_item("w2", LEASE) is None
 
     clock.advance(timedelta(minutes=1) - timedelta(microseconds=1))
     assert await store.lock_next_orchestration_work_item("w3", LEASE) is None
     clock.advance(timedelta(microseconds=1))
     retried = await lock(store, "w3")
-    assert [m.message.event for m in retried.messages] == [started("a")]
-    assert [m.dequeue_count for m in retried.messages] == [2]
+    assert [m.message.event for m in retried.messages] == [started("a"), raised("meanwhile")]
+    assert [m.dequeue_count for m in retried.messages] == [2, 1]
+
+
+async def test_a_terminate_ends_the_rest_of_an_abandoned_instance(
+    store: OrchestrationService,
+) -> None:
+    await create(store, "a")
+    await store.send_message(to("a", raised("first")))
+    await store.abandon_orchestration_work_item(await lock(store), T0 + timedelta(hours=1))
+    terminate = ExecutionTerminated(timestamp=T0, input='"stop"')
+    await store.send_message(OrchestrationMessage("a", terminate))
+    work_item = await lock(store)
+    assert [m.message.event for m in work_item.messages] == [
+        started("a"),
+        raised("first"),
+        terminate,
+    ]
+
+
+async def test_a_resting_instance_is_not_run_on_an_activity_result(
+    store: OrchestrationService, clock: FakeClock
+) -> None:
+    if not isinstance(store, SupportsEagerOrchestrations):
+        pytest.skip("the store has no eager path")
+    await with_activities(store, "a", 1)
+    leased = await lock_activity(store, "w1")
+    await store.send_message(to("a", raised("first")))
+    work_item = await lock(store)
+    await store.abandon_orchestration_work_item(work_item, T0 + timedelta(minutes=1))
+
+    result = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0))
+    assert await store.complete_activity_and_lease_instance(leased, result, "w1", LEASE) is None, (
+        "the instance rests: the result waits behind the abandoned event"
+    )
+    clock.advance(timedelta(minutes=1))
+    retried = await lock(store, "w2")
+    assert [m.message.event for m in retried.messages] == [raised("first"), result.event]
 
 
 async def test_abandon_never_brings_a_message_forward(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask.backends.base import (
@@ -35,6 +35,13 @@ def as_utc(value: datetime) -> datetime:
 
 def as_utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
+
+
+def rest_expiry(retry_at: datetime) -> datetime:
+    """When the lease standing for an abandoned instance's rest expires: just before
+    ``retry_at``, so the instance is free at ``retry_at`` (a lease is live through its
+    expiry instant)."""
+    return as_utc(retry_at) - timedelta(microseconds=1)
 
 
 def new_lock_token() -> str:

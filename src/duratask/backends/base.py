@@ -22,7 +22,8 @@ Rules every store follows (the conformance suite checks them):
 - A message carrying :class:`ExecutionStarted` creates the instance row (status PENDING)
   when the instance does not exist; any other message to an instance with no row is
   dropped. Messages are delivered in the order they were enqueued, never before
-  ``visible_at``.
+  ``visible_at``; an instance abandoned with a retry time rests until then (no message of
+  it is delivered before those that were abandoned), unless a terminate waits for it.
 - ``complete_activity_work_item`` deletes the activity and enqueues its result message in
   one transaction, refused with :class:`LeaseLostError` if the lease was lost.
 - A lease that expires makes the work item available to any worker again.
@@ -231,8 +232,10 @@ class OrchestrationService(Protocol):
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
-        """Release the lease without consuming anything; its messages become visible again
-        at ``retry_at`` (now if None). A lost lease is ignored."""
+        """Release the lease without consuming anything. With ``retry_at`` the instance
+        rests until then: it is not leased again before (unless a terminate arrives), so
+        messages that arrive meanwhile cannot overtake the abandoned ones. A lost lease is
+        ignored."""
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(

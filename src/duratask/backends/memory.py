@@ -27,6 +27,7 @@ from duratask.backends._shared import (
     new_lock_token,
     normalized_state,
     pending_state,
+    rest_expiry,
     started_event,
     utc_now,
     work_kinds,
@@ -46,7 +47,12 @@ from duratask.backends.base import (
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
-from duratask.history import ExecutionRewound, ExecutionStarted, HistoryEvent
+from duratask.history import (
+    ExecutionRewound,
+    ExecutionStarted,
+    ExecutionTerminated,
+    HistoryEvent,
+)
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
@@ -71,6 +77,7 @@ class _Lease:
     expires_at: datetime | None = None
 
     def live(self, now: datetime) -> bool:
+        """Held, or resting (no token: abandoned until ``expires_at``)."""
         return self.expires_at is not None and self.expires_at >= now
 
     def take(self, owner: str, expires_at: datetime) -> str:
@@ -160,7 +167,14 @@ class MemoryOrchestrationService:
         with self._lock:
             for instance in self._instances.values():
                 held_back = [m.due() for m in instance.messages.values() if not m.visible(now)]
-                if instance.lease.token is not None or len(held_back) < len(instance.messages):
+                lease = instance.lease
+                resting = lease.token is None and lease.live(now)
+                if resting and not any(
+                    _ends_rest(lease, m) for m in instance.messages.values() if m.visible(now)
+                ):
+                    if lease.expires_at is not None:  # nothing runs before the rest ends
+                        due.append(lease.expires_at + timedelta(microseconds=1))
+                elif lease.token is not None or len(held_back) < len(instance.messages):
                     busy.append(f"orchestration {instance.state.instance_id!r}")
                 due.extend(held_back)
             for activity in self._activities.values():
@@ -304,21 +318,18 @@ class MemoryOrchestrationService:
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
-        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        """Release the lease; with ``retry_at``, the instance rests until then (no message
+        of it is delivered before those that were abandoned)."""
         retry_at = as_utc_or_none(retry_at)
         with self._lock:
             instance = self._instances.get(work_item.instance_id)
             if instance is None or instance.lease.token != work_item.lock_token:
                 return
             instance.lease.clear()
-            if retry_at is None:
-                self._wakeups.work([ORCHESTRATION])
+            if retry_at is not None:
+                instance.lease.expires_at = rest_expiry(retry_at)
                 return
-            for locked in work_item.messages:
-                stored = instance.messages.get(locked.message_id)
-                if stored is not None and stored.due() < retry_at:  # due = max(due, retry_at)
-                    stored.message = dataclasses.replace(stored.message, visible_at=retry_at)
-                    heapq.heappush(self._due, (retry_at, stored.message_id, work_item.instance_id))
+        self._wakeups.work([ORCHESTRATION])
 
     def _next_free_instance(self, now: datetime) -> _Instance | None:
         """The unleased instance whose oldest visible message has waited longest."""
@@ -333,7 +344,7 @@ class MemoryOrchestrationService:
                 continue
             if due > now:
                 break
-            if instance.lease.live(now):
+            if instance.lease.live(now) and not _ends_rest(instance.lease, stored):
                 leased.append(heapq.heappop(self._due))
                 continue
             chosen = instance
@@ -614,6 +625,11 @@ class MemoryOrchestrationService:
             a.work_item_id for a in self._activities.values() if a.request.instance_id in gone
         ]:
             del self._activities[activity_id]
+
+
+def _ends_rest(lease: _Lease, message: _Message) -> bool:
+    """Whether ``message`` frees an instance resting after an abandon: a terminate does."""
+    return lease.token is None and isinstance(message.message.event, ExecutionTerminated)
 
 
 def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:

@@ -1,7 +1,9 @@
-"""Versioned SQL migrations shipped inside a store package (``migrations/NNN_name.sql``)."""
+"""Versioned SQL migrations shipped inside a store package (``migrations/NNN_name.sql``),
+and the logic (functions) a store re-applies when it changes (``logic.sql``)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -31,3 +33,17 @@ def load_migrations(package: str, store: str) -> list[Migration]:
     if [m.version for m in found] != list(range(1, len(found) + 1)):
         raise StoreError(f"{store} migrations must be numbered 001, 002, ...: {found}")
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Logic:
+    """A store's functions (``logic.sql``), re-applied whenever its ``digest`` changes."""
+
+    script: str
+    digest: str
+
+
+def load_logic(package: str) -> Logic:
+    """The ``logic.sql`` script of ``package`` and its digest."""
+    script = resources.files(package).joinpath("logic.sql").read_text("utf-8")
+    return Logic(script, hashlib.sha256(script.encode()).hexdigest())

@@ -327,6 +327,7 @@ class TaskHubWorker:
             # Back off as the same work keeps failing; it is given up after max_deliveries.
             delay = timedelta(seconds=min(60, 2 ** (deliveries(work_item) - 1)))
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
+            self._wake_at(now + delay, self._orchestrations)
             return
         self._after_episode(work_item, outcome, live_cursor)
 

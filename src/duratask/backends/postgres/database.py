@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from duratask.backends.migrations import load_migrations
+from duratask.backends.migrations import load_logic, load_migrations
 from duratask.backends.postgres import queries
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps
 from duratask.errors import StoreError
@@ -270,11 +270,13 @@ class Database:
 
     # -- schema --------------------------------------------------------------------------
     async def migrate(self) -> None:
-        """Create the schema and apply the migrations it lacks, all in one transaction.
+        """Create the schema, apply the migrations it lacks and install this version's
+        logic (the store functions) if another is installed, all in one transaction.
 
         The transaction first takes an advisory lock derived from the schema name, so
         processes opening a new hub at the same time apply each migration exactly once."""
         migrations = load_migrations("duratask.backends.postgres", "PostgreSQL")
+        logic = load_logic("duratask.backends.postgres")
         key = {"key": advisory_lock_key(self.schema)}
 
         async def job(conn: Connection) -> None:
@@ -293,6 +295,10 @@ class Database:
                 await conn.execute(
                     self.q(queries.INSERT_SCHEMA_VERSION), {"version": migration.version}
                 )
+            installed = await (await conn.execute(self.q(queries.SELECT_LOGIC_DIGEST))).fetchone()
+            if installed is None or installed["digest"] != logic.digest:
+                await conn.execute(self.q(logic.script))
+                await conn.execute(self.q(queries.RECORD_LOGIC_DIGEST), {"digest": logic.digest})
 
         await self.transaction(job)
 

@@ -74,7 +74,13 @@ RELEASE_INSTANCE_LEASE = """
 UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 
-# An episode's commit, fence and writes, in one call (migration 002 defines the function).
+# The digest of the store logic (logic.sql) installed in the schema.
+SELECT_LOGIC_DIGEST = "SELECT digest FROM {schema}.logic"
+RECORD_LOGIC_DIGEST = """
+INSERT INTO {schema}.logic (singleton, digest, applied_at) VALUES (true, %(digest)s, now())
+ON CONFLICT (singleton) DO UPDATE SET digest = EXCLUDED.digest, applied_at = EXCLUDED.applied_at"""
+
+# An episode's commit, fence and writes, in one call (logic.sql defines the function).
 COMMIT_EPISODE = """
 SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episode(%s::jsonb)"""
 # Several episodes' commits in one call and one transaction, each applied or refused on its
@@ -83,9 +89,9 @@ COMMIT_EPISODES = """
 SELECT outcome, leased_ids, leased_tokens FROM {schema}.commit_episodes(%s::jsonb)"""
 
 # The free instance whose oldest visible message has waited longest, leased with its
-# visible messages in one call (migration 002 defines the function).
+# visible messages in one call (logic.sql defines the function).
 LEASE_NEXT_INSTANCE = "SELECT * FROM {schema}.lease_next_instance(%s::jsonb)"
-# An instance and its start message, replacing a replaceable one (migration 002); the
+# An instance and its start message, replacing a replaceable one (logic.sql); the
 # second parameter says whether this call may have been made before.
 CREATE_INSTANCE = """
 SELECT outcome, existing_status
@@ -119,10 +125,12 @@ UPDATE {schema}.messages SET dequeue_count = dequeue_count + 1
 WHERE instance_id = %(instance_id)s AND (visible_at IS NULL OR visible_at <= %(now)s)
 RETURNING message_id, instance_id, execution_id, event, visible_at, dequeue_count"""
 # Abandon: a message becomes due at the later of its due time and the retry time.
-DEFER_MESSAGES = """
-UPDATE {schema}.messages SET visible_at = %(retry_at)s, due_at = %(retry_at)s
-WHERE instance_id = %(instance_id)s AND message_id = ANY(%(message_ids)s::bigint[])
-  AND due_at < %(retry_at)s"""
+# Abandon with a retry time: the instance rests (unleased, yet not free) until then, so no
+# message of it is delivered before those that were abandoned.
+REST_INSTANCE = """
+UPDATE {schema}.instances
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = %(retry_at)s
+WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
 # Wakes workers when a lease is released while the instance has visible messages (those
 # that arrived during the lease found it leased when their own wake-up came).
 NOTIFY_IF_VISIBLE = """

@@ -18,6 +18,7 @@ from duratask.backends._shared import (
     leased_activities,
     new_lock_token,
     pending_state,
+    rest_expiry,
     started_event,
     state_from_row,
     utc_now,
@@ -231,14 +232,9 @@ class PostgresOrchestrationService:
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
-        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        """Release the lease; with ``retry_at``, the instance rests until then."""
         release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
-        retry_at = as_utc_or_none(retry_at)
-        defer = {
-            "instance_id": work_item.instance_id,
-            "retry_at": retry_at,
-            "message_ids": [m.message_id for m in work_item.messages],
-        }
+        rest_until = None if retry_at is None else rest_expiry(retry_at)
         wake = {
             "channel": self._db.channel,
             "payload": ORCHESTRATION,
@@ -248,12 +244,13 @@ class PostgresOrchestrationService:
         db = self._db
 
         async def job(conn: Connection) -> None:
-            released = (await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)).rowcount
-            if not released:
+            if rest_until is not None:
+                rest = {**release, "retry_at": rest_until}
+                await conn.execute(db.q(q.REST_INSTANCE), rest)
                 return
-            if retry_at is not None:
-                await conn.execute(db.q(q.DEFER_MESSAGES), defer)
-            await conn.execute(db.q(q.NOTIFY_IF_VISIBLE), wake)
+            released = (await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)).rowcount
+            if released:
+                await conn.execute(db.q(q.NOTIFY_IF_VISIBLE), wake)
 
         await db.transaction(job)
 
@@ -535,7 +532,7 @@ class _Outbound:
         return self.visible_at is None or self.visible_at <= now
 
     def to_json(self) -> dict[str, Any]:
-        """The message as ``commit_episode`` takes it (see migration 002)."""
+        """The message as ``commit_episode`` takes it (see logic.sql)."""
         return {
             **_json_ready(self.params),
             "starts": _json_ready(self.starts) if self.starts is not None else None,
@@ -556,7 +553,7 @@ class _Outbound:
 
 class _EpisodeWrite:
     """An episode's commit, encoded before it is sent; :meth:`send` sends it as one call of
-    the schema's ``commit_episode`` function (see migration 002), which checks the fence and
+    the schema's ``commit_episode`` function (see logic.sql), which checks the fence and
     writes everything in one transaction, or writes nothing."""
 
     def __init__(
@@ -699,7 +696,7 @@ async def _lease_instance(
 async def _call_function(
     db: Database, template: str, document: str, *, resent: bool | None = None
 ) -> dict[str, Any]:
-    """Call a function of migration 002 with its jsonb document; its one row. With
+    """Call a function of logic.sql with its jsonb document; its one row. With
     ``resent`` (not None), the call also says whether it may have been made before: when
     ``resent`` is True, or when a failed attempt is retried."""
     sql = db.q(template)
@@ -719,7 +716,7 @@ async def _call_function(
 async def _call_function_many(
     db: Database, template: str, documents: list[str], *, resent: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Call a function of migration 002 with a jsonb array of documents; a row for each
+    """Call a function of logic.sql with a jsonb array of documents; a row for each
     (``resent``: as for :func:`_call_function`)."""
     sql, batch = db.q(template), f"[{','.join(documents)}]"
     attempts = 0

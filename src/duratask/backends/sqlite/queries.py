@@ -62,13 +62,15 @@ WHERE instance_id = :instance_id
 DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 
 # -- orchestration leases ---------------------------------------------------------------------
-# The free instance whose oldest visible message has waited longest.
+# The free instance whose oldest visible message has waited longest. An instance resting
+# after an abandon (no lock token, an expiry ahead) is not free, unless a terminate waits.
 SELECT_NEXT_INSTANCE = """
 SELECT m.instance_id
 FROM messages AS m INDEXED BY messages_by_due_at
 JOIN instances AS i ON i.instance_id = m.instance_id
 WHERE (m.visible_at IS NULL OR m.due_at <= :now)
-  AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now)
+  AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now
+       OR (i.lock_token IS NULL AND m.event_type = 'EXECUTION_TERMINATED'))
 ORDER BY m.due_at, m.message_id
 LIMIT 1"""
 LEASE_INSTANCE = """
@@ -118,10 +120,11 @@ FROM messages
 WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now)
 ORDER BY message_id"""
 DELETE_MESSAGE = "DELETE FROM messages WHERE message_id = ? AND instance_id = ?"
-# Abandon: a message becomes due at the later of its due time and the retry time.
-DEFER_MESSAGE = """
-UPDATE messages SET visible_at = ?1, due_at = ?1
-WHERE message_id = ?2 AND instance_id = ?3 AND due_at < ?1"""
+# Abandon with a retry time: the instance rests (unleased, yet not free) until then, so no
+# message of it is delivered before those that were abandoned.
+REST_INSTANCE = """
+UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = :retry_at
+WHERE instance_id = :instance_id AND lock_token = :token"""
 
 # -- activities --------------------------------------------------------------------------------
 INSERT_ACTIVITY = """

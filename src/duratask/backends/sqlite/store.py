@@ -16,6 +16,7 @@ from duratask.backends._shared import (
     leased_activities,
     new_lock_token,
     pending_state,
+    rest_expiry,
     started_event,
     utc_now,
     work_kinds,
@@ -187,15 +188,15 @@ class SqliteOrchestrationService:
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
-        """Release the lease; the work item's messages wait until ``retry_at`` if given."""
+        """Release the lease; with ``retry_at``, the instance rests until then."""
         release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
-        retry_us = to_micros_or_none(retry_at)
+        retry_us = to_micros_or_none(None if retry_at is None else rest_expiry(retry_at))
 
         def job(conn: sqlite3.Connection) -> None:
-            if not conn.execute(q.RELEASE_INSTANCE_LEASE, release).rowcount or retry_us is None:
-                return
-            deferred = [(retry_us, m.message_id, work_item.instance_id) for m in work_item.messages]
-            conn.executemany(q.DEFER_MESSAGE, deferred)
+            if retry_us is None:
+                conn.execute(q.RELEASE_INSTANCE_LEASE, release)
+            else:
+                conn.execute(q.REST_INSTANCE, {**release, "retry_at": retry_us})
 
         await self._db.write(job)
         if retry_us is None:
