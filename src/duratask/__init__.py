@@ -25,6 +25,7 @@ from duratask.errors import (
     SerializationError,
     StoreError,
     TaskFailedError,
+    TaskHubNotFoundError,
 )
 from duratask.history import EventType, HistoryEvent
 from duratask.retry import RetryPolicy
@@ -66,6 +67,7 @@ __all__ = [
     "Task",
     "TaskFailedError",
     "TaskHubClient",
+    "TaskHubNotFoundError",
     "TaskHubWorker",
     "__version__",
     "format_timeline",

@@ -20,12 +20,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from duratask._portal import Portal
+from duratask._rewind import rewind_message
 from duratask.backends import open_store
 from duratask.backends.base import (
     TERMINAL_STATUSES,
     InstanceQuery,
     OrchestrationMessage,
-    OrchestrationService,
+    OrchestrationServiceClient,
     PurgeFilter,
     QueryPage,
     SupportsWakeUps,
@@ -40,7 +41,6 @@ from duratask.errors import (
 from duratask.history import (
     EventRaised,
     ExecutionResumed,
-    ExecutionRewound,
     ExecutionStarted,
     ExecutionSuspended,
     ExecutionTerminated,
@@ -270,7 +270,7 @@ class AsyncTaskHubClient:
 
     def __init__(
         self,
-        store: str | OrchestrationService,
+        store: str | OrchestrationServiceClient,
         *,
         data_converter: DataConverter | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -285,7 +285,7 @@ class AsyncTaskHubClient:
         self._closed = False
 
     @property
-    def store(self) -> OrchestrationService:
+    def store(self) -> OrchestrationServiceClient:
         """The store this client talks to."""
         return self._store
 
@@ -315,7 +315,7 @@ class AsyncTaskHubClient:
             if self._opened and self._owns_store:
                 await self._store.close()
 
-    async def _ready(self) -> OrchestrationService:
+    async def _ready(self) -> OrchestrationServiceClient:
         if self._closed:
             raise RuntimeError("the task hub client is closed")
         if not self._opened:
@@ -333,7 +333,9 @@ class AsyncTaskHubClient:
     def _attach(self, state: OrchestrationState) -> OrchestrationState:
         return dataclasses.replace(state, converter=self._codec.converter)
 
-    async def _require(self, store: OrchestrationService, instance_id: str) -> OrchestrationState:
+    async def _require(
+        self, store: OrchestrationServiceClient, instance_id: str
+    ) -> OrchestrationState:
         validate_instance_id(instance_id)
         state = await store.get_instance(instance_id)
         if state is None:
@@ -341,7 +343,7 @@ class AsyncTaskHubClient:
         return state
 
     async def _send(
-        self, store: OrchestrationService, instance_id: str, event: HistoryEvent
+        self, store: OrchestrationServiceClient, instance_id: str, event: HistoryEvent
     ) -> None:
         validate_instance_id(instance_id)
         if not await store.send_message(OrchestrationMessage(instance_id, event)):
@@ -586,7 +588,8 @@ class AsyncTaskHubClient:
                 f"cannot rewind orchestration {instance_id!r}: it is {status.value}, and only "
                 "FAILED instances can be rewound"
             )
-        await self._send(store, instance_id, ExecutionRewound(timestamp=self._now(), reason=reason))
+        if not await store.send_message(rewind_message(instance_id, reason, self._now())):
+            raise OrchestrationNotFoundError(instance_id)
 
     async def restart_orchestration(
         self, instance_id: str, *, new_instance_id: bool = False
@@ -641,7 +644,7 @@ class AsyncTaskHubClient:
         return await self._purge_tree(store, instance_id, recursive, {instance_id})
 
     async def _purge_tree(
-        self, store: OrchestrationService, instance_id: str, recursive: bool, seen: set[str]
+        self, store: OrchestrationServiceClient, instance_id: str, recursive: bool, seen: set[str]
     ) -> int:
         purged = 0
         if recursive:
@@ -655,7 +658,7 @@ class AsyncTaskHubClient:
         return purged
 
     async def _children(
-        self, store: OrchestrationService, instance_id: str
+        self, store: OrchestrationServiceClient, instance_id: str
     ) -> list[OrchestrationState]:
         children: list[OrchestrationState] = []
         token: str | None = None
@@ -709,7 +712,7 @@ class TaskHubClient:
 
     def __init__(
         self,
-        store: str | OrchestrationService,
+        store: str | OrchestrationServiceClient,
         *,
         data_converter: DataConverter | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -721,7 +724,7 @@ class TaskHubClient:
         self._portal = Portal("duratask-client")
 
     @property
-    def store(self) -> OrchestrationService:
+    def store(self) -> OrchestrationServiceClient:
         """The store this client talks to."""
         return self._client.store
 

@@ -96,6 +96,17 @@ class LeaseLostError(DurataskError):
     """A work item's lease was lost (expired and taken by another worker): its commit is refused."""
 
 
+class InstanceBusyError(DurataskError):
+    """An episode a worker ran on its own copy of an instance was not committed: another
+    worker holds the instance, its history moved on, or a message waits for it. Nothing was
+    written; the worker hands the activity's result over the usual way instead."""
+
+
+class TaskHubNotFoundError(DurataskError, LookupError):
+    """There is no task hub where the store URL points (and the store was told not to
+    create one)."""
+
+
 class PoisonWorkError(DurataskError):
     """Work that was delivered too many times without completing (its worker crashed, hung
     or failed each time) was given up: an orchestration is marked FAILED, an activity's

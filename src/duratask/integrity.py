@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from duratask import history as h
 from duratask.backends import open_store
-from duratask.backends.base import InstanceQuery, OrchestrationService, QueryPage
+from duratask.backends.base import InstanceQuery, OrchestrationServiceClient, QueryPage
 from duratask.client import AsyncTaskHubClient, TaskHubClient
 from duratask.errors import OrchestrationNotFoundError
 from duratask.history import EventType, HistoryEvent
@@ -454,7 +454,7 @@ class _Source(Protocol):
 
 
 class _StoreSource:
-    def __init__(self, store: OrchestrationService) -> None:
+    def __init__(self, store: OrchestrationServiceClient) -> None:
         self._store = store
 
     async def page(self, token: str | None) -> QueryPage:
@@ -546,7 +546,7 @@ async def _scan(source: _Source, concurrency: int) -> IntegrityReport:
 
 
 async def scan_hub(
-    target: str | OrchestrationService | AsyncTaskHubClient | TaskHubClient,
+    target: str | OrchestrationServiceClient | AsyncTaskHubClient | TaskHubClient,
     *,
     concurrency: int = 16,
 ) -> IntegrityReport:
@@ -570,7 +570,7 @@ async def scan_hub(
         return await _scan(_AsyncClientSource(target), concurrency)
     if isinstance(target, TaskHubClient):
         return await _scan(_SyncClientSource(target), 1)
-    if isinstance(target, OrchestrationService):
+    if isinstance(target, OrchestrationServiceClient):
         return await _scan(_StoreSource(target), concurrency)
     raise TypeError(
         "check_hub needs a store URL, a store or a task hub client, "
@@ -579,7 +579,7 @@ async def scan_hub(
 
 
 async def check_hub(
-    target: str | OrchestrationService | AsyncTaskHubClient | TaskHubClient,
+    target: str | OrchestrationServiceClient | AsyncTaskHubClient | TaskHubClient,
     *,
     concurrency: int = 16,
 ) -> list[IntegrityProblem]:
@@ -591,7 +591,7 @@ async def check_hub(
 
 
 def check_hub_sync(
-    target: str | OrchestrationService | TaskHubClient,
+    target: str | OrchestrationServiceClient | TaskHubClient,
     *,
     concurrency: int = 16,
 ) -> list[IntegrityProblem]:

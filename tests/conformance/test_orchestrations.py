@@ -12,7 +12,7 @@ import pytest
 
 import duratask as dt
 from duratask import history as h
-from duratask.backends.base import OrchestrationWorkItem
+from duratask.backends.base import InstanceUnchanged, OrchestrationWorkItem
 
 from .e2e_hub import TaskHub, wait_until
 
@@ -196,28 +196,26 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
 
     straight: list[int] = []
 
-    def counting(lease: Any) -> Any:
-        async def leasing(*args: Any, **kwargs: Any) -> Any:
-            work_item = await lease(*args, **kwargs)
-            if isinstance(work_item, OrchestrationWorkItem):
-                events_read.append(len(work_item.history))
-            elif isinstance(work_item, list):  # committed with the result, no lease, no read
-                events_read.append(0)
-                straight.append(1)
-            return work_item
+    lock, commit = store.lock_next_orchestration_work_item, store.commit_episode
 
-        return leasing
+    # Episodes run on a leased work item (a fetch), or on the result of an activity this
+    # worker ran, straight away, committed with it: no lease, no read.
+    async def leasing(*args: Any, **kwargs: Any) -> Any:
+        work_item = await lock(*args, **kwargs)
+        if isinstance(work_item, OrchestrationWorkItem):
+            events_read.append(len(work_item.history))
+        return work_item
 
-    # Episodes are leased by a fetch or with the result of an activity this worker ran, or
-    # run on such a result straight away and committed with it.
-    names = [
-        "lock_next_orchestration_work_item",
-        "complete_activity_and_lease_instance",
-        "complete_activity_and_episode",
-    ]
-    originals = {name: getattr(store, name) for name in names}
-    for name, lease in originals.items():
-        setattr(store, name, counting(lease))
+    async def committing(fence: Any, *args: Any, **kwargs: Any) -> Any:
+        leased = await commit(fence, *args, **kwargs)
+        if isinstance(fence, InstanceUnchanged):
+            events_read.append(0)
+            straight.append(1)
+        return leased
+
+    originals = {"lock_next_orchestration_work_item": lock, "commit_episode": commit}
+    store.lock_next_orchestration_work_item = leasing
+    store.commit_episode = committing
     try:
         await hub.start()
         await hub.run(hello_sequence)

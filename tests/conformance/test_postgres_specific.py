@@ -300,9 +300,9 @@ async def test_lease_fence_holds_after_an_ambiguous_failure(
         new_events=[m.message.event for m in work_item.messages],
         consumed_message_ids=[m.message_id for m in work_item.messages],
     )
-    await store.complete_orchestration_work_item(work_item, commit)
+    await store.commit_episode(work_item.fence(), commit)
     with pytest.raises(LeaseLostError):
-        await store.complete_orchestration_work_item(work_item, commit)
+        await store.commit_episode(work_item.fence(), commit)
     assert len(await store.get_history("a")) == 1
 
 
@@ -329,7 +329,7 @@ async def test_commits_ready_together_share_a_call_each_fenced_alone(
         )
 
     stale = work_items[2]
-    await store.complete_orchestration_work_item(stale, commit_of(stale))
+    await store.commit_episode(stale.fence(), commit_of(stale))
     batches: list[int] = []
     commits = store._commits
     send_many = commits._send_many
@@ -340,7 +340,7 @@ async def test_commits_ready_together_share_a_call_each_fenced_alone(
 
     commits._send_many = counting  # type: ignore[method-assign]
     outcomes = await asyncio.gather(
-        *(store.complete_orchestration_work_item(wi, commit_of(wi)) for wi in work_items),
+        *(store.commit_episode(wi.fence(), commit_of(wi)) for wi in work_items),
         return_exceptions=True,
     )
     assert batches == [3], "the three commits went in one call"
@@ -429,8 +429,8 @@ async def test_notifications_by_kind(
     await store.create_instance(started("a"), frozenset())
     work_item = await store.lock_next_orchestration_work_item("w", LEASE)
     assert work_item is not None and work_item.state is not None
-    await store.complete_orchestration_work_item(
-        work_item,
+    await store.commit_episode(
+        work_item.fence(),
         OrchestrationCommit(
             state=work_item.state,
             consumed_message_ids=[m.message_id for m in work_item.messages],

@@ -286,7 +286,7 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
     setattr(store, name, crashing_lock)
     if kind == "activity":
         # The worker that schedules an activity may lease it at once, in the same commit.
-        complete = store.complete_orchestration_work_item
+        complete = store.commit_episode
 
         async def crashing_complete(*args: object, **kwargs: object) -> object:
             leased = await complete(*args, **kwargs)
@@ -297,7 +297,7 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
                 return []
             return leased
 
-        store.complete_orchestration_work_item = crashing_complete
+        store.commit_episode = crashing_complete  # type: ignore[method-assign]
     return seen
 
 

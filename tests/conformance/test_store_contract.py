@@ -22,19 +22,24 @@ from duratask.backends.base import (
     EagerLease,
     HistoryMark,
     InstanceQuery,
-    LockedMessage,
+    InstanceUnchanged,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationService,
     OrchestrationWorkItem,
     PurgeFilter,
-    SupportsEagerOrchestrations,
+    StatusChange,
     SupportsWakeUps,
     encode_continuation_token,
 )
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.backends.sqlite import SqliteOrchestrationService
-from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError, StoreError
+from duratask.errors import (
+    InstanceBusyError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    StoreError,
+)
 from duratask.history import (
     ContinueAsNew,
     EventRaised,
@@ -122,6 +127,7 @@ async def episode(
     store: OrchestrationService,
     work_item: OrchestrationWorkItem,
     status: OrchestrationStatus = S.RUNNING,
+    finished: ActivityWorkItem | None = None,
     **commit: Any,
 ) -> OrchestrationCommit:
     """Commit an episode that consumes every message (unless told otherwise) and records
@@ -134,7 +140,7 @@ async def episode(
     }
     fields.update(commit)
     done = OrchestrationCommit(**fields)
-    await store.complete_orchestration_work_item(work_item, done)
+    await store.commit_episode(work_item.fence(), done, finished)
     return done
 
 
@@ -545,8 +551,8 @@ async def test_complete_writes_the_whole_instance_row(store: OrchestrationServic
         parent_instance_id="parent",
         scheduled_start_at=T0 + timedelta(hours=2),
     )
-    await store.complete_orchestration_work_item(
-        work_item,
+    await store.commit_episode(
+        work_item.fence(),
         OrchestrationCommit(
             state=state,
             new_events=[OrchestratorStarted(timestamp=T0)],
@@ -568,11 +574,11 @@ async def test_commit_without_events_keeps_the_row_and_releases_the_lease(
     work_item = await lock(store)
     assert work_item.state is not None and work_item.state.runtime_status is S.FAILED
     # A rewind arrives while the work item is held: the instance waits for a worker again.
-    await store.send_message(to("a", ExecutionRewound(timestamp=T0, reason="fixed")))
+    await store.send_message(rewind_message("a"))
     assert (await state_of(store, "a")).runtime_status is S.PENDING
     # The held work item only drops its late message, with the row it was leased with.
-    await store.complete_orchestration_work_item(
-        work_item,
+    await store.commit_episode(
+        work_item.fence(),
         OrchestrationCommit(
             state=work_item.state, consumed_message_ids=[work_item.messages[0].message_id]
         ),
@@ -582,23 +588,46 @@ async def test_commit_without_events_keeps_the_row_and_releases_the_lease(
     assert [type(m.message.event) for m in rewind.messages] == [ExecutionRewound]
 
 
-async def test_rewind_marks_only_failed_instances_pending(store: OrchestrationService) -> None:
+def rewind_message(instance_id: str) -> OrchestrationMessage:
+    """A rewind, as the client sends it: a FAILED instance becomes PENDING."""
+    return OrchestrationMessage(
+        instance_id,
+        ExecutionRewound(timestamp=T0, reason="fixed"),
+        status_change=StatusChange(when=S.FAILED, becomes=S.PENDING),
+    )
+
+
+async def test_a_status_change_applies_only_to_the_status_it_names(
+    store: OrchestrationService,
+) -> None:
     await create(store, "done")
     await create(store, "running")
     await drain(store, {"done": S.COMPLETED})
     for instance_id in ("done", "running"):
-        await store.send_message(to(instance_id, ExecutionRewound(timestamp=T0)))
+        await store.send_message(rewind_message(instance_id))
     assert (await state_of(store, "done")).runtime_status is S.COMPLETED
     assert (await state_of(store, "running")).runtime_status is S.RUNNING
 
 
-async def test_complete_refuses_a_state_of_another_instance(store: OrchestrationService) -> None:
-    await create(store, "a")
+async def test_a_status_change_sent_by_an_episode_applies_to_its_target(
+    store: OrchestrationService,
+) -> None:
+    await create(store, "child")
+    await drain(store, {"child": S.FAILED})
+    await create(store, "parent")
     work_item = await lock(store)
-    other = dataclasses.replace(await state_of(store, "a"), instance_id="b")
-    with pytest.raises(ValueError):
-        await store.complete_orchestration_work_item(work_item, OrchestrationCommit(state=other))
-    assert await store.get_instance("b") is None
+    await episode(store, work_item, messages=[rewind_message("child")])
+    assert (await state_of(store, "child")).runtime_status is S.PENDING
+
+
+async def test_a_lease_fences_only_its_own_instance(store: OrchestrationService) -> None:
+    await create(store, "a")
+    await create(store, "b")
+    work_item = await lock(store)
+    other = dataclasses.replace(await state_of(store, "b"), serialized_custom_status='"x"')
+    with pytest.raises(LeaseLostError):
+        await store.commit_episode(work_item.fence(), OrchestrationCommit(state=other))
+    assert (await state_of(store, "b")).serialized_custom_status is None
 
 
 async def test_complete_enqueues_outbound_messages_by_the_rules(
@@ -731,18 +760,18 @@ async def test_a_terminate_ends_the_rest_of_an_abandoned_instance(
 async def test_a_resting_instance_is_not_run_on_an_activity_result(
     store: OrchestrationService, clock: FakeClock
 ) -> None:
-    if not isinstance(store, SupportsEagerOrchestrations):
-        pytest.skip("the store has no eager path")
     await with_activities(store, "a", 1)
     leased = await lock_activity(store, "w1")
     await store.send_message(to("a", raised("first")))
     work_item = await lock(store)
+    history_length = work_item.history_length
     await store.abandon_orchestration_work_item(work_item, T0 + timedelta(minutes=1))
 
     result = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0))
-    assert await store.complete_activity_and_lease_instance(leased, result, "w1", LEASE) is None, (
-        "the instance rests: the result waits behind the abandoned event"
-    )
+    commit = OrchestrationCommit(state=await state_of(store, "a"), new_events=[result.event])
+    with pytest.raises(InstanceBusyError):  # it rests, behind the abandoned event
+        await store.commit_episode(InstanceUnchanged("exec-1", history_length), commit, leased)
+    await store.complete_activity_work_item(leased, result)
     clock.advance(timedelta(minutes=1))
     retried = await lock(store, "w2")
     assert [m.message.event for m in retried.messages] == [raised("first"), result.event]
@@ -814,7 +843,7 @@ async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
         activities=requests,
         eager_activities=EagerLease("w1", LEASE, max_items=2),
     )
-    eager_items = await store.complete_orchestration_work_item(work_item, commit)
+    eager_items = await store.commit_episode(work_item.fence(), commit)
     assert [i.request for i in eager_items] == requests[:2]
     assert all(i.dequeue_count == 1 and i.locked_until == T0 + LEASE for i in eager_items)
     assert len({i.work_item_id for i in eager_items}) == 2
@@ -841,7 +870,7 @@ async def test_a_commit_without_an_eager_lease_leases_nothing(store: Orchestrati
         new_events=[m.message.event for m in work_item.messages],
         activities=[activity("c", 0)],
     )
-    assert await store.complete_orchestration_work_item(work_item, commit) == []
+    assert await store.commit_episode(work_item.fence(), commit) == []
     assert (await lock_activity(store)).request == activity("c", 0)
 
 
@@ -1328,66 +1357,34 @@ async def test_sqlite_file_under_a_regular_file_is_a_store_error(tmp_path: Path)
         await store.open()
 
 
-async def test_an_activity_result_can_lease_its_free_instance_to_the_worker_that_ran_it(
-    store: OrchestrationService,
-) -> None:
-    if not isinstance(store, SupportsEagerOrchestrations):
-        pytest.fail(f"{type(store).__name__} should support eager orchestrations")
-    await with_activities(store, "a", 2)
-    first, second = await lock_activity(store, "w1"), await lock_activity(store, "w1")
-    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result='"one"'))
-    leased = await store.complete_activity_and_lease_instance(first, done, "w1", LEASE)
-    assert leased is not None and leased.instance_id == "a"
-    assert [m.message for m in leased.messages] == [done]
-    assert leased.history_loaded and leased.history == await store.get_history("a")
-    assert await store.lock_next_orchestration_work_item("w2", LEASE) is None, "held by w1"
-
-    # While w1 holds the instance, the second result only waits for a fetch.
-    done2 = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=1, result='"two"'))
-    assert await store.complete_activity_and_lease_instance(second, done2, "w1", LEASE) is None
-    with pytest.raises(LeaseLostError):
-        await store.complete_activity_and_lease_instance(second, done2, "w1", LEASE)
-    await episode(store, leased)
-    later = await lock(store, "w2")
-    assert [m.message for m in later.messages] == [done2]
-
-
 async def _unleased_episode(
     store: OrchestrationService, instance_id: str, result: OrchestrationMessage
-) -> tuple[OrchestrationWorkItem, OrchestrationCommit]:
-    """The unleased work item a worker runs an activity's result on, with a commit that
-    records the result and schedules one more activity, leased to the committer."""
+) -> tuple[InstanceUnchanged, OrchestrationCommit]:
+    """The fence of an episode a worker runs on an activity's result with its own copy of
+    the instance, and a commit that records the result and schedules one more activity,
+    leased to the committer."""
     state = await state_of(store, instance_id)
-    work_item = OrchestrationWorkItem(
-        instance_id=instance_id,
-        lock_token="",
-        locked_until=T0,
-        history=[],
-        messages=[LockedMessage(0, result)],
-        state=state,
-        history_length=len(await store.get_history(instance_id)),
-        history_loaded=False,
-    )
+    assert state.execution_id is not None
+    fence = InstanceUnchanged(state.execution_id, len(await store.get_history(instance_id)))
     commit = OrchestrationCommit(
         state=dataclasses.replace(state, serialized_custom_status='"next"'),
         new_events=[result.event],
         activities=[activity(instance_id, 9)],
         eager_activities=EagerLease("w1", LEASE, max_items=1),
     )
-    return work_item, commit
+    return fence, commit
 
 
 async def test_an_activity_and_the_episode_on_its_result_commit_together(
     store: OrchestrationService,
 ) -> None:
-    assert isinstance(store, SupportsEagerOrchestrations)
     await with_activities(store, "a", 2)
     first = await lock_activity(store, "w1")
     before = await store.get_history("a")
     done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result='"one"'))
-    work_item, commit = await _unleased_episode(store, "a", done)
-    leased = await store.complete_activity_and_episode(first, work_item, commit)
-    assert leased is not None and [i.request for i in leased] == [activity("a", 9)]
+    fence, commit = await _unleased_episode(store, "a", done)
+    leased = await store.commit_episode(fence, commit, first)
+    assert [i.request for i in leased] == [activity("a", 9)]
     assert await store.get_history("a") == [*before, done.event]
     assert (await state_of(store, "a")).serialized_custom_status == '"next"'
     assert await store.lock_next_orchestration_work_item("w2", LEASE) is None, "no message"
@@ -1400,54 +1397,53 @@ async def test_an_activity_and_the_episode_on_its_result_commit_together(
 async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_instance(
     store: OrchestrationService, clock: FakeClock
 ) -> None:
-    assert isinstance(store, SupportsEagerOrchestrations)
     await with_activities(store, "a", 3)
     first = await lock_activity(store, "w1")
     done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
 
-    async def refused(work_item: OrchestrationWorkItem, commit: OrchestrationCommit) -> None:
-        assert isinstance(store, SupportsEagerOrchestrations)
+    async def refused(fence: InstanceUnchanged, commit: OrchestrationCommit) -> None:
         before = await store.get_history("a")
-        assert await store.complete_activity_and_episode(first, work_item, commit) is None
+        with pytest.raises(InstanceBusyError):
+            await store.commit_episode(fence, commit, first)
         assert await store.get_history("a") == before, "nothing was written"
 
     # A message is waiting for the instance (an event raised meanwhile).
-    work_item, commit = await _unleased_episode(store, "a", done)
+    fence, commit = await _unleased_episode(store, "a", done)
     await store.send_message(to("a", raised("meanwhile")))
-    await refused(work_item, commit)
+    await refused(fence, commit)
     # Another worker holds the instance.
     held = await lock(store, "w2")
-    await refused(work_item, commit)
+    await refused(fence, commit)
     # The history grew since the worker's copy was made.
     await episode(store, held)
-    await refused(work_item, commit)
+    await refused(fence, commit)
+    # Another execution is current.
+    fence, commit = await _unleased_episode(store, "a", done)
+    await refused(dataclasses.replace(fence, execution_id="exec-0"), commit)
     # A fresh copy commits, and the activity's lease was kept through all of it.
-    work_item, commit = await _unleased_episode(store, "a", done)
-    assert await store.complete_activity_and_episode(first, work_item, commit) is not None
+    assert await store.commit_episode(fence, commit, first) is not None
     # An activity whose lease expired and went to another worker is refused outright.
     second = await lock_activity(store, "w1")
     clock.advance(LEASE + timedelta(seconds=1))
     taken = await store.lock_next_activity_work_items("w2", LEASE, 8)
     assert second.work_item_id in {i.work_item_id for i in taken}
     done2 = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=1, result="2"))
-    work_item, commit = await _unleased_episode(store, "a", done2)
+    fence, commit = await _unleased_episode(store, "a", done2)
     history = await store.get_history("a")
     with pytest.raises(LeaseLostError):
-        await store.complete_activity_and_episode(second, work_item, commit)
+        await store.commit_episode(fence, commit, second)
     assert await store.get_history("a") == history
 
 
-async def test_an_eager_lease_skips_a_history_the_worker_already_has(
+async def test_a_leased_episode_can_consume_an_activity_result_too(
     store: OrchestrationService,
 ) -> None:
     await with_activities(store, "a", 1)
-    work_item = await lock_activity(store, "w1")
-    state = await state_of(store, "a")
-    assert state.execution_id is not None
-    known = {"a": HistoryMark(state.execution_id, len(await store.get_history("a")))}
-    done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1"))
-    assert isinstance(store, SupportsEagerOrchestrations)
-    leased = await store.complete_activity_and_lease_instance(work_item, done, "w1", LEASE, known)
-    assert leased is not None
-    assert (leased.history, leased.history_loaded) == ([], False)
-    assert leased.history_length == known["a"].length
+    leased = await lock_activity(store, "w1")
+    await store.send_message(to("a", raised("x")))
+    work_item = await lock(store)
+    done = TaskCompleted(timestamp=T0, task_scheduled_id=0, result="1")
+    await episode(store, work_item, new_events=[raised("x"), done], finished=leased)
+    with pytest.raises(LeaseLostError):  # deleted with the episode
+        await store.complete_activity_work_item(leased, to("a", done))
+    assert (await store.get_history("a"))[-1] == done

@@ -7,7 +7,7 @@ Modes:
 - ``normal`` / ``random``: a plain worker (the test kills it whenever it likes);
 - ``activity``: the first execution of ``hang_once`` blocks (see ``crash_app``), so the test
   can kill the worker in the middle of an activity;
-- ``episode``: the store's ``complete_orchestration_work_item`` SIGKILLs its own process on
+- ``episode``: the store's ``commit_episode`` SIGKILLs its own process on
   the ``--kill-on``-th call (counting only the episodes ``--kill-filter`` selects), either
   ``before`` delegating (the episode was computed, nothing is committed) or ``after`` the
   commit returned. Just before dying it writes ``episode-kill.json`` describing the episode.
@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -37,8 +36,9 @@ import crash_app
 import duratask as dt
 from duratask import history as h
 from duratask.backends import OrchestrationService, open_store
-from duratask.backends.base import ActivityWorkItem, OrchestrationCommit, OrchestrationWorkItem
+from duratask.backends.base import ActivityWorkItem, EpisodeFence, OrchestrationCommit
 from duratask.backends.sqlite import SqliteOrchestrationService
+from duratask.errors import InstanceBusyError
 
 MODES = ("normal", "random", "activity", "episode")
 KILL_FILTERS = ("any", "child-completing", "root-completing")
@@ -64,63 +64,36 @@ class SelfKillingStore(SqliteOrchestrationService):
         is_child = commit.state.parent_instance_id is not None
         return is_child == (self._kind == "child-completing")
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
-        leased = await self._commit_or_die(
-            work_item,
-            commit,
-            lambda: super(SelfKillingStore, self).complete_orchestration_work_item(
-                work_item, commit
-            ),
-        )
-        assert leased is not None
-        return leased
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        """An episode run on an activity's result is committed with it: one more episode
-        commit that may be the chosen one."""
-        return await self._commit_or_die(
-            episode,
-            commit,
-            lambda: super(SelfKillingStore, self).complete_activity_and_episode(
-                work_item, episode, commit
-            ),
-        )
-
-    async def _commit_or_die(
-        self,
-        work_item: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-        store_commit: Callable[[], Awaitable[list[ActivityWorkItem] | None]],
-    ) -> list[ActivityWorkItem] | None:
+        """Every episode commit counts (also one run on an activity's result and committed
+        with it); the chosen one kills the process. A commit refused because the instance
+        was busy is not counted: the worker then commits that episode another way."""
         counted = self._counts(commit)
         if counted:
             self._seen += 1
         doomed = counted and self._seen == self._kill_on
         if doomed and self._when == "before":
-            self._die(work_item, commit, committed=False)
-        leased = await store_commit()
-        if leased is None:  # not committed: the worker commits this episode another way
+            self._die(commit, fence.history_length, committed=False)
+        try:
+            leased = await super().commit_episode(fence, commit, finished_activity)
+        except InstanceBusyError:
             self._seen -= counted
-            return None
+            raise
         if doomed and self._when == "after":
-            self._die(work_item, commit, committed=True)
+            self._die(commit, fence.history_length, committed=True)
         return leased
 
-    def _die(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit, *, committed: bool
-    ) -> None:
+    def _die(self, commit: OrchestrationCommit, history_length: int, *, committed: bool) -> None:
         record = {
             "pid": os.getpid(),
-            "instance": work_item.instance_id,
+            "instance": commit.state.instance_id,
             "committed": committed,
-            "history_length": work_item.history_length,  # history may be left out (cached)
+            "history_length": history_length,  # history may be left out (cached)
             "new_events": [e.event_type.name for e in commit.new_events],
             "episode_started_at": commit.new_events[0].timestamp.isoformat(),
             "consumed_message_ids": list(commit.consumed_message_ids),

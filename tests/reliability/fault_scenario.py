@@ -180,7 +180,7 @@ async def check_store_faults(kind: str, mode: str, tmp_path: Path) -> None:
     # Every commit-carrying method was hit in these runs.
     for method in (
         "lock_next_orchestration_work_item",
-        "complete_orchestration_work_item",
+        "commit_episode",
         "lock_next_activity_work_items",
         "complete_activity_work_item",
     ):

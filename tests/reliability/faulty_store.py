@@ -23,15 +23,16 @@ from typing import TypeVar
 
 from duratask.backends.base import (
     ActivityWorkItem,
+    EpisodeFence,
     HistoryMark,
     InstanceQuery,
     OrchestrationCommit,
     OrchestrationMessage,
-    OrchestrationService,
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
-    SupportsEagerOrchestrations,
+    StoreDescription,
+    TaskHubStore,
 )
 from duratask.errors import StoreError
 from duratask.history import HistoryEvent
@@ -74,9 +75,9 @@ class FaultPlan:
 
 
 class FaultyStore:
-    """An :class:`OrchestrationService` that fails as its :class:`FaultPlan` says."""
+    """A :class:`TaskHubStore` that fails as its :class:`FaultPlan` says."""
 
-    def __init__(self, inner: OrchestrationService, plan: FaultPlan) -> None:
+    def __init__(self, inner: TaskHubStore, plan: FaultPlan) -> None:
         self.inner = inner
         self.plan = plan
         self._errors = itertools.cycle(_ERRORS)
@@ -90,8 +91,11 @@ class FaultyStore:
         raise error
 
     # -- lifecycle (never failed) ----------------------------------------------------------------
-    async def open(self) -> None:
-        await self.inner.open()
+    async def open(self, *, create: bool = True) -> None:
+        await self.inner.open(create=create)
+
+    def describe(self) -> StoreDescription:
+        return self.inner.describe()
 
     async def close(self) -> None:
         await self.inner.close()
@@ -119,12 +123,15 @@ class FaultyStore:
             lambda: self.inner.renew_orchestration_work_item(work_item, lease),
         )
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
         return await self._call(
-            "complete_orchestration_work_item",
-            lambda: self.inner.complete_orchestration_work_item(work_item, commit),
+            "commit_episode",
+            lambda: self.inner.commit_episode(fence, commit, finished_activity),
         )
 
     async def abandon_orchestration_work_item(
@@ -156,37 +163,6 @@ class FaultyStore:
         await self._call(
             "complete_activity_work_item",
             lambda: self.inner.complete_activity_work_item(work_item, result),
-        )
-
-    # -- eager dispatch (SupportsEagerOrchestrations) -----------------------------------------
-    async def complete_activity_and_lease_instance(
-        self,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
-    ) -> OrchestrationWorkItem | None:
-        inner = self.inner
-        assert isinstance(inner, SupportsEagerOrchestrations)
-        return await self._call(
-            "complete_activity_and_lease_instance",
-            lambda: inner.complete_activity_and_lease_instance(
-                work_item, result, owner, lease, known_histories
-            ),
-        )
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        inner = self.inner
-        assert isinstance(inner, SupportsEagerOrchestrations)
-        return await self._call(
-            "complete_activity_and_episode",
-            lambda: inner.complete_activity_and_episode(work_item, episode, commit),
         )
 
     async def abandon_activity_work_item(
@@ -232,13 +208,11 @@ WORKER_METHODS = frozenset(
     {
         "lock_next_orchestration_work_item",
         "renew_orchestration_work_item",
-        "complete_orchestration_work_item",
+        "commit_episode",
         "abandon_orchestration_work_item",
         "lock_next_activity_work_items",
         "renew_activity_work_item",
         "complete_activity_work_item",
-        "complete_activity_and_lease_instance",
-        "complete_activity_and_episode",
         "abandon_activity_work_item",
         "get_history",
         "get_instance",

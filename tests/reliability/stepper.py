@@ -16,7 +16,7 @@ from typing import Any
 import duratask as dt
 from duratask.backends.base import ActivityWorkItem, OrchestrationService, OrchestrationWorkItem
 from duratask.converter import PayloadCodec
-from duratask.worker.activity_runner import run_activity
+from duratask.worker._activity_runner import run_activity
 
 LEASE = timedelta(minutes=5)
 
@@ -44,6 +44,7 @@ class Stepper:
             self.worker.add_activity(fn)
         self._codec = PayloadCodec()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stepper-activity")
+        self.worker._build_runtime()  # episodes without the dispatch loops
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -27,7 +27,7 @@ from duratask.integrity import (
     scan_hub,
 )
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
-from duratask.worker.instance_state import advance_state
+from duratask.worker._instance_state import advance_state
 from tests.conformance.e2e_hub import TaskHub, wait_until
 from tests.unit.history_builder import INSTANCE_ID, SEC, T0, HistoryBuilder, payload
 
@@ -422,7 +422,7 @@ async def test_corruption_committed_through_the_store_is_found(store: Orchestrat
             new_events=events,
             consumed_message_ids=[m.message_id for m in item.messages],
         )
-        await store.complete_orchestration_work_item(item, commit)
+        await store.commit_episode(item.fence(), commit)
 
     problems = await check_hub(store)
     assert [(p.instance_id, p.rule, p.event_index) for p in problems] == [
@@ -443,7 +443,7 @@ async def test_a_row_changing_while_read_is_read_again() -> None:
     commit = OrchestrationCommit(
         state=row_for(events), new_events=events, consumed_message_ids=[item.messages[0].message_id]
     )
-    await store.complete_orchestration_work_item(item, commit)
+    await store.commit_episode(item.fence(), commit)
     real_get_instance = store.get_instance
     calls = 0
 
@@ -490,8 +490,8 @@ async def seed(store: OrchestrationService, n: int) -> None:
         assert item is not None
         history = [events[0], item.messages[0].message.event, *events[2:]]
         state = advance_state(item.instance_id, item.state, history, now=T0, custom_status=None)
-        await store.complete_orchestration_work_item(
-            item,
+        await store.commit_episode(
+            item.fence(),
             OrchestrationCommit(
                 state=state,
                 new_events=history,

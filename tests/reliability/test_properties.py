@@ -39,8 +39,8 @@ from duratask.integrity import check_hub
 from duratask.registry import Registry
 from duratask.retry import RetryPolicy
 from duratask.state import FailureDetails, OrchestrationState
-from duratask.worker.episode import Defer, plan_episode
-from duratask.worker.instance_state import advance_state
+from duratask.worker._episode import Defer, EpisodeInput, plan_episode
+from duratask.worker._instance_state import advance_state
 from tests.conformance.conftest import FakeClock
 from tests.unit.history_builder import SEC, T0, HistoryBuilder, payload
 
@@ -578,7 +578,9 @@ def test_garbled_histories_give_a_commit_or_a_duratask_error(
     name, past, new = case
     count("property: garbled histories planned")
     try:
-        outcome, _ = plan_episode(work_item(name, past, new), EXECUTOR, T0 + 100 * SEC)
+        outcome, _ = plan_episode(
+            EpisodeInput.of(work_item(name, past, new)), EXECUTOR, T0 + 100 * SEC
+        )
     except dt.DurataskError:
         count("property: garbled histories refused with a DurataskError")
         return
@@ -599,7 +601,9 @@ def test_garbled_histories_give_a_commit_or_a_duratask_error(
 def test_an_event_before_the_start_that_fails_replay_is_handled() -> None:
     history = generator_history()
     past = [history[2], history[1]]  # TaskScheduled, then ExecutionStarted
-    outcome, _ = plan_episode(work_item("generator_style", past, []), EXECUTOR, T0 + 100 * SEC)
+    outcome, _ = plan_episode(
+        EpisodeInput.of(work_item("generator_style", past, [])), EXECUTOR, T0 + 100 * SEC
+    )
     assert not isinstance(outcome, Defer)
     assert outcome.state.runtime_status is S.FAILED
     assert outcome.state.failure_details is not None

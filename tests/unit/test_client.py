@@ -149,7 +149,7 @@ async def run_episode(
         new_events=events,
         consumed_message_ids=[m.message_id for m in work_item.messages],
     )
-    await store.complete_orchestration_work_item(work_item, commit)
+    await store.commit_episode(work_item.fence(), commit)
 
 
 async def start_child(

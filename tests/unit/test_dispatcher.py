@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from duratask.worker.dispatcher import Dispatcher
+import pytest
+
+from duratask.worker._dispatcher import Dispatcher, Permit
 
 
 class Queue:
@@ -42,7 +44,7 @@ def dispatcher(
     concurrency: int = 50,
     hold: asyncio.Event | None = None,
 ) -> Dispatcher[int]:
-    async def process(item: int) -> None:
+    async def process(item: int, permit: Permit[int]) -> None:
         if hold is not None:
             await hold.wait()
         done.append(item)
@@ -154,7 +156,7 @@ async def test_a_running_item_keeps_its_lease_until_it_ends_or_loses_it() -> Non
 
     later = asyncio.Event()
 
-    async def process(item: int) -> None:
+    async def process(item: int, permit: Permit[int]) -> None:
         await (later if item == 3 else released).wait()
 
     async def renew(item: int) -> None:
@@ -166,7 +168,15 @@ async def test_a_running_item_keeps_its_lease_until_it_ends_or_loses_it() -> Non
 
     items = [[1, 2]]
     d: Dispatcher[int] = Dispatcher(
-        "test", fetch, process, renew, concurrency=4, renew_interval=0.005, min_poll=10, max_poll=10
+        "test",
+        fetch,
+        process,
+        renew,
+        concurrency=4,
+        renew_interval=0.005,
+        batch=2,
+        min_poll=10,
+        max_poll=10,
     )
     run = asyncio.create_task(d.run())
     await wait_for(lambda: renewals.count(1) >= 4, "item 1 renewed again and again")
@@ -186,18 +196,19 @@ async def test_a_running_item_keeps_its_lease_until_it_ends_or_loses_it() -> Non
 async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
     queue, events = Queue(), []
     finish_first = asyncio.Event()
-    other = dispatcher(Queue(), [])
-    handed: list[int] = []
-
     gate = asyncio.Event()
+    refused: list[str] = []
 
-    async def process(item: int) -> None:
+    async def process(item: int, permit: Permit[int]) -> None:
         events.append(f"start {item}")
         if item in (5, 6, 7):
             await gate.wait()
         if item == 1:
-            handed.extend([other.hand_over(), d.hand_over(), d.hand_over()])
-            d.submit(100)  # the successor takes the handed-over slot
+            successor = permit.hand_over()
+            with pytest.raises(RuntimeError):
+                permit.hand_over()  # only once
+            refused.append("twice")
+            successor.submit(100)  # the successor takes the handed-over slot
             await finish_first.wait()
         events.append(f"end {item}")
 
@@ -207,11 +218,11 @@ async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
     d: Dispatcher[int] = Dispatcher(
         "test", queue.fetch, process, renew, concurrency=1, renew_interval=60, batch=8
     )
-    assert d.hand_over() == 0, "not inside a running item"
+    assert d.try_reserve() is None, "no slot before the dispatcher runs"
     queue.items.append(1)
     run = asyncio.create_task(d.run())
     await wait_for(lambda: "end 100" in events, "the successor to run while item 1 runs")
-    assert handed == [0, 1, 0], "only its own dispatcher's item hands over, and only once"
+    assert refused == ["twice"]
     queue.items.append(2)
     d.wake()
     await wait_for(lambda: queue.fetches > 1 and queue.fetching == 0, "another fetch")
@@ -234,6 +245,27 @@ async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
     await asyncio.wait_for(run, timeout=5)
 
 
+async def test_a_permit_not_submitted_is_released_on_the_way_out() -> None:
+    queue, done = Queue(), []
+    d = dispatcher(queue, done, concurrency=2)
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: len(d._resting) == 2 and queue.fetching == 0, "fetchers to rest")
+    with pytest.raises(KeyError):
+        with d.try_reserve() as first, d.try_reserve() as second:  # type: ignore[union-attr]
+            assert first is not None and second is not None
+            assert d.try_reserve() is None, "both slots are reserved"
+            raise KeyError("the work failed before it was submitted")
+    assert d._slots.free == 2, "both slots came back"
+    with d.try_reserve() as permit:  # type: ignore[union-attr]
+        permit.submit(7)
+    await wait_for(lambda: done == [7], "the item run with the permit")
+    await wait_for(lambda: d._slots.free == 2, "its slot freed when it ended")
+    permit.release()  # releasing again frees nothing
+    assert d._slots.free == 2
+    d.stop()
+    await asyncio.wait_for(run, timeout=5)
+
+
 async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
     queue, done, hold = Queue(), [], asyncio.Event()
     d = dispatcher(queue, done, concurrency=1, hold=hold)
@@ -245,8 +277,9 @@ async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
         await asyncio.sleep(0)
     assert not reserving.done(), "no slot is free while item 1 runs"
     hold.set()
-    assert await asyncio.wait_for(reserving, timeout=5) is True
-    d.submit(2)
+    permit = await asyncio.wait_for(reserving, timeout=5)
+    assert permit is not None
+    permit.submit(2)
     await wait_for(lambda: done == [1, 2], "the item run in the reserved slot")
 
     hold.clear()
@@ -257,6 +290,24 @@ async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
     await asyncio.sleep(0)
     d.stop()
     hold.set()
-    assert await asyncio.wait_for(waiting, timeout=5) is False, "a stopping dispatcher"
-    assert await d.reserve() is False
+    assert await asyncio.wait_for(waiting, timeout=5) is None, "a stopping dispatcher"
+    assert await d.reserve() is None
+    await asyncio.wait_for(run, timeout=5)
+
+
+async def test_a_cancelled_reservation_does_not_lose_the_slot() -> None:
+    queue, done, hold = Queue(), [], asyncio.Event()
+    d = dispatcher(queue, done, concurrency=1, hold=hold)
+    queue.items.append(1)
+    run = asyncio.create_task(d.run())
+    await wait_for(lambda: len(d.in_flight) == 1, "item 1 running in the only slot")
+    cancelled = asyncio.create_task(d.reserve())
+    later = asyncio.create_task(d.reserve())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    hold.set()
+    permit = await asyncio.wait_for(later, timeout=5)
+    assert permit is not None, "the slot went to the reservation still waiting"
+    permit.release()
+    d.stop()
     await asyncio.wait_for(run, timeout=5)

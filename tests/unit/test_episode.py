@@ -22,8 +22,8 @@ from duratask.backends.base import (
 from duratask.context import OrchestrationContext
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.task import when_all
-from duratask.worker import episode as episode_module
-from duratask.worker.episode import Defer, run_episode
+from duratask.worker import _episode as episode_module
+from duratask.worker._episode import Defer, EpisodeInput, plan_episode
 from tests.unit.history_builder import T0, HistoryBuilder, payload, registry
 
 NOW = T0 + timedelta(minutes=1)
@@ -121,6 +121,17 @@ def work_item(
         messages=locked,
         state=state if state is not None else row(),
     )
+
+
+def run_episode(
+    item: OrchestrationWorkItem,
+    executor: OrchestrationExecutor,
+    now: datetime,
+    new_execution_id: Callable[[], str] | None = None,
+) -> OrchestrationCommit | Defer:
+    """What one episode on a leased work item decides."""
+    ids_of = new_execution_id or ids()
+    return plan_episode(EpisodeInput.of(item), executor, now, ids_of)[0]
 
 
 def commit_of(item: OrchestrationWorkItem, **kwargs: Any) -> OrchestrationCommit:

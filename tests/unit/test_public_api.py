@@ -35,6 +35,7 @@ EXPECTED = [
     "Task",
     "TaskFailedError",
     "TaskHubClient",
+    "TaskHubNotFoundError",
     "TaskHubWorker",
     "__version__",
     "format_timeline",

@@ -1,4 +1,6 @@
-"""Task hub stores behind one seam, :class:`OrchestrationService`.
+"""Task hub stores behind one seam: the work-item half (:class:`OrchestrationService`) and
+the client half (:class:`OrchestrationServiceClient`), both implemented by each store
+(:class:`TaskHubStore`).
 
 ``open_store(url)`` picks a store by URL:
 
@@ -11,37 +13,70 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, overload
 from urllib.parse import urlsplit
 
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    EagerLease,
+    EpisodeFence,
+    HistoryMark,
     InstanceQuery,
+    InstanceUnchanged,
+    LeaseHeld,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationService,
+    OrchestrationServiceClient,
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    StatusChange,
+    StoreDescription,
+    StoreLifecycle,
+    SupportsWakeUps,
+    TaskHubStore,
 )
 
 __all__ = [
     "ActivityRequest",
     "ActivityWorkItem",
+    "EagerLease",
+    "EpisodeFence",
+    "HistoryMark",
     "InstanceQuery",
+    "InstanceUnchanged",
+    "LeaseHeld",
     "LockedMessage",
     "OrchestrationCommit",
     "OrchestrationMessage",
     "OrchestrationService",
+    "OrchestrationServiceClient",
     "OrchestrationWorkItem",
     "PurgeFilter",
     "QueryPage",
+    "StatusChange",
+    "StoreDescription",
+    "SupportsWakeUps",
+    "TaskHubStore",
     "open_store",
 ]
 
 
-def open_store(url: str | OrchestrationService) -> OrchestrationService:
+S = TypeVar("S", bound=StoreLifecycle)
+
+
+@overload
+def open_store(url: str) -> TaskHubStore: ...
+
+
+@overload
+def open_store(url: S) -> S: ...
+
+
+def open_store(url: str | S) -> TaskHubStore | S:
     """Build the store a URL names (not yet opened). A store object is returned as is."""
     if not isinstance(url, str):
         return url

@@ -13,7 +13,6 @@ from duratask.backends.base import (
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
-    OrchestrationWorkItem,
     decode_continuation_token,
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION
@@ -74,14 +73,6 @@ def leased_activities(
         )
         for row in sorted(rows, key=lambda row: int(row["id"]))
     ]
-
-
-def episode_execution(episode: OrchestrationWorkItem, commit: OrchestrationCommit) -> str | None:
-    """The execution an episode run on an activity's result must still find stored to be
-    committed with it (None: it cannot be); ValueError if the commit is another instance's."""
-    if commit.state.instance_id != episode.instance_id:
-        raise ValueError("commit.state is for another instance than the work item")
-    return episode.state.execution_id if episode.state is not None else None
 
 
 def started_event(message: OrchestrationMessage) -> ExecutionStarted:

@@ -1,31 +1,42 @@
 """The storage seam: what a task hub store must do, and the values that cross it.
 
-A store keeps, per task hub:
+The seam has two halves, as in the Durable Task Framework:
 
-- instances: one row per orchestration instance (an index over its history: status,
-  name, times, payloads), plus the lease (lock token and expiry) of the worker processing it;
-- history: the ordered events of the instance's current execution;
-- messages: events waiting to be delivered to an instance (activity results, timers with
-  their due time, external events, sub-orchestration starts and results, terminate...);
+- :class:`OrchestrationService`, the work-item half a worker uses: lease, renew, commit and
+  abandon orchestration episodes and activities;
+- :class:`OrchestrationServiceClient`, the client half the client, the CLI, the dashboard
+  and the integrity check use: create, send, get, query, count, purge, describe, delete.
+
+A store (:class:`TaskHubStore`) is one object implementing both over one task hub, which it
+keeps per instance as:
+
+- an instance row (status, name, times, payloads: an index over its history), plus the lease
+  (lock token and expiry) of the worker processing it;
+- its history: the ordered events of the current execution;
+- messages: events waiting to be delivered to it (activity results, timers with their due
+  time, external events, sub-orchestration starts and results, terminate...);
 - activity work items: activities waiting to run, leased to one worker at a time.
 
-Stores know nothing of the replay engine. They move and keep events; the worker decides.
-Every store must pass the conformance suite in ``tests/conformance``.
+Stores know nothing of the replay engine: they move and keep events, and apply what the
+worker decided. Every store must pass the conformance suite in ``tests/conformance``;
+CONTRIBUTING.md says what that suite demands of a new one.
 
 Rules every store follows (the conformance suite checks them):
 
-- ``complete_orchestration_work_item`` commits the appended history, the deletion of the
-  consumed messages, new activity work items, outbound messages and the instance row in
-  ONE transaction. It is refused with :class:`LeaseLostError` unless the caller still holds
-  the instance lease (same lock token) and the stored history still has the length the
-  work item saw (``history_length``); nothing is written then.
+- :meth:`OrchestrationService.commit_episode` writes an episode (appended history, deletion
+  of the consumed messages, new activity work items, outbound messages, the instance row,
+  and the deletion of an activity whose result the episode consumed) in ONE transaction,
+  only while its fence holds (:class:`LeaseHeld` or :class:`InstanceUnchanged`); otherwise
+  it writes nothing and raises.
 - A message carrying :class:`ExecutionStarted` creates the instance row (status PENDING)
   when the instance does not exist; any other message to an instance with no row is
-  dropped. Messages are delivered in the order they were enqueued, never before
-  ``visible_at``; an instance abandoned with a retry time rests until then (no message of
-  it is delivered before those that were abandoned), unless a terminate waits for it.
-- ``complete_activity_work_item`` deletes the activity and enqueues its result message in
-  one transaction, refused with :class:`LeaseLostError` if the lease was lost.
+  dropped. A message with a :class:`StatusChange` changes the status of its instance as it
+  is enqueued, if the status is still the one it names.
+- Messages are delivered in the order they were enqueued, never before ``visible_at``; an
+  instance abandoned with a retry time rests until then (no message of it is delivered
+  before those that were abandoned), unless a terminate waits for it.
+- ``complete_activity_work_item`` deletes the activity and enqueues its result in one
+  transaction, refused with :class:`LeaseLostError` if the lease was lost.
 - A lease that expires makes the work item available to any worker again.
 """
 
@@ -44,6 +55,15 @@ from duratask.state import OrchestrationState, OrchestrationStatus
 
 
 @dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A status an instance takes when a message reaches it, if it still has ``when``: a
+    rewind makes a FAILED instance PENDING, so that it waits for a worker again."""
+
+    when: OrchestrationStatus
+    becomes: OrchestrationStatus
+
+
+@dataclass(frozen=True, slots=True)
 class OrchestrationMessage:
     """One history event on its way to an orchestration instance."""
 
@@ -53,6 +73,8 @@ class OrchestrationMessage:
     execution_id: str | None = None
     # Deliver no earlier than this (timers, retries); None means now.
     visible_at: datetime | None = None
+    # Applied to the instance row as the message is enqueued (see StatusChange).
+    status_change: StatusChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +128,10 @@ class OrchestrationWorkItem:
         if self.history_length < 0:
             self.history_length = len(self.history)
 
+    def fence(self) -> LeaseHeld:
+        """The fence of an episode committed under this lease."""
+        return LeaseHeld(self.lock_token, self.history_length)
+
 
 @dataclass(slots=True)
 class ActivityWorkItem:
@@ -116,6 +142,30 @@ class ActivityWorkItem:
     lock_token: str
     locked_until: datetime
     dequeue_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHeld:
+    """Fence of an episode run on a leased work item: commit only while the instance still
+    carries this lease's ``lock_token`` and its history still has ``history_length`` events
+    (else :class:`LeaseLostError`). The commit releases the lease."""
+
+    lock_token: str
+    history_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceUnchanged:
+    """Fence of an episode a worker ran on its own copy of an instance (the next step after
+    an activity it ran itself, with the activity's result): commit only while nobody holds
+    the instance, it is still on execution ``execution_id`` with ``history_length`` events,
+    and no message waits for it (else :class:`InstanceBusyError`)."""
+
+    execution_id: str
+    history_length: int
+
+
+EpisodeFence = LeaseHeld | InstanceUnchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +187,7 @@ class OrchestrationCommit:
     change made meanwhile, such as a rewind marking the instance PENDING, is kept.
     """
 
-    state: OrchestrationState
+    state: OrchestrationState  # the instance row to write; its instance_id names the instance
     new_events: Sequence[HistoryEvent] = ()
     consumed_message_ids: Sequence[int] = ()
     activities: Sequence[ActivityRequest] = ()
@@ -188,20 +238,41 @@ class PurgeFilter:
 TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
 
 
-@runtime_checkable
-class OrchestrationService(Protocol):
-    """A task hub store. Methods are coroutines; implementations must be safe to call
-    concurrently from one event loop, and (for shared stores) from several processes."""
+@dataclass(frozen=True, slots=True)
+class StoreDescription:
+    """What a store object reaches, for people and for telling hubs apart: ``kind`` (memory,
+    sqlite, postgresql, ...), ``location`` (no secrets) and ``hub`` (equal for two store
+    objects on the same task hub)."""
 
-    # -- lifecycle ---------------------------------------------------------------------
-    async def open(self) -> None:
-        """Connect, creating or migrating the task hub's schema if needed."""
+    kind: str
+    location: str
+    hub: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind} task hub {self.location}"
+
+
+class StoreLifecycle(Protocol):
+    """Opening and closing a store (both halves of the seam share it)."""
+
+    async def open(self, *, create: bool = True) -> None:
+        """Connect, migrating the task hub's schema if needed. With ``create`` a missing
+        hub is created; without, :class:`TaskHubNotFoundError` is raised instead (and
+        nothing is created)."""
 
     async def close(self) -> None:
         """Release connections. The store may be opened again."""
 
-    async def delete_task_hub(self) -> None:
-        """Drop everything the task hub stores."""
+    def describe(self) -> StoreDescription:
+        """What this store object reaches (no I/O)."""
+        ...
+
+
+@runtime_checkable
+class OrchestrationService(StoreLifecycle, Protocol):
+    """The work-item half of the seam: what a worker needs. Methods are coroutines; they
+    must be safe to call concurrently from one event loop, and (for shared stores) from
+    several processes."""
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
@@ -222,12 +293,25 @@ class OrchestrationService(Protocol):
     ) -> None:
         """Extend the lease; :class:`LeaseLostError` if it is no longer held."""
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The history of the instance's current execution (for a work item leased without
+        it, whose copy the worker no longer has)."""
+
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
-        """Commit one episode atomically and release the lease (see module rules). Returns
-        the activities leased per ``commit.eager_activities`` (the first ones, in order;
-        each delivered once), or an empty list."""
+        """Commit one episode atomically while ``fence`` holds (see the module's rules).
+
+        ``finished_activity`` is an activity whose result the episode consumed straight
+        from the worker that ran it (its result is in ``commit.new_events``, never stored as
+        a message): it is deleted in the same transaction, or :class:`LeaseLostError` if its
+        lease was lost. A :class:`LeaseHeld` fence that fails raises :class:`LeaseLostError`,
+        an :class:`InstanceUnchanged` one :class:`InstanceBusyError`; either way nothing is
+        written. Returns the activities leased per ``commit.eager_activities`` (the first
+        ones, in order; each delivered once), or an empty list."""
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -256,7 +340,11 @@ class OrchestrationService(Protocol):
     ) -> None:
         """Release the lease; the activity becomes visible again at ``retry_at``."""
 
-    # -- client operations -----------------------------------------------------------------
+
+@runtime_checkable
+class OrchestrationServiceClient(StoreLifecycle, Protocol):
+    """The client half of the seam: creating, signalling, reading and purging instances."""
+
     async def create_instance(
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
     ) -> None:
@@ -290,41 +378,13 @@ class OrchestrationService(Protocol):
     async def purge_instances(self, purge_filter: PurgeFilter) -> int:
         """Delete every terminal instance matching the filter; returns how many."""
 
+    async def delete_task_hub(self) -> None:
+        """Drop everything the task hub stores."""
+
 
 @runtime_checkable
-class SupportsEagerOrchestrations(Protocol):
-    """A store that can hand an activity's result straight to the worker that ran it."""
-
-    async def complete_activity_and_lease_instance(
-        self,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Do what :meth:`OrchestrationService.complete_activity_work_item` does and, in the
-        same transaction, lease the result's instance to ``owner`` as
-        :meth:`OrchestrationService.lock_next_orchestration_work_item` would, unless another
-        worker holds it (then None: the result waits for a fetch like any message)."""
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        """Commit, in one transaction, an activity's completion and the episode its worker
-        ran on the result straight away, the result never stored as a message.
-
-        ``episode`` is the unleased work item the episode ran on: its ``state`` and
-        ``history_length`` are what the worker's cached copy of the instance has seen, and
-        ``commit.new_events`` starts with the result. The commit is applied as
-        :meth:`OrchestrationService.complete_orchestration_work_item` would, only while
-        nobody holds the instance, its execution and history length are still those, and no
-        message is waiting for it; otherwise nothing is written and None is returned (the
-        worker then completes the activity the usual way). :class:`LeaseLostError` if the
-        activity's lease was lost."""
+class TaskHubStore(OrchestrationService, OrchestrationServiceClient, Protocol):
+    """A store: both halves of the seam over one task hub."""
 
 
 @runtime_checkable

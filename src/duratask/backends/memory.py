@@ -22,7 +22,6 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
-    episode_execution,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -35,20 +34,22 @@ from duratask.backends._shared import (
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    EpisodeFence,
     HistoryMark,
     InstanceQuery,
+    LeaseHeld,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    StoreDescription,
     encode_continuation_token,
 )
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
-from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
-    ExecutionRewound,
     ExecutionStarted,
     ExecutionTerminated,
     HistoryEvent,
@@ -125,7 +126,8 @@ class MemoryOrchestrationService:
     _registry: ClassVar[dict[str, MemoryOrchestrationService]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] | None = None, name: str = "") -> None:
+        self._name = name
         self._clock = clock or utc_now
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
@@ -143,7 +145,7 @@ class MemoryOrchestrationService:
         with cls._registry_lock:
             store = cls._registry.get(name)
             if store is None:
-                store = cls._registry[name] = cls()
+                store = cls._registry[name] = cls(name=name)
             return store
 
     def _now(self) -> datetime:
@@ -190,8 +192,14 @@ class MemoryOrchestrationService:
         self._wakeups.work((ORCHESTRATION, ACTIVITY))
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def open(self) -> None:
-        """Nothing to connect to."""
+    async def open(self, *, create: bool = True) -> None:
+        """Nothing to connect to (an in-memory hub always exists)."""
+
+    def describe(self) -> StoreDescription:
+        """A named hub of this process, or an anonymous one (this object)."""
+        if self._name:
+            return StoreDescription("memory", f"memory://{self._name}", ("memory", self._name))
+        return StoreDescription("memory", "an in-process hub", ("memory", f"#{id(self)}"))
 
     async def close(self) -> None:
         """Keeps the data: other users of a named hub may still be working with it."""
@@ -259,23 +267,49 @@ class MemoryOrchestrationService:
             instance.lease.expires_at = now + lease
         work_item.locked_until = now + lease
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
-        """Commit one episode atomically and release the lease."""
-        if commit.state.instance_id != work_item.instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
+        """Commit one episode atomically while ``fence`` holds (releasing a held lease)."""
+        instance_id = commit.state.instance_id
         now = self._now()
         state = normalized_state(commit.state)
         outbound = [_normalized_message(m) for m in commit.messages]
         with self._lock:
-            instance = self._held_instance(work_item)
+            instance = self._fenced_instance(instance_id, fence, now)
+            if finished_activity is not None:
+                self._held_activity(finished_activity)
+                del self._activities[finished_activity.work_item_id]
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
             leased = self._apply_episode(instance, commit, state, outbound, now)
         self._wakeups.work(work_kinds(commit))
-        self._wakeups.instances_changed([work_item.instance_id])
+        self._wakeups.instances_changed([instance_id])
         return leased
+
+    def _fenced_instance(self, instance_id: str, fence: EpisodeFence, now: datetime) -> _Instance:
+        """The instance, if ``fence`` holds (with the lock held); else the fence's error."""
+        instance = self._instances.get(instance_id)
+        if isinstance(fence, LeaseHeld):
+            if instance is None or instance.lease.token != fence.lock_token:
+                raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
+            if len(instance.history) != fence.history_length:
+                raise LeaseLostError(
+                    f"history of instance {instance_id!r} changed under the work item"
+                )
+            return instance
+        if (
+            instance is None
+            or instance.lease.live(now)
+            or len(instance.history) != fence.history_length
+            or instance.state.execution_id != fence.execution_id
+            or any(stored.due() <= now for stored in instance.messages.values())
+        ):
+            raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
+        return instance
 
     def _apply_episode(
         self,
@@ -353,16 +387,6 @@ class MemoryOrchestrationService:
             heapq.heappush(self._due, entry)
         return chosen
 
-    def _held_instance(self, work_item: OrchestrationWorkItem) -> _Instance:
-        instance = self._instances.get(work_item.instance_id)
-        if instance is None or instance.lease.token != work_item.lock_token:
-            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        if len(instance.history) != work_item.history_length:
-            raise LeaseLostError(
-                f"history of instance {work_item.instance_id!r} changed under the work item"
-            )
-        return instance
-
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(
         self, owner: str, lease: timedelta, max_items: int = 1
@@ -412,58 +436,6 @@ class MemoryOrchestrationService:
         self._held_activity(work_item)
         del self._activities[work_item.work_item_id]
         self._enqueue(result, now)
-
-    async def complete_activity_and_lease_instance(
-        self,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Complete the activity and lease its instance to ``owner`` if it is free."""
-        now = self._now()
-        result = _normalized_message(result)
-        with self._lock:
-            self._finish_activity(work_item, result, now)
-            instance = self._instances.get(result.instance_id)
-            if instance is None or instance.lease.live(now):
-                leased = None
-            else:
-                leased = self._lease(instance, owner, lease, now, known_histories)
-        if leased is None:
-            self._wakeups.work([ORCHESTRATION])
-        return leased
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        """Delete the activity and record the episode run on its result, if the instance is
-        free, unchanged and has no message waiting; else None, with nothing changed."""
-        execution_id = episode_execution(episode, commit)
-        now = self._now()
-        state = normalized_state(commit.state)
-        outbound = [_normalized_message(m) for m in commit.messages]
-        with self._lock:
-            instance = self._instances.get(episode.instance_id)
-            if (
-                instance is None
-                or execution_id is None
-                or instance.lease.live(now)
-                or len(instance.history) != episode.history_length
-                or instance.state.execution_id != execution_id
-                or any(stored.due() <= now for stored in instance.messages.values())
-            ):
-                return None
-            self._held_activity(work_item)
-            del self._activities[work_item.work_item_id]
-            leased = self._apply_episode(instance, commit, state, outbound, now)
-        self._wakeups.work(work_kinds(commit))
-        self._wakeups.instances_changed([episode.instance_id])
-        return leased
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -604,13 +576,10 @@ class MemoryOrchestrationService:
         instance.messages[message_id] = _Message(message_id, message, enqueued_at=now)
         stored = instance.messages[message_id]
         heapq.heappush(self._due, (stored.due(), message_id, message.instance_id))
-        if (
-            isinstance(message.event, ExecutionRewound)
-            and instance.state.runtime_status is OrchestrationStatus.FAILED
-        ):
-            # A rewind accepted for a FAILED instance: it waits for a worker again.
+        change = message.status_change
+        if change is not None and instance.state.runtime_status is change.when:
             instance.state = dataclasses.replace(
-                instance.state, runtime_status=OrchestrationStatus.PENDING, last_updated_at=now
+                instance.state, runtime_status=change.becomes, last_updated_at=now
             )
         return True
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from duratask.backends import open_store
-from duratask.backends.base import OrchestrationService
+from duratask.backends.base import TaskHubStore
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.cli.errors import ExitCode, cli_error, usage_error
 from duratask.client import AsyncTaskHubClient
@@ -64,7 +64,7 @@ class Creates(Enum):
     PATH = "path"  # the file and any missing directories (``hub create``)
 
 
-def build_store(url: str, *, creates: Creates = Creates.NOTHING) -> OrchestrationService:
+def build_store(url: str, *, creates: Creates = Creates.NOTHING) -> TaskHubStore:
     """The store object for ``url`` (not opened), checked before anything is created."""
     try:
         store = open_store(url)
@@ -162,7 +162,7 @@ def with_client(
     return asyncio.run(run())
 
 
-def same_store(a: OrchestrationService, b: OrchestrationService) -> bool | None:
+def same_store(a: TaskHubStore, b: TaskHubStore) -> bool | None:
     """Whether two store objects reach the same task hub; None when that cannot be told."""
     if a is b:
         return True
@@ -179,7 +179,7 @@ def same_store(a: OrchestrationService, b: OrchestrationService) -> bool | None:
     return None
 
 
-def describe_store(store: OrchestrationService) -> str:
+def describe_store(store: TaskHubStore) -> str:
     """A short human description of a store object (no secrets)."""
     path = getattr(store, "path", None)
     if isinstance(path, str):

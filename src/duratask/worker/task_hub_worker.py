@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import socket
@@ -15,31 +14,28 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from duratask._engine import OrchestrationCursor, OrchestrationExecutor
+from duratask._engine import OrchestrationExecutor
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
-    EagerLease,
     HistoryMark,
-    LockedMessage,
-    OrchestrationCommit,
     OrchestrationMessage,
-    OrchestrationService,
     OrchestrationWorkItem,
-    SupportsEagerOrchestrations,
     SupportsWakeUps,
+    TaskHubStore,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import LeaseLostError
-from duratask.history import TaskFailed, TimerFired
+from duratask.history import TaskFailed
 from duratask.registry import Registry
 from duratask.state import FailureDetails
 from duratask.tracing._activity import traced_activity
-from duratask.tracing._logs import log_commit
-from duratask.worker.activity_runner import run_activity
-from duratask.worker.dispatcher import Dispatcher
-from duratask.worker.episode import Defer, deliveries, plan_episode, poison_details
-from duratask.worker.orchestration_cache import OrchestrationCache
+from duratask.worker._activity_runner import run_activity
+from duratask.worker._dispatcher import Dispatcher, Permit
+from duratask.worker._eager import ActivityResults
+from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episode, poison_details
+from duratask.worker._episodes import EpisodeCommitter
+from duratask.worker._orchestration_cache import OrchestrationCache
 
 _LOG = logging.getLogger("duratask.worker")
 _MAX_LEASE = timedelta(minutes=5)
@@ -71,7 +67,7 @@ class TaskHubWorker:
 
     def __init__(
         self,
-        store: str | OrchestrationService,
+        store: str | TaskHubStore,
         *,
         max_concurrent_orchestrations: int = 100,
         max_concurrent_activities: int = 100,
@@ -100,9 +96,6 @@ class TaskHubWorker:
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
         self._executor = OrchestrationExecutor(self.registry, self._codec)
-        self._eager_store = (
-            self.store if isinstance(self.store, SupportsEagerOrchestrations) else None
-        )
         self._cache = OrchestrationCache(orchestration_cache_size)
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
@@ -114,6 +107,8 @@ class TaskHubWorker:
         self._start_error: BaseException | None = None
         self._orchestrations: Dispatcher[OrchestrationWorkItem] | None = None
         self._activities: Dispatcher[ActivityWorkItem] | None = None
+        self._episodes: EpisodeCommitter | None = None
+        self._results: ActivityResults | None = None
 
     @property
     def orchestration_cache(self) -> OrchestrationCache:
@@ -137,6 +132,36 @@ class TaskHubWorker:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         await self.store.open()
+        orchestrations, activities = self._build_runtime()
+        self._thread_pool = ThreadPoolExecutor(
+            self._activity_threads, thread_name_prefix="duratask-activity"
+        )
+        loops = [
+            asyncio.create_task(orchestrations.run()),
+            asyncio.create_task(activities.run()),
+        ]
+        self._started.set()
+        _LOG.info(
+            "worker %s started",
+            self.worker_id,
+            extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
+        )
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self._drain(loops)
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            await self.store.close()
+            _LOG.info(
+                "worker %s stopped",
+                self.worker_id,
+                extra={"event": "duratask.worker.stopped", "worker_id": self.worker_id},
+            )
+
+    def _build_runtime(
+        self,
+    ) -> tuple[Dispatcher[OrchestrationWorkItem], Dispatcher[ActivityWorkItem]]:
+        """The dispatchers and the episode machinery of one run (no I/O)."""
         renew_every = self._lease.total_seconds() / 3
         pushes = self.store if isinstance(self.store, SupportsWakeUps) else None
         # When every process is woken by pushes, polling is only the fallback: make it rare,
@@ -157,7 +182,7 @@ class TaskHubWorker:
             )
             return [] if item is None else [item]
 
-        self._orchestrations = Dispatcher(
+        orchestrations: Dispatcher[OrchestrationWorkItem] = Dispatcher(
             "orchestration",
             lock_orchestrations,
             self._process_orchestration,
@@ -168,7 +193,7 @@ class TaskHubWorker:
             max_poll=max_poll,
             notified=notified("orchestration"),
         )
-        self._activities = Dispatcher(
+        activities: Dispatcher[ActivityWorkItem] = Dispatcher(
             "activity",
             lambda wanted: self.store.lock_next_activity_work_items(
                 self.worker_id, self._lease, wanted
@@ -182,30 +207,25 @@ class TaskHubWorker:
             max_poll=max_poll,
             notified=notified("activity"),
         )
-        self._thread_pool = ThreadPoolExecutor(
-            self._activity_threads, thread_name_prefix="duratask-activity"
+        self._orchestrations, self._activities = orchestrations, activities
+        self._episodes = EpisodeCommitter(
+            self.store,
+            self._cache,
+            orchestrations,
+            activities,
+            owner=self.worker_id,
+            lease=self._lease,
+            wake_at=self._wake_at,
         )
-        loops = [
-            asyncio.create_task(self._orchestrations.run()),
-            asyncio.create_task(self._activities.run()),
-        ]
-        self._started.set()
-        _LOG.info(
-            "worker %s started",
-            self.worker_id,
-            extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
+        self._results = ActivityResults(
+            self.store,
+            self._cache,
+            self._executor,
+            self._episodes,
+            orchestrations,
+            self._clock,
         )
-        try:
-            await self._stop_requested.wait()
-        finally:
-            await self._drain(loops)
-            self._thread_pool.shutdown(wait=False, cancel_futures=True)
-            await self.store.close()
-            _LOG.info(
-                "worker %s stopped",
-                self.worker_id,
-                extra={"event": "duratask.worker.stopped", "worker_id": self.worker_id},
-            )
+        return orchestrations, activities
 
     async def shutdown(self) -> None:
         """Ask :meth:`run` to stop: no new work is fetched; in-flight work finishes."""
@@ -282,7 +302,11 @@ class TaskHubWorker:
         self.stop()
 
     # -- work items -----------------------------------------------------------------------------
-    async def _process_orchestration(self, work_item: OrchestrationWorkItem) -> None:
+    async def _process_orchestration(
+        self, work_item: OrchestrationWorkItem, _: Permit[OrchestrationWorkItem] | None = None
+    ) -> None:
+        episodes = self._episodes
+        assert episodes is not None  # set by run()
         now = self._clock()
         mark = self._history_mark(work_item)
         cursor = self._cache.take(work_item.instance_id, mark) if mark else None
@@ -291,19 +315,15 @@ class TaskHubWorker:
                 # Evicted while the store was leasing it: read the history after all.
                 work_item.history = await self.store.get_history(work_item.instance_id)
             poison = self._poison(work_item)
-            outcome, live_cursor = plan_episode(
-                work_item, self._executor, now, cursor=cursor, poison=poison
+            source = EpisodeInput.of(work_item)
+            planned, live_cursor = plan_episode(
+                source, self._executor, now, cursor=cursor, poison=poison
             )
-            if isinstance(outcome, Defer):
-                await self.store.abandon_orchestration_work_item(work_item, outcome.retry_at)
-                self._wake_at(outcome.retry_at, self._orchestrations)
+            if isinstance(planned, Defer):
+                await self.store.abandon_orchestration_work_item(work_item, planned.retry_at)
+                self._wake_at(planned.retry_at, self._orchestrations)
                 return
-            committed = await self._commit_running_activities_here(
-                outcome,
-                lambda commit: self.store.complete_orchestration_work_item(work_item, commit),
-            )
-            assert committed is not None  # a leased work item's commit writes or raises
-            outcome = committed
+            commit = await episodes.commit(work_item.fence(), planned)
         except LeaseLostError:
             _LOG.warning(
                 "instance %r: lease lost, the episode was not committed",
@@ -329,58 +349,7 @@ class TaskHubWorker:
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
             self._wake_at(now + delay, self._orchestrations)
             return
-        self._after_episode(work_item, outcome, live_cursor)
-
-    def _after_episode(
-        self,
-        work_item: OrchestrationWorkItem,
-        outcome: OrchestrationCommit,
-        live_cursor: OrchestrationCursor | None,
-    ) -> None:
-        """After an episode committed: keep its cursor, log it, wake what it made ready."""
-        if live_cursor is not None and outcome.state.execution_id is not None:
-            live_cursor.committed()
-            length = len(outcome.new_events)
-            if not outcome.reset_history:
-                length += work_item.history_length
-            mark = HistoryMark(outcome.state.execution_id, length)
-            self._cache.put(work_item.instance_id, mark, live_cursor, outcome.state)
-        log_commit(work_item.instance_id, outcome)
-        self._after_commit(outcome)
-
-    async def _commit_running_activities_here(
-        self,
-        commit: OrchestrationCommit,
-        store_commit: Callable[[OrchestrationCommit], Awaitable[list[ActivityWorkItem] | None]],
-        *,
-        consumes_nothing: bool = False,
-    ) -> OrchestrationCommit | None:
-        """Commit the episode with ``store_commit``; the activities it schedules that this
-        worker has room for are leased to it in the same transaction and start at once,
-        with no fetch round trip. Returns the commit as made, or None if ``store_commit``
-        wrote nothing. ``consumes_nothing``: the episode's messages were never stored."""
-        activities = self._activities
-        claimed = 0
-        if activities is not None and commit.activities:
-            # An activity that finished here and schedules the next gives it its own slot.
-            claimed = activities.hand_over()
-            claimed += await activities.claim(len(commit.activities) - claimed)
-        changes: dict[str, Any] = {}
-        if claimed:
-            changes["eager_activities"] = EagerLease(self.worker_id, self._lease, claimed)
-        if consumes_nothing:
-            changes["consumed_message_ids"] = ()
-        if changes:  # one copy for both: this runs at every step
-            commit = dataclasses.replace(commit, **changes)
-        leased: list[ActivityWorkItem] | None = []
-        try:
-            leased = await store_commit(commit)
-        finally:
-            if activities is not None and claimed:
-                for item in leased or ():
-                    activities.submit(item)
-                activities.unclaim(claimed - len(leased or ()))
-        return None if leased is None else commit
+        episodes.after(work_item.instance_id, work_item.history_length, commit, live_cursor)
 
     @staticmethod
     def _history_mark(work_item: OrchestrationWorkItem) -> HistoryMark | None:
@@ -388,16 +357,6 @@ class TaskHubWorker:
         if state is None or state.execution_id is None:
             return None
         return HistoryMark(state.execution_id, work_item.history_length)
-
-    def _after_commit(self, commit: OrchestrationCommit) -> None:
-        eager = commit.eager_activities.max_items if commit.eager_activities else 0
-        if len(commit.activities) > eager and self._activities is not None:
-            self._activities.wake()
-        for message in commit.messages:
-            if isinstance(message.event, TimerFired) and message.visible_at is not None:
-                self._wake_at(message.visible_at, self._orchestrations)
-            elif self._orchestrations is not None:
-                self._orchestrations.wake()
 
     def _wake_at(self, when: datetime, dispatcher: Dispatcher[Any] | None) -> None:
         if dispatcher is None or self._loop is None:
@@ -423,7 +382,11 @@ class TaskHubWorker:
             f"the work of orchestration instance {work_item.instance_id!r}", delivered
         )
 
-    async def _process_activity(self, work_item: ActivityWorkItem) -> None:
+    async def _process_activity(
+        self, work_item: ActivityWorkItem, running: Permit[ActivityWorkItem] | None = None
+    ) -> None:
+        results = self._results
+        assert results is not None  # set by run()
         if work_item.dequeue_count > self._max_deliveries:
             result = self._give_up_activity(work_item)
         else:
@@ -435,8 +398,7 @@ class TaskHubWorker:
                 ),
             )
         try:
-            if await self._complete_and_continue_here(work_item, result):
-                return
+            await results.deliver(work_item, result, running)
         except LeaseLostError:
             _LOG.warning(
                 "activity %r of %r: lease lost; another worker will run it again",
@@ -450,105 +412,6 @@ class TaskHubWorker:
                     "task_id": work_item.request.task_id,
                 },
             )
-            return
-        if self._orchestrations is not None:
-            self._orchestrations.wake()
-
-    async def _complete_and_continue_here(
-        self, work_item: ActivityWorkItem, result: OrchestrationMessage
-    ) -> bool:
-        """Commit the activity's result. When the instance is cached here and waits for this
-        result alone and the store allows, the instance's next episode runs here on the
-        result, once an orchestration slot is free, and commits with it in one transaction
-        (True), with no wake-up or fetch in between; if the instance is busy after all, the
-        instance is leased to this worker with the result, as a fetch would. A fan-in is
-        left to gather its results instead."""
-        store, orchestrations = self._eager_store, self._orchestrations
-        request = work_item.request
-        claimed = 0
-        if (
-            store is not None
-            and orchestrations is not None
-            and self._cache.awaits_only(request.instance_id, request.task_id)
-        ):
-            # Waiting is safe: an episode never waits for an activity slot. Storing the
-            # result instead would cost two more store calls (a lease and a commit).
-            claimed = int(await orchestrations.reserve())
-        if not claimed:
-            await self.store.complete_activity_work_item(work_item, result)
-            return False
-        assert store is not None and orchestrations is not None
-        try:
-            if await self._continue_with_result(store, work_item, result):
-                orchestrations.unclaim(1)
-                return True
-        except BaseException:
-            orchestrations.unclaim(1)
-            raise
-        leased = None
-        try:
-            marks = self._cache.marks() if self._cache.enabled else None
-            leased = await store.complete_activity_and_lease_instance(
-                work_item, result, self.worker_id, self._lease, marks
-            )
-        finally:
-            if leased is not None:
-                orchestrations.submit(leased)
-            else:
-                orchestrations.unclaim(1)
-        return leased is not None
-
-    async def _continue_with_result(
-        self,
-        store: SupportsEagerOrchestrations,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-    ) -> bool:
-        """Run the cached instance's next episode on the activity's result and commit both
-        together; False (nothing committed) when the instance is busy or changed."""
-        instance_id = work_item.request.instance_id
-        cached = self._cache.take_current(instance_id)
-        if cached is None:
-            return False
-        mark, cursor, state = cached
-        now = self._clock()
-        episode = OrchestrationWorkItem(
-            instance_id=instance_id,
-            lock_token="",
-            locked_until=now,
-            history=[],
-            messages=[LockedMessage(0, result)],
-            state=state,
-            history_length=mark.length,
-            history_loaded=False,
-        )
-        try:
-            planned, live_cursor = plan_episode(episode, self._executor, now, cursor=cursor)
-            if isinstance(planned, Defer) or planned.state.execution_id is None:
-                return False
-            # The result was never stored as a message: nothing is consumed.
-            outcome = await self._commit_running_activities_here(
-                planned,
-                lambda commit: store.complete_activity_and_episode(work_item, episode, commit),
-                consumes_nothing=True,
-            )
-            if outcome is None:  # the instance was busy or changed: nothing written
-                return False
-        except LeaseLostError:
-            raise
-        except Exception:
-            _LOG.exception(
-                "instance %r: running its episode on an activity result failed; the result "
-                "is stored for a later episode",
-                instance_id,
-                extra={
-                    "event": "duratask.orchestration.episode_failed",
-                    "instance_id": instance_id,
-                },
-            )
-            return False
-        self._after_episode(episode, outcome, live_cursor)
-        return True
 
     def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         request = work_item.request

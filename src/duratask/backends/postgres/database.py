@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from duratask.backends.migrations import load_logic, load_migrations
 from duratask.backends.postgres import queries
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps
-from duratask.errors import StoreError
+from duratask.errors import StoreError, TaskHubNotFoundError
 
 T = TypeVar("T")
 Connection: TypeAlias = psycopg.AsyncConnection[DictRow]
@@ -120,10 +120,10 @@ class Database:
             "row_factory": dict_row,
         }
         host = params.get("host") or params.get("hostaddr") or "localhost"
-        self.description = (
-            f"PostgreSQL task hub {schema!r} at {host}:{params.get('port') or 5432}"
-            f"/{params.get('dbname') or ''}"
-        )
+        port, dbname = str(params.get("port") or 5432), params.get("dbname") or ""
+        self.description = f"PostgreSQL task hub {schema!r} at {host}:{port}/{dbname}"
+        self.location = f"schema {schema!r} at {host}:{port}/{dbname}"
+        self.hub_key = ("postgresql", str(host), port, str(dbname), schema)
         # The channel of this hub's wake-ups is the schema name (unique in the database).
         self.channel = schema
         self._min_pool_size = min_pool_size
@@ -269,8 +269,9 @@ class Database:
                     await self._pool.check()
 
     # -- schema --------------------------------------------------------------------------
-    async def migrate(self) -> None:
-        """Create the schema, apply the migrations it lacks and install this version's
+    async def migrate(self, *, create: bool = True) -> None:
+        """Create the schema (only with ``create``; without, :class:`TaskHubNotFoundError`
+        if it holds no task hub), apply the migrations it lacks and install this version's
         logic (the store functions) if another is installed, all in one transaction.
 
         The transaction first takes an advisory lock derived from the schema name, so
@@ -281,6 +282,10 @@ class Database:
 
         async def job(conn: Connection) -> None:
             await conn.execute(queries.ADVISORY_XACT_LOCK, key)
+            if not create:
+                found = await conn.execute(queries.SCHEMA_VERSION_EXISTS, {"schema": self.schema})
+                if await found.fetchone() is None:
+                    raise TaskHubNotFoundError(f"no {self.description}: no such task hub")
             await conn.execute(self.q(queries.CREATE_SCHEMA))
             await conn.execute(self.q(queries.CREATE_SCHEMA_VERSION))
             row = await (await conn.execute(self.q(queries.SELECT_SCHEMA_VERSION))).fetchone()

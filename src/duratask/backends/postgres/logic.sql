@@ -42,14 +42,17 @@ $$;
 -- The fence, checked before anything is written (a refused commit writes nothing):
 --   * p_lock_token given: the instance carries that lease and its history is still
 --     p_history_length long; else 'lease_lost' or 'history_changed'.
---   * p_lock_token NULL (an episode run on an activity's result, committed with it): the
+--   * p_lock_token NULL (an episode run on a worker's own copy of the instance): the
 --     instance is unleased and not being leased, of p_execution_id, p_history_length long,
---     with no visible message; else 'busy'. Then the activity p_activity_id must still carry
---     p_activity_token; it is deleted, else 'activity_lost'.
+--     with no visible message; else 'busy'.
+-- Then the activity p_activity_id, if given, must still carry p_activity_token; it is
+-- deleted, else 'activity_lost'.
 -- Then: history appended (or replaced), consumed messages deleted, activities inserted (those
--- with a lease token leased to p_owner until p_lease_expires_at), outbound messages sent,
--- the instance row written from p_state (NULL: only the lease released), and the wake-ups
--- queued. Returns 'committed' with the ids and lock tokens of the leased activities.
+-- with a lease token leased to p_owner until p_lease_expires_at), outbound messages sent
+-- (with the status changes they carry), the instance row written from p_state (NULL: only
+-- the lease released), and the wake-ups queued (p_notify_if_status_changes when the row's
+-- status changed). Returns 'committed' with the ids and lock tokens of the leased
+-- activities.
 
 CREATE FUNCTION {schema}.commit_episode(
     p             jsonb,
@@ -68,13 +71,14 @@ DECLARE
     v_ready  boolean;
     v_length integer;
     v_first  integer;
+    v_status text;
     m        record;
 BEGIN
     IF p_lock_token IS NOT NULL THEN
-        SELECT i.lock_token,
+        SELECT i.lock_token, i.runtime_status,
                (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
                 WHERE h.instance_id = i.instance_id)
-        INTO v_token, v_length
+        INTO v_token, v_status, v_length
         FROM {schema}.instances AS i
         WHERE i.instance_id = p_instance_id
         FOR NO KEY UPDATE OF i;
@@ -93,9 +97,10 @@ BEGIN
                    SELECT 1 FROM {schema}.messages AS ms
                    WHERE ms.instance_id = i.instance_id
                      AND (ms.visible_at IS NULL OR ms.visible_at <= p_now)),
+               i.runtime_status,
                (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
                 WHERE h.instance_id = i.instance_id)
-        INTO v_ready, v_length
+        INTO v_ready, v_status, v_length
         FROM {schema}.instances AS i
         WHERE i.instance_id = p_instance_id
         FOR NO KEY UPDATE OF i SKIP LOCKED;
@@ -151,7 +156,8 @@ BEGIN
     FOR m IN
         SELECT * FROM jsonb_to_recordset(p->'messages')
             AS x(instance_id text, execution_id text, event_type text, event text,
-                 visible_at timestamptz, starts jsonb, rewinds boolean)
+                 visible_at timestamptz, starts jsonb, status_when text,
+                 status_becomes text)
     LOOP
         IF m.starts IS NOT NULL THEN
             PERFORM {schema}.insert_instance_if_absent(m.starts);
@@ -163,9 +169,10 @@ BEGIN
         FROM {schema}.instances AS i
         WHERE i.instance_id = m.instance_id
         FOR KEY SHARE OF i;
-        IF FOUND AND m.rewinds THEN
-            UPDATE {schema}.instances SET runtime_status = 'PENDING', last_updated_at = p_now
-            WHERE instance_id = m.instance_id AND runtime_status = 'FAILED';
+        IF FOUND AND m.status_when IS NOT NULL THEN
+            UPDATE {schema}.instances
+            SET runtime_status = m.status_becomes, last_updated_at = p_now
+            WHERE instance_id = m.instance_id AND runtime_status = m.status_when;
         END IF;
     END LOOP;
 
@@ -187,6 +194,10 @@ BEGIN
     END IF;
 
     PERFORM pg_notify(p->>'channel', k) FROM jsonb_array_elements_text(p->'notify') AS k;
+    IF jsonb_typeof(p->'state') = 'object'
+       AND p->'state'->>'runtime_status' IS DISTINCT FROM v_status THEN
+        PERFORM pg_notify(p->>'channel', p->>'notify_if_status_changes');
+    END IF;
     IF p->>'notify_if_visible' IS NOT NULL AND EXISTS (
         SELECT 1 FROM {schema}.messages
         WHERE instance_id = p_instance_id AND (visible_at IS NULL OR visible_at <= p_now)

@@ -20,6 +20,10 @@ from collections.abc import Iterable
 # Serialises migrations and deletion of one hub across processes (key: see Database).
 ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+# A plain statement: the schema name is a parameter here, not part of the template.
+SCHEMA_VERSION_EXISTS = """
+SELECT 1 FROM information_schema.tables
+WHERE table_schema = %(schema)s AND table_name = 'schema_version'"""
 DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 CREATE_SCHEMA_VERSION = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_version (
@@ -48,25 +52,6 @@ ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id"""
 
 # -- orchestration leases ---------------------------------------------------------------------
-# The instance, if no worker holds it and no transaction is leasing it right now.
-LOCK_FREE_INSTANCE = """
-SELECT instance_id FROM {schema}.instances
-WHERE instance_id = %(instance_id)s
-  AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
-FOR NO KEY UPDATE SKIP LOCKED"""
-# Leases the row (locked by this transaction) only if a message is visible for it, so it
-# can be sent in one pipeline with DEQUEUE_VISIBLE_MESSAGES; returns the row and the
-# history's length.
-LEASE_INSTANCE = f"""
-UPDATE {{schema}}.instances AS i
-SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s
-WHERE i.instance_id = %(instance_id)s
-  AND EXISTS (
-    SELECT 1 FROM {{schema}}.messages AS m
-    WHERE m.instance_id = %(instance_id)s AND (m.visible_at IS NULL OR m.visible_at <= %(now)s))
-RETURNING {INSTANCE_COLUMNS},
-    (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {{schema}}.history AS h
-     WHERE h.instance_id = i.instance_id) AS history_length"""
 RENEW_INSTANCE_LEASE = """
 UPDATE {schema}.instances SET lock_expires_at = %(expires_at)s
 WHERE instance_id = %(instance_id)s AND lock_token = %(token)s"""
@@ -105,10 +90,10 @@ SELECT_HISTORY = """
 SELECT event FROM {schema}.history WHERE instance_id = %s ORDER BY sequence_number"""
 
 # -- messages ----------------------------------------------------------------------------------
-# A rewind accepted for a FAILED instance: it waits for a worker again.
-MARK_REWOUND = """
-UPDATE {schema}.instances SET runtime_status = 'PENDING', last_updated_at = %(now)s
-WHERE instance_id = %(instance_id)s AND runtime_status = 'FAILED'"""
+# A message's status change (see duratask.backends.base.StatusChange).
+CHANGE_STATUS = """
+UPDATE {schema}.instances SET runtime_status = %(status_becomes)s, last_updated_at = %(now)s
+WHERE instance_id = %(instance_id)s AND runtime_status = %(status_when)s"""
 # Enqueue to an existing instance only; the KEY SHARE lock keeps a concurrent purge from
 # deleting the row between the check and the insert. No row returned: the message is dropped.
 INSERT_MESSAGE = """
@@ -119,12 +104,6 @@ SELECT i.instance_id, %(execution_id)s, %(event_type)s, %(event)s, %(now)s, %(vi
 FROM {schema}.instances AS i
 WHERE i.instance_id = %(instance_id)s
 FOR KEY SHARE OF i"""
-# Takes the visible messages of a just-locked instance, counting the dequeue.
-DEQUEUE_VISIBLE_MESSAGES = """
-UPDATE {schema}.messages SET dequeue_count = dequeue_count + 1
-WHERE instance_id = %(instance_id)s AND (visible_at IS NULL OR visible_at <= %(now)s)
-RETURNING message_id, instance_id, execution_id, event, visible_at, dequeue_count"""
-# Abandon: a message becomes due at the later of its due time and the retry time.
 # Abandon with a retry time: the instance rests (unleased, yet not free) until then, so no
 # message of it is delivered before those that were abandoned.
 REST_INSTANCE = """

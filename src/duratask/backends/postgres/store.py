@@ -13,7 +13,6 @@ from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
     decode_position,
-    episode_execution,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -26,14 +25,18 @@ from duratask.backends._shared import (
 from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityWorkItem,
+    EpisodeFence,
     HistoryMark,
     InstanceQuery,
+    InstanceUnchanged,
+    LeaseHeld,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    StoreDescription,
     encode_continuation_token,
 )
 from duratask.backends.postgres import queries as q
@@ -45,9 +48,8 @@ from duratask.backends.postgres.database import (
 )
 from duratask.backends.postgres.group_commit import GroupCommit
 from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
-from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
-    ExecutionRewound,
     ExecutionStarted,
     HistoryEvent,
     event_from_json,
@@ -117,11 +119,13 @@ class PostgresOrchestrationService:
         return as_utc(self._clock())
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def open(self) -> None:
-        """Connect, creating the schema and applying pending migrations (idempotent)."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect and apply pending migrations (idempotent). With ``create`` a missing
+        schema is created as a task hub; without, :class:`TaskHubNotFoundError` is raised
+        unless the schema holds one."""
         started = await self._db.start()
         try:
-            await self._db.migrate()
+            await self._db.migrate(create=create)
         except BaseException:
             if started:  # leave a store that was already open to its other users
                 await self._db.stop()
@@ -130,6 +134,10 @@ class PostgresOrchestrationService:
     async def close(self) -> None:
         """Close every connection; :meth:`open` may be called again."""
         await self._db.stop()
+
+    def describe(self) -> StoreDescription:
+        """The server, database and schema (no password)."""
+        return StoreDescription("postgresql", self._db.location, self._db.hub_key)
 
     async def delete_task_hub(self) -> None:
         """Drop the hub's schema with everything in it; a later :meth:`open` recreates it."""
@@ -210,24 +218,28 @@ class PostgresOrchestrationService:
             raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
         work_item.locked_until = expires_at
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
-        """Commit one episode in one transaction and release the lease.
-
-        The instance row is locked first; unless it still carries the work item's lock token
-        and the history still has the length the work item saw, :class:`LeaseLostError` is
-        raised and the transaction writes nothing."""
-        instance_id = work_item.instance_id
-        if commit.state.instance_id != instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
-        write = _EpisodeWrite(self._db, commit, self._now(), work_item)
-        outcome, ids = await write.send(self._commits, lock_token=work_item.lock_token)
+        """Commit one episode in one transaction while ``fence`` holds (see the seam): one
+        call of the schema's ``commit_episode`` function, which locks the instance row,
+        checks the fence and writes everything, or nothing."""
+        instance_id = commit.state.instance_id
+        write = _EpisodeWrite(self._db, commit, self._now(), fence.history_length)
+        outcome, ids = await write.send(self._commits, fence, finished_activity)
+        if outcome == "committed":
+            return write.leased_items(ids)
         if outcome == "lease_lost":
             raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
         if outcome == "history_changed":
             raise LeaseLostError(f"history of instance {instance_id!r} changed under the work item")
-        return write.leased_items(ids)
+        if outcome == "activity_lost":
+            assert finished_activity is not None
+            raise LeaseLostError(f"lease on activity {finished_activity.work_item_id} was lost")
+        raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -301,59 +313,6 @@ class PostgresOrchestrationService:
                 await db.notify(conn, [ORCHESTRATION])
 
         await db.transaction(job)
-
-    async def complete_activity_and_lease_instance(
-        self,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Complete the activity and lease its instance to ``owner`` if it is free."""
-        now = self._now()
-        outbound = _Outbound(result)
-        token = new_lock_token()
-        expires_at = now + lease
-        db = self._db
-
-        async def job(conn: Connection) -> OrchestrationWorkItem | None:
-            if not await _finish_activity(db, conn, work_item, outbound, now):
-                return None
-            free = await _fetch_one(
-                conn, db.q(q.LOCK_FREE_INSTANCE), {"instance_id": result.instance_id, "now": now}
-            )
-            leased = None
-            if free is not None:
-                leased = await _lease_instance(
-                    db, conn, result.instance_id, now, owner, token, expires_at, known_histories
-                )
-            if leased is None and outbound.visible_by(now):
-                await db.notify(conn, [ORCHESTRATION])
-            return leased
-
-        return await db.transaction(job)
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        """Delete the activity and record the episode run on its result, if the instance is
-        free, unchanged and has no message waiting; else None, with nothing written."""
-        execution_id = episode_execution(episode, commit)
-        if execution_id is None:
-            return None
-        write = _EpisodeWrite(self._db, commit, self._now(), episode)
-        outcome, ids = await write.send(
-            self._commits, execution_id=execution_id, finished=work_item
-        )
-        if outcome == "busy":
-            return None
-        if outcome == "activity_lost":
-            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        return write.leased_items(ids)
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -518,14 +477,16 @@ class _Outbound:
             if isinstance(event, ExecutionStarted)
             else None
         )
-        self.rewinds = isinstance(event, ExecutionRewound)
         self.visible_at = as_utc_or_none(message.visible_at)
+        change = message.status_change
         self.params = {
             "instance_id": message.instance_id,
             "execution_id": message.execution_id,
             "event_type": event_type_name(event),
             "event": event_to_json(event),
             "visible_at": self.visible_at,
+            "status_when": change.when.value if change else None,
+            "status_becomes": change.becomes.value if change else None,
         }
 
     def visible_by(self, now: datetime) -> bool:
@@ -536,7 +497,6 @@ class _Outbound:
         return {
             **_json_ready(self.params),
             "starts": _json_ready(self.starts) if self.starts is not None else None,
-            "rewinds": self.rewinds,
         }
 
     async def enqueue(self, db: Database, conn: Connection, now: datetime) -> bool:
@@ -546,8 +506,8 @@ class _Outbound:
             await conn.execute(db.q(q.INSERT_INSTANCE_IF_ABSENT), self.starts)
         params = {**self.params, "now": now}
         inserted = await conn.execute(db.q(q.INSERT_MESSAGE), params)
-        if inserted.rowcount and self.rewinds:
-            await conn.execute(db.q(q.MARK_REWOUND), params)
+        if inserted.rowcount and params["status_when"] is not None:
+            await conn.execute(db.q(q.CHANGE_STATUS), params)
         return bool(inserted.rowcount)
 
 
@@ -557,23 +517,17 @@ class _EpisodeWrite:
     writes everything in one transaction, or writes nothing."""
 
     def __init__(
-        self,
-        db: Database,
-        commit: OrchestrationCommit,
-        now: datetime,
-        work_item: OrchestrationWorkItem,
+        self, db: Database, commit: OrchestrationCommit, now: datetime, history_length: int
     ) -> None:
         self.db = db
-        self.instance_id = instance_id = work_item.instance_id
+        self.instance_id = instance_id = commit.state.instance_id
         eager = commit.eager_activities
         self.leased = list(commit.activities[: eager.max_items]) if eager else []
         self.tokens = [new_lock_token() for _ in self.leased]
         self.expires_at = now + eager.duration if eager else now
         outbound = [_Outbound(m) for m in commit.messages]
         wake_orchestrations = any(m.visible_by(now) for m in outbound)
-        # Watchers (clients waiting for a start or an end) care about the status alone.
-        before = work_item.state.runtime_status if work_item.state is not None else None
-        notify = [STATE + instance_id] if before is not commit.state.runtime_status else []
+        notify = []
         if len(commit.activities) > len(self.leased):
             notify.append(ACTIVITY)
         if wake_orchestrations:
@@ -582,7 +536,7 @@ class _EpisodeWrite:
         self.document: dict[str, Any] = {
             "instance_id": instance_id,
             "now": now.isoformat(),
-            "history_length": work_item.history_length,
+            "history_length": history_length,
             "reset_history": commit.reset_history,
             "events": [[event_type_name(e), event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
@@ -605,24 +559,21 @@ class _EpisodeWrite:
             "channel": db.channel,
             "notify": notify,
             "notify_if_visible": None if wake_orchestrations else ORCHESTRATION,
+            # Watchers (clients waiting for a start or an end) care about the status alone:
+            # the function notifies this when the commit changes it.
+            "notify_if_status_changes": STATE + instance_id,
         }
 
     async def send(
-        self,
-        commits: GroupCommit,
-        *,
-        lock_token: str | None = None,
-        execution_id: str | None = None,
-        finished: ActivityWorkItem | None = None,
+        self, commits: GroupCommit, fence: EpisodeFence, finished: ActivityWorkItem | None
     ) -> tuple[str, dict[str, int]]:
-        """Send the commit through ``commits``, fenced by the instance's ``lock_token``, or
-        (None) by the instance being free, of ``execution_id`` and unchanged, with the
-        ``finished`` activity deleted too. Returns the function's outcome (``"committed"``
-        or why not) and the ids of the activities leased to the committer, by token."""
+        """Send the commit through ``commits`` under ``fence``, with the ``finished``
+        activity deleted too. Returns the function's outcome (``"committed"`` or why not)
+        and the ids of the activities leased to the committer, by token."""
         document = {
             **self.document,
-            "lock_token": lock_token,
-            "execution_id": execution_id,
+            "lock_token": fence.lock_token if isinstance(fence, LeaseHeld) else None,
+            "execution_id": fence.execution_id if isinstance(fence, InstanceUnchanged) else None,
             "activity_id": finished.work_item_id if finished is not None else None,
             "activity_token": finished.lock_token if finished is not None else None,
         }
@@ -651,46 +602,6 @@ async def _finish_activity(
     if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
         raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
     return await result.enqueue(db, conn, now)
-
-
-async def _lease_instance(
-    db: Database,
-    conn: Connection,
-    instance_id: str,
-    now: datetime,
-    owner: str,
-    token: str,
-    expires_at: datetime,
-    known_histories: Mapping[str, HistoryMark] | None,
-) -> OrchestrationWorkItem | None:
-    """Lease an instance whose row this transaction has locked, with its visible messages;
-    None if it has none (consumed since it was chosen)."""
-    params = {"instance_id": instance_id, "now": now}
-    lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
-    async with conn.pipeline():  # one round trip for both
-        dequeued = await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)
-        leased = await conn.execute(db.q(q.LEASE_INSTANCE), lease_params)
-    rows = await dequeued.fetchall()
-    state_row = await leased.fetchone()
-    if state_row is None:  # no visible message (none can vanish while the row is locked)
-        return None
-    if not rows:  # one arrived between the two statements, seen by the second: take it
-        rows = await (await conn.execute(db.q(q.DEQUEUE_VISIBLE_MESSAGES), params)).fetchall()
-    messages = sorted((_locked_message(row) for row in rows), key=lambda m: m.message_id)
-    state = _state(state_row)
-    length: int = state_row["history_length"]
-    execution_id = state.execution_id
-    known = history_is_known(known_histories, instance_id, execution_id, length)
-    return OrchestrationWorkItem(
-        instance_id=instance_id,
-        lock_token=token,
-        locked_until=expires_at,
-        history=[] if known else await _history(db, conn, instance_id),
-        messages=messages,
-        state=state,
-        history_length=length,
-        history_loaded=not known,
-    )
 
 
 async def _call_function(

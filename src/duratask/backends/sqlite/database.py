@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from duratask.backends.migrations import load_migrations
 from duratask.backends.sqlite import queries
-from duratask.errors import StoreError
+from duratask.errors import StoreError, TaskHubNotFoundError
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
@@ -447,14 +447,17 @@ class Database:
             conn.execute("PRAGMA busy_timeout = 0")
 
     # -- schema --------------------------------------------------------------------------
-    async def migrate(self, now_us: int) -> None:
-        """Apply the migrations the file lacks, all in one write transaction.
+    async def migrate(self, now_us: int, *, create: bool = True) -> None:
+        """Apply the migrations the file lacks, all in one write transaction; without
+        ``create``, :class:`TaskHubNotFoundError` if the file holds no task hub.
 
         The version is read under the write lock, so processes opening a new file at the
         same time apply each migration exactly once."""
         migrations = load_migrations("duratask.backends.sqlite", "SQLite")
 
         def job(conn: sqlite3.Connection) -> None:
+            if not create and conn.execute(queries.SCHEMA_VERSION_EXISTS).fetchone() is None:
+                raise TaskHubNotFoundError(f"no task hub in the SQLite file {self.path!r}")
             conn.execute(queries.CREATE_SCHEMA_VERSION)
             current: int = conn.execute(queries.SELECT_SCHEMA_VERSION).fetchone()[0]
             if current > len(migrations):

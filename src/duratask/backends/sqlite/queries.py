@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at INTEGER NOT NULL
 )"""
 SELECT_SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+SCHEMA_VERSION_EXISTS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+)
 INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"
 LIST_TABLES = (
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
@@ -31,10 +34,10 @@ INSTANCE_COLUMNS = (
 SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
 SELECT_STATUS = "SELECT runtime_status FROM instances WHERE instance_id = ?"
 INSTANCE_EXISTS = "SELECT 1 FROM instances WHERE instance_id = ?"
-# A rewind accepted for a FAILED instance: it waits for a worker again.
-MARK_REWOUND = """
-UPDATE instances SET runtime_status = 'PENDING', last_updated_at = ?2
-WHERE instance_id = ?1 AND runtime_status = 'FAILED'"""
+# A message's status change (see duratask.backends.base.StatusChange).
+CHANGE_STATUS = """
+UPDATE instances SET runtime_status = ?3, last_updated_at = ?4
+WHERE instance_id = ?1 AND runtime_status = ?2"""
 INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO instances ({INSTANCE_COLUMNS})
 VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updated_at,
@@ -77,9 +80,6 @@ LEASE_INSTANCE = """
 UPDATE instances SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at
 WHERE instance_id = :instance_id"""
 SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
-INSTANCE_IS_FREE = """
-SELECT 1 FROM instances
-WHERE instance_id = :instance_id AND (lock_expires_at IS NULL OR lock_expires_at < :now)"""
 # An unleased instance of this execution with no message waiting, with its history length
 # (an episode run on an activity's result straight away may be committed if that matches).
 INSTANCE_READY_FOR_EPISODE = """

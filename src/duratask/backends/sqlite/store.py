@@ -11,7 +11,6 @@ from typing import Any
 from duratask.backends._shared import (
     check_page_size,
     decode_position,
-    episode_execution,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -25,13 +24,16 @@ from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityRequest,
     ActivityWorkItem,
+    EpisodeFence,
     HistoryMark,
     InstanceQuery,
+    LeaseHeld,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    StoreDescription,
     encode_continuation_token,
 )
 from duratask.backends.sqlite import queries as q
@@ -51,9 +53,13 @@ from duratask.backends.wakeups import (
     WakeUps,
     hub_wakeups,
 )
-from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.errors import (
+    InstanceBusyError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    TaskHubNotFoundError,
+)
 from duratask.history import (
-    ExecutionRewound,
     ExecutionStarted,
     HistoryEvent,
     event_from_json,
@@ -107,15 +113,25 @@ class SqliteOrchestrationService:
         return self._wakeups.watch(instance_id)
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def open(self) -> None:
-        """Connect, creating the file and applying pending schema migrations (idempotent)."""
+    async def open(self, *, create: bool = True) -> None:
+        """Connect, applying pending schema migrations (idempotent). With ``create`` a
+        missing file (and its directories) or an empty one becomes a task hub; without,
+        :class:`TaskHubNotFoundError` is raised unless the file holds one."""
+        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+            raise TaskHubNotFoundError(f"no SQLite task hub at {self.path!r}: no such file")
         started = self._db.start()
         try:
-            await self._db.migrate(self._now())
+            await self._db.migrate(self._now(), create=create)
         except BaseException:
             if started:  # leave a store that was already open to its other users
                 await self._db.stop()
             raise
+
+    def describe(self) -> StoreDescription:
+        """The SQLite file (its absolute path)."""
+        location = os.path.realpath(self.path) if self.path != ":memory:" else ":memory:"
+        hub = ("sqlite", location if location != ":memory:" else f":memory:#{id(self)}")
+        return StoreDescription("sqlite", repr(location), hub)
 
     async def close(self) -> None:
         """Close the connection; :meth:`open` may be called again."""
@@ -168,22 +184,31 @@ class SqliteOrchestrationService:
             raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
         work_item.locked_until = from_micros(expires_at)
 
-    async def complete_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, commit: OrchestrationCommit
+    async def commit_episode(
+        self,
+        fence: EpisodeFence,
+        commit: OrchestrationCommit,
+        finished_activity: ActivityWorkItem | None = None,
     ) -> list[ActivityWorkItem]:
-        """Commit one episode in one transaction and release the lease."""
-        instance_id = work_item.instance_id
-        if commit.state.instance_id != instance_id:
-            raise ValueError("commit.state is for another instance than the work item")
-        episode = _EpisodeWrite(commit, self._now(), work_item.lock_token)
+        """Commit one episode in one transaction while ``fence`` holds (see the seam)."""
+        instance_id = commit.state.instance_id
+        lock_token = fence.lock_token if isinstance(fence, LeaseHeld) else None
+        write = _EpisodeWrite(commit, self._now(), lock_token)
 
         def job(conn: sqlite3.Connection) -> list[int]:
-            return episode.apply(conn, _check_lease(conn, work_item))
+            length = _check_fence(conn, instance_id, fence, write.now)
+            if finished_activity is not None:
+                key = (finished_activity.work_item_id, finished_activity.lock_token)
+                if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
+                    raise LeaseLostError(
+                        f"lease on activity {finished_activity.work_item_id} was lost"
+                    )
+            return write.apply(conn, length)
 
         leased_ids = await self._db.write(job)
         self._hub.work(work_kinds(commit))
         self._hub.instances_changed([instance_id])
-        return episode.leased_items(leased_ids)
+        return write.leased_items(leased_ids)
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -251,68 +276,6 @@ class SqliteOrchestrationService:
 
         await self._db.write(job)
         self._hub.work([ORCHESTRATION])
-
-    async def complete_activity_and_lease_instance(
-        self,
-        work_item: ActivityWorkItem,
-        result: OrchestrationMessage,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Complete the activity and lease its instance to ``owner`` if it is free."""
-        now = self._now()
-        outbound = _Outbound(result)
-        token = new_lock_token()
-
-        def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
-            if not _finish_activity(conn, work_item, outbound, now):
-                return None
-            free = conn.execute(
-                q.INSTANCE_IS_FREE, {"instance_id": outbound.instance_id, "now": now}
-            )
-            if free.fetchone() is None:
-                return None
-            return _lease_instance(
-                conn, outbound.instance_id, now, owner, token, lease, known_histories
-            )
-
-        leased = await self._db.write(job)
-        if leased is None:
-            self._hub.work([ORCHESTRATION])
-        return leased
-
-    async def complete_activity_and_episode(
-        self,
-        work_item: ActivityWorkItem,
-        episode: OrchestrationWorkItem,
-        commit: OrchestrationCommit,
-    ) -> list[ActivityWorkItem] | None:
-        """Delete the activity and record the episode run on its result, if the instance is
-        free, unchanged and has no message waiting; else None, with nothing written."""
-        instance_id = episode.instance_id
-        execution_id = episode_execution(episode, commit)
-        if execution_id is None:
-            return None
-        write = _EpisodeWrite(commit, self._now(), None)
-        ready = {"instance_id": instance_id, "execution_id": execution_id, "now": write.now}
-        key = (work_item.work_item_id, work_item.lock_token)
-
-        def job(conn: sqlite3.Connection) -> list[int] | None:
-            found = conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone()
-            if found is None or found["history_length"] != episode.history_length:
-                return None
-            length: int = found["history_length"]
-            if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
-                raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-            return write.apply(conn, length)
-
-        leased_ids = await self._db.write(job)
-        if leased_ids is None:
-            return None
-        self._hub.work(work_kinds(commit))
-        self._hub.instances_changed([instance_id])
-        return write.leased_items(leased_ids)
 
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
@@ -449,7 +412,8 @@ class _Outbound:
             if isinstance(event, ExecutionStarted)
             else None
         )
-        self.rewinds = isinstance(event, ExecutionRewound)
+        change = message.status_change
+        self.status_change = (change.when.value, change.becomes.value) if change else None
         self.row = (
             message.instance_id,
             message.execution_id,
@@ -467,8 +431,9 @@ class _Outbound:
             return False
         instance_id, execution_id, kind, text, visible_at = self.row
         conn.execute(q.INSERT_MESSAGE, (instance_id, execution_id, kind, text, now, visible_at))
-        if self.rewinds:
-            conn.execute(q.MARK_REWOUND, (instance_id, now))
+        if self.status_change is not None:
+            when, becomes = self.status_change
+            conn.execute(q.CHANGE_STATUS, (instance_id, when, becomes, now))
         return True
 
 
@@ -581,17 +546,21 @@ def _lease_instance(
     )
 
 
-def _check_lease(conn: sqlite3.Connection, work_item: OrchestrationWorkItem) -> int:
-    """The stored history length, if the work item still holds the lease and saw all of it."""
-    row = conn.execute(q.SELECT_LOCK_TOKEN, (work_item.instance_id,)).fetchone()
-    if row is None or row[0] != work_item.lock_token:
-        raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-    length: int = conn.execute(q.HISTORY_LENGTH, (work_item.instance_id,)).fetchone()[0]
-    if length != work_item.history_length:
-        raise LeaseLostError(
-            f"history of instance {work_item.instance_id!r} changed under the work item"
-        )
-    return length
+def _check_fence(conn: sqlite3.Connection, instance_id: str, fence: EpisodeFence, now: int) -> int:
+    """The stored history length, if ``fence`` holds (inside the write transaction)."""
+    if isinstance(fence, LeaseHeld):
+        row = conn.execute(q.SELECT_LOCK_TOKEN, (instance_id,)).fetchone()
+        if row is None or row[0] != fence.lock_token:
+            raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
+        length: int = conn.execute(q.HISTORY_LENGTH, (instance_id,)).fetchone()[0]
+        if length != fence.history_length:
+            raise LeaseLostError(f"history of instance {instance_id!r} changed under the work item")
+        return length
+    ready = {"instance_id": instance_id, "execution_id": fence.execution_id, "now": now}
+    found = conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone()
+    if found is None or found["history_length"] != fence.history_length:
+        raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
+    return fence.history_length
 
 
 def _history(conn: sqlite3.Connection, instance_id: str) -> list[HistoryEvent]:

@@ -1,4 +1,5 @@
-"""One orchestration episode: from a leased work item to the commit that records it.
+"""One orchestration episode: from an instance's new messages (a leased work item, or an
+activity's result handed over by the worker that ran it) to the commit that records it.
 
 Pure apart from the ids it is given: it reconciles the new messages with the stored history,
 runs the replay engine, and turns the resulting actions into history events and outbound
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from duratask import actions as act
 from duratask import history as h
 from duratask._engine import OrchestrationCursor, OrchestrationExecutor, has_ended
 from duratask._engine.rewind import final_failure, rewound_view
+from duratask._rewind import rewind_message
 from duratask.backends.base import (
     ActivityRequest,
     LockedMessage,
@@ -24,9 +27,9 @@ from duratask.backends.base import (
     OrchestrationMessage,
     OrchestrationWorkItem,
 )
-from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.tracing._episode import traced_execution
-from duratask.worker.instance_state import advance_state
+from duratask.worker._instance_state import advance_state
 
 _LOG = logging.getLogger("duratask.worker")
 _CONTINUED_AS_NEW = OrchestrationStatus.CONTINUED_AS_NEW
@@ -53,7 +56,39 @@ class Defer:
     retry_at: datetime
 
 
-def _start_of(message: LockedMessage) -> h.ExecutionStarted:
+@dataclass(frozen=True, slots=True)
+class EpisodeInput:
+    """What an episode runs on: an instance's stored row and history, and the messages for
+    it. ``messages`` were stored (the commit consumes them); ``result`` is an activity's
+    result handed over by the worker that ran it, never stored."""
+
+    instance_id: str
+    state: OrchestrationState | None
+    history: list[h.HistoryEvent]
+    history_length: int
+    messages: Sequence[LockedMessage] = ()
+    result: OrchestrationMessage | None = None
+
+    @classmethod
+    def of(cls, work_item: OrchestrationWorkItem) -> EpisodeInput:
+        """The input of a leased work item."""
+        return cls(
+            work_item.instance_id,
+            work_item.state,
+            work_item.history,
+            work_item.history_length,
+            work_item.messages,
+        )
+
+
+class _Inbound(NamedTuple):
+    """A message for the episode, with its stored id (None: it was never stored)."""
+
+    message: OrchestrationMessage
+    message_id: int | None
+
+
+def _start_of(message: _Inbound) -> h.ExecutionStarted:
     event = message.message.event
     assert isinstance(event, h.ExecutionStarted)
     return event
@@ -63,31 +98,22 @@ def _new_execution_id() -> str:
     return uuid.uuid4().hex
 
 
-def run_episode(
-    work_item: OrchestrationWorkItem,
-    executor: OrchestrationExecutor,
-    now: datetime,
-    new_execution_id: Callable[[], str] = _new_execution_id,
-) -> OrchestrationCommit | Defer:
-    """Decide what to commit for one leased instance (or to defer it)."""
-    return plan_episode(work_item, executor, now, new_execution_id)[0]
-
-
 def plan_episode(
-    work_item: OrchestrationWorkItem,
+    source: EpisodeInput,
     executor: OrchestrationExecutor,
     now: datetime,
     new_execution_id: Callable[[], str] = _new_execution_id,
     cursor: OrchestrationCursor | None = None,
     poison: FailureDetails | None = None,
 ) -> tuple[OrchestrationCommit | Defer, OrchestrationCursor | None]:
-    """Like :func:`run_episode`, optionally continuing a live ``cursor`` that is in step with
-    the stored history (then ``work_item.history`` is not read). Also returns the cursor
-    worth keeping after the commit (None once the execution ended).
+    """Decide what to commit for one instance (or to defer it), optionally continuing a
+    live ``cursor`` that is in step with the stored history (then ``source.history`` is not
+    read). Also returns the cursor worth keeping after the commit (None once the execution
+    ended).
 
     With ``poison`` the orchestration code is not run: the new messages are recorded and the
     execution ends FAILED with those details (a rewind can run it on from there)."""
-    episode = _Episode(work_item, executor, now, new_execution_id, cursor, poison)
+    episode = _Episode(source, executor, now, new_execution_id, cursor, poison)
     return episode.run(), episode.live_cursor
 
 
@@ -110,21 +136,21 @@ def poison_details(what: str, delivered: int) -> FailureDetails:
 class _Episode:
     def __init__(
         self,
-        work_item: OrchestrationWorkItem,
+        source: EpisodeInput,
         executor: OrchestrationExecutor,
         now: datetime,
         new_execution_id: Callable[[], str],
         cursor: OrchestrationCursor | None = None,
         poison: FailureDetails | None = None,
     ) -> None:
-        self.wi = work_item
+        self.wi = source
         self.cursor = cursor
         self.poison = poison
         self.live_cursor: OrchestrationCursor | None = None
         self.executor = executor
         self.now = now
         self.new_execution_id = new_execution_id
-        self.instance_id = work_item.instance_id
+        self.instance_id = source.instance_id
         self.outbound: list[OrchestrationMessage] = []
         self.activities: list[ActivityRequest] = []
 
@@ -170,6 +196,9 @@ class _Episode:
         return None
 
     def _first_execution(self) -> OrchestrationCommit | Defer:
+        inbound = [_Inbound(m.message, m.message_id) for m in self.wi.messages]
+        if self.wi.result is not None:
+            inbound.append(_Inbound(self.wi.result, None))
         consumed = [m.message_id for m in self.wi.messages]
         history = self.wi.history
         if self.cursor is not None:
@@ -177,10 +206,8 @@ class _Episode:
         else:
             started = next((e for e in history if isinstance(e, h.ExecutionStarted)), None)
             is_terminal = has_ended(history)
-        starts = [m for m in self.wi.messages if isinstance(m.message.event, h.ExecutionStarted)]
-        others = [
-            m for m in self.wi.messages if not isinstance(m.message.event, h.ExecutionStarted)
-        ]
+        starts = [m for m in inbound if isinstance(m.message.event, h.ExecutionStarted)]
+        others = [m for m in inbound if not isinstance(m.message.event, h.ExecutionStarted)]
         rewinds = [m for m in others if isinstance(m.message.event, h.ExecutionRewound)]
         if rewinds:
             others = [m for m in others if m not in rewinds]
@@ -229,8 +256,8 @@ class _Episode:
         self,
         history: list[h.HistoryEvent],
         started: h.ExecutionStarted,
-        rewind: LockedMessage,
-        others: list[LockedMessage],
+        rewind: _Inbound,
+        others: list[_Inbound],
         consumed: list[int],
     ) -> OrchestrationCommit:
         """Run a FAILED execution again from its last step, forgetting the failure."""
@@ -282,13 +309,11 @@ class _Episode:
             if isinstance(event, h.SubOrchestrationInstanceFailed):
                 child = children.get(event.task_scheduled_id)
                 if child is not None:
-                    rewind = h.ExecutionRewound(
-                        timestamp=self.now, reason=f"parent {self.instance_id!r} was rewound"
-                    )
-                    self.outbound.append(OrchestrationMessage(child, rewind))
+                    reason = f"parent {self.instance_id!r} was rewound"
+                    self.outbound.append(rewind_message(child, reason, self.now))
 
     # -- reconciliation ---------------------------------------------------------------------
-    def _current(self, messages: list[LockedMessage], execution_id: str) -> list[_Delivery]:
+    def _current(self, messages: list[_Inbound], execution_id: str) -> list[_Delivery]:
         """The messages' events meant for this execution, in the order they arrived."""
         kept = []
         for m in messages:
@@ -303,7 +328,7 @@ class _Episode:
             kept.append(_Delivery(m.message.event, m.message.execution_id is None))
         return kept
 
-    def _reject_duplicate_starts(self, starts: list[LockedMessage]) -> None:
+    def _reject_duplicate_starts(self, starts: list[_Inbound]) -> None:
         for m in starts:
             event = m.message.event
             assert isinstance(event, h.ExecutionStarted)
@@ -330,7 +355,7 @@ class _Episode:
                 )
 
     def _without_start(
-        self, others: list[LockedMessage], consumed: list[int], *, never_started: bool
+        self, others: list[_Inbound], consumed: list[int], *, never_started: bool
     ) -> OrchestrationCommit | Defer:
         """Messages for an instance that is not running: hold, terminate or drop them."""
         state = self.wi.state

@@ -1,4 +1,11 @@
-"""A work-item dispatch loop: fetch, run with bounded concurrency, keep the lease alive."""
+"""A work-item dispatch loop: fetch, run with bounded concurrency, keep the lease alive.
+
+Concurrency is counted in slots. Whoever wants to run an item takes a :class:`Permit` for a
+slot first (:meth:`Dispatcher.try_reserve` without waiting, :meth:`Dispatcher.reserve`
+waiting), then either submits an item with it or releases it; ``with permit:`` releases it
+on the way out unless it was submitted. The item holds the slot while it runs, and may hand
+it over to the next item it makes (:meth:`Permit.hand_over`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from duratask.errors import LeaseLostError
@@ -17,18 +24,93 @@ T = TypeVar("T")
 _MAX_FETCHERS = 8
 
 
-class _Slot:
-    """The slot a running item holds, until it ends or hands it over."""
+class _Slots:
+    """Free slots, and the reservations waiting for one (served first come, first served)."""
 
-    __slots__ = ("dispatcher", "held")
+    __slots__ = ("free", "waiting")
 
-    def __init__(self, dispatcher: Dispatcher[Any]) -> None:
-        self.dispatcher = dispatcher
-        self.held = True
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # granted as it was cancelled: pass the slot on
+            else:
+                self.waiting.remove(waiter)
+            raise
+
+    def give_back(self) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to the waiter as it is
+                return
+        self.free += 1
 
 
-# The slot of the item the current task is running (each item runs in a task of its own).
-_RUNNING_SLOT: ContextVar[_Slot | None] = ContextVar("duratask_running_slot", default=None)
+class Permit(Generic[T]):
+    """A reserved slot of a :class:`Dispatcher`: submit one item with it, or release it.
+
+    Releasing is idempotent; as a context manager the permit is released on exit unless it
+    was submitted (or handed over) inside the block.
+    """
+
+    __slots__ = ("_dispatcher", "_state")
+
+    def __init__(self, dispatcher: Dispatcher[T]) -> None:
+        self._dispatcher = dispatcher
+        self._state = "reserved"  # then "running" (submitted), "spent" or "released"
+
+    @property
+    def dispatcher(self) -> Dispatcher[T]:
+        return self._dispatcher
+
+    def submit(self, item: T) -> None:
+        """Run ``item`` in this slot; the slot is freed when the item ends."""
+        if self._state != "reserved":
+            raise RuntimeError(f"a permit that is {self._state} cannot run an item")
+        self._state = "running"
+        self._dispatcher._start(item, self)
+
+    def hand_over(self) -> Permit[T]:
+        """For the item running with this permit: a new permit for the same slot, for the
+        next item it is about to submit. This one is spent: its end frees nothing."""
+        if self._state != "running":
+            raise RuntimeError(f"a permit that is {self._state} cannot be handed over")
+        self._state = "spent"
+        return Permit(self._dispatcher)
+
+    def release(self) -> None:
+        """Free the slot (unless it was handed over or already freed)."""
+        if self._state in ("reserved", "running"):
+            self._state = "released"
+            self._dispatcher._slots.give_back()
+
+    def __enter__(self) -> Permit[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state == "reserved":
+            self.release()
 
 
 class Dispatcher(Generic[T]):
@@ -42,13 +124,16 @@ class Dispatcher(Generic[T]):
     it created is due) starts one of them, and each fetcher that finds all it asked for
     starts another, so the fetches in flight follow the backlog without a stampede on each
     wake.
+
+    ``process(item, permit)`` runs each item; ``permit`` is the slot it runs in (see
+    :meth:`Permit.hand_over`).
     """
 
     def __init__(
         self,
         name: str,
         fetch: Callable[[int], Awaitable[list[T]]],
-        process: Callable[[T], Awaitable[None]],
+        process: Callable[[T, Permit[T]], Awaitable[None]],
         renew: Callable[[T], Awaitable[None]],
         *,
         concurrency: int,
@@ -68,7 +153,7 @@ class Dispatcher(Generic[T]):
         self._min_poll = min_poll
         self._max_poll = max_poll
         self._notified = notified
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = _Slots(concurrency)
         # The loop it runs on, set by run() (kept: asking asyncio for the running loop
         # makes a getpid system call, and each item would ask twice).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,74 +174,47 @@ class Dispatcher(Generic[T]):
         while self._resting:
             self._resting.popleft().set()
 
-    async def claim(self, wanted: int) -> int:
-        """Reserve up to ``wanted`` free slots, without waiting, for items obtained another
-        way (:meth:`submit` runs each; :meth:`unclaim` returns the ones not used)."""
-        slots = self._slots
-        taken = 0
-        while slots is not None and not self._stopping and taken < wanted and not slots.locked():
-            await slots.acquire()  # returns at once: a slot is free
-            taken += 1
-        return taken
+    def try_reserve(self) -> Permit[T] | None:
+        """A permit for a free slot, or None (no slot free, or stopping); never waits."""
+        if self._stopping or self._loop is None or not self._slots.try_take():
+            return None
+        return Permit(self)
 
-    async def reserve(self) -> bool:
-        """Wait for a free slot and reserve it, as :meth:`claim` does (False once the
-        dispatcher is stopping). For work that is cheaper to run here once a slot frees
-        than to hand back to the store; it must not wait while holding one of this
-        dispatcher's own slots."""
-        slots = self._slots
-        if slots is None or self._stopping:
-            return False
-        await slots.acquire()
+    async def reserve(self) -> Permit[T] | None:
+        """Wait for a free slot and reserve it (None once the dispatcher is stopping). For
+        work that is cheaper to run here once a slot frees than to hand back to the store;
+        it must not wait while holding one of this dispatcher's own slots."""
+        if self._stopping or self._loop is None:
+            return None
+        await self._slots.take()
         if self._stopping:
-            slots.release()
-            return False
-        return True
-
-    def hand_over(self) -> int:
-        """Called by a running item of this dispatcher whose own work is done: its slot
-        becomes a claimed one (1), for what it is about to :meth:`submit`, and is no longer
-        released when the item ends. 0 outside such an item, or if already handed over.
-
-        A finished activity that schedules the next one hands its slot to it, so a worker
-        at its limit still starts the next step itself instead of storing it for a fetch."""
-        slot = _RUNNING_SLOT.get()
-        if slot is None or slot.dispatcher is not self or not slot.held or self._stopping:
-            return 0
-        slot.held = False
-        return 1
-
-    def unclaim(self, count: int) -> None:
-        for _ in range(count):
-            if self._slots is not None:
-                self._slots.release()
-
-    def submit(self, item: T) -> None:
-        """Run an item in a slot reserved with :meth:`claim`."""
-        assert self._slots is not None and self._loop is not None  # set by run()
-        task = self._loop.create_task(self._run_one(item, self._slots))
-        self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
+            self._slots.give_back()
+            return None
+        return Permit(self)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        slots = self._slots = asyncio.Semaphore(self._concurrency)
         fetchers = min(self._concurrency, _MAX_FETCHERS)
-        await asyncio.gather(*(self._fetch_loop(slots, polls=i == 0) for i in range(fetchers)))
+        await asyncio.gather(*(self._fetch_loop(polls=i == 0) for i in range(fetchers)))
 
-    async def _fetch_loop(self, slots: asyncio.Semaphore, *, polls: bool) -> None:
-        loop = self._loop
-        assert loop is not None  # set by run()
+    def _start(self, item: T, permit: Permit[T]) -> None:
+        assert self._loop is not None  # a permit exists only once run() has begun
+        task = self._loop.create_task(self._run_one(item, permit))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _fetch_loop(self, *, polls: bool) -> None:
         delay = self._min_poll
         while not self._stopping:
-            await slots.acquire()
-            if self._stopping:
-                slots.release()
+            first = await self.reserve()
+            if first is None:
                 break
-            wanted = 1 + await self.claim(self._batch - 1)
+            permits = [first]
+            while len(permits) < self._batch and (extra := self.try_reserve()) is not None:
+                permits.append(extra)
             self._missed_wake = False
             try:
-                items = await self._fetch(wanted)
+                items = await self._fetch(len(permits))
             except Exception:
                 _LOG.exception(
                     "%s dispatcher: fetching work failed; retrying",
@@ -165,7 +223,10 @@ class Dispatcher(Generic[T]):
                 )
                 items = []
                 delay = self._max_poll
-            self.unclaim(wanted - len(items))
+            for permit, item in zip(permits, items, strict=False):
+                permit.submit(item)
+            for permit in permits[len(items) :]:
+                permit.release()
             if not items:
                 if self._missed_wake:  # work announced during the fetch: look again
                     self._missed_wake = False
@@ -174,12 +235,8 @@ class Dispatcher(Generic[T]):
                 delay = min(delay * 2, self._max_poll)
                 continue
             delay = self._min_poll
-            if len(items) == wanted:  # there may be more: let another fetcher look too
+            if len(items) == len(permits):  # there may be more: let another fetcher look too
                 self.wake()
-            for item in items:
-                task = loop.create_task(self._run_one(item, slots))
-                self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
 
     async def _rest(self, poll: float | None) -> None:
         """Wait for a wake(); the polling fetcher also for a store notification or ``poll``."""
@@ -199,13 +256,11 @@ class Dispatcher(Generic[T]):
                 waiting.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
 
-    async def _run_one(self, item: T, slots: asyncio.Semaphore) -> None:
+    async def _run_one(self, item: T, permit: Permit[T]) -> None:
         # Most items finish long before their lease needs renewing: no timer of their own.
         lease = self._renewals.start(item)
-        slot = _Slot(self)
-        _RUNNING_SLOT.set(slot)
         try:
-            await self._process(item)
+            await self._process(item, permit)
         except Exception:
             _LOG.exception(
                 "%s dispatcher: processing a work item failed",
@@ -214,8 +269,7 @@ class Dispatcher(Generic[T]):
             )
         finally:
             self._renewals.end(lease)
-            if slot.held:
-                slots.release()
+            permit.release()
 
     async def _renew_once(self, item: T) -> bool:
         """Renew the item's lease; False once it is lost (then it is not renewed again)."""

@@ -1,0 +1,91 @@
+"""Instructions per W1 activity, counted by ``valgrind --tool=callgrind``.
+
+Wall-clock figures on a shared 2-core machine drift by tens of percent from one run to the
+next; an instruction count does not. This runs W1 (orchestrations of five sequential
+trivial activities, worker and client in one process) twice under callgrind, once with N
+orchestrations and once with none, and reports the difference divided by the activities
+run: the CPU work duratask does per activity, start-up and shutdown excluded. System calls
+and waits are not instructions of this process, so a change that saves a syscall or an
+fsync does not show here (measure those with ``make bench``).
+
+    python -m benchmarks.instructions                      # SQLite, 300 orchestrations
+    python -m benchmarks.instructions --store memory --orchestrations 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+STEPS = 5
+
+
+async def _run(url: str, orchestrations: int) -> None:
+    from benchmarks.measure import Progress
+    from benchmarks.workloads import w1_sequence
+
+    await w1_sequence(url, {"orchestrations": orchestrations, "activities": STEPS}, Progress(None))
+
+
+def _store_url(store: str, folder: Path) -> str:
+    if store == "memory":
+        return "memory://instructions"
+    if store == "sqlite":
+        return f"sqlite:///{folder / 'hub.db'}"
+    raise SystemExit(f"unknown store {store!r}: memory or sqlite")
+
+
+def _count(store: str, orchestrations: int) -> int:
+    """Instructions of one run of this module under callgrind (child mode)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "--child",
+            "--store",
+            store,
+            "--orchestrations",
+            str(orchestrations),
+        ]
+        subprocess.run(command, check=True, capture_output=True)
+        summary = re.search(r"^summary:\s+(\d+)", out.read_text(), re.MULTILINE)
+        if summary is None:
+            raise SystemExit(f"no summary line in {out}")
+        return int(summary.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="sqlite", help="memory or sqlite")
+    parser.add_argument("--orchestrations", type=int, default=300)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as folder:
+            asyncio.run(_run(_store_url(args.store, Path(folder)), args.orchestrations))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    base = _count(args.store, 0)
+    loaded = _count(args.store, args.orchestrations)
+    per_activity = (loaded - base) / (args.orchestrations * STEPS)
+    print(
+        f"{args.store}: {per_activity / 1000:,.0f}K instructions per W1 activity "
+        f"({args.orchestrations} orchestrations of {STEPS} activities; "
+        f"{loaded:,} - {base:,} instructions)"
+    )
+
+
+if __name__ == "__main__":
+    main()

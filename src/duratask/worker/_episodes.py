@@ -1,0 +1,114 @@
+"""Committing an episode the worker planned, and what follows the commit.
+
+Both ways an episode runs go through here: on a work item the worker leased (fenced by
+:class:`LeaseHeld`), and on an activity's result with the worker's own copy of the instance
+(fenced by :class:`InstanceUnchanged`; see ``_eager``). The activities an episode schedules
+that this worker has free slots for are leased to it in the same transaction and start at
+once, with no fetch round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from duratask._engine import OrchestrationCursor
+from duratask.backends.base import (
+    ActivityWorkItem,
+    EagerLease,
+    EpisodeFence,
+    HistoryMark,
+    OrchestrationCommit,
+    OrchestrationService,
+    OrchestrationWorkItem,
+)
+from duratask.history import TimerFired
+from duratask.tracing._logs import log_commit
+from duratask.worker._dispatcher import Dispatcher, Permit
+from duratask.worker._orchestration_cache import OrchestrationCache
+
+
+class EpisodeCommitter:
+    """Commits episodes for one worker and keeps what follows in step: the cache of live
+    orchestrations, the commit log, the wake-ups of the worker's own dispatchers."""
+
+    def __init__(
+        self,
+        store: OrchestrationService,
+        cache: OrchestrationCache,
+        orchestrations: Dispatcher[OrchestrationWorkItem],
+        activities: Dispatcher[ActivityWorkItem],
+        *,
+        owner: str,
+        lease: timedelta,
+        wake_at: Callable[[datetime, Dispatcher[OrchestrationWorkItem]], None],
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._orchestrations = orchestrations
+        self._activities = activities
+        self._owner = owner
+        self._lease = lease
+        self._wake_at = wake_at
+
+    async def commit(
+        self,
+        fence: EpisodeFence,
+        planned: OrchestrationCommit,
+        *,
+        finished_activity: ActivityWorkItem | None = None,
+        running: Permit[ActivityWorkItem] | None = None,
+    ) -> OrchestrationCommit:
+        """Commit ``planned`` under ``fence`` (see the seam's ``commit_episode``); returns the
+        commit as made. ``running`` is the slot of the activity whose result the episode
+        consumed: it goes to the first activity the episode schedules."""
+        permits: list[Permit[ActivityWorkItem]] = []
+        if planned.activities:
+            if running is not None:
+                permits.append(running.hand_over())
+            while len(permits) < len(planned.activities):
+                permit = self._activities.try_reserve()
+                if permit is None:
+                    break
+                permits.append(permit)
+        commit = planned
+        if permits:
+            lease = EagerLease(self._owner, self._lease, len(permits))
+            commit = dataclasses.replace(planned, eager_activities=lease)
+        with contextlib.ExitStack() as unused:  # a permit not submitted is released
+            for permit in permits:
+                unused.enter_context(permit)
+            leased = await self._store.commit_episode(fence, commit, finished_activity)
+            for permit, item in zip(permits, leased, strict=False):
+                permit.submit(item)
+        return commit
+
+    def after(
+        self,
+        instance_id: str,
+        history_length: int,
+        commit: OrchestrationCommit,
+        live_cursor: OrchestrationCursor | None,
+    ) -> None:
+        """After an episode committed on a history of ``history_length`` events: keep its
+        cursor, log it, wake what it made ready."""
+        execution_id = commit.state.execution_id
+        if live_cursor is not None and execution_id is not None:
+            live_cursor.committed()
+            length = len(commit.new_events)
+            if not commit.reset_history:
+                length += history_length
+            self._cache.put(
+                instance_id, HistoryMark(execution_id, length), live_cursor, commit.state
+            )
+        log_commit(instance_id, commit)
+        eager = commit.eager_activities.max_items if commit.eager_activities else 0
+        if len(commit.activities) > eager:
+            self._activities.wake()
+        for message in commit.messages:
+            if isinstance(message.event, TimerFired) and message.visible_at is not None:
+                self._wake_at(message.visible_at, self._orchestrations)
+            else:
+                self._orchestrations.wake()
