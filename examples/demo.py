@@ -64,7 +64,13 @@ async def process_order(ctx: dt.OrchestrationContext, order: Order) -> dict[str,
 
 
 def main() -> None:
-    hub = Path(tempfile.mkdtemp(prefix="duratask-demo-")) / "hub.db"
+    # The hub lives in a temporary folder that goes when the demo ends, also on an error.
+    with tempfile.TemporaryDirectory(prefix="duratask-demo-") as folder:
+        run(Path(folder) / "hub.db")
+
+
+def run(hub: Path) -> None:
+    """The demo on a SQLite task hub at ``hub``."""
     store = f"sqlite:///{hub}"
     worker = dt.TaskHubWorker(store)
     worker.add_orchestration(process_order)

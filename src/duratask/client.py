@@ -30,8 +30,9 @@ from duratask.backends.base import (
     PurgeFilter,
     QueryPage,
     SupportsWakeUps,
+    decode_continuation_token,
 )
-from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
+from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, check_text
 from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
@@ -136,7 +137,29 @@ def _matchable(text: str | None, what: str) -> bool:
 def _to_utc(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be a timezone-aware datetime, got naive {value!r}")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00, past the last UTC datetime
+        raise ValueError(
+            f"{what} {value.isoformat()} is out of range: in UTC it falls outside years 1-9999"
+        ) from None
+
+
+def _checked_token(token: str | None) -> str | None:
+    """A continuation token the stores can resume from; ValueError naming what is wrong."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"continuation_token must be a str, not {type(token).__qualname__}")
+    created_at, _ = decode_continuation_token(token)
+    try:
+        (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"malformed continuation token {token!r}: its time {created_at.isoformat()} is "
+            "out of range (pass back the token a page returned)"
+        ) from None
+    return token
 
 
 def _aware_utc(value: datetime | None, what: str) -> datetime | None:
@@ -176,10 +199,13 @@ def build_start_message(
     instance_id = validate_instance_id(uuid.uuid4().hex if instance_id is None else instance_id)
     encoded = codec.encode(input, f"input of orchestration {name!r}")
     scheduled = _aware_utc(start_at, "start_at")
+    check_text(version, f"version of orchestration {name!r}")
     if tags is not None:
         for key, value in tags.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError(f"tags must map str to str, got {key!r}: {value!r}")
+            check_text(key, "a tag name")
+            check_text(value, f"tag {key!r}")
         tags = dict(tags)
     event = ExecutionStarted(
         timestamp=now,
@@ -218,7 +244,7 @@ def build_query(
         instance_id_prefix=instance_id_prefix,
         parent_instance_id=parent_instance_id,
         page_size=page_size,
-        continuation_token=continuation_token,
+        continuation_token=_checked_token(continuation_token),
     )
 
 
@@ -532,6 +558,7 @@ class AsyncTaskHubClient:
         """
         if not isinstance(name, str) or not name:
             raise ValueError("event name must be a non-empty string")
+        check_text(name, "event name")
         encoded = self._codec.encode(data, f"data of event {name!r} for {instance_id!r}")
         store = await self._ready()
         await self._send(
@@ -558,6 +585,7 @@ class AsyncTaskHubClient:
 
         Suspending an instance that has already finished does nothing.
         """
+        check_text(reason, "reason of the suspension")
         store = await self._ready()
         if (await self._require(store, instance_id)).runtime_status.is_terminal:
             return
@@ -567,6 +595,7 @@ class AsyncTaskHubClient:
 
     async def resume_orchestration(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance. Resuming an instance that has finished does nothing."""
+        check_text(reason, "reason of the resumption")
         store = await self._ready()
         if (await self._require(store, instance_id)).runtime_status.is_terminal:
             return
@@ -581,6 +610,7 @@ class AsyncTaskHubClient:
         again and failed sub-orchestrations are rewound too. Raises
         :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED.
         """
+        check_text(reason, "reason of the rewind")
         store = await self._ready()
         status = (await self._require(store, instance_id)).runtime_status
         if status is not OrchestrationStatus.FAILED:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any, Protocol, runtime_checkable
 
 import pydantic
 import pydantic_core
 
 from duratask._compact_json import compact_encoder
-from duratask.errors import PayloadTooLargeError, SerializationError
+from duratask.errors import InvalidTextError, PayloadTooLargeError, SerializationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -50,6 +51,11 @@ class JsonDataConverter:
             return None
         try:
             return _compact(pydantic_core.to_jsonable_python(value))
+        except UnicodeEncodeError as exc:  # pydantic writes dict keys as UTF-8
+            surrogate = exc.object[exc.start : exc.end]
+            raise InvalidTextError(
+                f"a value of type {type(value).__qualname__}", f"a lone surrogate {surrogate!r}"
+            ) from exc
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot serialise a value of type {type(value).__qualname__} to JSON: {exc}"
@@ -72,6 +78,59 @@ class JsonDataConverter:
             ) from exc
 
 
+# In JSON text: an escaped backslash, an escaped surrogate pair, or an escaped surrogate
+# alone. Scanning from the left consumes escaped backslashes whole, so a backslash followed
+# by the letters "ud800" is not taken for an escape.
+_SURROGATE_ESCAPES = re.compile(
+    r"\\(?:\\"
+    r"|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """Where ``text`` (a str) holds a lone surrogate, described; None if it holds none."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate {text[exc.start]!r} at position {exc.start}"
+    return None
+
+
+def lone_surrogate_in_json(text: str) -> str | None:
+    """Where JSON text holds a lone surrogate (raw, or escaped as ``\\ud800``), described;
+    None if it holds none. Such text decodes to a str that cannot be written as UTF-8."""
+    raw = lone_surrogate(text)
+    if raw is not None:
+        return raw
+    if "\\u" not in text:
+        return None
+    for match in _SURROGATE_ESCAPES.finditer(text):
+        if len(match.group()) == 6:
+            return f"a lone surrogate {match.group()} at position {match.start()} of its JSON"
+    return None
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """``value`` if it can be stored (valid Unicode), else :class:`InvalidTextError`."""
+    if isinstance(value, str):
+        problem = lone_surrogate(value)
+        if problem is not None:
+            raise InvalidTextError(what, problem)
+    return value
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with any lone surrogate replaced by U+FFFD, so that it can be written out
+    (for readers of data stored before such text was refused)."""
+    if text.isascii() or lone_surrogate(text) is None:
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class PayloadCodec:
     """A converter plus the payload size limit: what the runtime uses at every call site."""
 
@@ -87,9 +146,16 @@ class PayloadCodec:
         """Serialise ``value``, naming ``what`` in errors (e.g. "input of activity 'charge'")."""
         try:
             text = self.converter.serialize(value)
+        except InvalidTextError as exc:
+            raise InvalidTextError(what, exc.problem) from exc
         except SerializationError as exc:
             raise SerializationError(f"{what}: {exc}") from exc
         if text is not None:
+            # A lone surrogate would be stored, then break every reader that writes it out
+            # as UTF-8 (JSON output, pages, terminals): refuse it here, naming the call site.
+            problem = lone_surrogate_in_json(text)
+            if problem is not None:
+                raise InvalidTextError(what, problem)
             size = len(text) if text.isascii() else len(text.encode())
             if size > self.max_payload_bytes:
                 raise PayloadTooLargeError(what, size, self.max_payload_bytes)

@@ -88,8 +88,23 @@ class PayloadTooLargeError(DurataskError, ValueError):
         self.limit = limit
 
 
+class InvalidTextError(SerializationError, ValueError):
+    """Text that duratask cannot store: it is not valid Unicode (a lone surrogate, say
+    ``"\\ud800"``, which no UTF-8 reader can decode). Raised where the text comes in, naming
+    the field; a :class:`SerializationError` and a ``ValueError``."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        super().__init__(
+            f"{what} is not valid Unicode text: {problem}; duratask stores only text that "
+            "can be written as UTF-8"
+        )
+        self.what = what
+        self.problem = problem
+
+
 class InvalidInstanceIdError(DurataskError, ValueError):
-    """An instance id is empty, too long or contains control characters."""
+    """An instance id is empty, too long (over 256 characters) or contains control
+    characters or lone surrogates."""
 
 
 class LeaseLostError(DurataskError):

@@ -277,6 +277,13 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
 }
 # The enum's ``name`` is a descriptor call; events are serialised often enough to look it up.
 _TYPE_NAMES: dict[type[HistoryEvent], str] = {cls: name for name, cls in _EVENT_CLASSES.items()}
+# What people read (the CLI, the dashboard, exported JSON): the class names, as the Durable
+# Task Framework spells its events (``TaskScheduled``). Storage keeps the enum's names.
+_CLASSES_BY_ANY_NAME: dict[str, type[HistoryEvent]] = {
+    **_EVENT_CLASSES,
+    **{cls.__name__: cls for cls in _EVENT_CLASSES.values()},
+}
+EVENT_NAMES: tuple[str, ...] = tuple(cls.__name__ for cls in _EVENT_CLASSES.values())
 
 
 def event_type_name(event: HistoryEvent) -> str:
@@ -347,13 +354,24 @@ def _encode_field(value: Any) -> Any:
     return value
 
 
+def event_export_dict(event: HistoryEvent) -> dict[str, Any]:
+    """:meth:`HistoryEvent.to_dict` with the event named by its class (``TaskScheduled``), as
+    the CLI, the dashboard and exported histories name it."""
+    out = event.to_dict()
+    out["type"] = type(event).__name__
+    if isinstance(event, ExecutionStarted) and event.carried_events is not None:
+        out["carried_events"] = [event_export_dict(e) for e in event.carried_events]
+    return out
+
+
 def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
-    """Rebuild an event from :meth:`HistoryEvent.to_dict` output."""
+    """Rebuild an event from :meth:`HistoryEvent.to_dict` or :func:`event_export_dict`
+    output (the type named either way: ``TASK_SCHEDULED`` or ``TaskScheduled``)."""
     fields = dict(data)
     type_name = fields.pop("type")
     try:
-        cls = _EVENT_CLASSES[type_name]
-    except KeyError:
+        cls = _CLASSES_BY_ANY_NAME[type_name]
+    except (KeyError, TypeError):
         raise ValueError(f"unknown history event type {type_name!r}") from None
     for key in _DATETIME_FIELDS & fields.keys():
         if fields[key] is not None:
@@ -383,8 +401,9 @@ def event_from_json(text: str) -> HistoryEvent:
 
 
 def history_to_json(events: list[HistoryEvent]) -> str:
-    """A whole history as a JSON array (what ``duratask history --output json`` exports)."""
-    return json.dumps([e.to_dict() for e in events], indent=2)
+    """A whole history as a JSON array (what ``duratask history --output json`` exports),
+    each event's ``type`` its class name (``TaskScheduled``)."""
+    return json.dumps([event_export_dict(e) for e in events], indent=2)
 
 
 def history_from_json(text: str) -> list[HistoryEvent]:

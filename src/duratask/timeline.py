@@ -76,6 +76,6 @@ def format_timeline(events: Sequence[h.HistoryEvent]) -> str:
         if task_id is not None and task_id in scheduled_at:
             took = f"{(event.timestamp - scheduled_at[task_id]).total_seconds() * 1000:.0f} ms"
         offset = (event.timestamp - start).total_seconds()
-        line = f"{offset:>9.3f}s  {event.event_type.name:<36} {subject:<28} {payload:<40} {took}"
+        line = f"{offset:>9.3f}s  {type(event).__name__:<34} {subject:<28} {payload:<40} {took}"
         lines.append(line.rstrip())
     return "\n".join(lines)

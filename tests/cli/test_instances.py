@@ -244,8 +244,8 @@ def test_history_json_is_the_export_format(cli: Cli, hub_url: str) -> None:
     out = cli.run("history", iid, "--output", "json").stdout
     assert out == history_to_json(_history(hub_url, iid)) + "\n"
     types = [e["type"] for e in json.loads(out)]
-    assert types[0] == "ORCHESTRATOR_STARTED"
-    assert "TIMER_FIRED" in types and "TASK_COMPLETED" in types
+    assert types[0] == "OrchestratorStarted"
+    assert "TimerFired" in types and "TaskCompleted" in types
 
 
 def test_history_json_replays_with_the_testing_tools(cli: Cli) -> None:

@@ -50,7 +50,7 @@ async def test_start_then_read_the_status(hub: Hub, web: httpx.AsyncClient) -> N
     assert "input" not in (await web.get("/api/instances/api-1?showInput=false")).json()
     with_history = (await web.get("/api/instances/api-1", params={"showHistory": "true"})).json()
     types = [e["type"] for e in with_history["historyEvents"]]
-    assert types[1] == "EXECUTION_STARTED" and "EXECUTION_COMPLETED" in types
+    assert types[1] == "ExecutionStarted" and "ExecutionCompleted" in types
     history = await web.get("/api/instances/api-1/history")
     assert [e["type"] for e in history.json()] == types
 

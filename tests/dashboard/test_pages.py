@@ -124,15 +124,15 @@ async def test_instance_page_shows_payloads_relations_history_and_timeline(
 
     # The history table: one row per event, completions named after what they complete.
     for event_type in (
-        "EXECUTION_STARTED",
-        "TASK_SCHEDULED",
-        "TASK_COMPLETED",
-        "TIMER_CREATED",
-        "TIMER_FIRED",
-        "EVENT_RAISED",
-        "SUB_ORCHESTRATION_INSTANCE_CREATED",
-        "SUB_ORCHESTRATION_INSTANCE_COMPLETED",
-        "EXECUTION_COMPLETED",
+        "ExecutionStarted",
+        "TaskScheduled",
+        "TaskCompleted",
+        "TimerCreated",
+        "TimerFired",
+        "EventRaised",
+        "SubOrchestrationInstanceCreated",
+        "SubOrchestrationInstanceCompleted",
+        "ExecutionCompleted",
     ):
         assert f'data-type="{event_type}"' in page, event_type
     history = await hub.client.get_orchestration_history(iid)

@@ -329,7 +329,11 @@ async def test_replay_many_reads_a_directory_and_lists_every_mismatch(
         ("[1]", "event #0 is not valid"),
         ('[{"type": "NO_SUCH_EVENT"}]', "unknown history event type"),
         ('[{"type": "TIMER_FIRED", "timestamp": "2024-01-01T00:00:00+00:00"}]', "event #0"),
-        ("[]", "no EXECUTION_STARTED"),
+        ("[]", "empty JSON array"),
+        (
+            '[{"type": "OrchestratorStarted", "timestamp": "2024-01-01T00:00:00Z"}]',
+            "no ExecutionStarted",
+        ),
     ],
 )
 def test_input_that_is_not_a_history_is_refused(text: str, message: str) -> None:

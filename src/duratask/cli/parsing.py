@@ -33,21 +33,28 @@ def parse_time(text: str, option: str, *, now: Callable[[], datetime] | None = N
     value = text.strip()
     if value.lower() == "now":
         return current
-    relative = _RELATIVE.fullmatch(value.lower())
-    if relative is not None:
-        delta = timedelta()
-        for amount, unit in _PART.findall(relative["parts"]):
-            delta += timedelta(**{_UNITS[unit]: int(amount)})
-        return current - delta if relative["sign"] == "-" else current + delta
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+        relative = _RELATIVE.fullmatch(value.lower())
+        if relative is not None:
+            delta = timedelta()
+            for amount, unit in _PART.findall(relative["parts"]):
+                delta += timedelta(**{_UNITS[unit]: int(amount)})
+            return current - delta if relative["sign"] == "-" else current + delta
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise usage_error(
+                f"{option}: cannot read {text[:80]!r} as a time; use {TIME_FORMATS_HELP}"
+            ) from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # e.g. 9999-12-31T23:59:59-14:00 (past the last UTC time) or +99999999w
         raise usage_error(
-            f"{option}: cannot read {text!r} as a time; use {TIME_FORMATS_HELP}"
+            f"{option}: the time {text[:80]!r} is out of range: it falls outside years "
+            "1-9999 in UTC"
         ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def parse_json_argument(text: str, option: str) -> Any:
@@ -71,8 +78,24 @@ def parse_json_argument(text: str, option: str) -> Any:
     except json.JSONDecodeError as exc:
         raise usage_error(
             f"invalid JSON in {source}: {exc.msg} at line {exc.lineno} column {exc.colno} "
-            f"(character {exc.pos})"
+            f"(character {exc.pos}){_string_hint(text, exc, option)}"
         ) from None
+    except RecursionError:
+        raise usage_error(
+            f"unusable JSON in {source}: it is nested too deeply for Python to read"
+        ) from None
+
+
+def _string_hint(text: str, error: json.JSONDecodeError, option: str) -> str:
+    """A hint for a word meant as a JSON string but given without quotes (``--data alice``)."""
+    bare = text.strip()
+    if error.msg != "Expecting value" or not bare or bare[0] in '[{"-0123456789':
+        return ""
+    example = bare if len(bare) <= 40 and "'" not in bare and "\n" not in bare else "text"
+    return (
+        f"; a JSON string needs double quotes, and the shell needs quotes around those: "
+        f"""{option} '"{example}"'"""
+    )
 
 
 def parse_statuses(values: Iterable[str], option: str = "--status") -> list[OrchestrationStatus]:

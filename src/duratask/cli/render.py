@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO, cast
 
 import click
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from duratask.cli.timeline_rows import TimelineRow, format_duration
+from duratask.converter import replace_lone_surrogates
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 PIPED_WIDTH = 200
@@ -62,7 +64,31 @@ def state_to_json(state: OrchestrationState) -> dict[str, Any]:
 
 def print_json(value: Any) -> None:
     """Write ``value`` as indented JSON to stdout."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(replace_lone_surrogates(json.dumps(value, indent=2, ensure_ascii=False)))
+
+
+class _Printable(io.TextIOBase):
+    """A text stream that writes a lone surrogate (which no terminal or UTF-8 file can take;
+    a hub may hold one from before such text was refused, or in an exception message) as
+    U+FFFD instead of failing."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(replace_lone_surrogates(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
 
 
 # -- tables ----------------------------------------------------------------------------
@@ -74,7 +100,11 @@ def console() -> Console:
     Output that goes to a file or a pipe is not squeezed into 80 columns.
     """
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=PIPED_WIDTH if piped else None)
+    return Console(
+        file=cast(TextIO, _Printable(sys.stdout)),
+        highlight=False,
+        width=PIPED_WIDTH if piped else None,
+    )
 
 
 def format_time(value: datetime | None, *, millis: bool = False) -> str:
@@ -182,8 +212,8 @@ def render_timeline(state: OrchestrationState, rows: Sequence[TimelineRow]) -> N
         if with_offset:
             cells.append(f"+{row.offset.total_seconds():.3f}s")
         cells += [
-            # SubOrchestrationInstanceCompleted and co. lose "Instance" to fit 80 columns.
-            Text(row.event.replace("Instance", ""), style="red" if row.failed else ""),
+            # Spelled as everywhere else (the history classes' names), never shortened.
+            Text(row.event, style="red" if row.failed else ""),
             row.subject,
             row.payload,
             format_duration(row.duration),

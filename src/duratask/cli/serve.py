@@ -28,6 +28,7 @@ from duratask.client import AsyncTaskHubClient
 from duratask.worker import TaskHubWorker
 
 TOKEN_ENV = "DURATASK_DASHBOARD_TOKEN"
+PUBLIC_URL_ENV = "DURATASK_DASHBOARD_PUBLIC_URL"
 DEFAULT_DEV_DB = "./duratask-dev.db"
 
 
@@ -64,12 +65,37 @@ def _url(host: str, sock: socket.socket) -> str:
     help=f"Require this token (Bearer header for the API, login for pages; or set {TOKEN_ENV}). "
     "Needed to listen on anything but loopback.",
 )
-def dashboard(store: str | None, host: str, port: int, read_only: bool, token: str | None) -> None:
+@click.option(
+    "--public-url",
+    envvar=PUBLIC_URL_ENV,
+    metavar="URL",
+    help="The URL the dashboard is reached at, e.g. https://duratask.example.com (or set "
+    f"{PUBLIC_URL_ENV}). Absolute URLs and Location headers use it; with https, cookies are "
+    "Secure. Default: the address the server listens on (never the request's Host header).",
+)
+@click.option(
+    "--session-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=12.0,
+    show_default=True,
+    help="With --token: how long a login lasts.",
+)
+def dashboard(
+    store: str | None,
+    host: str,
+    port: int,
+    read_only: bool,
+    token: str | None,
+    public_url: str | None,
+    session_hours: float,
+) -> None:
     """Serve the web dashboard and the REST management API of a task hub."""
     module = _dashboard_module()
     token = token or None
+    public_url = public_url or None
     try:
         module.check_bind(host, token)
+        module.check_public_url(public_url)
     except module.DashboardConfigError as exc:
         raise usage_error(str(exc)) from None
     url = require_store_url(store)
@@ -78,7 +104,14 @@ def dashboard(store: str | None, host: str, port: int, read_only: bool, token: s
     async def run() -> None:
         async with connect(url) as client:
             allowed = None if token else module.loopback_hosts(host)
-            app = module.create_app(client, read_only=read_only, token=token, allowed_hosts=allowed)
+            app = module.create_app(
+                client,
+                read_only=read_only,
+                token=token,
+                allowed_hosts=allowed,
+                public_url=public_url,
+                session_lifetime=session_hours * 3600,
+            )
             server = module.build_server(app, host=host, port=port)
             mode = " (read-only)" if read_only else ""
             click.echo(

@@ -35,6 +35,7 @@ from duratask.dashboard.server import (  # noqa: E402
     bind_socket,
     build_server,
     check_bind,
+    check_public_url,
     loopback_hosts,
     serve,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "bind_socket",
     "build_server",
     "check_bind",
+    "check_public_url",
     "create_app",
     "loopback_hosts",
     "serve",

@@ -12,14 +12,16 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from duratask.dashboard import operations
 from duratask.dashboard.errors import bad_request, from_exception, json_error
 from duratask.dashboard.hub import ClientSource
+from duratask.dashboard.responses import SafeJSONResponse
 from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply, read_args
 from duratask.dashboard.values import iso, parse_json, payload_value, status_name
+from duratask.history import event_export_dict
 from duratask.state import FailureDetails, OrchestrationState
 
 _LOG = logging.getLogger("duratask.dashboard")
@@ -91,11 +93,11 @@ def management_urls(request: Request, instance_id: str) -> dict[str, str]:
 
 def _started(request: Request, instance_id: str) -> Response:
     urls = management_urls(request, instance_id)
-    return JSONResponse(urls, status_code=202, headers={"Location": urls["statusQueryGetUri"]})
+    return SafeJSONResponse(urls, status_code=202, headers={"Location": urls["statusQueryGetUri"]})
 
 
 def _accepted(instance_id: str) -> Response:
-    return JSONResponse({"instanceId": instance_id}, status_code=202)
+    return SafeJSONResponse({"instanceId": instance_id}, status_code=202)
 
 
 async def _json_body(call: ApiCall, what: str) -> Any:
@@ -124,11 +126,11 @@ async def get_instance(call: ApiCall) -> Response:
     body = status_json(state, show_input=call.args.flag("showInput"))
     if call.args.flag("showHistory"):
         history = await call.client.get_orchestration_history(instance_id)
-        body["historyEvents"] = [event.to_dict() for event in history]
+        body["historyEvents"] = [event_export_dict(event) for event in history]
     if state.runtime_status.is_terminal:
-        return JSONResponse(body)
+        return SafeJSONResponse(body)
     # Still going: 202 with the URL to poll, as Durable Functions answers.
-    return JSONResponse(
+    return SafeJSONResponse(
         body, status_code=202, headers={"Location": instance_url(call.request, instance_id)}
     )
 
@@ -156,14 +158,14 @@ async def list_instances(call: ApiCall) -> Response:
     headers = {}
     if page.continuation_token is not None:
         headers[CONTINUATION_HEADER] = page.continuation_token
-    return JSONResponse(
+    return SafeJSONResponse(
         [status_json(s, show_input=show_input) for s in page.states], headers=headers
     )
 
 
 async def get_history(call: ApiCall) -> Response:
     history = await call.client.get_orchestration_history(call.args.required_text("instance_id"))
-    return JSONResponse([event.to_dict() for event in history])
+    return SafeJSONResponse([event_export_dict(event) for event in history])
 
 
 async def raise_event(call: ApiCall) -> Response:
@@ -207,7 +209,7 @@ async def restart_instance(call: ApiCall) -> Response:
 
 async def purge_instance(call: ApiCall) -> Response:
     purged = await operations.purge(call.client, call.args.required_text("instance_id"))
-    return JSONResponse({"instancesDeleted": purged})
+    return SafeJSONResponse({"instancesDeleted": purged})
 
 
 _PURGE_FILTERS = ("createdTimeFrom", "createdTimeTo", "completedTimeTo", "runtimeStatus")
@@ -226,7 +228,7 @@ async def purge_instances(call: ApiCall) -> Response:
         completed_before=args.time("completedTimeTo"),
         statuses=args.statuses("runtimeStatus"),
     )
-    return JSONResponse({"instancesDeleted": purged})
+    return SafeJSONResponse({"instancesDeleted": purged})
 
 
 async def get_counts(call: ApiCall) -> Response:
@@ -237,7 +239,7 @@ async def get_counts(call: ApiCall) -> Response:
         created_from=args.time("createdTimeFrom"),
         created_to=args.time("createdTimeTo"),
     )
-    return JSONResponse({status_name(status): n for status, n in counts.items()})
+    return SafeJSONResponse({status_name(status): n for status, n in counts.items()})
 
 
 # -- the route table -----------------------------------------------------------------------

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -21,11 +25,35 @@ from duratask.dashboard.errors import HttpError, json_error
 from duratask.dashboard.hub import ClientSource
 from duratask.dashboard.openapi import build_document
 from duratask.dashboard.pages import Pages
-from duratask.dashboard.security import Security, SecurityMiddleware, is_api
+from duratask.dashboard.responses import SafeJSONResponse
+from duratask.dashboard.security import (
+    DEFAULT_SESSION_LIFETIME,
+    LoginLimiter,
+    Security,
+    SecurityMiddleware,
+    is_api,
+)
 from duratask.dashboard.templating import STATIC_DIR, Renderer
 
 _LOG = logging.getLogger("duratask.dashboard")
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class PackagedFiles(StaticFiles):
+    """The dashboard's own static files and nothing else.
+
+    A path that names none of them (a NUL byte, ``..``, a name too long for the file system)
+    is a 404 decided without asking the file system, which raises on some of those.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory=directory)
+        self.names = frozenset(p.name for p in directory.iterdir() if p.is_file())
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if path not in self.names:
+            return "", None
+        return super().lookup_path(path)
 
 
 def create_app(
@@ -35,24 +63,39 @@ def create_app(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    public_url: str | None = None,
+    session_lifetime: float | timedelta = DEFAULT_SESSION_LIFETIME,
+    clock: Callable[[], float] | None = None,
 ) -> Starlette:
     """The dashboard and management API as a Starlette app.
 
     ``client`` is a client (its owner closes it) or a store URL (the app opens a client and
     closes it when the app shuts down). ``read_only`` hides and refuses every action.
     ``token`` requires that token: as ``Authorization: Bearer`` on API calls, through the
-    login form on pages. ``allowed_hosts`` restricts the Host header the app answers to.
+    login form on pages; a login lasts ``session_lifetime`` (seconds or a timedelta, 12
+    hours by default). ``allowed_hosts`` restricts the Host header the app answers to.
+    ``public_url`` (``https://host[:port]``) is the origin the app writes into absolute URLs
+    and ``Location`` headers; without it, the address the server is bound to is used, never
+    the request's Host header. ``clock`` (seconds since the epoch, ``time.time`` by default)
+    is for tests.
     """
     if token is not None and not token.strip():
         raise ValueError("the dashboard token must not be empty")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    if isinstance(session_lifetime, timedelta):
+        session_lifetime = session_lifetime.total_seconds()
+    now = clock or time.time
     source = ClientSource(client)
     security = Security(
         token=token,
         read_only=read_only,
         allowed_hosts=frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None,
         max_body_bytes=max_body_bytes,
+        public_url=public_url,
+        session_lifetime=float(session_lifetime),
+        clock=now,
+        limiter=LoginLimiter(now),
     )
     renderer = Renderer(read_only=read_only, token=token is not None)
     pages = Pages(source, renderer, security)
@@ -61,7 +104,7 @@ def create_app(
     )
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(document)
+        return SafeJSONResponse(document)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -90,7 +133,7 @@ def create_app(
     routes = [
         Route("/openapi.json", openapi, methods=["GET"]),
         *api_routes(source),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", PackagedFiles(STATIC_DIR), name="static"),
         *pages.routes(),
     ]
     app = Starlette(
@@ -99,6 +142,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
+    # A request with a stray trailing slash gets 404, not a redirect: Starlette's redirect
+    # would build an absolute URL, and no response should point elsewhere than asked.
+    app.router.redirect_slashes = False
     app.state.client_source = source
     app.state.openapi = document
     return app

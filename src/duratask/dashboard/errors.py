@@ -11,11 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.responses import JSONResponse
-
+from duratask.dashboard.responses import SafeJSONResponse
 from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
+    InvalidTextError,
     OrchestrationAlreadyExistsError,
     OrchestrationNotFoundError,
     PayloadTooLargeError,
@@ -57,6 +57,8 @@ def from_exception(exc: BaseException) -> HttpError | None:
             return HttpError(413, "payload_too_large", str(exc))
         case InvalidInstanceIdError():
             return HttpError(400, "invalid_instance_id", str(exc))
+        case InvalidTextError():
+            return HttpError(400, "invalid_text", str(exc))
         case SerializationError():
             return HttpError(400, "invalid_payload", str(exc))
         case StoreError():
@@ -72,9 +74,9 @@ def error_body(error: HttpError) -> dict[str, Any]:
     return {"error": {"type": error.type, "message": error.message}}
 
 
-def json_error(error: HttpError) -> JSONResponse:
+def json_error(error: HttpError) -> SafeJSONResponse:
     """An API error response."""
-    return JSONResponse(error_body(error), status_code=error.status, headers=error.headers)
+    return SafeJSONResponse(error_body(error), status_code=error.status, headers=error.headers)
 
 
 def json_error_bytes(error: HttpError) -> bytes:

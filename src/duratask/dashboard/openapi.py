@@ -7,7 +7,7 @@ from typing import Any
 
 from duratask.dashboard.spec import ApiRoute
 from duratask.dashboard.values import STATUS_NAMES
-from duratask.history import EventType
+from duratask.history import EVENT_NAMES
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -49,7 +49,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["type", "event_id", "timestamp"],
         "additionalProperties": True,
         "properties": {
-            "type": {"type": "string", "enum": [t.name for t in EventType]},
+            "type": {"type": "string", "enum": list(EVENT_NAMES)},
             "event_id": {"type": "integer"},
             "timestamp": {"type": "string", "format": "date-time"},
         },
@@ -177,6 +177,7 @@ def _operation(route: ApiRoute, *, token: bool, read_only: bool) -> dict[str, An
     extra: dict[int, str] = {}
     if token:
         extra[401] = "No valid token: send Authorization: Bearer <token>."
+        extra[429] = "Too many wrong tokens from this address: wait Retry-After seconds."
     if route.mutating:
         if read_only:
             extra[403] = "The dashboard is read-only."

@@ -19,7 +19,13 @@ from duratask.dashboard import operations
 from duratask.dashboard.errors import HttpError, from_exception
 from duratask.dashboard.gantt import build_bars, layout
 from duratask.dashboard.hub import ClientSource
-from duratask.dashboard.security import SESSION_COOKIE, Security, safe_next
+from duratask.dashboard.security import (
+    SESSION_COOKIE,
+    Security,
+    client_address,
+    safe_next,
+    too_many_attempts,
+)
 from duratask.dashboard.templating import Renderer, instance_href
 from duratask.dashboard.values import parse_int, parse_json, parse_statuses, parse_time
 from duratask.state import OrchestrationState, OrchestrationStatus
@@ -201,7 +207,7 @@ def history_rows(events: list[h.HistoryEvent]) -> list[HistoryRow]:
                 index=index,
                 offset=f"+{(event.timestamp - start).total_seconds():.3f}s",
                 timestamp=event.timestamp,
-                type=event.event_type.name,
+                type=type(event).__name__,
                 event_id=event.event_id,
                 subject=subject,
                 payload=payload,
@@ -451,20 +457,45 @@ class Pages:
         return self.renderer.render(request, "login.html", context)
 
     async def login(self, request: Request) -> Response:
-        if self.security.token is None:
+        security = self.security
+        if security.token is None:
             return RedirectResponse("/", status_code=303)
         form = await request.form()
         target = safe_next(_field(form, "next"))
-        if not self.security.token_matches(_field(form, "token")):
+        client = client_address(request)
+        wait = security.limiter.retry_after(client)
+        if wait is not None:
+            # Refused without looking at the token, so waiting is the only way to try again.
+            error = too_many_attempts(wait)
+            page = self.renderer.render(
+                request, "login.html", {"next": target, "error": error.message}, 429
+            )
+            page.headers.update(error.headers)
+            return page
+        if not security.token_matches(_field(form, "token")):
+            security.limiter.failed(client)
             context = {"next": target, "error": "That is not the dashboard's token."}
             return self.renderer.render(request, "login.html", context, 401)
+        security.limiter.succeeded(client)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
-            SESSION_COOKIE, self.security.session_value(), httponly=True, samesite="strict"
+            SESSION_COOKIE,
+            security.new_session(),
+            max_age=int(security.session_lifetime),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=security.secure_cookies(request),
         )
         return response
 
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login" if self.security.token else "/", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.security.secure_cookies(request),
+        )
         return response

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from duratask.client import AsyncTaskHubClient
 from duratask.dashboard.app import create_app
+from duratask.dashboard.security import DEFAULT_SESSION_LIFETIME, parse_public_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8233
@@ -44,6 +45,14 @@ def check_bind(host: str, token: str | None) -> None:
             "reach it could run actions on your task hub. Pass --token (or set "
             "DURATASK_DASHBOARD_TOKEN), or bind to 127.0.0.1."
         )
+
+
+def check_public_url(url: str | None) -> None:
+    """Refuse a public URL the app could not use (not http(s), or with a path)."""
+    try:
+        parse_public_url(url)
+    except ValueError as exc:
+        raise DashboardConfigError(str(exc)) from None
 
 
 def loopback_hosts(host: str) -> list[str]:
@@ -140,14 +149,25 @@ def serve(
     read_only: bool = False,
     token: str | None = None,
     log_level: str = "info",
+    public_url: str | None = None,
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME,
 ) -> None:
     """Serve the dashboard until Ctrl-C.
 
     Listening on anything but loopback needs a ``token`` (:class:`DashboardConfigError`
     otherwise). Without a token, only requests naming a loopback host are answered.
+    ``public_url`` and ``session_lifetime`` (seconds) are as :func:`create_app` takes them.
     """
     check_bind(host, token)
+    check_public_url(public_url)
     allowed = None if token else loopback_hosts(host)
-    app = create_app(client, read_only=read_only, token=token, allowed_hosts=allowed)
+    app = create_app(
+        client,
+        read_only=read_only,
+        token=token,
+        allowed_hosts=allowed,
+        public_url=public_url,
+        session_lifetime=session_lifetime,
+    )
     server = build_server(app, host=host, port=port, log_level=log_level)
     server.run(sockets=[bind_socket(host, port)])

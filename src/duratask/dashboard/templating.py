@@ -9,8 +9,9 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
 
+from duratask.converter import replace_lone_surrogates
+from duratask.dashboard.responses import SafeHTMLResponse
 from duratask.dashboard.values import pretty_payload
 
 PACKAGE_DIR = Path(__file__).parent
@@ -26,7 +27,7 @@ def _when(value: datetime | None) -> str:
 
 def instance_href(instance_id: str, suffix: str = "") -> str:
     """The page of an instance (ids are percent-encoded, slashes included)."""
-    return f"/instances/{quote(instance_id, safe='')}{suffix}"
+    return f"/instances/{quote(replace_lone_surrogates(instance_id), safe='')}{suffix}"
 
 
 def _query(params: dict[str, Any]) -> str:
@@ -67,7 +68,7 @@ class Renderer:
 
     def render(
         self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
-    ) -> HTMLResponse:
+    ) -> SafeHTMLResponse:
         full = {
             "request_path": request.url.path,
             "csrf_token": getattr(request.state, "csrf_token", ""),
@@ -78,9 +79,9 @@ class Renderer:
             **context,
         }
         html = self.env.get_template(name).render(full)
-        return HTMLResponse(html, status_code=status_code)
+        return SafeHTMLResponse(html, status_code=status_code)
 
-    def error(self, request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    def error(self, request: Request, status: int, title: str, message: str) -> SafeHTMLResponse:
         """An error page."""
         return self.render(
             request, "error.html", {"status": status, "title": title, "message": message}, status

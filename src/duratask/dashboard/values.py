@@ -66,13 +66,18 @@ def parse_time(text: str, what: str) -> datetime:
     """An aware UTC datetime from ISO 8601 text (no offset means UTC)."""
     try:
         parsed = datetime.fromisoformat(text.strip())
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise bad_request(
-            f"{what}: cannot read {text!r} as an ISO 8601 time "
+            f"{what}: cannot read {text[:80]!r} as an ISO 8601 time "
             "(e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise bad_request(
+            f"{what}: the time {text[:80]!r} is out of range: in UTC it falls outside years 1-9999"
         ) from None
 
 
@@ -97,6 +102,16 @@ def parse_bool(text: str, what: str) -> bool:
     raise bad_request(f"{what}: expected true or false, got {text[:40]!r}")
 
 
+def json_string_hint(text: str, error: json.JSONDecodeError) -> str:
+    """A hint for text that was meant as a JSON string but lacks its quotes (``alice``)."""
+    bare = text.strip()
+    if error.msg != "Expecting value" or not bare or bare[0] in '[{"-0123456789':
+        return ""
+    if len(bare) > 40 or "\n" in bare:
+        return "; a JSON string needs double quotes around it"
+    return f"; a JSON string needs double quotes: {json.dumps(bare, ensure_ascii=False)}"
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -115,7 +130,8 @@ def parse_json(raw: bytes, what: str) -> Any:
         raise HttpError(
             400,
             "invalid_json",
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{json_string_hint(text, exc)}",
         ) from None
     except (ValueError, RecursionError) as exc:
         message = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)

@@ -12,6 +12,7 @@ from duratask.testing.clock import VirtualClock
 from duratask.testing.hub import TimeSkippingHub
 from duratask.testing.replay import (
     HistoryMismatchError,
+    InvalidHistoryError,
     ReplayFailedError,
     ReplayResult,
     describe_action,
@@ -22,6 +23,7 @@ from duratask.testing.sync_hub import SyncTimeSkippingHub
 
 __all__ = [
     "HistoryMismatchError",
+    "InvalidHistoryError",
     "ReplayFailedError",
     "ReplayResult",
     "SyncTimeSkippingHub",

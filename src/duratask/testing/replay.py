@@ -22,10 +22,17 @@ from duratask.converter import DataConverter, PayloadCodec
 from duratask.errors import NonDeterminismError
 from duratask.registry import Registry, function_name
 from duratask.state import FailureDetails, OrchestrationStatus, decode_payload
-from duratask.testing._history_input import HistorySource, history_sources, load_history
+from duratask.testing._history_input import (
+    HistorySource,
+    InvalidHistoryError,
+    history_sources,
+    load_history,
+    require_start,
+)
 
 __all__ = [
     "HistoryMismatchError",
+    "InvalidHistoryError",
     "ReplayFailedError",
     "ReplayResult",
     "describe_action",
@@ -137,13 +144,12 @@ def replay(
 
     Raises :class:`HistoryMismatchError` naming the step where the code differs from the
     history: an activity renamed, steps reordered, a step removed or added where the history
-    shows another, or an end different from the recorded one. Raises ValueError for input
-    that is not a history.
+    shows another, or an end different from the recorded one. Raises
+    :class:`InvalidHistoryError` (a ValueError) naming what is wrong with input that is not
+    a history: an empty file, an empty array, no ``ExecutionStarted``...
     """
     events, label = load_history(history, source)
-    started = next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
-    if started is None:
-        raise ValueError(f"{label}: the history has no EXECUTION_STARTED event")
+    started = require_start(events, label)
     codec = PayloadCodec(data_converter)
     registry = Registry()
     registry.add_orchestration(orchestration, name=started.name, version=started.version)
@@ -175,9 +181,7 @@ def replay_many(
     for index, item in enumerate(sources):
         label = str(item) if isinstance(item, Path) else f"history #{index}"
         events, label = load_history(item, label)
-        started = next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
-        if started is None:
-            raise ValueError(f"{label}: the history has no EXECUTION_STARTED event")
+        started = require_start(events, label)
         fn = by_name.get(started.name)
         if fn is None:
             raise ValueError(
@@ -382,8 +386,8 @@ def describe_event(event: h.HistoryEvent | None) -> str:
     if isinstance(event, h.EventSent):
         return f"event {event.name!r} sent to {event.instance_id!r}"
     if isinstance(event, h.ExecutionCompleted):
-        return f"EXECUTION_COMPLETED {event.status.value}"
-    return event.event_type.name
+        return f"ExecutionCompleted {event.status.value}"
+    return type(event).__name__
 
 
 def _by_name(orchestrations: Callable[..., Any] | Functions) -> dict[str, Callable[..., Any]]:
