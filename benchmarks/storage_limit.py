@@ -57,7 +57,7 @@ async def sqlite_store_thread_commits_per_s(path: str, seconds: float) -> float 
     event loop, the commit on the store's thread): the limit as duratask's store can reach it.
     None if that internal layer is not available."""
     try:
-        from duratask.backends.sqlite.database import Database
+        from duratask.backends.sqlite._database import Database
     except ImportError:
         return None
     db = Database(path)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from duratask._portal import Portal
+from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
 from duratask.backends import open_store
 from duratask.backends.base import (
@@ -47,7 +48,6 @@ from duratask.history import (
     ExecutionTerminated,
     HistoryEvent,
 )
-from duratask.registry import check_name, function_name
 from duratask.state import OrchestrationState, OrchestrationStatus
 from duratask.tracing._client import traced_start
 

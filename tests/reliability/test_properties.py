@@ -32,11 +32,11 @@ from hypothesis.stateful import (
 import duratask as dt
 from duratask import history as h
 from duratask._engine import OrchestrationExecutor
+from duratask._registry import Registry
 from duratask.backends.base import LockedMessage, OrchestrationMessage, OrchestrationWorkItem
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.converter import PayloadCodec
 from duratask.integrity import check_hub
-from duratask.registry import Registry
 from duratask.retry import RetryPolicy
 from duratask.state import FailureDetails, OrchestrationState
 from duratask.worker._episode import Defer, EpisodeInput, plan_episode

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import duratask as dt
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask.testing import (
     HistoryMismatchError,

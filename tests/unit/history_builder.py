@@ -17,8 +17,8 @@ from typing import Any
 
 from duratask import history as h
 from duratask._engine import ExecutionResult, OrchestrationExecutor
+from duratask._registry import Registry
 from duratask.converter import PayloadCodec
-from duratask.registry import Registry
 from duratask.state import FailureDetails, OrchestrationStatus
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)

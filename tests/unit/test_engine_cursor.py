@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import ExecutionResult, OrchestrationExecutor
 from duratask.context import OrchestrationContext
@@ -90,8 +90,8 @@ def test_cursor_matches_full_replay_episode_by_episode() -> None:
 
 def test_awaits_only_tells_a_single_wait_from_a_fan_in() -> None:
     from duratask._engine.replay_context import ReplayContext
+    from duratask._registry import Registry
     from duratask.converter import PayloadCodec
-    from duratask.registry import Registry
 
     ctx = ReplayContext("i", Registry(), PayloadCodec())
     ctx.call_activity("a")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import ExecutionResult
 from duratask.context import OrchestrationContext

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from duratask import history as h
-from duratask.actions import (
+from duratask._actions import (
     CompleteOrchestrationAction,
     CreateSubOrchestrationAction,
     CreateTimerAction,
@@ -20,10 +20,10 @@ from duratask.actions import (
     SendEventAction,
     TerminateOrchestrationAction,
 )
+from duratask._registry import Registry
 from duratask.context import OrchestrationContext
 from duratask.converter import PayloadCodec
 from duratask.errors import PayloadTooLargeError, TaskFailedError
-from duratask.registry import Registry
 from duratask.state import OrchestrationStatus
 from duratask.task import Task, when_all
 from tests.unit.history_builder import SEC, T0, HistoryBuilder, execute, payload, registry

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from duratask import history as h
+from duratask._actions import ScheduleTaskAction
 from duratask._engine import final_failure, has_ended, rewound_view
-from duratask.actions import ScheduleTaskAction
 from duratask.context import OrchestrationContext
 from duratask.retry import RetryPolicy
 from duratask.state import FailureDetails, OrchestrationStatus

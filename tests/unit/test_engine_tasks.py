@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from duratask.actions import (
+from duratask._actions import (
     CompleteOrchestrationAction,
     CreateSubOrchestrationAction,
     CreateTimerAction,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from duratask.backends.postgres.group_commit import GroupCommit, Row
+from duratask.backends.postgres._group_commit import GroupCommit, Row
 
 
 class FakeServer:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from duratask.backends.sqlite.database import Database
+from duratask.backends.sqlite._database import Database
 
 
 async def _started_with_table(tmp_path: Path) -> Database:

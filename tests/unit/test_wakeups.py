@@ -6,7 +6,7 @@ import asyncio
 import gc
 import threading
 
-from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps, hub_wakeups
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps, hub_wakeups
 
 
 async def test_a_notification_is_remembered_until_consumed() -> None:

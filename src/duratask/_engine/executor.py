@@ -12,13 +12,13 @@ from collections.abc import Coroutine, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask._engine.replay_context import ReplayContext
 from duratask._engine.rewind import rewound_view
+from duratask._registry import Registry
 from duratask.converter import PayloadCodec
 from duratask.errors import NonDeterminismError, OrchestrationNotRegisteredError
-from duratask.registry import Registry
 from duratask.state import OrchestrationStatus
 from duratask.task import Task
 

@@ -14,12 +14,12 @@ from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
+from duratask._registry import Registry
 from duratask.context import Activity, OrchestrationContext, Orchestrator
 from duratask.converter import PayloadCodec
 from duratask.errors import EventTimeoutError, NonDeterminismError, TaskFailedError
-from duratask.registry import Registry
 from duratask.retry import RetryPolicy
 from duratask.state import FailureDetails, OrchestrationStatus
 from duratask.task import CompletableTask, Task

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
@@ -15,7 +16,6 @@ from duratask.backends.base import (
     OrchestrationMessage,
     decode_continuation_token,
 )
-from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION
 from duratask.history import ExecutionStarted
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 

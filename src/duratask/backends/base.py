@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
-from duratask.backends.wakeups import InstanceWatch
+from duratask.backends._wakeups import InstanceWatch
 from duratask.history import HistoryEvent
 from duratask.state import OrchestrationState, OrchestrationStatus
 

@@ -31,6 +31,7 @@ from duratask.backends._shared import (
     utc_now,
     work_kinds,
 )
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
@@ -47,7 +48,6 @@ from duratask.backends.base import (
     StoreDescription,
     encode_continuation_token,
 )
-from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
     ExecutionStarted,

@@ -8,9 +8,9 @@
   breaks running instances.
 """
 
-from duratask.testing.clock import VirtualClock
-from duratask.testing.hub import TimeSkippingHub
-from duratask.testing.replay import (
+from duratask.testing._clock import VirtualClock
+from duratask.testing._hub import TimeSkippingHub
+from duratask.testing._replay import (
     HistoryMismatchError,
     InvalidHistoryError,
     ReplayFailedError,
@@ -19,7 +19,7 @@ from duratask.testing.replay import (
     replay,
     replay_many,
 )
-from duratask.testing.sync_hub import SyncTimeSkippingHub
+from duratask.testing._sync_hub import SyncTimeSkippingHub
 
 __all__ = [
     "HistoryMismatchError",

@@ -9,11 +9,11 @@ from concurrent.futures import Executor
 from datetime import datetime
 
 from duratask import history as h
+from duratask._registry import Registry
 from duratask.backends.base import ActivityWorkItem, OrchestrationMessage
 from duratask.context import ActivityContext
 from duratask.converter import PayloadCodec
 from duratask.errors import ActivityNotRegisteredError
-from duratask.registry import Registry
 from duratask.state import FailureDetails
 
 

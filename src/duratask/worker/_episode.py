@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import OrchestrationCursor, OrchestrationExecutor, has_ended
 from duratask._engine.rewind import final_failure, rewound_view

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from duratask._engine import OrchestrationExecutor
+from duratask._registry import Registry
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
@@ -27,7 +28,6 @@ from duratask.backends.base import (
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import LeaseLostError
 from duratask.history import TaskFailed
-from duratask.registry import Registry
 from duratask.state import FailureDetails
 from duratask.tracing._activity import traced_activity
 from duratask.worker._activity_runner import run_activity

@@ -14,6 +14,6 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
         name=exc.name,
     ) from exc
 
-from duratask.backends.postgres.store import PostgresOrchestrationService
+from duratask.backends.postgres._store import PostgresOrchestrationService
 
 __all__ = ["PostgresOrchestrationService"]

@@ -37,7 +37,7 @@ BEGIN
 END
 $$;
 
--- commit_episode: see duratask.backends.postgres.store, class _EpisodeWrite.
+-- commit_episode: see duratask.backends.postgres._store, class _EpisodeWrite.
 --
 -- The fence, checked before anything is written (a refused commit writes nothing):
 --   * p_lock_token given: the instance carries that lease and its history is still

@@ -1,5 +1,5 @@
 """The SQLite task hub store (``sqlite:///path/to/hub.db``)."""
 
-from duratask.backends.sqlite.store import SqliteOrchestrationService
+from duratask.backends.sqlite._store import SqliteOrchestrationService
 
 __all__ = ["SqliteOrchestrationService"]

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from duratask import actions as act
+from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import OrchestrationCursor, OrchestrationExecutor, rewound_view
+from duratask._registry import Registry, function_name
 from duratask.converter import DataConverter, PayloadCodec
 from duratask.errors import NonDeterminismError
-from duratask.registry import Registry, function_name
 from duratask.state import FailureDetails, OrchestrationStatus, decode_payload
 from duratask.testing._history_input import (
     HistorySource,

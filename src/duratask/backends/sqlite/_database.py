@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from duratask.backends.migrations import load_migrations
-from duratask.backends.sqlite import queries
+from duratask.backends._migrations import load_migrations
+from duratask.backends.sqlite import _queries as queries
 from duratask.errors import StoreError, TaskHubNotFoundError
 
 T = TypeVar("T")

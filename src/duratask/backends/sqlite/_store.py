@@ -20,6 +20,13 @@ from duratask.backends._shared import (
     utc_now,
     work_kinds,
 )
+from duratask.backends._wakeups import (
+    ACTIVITY,
+    ORCHESTRATION,
+    InstanceWatch,
+    WakeUps,
+    hub_wakeups,
+)
 from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityRequest,
@@ -36,8 +43,8 @@ from duratask.backends.base import (
     StoreDescription,
     encode_continuation_token,
 )
-from duratask.backends.sqlite import queries as q
-from duratask.backends.sqlite.codec import (
+from duratask.backends.sqlite import _queries as q
+from duratask.backends.sqlite._codec import (
     from_micros,
     locked_message_from_row,
     state_from_row,
@@ -45,14 +52,7 @@ from duratask.backends.sqlite.codec import (
     to_micros,
     to_micros_or_none,
 )
-from duratask.backends.sqlite.database import Database
-from duratask.backends.wakeups import (
-    ACTIVITY,
-    ORCHESTRATION,
-    InstanceWatch,
-    WakeUps,
-    hub_wakeups,
-)
+from duratask.backends.sqlite._database import Database
 from duratask.errors import (
     InstanceBusyError,
     LeaseLostError,

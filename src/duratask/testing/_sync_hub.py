@@ -13,8 +13,8 @@ from duratask.backends.memory import MemoryOrchestrationService
 from duratask.client import TaskHubClient
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter
 from duratask.state import OrchestrationState
-from duratask.testing.clock import VirtualClock
-from duratask.testing.hub import StatusCheck, TimeSkippingHub, is_finished, is_started
+from duratask.testing._clock import VirtualClock
+from duratask.testing._hub import StatusCheck, TimeSkippingHub, is_finished, is_started
 from duratask.worker import TaskHubWorker
 
 __all__ = ["SyncTimeSkippingHub"]

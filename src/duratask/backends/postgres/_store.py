@@ -22,6 +22,7 @@ from duratask.backends._shared import (
     state_from_row,
     utc_now,
 )
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.backends.base import (
     TERMINAL_STATUSES,
     ActivityWorkItem,
@@ -39,15 +40,14 @@ from duratask.backends.base import (
     StoreDescription,
     encode_continuation_token,
 )
-from duratask.backends.postgres import queries as q
-from duratask.backends.postgres.database import (
+from duratask.backends.postgres import _queries as q
+from duratask.backends.postgres._database import (
     STATE,
     Connection,
     Database,
     split_schema,
 )
-from duratask.backends.postgres.group_commit import GroupCommit
-from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
+from duratask.backends.postgres._group_commit import GroupCommit
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
     ExecutionStarted,

@@ -1,6 +1,6 @@
 """The SQL the PostgreSQL store runs, as named templates (the schema is in ``migrations/``).
 
-``{schema}`` stands for the task hub's schema; :class:`duratask.backends.postgres.database.
+``{schema}`` stands for the task hub's schema; :class:`duratask.backends.postgres._database.
 Database` fills it in with ``psycopg.sql.Identifier``, never by string formatting. Every
 value is a bound parameter (``%(name)s`` or ``%s``). Times are timestamptz, always the
 store's clock passed in as ``%(now)s`` (never SQL ``now()``), so every process and every

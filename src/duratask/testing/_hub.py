@@ -25,7 +25,7 @@ from duratask.backends.memory import MemoryOrchestrationService, WorkOutlook
 from duratask.client import AsyncTaskHubClient
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter
 from duratask.state import OrchestrationState, OrchestrationStatus
-from duratask.testing.clock import VirtualClock
+from duratask.testing._clock import VirtualClock
 from duratask.worker import TaskHubWorker
 
 __all__ = ["TimeSkippingHub"]

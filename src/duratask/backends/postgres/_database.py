@@ -24,9 +24,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from duratask.backends.migrations import load_logic, load_migrations
-from duratask.backends.postgres import queries
-from duratask.backends.wakeups import ACTIVITY, ORCHESTRATION, WakeUps
+from duratask.backends._migrations import load_logic, load_migrations
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps
+from duratask.backends.postgres import _queries as queries
 from duratask.errors import StoreError, TaskHubNotFoundError
 
 T = TypeVar("T")
@@ -143,7 +143,7 @@ class Database:
         """The statement ``template`` with ``{schema}`` bound to this hub's schema."""
         statement = self._statements.get(template)
         if statement is None:
-            # Templates are fixed strings of this package (queries.py, migrations/). Kept as
+            # Templates are fixed strings of this package (_queries.py, logic.sql, migrations/). Kept as
             # bytes: psycopg would quote the schema again at every execution of a Composed.
             composed = sql.SQL(template).format(schema=self._schema_ident)
             statement = self._statements[template] = composed.as_bytes(None)
