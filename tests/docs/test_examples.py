@@ -180,6 +180,14 @@ def test_operating(sqlite_hub: str) -> None:
     }
 
 
+def test_order_workflow() -> None:
+    assert run("order_workflow") == {
+        "order-1": "completed",
+        "order-2": "cancelled: not approved in time",
+        "order-3": "refunded",
+    }
+
+
 TESTED = {
     "quickstart",
     "determinism",
@@ -192,6 +200,7 @@ TESTED = {
     "payloads",
     "stores",
     "operating",
+    "order_workflow",
 }
 _SNIPPET = re.compile(r'--8<--\s+"([^":]+)')
 
