@@ -131,7 +131,7 @@ def _canonical(pkg: griffe.Module, path: str) -> str | None:
 
 
 def _scope(obj: griffe.Object) -> griffe.Object:
-    # An attribute's or a function's names are those of the class or module around it.
+    # An attribute has no names of its own: resolve from the class or module around it.
     return obj.parent if isinstance(obj, griffe.Attribute) and obj.parent is not None else obj
 
 

@@ -9,14 +9,19 @@ broken cross-references are reported by the Griffe extension in ``griffe_duratas
 from __future__ import annotations
 
 import ast
+import importlib.util
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from griffe_duratask import PUBLIC_NAMESPACES
+_spec = importlib.util.spec_from_file_location(
+    "duratask_docs_griffe", Path(__file__).with_name("griffe_duratask.py")
+)
+assert _spec is not None and _spec.loader is not None
+_griffe_duratask = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_griffe_duratask)
+PUBLIC_NAMESPACES: tuple[str, ...] = _griffe_duratask.PUBLIC_NAMESPACES
 
 LOG = logging.getLogger("mkdocs.plugins.duratask_reference")
 _DIRECTIVE = re.compile(r"^:::\s+(\S+)", re.MULTILINE)
