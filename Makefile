@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest chromium bench clean
+.PHONY: demo test lint typecheck docs docs-serve pytest chromium bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml $(VENV)/bin/python
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-## test: lint, format check, type check, then the whole test suite
-test: lint typecheck pytest
+## test: lint, format check, type check, the strict docs build, then the whole test suite
+test: lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
@@ -27,6 +27,20 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Material for MkDocs prints a banner about MkDocs 2.0 at every build unless this is set.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+## docs: build the documentation site into site/; any warning (a broken link or reference,
+## a public object without a docstring, a missing example file) fails the build
+docs: $(STAMP)
+	$(BIN)/ruff check docs/examples docs/_tooling
+	$(BIN)/ruff format --check docs/examples docs/_tooling
+	$(MKDOCS) build --strict
+
+## docs-serve: serve the documentation at http://127.0.0.1:8000, rebuilt on every change
+docs-serve: $(STAMP)
+	$(MKDOCS) serve
 
 pytest: $(STAMP) chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -47,8 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests examples benchmarks
-	$(BIN)/ruff format src tests examples benchmarks
+	$(BIN)/ruff check --fix src tests examples benchmarks docs/examples docs/_tooling
+	$(BIN)/ruff format src tests examples benchmarks docs/examples docs/_tooling
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -67,6 +67,9 @@ class ReuseIdPolicy:
     Replacing deletes the old instance's history, pending messages and activities. The default
     replaces finished instances (COMPLETED, FAILED, TERMINATED); any other existing instance
     makes scheduling fail with :class:`~duratask.errors.OrchestrationAlreadyExistsError`.
+
+    Attributes:
+        replaceable_statuses: The statuses in which an existing instance is replaced.
     """
 
     replaceable_statuses: frozenset[OrchestrationStatus] = TERMINAL_STATUSES

@@ -52,7 +52,10 @@ class OrchestrationContext(ABC):
     @property
     @abstractmethod
     def current_utc_datetime(self) -> datetime:
-        """The deterministic current time: when the current episode started."""
+        """The deterministic current time: when the current episode started (aware UTC).
+
+        Use it instead of ``datetime.now()``: it replays as the same value.
+        """
 
     @property
     @abstractmethod
@@ -76,7 +79,14 @@ class OrchestrationContext(ABC):
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
     ) -> Task[Any]:
-        """Schedule an activity (by function or registered name); await the task for its result."""
+        """Schedule an activity (by function or registered name); await the task for its result.
+
+        ``input`` is serialised with the worker's data converter and decoded to the type the
+        activity annotates. If the activity raises, awaiting the task raises
+        :class:`~duratask.errors.TaskFailedError`, whose ``details`` name the original error
+        type. With a ``retry_policy`` a failed attempt is retried after a durable timer, and
+        the task fails only once the policy gives up.
+        """
 
     @abstractmethod
     def call_sub_orchestrator(
@@ -88,11 +98,22 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
     ) -> Task[Any]:
-        """Start a sub-orchestration; await the task for its output."""
+        """Start a sub-orchestration; await the task for its output.
+
+        ``instance_id`` defaults to this instance's id followed by ``:`` and the call's
+        sequence number, so it is the same on every replay. A failed sub-orchestration
+        raises :class:`~duratask.errors.TaskFailedError` where the task is awaited; with a
+        ``retry_policy`` it is started again under the same instance id. ``version`` picks
+        the registered version of the sub-orchestration to run.
+        """
 
     @abstractmethod
     def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
-        """A durable timer firing at an aware datetime, or after a delay from now."""
+        """A durable timer firing at an aware datetime, or after a delay from now.
+
+        "Now" is :attr:`current_utc_datetime`. The timer is recorded in the history, so it
+        fires at the same time however often the worker restarts meanwhile.
+        """
 
     @abstractmethod
     def wait_for_external_event(
@@ -101,7 +122,9 @@ class OrchestrationContext(ABC):
         """Wait for an event raised to this instance (names are case-insensitive).
 
         Events that arrived before the wait are buffered and delivered in order. With a
-        ``timeout``, the task fails with :class:`EventTimeoutError` if no event came in time.
+        ``timeout``, the task fails with :class:`~duratask.errors.EventTimeoutError` if no
+        event came in time. ``data_type`` is the type the event's data is decoded to (plain
+        JSON values by default).
         """
 
     @abstractmethod
@@ -125,7 +148,19 @@ class OrchestrationContext(ABC):
 
 @dataclass(frozen=True, slots=True)
 class ActivityContext:
-    """What an activity knows about the call it serves."""
+    """What an activity knows about the call it serves: the first argument of every activity.
+
+    Attributes:
+        orchestration_id: The id of the orchestration instance that scheduled the activity.
+        execution_id: The execution of that instance (it changes at each continue-as-new).
+        task_id: The activity's sequence number in the orchestration's history; with
+            ``orchestration_id`` and ``execution_id`` it identifies this call, for example
+            as an idempotency key towards another system.
+        name: The name the activity is registered under.
+        attempt: How many times this call has been delivered to a worker: 1, or more after
+            a worker crashed or lost its lease while running it. Each retry of a
+            :class:`RetryPolicy` is a new call, which starts at 1 again.
+    """
 
     orchestration_id: str
     execution_id: str

@@ -24,7 +24,13 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
 @runtime_checkable
 class DataConverter(Protocol):
-    """Turns payloads into JSON text and back."""
+    """Turns payloads into JSON text and back.
+
+    Any object with these two methods can be passed as ``data_converter=`` to
+    :class:`~duratask.worker.TaskHubWorker` and :class:`~duratask.client.TaskHubClient`
+    (give every worker and client of a task hub the same one). Stored payloads are JSON text
+    whatever the converter: the dashboard, the CLI and other languages can read them.
+    """
 
     def serialize(self, value: Any) -> str | None:
         """JSON text for ``value`` (None stays None); :class:`SerializationError` if impossible."""
@@ -47,6 +53,12 @@ class JsonDataConverter:
     """The default converter: compact JSON, typed decoding through pydantic."""
 
     def serialize(self, value: Any) -> str | None:
+        """Compact JSON text for ``value`` (None stays None).
+
+        Dataclasses, pydantic models, datetimes, dates, enums, UUIDs, sets and tuples become
+        plain JSON values. Anything else that JSON cannot hold (and NaN or infinite floats)
+        raises :class:`~duratask.errors.SerializationError`.
+        """
         if value is None:
             return None
         try:
@@ -62,6 +74,12 @@ class JsonDataConverter:
             ) from exc
 
     def deserialize(self, text: str | None, type_hint: Any = None) -> Any:
+        """Decode JSON text; with a ``type_hint``, validate and convert it to that type.
+
+        Without one (or with ``Any``) the result is plain JSON values: dicts, lists, strings,
+        numbers, booleans and None. Text that is not JSON, or does not fit the type, raises
+        :class:`~duratask.errors.SerializationError`.
+        """
         if text is None:
             return None
         try:

@@ -13,7 +13,16 @@ class DurataskError(Exception):
 
 
 class TaskFailedError(DurataskError):
-    """An activity or sub-orchestration failed; raised where the orchestration awaited it."""
+    """An activity or sub-orchestration failed; raised where the orchestration awaited it.
+
+    The original exception is not raised in the orchestration (it was raised in another
+    process, perhaps long ago): its type name, message and stack trace are in ``details``.
+    Catch this error and look at ``details.error_type`` to react to a particular failure.
+
+    Attributes:
+        details: What failed: the error's type name, message and stack trace.
+        task_id: The sequence number of the failed task in the orchestration's history.
+    """
 
     def __init__(self, message: str, details: FailureDetails, *, task_id: int = -1) -> None:
         super().__init__(message)
@@ -22,11 +31,16 @@ class TaskFailedError(DurataskError):
 
     @property
     def failure_details(self) -> FailureDetails:
+        """The same as ``details`` (the name the Durable Task Framework uses)."""
         return self.details
 
 
 class EventTimeoutError(DurataskError, TimeoutError):
-    """``wait_for_external_event`` gave up: no event of that name arrived in time."""
+    """``wait_for_external_event`` gave up: no event of that name arrived in time.
+
+    Attributes:
+        event_name: The name of the event that was waited for.
+    """
 
     def __init__(self, event_name: str) -> None:
         super().__init__(f"timed out waiting for external event {event_name!r}")
@@ -38,7 +52,11 @@ class NonDeterminismError(DurataskError):
 
 
 class OrchestrationAlreadyExistsError(DurataskError):
-    """An instance with this id already exists and the reuse policy does not allow replacing it."""
+    """An instance with this id already exists and the reuse policy does not allow replacing it.
+
+    Attributes:
+        instance_id: The id that is taken.
+    """
 
     def __init__(self, instance_id: str, status: object) -> None:
         shown = getattr(status, "value", status)
@@ -47,7 +65,11 @@ class OrchestrationAlreadyExistsError(DurataskError):
 
 
 class OrchestrationNotFoundError(DurataskError, LookupError):
-    """No instance with this id exists in the task hub."""
+    """No instance with this id exists in the task hub.
+
+    Attributes:
+        instance_id: The id that was looked for.
+    """
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"no orchestration instance with id {instance_id!r}")
@@ -63,7 +85,12 @@ class ActivityNotRegisteredError(DurataskError):
 
 
 class OrchestrationFailedError(DurataskError):
-    """Raised by :meth:`OrchestrationState.raise_if_failed` for a FAILED instance."""
+    """Raised by :meth:`~duratask.state.OrchestrationState.raise_if_failed` for a FAILED instance.
+
+    Attributes:
+        instance_id: The instance that failed.
+        details: Why it failed, when the store recorded it.
+    """
 
     def __init__(self, instance_id: str, details: FailureDetails | None) -> None:
         what = f"{details.error_type}: {details.message}" if details else "no details"
@@ -77,7 +104,12 @@ class SerializationError(DurataskError, TypeError):
 
 
 class PayloadTooLargeError(DurataskError, ValueError):
-    """A serialised payload is larger than the configured maximum."""
+    """A serialised payload is larger than the configured maximum.
+
+    Attributes:
+        size: The payload's size in bytes, once serialised.
+        limit: The configured maximum (``max_payload_bytes``).
+    """
 
     def __init__(self, what: str, size: int, limit: int) -> None:
         super().__init__(

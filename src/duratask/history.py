@@ -65,7 +65,20 @@ class ParentInstanceInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryEvent:
-    """Base of every history event."""
+    """Base of every history event.
+
+    A client reads an instance's history with
+    :meth:`~duratask.client.AsyncTaskHubClient.get_orchestration_history`; each event is a
+    frozen dataclass of a subclass per :class:`EventType`, whose other fields hold the
+    event's payloads as JSON text.
+
+    Attributes:
+        event_type: The kind of event (a class constant of each subclass).
+        event_id: For events that schedule something (an activity, a timer, a
+            sub-orchestration, a sent event), the orchestration's sequence number, which
+            the matching completion refers to; -1 for the other events.
+        timestamp: When the event was recorded (aware UTC).
+    """
 
     event_type: ClassVar[EventType]
     event_id: int = -1

@@ -21,6 +21,18 @@ class RetryPolicy:
     capped at ``max_retry_interval``. Retrying stops after ``max_number_of_attempts`` attempts,
     once ``retry_timeout`` has passed since the first attempt, when ``handle`` returns False for
     the failure, or when the failure is marked non-retriable.
+
+    Attributes:
+        first_retry_interval: The delay before the second attempt (greater than zero).
+        max_number_of_attempts: How many attempts at most, the first one included.
+        backoff_coefficient: The factor each delay is multiplied by for the next (1.0 or
+            more; 1.0 keeps the delay constant).
+        max_retry_interval: The longest delay between two attempts, if any.
+        retry_timeout: How long after the first attempt no new attempt is started, if any.
+        handle: Decides, from the failure of an attempt, whether to retry it (True) or to
+            fail the task now (False). It runs inside the orchestration, so it must be
+            deterministic, like orchestration code; if it raises, the task fails with
+            that error.
     """
 
     first_retry_interval: timedelta

@@ -37,7 +37,16 @@ _TERMINAL = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class FailureDetails:
-    """Why a task or an orchestration failed: the error's type, message and stack trace."""
+    """Why a task or an orchestration failed: the error's type, message and stack trace.
+
+    Attributes:
+        error_type: The qualified name of the exception's class, e.g. ``"CardDeclined"``.
+        message: The exception's message (cut to 32 KiB).
+        stack_trace: The formatted traceback, where it was raised (its last 32 KiB).
+        inner_failure: The failure of the exception's ``__cause__``, if it had one.
+        is_non_retriable: True when retrying cannot help: a
+            :class:`~duratask.retry.RetryPolicy` then stops at once.
+    """
 
     error_type: str
     message: str
@@ -59,6 +68,7 @@ class FailureDetails:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields (``inner_failure`` nested as a dict)."""
         return {
             "error_type": self.error_type,
             "message": self.message,
@@ -69,6 +79,7 @@ class FailureDetails:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FailureDetails:
+        """The inverse of :meth:`to_dict`."""
         inner = data.get("inner_failure")
         return cls(
             error_type=data["error_type"],
@@ -79,10 +90,12 @@ class FailureDetails:
         )
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> FailureDetails:
+        """The inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
 
@@ -92,6 +105,26 @@ class OrchestrationState:
 
     ``serialized_*`` fields hold the JSON text exactly as stored; the ``input``, ``output`` and
     ``custom_status`` properties decode it with the client's data converter.
+
+    Attributes:
+        instance_id: The instance's id.
+        name: The registered name of its orchestration.
+        version: The orchestration version the instance is pinned to (None: unversioned).
+        runtime_status: Where the instance is in its life.
+        created_at: When the instance was created (aware UTC).
+        last_updated_at: When its row last changed (aware UTC).
+        completed_at: When it reached a terminal status, if it has.
+        execution_id: The id of its current execution (new at each continue-as-new); None
+            until a worker first runs it.
+        serialized_input: The input as stored JSON text.
+        serialized_output: The output as stored JSON text (for a TERMINATED instance, the
+            output given to terminate).
+        serialized_custom_status: The last custom status the orchestration set, as JSON text.
+        failure_details: Why the instance FAILED, if it did.
+        parent_instance_id: The instance that started this one as a sub-orchestration.
+        scheduled_start_at: The delayed start asked for with ``start_at``, if any.
+        converter: The data converter the payload properties decode with (set by the
+            client that returned the state; None decodes plain JSON values).
     """
 
     instance_id: str

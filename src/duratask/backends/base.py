@@ -65,7 +65,15 @@ class StatusChange:
 
 @dataclass(frozen=True, slots=True)
 class OrchestrationMessage:
-    """One history event on its way to an orchestration instance."""
+    """One history event on its way to an orchestration instance.
+
+    Attributes:
+        instance_id: The instance the message is for.
+        event: The event to deliver.
+        execution_id: The execution the message belongs to; None reaches whichever
+            execution is current.
+        visible_at: Deliver no earlier than this (timers, retries); None means now.
+    """
 
     instance_id: str
     event: HistoryEvent
@@ -79,7 +87,13 @@ class OrchestrationMessage:
 
 @dataclass(frozen=True, slots=True)
 class LockedMessage:
-    """A message handed to a worker inside an orchestration work item."""
+    """A message handed to a worker inside an orchestration work item.
+
+    Attributes:
+        message_id: The store's id of the message, consumed by the episode's commit.
+        message: The message.
+        dequeue_count: How many times the message has been leased, this time included.
+    """
 
     message_id: int
     message: OrchestrationMessage
@@ -88,7 +102,16 @@ class LockedMessage:
 
 @dataclass(frozen=True, slots=True)
 class ActivityRequest:
-    """An activity to run, as decided by an orchestration."""
+    """An activity to run, as decided by an orchestration.
+
+    Attributes:
+        instance_id: The orchestration instance that scheduled it.
+        execution_id: The execution that scheduled it.
+        task_id: Its sequence number in that execution's history.
+        name: The registered name of the activity.
+        version: The activity version asked for, if any.
+        input: The input as JSON text.
+    """
 
     instance_id: str
     execution_id: str
@@ -110,7 +133,21 @@ class HistoryMark:
 
 @dataclass(slots=True)
 class OrchestrationWorkItem:
-    """An instance leased to one worker: its current history and its pending messages."""
+    """An instance leased to one worker: its current history and its pending messages.
+
+    Attributes:
+        instance_id: The leased instance.
+        lock_token: The lease's token; the commit is refused once another worker holds it.
+        locked_until: When the lease expires unless renewed.
+        history: The history of the instance's current execution (empty when
+            ``history_loaded`` is False).
+        messages: The messages to deliver in this episode, in order.
+        state: The stored instance row when the lease was taken (None only if the row is
+            missing).
+        history_length: The stored history's length (-1 given: ``len(history)``).
+        history_loaded: False when the store left ``history`` empty because the caller's
+            cached copy is current.
+    """
 
     instance_id: str
     lock_token: str
@@ -135,7 +172,15 @@ class OrchestrationWorkItem:
 
 @dataclass(slots=True)
 class ActivityWorkItem:
-    """An activity leased to one worker."""
+    """An activity leased to one worker.
+
+    Attributes:
+        work_item_id: The store's id of the activity.
+        request: What to run.
+        lock_token: The lease's token; completing is refused once another worker holds it.
+        locked_until: When the lease expires unless renewed.
+        dequeue_count: How many times the activity has been leased, this time included.
+    """
 
     work_item_id: int
     request: ActivityRequest
@@ -185,6 +230,18 @@ class OrchestrationCommit:
     A commit with no ``new_events`` that does not reset the history leaves the stored
     instance row as it is (its ``state`` is the row the work item was leased with), so a
     change made meanwhile, such as a rewind marking the instance PENDING, is kept.
+
+    Attributes:
+        state: The instance row to write.
+        new_events: The events to append to the history.
+        consumed_message_ids: The messages the episode consumed, deleted by the commit.
+        activities: The activities to schedule.
+        messages: The messages to send: timers, events, sub-orchestration starts and
+            results, and the instance's own continue-as-new start.
+        reset_history: Drop the stored history before appending ``new_events``
+            (continue-as-new, restart).
+        eager_activities: Lease the first activities to the committing worker in the same
+            transaction.
     """
 
     state: OrchestrationState  # the instance row to write; its instance_id names the instance
@@ -205,7 +262,18 @@ class OrchestrationCommit:
 
 @dataclass(frozen=True, slots=True)
 class InstanceQuery:
-    """Filters for :meth:`OrchestrationService.query_instances`; all given filters must match."""
+    """Filters for :meth:`OrchestrationService.query_instances`; all given filters must match.
+
+    Attributes:
+        statuses: Instances in one of these statuses.
+        created_from: Instances created at or after this time.
+        created_to: Instances created before this time.
+        name: Instances of the orchestration of this name.
+        instance_id_prefix: Instances whose id starts with this.
+        parent_instance_id: The sub-orchestrations this instance started.
+        page_size: How many instances a page holds at most.
+        continuation_token: Where the previous page ended (None: the first page).
+    """
 
     statuses: frozenset[OrchestrationStatus] | None = None
     created_from: datetime | None = None
@@ -219,7 +287,12 @@ class InstanceQuery:
 
 @dataclass(frozen=True, slots=True)
 class QueryPage:
-    """One page of query results; pass ``continuation_token`` back for the next page."""
+    """One page of query results; pass ``continuation_token`` back for the next page.
+
+    Attributes:
+        states: The instances of this page, oldest first.
+        continuation_token: The token for the next page; None on the last page.
+    """
 
     states: list[OrchestrationState] = field(default_factory=list)
     continuation_token: str | None = None
@@ -227,7 +300,14 @@ class QueryPage:
 
 @dataclass(frozen=True, slots=True)
 class PurgeFilter:
-    """Which terminal instances :meth:`OrchestrationService.purge_instances` deletes."""
+    """Which terminal instances :meth:`OrchestrationService.purge_instances` deletes.
+
+    Attributes:
+        created_before: Instances created before this time.
+        created_from: Instances created at or after this time.
+        statuses: Instances in one of these (terminal) statuses; None: any terminal one.
+        completed_before: Instances that finished before this time.
+    """
 
     created_before: datetime | None = None
     created_from: datetime | None = None
@@ -348,7 +428,7 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def create_instance(
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
     ) -> None:
-        """Create an instance from an :class:`ExecutionStarted` message.
+        """Create an instance from an :class:`~duratask.history.ExecutionStarted` message.
 
         If the id exists with a status in ``replaceable``, its history, messages and
         activities are deleted and it starts afresh; if it exists otherwise,

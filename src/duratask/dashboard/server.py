@@ -66,6 +66,9 @@ class DashboardServer(uvicorn.Server):
     (uvicorn re-raises the signal once it has shut down; a process running a worker beside
     the dashboard needs to finish stopping the worker first.) ``ready`` is set once the
     server accepts connections, for callers running it in another thread.
+
+    Attributes:
+        ready: Set once the server accepts connections.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
@@ -73,12 +76,15 @@ class DashboardServer(uvicorn.Server):
         self.ready = threading.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening as uvicorn does, then set ``ready``."""
         await super().startup(sockets=sockets)
         if self.started:
             self.ready.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
+        """Handle SIGINT and SIGTERM while the server runs (in the main thread only) and
+        restore the previous handlers afterwards, without raising the signal again."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -95,6 +101,7 @@ class DashboardServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Ask the server to shut down gracefully; a second Ctrl-C forces it."""
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
         else:

@@ -54,6 +54,13 @@ class TimeSkippingHub:
     initial virtual time (default: the real time now). ``idle_timeout`` is how many real
     seconds :meth:`advance` and :meth:`wait_until_idle` wait for running work to finish.
     Other keyword arguments go to :class:`~duratask.TaskHubWorker`.
+
+    Attributes:
+        auto_skip: Whether the client's waits skip virtual time while the hub is idle.
+        clock: The virtual clock the store, the worker and the client share.
+        store: The hub's memory store.
+        worker: The hub's worker: register orchestrations and activities on it.
+        client: An async client of the hub, whose waits skip virtual time.
     """
 
     def __init__(

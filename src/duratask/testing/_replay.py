@@ -55,6 +55,13 @@ class HistoryMismatchError(NonDeterminismError):
 
     ``position`` is the index (in the history given) of the event where they parted, or None
     when the difference shows only at the end of the history; ``event`` is that event.
+
+    Attributes:
+        detail: What differs, in words, without the position.
+        instance_id: The id of the instance the history was recorded for.
+        position: The index of the event where the code and the history part, if known.
+        event: The history event at ``position``, if known.
+        source: Where the history came from (its file), when it was read from one.
     """
 
     def __init__(
@@ -77,7 +84,11 @@ class HistoryMismatchError(NonDeterminismError):
 
 
 class ReplayFailedError(NonDeterminismError):
-    """:func:`replay_many` found histories the code no longer replays; see ``mismatches``."""
+    """:func:`replay_many` found histories the code no longer replays; see ``mismatches``.
+
+    Attributes:
+        mismatches: One error per history that does not replay.
+    """
 
     def __init__(self, mismatches: list[HistoryMismatchError], total: int) -> None:
         lines = "\n".join(f"  - {m}" for m in mismatches)
@@ -92,6 +103,19 @@ class ReplayResult:
     ``status`` is RUNNING (or SUSPENDED) when the code still waits at the end of the history,
     else how the code ended the execution. ``next_actions`` is what the code would do next
     that the history does not record yet (empty for a history that ended).
+
+    Attributes:
+        instance_id: The id of the instance the history was recorded for.
+        name: The orchestration name the history records.
+        version: The orchestration version the history records.
+        status: Where the code is at the end of the history (see above).
+        serialized_output: The output as JSON text, if the code completed.
+        failure: Why the code failed, if it did.
+        serialized_custom_status: The custom status the code set, as JSON text.
+        next_actions: The steps the code would take next (see :attr:`next_steps`).
+        events_replayed: How many history events were replayed.
+        source: Where the history came from (its file), when it was read from one.
+        converter: The data converter the decoding properties use (None: plain JSON).
     """
 
     instance_id: str

@@ -26,6 +26,9 @@ class SyncTimeSkippingHub:
     The hub (worker and virtual clock) runs on an event loop in a daemon thread; ``client``
     is a :class:`~duratask.TaskHubClient` whose waits skip virtual time like the async hub's.
     Takes the same arguments as :class:`TimeSkippingHub`.
+
+    Attributes:
+        client: A synchronous client of the hub, whose waits skip virtual time.
     """
 
     def __init__(

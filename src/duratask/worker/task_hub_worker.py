@@ -63,6 +63,20 @@ class TaskHubWorker:
     Up to ``max_concurrent_orchestrations`` episodes and ``max_concurrent_activities``
     activities run at once (100 each by default); ``async def`` activities run on the event
     loop, plain functions on ``activity_threads`` threads (up to 32 by default).
+
+    Each work item is leased for ``lease_duration`` (30 s by default, 5 min at most) and the
+    lease is renewed while the work runs; work of a worker that died is taken over by
+    another once its lease expires. On shutdown, running work gets ``shutdown_grace`` to
+    finish before it is cancelled (and then runs again elsewhere). ``data_converter`` and
+    ``max_payload_bytes`` apply to every payload the worker's orchestrations and activities
+    make, and should match the clients'. ``clock`` is for tests (see
+    :class:`~duratask.testing.VirtualClock`).
+
+    Attributes:
+        store: The task hub store the worker runs against (built from the URL if given one).
+        registry: The orchestrations and activities registered on the worker.
+        worker_id: The worker's name in leases and logs: host, process id and a random
+            suffix unless given.
     """
 
     def __init__(
