@@ -39,6 +39,7 @@ from duratask.backends.base import (
     SupportsWakeUps,
     TaskHubStore,
 )
+from duratask.errors import InstanceBusyError
 
 __all__ = [
     "ActivityRequest",
@@ -46,6 +47,7 @@ __all__ = [
     "EagerLease",
     "EpisodeFence",
     "HistoryMark",
+    "InstanceBusyError",
     "InstanceQuery",
     "InstanceUnchanged",
     "LeaseHeld",

@@ -57,7 +57,12 @@ from duratask.state import OrchestrationState, OrchestrationStatus
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """A status an instance takes when a message reaches it, if it still has ``when``: a
-    rewind makes a FAILED instance PENDING, so that it waits for a worker again."""
+    rewind makes a FAILED instance PENDING, so that it waits for a worker again.
+
+    Attributes:
+        when: The status the instance must have for the change to apply.
+        becomes: The status it takes then.
+    """
 
     when: OrchestrationStatus
     becomes: OrchestrationStatus
@@ -73,15 +78,14 @@ class OrchestrationMessage:
         execution_id: The execution the message belongs to; None reaches whichever
             execution is current.
         visible_at: Deliver no earlier than this (timers, retries); None means now.
+        status_change: Applied to the instance row as the message is enqueued (see
+            :class:`StatusChange`).
     """
 
     instance_id: str
     event: HistoryEvent
-    # The execution the message belongs to; None reaches whichever execution is current.
     execution_id: str | None = None
-    # Deliver no earlier than this (timers, retries); None means now.
     visible_at: datetime | None = None
-    # Applied to the instance row as the message is enqueued (see StatusChange).
     status_change: StatusChange | None = None
 
 
@@ -125,7 +129,12 @@ class ActivityRequest:
 class HistoryMark:
     """How far a worker's cached copy of an instance's history goes: which execution, how
     many events. Within one execution a history only grows, and every reset starts a new
-    execution id, so an equal mark means an identical history."""
+    execution id, so an equal mark means an identical history.
+
+    Attributes:
+        execution_id: The execution the copy is of.
+        length: How many events the copy has.
+    """
 
     execution_id: str
     length: int
@@ -193,7 +202,12 @@ class ActivityWorkItem:
 class LeaseHeld:
     """Fence of an episode run on a leased work item: commit only while the instance still
     carries this lease's ``lock_token`` and its history still has ``history_length`` events
-    (else :class:`LeaseLostError`). The commit releases the lease."""
+    (else :class:`~duratask.LeaseLostError`). The commit releases the lease.
+
+    Attributes:
+        lock_token: The token of the lease the worker holds.
+        history_length: The length of the stored history the episode ran on.
+    """
 
     lock_token: str
     history_length: int
@@ -204,19 +218,32 @@ class InstanceUnchanged:
     """Fence of an episode a worker ran on its own copy of an instance (the next step after
     an activity it ran itself, with the activity's result): commit only while nobody holds
     the instance, it is still on execution ``execution_id`` with ``history_length`` events,
-    and no message waits for it (else :class:`InstanceBusyError`)."""
+    and no message waits for it (else :class:`~duratask.errors.InstanceBusyError`).
+
+    Attributes:
+        execution_id: The execution the worker's copy is of.
+        history_length: The length of the stored history the worker's copy has.
+    """
 
     execution_id: str
     history_length: int
 
 
 EpisodeFence = LeaseHeld | InstanceUnchanged
+"""What must still hold for an episode's commit: :class:`LeaseHeld` or
+:class:`InstanceUnchanged`."""
 
 
 @dataclass(frozen=True, slots=True)
 class EagerLease:
     """Lease up to ``max_items`` of a commit's new activities to ``owner`` as they are
-    stored: the committing worker has room to run them, so no one needs to fetch them."""
+    stored: the committing worker has room to run them, so no one needs to fetch them.
+
+    Attributes:
+        owner: The committing worker.
+        duration: How long the leases last.
+        max_items: How many of the activities, at most (the first ones).
+    """
 
     owner: str
     duration: timedelta
@@ -262,7 +289,7 @@ class OrchestrationCommit:
 
 @dataclass(frozen=True, slots=True)
 class InstanceQuery:
-    """Filters for :meth:`OrchestrationService.query_instances`; all given filters must match.
+    """Filters for :meth:`OrchestrationServiceClient.query_instances`; all given filters must match.
 
     Attributes:
         statuses: Instances in one of these statuses.
@@ -300,7 +327,7 @@ class QueryPage:
 
 @dataclass(frozen=True, slots=True)
 class PurgeFilter:
-    """Which terminal instances :meth:`OrchestrationService.purge_instances` deletes.
+    """Which terminal instances :meth:`OrchestrationServiceClient.purge_instances` deletes.
 
     Attributes:
         created_before: Instances created before this time.
@@ -320,9 +347,13 @@ TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
 
 @dataclass(frozen=True, slots=True)
 class StoreDescription:
-    """What a store object reaches, for people and for telling hubs apart: ``kind`` (memory,
-    sqlite, postgresql, ...), ``location`` (no secrets) and ``hub`` (equal for two store
-    objects on the same task hub)."""
+    """What a store object reaches, for people and for telling hubs apart.
+
+    Attributes:
+        kind: The kind of store: memory, sqlite, postgresql, ...
+        location: Where the hub is, for people (no secrets).
+        hub: Equal for two store objects on the same task hub.
+    """
 
     kind: str
     location: str
@@ -469,9 +500,13 @@ class TaskHubStore(OrchestrationService, OrchestrationServiceClient, Protocol):
 
 @runtime_checkable
 class SupportsWakeUps(Protocol):
-    """A store that pushes wake-ups instead of making workers and clients poll."""
+    """A store that pushes wake-ups instead of making workers and clients poll.
 
-    # True when every process sharing the hub is woken (not only this one).
+    Attributes:
+        wakes_all_processes: True when every process sharing the hub is woken (not only
+            this one).
+    """
+
     wakes_all_processes: bool
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:

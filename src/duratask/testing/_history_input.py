@@ -17,9 +17,13 @@ _JSON_TYPES = {dict: "an object", str: "a string", int: "a number", float: "a nu
 
 
 class InvalidHistoryError(DurataskError, ValueError):
-    """What was given to replay is not a recorded history. ``source`` names the file (or the
-    text) and ``problem`` says what is wrong with it: empty, not JSON, not an array, an
-    invalid event, no ``ExecutionStarted``..."""
+    """What was given to replay is not a recorded history.
+
+    Attributes:
+        source: The file (or the text) given.
+        problem: What is wrong with it: empty, not JSON, not an array, an invalid event,
+            no ``ExecutionStarted``...
+    """
 
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(f"{source}: {problem}")

@@ -160,7 +160,7 @@ def replay(
 ) -> ReplayResult:
     """Replay ``history`` with ``orchestration`` (the new code) and report where it got to.
 
-    ``history`` is the JSON text of an exported history, a :class:`~pathlib.Path` to such a
+    ``history`` is the JSON text of an exported history, a ``pathlib.Path`` to such a
     file, or a list of :class:`~duratask.HistoryEvent`. The orchestration is run under the
     name and version the history records. Pass the ``activities`` and sub-``orchestrations``
     it calls when they are registered under other names than their own (a mapping of name

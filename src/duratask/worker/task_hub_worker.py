@@ -251,12 +251,18 @@ class TaskHubWorker:
         for d in dispatchers:
             d.stop()
         await asyncio.gather(*loops, return_exceptions=True)
-        in_flight = [t for d in dispatchers for t in d.in_flight]
-        if in_flight:
-            _, pending = await asyncio.wait(in_flight, timeout=self._grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        # An episode committing as the worker stops may still start the activities it
+        # leased to this worker: wait for those too, within the same grace.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        while in_flight := [t for d in dispatchers for t in d.in_flight]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                for task in in_flight:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
+                break
+            await asyncio.wait(in_flight, timeout=remaining)
 
     # -- running in a background thread ---------------------------------------------------------
     def start(self) -> None:

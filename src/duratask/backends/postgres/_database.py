@@ -143,8 +143,9 @@ class Database:
         """The statement ``template`` with ``{schema}`` bound to this hub's schema."""
         statement = self._statements.get(template)
         if statement is None:
-            # Templates are fixed strings of this package (_queries.py, logic.sql, migrations/). Kept as
-            # bytes: psycopg would quote the schema again at every execution of a Composed.
+            # Templates are fixed strings of this package (_queries.py, logic.sql,
+            # migrations/). Kept as bytes: psycopg would quote the schema again at every
+            # execution of a Composed.
             composed = sql.SQL(template).format(schema=self._schema_ident)
             statement = self._statements[template] = composed.as_bytes(None)
         return statement
