@@ -139,8 +139,8 @@ async def episode(
         "consumed_message_ids": [m.message_id for m in work_item.messages],
     }
     fields.update(commit)
-    done = OrchestrationCommit(**fields)
-    await store.commit_episode(work_item.fence(), done, finished)
+    done = OrchestrationCommit(**fields, finished_activity=finished)
+    await store.commit_episode(work_item.fence(), done)
     return done
 
 
@@ -770,7 +770,10 @@ async def test_a_resting_instance_is_not_run_on_an_activity_result(
     result = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0))
     commit = OrchestrationCommit(state=await state_of(store, "a"), new_events=[result.event])
     with pytest.raises(InstanceBusyError):  # it rests, behind the abandoned event
-        await store.commit_episode(InstanceUnchanged("exec-1", history_length), commit, leased)
+        await store.commit_episode(
+            InstanceUnchanged("exec-1", history_length),
+            dataclasses.replace(commit, finished_activity=leased),
+        )
     await store.complete_activity_work_item(leased, result)
     clock.advance(timedelta(minutes=1))
     retried = await lock(store, "w2")
@@ -1383,7 +1386,7 @@ async def test_an_activity_and_the_episode_on_its_result_commit_together(
     before = await store.get_history("a")
     done = to("a", TaskCompleted(timestamp=T0, task_scheduled_id=0, result='"one"'))
     fence, commit = await _unleased_episode(store, "a", done)
-    leased = await store.commit_episode(fence, commit, first)
+    leased = await store.commit_episode(fence, dataclasses.replace(commit, finished_activity=first))
     assert [i.request for i in leased] == [activity("a", 9)]
     assert await store.get_history("a") == [*before, done.event]
     assert (await state_of(store, "a")).serialized_custom_status == '"next"'
@@ -1404,7 +1407,7 @@ async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_inst
     async def refused(fence: InstanceUnchanged, commit: OrchestrationCommit) -> None:
         before = await store.get_history("a")
         with pytest.raises(InstanceBusyError):
-            await store.commit_episode(fence, commit, first)
+            await store.commit_episode(fence, dataclasses.replace(commit, finished_activity=first))
         assert await store.get_history("a") == before, "nothing was written"
 
     # A message is waiting for the instance (an event raised meanwhile).
@@ -1421,7 +1424,10 @@ async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_inst
     fence, commit = await _unleased_episode(store, "a", done)
     await refused(dataclasses.replace(fence, execution_id="exec-0"), commit)
     # A fresh copy commits, and the activity's lease was kept through all of it.
-    assert await store.commit_episode(fence, commit, first) is not None
+    assert (
+        await store.commit_episode(fence, dataclasses.replace(commit, finished_activity=first))
+        is not None
+    )
     # An activity whose lease expired and went to another worker is refused outright.
     second = await lock_activity(store, "w1")
     clock.advance(LEASE + timedelta(seconds=1))
@@ -1431,7 +1437,7 @@ async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_inst
     fence, commit = await _unleased_episode(store, "a", done2)
     history = await store.get_history("a")
     with pytest.raises(LeaseLostError):
-        await store.commit_episode(fence, commit, second)
+        await store.commit_episode(fence, dataclasses.replace(commit, finished_activity=second))
     assert await store.get_history("a") == history
 
 

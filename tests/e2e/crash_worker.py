@@ -65,10 +65,7 @@ class SelfKillingStore(SqliteOrchestrationService):
         return is_child == (self._kind == "child-completing")
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Every episode commit counts (also one run on an activity's result and committed
         with it); the chosen one kills the process. A commit refused because the instance
@@ -80,7 +77,7 @@ class SelfKillingStore(SqliteOrchestrationService):
         if doomed and self._when == "before":
             self._die(commit, fence.history_length, committed=False)
         try:
-            leased = await super().commit_episode(fence, commit, finished_activity)
+            leased = await super().commit_episode(fence, commit)
         except InstanceBusyError:
             self._seen -= counted
             raise

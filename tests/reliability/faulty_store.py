@@ -124,14 +124,11 @@ class FaultyStore:
         )
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         return await self._call(
             "commit_episode",
-            lambda: self.inner.commit_episode(fence, commit, finished_activity),
+            lambda: self.inner.commit_episode(fence, commit),
         )
 
     async def abandon_orchestration_work_item(

@@ -140,6 +140,10 @@ class HistoryMark:
     length: int
 
 
+KnownHistories = Mapping[str, HistoryMark] | None
+"""The instances whose history a worker has a copy of (see :class:`HistoryMark`)."""
+
+
 @dataclass(slots=True)
 class OrchestrationWorkItem:
     """An instance leased to one worker: its current history and its pending messages.
@@ -269,17 +273,19 @@ class OrchestrationCommit:
             (continue-as-new, restart).
         eager_activities: Lease the first activities to the committing worker in the same
             transaction.
+        finished_activity: An activity whose result the episode consumed straight from the
+            worker that ran it (the result is in ``new_events``, never stored as a
+            message): deleted with the commit.
     """
 
-    state: OrchestrationState  # the instance row to write; its instance_id names the instance
+    state: OrchestrationState  # its instance_id names the instance
     new_events: Sequence[HistoryEvent] = ()
     consumed_message_ids: Sequence[int] = ()
     activities: Sequence[ActivityRequest] = ()
     messages: Sequence[OrchestrationMessage] = ()
-    # Drop the stored history before appending new_events (continue-as-new, restart).
     reset_history: bool = False
-    # Lease the first activities to the committing worker in the same transaction.
     eager_activities: EagerLease | None = None
+    finished_activity: ActivityWorkItem | None = None
 
     @property
     def changes_instance(self) -> bool:
@@ -387,10 +393,7 @@ class OrchestrationService(StoreLifecycle, Protocol):
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
+        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
     ) -> OrchestrationWorkItem | None:
         """Lease the next instance that has visible messages and no live lease, or None.
 
@@ -409,20 +412,16 @@ class OrchestrationService(StoreLifecycle, Protocol):
         it, whose copy the worker no longer has)."""
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Commit one episode atomically while ``fence`` holds (see the module's rules).
 
-        ``finished_activity`` is an activity whose result the episode consumed straight
-        from the worker that ran it (its result is in ``commit.new_events``, never stored as
-        a message): it is deleted in the same transaction, or :class:`LeaseLostError` if its
-        lease was lost. A :class:`LeaseHeld` fence that fails raises :class:`LeaseLostError`,
-        an :class:`InstanceUnchanged` one :class:`InstanceBusyError`; either way nothing is
-        written. Returns the activities leased per ``commit.eager_activities`` (the first
-        ones, in order; each delivered once), or an empty list."""
+        ``commit.finished_activity`` is deleted in the same transaction, or
+        :class:`LeaseLostError` if its lease was lost. A :class:`LeaseHeld` fence that
+        fails raises :class:`LeaseLostError`, an :class:`InstanceUnchanged` one
+        :class:`InstanceBusyError`; either way nothing is written. Returns the activities
+        leased per ``commit.eager_activities`` (the first ones, in order; each delivered
+        once), or an empty list."""
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None

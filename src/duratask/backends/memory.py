@@ -38,6 +38,7 @@ from duratask.backends.base import (
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
+    KnownHistories,
     LeaseHeld,
     LockedMessage,
     OrchestrationCommit,
@@ -213,10 +214,7 @@ class MemoryOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
+        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
     ) -> OrchestrationWorkItem | None:
         """Lease the instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -268,10 +266,7 @@ class MemoryOrchestrationService:
         work_item.locked_until = now + lease
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Commit one episode atomically while ``fence`` holds (releasing a held lease)."""
         instance_id = commit.state.instance_id
@@ -280,9 +275,10 @@ class MemoryOrchestrationService:
         outbound = [_normalized_message(m) for m in commit.messages]
         with self._lock:
             instance = self._fenced_instance(instance_id, fence, now)
-            if finished_activity is not None:
-                self._held_activity(finished_activity)
-                del self._activities[finished_activity.work_item_id]
+            finished = commit.finished_activity
+            if finished is not None:
+                self._held_activity(finished)
+                del self._activities[finished.work_item_id]
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
             leased = self._apply_episode(instance, commit, state, outbound, now)

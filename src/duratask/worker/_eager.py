@@ -97,7 +97,7 @@ class ActivityResults:
                 return False
             fence = InstanceUnchanged(mark.execution_id, mark.length)
             commit = await self._episodes.commit(
-                fence, planned, finished_activity=work_item, running=running
+                fence, planned, finished=work_item, running=running
             )
         except InstanceBusyError:
             return False

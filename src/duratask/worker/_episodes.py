@@ -58,12 +58,12 @@ class EpisodeCommitter:
         fence: EpisodeFence,
         planned: OrchestrationCommit,
         *,
-        finished_activity: ActivityWorkItem | None = None,
+        finished: ActivityWorkItem | None = None,
         running: Permit[ActivityWorkItem] | None = None,
     ) -> OrchestrationCommit:
         """Commit ``planned`` under ``fence`` (see the seam's ``commit_episode``); returns the
         commit as made. ``running`` is the slot of the activity whose result the episode
-        consumed: it goes to the first activity the episode schedules."""
+        consumed (``finished``): it goes to the first activity the episode schedules."""
         permits: list[Permit[ActivityWorkItem]] = []
         if planned.activities:
             if running is not None:
@@ -74,13 +74,15 @@ class EpisodeCommitter:
                     break
                 permits.append(permit)
         commit = planned
+        if finished is not None:
+            commit = dataclasses.replace(commit, finished_activity=finished)
         if permits:
             lease = EagerLease(self._owner, self._lease, len(permits))
-            commit = dataclasses.replace(planned, eager_activities=lease)
+            commit = dataclasses.replace(commit, eager_activities=lease)
         with contextlib.ExitStack() as unused:  # a permit not submitted is released
             for permit in permits:
                 unused.enter_context(permit)
-            leased = await self._store.commit_episode(fence, commit, finished_activity)
+            leased = await self._store.commit_episode(fence, commit)
             for permit, item in zip(permits, leased, strict=False):
                 permit.submit(item)
         return commit

@@ -14,7 +14,7 @@ foreign key), so clients never wait for a worker to finish an episode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from duratask.backends._sql import INSTANCE_COLUMNS
 
 # -- schema bookkeeping ---------------------------------------------------------------------
 # Serialises migrations and deletion of one hub across processes (key: see Database).
@@ -36,11 +36,6 @@ INSERT_SCHEMA_VERSION = "INSERT INTO {schema}.schema_version (version) VALUES (%
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # -- instances ------------------------------------------------------------------------------
-INSTANCE_COLUMNS = (
-    "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
-    "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
-    "scheduled_start_at"
-)
 SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE instance_id = %s"
 INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO {{schema}}.instances ({INSTANCE_COLUMNS})
@@ -144,44 +139,3 @@ RELEASE_ACTIVITY_LEASE = """
 UPDATE {schema}.activities
 SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %(visible_at)s
 WHERE id = %(id)s AND lock_token = %(token)s"""
-
-
-# -- filtered statements -------------------------------------------------------------------------
-class Where:
-    """AND-ed SQL conditions with their bound parameters, built from fixed fragments."""
-
-    def __init__(self) -> None:
-        self.conditions: list[str] = []
-        self.params: list[object] = []
-
-    def add(self, condition: str, *params: object) -> None:
-        self.conditions.append(condition)
-        self.params.extend(params)
-
-    def add_any(self, column: str, values: Iterable[str]) -> None:
-        """``column`` is one of ``values`` (none: matches nothing)."""
-        self.add(f"{column} = ANY(%s::text[])", list(values))
-
-    def sql(self) -> str:
-        return " AND ".join(self.conditions) if self.conditions else "TRUE"
-
-
-def select_instances(where: Where) -> str:
-    """A page of instances in (created_at, instance_id) order; LIMIT is the last parameter."""
-    return (
-        f"SELECT {INSTANCE_COLUMNS} FROM {{schema}}.instances WHERE {where.sql()} "
-        "ORDER BY created_at, instance_id LIMIT %s"
-    )
-
-
-def count_instances(where: Where) -> str:
-    """Instance counts by status for the instances matching ``where``."""
-    return (
-        f"SELECT runtime_status, count(*) AS n FROM {{schema}}.instances WHERE {where.sql()} "
-        "GROUP BY 1"
-    )
-
-
-def delete_instances(where: Where) -> str:
-    """Delete the instances matching ``where`` (their children go by cascade)."""
-    return f"DELETE FROM {{schema}}.instances WHERE {where.sql()}"

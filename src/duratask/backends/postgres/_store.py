@@ -10,35 +10,32 @@ from typing import Any
 
 from duratask.backends._shared import (
     as_utc,
-    as_utc_or_none,
-    check_page_size,
-    decode_position,
     history_is_known,
     leased_activities,
     new_lock_token,
-    pending_state,
-    rest_expiry,
-    started_event,
     state_from_row,
     utc_now,
 )
+from duratask.backends._sql import (
+    Dialect,
+    OutboundMessage,
+    SqlInstanceQueries,
+    created_row,
+    rest_until,
+    state_params,
+)
 from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.backends.base import (
-    TERMINAL_STATUSES,
     ActivityWorkItem,
     EpisodeFence,
-    HistoryMark,
-    InstanceQuery,
     InstanceUnchanged,
+    KnownHistories,
     LeaseHeld,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
-    PurgeFilter,
-    QueryPage,
     StoreDescription,
-    encode_continuation_token,
 )
 from duratask.backends.postgres import _queries as q
 from duratask.backends.postgres._database import (
@@ -50,7 +47,6 @@ from duratask.backends.postgres._database import (
 from duratask.backends.postgres._group_commit import GroupCommit
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
-    ExecutionStarted,
     HistoryEvent,
     event_from_json,
     event_to_json,
@@ -61,7 +57,26 @@ from duratask.state import OrchestrationState, OrchestrationStatus
 DEFAULT_SCHEMA = "duratask"
 
 
-class PostgresOrchestrationService:
+def _in_list(column: str, values: list[object]) -> tuple[str, list[object]]:
+    return f"{column} = ANY(%s)", [values]
+
+
+def _starts_with(column: str, prefix: str) -> tuple[str, list[object]]:
+    # starts_with avoids LIKE wildcards; the range test lets the primary key index help.
+    return f"{column} >= %s AND starts_with({column}, %s)", [prefix, prefix]
+
+
+DIALECT = Dialect(
+    placeholder="%s",
+    instances="{schema}.instances",
+    to_time=as_utc,
+    from_time=lambda value: value.astimezone(UTC),
+    in_list=_in_list,
+    starts_with=_starts_with,
+)
+
+
+class PostgresOrchestrationService(SqlInstanceQueries):
     """A task hub in one schema of a PostgreSQL database, safe to share between processes.
 
     ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
@@ -73,6 +88,7 @@ class PostgresOrchestrationService:
     """
 
     wakes_all_processes = True  # NOTIFY reaches every listening connection
+    _dialect = DIALECT
 
     def __init__(
         self,
@@ -165,10 +181,7 @@ class PostgresOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
+        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -219,17 +232,15 @@ class PostgresOrchestrationService:
         work_item.locked_until = expires_at
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction while ``fence`` holds (see the seam): one
         call of the schema's ``commit_episode`` function, which locks the instance row,
         checks the fence and writes everything, or nothing."""
         instance_id = commit.state.instance_id
         write = _EpisodeWrite(self._db, commit, self._now(), fence.history_length)
-        outcome, ids = await write.send(self._commits, fence, finished_activity)
+        finished = commit.finished_activity
+        outcome, ids = await write.send(self._commits, fence, finished)
         if outcome == "committed":
             return write.leased_items(ids)
         if outcome == "lease_lost":
@@ -237,8 +248,8 @@ class PostgresOrchestrationService:
         if outcome == "history_changed":
             raise LeaseLostError(f"history of instance {instance_id!r} changed under the work item")
         if outcome == "activity_lost":
-            assert finished_activity is not None
-            raise LeaseLostError(f"lease on activity {finished_activity.work_item_id} was lost")
+            assert finished is not None
+            raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
         raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
 
     async def abandon_orchestration_work_item(
@@ -246,7 +257,7 @@ class PostgresOrchestrationService:
     ) -> None:
         """Release the lease; with ``retry_at``, the instance rests until then."""
         release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
-        rest_until = None if retry_at is None else rest_expiry(retry_at)
+        rested = rest_until(retry_at, DIALECT)
         wake = {
             "channel": self._db.channel,
             "payload": ORCHESTRATION,
@@ -256,8 +267,8 @@ class PostgresOrchestrationService:
         db = self._db
 
         async def job(conn: Connection) -> None:
-            if rest_until is not None:
-                rest = {**release, "retry_at": rest_until}
+            if rested is not None:
+                rest = {**release, "retry_at": rested}
                 await conn.execute(db.q(q.REST_INSTANCE), rest)
                 return
             released = (await conn.execute(db.q(q.RELEASE_INSTANCE_LEASE), release)).rowcount
@@ -304,12 +315,12 @@ class PostgresOrchestrationService:
     ) -> None:
         """Delete the activity and enqueue its result, in one transaction."""
         now = self._now()
-        outbound = _Outbound(result)
+        outbound = OutboundMessage(result, DIALECT)
         db = self._db
 
         async def job(conn: Connection) -> None:
             sent = await _finish_activity(db, conn, work_item, outbound, now)
-            if sent and outbound.visible_by(now):
+            if sent and _visible_by(outbound, now):
                 await db.notify(conn, [ORCHESTRATION])
 
         await db.transaction(job)
@@ -336,14 +347,15 @@ class PostgresOrchestrationService:
     async def create_instance(
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
     ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        """Create an instance, replacing an existing one whose status is ``replaceable``:
+        one call of the schema's ``create_instance`` function (creates that are ready at
+        the same time share a call)."""
+        now, db = self._now(), self._db
         instance_id = message.instance_id
-        row = _state_params(pending_state(instance_id, started_event(message)))
-        outbound = _Outbound(message)
-        now = self._now()
-        db = self._db
+        outbound = OutboundMessage(message, DIALECT)
+        row = created_row(message, DIALECT)
         notify = [STATE + instance_id]
-        if outbound.visible_by(now):
+        if _visible_by(outbound, now):
             notify.append(ORCHESTRATION)
         document = {
             "row": _json_ready(row),
@@ -362,12 +374,12 @@ class PostgresOrchestrationService:
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
         now = self._now()
-        outbound = _Outbound(message)
+        outbound = OutboundMessage(message, DIALECT)
         db = self._db
 
         async def job(conn: Connection) -> bool:
-            sent = await outbound.enqueue(db, conn, now)
-            if sent and outbound.visible_by(now):
+            sent = await _enqueue(db, conn, outbound, now)
+            if sent and _visible_by(outbound, now):
                 await db.notify(conn, [ORCHESTRATION])
             return sent
 
@@ -383,59 +395,16 @@ class PostgresOrchestrationService:
         """The instance's history in order (empty if unknown)."""
         return await self._db.autocommit(lambda conn: _history(self._db, conn, instance_id))
 
-    async def query_instances(self, query: InstanceQuery) -> QueryPage:
-        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
-        ``created_to`` exclusive; the token resumes after the last row of a full page."""
-        check_page_size(query.page_size)
-        where = _instance_filter(query)
-        if query.continuation_token is not None:
-            created_at, instance_id = decode_position(query.continuation_token)
-            where.add("(created_at, instance_id) > (%s, %s)", created_at, instance_id)
-        sql = self._db.q(q.select_instances(where))
-        params = (*where.params, query.page_size + 1)
+    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+        statement = self._db.q(sql)
 
         async def job(conn: Connection) -> list[dict[str, Any]]:
-            return await (await conn.execute(sql, params)).fetchall()
+            return await (await conn.execute(statement, params)).fetchall()
 
-        rows = await self._db.autocommit(job)
-        states = [_state(r) for r in rows[: query.page_size]]
-        token = None
-        if len(rows) > query.page_size:
-            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
-        return QueryPage(states=states, continuation_token=token)
+        return list(await self._db.autocommit(job))
 
-    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
-        """Counts by status of the instances matching ``query``'s filters."""
-        where = _instance_filter(query)
-        sql = self._db.q(q.count_instances(where))
-
-        async def job(conn: Connection) -> list[dict[str, Any]]:
-            return await (await conn.execute(sql, where.params)).fetchall()
-
-        rows = await self._db.autocommit(job)
-        return {OrchestrationStatus(r["runtime_status"]): r["n"] for r in rows}
-
-    async def purge_instance(self, instance_id: str) -> bool:
-        """Delete a terminal instance and all it owns; False if absent or not terminal."""
-        where = q.Where()
-        where.add("instance_id = %s", instance_id)
-        where.add_any("runtime_status", (s.value for s in TERMINAL_STATUSES))
-        return bool(await self._execute(q.delete_instances(where), where.params))
-
-    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
-        """Delete every terminal instance matching the filter; returns how many."""
-        statuses = TERMINAL_STATUSES
-        if purge_filter.statuses is not None:
-            statuses = statuses & purge_filter.statuses
-        where = q.Where()
-        where.add_any("runtime_status", (s.value for s in statuses))
-        if purge_filter.created_before is not None:
-            where.add("created_at < %s", as_utc(purge_filter.created_before))
-        if purge_filter.created_from is not None:
-            where.add("created_at >= %s", as_utc(purge_filter.created_from))
-        if purge_filter.completed_before is not None:
-            where.add("completed_at < %s", as_utc(purge_filter.completed_before))
-        return await self._execute(q.delete_instances(where), where.params)
+    async def _write_rows(self, sql: str, params: list[object]) -> int:
+        return await self._execute(sql, params)
 
     async def _execute(self, template: str, params: Any) -> int:
         """Run one statement in its own transaction; the number of rows it touched."""
@@ -447,68 +416,29 @@ class PostgresOrchestrationService:
         return await self._db.autocommit(job)
 
 
-def _instance_filter(query: InstanceQuery) -> q.Where:
-    """The WHERE conditions of ``query``'s filters (not its paging)."""
-    where = q.Where()
-    if query.statuses is not None:
-        where.add_any("runtime_status", (s.value for s in query.statuses))
-    if query.created_from is not None:
-        where.add("created_at >= %s", as_utc(query.created_from))
-    if query.created_to is not None:
-        where.add("created_at < %s", as_utc(query.created_to))
-    if query.name is not None:
-        where.add("name = %s", query.name)
-    if query.instance_id_prefix is not None:
-        prefix = query.instance_id_prefix
-        # starts_with avoids LIKE wildcards; the range test lets the primary key index help.
-        where.add("instance_id >= %s AND starts_with(instance_id, %s)", prefix, prefix)
-    if query.parent_instance_id is not None:
-        where.add("parent_instance_id = %s", query.parent_instance_id)
-    return where
+def _visible_by(outbound: OutboundMessage, now: datetime) -> bool:
+    visible_at: datetime | None = outbound.params["visible_at"]
+    return visible_at is None or visible_at <= now
 
 
-class _Outbound:
-    """A message serialised up front, enqueued later inside a transaction."""
+def _message_json(outbound: OutboundMessage) -> dict[str, Any]:
+    """The message as ``commit_episode`` takes it (see logic.sql)."""
+    starts = _json_ready(outbound.starts) if outbound.starts is not None else None
+    return {**_json_ready(outbound.params), "starts": starts}
 
-    def __init__(self, message: OrchestrationMessage) -> None:
-        event = message.event
-        self.starts = (
-            _state_params(pending_state(message.instance_id, event))
-            if isinstance(event, ExecutionStarted)
-            else None
-        )
-        self.visible_at = as_utc_or_none(message.visible_at)
-        change = message.status_change
-        self.params = {
-            "instance_id": message.instance_id,
-            "execution_id": message.execution_id,
-            "event_type": event_type_name(event),
-            "event": event_to_json(event),
-            "visible_at": self.visible_at,
-            "status_when": change.when.value if change else None,
-            "status_becomes": change.becomes.value if change else None,
-        }
 
-    def visible_by(self, now: datetime) -> bool:
-        return self.visible_at is None or self.visible_at <= now
-
-    def to_json(self) -> dict[str, Any]:
-        """The message as ``commit_episode`` takes it (see logic.sql)."""
-        return {
-            **_json_ready(self.params),
-            "starts": _json_ready(self.starts) if self.starts is not None else None,
-        }
-
-    async def enqueue(self, db: Database, conn: Connection, now: datetime) -> bool:
-        """Insert the message; an ExecutionStarted creates its instance row if absent,
-        any other message to a missing instance is dropped (False)."""
-        if self.starts is not None:
-            await conn.execute(db.q(q.INSERT_INSTANCE_IF_ABSENT), self.starts)
-        params = {**self.params, "now": now}
-        inserted = await conn.execute(db.q(q.INSERT_MESSAGE), params)
-        if inserted.rowcount and params["status_when"] is not None:
-            await conn.execute(db.q(q.CHANGE_STATUS), params)
-        return bool(inserted.rowcount)
+async def _enqueue(
+    db: Database, conn: Connection, outbound: OutboundMessage, now: datetime
+) -> bool:
+    """Insert a message; an ExecutionStarted creates its instance row if absent, any other
+    message to a missing instance is dropped (False)."""
+    if outbound.starts is not None:
+        await conn.execute(db.q(q.INSERT_INSTANCE_IF_ABSENT), outbound.starts)
+    params = {**outbound.params, "now": now}
+    inserted = await conn.execute(db.q(q.INSERT_MESSAGE), params)
+    if inserted.rowcount and params["status_when"] is not None:
+        await conn.execute(db.q(q.CHANGE_STATUS), params)
+    return bool(inserted.rowcount)
 
 
 class _EpisodeWrite:
@@ -525,8 +455,8 @@ class _EpisodeWrite:
         self.leased = list(commit.activities[: eager.max_items]) if eager else []
         self.tokens = [new_lock_token() for _ in self.leased]
         self.expires_at = now + eager.duration if eager else now
-        outbound = [_Outbound(m) for m in commit.messages]
-        wake_orchestrations = any(m.visible_by(now) for m in outbound)
+        outbound = [OutboundMessage(m, DIALECT) for m in commit.messages]
+        wake_orchestrations = any(_visible_by(m, now) for m in outbound)
         notify = []
         if len(commit.activities) > len(self.leased):
             notify.append(ACTIVITY)
@@ -554,8 +484,12 @@ class _EpisodeWrite:
             ],
             "owner": eager.owner if eager else None,
             "lease_expires_at": self.expires_at.isoformat(),
-            "messages": [m.to_json() for m in outbound],
-            "state": _json_ready(_state_params(commit.state)) if commit.changes_instance else None,
+            "messages": [_message_json(m) for m in outbound],
+            "state": (
+                _json_ready(state_params(commit.state, DIALECT))
+                if commit.changes_instance
+                else None
+            ),
             "channel": db.channel,
             "notify": notify,
             "notify_if_visible": None if wake_orchestrations else ORCHESTRATION,
@@ -595,13 +529,17 @@ class _EpisodeWrite:
 
 
 async def _finish_activity(
-    db: Database, conn: Connection, work_item: ActivityWorkItem, result: _Outbound, now: datetime
+    db: Database,
+    conn: Connection,
+    work_item: ActivityWorkItem,
+    result: OutboundMessage,
+    now: datetime,
 ) -> bool:
     """Delete the leased activity and enqueue its result; False if the instance is gone."""
     key = (work_item.work_item_id, work_item.lock_token)
     if not (await conn.execute(db.q(q.DELETE_LEASED_ACTIVITY), key)).rowcount:
         raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-    return await result.enqueue(db, conn, now)
+    return await _enqueue(db, conn, result, now)
 
 
 async def _call_function(
@@ -655,6 +593,8 @@ async def _history(db: Database, conn: Connection, instance_id: str) -> list[His
 
 
 # -- row conversions ------------------------------------------------------------------------------
+
+
 def _utc(value: datetime) -> datetime:
     # timestamptz comes back in the session's time zone; the stores speak UTC.
     return value.astimezone(UTC)
@@ -664,34 +604,13 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _state_params(state: OrchestrationState) -> dict[str, Any]:
-    """Named parameters for the instance columns of ``state``."""
-    failure = state.failure_details
-    return {
-        "instance_id": state.instance_id,
-        "name": state.name,
-        "version": state.version,
-        "runtime_status": state.runtime_status.value,
-        "created_at": as_utc(state.created_at),
-        "last_updated_at": as_utc(state.last_updated_at),
-        "completed_at": as_utc_or_none(state.completed_at),
-        "execution_id": state.execution_id,
-        "input": state.serialized_input,
-        "output": state.serialized_output,
-        "custom_status": state.serialized_custom_status,
-        "failure_details": failure.to_json() if failure is not None else None,
-        "parent_instance_id": state.parent_instance_id,
-        "scheduled_start_at": as_utc_or_none(state.scheduled_start_at),
-    }
-
-
 def _json_ready(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with times as ISO 8601 text, for a jsonb parameter."""
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
 
 
 def _state(row: Mapping[str, Any]) -> OrchestrationState:
-    """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
+    """Rebuild a state from a row of the instance columns."""
     return state_from_row(row, _utc)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from duratask.backends._shared import as_utc
 from duratask.backends._shared import state_from_row as shared_state_from_row
+from duratask.backends._sql import Dialect
+from duratask.backends._sql import state_params as shared_state_params
 from duratask.backends.base import LockedMessage, OrchestrationMessage
 from duratask.history import event_from_json
 from duratask.state import OrchestrationState
@@ -35,29 +37,32 @@ def from_micros_or_none(value: int | None) -> datetime | None:
     return None if value is None else from_micros(value)
 
 
+def _in_list(column: str, values: list[object]) -> tuple[str, list[object]]:
+    return f"{column} IN ({', '.join('?' * len(values))})", values
+
+
+def _starts_with(column: str, prefix: str) -> tuple[str, list[object]]:
+    # substr avoids LIKE wildcards; the range test lets the primary key index help.
+    return f"{column} >= ? AND substr({column}, 1, ?) = ?", [prefix, len(prefix), prefix]
+
+
+DIALECT = Dialect(
+    placeholder="?",
+    instances="instances",
+    to_time=to_micros,
+    from_time=from_micros,
+    in_list=_in_list,
+    starts_with=_starts_with,
+)
+
+
 def state_params(state: OrchestrationState) -> dict[str, Any]:
     """Named parameters for the instance columns of ``state``."""
-    failure = state.failure_details
-    return {
-        "instance_id": state.instance_id,
-        "name": state.name,
-        "version": state.version,
-        "runtime_status": state.runtime_status.value,
-        "created_at": to_micros(state.created_at),
-        "last_updated_at": to_micros(state.last_updated_at),
-        "completed_at": to_micros_or_none(state.completed_at),
-        "execution_id": state.execution_id,
-        "input": state.serialized_input,
-        "output": state.serialized_output,
-        "custom_status": state.serialized_custom_status,
-        "failure_details": failure.to_json() if failure is not None else None,
-        "parent_instance_id": state.parent_instance_id,
-        "scheduled_start_at": to_micros_or_none(state.scheduled_start_at),
-    }
+    return shared_state_params(state, DIALECT)
 
 
 def state_from_row(row: sqlite3.Row) -> OrchestrationState:
-    """Rebuild a state from a row of ``queries.INSTANCE_COLUMNS``."""
+    """Rebuild a state from a row of the instance columns."""
     return shared_state_from_row(row, from_micros)
 
 

@@ -8,7 +8,7 @@ A lease is live while ``lock_expires_at >= now``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from duratask.backends._sql import INSTANCE_COLUMNS
 
 # -- schema bookkeeping ---------------------------------------------------------------------
 CREATE_SCHEMA_VERSION = """
@@ -26,18 +26,13 @@ LIST_TABLES = (
 )
 
 # -- instances ------------------------------------------------------------------------------
-INSTANCE_COLUMNS = (
-    "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
-    "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
-    "scheduled_start_at"
-)
 SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"
 SELECT_STATUS = "SELECT runtime_status FROM instances WHERE instance_id = ?"
 INSTANCE_EXISTS = "SELECT 1 FROM instances WHERE instance_id = ?"
 # A message's status change (see duratask.backends.base.StatusChange).
 CHANGE_STATUS = """
-UPDATE instances SET runtime_status = ?3, last_updated_at = ?4
-WHERE instance_id = ?1 AND runtime_status = ?2"""
+UPDATE instances SET runtime_status = :status_becomes, last_updated_at = :now
+WHERE instance_id = :instance_id AND runtime_status = :status_when"""
 INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO instances ({INSTANCE_COLUMNS})
 VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updated_at,
@@ -110,7 +105,8 @@ INSERT INTO history (instance_id, sequence_number, event_type, event) VALUES (?,
 INSERT_MESSAGE = """
 INSERT INTO messages
     (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE(?6, ?5))"""
+VALUES (:instance_id, :execution_id, :event_type, :event, :now, :visible_at,
+        COALESCE(:visible_at, :now))"""
 COUNT_DEQUEUES = """
 UPDATE messages SET dequeue_count = dequeue_count + 1
 WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now)"""
@@ -159,41 +155,3 @@ RELEASE_ACTIVITY_LEASE = """
 UPDATE activities
 SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :visible_at
 WHERE id = :id AND lock_token = :token"""
-
-
-# -- filtered statements -------------------------------------------------------------------------
-class Where:
-    """AND-ed SQL conditions with their bound parameters, built from fixed fragments."""
-
-    def __init__(self) -> None:
-        self.conditions: list[str] = []
-        self.params: list[object] = []
-
-    def add(self, condition: str, *params: object) -> None:
-        self.conditions.append(condition)
-        self.params.extend(params)
-
-    def add_in(self, column: str, values: Iterable[object]) -> None:
-        values = list(values)
-        self.add(f"{column} IN ({', '.join('?' * len(values))})", *values)
-
-    def sql(self) -> str:
-        return " AND ".join(self.conditions) if self.conditions else "1"
-
-
-def select_instances(where: Where) -> str:
-    """A page of instances in (created_at, instance_id) order; LIMIT is the last parameter."""
-    return (
-        f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {where.sql()} "
-        "ORDER BY created_at, instance_id LIMIT ?"
-    )
-
-
-def count_instances(where: Where) -> str:
-    """Instance counts by status for the instances matching ``where``."""
-    return f"SELECT runtime_status, count(*) FROM instances WHERE {where.sql()} GROUP BY 1"
-
-
-def delete_instances(where: Where) -> str:
-    """Delete the instances matching ``where`` (their children go by cascade)."""
-    return f"DELETE FROM instances WHERE {where.sql()}"

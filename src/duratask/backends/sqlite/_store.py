@@ -9,17 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from duratask.backends._shared import (
-    check_page_size,
-    decode_position,
     history_is_known,
     leased_activities,
     new_lock_token,
-    pending_state,
-    rest_expiry,
-    started_event,
     utc_now,
     work_kinds,
 )
+from duratask.backends._sql import OutboundMessage, SqlInstanceQueries, created_row, rest_until
 from duratask.backends._wakeups import (
     ACTIVITY,
     ORCHESTRATION,
@@ -28,29 +24,25 @@ from duratask.backends._wakeups import (
     hub_wakeups,
 )
 from duratask.backends.base import (
-    TERMINAL_STATUSES,
     ActivityRequest,
     ActivityWorkItem,
     EpisodeFence,
     HistoryMark,
-    InstanceQuery,
+    KnownHistories,
     LeaseHeld,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
-    PurgeFilter,
-    QueryPage,
     StoreDescription,
-    encode_continuation_token,
 )
 from duratask.backends.sqlite import _queries as q
 from duratask.backends.sqlite._codec import (
+    DIALECT,
     from_micros,
     locked_message_from_row,
     state_from_row,
     state_params,
     to_micros,
-    to_micros_or_none,
 )
 from duratask.backends.sqlite._database import Database
 from duratask.errors import (
@@ -60,7 +52,6 @@ from duratask.errors import (
     TaskHubNotFoundError,
 )
 from duratask.history import (
-    ExecutionStarted,
     HistoryEvent,
     event_from_json,
     event_to_json,
@@ -69,7 +60,7 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
-class SqliteOrchestrationService:
+class SqliteOrchestrationService(SqlInstanceQueries):
     """A task hub in one SQLite file (WAL mode), safe to share between processes.
 
     ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
@@ -78,6 +69,7 @@ class SqliteOrchestrationService:
     """
 
     wakes_all_processes = False  # other processes on the same file poll
+    _dialect = DIALECT
 
     def __init__(
         self,
@@ -143,10 +135,7 @@ class SqliteOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: Mapping[str, HistoryMark] | None = None,
+        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -185,10 +174,7 @@ class SqliteOrchestrationService:
         work_item.locked_until = from_micros(expires_at)
 
     async def commit_episode(
-        self,
-        fence: EpisodeFence,
-        commit: OrchestrationCommit,
-        finished_activity: ActivityWorkItem | None = None,
+        self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction while ``fence`` holds (see the seam)."""
         instance_id = commit.state.instance_id
@@ -197,12 +183,11 @@ class SqliteOrchestrationService:
 
         def job(conn: sqlite3.Connection) -> list[int]:
             length = _check_fence(conn, instance_id, fence, write.now)
-            if finished_activity is not None:
-                key = (finished_activity.work_item_id, finished_activity.lock_token)
+            finished = commit.finished_activity
+            if finished is not None:
+                key = (finished.work_item_id, finished.lock_token)
                 if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
-                    raise LeaseLostError(
-                        f"lease on activity {finished_activity.work_item_id} was lost"
-                    )
+                    raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
             return write.apply(conn, length)
 
         leased_ids = await self._db.write(job)
@@ -215,7 +200,7 @@ class SqliteOrchestrationService:
     ) -> None:
         """Release the lease; with ``retry_at``, the instance rests until then."""
         release = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
-        retry_us = to_micros_or_none(None if retry_at is None else rest_expiry(retry_at))
+        retry_us = rest_until(retry_at, DIALECT)
 
         def job(conn: sqlite3.Connection) -> None:
             if retry_us is None:
@@ -269,7 +254,7 @@ class SqliteOrchestrationService:
     ) -> None:
         """Delete the activity and enqueue its result, in one transaction."""
         now = self._now()
-        outbound = _Outbound(result)
+        outbound = OutboundMessage(result, DIALECT)
 
         def job(conn: sqlite3.Connection) -> None:
             _finish_activity(conn, work_item, outbound, now)
@@ -295,8 +280,8 @@ class SqliteOrchestrationService:
     ) -> None:
         """Create an instance, replacing an existing one whose status is ``replaceable``."""
         instance_id = message.instance_id
-        row = state_params(pending_state(instance_id, started_event(message)))
-        outbound = _Outbound(message)
+        row = created_row(message, DIALECT)
+        outbound = OutboundMessage(message, DIALECT)
         now = self._now()
 
         def job(conn: sqlite3.Connection) -> None:
@@ -307,7 +292,7 @@ class SqliteOrchestrationService:
                     raise OrchestrationAlreadyExistsError(instance_id, status)
                 conn.execute(q.DELETE_INSTANCE, (instance_id,))  # cascades to its children
             conn.execute(q.INSERT_INSTANCE_IF_ABSENT, row)
-            outbound.enqueue(conn, now)
+            _enqueue(conn, outbound, now)
 
         await self._db.write(job)
         self._hub.work([ORCHESTRATION])
@@ -316,8 +301,8 @@ class SqliteOrchestrationService:
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
         now = self._now()
-        outbound = _Outbound(message)
-        sent: bool = await self._db.write(lambda c: outbound.enqueue(c, now))
+        outbound = OutboundMessage(message, DIALECT)
+        sent: bool = await self._db.write(lambda c: _enqueue(c, outbound, now))
         self._hub.work([ORCHESTRATION])
         return sent
 
@@ -330,111 +315,29 @@ class SqliteOrchestrationService:
         """The instance's history in order (empty if unknown)."""
         return await self._db.read(lambda c: _history(c, instance_id))
 
-    async def query_instances(self, query: InstanceQuery) -> QueryPage:
-        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
-        ``created_to`` exclusive; the token resumes after the last row of a full page."""
-        check_page_size(query.page_size)
-        where = _instance_filter(query)
-        if query.continuation_token is not None:
-            created_at, instance_id = decode_position(query.continuation_token)
-            where.add("(created_at, instance_id) > (?, ?)", to_micros(created_at), instance_id)
-        sql = q.select_instances(where)
-        params = (*where.params, query.page_size + 1)
-        rows = await self._db.read(lambda c: c.execute(sql, params).fetchall())
-        states = [state_from_row(r) for r in rows[: query.page_size]]
-        token = None
-        if len(rows) > query.page_size:
-            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
-        return QueryPage(states=states, continuation_token=token)
-
-    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
-        """Counts by status of the instances matching ``query``'s filters."""
-        where = _instance_filter(query)
-        sql = q.count_instances(where)
-        rows = await self._db.read(lambda c: c.execute(sql, where.params).fetchall())
-        return {OrchestrationStatus(status): count for status, count in rows}
-
-    async def purge_instance(self, instance_id: str) -> bool:
-        """Delete a terminal instance and all it owns; False if absent or not terminal."""
-        where = q.Where()
-        where.add("instance_id = ?", instance_id)
-        where.add_in("runtime_status", (s.value for s in TERMINAL_STATUSES))
-        sql = q.delete_instances(where)
-        deleted = await self._db.write(lambda c: c.execute(sql, where.params).rowcount)
-        return bool(deleted)
-
-    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
-        """Delete every terminal instance matching the filter; returns how many."""
-        statuses = TERMINAL_STATUSES
-        if purge_filter.statuses is not None:
-            statuses = statuses & purge_filter.statuses
-        where = q.Where()
-        where.add_in("runtime_status", (s.value for s in statuses))
-        if purge_filter.created_before is not None:
-            where.add("created_at < ?", to_micros(purge_filter.created_before))
-        if purge_filter.created_from is not None:
-            where.add("created_at >= ?", to_micros(purge_filter.created_from))
-        if purge_filter.completed_before is not None:
-            where.add("completed_at < ?", to_micros(purge_filter.completed_before))
-        sql = q.delete_instances(where)
-        deleted: int = await self._db.write(lambda c: c.execute(sql, where.params).rowcount)
-        return deleted
-
-
-def _instance_filter(query: InstanceQuery) -> q.Where:
-    """The WHERE conditions of ``query``'s filters (not its paging)."""
-    where = q.Where()
-    if query.statuses is not None:
-        where.add_in("runtime_status", (s.value for s in query.statuses))
-    if query.created_from is not None:
-        where.add("created_at >= ?", to_micros(query.created_from))
-    if query.created_to is not None:
-        where.add("created_at < ?", to_micros(query.created_to))
-    if query.name is not None:
-        where.add("name = ?", query.name)
-    if query.instance_id_prefix is not None:
-        prefix = query.instance_id_prefix
-        # substr avoids LIKE wildcards; the range test lets the primary key index help.
-        where.add("instance_id >= ? AND substr(instance_id, 1, ?) = ?", prefix, len(prefix), prefix)
-    if query.parent_instance_id is not None:
-        where.add("parent_instance_id = ?", query.parent_instance_id)
-    return where
-
-
-class _Outbound:
-    """A message serialised up front, enqueued later inside a transaction."""
-
-    def __init__(self, message: OrchestrationMessage) -> None:
-        event = message.event
-        self.instance_id = message.instance_id
-        self.starts = (
-            state_params(pending_state(message.instance_id, event))
-            if isinstance(event, ExecutionStarted)
-            else None
+    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+        rows: list[Mapping[str, Any]] = await self._db.read(
+            lambda c: c.execute(sql, params).fetchall()
         )
-        change = message.status_change
-        self.status_change = (change.when.value, change.becomes.value) if change else None
-        self.row = (
-            message.instance_id,
-            message.execution_id,
-            event_type_name(event),
-            event_to_json(event),
-            to_micros_or_none(message.visible_at),
-        )
+        return rows
 
-    def enqueue(self, conn: sqlite3.Connection, now: int) -> bool:
-        """Insert the message; an ExecutionStarted creates its instance row if absent,
-        any other message to a missing instance is dropped (False)."""
-        if self.starts is not None:
-            conn.execute(q.INSERT_INSTANCE_IF_ABSENT, self.starts)
-        elif conn.execute(q.INSTANCE_EXISTS, (self.instance_id,)).fetchone() is None:
-            return False
-        instance_id, execution_id, kind, text, visible_at = self.row
-        conn.execute(q.INSERT_MESSAGE, (instance_id, execution_id, kind, text, now, visible_at))
-        if self.status_change is not None:
-            when, becomes = self.status_change
-            conn.execute(q.CHANGE_STATUS, (instance_id, when, becomes, now))
-        return True
+    async def _write_rows(self, sql: str, params: list[object]) -> int:
+        touched: int = await self._db.write(lambda c: c.execute(sql, params).rowcount)
+        return touched
+
+
+def _enqueue(conn: sqlite3.Connection, outbound: OutboundMessage, now: int) -> bool:
+    """Insert a message (inside a write transaction); an ExecutionStarted creates its
+    instance row if absent, any other message to a missing instance is dropped (False)."""
+    if outbound.starts is not None:
+        conn.execute(q.INSERT_INSTANCE_IF_ABSENT, outbound.starts)
+    elif conn.execute(q.INSTANCE_EXISTS, (outbound.instance_id,)).fetchone() is None:
+        return False
+    params = {**outbound.params, "now": now}
+    conn.execute(q.INSERT_MESSAGE, params)
+    if params["status_when"] is not None:
+        conn.execute(q.CHANGE_STATUS, params)
+    return True
 
 
 class _EpisodeWrite:
@@ -447,7 +350,7 @@ class _EpisodeWrite:
         self.instance_id = commit.state.instance_id
         self.row = state_params(commit.state)
         self.events = [(event_type_name(e), event_to_json(e)) for e in commit.new_events]
-        self.outbound = [_Outbound(m) for m in commit.messages]
+        self.outbound = [OutboundMessage(m, DIALECT) for m in commit.messages]
         self.release = {"instance_id": self.instance_id, "token": lock_token}
         eager = commit.eager_activities
         self.owner = eager.owner if eager else None
@@ -481,7 +384,7 @@ class _EpisodeWrite:
                 [_activity_row(a, now) for a in commit.activities[self.leased_count :]],
             )
         for message in self.outbound:
-            message.enqueue(conn, now)
+            _enqueue(conn, message, now)
         if commit.changes_instance:
             conn.execute(q.UPDATE_INSTANCE, self.row)  # also releases the lease
             conn.execute(q.UPDATE_INSTANCE_INDEXED, self.row)
@@ -505,13 +408,13 @@ class _EpisodeWrite:
 
 
 def _finish_activity(
-    conn: sqlite3.Connection, work_item: ActivityWorkItem, result: _Outbound, now: int
+    conn: sqlite3.Connection, work_item: ActivityWorkItem, result: OutboundMessage, now: int
 ) -> bool:
     """Delete the leased activity and enqueue its result; False if the instance is gone."""
     key = (work_item.work_item_id, work_item.lock_token)
     if not conn.execute(q.DELETE_LEASED_ACTIVITY, key).rowcount:
         raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-    return result.enqueue(conn, now)
+    return _enqueue(conn, result, now)
 
 
 def _lease_instance(

@@ -44,11 +44,11 @@ CREATE TABLE messages (
     message_id    INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id   TEXT    NOT NULL REFERENCES instances (instance_id) ON DELETE CASCADE,
     execution_id  TEXT,
-    event_type    TEXT    NOT NULL,
-    event         TEXT    NOT NULL,
+    event_type    TEXT    NOT NULL, event TEXT NOT NULL,  -- the event's type, its JSON
     enqueued_at   INTEGER NOT NULL,
-    visible_at    INTEGER,  -- as sent; NULL: visible from enqueued_at
-    due_at        INTEGER NOT NULL,  -- COALESCE(visible_at, enqueued_at), for the index
+    -- visible_at as sent (NULL: visible from enqueued_at); due_at repeats it, or the enqueue
+    -- time, for the index that orders the due messages
+    visible_at    INTEGER, due_at INTEGER NOT NULL,
     dequeue_count INTEGER NOT NULL DEFAULT 0
 );
 

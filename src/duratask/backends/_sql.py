@@ -1,0 +1,240 @@
+"""What the two SQL stores (SQLite and PostgreSQL) share, written once over a dialect.
+
+The stores keep instances in the same ``instances`` table, with the same columns and the
+same meaning; they differ in placeholders (``?`` / ``%s``), in how a time is stored
+(microseconds since the epoch / ``timestamptz``), in how a list is matched (``IN`` /
+``= ANY``), in how a prefix is matched, and in where the table lives (a schema on
+PostgreSQL). A :class:`Dialect` says those things; the rest is here: the filters of a
+query or a purge, the query, count and purge operations of the client half of the seam
+(:class:`SqlInstanceQueries`), and the encoding of instance rows and outbound messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from duratask.backends._shared import (
+    check_page_size,
+    decode_position,
+    pending_state,
+    rest_expiry,
+    started_event,
+    state_from_row,
+)
+from duratask.backends.base import (
+    TERMINAL_STATUSES,
+    InstanceQuery,
+    OrchestrationMessage,
+    PurgeFilter,
+    QueryPage,
+    encode_continuation_token,
+)
+from duratask.history import ExecutionStarted, event_to_json, event_type_name
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+INSTANCE_COLUMNS = (
+    "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
+    "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
+    "scheduled_start_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one SQL store writes what :mod:`duratask.backends._sql` builds."""
+
+    placeholder: str  # a positional parameter
+    instances: str  # the instances table, as a statement names it
+    to_time: Callable[[datetime], Any]  # a time as the store binds it
+    from_time: Callable[[Any], datetime]  # a stored time, aware UTC
+    in_list: Callable[[str, list[object]], tuple[str, list[object]]]
+    starts_with: Callable[[str, str], tuple[str, list[object]]]
+
+    def time_or_none(self, value: datetime | None) -> Any:
+        return None if value is None else self.to_time(value)
+
+
+class Where:
+    """AND-ed SQL conditions with their bound parameters, built from fixed fragments whose
+    parameters are written ``{p}`` (the dialect's placeholder)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.conditions: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, condition: str, *params: object) -> None:
+        self.conditions.append(condition.replace("{p}", self.dialect.placeholder))
+        self.params.extend(params)
+
+    def add_in(self, column: str, values: Iterable[object]) -> None:
+        condition, params = self.dialect.in_list(column, list(values))
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def add_prefix(self, column: str, prefix: str) -> None:
+        condition, params = self.dialect.starts_with(column, prefix)
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.conditions) if self.conditions else "true"
+
+
+def instance_filter(query: InstanceQuery, dialect: Dialect) -> Where:
+    """The WHERE conditions of ``query``'s filters (not its paging)."""
+    where = Where(dialect)
+    if query.statuses is not None:
+        where.add_in("runtime_status", (s.value for s in query.statuses))
+    if query.created_from is not None:
+        where.add("created_at >= {p}", dialect.to_time(query.created_from))
+    if query.created_to is not None:
+        where.add("created_at < {p}", dialect.to_time(query.created_to))
+    if query.name is not None:
+        where.add("name = {p}", query.name)
+    if query.instance_id_prefix is not None:
+        where.add_prefix("instance_id", query.instance_id_prefix)
+    if query.parent_instance_id is not None:
+        where.add("parent_instance_id = {p}", query.parent_instance_id)
+    return where
+
+
+def purge_filter(purge: PurgeFilter, dialect: Dialect) -> Where:
+    """The WHERE conditions of the terminal instances ``purge`` deletes."""
+    statuses = TERMINAL_STATUSES
+    if purge.statuses is not None:
+        statuses = statuses & purge.statuses
+    where = Where(dialect)
+    where.add_in("runtime_status", (s.value for s in statuses))
+    if purge.created_before is not None:
+        where.add("created_at < {p}", dialect.to_time(purge.created_before))
+    if purge.created_from is not None:
+        where.add("created_at >= {p}", dialect.to_time(purge.created_from))
+    if purge.completed_before is not None:
+        where.add("completed_at < {p}", dialect.to_time(purge.completed_before))
+    return where
+
+
+def state_params(state: OrchestrationState, dialect: Dialect) -> dict[str, Any]:
+    """Named parameters for the instance columns of ``state``."""
+    failure = state.failure_details
+    return {
+        "instance_id": state.instance_id,
+        "name": state.name,
+        "version": state.version,
+        "runtime_status": state.runtime_status.value,
+        "created_at": dialect.to_time(state.created_at),
+        "last_updated_at": dialect.to_time(state.last_updated_at),
+        "completed_at": dialect.time_or_none(state.completed_at),
+        "execution_id": state.execution_id,
+        "input": state.serialized_input,
+        "output": state.serialized_output,
+        "custom_status": state.serialized_custom_status,
+        "failure_details": failure.to_json() if failure is not None else None,
+        "parent_instance_id": state.parent_instance_id,
+        "scheduled_start_at": dialect.time_or_none(state.scheduled_start_at),
+    }
+
+
+def created_row(message: OrchestrationMessage, dialect: Dialect) -> dict[str, Any]:
+    """The instance row a create inserts: PENDING, from its ``ExecutionStarted`` message
+    (TypeError for any other)."""
+    return state_params(pending_state(message.instance_id, started_event(message)), dialect)
+
+
+def rest_until(retry_at: datetime | None, dialect: Dialect) -> Any:
+    """The lease expiry that rests an abandoned instance until ``retry_at`` (None: no rest)."""
+    return None if retry_at is None else dialect.to_time(rest_expiry(retry_at))
+
+
+class OutboundMessage:
+    """A message serialised up front, to be enqueued inside a transaction. ``starts`` is
+    the row an :class:`ExecutionStarted` creates if its instance does not exist."""
+
+    __slots__ = ("instance_id", "params", "starts")
+
+    def __init__(self, message: OrchestrationMessage, dialect: Dialect) -> None:
+        event = message.event
+        self.instance_id = message.instance_id
+        self.starts = (
+            state_params(pending_state(message.instance_id, event), dialect)
+            if isinstance(event, ExecutionStarted)
+            else None
+        )
+        change = message.status_change
+        self.params: dict[str, Any] = {
+            "instance_id": message.instance_id,
+            "execution_id": message.execution_id,
+            "event_type": event_type_name(event),
+            "event": event_to_json(event),
+            "visible_at": dialect.time_or_none(message.visible_at),
+            "status_when": change.when.value if change else None,
+            "status_becomes": change.becomes.value if change else None,
+        }
+
+
+class SqlInstanceQueries(ABC):
+    """The query, count and purge operations of the client half of the seam, for a store
+    whose instances live in an SQL table; the store runs the statements."""
+
+    _dialect: Dialect
+
+    @abstractmethod
+    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+        """The rows of one read-only statement."""
+
+    @abstractmethod
+    async def _write_rows(self, sql: str, params: list[object]) -> int:
+        """Run one write statement in its own transaction; how many rows it touched."""
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
+        ``created_to`` exclusive; the token resumes after the last row of a full page."""
+        check_page_size(query.page_size)
+        dialect = self._dialect
+        where = instance_filter(query, dialect)
+        if query.continuation_token is not None:
+            created_at, instance_id = decode_position(query.continuation_token)
+            where.add(
+                "(created_at, instance_id) > ({p}, {p})", dialect.to_time(created_at), instance_id
+            )
+        sql = (
+            f"SELECT {INSTANCE_COLUMNS} FROM {dialect.instances} WHERE {where.sql()} "
+            f"ORDER BY created_at, instance_id LIMIT {dialect.placeholder}"
+        )
+        rows = await self._read_rows(sql, [*where.params, query.page_size + 1])
+        states = [state_from_row(r, dialect.from_time) for r in rows[: query.page_size]]
+        token = None
+        if len(rows) > query.page_size:
+            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
+        return QueryPage(states=states, continuation_token=token)
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """Counts by status of the instances matching ``query``'s filters."""
+        where = instance_filter(query, self._dialect)
+        sql = (
+            f"SELECT runtime_status, count(*) AS n FROM {self._dialect.instances} "
+            f"WHERE {where.sql()} GROUP BY runtime_status"
+        )
+        rows = await self._read_rows(sql, where.params)
+        return {OrchestrationStatus(row["runtime_status"]): row["n"] for row in rows}
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance and all it owns; False if absent or not terminal."""
+        where = Where(self._dialect)
+        where.add("instance_id = {p}", instance_id)
+        where.add_in("runtime_status", (s.value for s in TERMINAL_STATUSES))
+        return bool(await self._purge(where))
+
+    async def purge_instances(self, purge_filter_: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+        return await self._purge(purge_filter(purge_filter_, self._dialect))
+
+    async def _purge(self, where: Where) -> int:
+        # Deleting an instance row deletes all it owns (ON DELETE CASCADE).
+        sql = f"DELETE FROM {self._dialect.instances} WHERE {where.sql()}"
+        return await self._write_rows(sql, where.params)
