@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
+import duratask as dt
 from tests.cli.conftest import Cli, one_line_error
 from tests.conformance.conftest import drop_schema, new_schema, require_postgres
 
@@ -107,11 +109,26 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_postgres_fails_fast_with_the_password_masked() -> None:
-    url = f"postgresql://app:s3cret@127.0.0.1:{_closed_port()}/db?schema=hub"
+    port = _closed_port()
+    url = f"postgresql://app:s3cret@127.0.0.1:{port}/db?schema=hub"
+    began = time.monotonic()
     result = Cli(url).run("list", code=5)
     line = one_line_error(result)
-    assert "cannot connect to postgresql://app:***@127.0.0.1:" in line
+    assert f"PostgreSQL task hub 'hub' at 127.0.0.1:{port}/db: cannot connect" in line
+    assert "Connection refused" in line, "the server's own words"
     assert "s3cret" not in result.output
+    assert time.monotonic() - began < 10, "no wait for a pool to give up"
+
+
+async def test_the_library_fails_fast_too_with_the_cause() -> None:
+    url = f"postgresql://app:s3cret@127.0.0.1:{_closed_port()}/db?schema=hub"
+    client = dt.AsyncTaskHubClient(url)
+    began = time.monotonic()
+    with pytest.raises(dt.StoreError, match=r"cannot connect: .*Connection refused") as raised:
+        await client.get_orchestration_state("x")
+    assert "s3cret" not in str(raised.value)
+    assert time.monotonic() - began < 10
+    await client.close()
 
 
 def test_hub_on_postgres(request: pytest.FixtureRequest) -> None:

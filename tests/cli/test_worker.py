@@ -177,4 +177,6 @@ def test_a_store_from_the_environment_that_differs_only_warns(
     with pytest.raises(click.ClickException) as caught:
         _check_store(memory, "app:worker", "memory://elsewhere", explicit=True)
     assert caught.value.exit_code == 2
-    assert "runs on Memory store, but --store names memory://elsewhere" in caught.value.message
+    assert "runs on Memory store 'cli-check-store', but --store names memory://elsewhere" in (
+        caught.value.message
+    )

@@ -71,6 +71,7 @@ def _memory_hub(tmp_path: Path, clock: FakeClock) -> StoreHub:
 
 
 def _sqlite_hub(tmp_path: Path, clock: FakeClock) -> StoreHub:
+    (tmp_path / "hub").mkdir(exist_ok=True)
     path = str(tmp_path / "hub" / "taskhub.db")
     return StoreHub("sqlite", lambda: SqliteOrchestrationService(path, clock=clock))
 

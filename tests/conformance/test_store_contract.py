@@ -39,6 +39,7 @@ from duratask.errors import (
     LeaseLostError,
     OrchestrationAlreadyExistsError,
     StoreError,
+    TaskHubNotFoundError,
 )
 from duratask.history import (
     ContinueAsNew,
@@ -66,7 +67,7 @@ from duratask.history import (
 )
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 
-from .conftest import T0, FakeClock
+from .conftest import T0, FakeClock, StoreHub
 
 S = OrchestrationStatus
 LEASE = timedelta(seconds=30)
@@ -1235,7 +1236,7 @@ def _schema_versions(path: Path) -> list[int]:
 
 
 async def test_sqlite_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "dir" / "hub.db"
+    path = tmp_path / "hub.db"
     stores = [SqliteOrchestrationService(str(path)) for _ in range(4)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
@@ -1356,8 +1357,41 @@ async def test_sqlite_file_under_a_regular_file_is_a_store_error(tmp_path: Path)
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
     store = SqliteOrchestrationService(str(blocker / "hub.db"))
-    with pytest.raises(StoreError, match="cannot create its directory"):
+    with pytest.raises(StoreError, match="cannot create the directory of the SQLite task hub"):
+        await store.create_task_hub()
+
+
+async def test_sqlite_opening_makes_a_file_but_never_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "hub.db"
+    store = SqliteOrchestrationService(str(path))
+    with pytest.raises(StoreError, match=r"the directory .* does not exist"):
         await store.open()
+    with pytest.raises(TaskHubNotFoundError, match=r"the directory .* does not exist"):
+        await store.open(create=False)
+    assert not (tmp_path / "deep").exists()
+    await store.create_task_hub()  # the explicit way: directories too
+    try:
+        assert path.exists()
+        await store.create_instance(to("a", started("a")), NO_REUSE)
+    finally:
+        await store.close()
+
+
+async def test_opening_without_create_refuses_a_missing_or_empty_hub(
+    store_hub: StoreHub, tmp_path: Path
+) -> None:
+    missing = store_hub.handle()
+    if store_hub.kind == "memory":
+        await missing.open(create=False)  # an in-memory hub always exists
+    else:
+        with pytest.raises(TaskHubNotFoundError):
+            await missing.open(create=False)
+    made = store_hub.handle()
+    await made.open()
+    await made.create_instance(to("a", started("a")), NO_REUSE)
+    found = store_hub.handle()
+    await found.open(create=False)
+    assert await found.get_instance("a") is not None
 
 
 async def _unleased_episode(

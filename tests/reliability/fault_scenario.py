@@ -115,6 +115,7 @@ async def run_scenario(
     kind: str, mode: str, offset: int, tmp_path: Path
 ) -> tuple[FaultPlan, int, int]:
     """Run the scenario under one fault plan; returns (plan, activity runs, distinct runs)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     clock = FastClock(SPEED)
     worker_store, client_store = STORES[kind](tmp_path, clock)
     plan = FaultPlan(PERIOD, offset, mode, WORKER_METHODS)

@@ -100,6 +100,9 @@ class FaultyStore:
     async def close(self) -> None:
         await self.inner.close()
 
+    async def create_task_hub(self) -> None:
+        await self.inner.create_task_hub()
+
     async def delete_task_hub(self) -> None:
         await self.inner.delete_task_hub()
 

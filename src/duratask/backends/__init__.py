@@ -61,6 +61,7 @@ __all__ = [
     "QueryPage",
     "StatusChange",
     "StoreDescription",
+    "StoreLifecycle",
     "SupportsWakeUps",
     "TaskHubStore",
     "open_store",

@@ -357,7 +357,7 @@ class StoreDescription:
 
     Attributes:
         kind: The kind of store: memory, sqlite, postgresql, ...
-        location: Where the hub is, for people (no secrets).
+        location: The hub, for people (no secrets): "SQLite '/srv/hub.db'".
         hub: Equal for two store objects on the same task hub.
     """
 
@@ -366,7 +366,7 @@ class StoreDescription:
     hub: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"{self.kind} task hub {self.location}"
+        return self.location
 
 
 class StoreLifecycle(Protocol):
@@ -487,6 +487,10 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
 
     async def purge_instances(self, purge_filter: PurgeFilter) -> int:
         """Delete every terminal instance matching the filter; returns how many."""
+
+    async def create_task_hub(self) -> None:
+        """Create the task hub with whatever holds it (the directories of a SQLite file, a
+        PostgreSQL schema), or bring an existing one up to date; the store is left open."""
 
     async def delete_task_hub(self) -> None:
         """Drop everything the task hub stores."""

@@ -196,11 +196,15 @@ class MemoryOrchestrationService:
     async def open(self, *, create: bool = True) -> None:
         """Nothing to connect to (an in-memory hub always exists)."""
 
+    async def create_task_hub(self) -> None:
+        """Nothing to create."""
+
     def describe(self) -> StoreDescription:
         """A named hub of this process, or an anonymous one (this object)."""
         if self._name:
-            return StoreDescription("memory", f"memory://{self._name}", ("memory", self._name))
-        return StoreDescription("memory", "an in-process hub", ("memory", f"#{id(self)}"))
+            where = f"Memory store {self._name!r}"
+            return StoreDescription("memory", where, ("memory", self._name))
+        return StoreDescription("memory", "Memory store", ("memory", f"#{id(self)}"))
 
     async def close(self) -> None:
         """Keeps the data: other users of a named hub may still be working with it."""

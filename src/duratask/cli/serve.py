@@ -22,7 +22,15 @@ from typing import Any
 import click
 
 from duratask.cli.errors import usage_error
-from duratask.cli.store import STORE_ENV, connect, describe_store, mask_url, require_store_url
+from duratask.cli.store import (
+    STORE_ENV,
+    build_store,
+    connect,
+    describe_store,
+    mask_url,
+    require_store_url,
+    same_store,
+)
 from duratask.cli.worker import import_target
 from duratask.client import AsyncTaskHubClient
 from duratask.worker import TaskHubWorker
@@ -162,8 +170,7 @@ def load_worker(target: str, store_url: str, db: Path) -> TaskHubWorker:
             f"{target} is a {type(value).__qualname__}: expected a TaskHubWorker "
             "or a function returning one"
         )
-    path = getattr(worker.store, "path", None)
-    if not (isinstance(path, str) and Path(path).resolve() == db.resolve()):
+    if not same_store(worker.store, build_store(store_url)):
         raise usage_error(
             f"{target} runs on the {describe_store(worker.store)}, but 'duratask dev' runs on "
             f"the SQLite hub {str(db)!r}. Give it a factory with a store parameter "

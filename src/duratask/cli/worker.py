@@ -22,7 +22,7 @@ from click.core import ParameterSource
 
 from duratask.cli.errors import ExitCode, usage_error
 from duratask.cli.options import store_option
-from duratask.cli.store import Creates, build_store, describe_store, mask_url, same_store
+from duratask.cli.store import build_store, describe_store, mask_url, same_store
 from duratask.worker import TaskHubWorker
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -118,8 +118,7 @@ def import_target(target: str, app_dir: str = ".") -> Any:
 
 def _check_store(task_hub_worker: TaskHubWorker, target: str, url: str, *, explicit: bool) -> None:
     """Refuse (or, for a store from the environment, warn about) a worker on another hub."""
-    same = same_store(task_hub_worker.store, build_store(url, creates=Creates.PATH))
-    if same is not False:
+    if same_store(task_hub_worker.store, build_store(url)):
         return
     message = (
         f"the worker {target} runs on {describe_store(task_hub_worker.store)}, "

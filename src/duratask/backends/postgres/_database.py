@@ -122,7 +122,7 @@ class Database:
         host = params.get("host") or params.get("hostaddr") or "localhost"
         port, dbname = str(params.get("port") or 5432), params.get("dbname") or ""
         self.description = f"PostgreSQL task hub {schema!r} at {host}:{port}/{dbname}"
-        self.location = f"schema {schema!r} at {host}:{port}/{dbname}"
+        self.location = f"PostgreSQL schema {schema!r} at {host}:{port}/{dbname}"
         self.hub_key = ("postgresql", str(host), port, str(dbname), schema)
         # The channel of this hub's wake-ups is the schema name (unique in the database).
         self.channel = schema
@@ -164,6 +164,14 @@ class Database:
                 )
             # The event loop of the old pool is gone, and its connections with it.
             self._pool = self._loop = self._listener = None
+        # One connection first, so that an unreachable server fails now, with its own
+        # words; the pool would retry quietly until its timeout.
+        try:
+            probe = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise StoreError(f"{self.description}: cannot connect: {reason}") from exc
+        await probe.close()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             self._conninfo,
             connection_class=psycopg.AsyncConnection[DictRow],

@@ -151,6 +151,10 @@ class PostgresOrchestrationService(SqlInstanceQueries):
         """Close every connection; :meth:`open` may be called again."""
         await self._db.stop()
 
+    async def create_task_hub(self) -> None:
+        """Create the hub's schema, or bring it up to date; the store is left open."""
+        await self.open(create=True)
+
     def describe(self) -> StoreDescription:
         """The server, database and schema (no password)."""
         return StoreDescription("postgresql", self._db.location, self._db.hub_key)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from duratask.backends._migrations import load_migrations
@@ -156,12 +155,6 @@ class Database:
             raise StoreError(f"SQLite store {self.path!r} is not open; call open() first")
 
     def _open(self, *, busy_timeout: float) -> sqlite3.Connection:
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"SQLite store {self.path!r}: cannot create its directory: {exc}"
-            ) from exc
         conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )

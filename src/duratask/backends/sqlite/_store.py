@@ -6,6 +6,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from duratask.backends._shared import (
@@ -49,6 +50,7 @@ from duratask.errors import (
     InstanceBusyError,
     LeaseLostError,
     OrchestrationAlreadyExistsError,
+    StoreError,
     TaskHubNotFoundError,
 )
 from duratask.history import (
@@ -107,10 +109,10 @@ class SqliteOrchestrationService(SqlInstanceQueries):
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
         """Connect, applying pending schema migrations (idempotent). With ``create`` a
-        missing file (and its directories) or an empty one becomes a task hub; without,
-        :class:`TaskHubNotFoundError` is raised unless the file holds one."""
-        if not create and self.path != ":memory:" and not os.path.exists(self.path):
-            raise TaskHubNotFoundError(f"no SQLite task hub at {self.path!r}: no such file")
+        missing file (in a directory that exists) or an empty one becomes a task hub;
+        without, :class:`TaskHubNotFoundError` is raised unless the file holds one."""
+        if self.path != ":memory:":
+            _check_file(self.path, create=create)
         started = self._db.start()
         try:
             await self._db.migrate(self._now(), create=create)
@@ -119,11 +121,25 @@ class SqliteOrchestrationService(SqlInstanceQueries):
                 await self._db.stop()
             raise
 
+    async def create_task_hub(self) -> None:
+        """Create the hub, with any missing directories of its file, or bring it up to
+        date; the store is left open."""
+        if self.path != ":memory:":
+            folder = Path(self.path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the directory of the SQLite task hub {self.path!r}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        await self.open(create=True)
+
     def describe(self) -> StoreDescription:
         """The SQLite file (its absolute path)."""
         location = os.path.realpath(self.path) if self.path != ":memory:" else ":memory:"
         hub = ("sqlite", location if location != ":memory:" else f":memory:#{id(self)}")
-        return StoreDescription("sqlite", repr(location), hub)
+        return StoreDescription("sqlite", f"SQLite {location!r}", hub)
 
     async def close(self) -> None:
         """Close the connection; :meth:`open` may be called again."""
@@ -324,6 +340,22 @@ class SqliteOrchestrationService(SqlInstanceQueries):
     async def _write_rows(self, sql: str, params: list[object]) -> int:
         touched: int = await self._db.write(lambda c: c.execute(sql, params).rowcount)
         return touched
+
+
+def _check_file(path: str, *, create: bool) -> None:
+    """Refuse a hub file that cannot exist (its directory is missing), or that does not
+    exist when nothing may be created."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        problem = f"the directory {str(folder)!r} does not exist"
+        if not create:
+            raise TaskHubNotFoundError(f"no SQLite task hub at {path!r}: {problem}")
+        raise StoreError(
+            f"cannot create the SQLite task hub {path!r}: {problem} (create it first; "
+            "'duratask hub create' does)"
+        )
+    if not create and not os.path.exists(path):
+        raise TaskHubNotFoundError(f"no SQLite task hub at {path!r}: no such file")
 
 
 def _enqueue(conn: sqlite3.Connection, outbound: OutboundMessage, now: int) -> bool:
