@@ -45,6 +45,17 @@ PEERS: dict[str, Peer] = {
         best="dbos-best",
         default="dbos-default",
     ),
+    "durabletask-sdk": Peer(
+        name="durabletask-sdk",
+        module="durabletask",
+        requirement="durabletask>=1.12,<2",
+        distribution="durabletask",
+        title="Microsoft durabletask (Python SDK) on its in-memory test backend",
+        stores=("memory",),
+        workloads=("W1", "W2", "W3", "W4", "W5"),
+        best="dtsdk-best",
+        default="dtsdk-default",
+    ),
 }
 
 
@@ -64,4 +75,8 @@ def run_peer(
         from benchmarks.peers import dbos_workloads
 
         return dbos_workloads.run(system, workload, place, params, progress)
+    if peer.name == "durabletask-sdk":
+        from benchmarks.peers import durabletask_sdk_workloads
+
+        return durabletask_sdk_workloads.run(system, workload, place, params, progress)
     raise KeyError(system)
