@@ -11,8 +11,9 @@ SDK requires, and activities plain functions.
 
 Two configurations (see :data:`CONFIGS` and benchmarks/README.md): ``dtsdk-default`` (the
 SDK's defaults) and ``dtsdk-best`` (the fastest found). Both give the SDK's loggers level
-WARNING: by default they write one INFO line per orchestration step to stderr, which would
-measure the terminal rather than the engine (duratask logs nothing at INFO on that path).
+WARNING: by default they write an INFO line to stderr for every schedule, step and completion,
+which would measure the terminal rather than the engine (duratask's INFO records are dropped
+the same way: trials log at WARNING).
 
 Requires the optional package ``durabletask`` (``pip install durabletask``).
 """
