@@ -242,7 +242,7 @@ def ensure_peer(peer: Peer) -> str:
             return f"pip install {peer.requirement} failed: {last}"
         importlib.invalidate_caches()
     probe = subprocess.run(
-        [sys.executable, "-c", f"import benchmarks.peers, {peer.module}"],
+        [sys.executable, "-c", f"import {peer.workloads_module}"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -260,7 +260,7 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
     s = args.scale
     w4_steps = sorted({scaled(int(n), s, 2) for n in _split(args.w4_steps)})
     trials: list[Trial] = []
-    systems = ["duratask", *(s for name in args.compare for s in PEERS[name].systems)]
+    systems = ["duratask", *(system for name in args.compare for system in PEERS[name].systems)]
     for rep in range(1, args.repeat + 1):
         for store in found.limit_stores:
             trials.append(Trial(rep, "L", "1 conn", store, "raw", _limit(args, 1)))

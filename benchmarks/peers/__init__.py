@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Peer:
     name: str  # as given to --compare
-    module: str  # what to import
+    module: str  # the peer's own package
+    workloads_module: str  # ours: the workloads written for it, with run(...)
     requirement: str  # what pip installs when the module is missing
     distribution: str  # whose version is recorded
     title: str  # for the report's header
@@ -37,6 +38,7 @@ PEERS: dict[str, Peer] = {
     "dbos": Peer(
         name="dbos",
         module="dbos",
+        workloads_module="benchmarks.peers.dbos_workloads",
         requirement="dbos>=3,<4",
         distribution="dbos",
         title="DBOS Transact",
@@ -48,6 +50,7 @@ PEERS: dict[str, Peer] = {
     "durabletask-sdk": Peer(
         name="durabletask-sdk",
         module="durabletask",
+        workloads_module="benchmarks.peers.durabletask_sdk_workloads",
         requirement="durabletask>=1.12,<2",
         distribution="durabletask",
         title="Microsoft durabletask (Python SDK) on its in-memory test backend",
@@ -70,13 +73,8 @@ def run_peer(
     system: str, workload: str, place: HubPlace, params: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
     """Run one trial of a peer system (in the trial's own process)."""
-    peer = peer_of(system)
-    if peer.name == "dbos":
-        from benchmarks.peers import dbos_workloads
+    import importlib
 
-        return dbos_workloads.run(system, workload, place, params, progress)
-    if peer.name == "durabletask-sdk":
-        from benchmarks.peers import durabletask_sdk_workloads
-
-        return durabletask_sdk_workloads.run(system, workload, place, params, progress)
-    raise KeyError(system)
+    workloads = importlib.import_module(peer_of(system).workloads_module)
+    metrics: dict[str, Any] = workloads.run(system, workload, place, params, progress)
+    return metrics
