@@ -35,6 +35,12 @@ class HubPlace:
         directory.mkdir(parents=True)
         return cls(store, str(directory), pg_url, f"bench_{token}")
 
+    @property
+    def application_name(self) -> str:
+        """The PostgreSQL ``application_name`` of every connection the trial's system opens:
+        it finds the backends serving the trial (W1's server CPU)."""
+        return self.schema
+
     def sqlite_path(self, name: str = "hub.db") -> str:
         return str(Path(self.directory) / name)
 
@@ -45,7 +51,7 @@ class HubPlace:
         if self.store == "sqlite":
             return f"sqlite:///{self.sqlite_path()}"
         if self.store == "postgresql":
-            return with_schema(self.pg_url, self.schema)
+            return with_schema(self.pg_url, self.schema, self.application_name)
         raise ValueError(f"unknown store {self.store!r}")
 
     def cleanup(self) -> None:
@@ -68,9 +74,11 @@ class HubPlace:
         return cls(data["store"], data["directory"], data["pg_url"], data["schema"])
 
 
-def with_schema(pg_url: str, schema: str) -> str:
-    """``pg_url`` with duratask's ``schema`` query parameter added."""
-    return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
+def with_schema(pg_url: str, schema: str, application_name: str = "") -> str:
+    """``pg_url`` with duratask's ``schema`` query parameter added, and libpq's
+    ``application_name`` if one is given (duratask passes it on to its connections)."""
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
+    return f"{url}&application_name={application_name}" if application_name else url
 
 
 def drop_pg_schema(pg_url: str, schema: str) -> None:

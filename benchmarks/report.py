@@ -2,7 +2,8 @@
 table, and a JSON document with every raw trial beside the aggregated figures.
 
 Targets from the speed issue are printed next to the figures for orientation only; nothing
-here passes or fails.
+here passes or fails. With peers, each peer's fastest configuration and its defaults get a
+column each, and one column says how many times better duratask is than the fastest.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peers import PEERS
+
 STORE_ORDER = ("memory", "sqlite", "postgresql")
-SYSTEMS = ("duratask", "dbos")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("act_per_s", "activities/s", "higher"),
         Metric("orch_per_s", "orchestrations/s", "higher"),
         Metric("act_fraction_of_l", "activities/s ÷ L (1 conn)", "higher"),
+        Metric("worker_cpu_s_per_1k", "worker CPU-s per 1,000 activities", "lower"),
+        Metric("pg_cpu_s_per_1k", "server CPU-s per 1,000 activities", "lower"),
+        Metric("workers_per_pg_core", "worker CPU ÷ server CPU", ""),
     ),
     "W2": (
         Metric("seconds", "seconds", "lower", (("sqlite", "< 2 s"),)),
@@ -291,9 +296,10 @@ def _w4_ratio_row(trials: list[dict[str, Any]]) -> Row:
     return row
 
 
-def _versus(row: Row, store: str) -> str:
-    """How many times better duratask is than DBOS on this figure (>1: duratask better)."""
-    ours, theirs = row.cells.get((store, "duratask")), row.cells.get((store, "dbos"))
+def _versus(row: Row, store: str, peer_system: str) -> str:
+    """How many times better duratask is than ``peer_system`` on this figure (> 1: duratask
+    is better): duratask ÷ peer for rates, peer ÷ duratask for times and costs."""
+    ours, theirs = row.cells.get((store, "duratask")), row.cells.get((store, peer_system))
     if not (ours and theirs and ours.values and theirs.values) or not row.metric.better:
         return ""
     a, b = statistics.median(ours.values), statistics.median(theirs.values)
@@ -303,27 +309,45 @@ def _versus(row: Row, store: str) -> str:
     return f"{factor:.2f}x"
 
 
+def _columns(systems: Iterable[str]) -> list[tuple[str, str]]:
+    """The table's value columns in order, as (kind, system): ("value", system) for a
+    system's figures, ("versus", best) for duratask against a peer's fastest configuration,
+    after that peer's columns."""
+    present = set(systems)
+    columns: list[tuple[str, str]] = [("value", "duratask")]
+    for peer in PEERS.values():
+        shown = [s for s in peer.systems if s in present]
+        columns += [("value", s) for s in shown]
+        if peer.best in present:
+            columns.append(("versus", peer.best))
+    return columns
+
+
 def render_table(rows: list[Row], systems: Iterable[str]) -> str:
-    systems = [s for s in SYSTEMS if s in systems]
-    compare = "dbos" in systems
-    header = ["figure", "store", *systems]
-    if compare:
-        header.append("dt vs dbos")
+    columns = _columns(systems)
+    values = [system for kind, system in columns if kind == "value"]
+    header = ["figure", "store"]
+    header += [system if kind == "value" else f"dt vs {system}" for kind, system in columns]
     header.append("target")
     lines: list[list[str]] = []
     for row in rows:
         stores = sorted({s for s, _ in row.cells}, key=_store_rank)
         for store in stores:
             if row.workload == "L":  # the store's own limit: shown in the first column
-                cells = [row.cells.get((store, "raw"), Cell())] + [Cell()] * (len(systems) - 1)
+                cells = {"duratask": row.cells.get((store, "raw"), Cell())}
             else:
-                cells = [row.cells.get((store, system), Cell()) for system in systems]
-            if all(c.empty for c in cells):
+                cells = {system: row.cells.get((store, system), Cell()) for system in values}
+            if all(c.empty for c in cells.values()):
                 continue
-            line = [row.label, store, *(c.text() if not c.empty else "" for c in cells)]
-            if compare:
-                line.append(_versus(row, store))
-            line.append(row.metric.target_for(store) if not cells[0].empty else "")
+            line = [row.label, store]
+            for kind, system in columns:
+                if kind == "versus":
+                    line.append(_versus(row, store, system) if row.workload != "L" else "")
+                else:
+                    cell = cells.get(system, Cell())
+                    line.append(cell.text() if not cell.empty else "")
+            ours = cells.get("duratask", Cell())
+            line.append(row.metric.target_for(store) if not ours.empty else "")
             lines.append(line)
     widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
     out = [_join(header, widths), _join(["-" * w for w in widths], widths)]

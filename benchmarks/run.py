@@ -1,9 +1,10 @@
 """Run the benchmark suite: ``python -m benchmarks.run [options]`` (or ``make bench``).
 
 Every repetition first measures L, the storage limit, then runs each workload on each store
-(and, with ``--compare dbos``, the same workload with DBOS Transact), each trial in a fresh
-process on a fresh hub. Prints one table of medians and spreads and writes a JSON file with
-every trial. See benchmarks/README.md for what each figure means.
+(and, with ``--compare dbos,durabletask-sdk``, the same workload with each peer in its default
+and in its fastest configuration), each trial in a fresh process on a fresh hub. Prints one
+table of medians and spreads and writes a JSON file with every trial. See
+benchmarks/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -34,11 +35,10 @@ from benchmarks.hubs import (
     probe_postgres,
 )
 from benchmarks.measure import read_progress
+from benchmarks.peers import PEERS, Peer
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
-PEERS = ("dbos",)
-DBOS_REQUIREMENT = "dbos>=3,<4"
 
 
 @dataclass(slots=True)
@@ -47,7 +47,7 @@ class Trial:
     workload: str
     variant: str
     store: str
-    system: str  # "duratask", "dbos", or "raw" for L
+    system: str  # "duratask", a peer system ("dbos-best", ...), or "raw" for L
     params: dict[str, Any]
     status: str = "pending"  # ok, timeout, error, or skipped (after a timeout)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -109,8 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--compare",
         default="",
-        help="comma-separated peers to run side by side: dbos (installs the 'dbos' package "
-        "into this environment if it is missing)",
+        help="comma-separated peers to run side by side, each in its default and its fastest "
+        "configuration: "
+        + ", ".join(f"{p.name} (pip '{p.requirement}')" for p in PEERS.values())
+        + "; a missing package is installed into this environment",
     )
     parser.add_argument("--pg-url", default=os.environ.get("DURATASK_BENCH_PG_URL", DEFAULT_PG_URL))
     parser.add_argument(
@@ -142,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.stores = _split(args.stores, STORES, "store")
     args.only = _split(args.only.upper(), WORKLOADS, "workload")
-    args.compare = _split(args.compare.lower(), PEERS, "peer") if args.compare else []
+    args.compare = _split(args.compare.lower(), tuple(PEERS), "peer") if args.compare else []
     args.worker_processes = sorted({int(k) for k in _split(args.worker_processes) if int(k) > 0})
     if args.repeat < 1 or args.scale <= 0 or args.timeout <= 0:
         parser.error("--repeat, --scale and --timeout must be positive")
@@ -193,30 +195,43 @@ def check_availability(args: argparse.Namespace) -> Availability:
                 found.notes.append(f"duratask on postgresql skipped: {why}")
                 continue
         found.pairs.add((store, "duratask"))
-    if "dbos" in args.compare:
-        why = ensure_dbos()
+    for name in args.compare:
+        peer = PEERS[name]
+        why = ensure_peer(peer)
         if why:
-            found.notes.append(f"--compare dbos unavailable: {why}")
-        else:
-            from importlib import metadata
+            found.notes.append(f"--compare {name} unavailable: {why}")
+            continue
+        from importlib import metadata
 
-            found.facts["dbos_version"] = metadata.version("dbos")
-            for store in args.stores:
-                if store == "sqlite" or (store == "postgresql" and pg_facts is not None):
-                    found.pairs.add((store, "dbos"))
+        found.facts.setdefault("peer_versions", {})[name] = metadata.version(peer.distribution)
+        stores = [
+            store
+            for store in args.stores
+            if store in peer.stores and (store != "postgresql" or pg_facts is not None)
+        ]
+        if not stores:
+            found.notes.append(
+                f"--compare {name}: runs on {', '.join(peer.stores)} only, and --stores has none"
+            )
+        for store in stores:
+            for system in peer.systems:
+                found.pairs.add((store, system))
     for store in ("sqlite", "postgresql"):
         if any(s == store for s, _ in found.pairs):
             found.limit_stores.append(store)
     return found
 
 
-def ensure_dbos() -> str:
-    """Why DBOS Transact cannot be imported (installing it with pip if it is missing), or
+def ensure_peer(peer: Peer) -> str:
+    """Why a peer's package cannot be imported (installing it with pip if it is missing), or
     the empty string if it can."""
-    if importlib.util.find_spec("dbos") is None:
-        print(f"--compare dbos: installing {DBOS_REQUIREMENT} into {sys.prefix} ...", flush=True)
+    if importlib.util.find_spec(peer.module) is None:
+        print(
+            f"--compare {peer.name}: installing {peer.requirement} into {sys.prefix} ...",
+            flush=True,
+        )
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", DBOS_REQUIREMENT],
+            [sys.executable, "-m", "pip", "install", "--quiet", peer.requirement],
             capture_output=True,
             text=True,
         )
@@ -224,16 +239,17 @@ def ensure_dbos() -> str:
             lines = (done.stderr or done.stdout).strip().splitlines()
             lines = [line for line in lines if not line.startswith("WARNING")] or lines
             last = lines[-1][:300] if lines else f"exit status {done.returncode}"
-            return f"pip install {DBOS_REQUIREMENT} failed: {last}"
+            return f"pip install {peer.requirement} failed: {last}"
         importlib.invalidate_caches()
     probe = subprocess.run(
-        [sys.executable, "-c", "import dbos; from dbos import DBOS"],
+        [sys.executable, "-c", f"import {peer.workloads_module}"],
         capture_output=True,
         text=True,
+        cwd=REPO,
     )
     if probe.returncode != 0:
         lines = probe.stderr.strip().splitlines()
-        return f"importing dbos failed: {lines[-1] if lines else probe.returncode}"
+        return f"importing {peer.module} failed: {lines[-1] if lines else probe.returncode}"
     return ""
 
 
@@ -244,7 +260,7 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
     s = args.scale
     w4_steps = sorted({scaled(int(n), s, 2) for n in _split(args.w4_steps)})
     trials: list[Trial] = []
-    systems = ["duratask", *args.compare]
+    systems = ["duratask", *(system for name in args.compare for system in PEERS[name].systems)]
     for rep in range(1, args.repeat + 1):
         for store in found.limit_stores:
             trials.append(Trial(rep, "L", "1 conn", store, "raw", _limit(args, 1)))
@@ -276,10 +292,18 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
                 for system in systems if peers else ["duratask"]:
                     if (store, system) not in found.pairs:
                         continue
+                    if system != "duratask" and workload not in _peer_workloads(system):
+                        continue
                     if params.get("worker_processes") and store == "memory":
                         continue  # an in-memory hub cannot be shared between processes
                     trials.append(Trial(rep, workload, variant, store, system, dict(params)))
     return trials
+
+
+def _peer_workloads(system: str) -> tuple[str, ...]:
+    from benchmarks.peers import peer_of
+
+    return peer_of(system).workloads
 
 
 def _limit(args: argparse.Namespace, connections: int) -> dict[str, Any]:
@@ -408,6 +432,10 @@ def headline(trial: Trial) -> str:
         text += f", {report.fmt(m['rss_mb'])} MiB, {report.fmt(m['idle_cpu_pct'])}% CPU idle"
     if trial.workload == "W3":
         text += f", p99 {report.fmt(m['p99_ms'])}"
+    if trial.workload == "W1" and "worker_cpu_s_per_1k" in m:
+        text += f"; CPU-s per 1k: worker {report.fmt(m['worker_cpu_s_per_1k'])}"
+        if "pg_cpu_s_per_1k" in m:
+            text += f", PostgreSQL {report.fmt(m['pg_cpu_s_per_1k'])}"
     return text
 
 
@@ -478,8 +506,9 @@ def print_header(meta: dict[str, Any], trials: list[Trial]) -> None:
             f"PostgreSQL {pg['server_version']} (synchronous_commit={pg['synchronous_commit']}, "
             f"fsync={pg['fsync']})"
         )
-    if "dbos_version" in meta:
-        print(f"DBOS Transact {meta['dbos_version']}")
+    for name, version in meta.get("peer_versions", {}).items():
+        peer = PEERS[name]
+        print(f"peer {name}: {peer.title} {version}, as {' and '.join(peer.systems)}")
     for note in meta["notes"]:
         print(f"note: {note}")
     print(f"{len(trials)} trials; each in a fresh process on a fresh hub\n", flush=True)
@@ -502,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, trial in enumerate(trials, 1):
             label = (
                 f"[{index:>{width}}/{len(trials)}] rep {trial.rep}  {trial.workload:<3}"
-                f"{trial.variant:<12} {trial.store:<10} {trial.system:<8}"
+                f"{trial.variant:<12} {trial.store:<10} {trial.system:<13}"
             )
             print(label, end=" ", flush=True)
             reason = runner.skip_reason(trial, done)

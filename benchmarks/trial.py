@@ -30,13 +30,18 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         from benchmarks import storage_limit
 
         return storage_limit.measure(place, params)
-    if spec["system"] == "dbos":
-        from benchmarks.peers import dbos_workloads
+    system: str = spec["system"]
+    if system != "duratask":
+        from benchmarks.peers import run_peer
 
-        return asyncio.run(dbos_workloads.run(workload, place, params, progress))
+        return run_peer(system, workload, place, params, progress)
     from benchmarks import workloads
 
-    return dict(asyncio.run(workloads.run(workload, place.duratask_url(), params, progress)))
+    pg = None
+    if place.store == "postgresql":
+        pg = workloads.PgTarget(place.pg_url, place.application_name)
+    url = place.duratask_url()
+    return dict(asyncio.run(workloads.run(workload, url, params, progress, pg)))
 
 
 def main(argv: list[str]) -> int:

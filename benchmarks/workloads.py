@@ -17,15 +17,27 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import duratask as dt
+from benchmarks.cpu import CpuWindow
 from benchmarks.measure import Progress, cpu_seconds, peak_rss_mb, percentile, rss_mb
 
 LIVE = (dt.OrchestrationStatus.PENDING, dt.OrchestrationStatus.RUNNING)
 FAILED = (dt.OrchestrationStatus.FAILED, dt.OrchestrationStatus.TERMINATED)
 SCHEDULE_CONCURRENCY = 32
 POLL_INTERVAL = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class PgTarget:
+    """Where W1 finds the PostgreSQL backends serving the trial: the server's URL and the
+    ``application_name`` the trial's store URL gives its connections."""
+
+    url: str
+    application_name: str
+
 
 # -- orchestrations and activities --------------------------------------------------------------
 
@@ -131,14 +143,15 @@ async def worker_processes(url: str, count: int) -> AsyncIterator[list[subproces
 
 
 @contextlib.asynccontextmanager
-async def workers(url: str, processes: int) -> AsyncIterator[None]:
-    """Workers for a hub: in this process (``processes == 0``) or in subprocesses."""
+async def workers(url: str, processes: int) -> AsyncIterator[list[int] | None]:
+    """Workers for a hub: in this process (``processes == 0``, yields None) or in
+    subprocesses (yields their pids)."""
     if processes <= 0:
         async with in_process_worker(url):
-            yield
+            yield None
     else:
-        async with worker_processes(url, processes):
-            yield
+        async with worker_processes(url, processes) as procs:
+            yield [proc.pid for proc in procs]
 
 
 # -- client helpers -------------------------------------------------------------------------------
@@ -221,21 +234,33 @@ def store_seconds(state: dt.OrchestrationState) -> float:
 # -- the workloads --------------------------------------------------------------------------------
 
 
-async def w1_sequence(url: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """N orchestrations of ``activities`` sequential activities, scheduled together."""
+async def w1_sequence(
+    url: str, params: dict[str, Any], progress: Progress, pg: PgTarget | None = None
+) -> dict[str, Any]:
+    """N orchestrations of ``activities`` sequential activities, scheduled together.
+
+    Also the CPU time of the worker side (this process, or the worker processes) and, on
+    PostgreSQL (``pg``), of the server backends serving the trial, over the same window."""
     n = int(params["orchestrations"])
     steps = int(params.get("activities", 5))
     processes = int(params.get("worker_processes", 0))
-    async with dt.AsyncTaskHubClient(url) as client, workers(url, processes):
+    async with dt.AsyncTaskHubClient(url) as client, workers(url, processes) as pids:
         await warm_up(client)
         progress.restart()
+        window = CpuWindow(
+            worker_pids=pids,
+            pg_url=pg.url if pg else None,
+            application_name=pg.application_name if pg else None,
+        )
+        window.open()
         started = time.perf_counter()
         await schedule_many(client, sequence, [steps] * n)
         scheduled = time.perf_counter() - started
         await wait_until_none(client, LIVE, progress, n)
         elapsed = time.perf_counter() - started
+        cpu = window.close(n * steps)
         await check_all_completed(client, n)
-    return {
+    return cpu | {
         "seconds": elapsed,
         "schedule_seconds": scheduled,
         "orch_per_s": n / elapsed,
@@ -384,5 +409,13 @@ WORKLOADS = {
 }
 
 
-async def run(workload: str, url: str, params: dict[str, Any], progress: Progress) -> Any:
+async def run(
+    workload: str,
+    url: str,
+    params: dict[str, Any],
+    progress: Progress,
+    pg: PgTarget | None = None,
+) -> Any:
+    if workload == "W1":
+        return await w1_sequence(url, params, progress, pg)
     return await WORKLOADS[workload](url, params, progress)
