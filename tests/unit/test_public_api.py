@@ -1,8 +1,13 @@
-"""The public API: names exported from ``duratask`` are pinned, so removals are deliberate."""
+"""The public API: names exported from ``duratask``, ``duratask.testing`` and
+``duratask.backends`` are pinned, so additions and removals are deliberate."""
 
 from __future__ import annotations
 
+import pytest
+
 import duratask as dt
+import duratask.backends
+import duratask.testing
 
 EXPECTED = [
     "ActivityContext",
@@ -63,3 +68,57 @@ def test_errors_share_one_base() -> None:
 
 def test_event_timeout_is_a_timeout_error() -> None:
     assert issubclass(dt.EventTimeoutError, TimeoutError)
+
+
+TESTING = [
+    "HistoryMismatchError",
+    "InvalidHistoryError",
+    "ReplayFailedError",
+    "ReplayResult",
+    "SyncTimeSkippingHub",
+    "TimeSkippingHub",
+    "VirtualClock",
+    "describe_action",
+    "replay",
+    "replay_many",
+]
+
+BACKENDS = [
+    "ActivityRequest",
+    "ActivityWorkItem",
+    "EagerLease",
+    "EpisodeFence",
+    "HistoryMark",
+    "InstanceBusyError",
+    "InstanceQuery",
+    "InstanceUnchanged",
+    "KnownHistories",
+    "LeaseHeld",
+    "LockedMessage",
+    "OrchestrationCommit",
+    "OrchestrationMessage",
+    "OrchestrationService",
+    "OrchestrationServiceClient",
+    "OrchestrationWorkItem",
+    "PurgeFilter",
+    "QueryPage",
+    "StatusChange",
+    "StoreDescription",
+    "StoreLifecycle",
+    "SupportsWakeUps",
+    "TaskHubStore",
+    "open_store",
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [(duratask.testing, TESTING), (duratask.backends, BACKENDS)],
+    ids=["testing", "backends"],
+)
+def test_package_exports_are_pinned_sorted_and_exist(module: object, expected: list[str]) -> None:
+    exported = module.__all__  # type: ignore[attr-defined]
+    assert exported == expected
+    assert exported == sorted(exported)
+    for name in exported:
+        assert hasattr(module, name), name

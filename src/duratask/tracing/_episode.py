@@ -1,4 +1,5 @@
-"""Orchestration spans: one ``orchestration:<name>`` span per episode, and timer spans.
+"""Orchestration spans: one ``orchestration:<name>`` span per execution an episode runs,
+and timer spans; seen through the episode hooks (:mod:`duratask._episode_hooks`).
 
 An orchestration execution is processed in episodes, possibly by different processes, and
 OpenTelemetry cannot reopen a span or choose a span's id; so each episode that runs the
@@ -12,14 +13,15 @@ Replaying history emits nothing: the spans of earlier work were emitted when it 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from duratask import history as h
-from duratask.backends.base import OrchestrationCommit, OrchestrationMessage, OrchestrationWorkItem
+from duratask._episode_hooks import UNCHANGED, ExecutionInfo, ExecutionObservation
+from duratask.backends.base import OrchestrationCommit, OrchestrationMessage
 from duratask.state import OrchestrationStatus
 from duratask.tracing import _api
 from duratask.tracing._scheduled import SCHEDULED
@@ -27,104 +29,68 @@ from duratask.tracing._scheduled import SCHEDULED
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-    from duratask._engine import OrchestrationCursor
-
 ATTR_HISTORY_LENGTH = "durabletask.orchestration.history_length"
 ATTR_REPLAYED_EVENTS = "durabletask.orchestration.replayed_events"
 
 
-class EpisodeView(Protocol):
-    """What the wrapper reads of the episode it traces."""
+class TracingObserver:
+    """Gives each execution an episode runs its span (an :class:`EpisodeObserver`)."""
 
-    @property
-    def wi(self) -> OrchestrationWorkItem: ...
-
-    @property
-    def cursor(self) -> OrchestrationCursor | None: ...
-
-    @property
-    def instance_id(self) -> str: ...
-
-    @property
-    def now(self) -> datetime: ...
-
-
-class Delivered(Protocol):
-    """One event an episode applies (what the wrapper reads of it)."""
-
-    @property
-    def event(self) -> h.HistoryEvent: ...
-
-
-_Execute = TypeVar("_Execute", bound=Callable[..., OrchestrationCommit])
-
-
-def traced_execution(execute: _Execute) -> _Execute:
-    """Trace an episode method ``(past, start, events, consumed, *, reset) -> commit``.
-
-    ``start`` is the execution's ``ExecutionStarted`` when the episode starts it (else None,
-    and the stored one is used); ``events`` are the new events the episode applies.
-    """
-
-    @functools.wraps(execute)
-    def traced(
-        episode: EpisodeView,
-        past: list[h.HistoryEvent],
-        start: h.ExecutionStarted | None,
-        events: Sequence[Delivered],
-        consumed: list[int],
-        *,
-        reset: bool,
-    ) -> OrchestrationCommit:
+    @contextlib.contextmanager
+    def execution(self, info: ExecutionInfo) -> Iterator[ExecutionObservation]:
         tracer = _api.tracer()
         if tracer is None:
-            return execute(episode, past, start, events, consumed, reset=reset)
-        started = start if start is not None else _stored_start(episode, past)
-        if started is None:
-            return execute(episode, past, start, events, consumed, reset=reset)
+            yield UNCHANGED
+            return
+        started = info.started
         span = _api.start_span(
             tracer,
             _api.span_name("orchestration", started.name, started.version),
             kind="server",
             parent=_api.parent_context(started.trace_context),
         )
-        carrier = _api.carrier_of(span)
-        if start is not None and start.trace_context is None and carrier is not None:
+        with _api.activate(span):
+            yield _TracedExecution(tracer, span, info)
+
+
+class _TracedExecution:
+    def __init__(self, tracer: Tracer, span: Span, info: ExecutionInfo) -> None:
+        self._tracer = tracer
+        self._span = span
+        self._info = info
+        self._carrier = _api.carrier_of(span)
+
+    def start(self, start: h.ExecutionStarted) -> h.ExecutionStarted:
+        if start.trace_context is None and self._carrier is not None:
             # Nothing traced the start: this first episode is the root of the trace, and the
             # later episodes (which read the stored start) become its children.
-            start = replace(start, trace_context=carrier)
-        with _api.activate(span):
-            commit = execute(episode, past, start, events, consumed, reset=reset)
-            if carrier is not None:
-                commit = _stamp(commit, carrier, episode, started.execution_id)
-            if span.is_recording():
-                cached = start is None and episode.cursor is not None
-                _describe(span, started, commit, episode, 0 if cached else len(past), start)
-            _emit_timer_spans(tracer, span, started, [d.event for d in events], episode.now)
+            return replace(start, trace_context=self._carrier)
+        return start
+
+    def finish(self, commit: OrchestrationCommit) -> OrchestrationCommit:
+        info, span = self._info, self._span
+        if self._carrier is not None:
+            commit = _stamp(commit, self._carrier, info)
+        if span.is_recording():
+            _describe(span, commit, info)
+        _emit_timer_spans(self._tracer, span, info.started, info.events, info.now)
         return commit
 
-    return cast(_Execute, traced)
 
-
-def _stored_start(episode: EpisodeView, past: list[h.HistoryEvent]) -> h.ExecutionStarted | None:
-    if episode.cursor is not None:
-        return episode.cursor.ctx.started
-    return next((e for e in past if isinstance(e, h.ExecutionStarted)), None)
+TRACING = TracingObserver()
 
 
 def _stamp(
-    commit: OrchestrationCommit,
-    carrier: dict[str, str],
-    episode: EpisodeView,
-    execution_id: str,
+    commit: OrchestrationCommit, carrier: dict[str, str], info: ExecutionInfo
 ) -> OrchestrationCommit:
     """Give what the episode scheduled the episode's trace context."""
     new_events = list(commit.new_events)
+    execution_id = info.started.execution_id
     for i, event in enumerate(new_events):
         if isinstance(event, h.TaskScheduled) and event.trace_context is None:
             new_events[i] = replace(event, trace_context=carrier)
-            SCHEDULED.remember(episode.instance_id, execution_id, event.event_id, carrier)
-    messages = [_stamp_message(m, carrier, episode.now) for m in commit.messages]
+            SCHEDULED.remember(info.instance_id, execution_id, event.event_id, carrier)
+    messages = [_stamp_message(m, carrier, info.now) for m in commit.messages]
     return replace(commit, new_events=new_events, messages=messages)
 
 
@@ -139,24 +105,17 @@ def _stamp_message(
     return message
 
 
-def _describe(
-    span: Span,
-    started: h.ExecutionStarted,
-    commit: OrchestrationCommit,
-    episode: EpisodeView,
-    replayed: int,
-    start: h.ExecutionStarted | None,
-) -> None:
-    state = commit.state
+def _describe(span: Span, commit: OrchestrationCommit, info: ExecutionInfo) -> None:
+    state, started = commit.state, info.started
     span.set_attributes(
         {
             _api.ATTR_TYPE: "orchestration",
             _api.ATTR_NAME: started.name,
-            _api.ATTR_INSTANCE_ID: episode.instance_id,
+            _api.ATTR_INSTANCE_ID: info.instance_id,
             _api.ATTR_EXECUTION_ID: started.execution_id,
             _api.ATTR_STATUS: state.runtime_status.value,
-            ATTR_HISTORY_LENGTH: 0 if start is not None else episode.wi.history_length,
-            ATTR_REPLAYED_EVENTS: replayed,
+            ATTR_HISTORY_LENGTH: info.history_length,
+            ATTR_REPLAYED_EVENTS: info.replayed,
         }
     )
     if started.version:

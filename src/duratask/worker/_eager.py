@@ -28,6 +28,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.errors import InstanceBusyError, LeaseLostError
+from duratask.tracing._episode import TRACING
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._episode import Defer, EpisodeInput, plan_episode
 from duratask.worker._episodes import EpisodeCommitter
@@ -91,7 +92,7 @@ class ActivityResults:
         source = EpisodeInput(instance_id, state, [], mark.length, result=result)
         try:
             planned, live_cursor = plan_episode(
-                source, self._executor, self._clock(), cursor=cursor
+                source, self._executor, self._clock(), cursor=cursor, observer=TRACING
             )
             if isinstance(planned, Defer):
                 return False

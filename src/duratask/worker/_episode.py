@@ -19,6 +19,7 @@ from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import OrchestrationCursor, OrchestrationExecutor, has_ended
 from duratask._engine.rewind import final_failure, rewound_view
+from duratask._episode_hooks import NO_OBSERVER, EpisodeObserver, ExecutionInfo
 from duratask._rewind import rewind_message
 from duratask.backends.base import (
     ActivityRequest,
@@ -28,7 +29,6 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
-from duratask.tracing._episode import traced_execution
 from duratask.worker._instance_state import advance_state
 
 _LOG = logging.getLogger("duratask.worker")
@@ -105,15 +105,16 @@ def plan_episode(
     new_execution_id: Callable[[], str] = _new_execution_id,
     cursor: OrchestrationCursor | None = None,
     poison: FailureDetails | None = None,
+    observer: EpisodeObserver = NO_OBSERVER,
 ) -> tuple[OrchestrationCommit | Defer, OrchestrationCursor | None]:
     """Decide what to commit for one instance (or to defer it), optionally continuing a
     live ``cursor`` that is in step with the stored history (then ``source.history`` is not
     read). Also returns the cursor worth keeping after the commit (None once the execution
-    ended).
+    ended). ``observer`` sees each execution the episode runs (tracing).
 
     With ``poison`` the orchestration code is not run: the new messages are recorded and the
     execution ends FAILED with those details (a rewind can run it on from there)."""
-    episode = _Episode(source, executor, now, new_execution_id, cursor, poison)
+    episode = _Episode(source, executor, now, new_execution_id, cursor, poison, observer)
     return episode.run(), episode.live_cursor
 
 
@@ -142,8 +143,10 @@ class _Episode:
         new_execution_id: Callable[[], str],
         cursor: OrchestrationCursor | None = None,
         poison: FailureDetails | None = None,
+        observer: EpisodeObserver = NO_OBSERVER,
     ) -> None:
         self.wi = source
+        self.observer = observer
         self.cursor = cursor
         self.poison = poison
         self.live_cursor: OrchestrationCursor | None = None
@@ -452,8 +455,40 @@ class _Episode:
         )
 
     # -- execution ------------------------------------------------------------------------------
-    @traced_execution
     def _execute(
+        self,
+        past: list[h.HistoryEvent],
+        start: h.ExecutionStarted | None,
+        events: list[_Delivery],
+        consumed: list[int],
+        *,
+        reset: bool,
+    ) -> OrchestrationCommit:
+        """Run one execution on ``events``: a new one from ``start``, or the stored one."""
+        continued = start is None and self.cursor is not None
+        started = start
+        if started is None:
+            if self.cursor is not None:
+                started = self.cursor.ctx.started
+            else:
+                started = next((e for e in past if isinstance(e, h.ExecutionStarted)), None)
+        if started is None:  # a history that fails replay before its start
+            return self._run(past, start, events, consumed, reset=reset)
+        info = ExecutionInfo(
+            self.instance_id,
+            started,
+            start,
+            [d.event for d in events],
+            0 if start is not None else self.wi.history_length,
+            0 if continued else len(past),
+            self.now,
+        )
+        with self.observer.execution(info) as observed:
+            if start is not None:
+                start = observed.start(start)
+            return observed.finish(self._run(past, start, events, consumed, reset=reset))
+
+    def _run(
         self,
         past: list[h.HistoryEvent],
         start: h.ExecutionStarted | None,

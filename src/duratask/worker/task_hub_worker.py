@@ -30,6 +30,7 @@ from duratask.errors import LeaseLostError
 from duratask.history import TaskFailed
 from duratask.state import FailureDetails
 from duratask.tracing._activity import traced_activity
+from duratask.tracing._episode import TRACING
 from duratask.worker._activity_runner import run_activity
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
@@ -337,7 +338,7 @@ class TaskHubWorker:
             poison = self._poison(work_item)
             source = EpisodeInput.of(work_item)
             planned, live_cursor = plan_episode(
-                source, self._executor, now, cursor=cursor, poison=poison
+                source, self._executor, now, cursor=cursor, poison=poison, observer=TRACING
             )
             if isinstance(planned, Defer):
                 await self.store.abandon_orchestration_work_item(work_item, planned.retry_at)
