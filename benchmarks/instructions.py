@@ -2,9 +2,10 @@
 
 Wall-clock figures on a shared 2-core machine drift by tens of percent from one run to the
 next; an instruction count does not. This runs W1 (orchestrations of five sequential
-trivial activities, worker and client in one process) twice under callgrind, once with N
-orchestrations and once with none, and reports the difference divided by the activities
-run: the CPU work duratask does per activity, start-up and shutdown excluded. System calls
+trivial activities, worker and client in one process) twice under callgrind, once with
+N + 1 orchestrations and once with 1, and reports the difference divided by the N x 5
+activities between them: the CPU work duratask does per activity, start-up and shutdown
+excluded. System calls
 and waits are not instructions of this process, so a change that saves a syscall or an
 fsync does not show here (measure those with ``make bench``).
 
@@ -77,8 +78,8 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    base = _count(args.store, 0)
-    loaded = _count(args.store, args.orchestrations)
+    base = _count(args.store, 1)
+    loaded = _count(args.store, args.orchestrations + 1)
     per_activity = (loaded - base) / (args.orchestrations * STEPS)
     print(
         f"{args.store}: {per_activity / 1000:,.0f}K instructions per W1 activity "

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from duratask.retry import RetryPolicy
 from duratask.task import Task
 
 Orchestrator = Callable[..., Any]
 Activity = Callable[..., Any]
+TInput = TypeVar("TInput")
+TOutput = TypeVar("TOutput")
 
 
 class OrchestrationContext(ABC):
@@ -71,6 +73,60 @@ class OrchestrationContext(ABC):
     def new_uuid(self) -> uuid.UUID:
         """A UUID that is the same on every replay of this step."""
 
+    @overload
+    def call_activity(
+        self,
+        activity: Activity | str,
+        *,
+        input: Any = None,
+        retry_policy: RetryPolicy | None = None,
+        return_type: type[TOutput],
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext, TInput], Coroutine[Any, Any, TOutput]],
+        *,
+        input: TInput = ...,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext], Coroutine[Any, Any, TOutput]],
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext, TInput], TOutput],
+        *,
+        input: TInput = ...,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: Callable[[ActivityContext], TOutput],
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_activity(
+        self,
+        activity: str,
+        *,
+        input: Any = None,
+        retry_policy: RetryPolicy | None = None,
+        return_type: None = None,
+    ) -> Task[Any]: ...
+
     @abstractmethod
     def call_activity(
         self,
@@ -78,6 +134,7 @@ class OrchestrationContext(ABC):
         *,
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
+        return_type: Any = None,
     ) -> Task[Any]:
         """Schedule an activity (by function or registered name); await the task for its result.
 
@@ -86,7 +143,57 @@ class OrchestrationContext(ABC):
         :class:`~duratask.errors.TaskFailedError`, whose ``details`` name the original error
         type. With a ``retry_policy`` a failed attempt is retried after a durable timer, and
         the task fails only once the policy gives up.
+
+        The task's type is the activity's return type (for an ``async def``, what it
+        returns when awaited), or ``return_type`` when given, which is also the type the
+        result is decoded to (an activity named by a string has no annotation to read).
         """
+
+    @overload
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Orchestrator | str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+        return_type: type[TOutput],
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Callable[[OrchestrationContext, TInput], Coroutine[Any, Any, TOutput]],
+        *,
+        input: TInput = ...,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_sub_orchestrator(
+        self,
+        orchestrator: Callable[[OrchestrationContext, TInput], Generator[Any, Any, TOutput]],
+        *,
+        input: TInput = ...,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def call_sub_orchestrator(
+        self,
+        orchestrator: str,
+        *,
+        input: Any = None,
+        instance_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        version: str | None = None,
+        return_type: None = None,
+    ) -> Task[Any]: ...
 
     @abstractmethod
     def call_sub_orchestrator(
@@ -97,6 +204,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        return_type: Any = None,
     ) -> Task[Any]:
         """Start a sub-orchestration; await the task for its output.
 
@@ -105,6 +213,10 @@ class OrchestrationContext(ABC):
         raises :class:`~duratask.errors.TaskFailedError` where the task is awaited; with a
         ``retry_policy`` it is started again under the same instance id. ``version`` picks
         the registered version of the sub-orchestration to run.
+
+        The task's type is the orchestration's return type (an ``async def`` or a generator
+        orchestration), or ``return_type`` when given, which is also the type the output is
+        decoded to.
         """
 
     @abstractmethod
@@ -115,6 +227,16 @@ class OrchestrationContext(ABC):
         fires at the same time however often the worker restarts meanwhile.
         """
 
+    @overload
+    def wait_for_external_event(
+        self, name: str, *, timeout: timedelta | None = None, data_type: type[TOutput]
+    ) -> Task[TOutput]: ...
+
+    @overload
+    def wait_for_external_event(
+        self, name: str, *, timeout: timedelta | None = None, data_type: None = None
+    ) -> Task[Any]: ...
+
     @abstractmethod
     def wait_for_external_event(
         self, name: str, *, timeout: timedelta | None = None, data_type: Any = None
@@ -124,7 +246,7 @@ class OrchestrationContext(ABC):
         Events that arrived before the wait are buffered and delivered in order. With a
         ``timeout``, the task fails with :class:`~duratask.errors.EventTimeoutError` if no
         event came in time. ``data_type`` is the type the event's data is decoded to (plain
-        JSON values by default).
+        JSON values by default), and the task's type.
         """
 
     @abstractmethod

@@ -508,7 +508,14 @@ async def typed_orch(ctx: OrchestrationContext, order: Order) -> Any:
     by_fn = await ctx.call_activity(price, input=order)
     by_name = await ctx.call_activity("price", input=order)
     untyped = await ctx.call_activity("unregistered", input=order)
-    return [type(by_fn).__name__, by_fn.total, type(by_name).__name__, type(untyped).__name__]
+    told = await ctx.call_activity("unregistered", input=order, return_type=Quote)
+    return [
+        type(by_fn).__name__,
+        by_fn.total,
+        type(by_name).__name__,
+        type(untyped).__name__,
+        type(told).__name__,
+    ]
 
 
 def test_typed_input_and_activity_result_decoding() -> None:
@@ -521,9 +528,11 @@ def test_typed_input_and_activity_result_decoding() -> None:
 
     b.task_scheduled(0, "price").done().episode().task_completed(0, quote)
     b.task_scheduled(1, "price").done().episode().task_completed(1, quote)
-    b.task_scheduled(2, "unregistered").done().episode(new=True).task_completed(2, quote)
+    b.task_scheduled(2, "unregistered").done().episode().task_completed(2, quote)
+    b.task_scheduled(3, "unregistered").done().episode(new=True).task_completed(3, quote)
 
-    assert execute(reg, *b.split()).actions == [done(["Quote", 10.0, "Quote", "dict"])]
+    # An activity named by a string decodes to plain JSON, unless return_type says more.
+    assert execute(reg, *b.split()).actions == [done(["Quote", 10.0, "Quote", "dict", "Quote"])]
 
 
 def test_undecodable_input_fails_the_orchestration() -> None:

@@ -176,10 +176,11 @@ class ReplayContext(OrchestrationContext):
         *,
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
+        return_type: Any = None,
     ) -> Task[Any]:
         name = self._registry.name_of(activity)
         encoded = self._codec.encode(input, f"input of activity {name!r}")
-        result_type = self._registry.result_type_of(activity, activity=True)
+        result_type = return_type or self._registry.result_type_of(activity, activity=True)
         task: CompletableTask[Any] = CompletableTask()
 
         def schedule() -> int:
@@ -202,10 +203,11 @@ class ReplayContext(OrchestrationContext):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        return_type: Any = None,
     ) -> Task[Any]:
         name = self._registry.name_of(orchestrator)
         encoded = self._codec.encode(input, f"input of sub-orchestration {name!r}")
-        result_type = self._registry.result_type_of(orchestrator, activity=False)
+        result_type = return_type or self._registry.result_type_of(orchestrator, activity=False)
         task: CompletableTask[Any] = CompletableTask()
         child_id = instance_id
 
