@@ -28,10 +28,24 @@ STEPS = 5
 
 
 async def _run(url: str, orchestrations: int) -> None:
+    """W1 as ``make bench`` runs it, without its CPU sampling (a thread that would count)."""
+    import duratask as dt
     from benchmarks.measure import Progress
-    from benchmarks.workloads import w1_sequence
+    from benchmarks.workloads import (
+        LIVE,
+        check_all_completed,
+        schedule_many,
+        sequence,
+        wait_until_none,
+        warm_up,
+        workers,
+    )
 
-    await w1_sequence(url, {"orchestrations": orchestrations, "activities": STEPS}, Progress(None))
+    async with dt.AsyncTaskHubClient(url) as client, workers(url, 0):
+        await warm_up(client)
+        await schedule_many(client, sequence, [STEPS] * orchestrations)
+        await wait_until_none(client, LIVE, Progress(None), orchestrations)
+        await check_all_completed(client, orchestrations)
 
 
 def _store_url(store: str, folder: Path) -> str:

@@ -33,6 +33,7 @@ EXPECTED = [
     "OrchestrationStatus",
     "OrchestrationWaitTimeoutError",
     "PayloadTooLargeError",
+    "PoisonWorkError",
     "RetryPolicy",
     "ReuseIdPolicy",
     "SerializationError",

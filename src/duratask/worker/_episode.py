@@ -28,6 +28,7 @@ from duratask.backends.base import (
     OrchestrationMessage,
     OrchestrationWorkItem,
 )
+from duratask.errors import PoisonWorkError
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.worker._instance_state import advance_state
 
@@ -126,7 +127,7 @@ def deliveries(work_item: OrchestrationWorkItem) -> int:
 def poison_details(what: str, delivered: int) -> FailureDetails:
     """Why work was given up after ``delivered`` deliveries."""
     return FailureDetails(
-        "PoisonWorkError",
+        PoisonWorkError.__name__,
         f"{what} was delivered {delivered} times without completing (its worker crashed, "
         "hung or failed each time), so it was given up; fix the cause, then rewind the "
         "instance to run it again",

@@ -117,8 +117,8 @@ WHERE EXISTS (
 # -- activities --------------------------------------------------------------------------------
 # The oldest visible activities without a live lease, leased in one statement; activities
 # other workers are locking right now are skipped. A lease moves ``visible_at`` to its
-# expiry, so the index skips leased rows (the lock test also skips rows leased before
-# leases did that).
+# expiry, so the index skips leased rows; the lock test keeps a lease live through its
+# expiry instant, as everywhere.
 LOCK_NEXT_ACTIVITIES = """
 UPDATE {schema}.activities
 SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s,

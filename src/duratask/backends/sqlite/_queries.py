@@ -134,8 +134,8 @@ INSERT INTO activities
     (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
      lock_token, lock_owner, lock_expires_at, dequeue_count)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?9, ?10, ?11, 1)"""
-# A lease moves ``visible_at`` to its expiry, so the index skips leased rows. (The lock
-# test also skips rows leased before leases did that.)
+# A lease moves ``visible_at`` to its expiry, so the index skips leased rows; the lock test
+# keeps a lease live through its expiry instant, as everywhere.
 SELECT_NEXT_ACTIVITIES = """
 SELECT id FROM activities INDEXED BY activities_by_visible_at
 WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)

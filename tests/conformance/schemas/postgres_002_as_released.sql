@@ -1,0 +1,348 @@
+-- duratask task hub on PostgreSQL, schema version 2: the hot store calls as functions.
+--
+-- Creating an instance, leasing the next one and committing an episode each took several
+-- statements in two to four round trips. Each statement costs the worker more CPU in the
+-- driver than the server spends running it, so each of these is now one call of a function
+-- (one autocommit statement, one transaction). Each takes one jsonb document, p: the
+-- driver turns one text parameter into bytes far faster than a dozen arrays. Below, p_x
+-- stands for p's member x. No braces in this file but the schema's: the script is a
+-- psycopg.sql template.
+
+-- insert_instance_if_absent: the instance row given as jsonb (its lease columns left NULL),
+-- unless an instance with its id exists; true if inserted.
+CREATE FUNCTION {schema}.insert_instance_if_absent(p_row jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.instances
+        (instance_id, name, version, runtime_status, created_at, last_updated_at,
+         completed_at, execution_id, input, output, custom_status, failure_details,
+         parent_instance_id, scheduled_start_at)
+    SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
+           s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
+           s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at
+    FROM jsonb_populate_record(NULL::{schema}.instances, p_row) AS s
+    ON CONFLICT (instance_id) DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+-- commit_episode: see duratask.backends.postgres.store, class _EpisodeWrite.
+--
+-- The fence, checked before anything is written (a refused commit writes nothing):
+--   * p_lock_token given: the instance carries that lease and its history is still
+--     p_history_length long; else 'lease_lost' or 'history_changed'.
+--   * p_lock_token NULL (an episode run on an activity's result, committed with it): the
+--     instance is unleased and not being leased, of p_execution_id, p_history_length long,
+--     with no visible message; else 'busy'. Then the activity p_activity_id must still carry
+--     p_activity_token; it is deleted, else 'activity_lost'.
+-- Then: history appended (or replaced), consumed messages deleted, activities inserted (those
+-- with a lease token leased to p_owner until p_lease_expires_at), outbound messages sent,
+-- the instance row written from p_state (NULL: only the lease released), and the wake-ups
+-- queued. Returns 'committed' with the ids and lock tokens of the leased activities.
+
+CREATE FUNCTION {schema}.commit_episode(
+    p             jsonb,
+    OUT outcome   text,
+    OUT leased_ids bigint[],
+    OUT leased_tokens text[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    p_instance_id    text        := p->>'instance_id';
+    p_now            timestamptz := (p->>'now')::timestamptz;
+    p_lock_token     text        := p->>'lock_token';
+    p_history_length integer     := (p->>'history_length')::integer;
+    p_activity_id    bigint      := (p->>'activity_id')::bigint;
+    p_expires_at     timestamptz := (p->>'lease_expires_at')::timestamptz;
+    v_token  text;
+    v_ready  boolean;
+    v_length integer;
+    v_first  integer;
+    m        record;
+BEGIN
+    IF p_lock_token IS NOT NULL THEN
+        SELECT i.lock_token,
+               (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
+                WHERE h.instance_id = i.instance_id)
+        INTO v_token, v_length
+        FROM {schema}.instances AS i
+        WHERE i.instance_id = p_instance_id
+        FOR NO KEY UPDATE OF i;
+        IF NOT FOUND OR v_token IS DISTINCT FROM p_lock_token THEN
+            outcome := 'lease_lost';
+            RETURN;
+        END IF;
+        IF v_length <> p_history_length THEN
+            outcome := 'history_changed';
+            RETURN;
+        END IF;
+    ELSE
+        SELECT (i.lock_expires_at IS NULL OR i.lock_expires_at < p_now)
+               AND i.execution_id = p->>'execution_id'
+               AND NOT EXISTS (
+                   SELECT 1 FROM {schema}.messages AS ms
+                   WHERE ms.instance_id = i.instance_id
+                     AND (ms.visible_at IS NULL OR ms.visible_at <= p_now)),
+               (SELECT COALESCE(MAX(h.sequence_number) + 1, 0) FROM {schema}.history AS h
+                WHERE h.instance_id = i.instance_id)
+        INTO v_ready, v_length
+        FROM {schema}.instances AS i
+        WHERE i.instance_id = p_instance_id
+        FOR NO KEY UPDATE OF i SKIP LOCKED;
+        IF NOT FOUND OR NOT v_ready OR v_length <> p_history_length THEN
+            outcome := 'busy';
+            RETURN;
+        END IF;
+    END IF;
+
+    IF p_activity_id IS NOT NULL THEN
+        DELETE FROM {schema}.activities
+        WHERE id = p_activity_id AND lock_token = p->>'activity_token';
+        IF NOT FOUND THEN
+            outcome := 'activity_lost';
+            RETURN;
+        END IF;
+    END IF;
+
+    v_first := p_history_length;
+    IF (p->>'reset_history')::boolean THEN
+        DELETE FROM {schema}.history WHERE instance_id = p_instance_id;
+        v_first := 0;
+    END IF;
+    INSERT INTO {schema}.history (instance_id, sequence_number, event_type, event)
+    SELECT p_instance_id, v_first + (e.n - 1)::integer, e.event->>0, e.event->>1
+    FROM jsonb_array_elements(p->'events') WITH ORDINALITY AS e(event, n);
+
+    IF jsonb_array_length(p->'consumed') > 0 THEN
+        DELETE FROM {schema}.messages
+        WHERE instance_id = p_instance_id
+          AND message_id IN (SELECT jsonb_array_elements_text(p->'consumed')::bigint);
+    END IF;
+
+    WITH inserted AS (
+        INSERT INTO {schema}.activities
+            (instance_id, execution_id, task_id, name, version, input, enqueued_at,
+             visible_at, lock_token, lock_owner, lock_expires_at, dequeue_count)
+        SELECT a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input, p_now,
+               CASE WHEN a.token IS NULL THEN p_now ELSE p_expires_at END,
+               a.token,
+               CASE WHEN a.token IS NOT NULL THEN p->>'owner' END,
+               CASE WHEN a.token IS NOT NULL THEN p_expires_at END,
+               CASE WHEN a.token IS NULL THEN 0 ELSE 1 END
+        FROM jsonb_to_recordset(p->'activities')
+             AS a(instance_id text, execution_id text, task_id bigint, name text,
+                  version text, input text, token text)
+        RETURNING id, lock_token
+    )
+    SELECT array_agg(id), array_agg(lock_token)
+    INTO leased_ids, leased_tokens
+    FROM inserted WHERE lock_token IS NOT NULL;
+
+    FOR m IN
+        SELECT * FROM jsonb_to_recordset(p->'messages')
+            AS x(instance_id text, execution_id text, event_type text, event text,
+                 visible_at timestamptz, starts jsonb, rewinds boolean)
+    LOOP
+        IF m.starts IS NOT NULL THEN
+            PERFORM {schema}.insert_instance_if_absent(m.starts);
+        END IF;
+        INSERT INTO {schema}.messages
+            (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+        SELECT i.instance_id, m.execution_id, m.event_type, m.event, p_now, m.visible_at,
+               COALESCE(m.visible_at, p_now)
+        FROM {schema}.instances AS i
+        WHERE i.instance_id = m.instance_id
+        FOR KEY SHARE OF i;
+        IF FOUND AND m.rewinds THEN
+            UPDATE {schema}.instances SET runtime_status = 'PENDING', last_updated_at = p_now
+            WHERE instance_id = m.instance_id AND runtime_status = 'FAILED';
+        END IF;
+    END LOOP;
+
+    IF jsonb_typeof(p->'state') = 'object' THEN
+        UPDATE {schema}.instances AS i
+        SET name = s.name, version = s.version, runtime_status = s.runtime_status,
+            created_at = s.created_at, last_updated_at = s.last_updated_at,
+            completed_at = s.completed_at, execution_id = s.execution_id, input = s.input,
+            output = s.output, custom_status = s.custom_status,
+            failure_details = s.failure_details, parent_instance_id = s.parent_instance_id,
+            scheduled_start_at = s.scheduled_start_at,
+            lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+        FROM jsonb_populate_record(NULL::{schema}.instances, p->'state') AS s
+        WHERE i.instance_id = p_instance_id;
+    ELSIF p_lock_token IS NOT NULL THEN
+        UPDATE {schema}.instances
+        SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+        WHERE instance_id = p_instance_id AND lock_token = p_lock_token;
+    END IF;
+
+    PERFORM pg_notify(p->>'channel', k) FROM jsonb_array_elements_text(p->'notify') AS k;
+    IF p->>'notify_if_visible' IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {schema}.messages
+        WHERE instance_id = p_instance_id AND (visible_at IS NULL OR visible_at <= p_now)
+    ) THEN
+        PERFORM pg_notify(p->>'channel', p->>'notify_if_visible');
+    END IF;
+    outcome := 'committed';
+END
+$$;
+
+-- commit_episodes: the commits of the jsonb array p, in order, each as commit_episode
+-- applies or refuses it; one row per commit. A group commit: one transaction for all.
+CREATE FUNCTION {schema}.commit_episodes(p jsonb)
+RETURNS TABLE (outcome text, leased_ids bigint[], leased_tokens text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb;
+BEGIN
+    FOR d IN SELECT value FROM jsonb_array_elements(p) LOOP
+        RETURN QUERY SELECT c.outcome, c.leased_ids, c.leased_tokens
+                     FROM {schema}.commit_episode(d) AS c;
+    END LOOP;
+END
+$$;
+
+-- lease_next_instance: lease to p_owner (token p_token, until p_expires_at) the free
+-- instance whose oldest visible message has waited longest, and dequeue its visible
+-- messages. One row per message, each with the instance's row and history length; no row
+-- when there is no work. Instances another transaction is locking are skipped, never waited
+-- for; one whose messages were consumed since it was chosen is passed over. The lease's
+-- commit does not wait for the WAL flush: a lease dies with its worker anyway, and the
+-- next durable commit flushes it too.
+CREATE FUNCTION {schema}.lease_next_instance(p jsonb)
+RETURNS TABLE (
+    instance_id          text,
+    name                 text,
+    version              text,
+    runtime_status       text,
+    created_at           timestamptz,
+    last_updated_at      timestamptz,
+    completed_at         timestamptz,
+    execution_id         text,
+    input                text,
+    output               text,
+    custom_status        text,
+    failure_details      text,
+    parent_instance_id   text,
+    scheduled_start_at   timestamptz,
+    history_length       integer,
+    message_id           bigint,
+    message_execution_id text,
+    event                text,
+    visible_at           timestamptz,
+    dequeue_count        integer
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    p_now timestamptz := (p->>'now')::timestamptz;
+    v_id  text;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR attempt IN 1..3 LOOP
+        SELECT i.instance_id INTO v_id
+        FROM {schema}.messages AS m
+        JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
+        WHERE (m.visible_at IS NULL OR m.due_at <= p_now)
+          AND (i.lock_expires_at IS NULL OR i.lock_expires_at < p_now)
+        ORDER BY m.due_at, m.message_id
+        LIMIT 1
+        FOR NO KEY UPDATE OF i SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+        WITH dequeued AS (
+            UPDATE {schema}.messages AS m SET dequeue_count = m.dequeue_count + 1
+            WHERE m.instance_id = v_id AND (m.visible_at IS NULL OR m.visible_at <= p_now)
+            RETURNING m.message_id, m.execution_id, m.event, m.visible_at, m.dequeue_count
+        ), leased AS (
+            UPDATE {schema}.instances AS i
+            SET lock_token = p->>'token', lock_owner = p->>'owner',
+                lock_expires_at = (p->>'expires_at')::timestamptz
+            WHERE i.instance_id = v_id AND EXISTS (SELECT 1 FROM dequeued)
+            RETURNING i.instance_id, i.name, i.version, i.runtime_status, i.created_at,
+                      i.last_updated_at, i.completed_at, i.execution_id, i.input, i.output,
+                      i.custom_status, i.failure_details, i.parent_instance_id,
+                      i.scheduled_start_at
+        )
+        SELECT l.instance_id, l.name, l.version, l.runtime_status, l.created_at,
+               l.last_updated_at, l.completed_at, l.execution_id, l.input, l.output,
+               l.custom_status, l.failure_details, l.parent_instance_id, l.scheduled_start_at,
+               (SELECT COALESCE(MAX(h.sequence_number) + 1, 0)::integer
+                FROM {schema}.history AS h WHERE h.instance_id = v_id),
+               d.message_id, d.execution_id, d.event, d.visible_at, d.dequeue_count
+        FROM leased AS l CROSS JOIN dequeued AS d
+        ORDER BY d.message_id;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- create_instance: insert the instance row p_row and its start message p_message, and queue
+-- the wake-ups p_notify. An instance already there under another execution whose status is
+-- one of p_replaceable is replaced (deleting it deletes all it owns); any other is left as
+-- it is: 'exists' with its status. On a retry (p_retry), the same execution already there
+-- is this call's own earlier attempt, whose COMMIT failed ambiguously yet committed:
+-- 'created'.
+CREATE FUNCTION {schema}.create_instance(
+    p jsonb,
+    OUT outcome text,
+    OUT existing_status text
+) LANGUAGE plpgsql AS $$
+DECLARE
+    p_instance_id text := p->'row'->>'instance_id';
+    v_execution   text;
+    v_created     boolean := false;
+BEGIN
+    FOR attempt IN 1..2 LOOP
+        v_created := {schema}.insert_instance_if_absent(p->'row');
+        EXIT WHEN v_created;
+        SELECT i.runtime_status, i.execution_id INTO existing_status, v_execution
+        FROM {schema}.instances AS i WHERE i.instance_id = p_instance_id
+        FOR UPDATE;
+        IF FOUND THEN
+            IF (p->>'retry')::boolean
+               AND v_execution IS NOT DISTINCT FROM p->'row'->>'execution_id' THEN
+                outcome := 'created';
+                RETURN;
+            END IF;
+            IF attempt > 1 OR NOT (p->'replaceable') ? existing_status THEN
+                outcome := 'exists';
+                RETURN;
+            END IF;
+            DELETE FROM {schema}.instances WHERE instance_id = p_instance_id;
+        END IF;
+    END LOOP;
+    IF NOT v_created THEN  -- another client created it since the look: not ours to replace
+        SELECT i.runtime_status INTO existing_status
+        FROM {schema}.instances AS i WHERE i.instance_id = p_instance_id;
+        outcome := 'exists';
+        RETURN;
+    END IF;
+    INSERT INTO {schema}.messages
+        (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+    VALUES (p_instance_id, p->'message'->>'execution_id', p->'message'->>'event_type',
+            p->'message'->>'event', (p->>'now')::timestamptz,
+            (p->'message'->>'visible_at')::timestamptz,
+            COALESCE((p->'message'->>'visible_at')::timestamptz, (p->>'now')::timestamptz));
+    PERFORM pg_notify(p->>'channel', k) FROM jsonb_array_elements_text(p->'notify') AS k;
+    outcome := 'created';
+END
+$$;
+
+-- create_instances: the creates of the jsonb array p, in order, each as create_instance
+-- makes it (p_retry: whether this call may have been made before); one row per create.
+CREATE FUNCTION {schema}.create_instances(p jsonb, p_retry boolean)
+RETURNS TABLE (outcome text, existing_status text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    d jsonb;
+BEGIN
+    FOR d IN SELECT value FROM jsonb_array_elements(p) LOOP
+        RETURN QUERY SELECT c.outcome, c.existing_status
+                     FROM {schema}.create_instance(d || jsonb_build_object('retry', p_retry))
+                          AS c;
+    END LOOP;
+END
+$$;
