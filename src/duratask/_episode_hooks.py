@@ -53,6 +53,11 @@ class ExecutionObservation(Protocol):
 class EpisodeObserver(Protocol):
     """Sees every execution an episode runs."""
 
+    @property
+    def watching(self) -> bool:
+        """Whether it observes anything now (the planner skips it otherwise)."""
+        ...
+
     def execution(self, info: ExecutionInfo) -> AbstractContextManager[ExecutionObservation]:
         """Observe one execution: entered before it runs, left after its commit is made."""
         ...
@@ -71,6 +76,8 @@ UNCHANGED = _Unchanged()
 
 class NoObserver:
     """Observes nothing."""
+
+    watching = False
 
     @contextlib.contextmanager
     def execution(self, info: ExecutionInfo) -> Iterator[ExecutionObservation]:

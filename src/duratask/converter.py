@@ -169,12 +169,16 @@ class PayloadCodec:
         except SerializationError as exc:
             raise SerializationError(f"{what}: {exc}") from exc
         if text is not None:
-            # A lone surrogate would be stored, then break every reader that writes it out
-            # as UTF-8 (JSON output, pages, terminals): refuse it here, naming the call site.
-            problem = lone_surrogate_in_json(text)
-            if problem is not None:
-                raise InvalidTextError(what, problem)
-            size = len(text) if text.isascii() else len(text.encode())
+            if text.isascii() and "\\u" not in text:  # the usual case: nothing to look for
+                size = len(text)
+            else:
+                # A lone surrogate would be stored, then break every reader that writes it
+                # out as UTF-8 (JSON output, pages, terminals): refuse it here, naming the
+                # call site.
+                problem = lone_surrogate_in_json(text)
+                if problem is not None:
+                    raise InvalidTextError(what, problem)
+                size = len(text) if text.isascii() else len(text.encode())
             if size > self.max_payload_bytes:
                 raise PayloadTooLargeError(what, size, self.max_payload_bytes)
         return text

@@ -143,7 +143,7 @@ class OrchestrationCursor:
         applied = 0
         ctx, process, driver = self.ctx, self._executor._process, self._driver
         for event in new_events:
-            if ctx.is_complete:
+            if ctx.completion is not None:
                 break
             process(ctx, driver, event)
             applied += 1

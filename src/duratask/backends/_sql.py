@@ -121,22 +121,23 @@ def purge_filter(purge: PurgeFilter, dialect: Dialect) -> Where:
 
 def state_params(state: OrchestrationState, dialect: Dialect) -> dict[str, Any]:
     """Named parameters for the instance columns of ``state``."""
-    failure = state.failure_details
-    return {
+    failure, to_time = state.failure_details, dialect.to_time
+    completed_at, scheduled_start_at = state.completed_at, state.scheduled_start_at
+    return {  # at every step: no helper calls for the usual None
         "instance_id": state.instance_id,
         "name": state.name,
         "version": state.version,
         "runtime_status": state.runtime_status.value,
-        "created_at": dialect.to_time(state.created_at),
-        "last_updated_at": dialect.to_time(state.last_updated_at),
-        "completed_at": dialect.time_or_none(state.completed_at),
+        "created_at": to_time(state.created_at),
+        "last_updated_at": to_time(state.last_updated_at),
+        "completed_at": None if completed_at is None else to_time(completed_at),
         "execution_id": state.execution_id,
         "input": state.serialized_input,
         "output": state.serialized_output,
         "custom_status": state.serialized_custom_status,
         "failure_details": failure.to_json() if failure is not None else None,
         "parent_instance_id": state.parent_instance_id,
-        "scheduled_start_at": dialect.time_or_none(state.scheduled_start_at),
+        "scheduled_start_at": None if scheduled_start_at is None else to_time(scheduled_start_at),
     }
 
 

@@ -36,6 +36,10 @@ ATTR_REPLAYED_EVENTS = "durabletask.orchestration.replayed_events"
 class TracingObserver:
     """Gives each execution an episode runs its span (an :class:`EpisodeObserver`)."""
 
+    @property
+    def watching(self) -> bool:
+        return _api.tracer() is not None
+
     @contextlib.contextmanager
     def execution(self, info: ExecutionInfo) -> Iterator[ExecutionObservation]:
         tracer = _api.tracer()

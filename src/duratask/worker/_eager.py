@@ -70,9 +70,11 @@ class ActivityResults:
             # result instead would cost two more store calls (a lease and a commit).
             slot = await self._orchestrations.reserve()
             if slot is not None:
-                with slot:  # counts against the orchestration limit while the episode runs
+                try:  # the slot counts against the orchestration limit while the episode runs
                     if await self._continue_here(work_item, result, running):
                         return
+                finally:
+                    slot.release()
         await self._store.complete_activity_work_item(work_item, result)
         self._orchestrations.wake()
 

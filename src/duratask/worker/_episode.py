@@ -83,13 +83,14 @@ class EpisodeInput:
 
 
 class _Inbound(NamedTuple):
-    """A message for the episode, with its stored id (None: it was never stored)."""
+    """A message for the episode that was never stored (so nothing consumes it), beside the
+    stored ones (:class:`LockedMessage`)."""
 
     message: OrchestrationMessage
     message_id: int | None
 
 
-def _start_of(message: _Inbound) -> h.ExecutionStarted:
+def _start_of(message: LockedMessage | _Inbound) -> h.ExecutionStarted:
     event = message.message.event
     assert isinstance(event, h.ExecutionStarted)
     return event
@@ -160,7 +161,7 @@ class _Episode:
 
     def run(self) -> OrchestrationCommit | Defer:
         outcome = self._first_execution()
-        if isinstance(outcome, Defer):
+        if isinstance(outcome, Defer) or outcome.state.runtime_status is not _CONTINUED_AS_NEW:
             return outcome
         return self._continued_here(outcome)
 
@@ -200,7 +201,7 @@ class _Episode:
         return None
 
     def _first_execution(self) -> OrchestrationCommit | Defer:
-        inbound = [_Inbound(m.message, m.message_id) for m in self.wi.messages]
+        inbound: list[LockedMessage | _Inbound] = list(self.wi.messages)
         if self.wi.result is not None:
             inbound.append(_Inbound(self.wi.result, None))
         consumed = [m.message_id for m in self.wi.messages]
@@ -260,8 +261,8 @@ class _Episode:
         self,
         history: list[h.HistoryEvent],
         started: h.ExecutionStarted,
-        rewind: _Inbound,
-        others: list[_Inbound],
+        rewind: LockedMessage | _Inbound,
+        others: list[LockedMessage | _Inbound],
         consumed: list[int],
     ) -> OrchestrationCommit:
         """Run a FAILED execution again from its last step, forgetting the failure."""
@@ -317,7 +318,9 @@ class _Episode:
                     self.outbound.append(rewind_message(child, reason, self.now))
 
     # -- reconciliation ---------------------------------------------------------------------
-    def _current(self, messages: list[_Inbound], execution_id: str) -> list[_Delivery]:
+    def _current(
+        self, messages: list[LockedMessage | _Inbound], execution_id: str
+    ) -> list[_Delivery]:
         """The messages' events meant for this execution, in the order they arrived."""
         kept = []
         for m in messages:
@@ -332,7 +335,7 @@ class _Episode:
             kept.append(_Delivery(m.message.event, m.message.execution_id is None))
         return kept
 
-    def _reject_duplicate_starts(self, starts: list[_Inbound]) -> None:
+    def _reject_duplicate_starts(self, starts: list[LockedMessage | _Inbound]) -> None:
         for m in starts:
             event = m.message.event
             assert isinstance(event, h.ExecutionStarted)
@@ -359,7 +362,7 @@ class _Episode:
                 )
 
     def _without_start(
-        self, others: list[_Inbound], consumed: list[int], *, never_started: bool
+        self, others: list[LockedMessage | _Inbound], consumed: list[int], *, never_started: bool
     ) -> OrchestrationCommit | Defer:
         """Messages for an instance that is not running: hold, terminate or drop them."""
         state = self.wi.state
@@ -466,6 +469,8 @@ class _Episode:
         reset: bool,
     ) -> OrchestrationCommit:
         """Run one execution on ``events``: a new one from ``start``, or the stored one."""
+        if not self.observer.watching:
+            return self._run(past, start, events, consumed, reset=reset)
         continued = start is None and self.cursor is not None
         started = start
         if started is None:

@@ -9,10 +9,10 @@ once, with no fetch round trip.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from duratask._engine import OrchestrationCursor
 from duratask.backends.base import (
@@ -73,18 +73,23 @@ class EpisodeCommitter:
                 if permit is None:
                     break
                 permits.append(permit)
-        commit = planned
+        changes: dict[str, Any] = {}
         if finished is not None:
-            commit = dataclasses.replace(commit, finished_activity=finished)
+            changes["finished_activity"] = finished
         if permits:
-            lease = EagerLease(self._owner, self._lease, len(permits))
-            commit = dataclasses.replace(commit, eager_activities=lease)
-        with contextlib.ExitStack() as unused:  # a permit not submitted is released
-            for permit in permits:
-                unused.enter_context(permit)
+            changes["eager_activities"] = EagerLease(self._owner, self._lease, len(permits))
+        # One copy for both: this runs at every step.
+        commit = dataclasses.replace(planned, **changes) if changes else planned
+        try:
             leased = await self._store.commit_episode(fence, commit)
-            for permit, item in zip(permits, leased, strict=False):
-                permit.submit(item)
+        except BaseException:
+            for permit in permits:
+                permit.release()
+            raise
+        for permit, item in zip(permits, leased, strict=False):
+            permit.submit(item)
+        for permit in permits[len(leased) :]:
+            permit.release()
         return commit
 
     def after(
