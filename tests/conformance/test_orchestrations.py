@@ -99,7 +99,8 @@ async def approval_with_timeout(ctx: dt.OrchestrationContext, ms: int) -> str:
 async def child(ctx: dt.OrchestrationContext, n: int) -> int:
     if n < 0:
         raise RuntimeError("negative input")
-    return await ctx.call_activity(double, input=n)
+    doubled: int = await ctx.call_activity(double, input=n)
+    return doubled
 
 
 async def parent(ctx: dt.OrchestrationContext, n: int) -> Any:

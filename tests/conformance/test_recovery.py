@@ -63,11 +63,13 @@ async def with_retries(ctx: dt.OrchestrationContext, key: str) -> str:
     policy = dt.RetryPolicy(
         first_retry_interval=timedelta(milliseconds=10), max_number_of_attempts=2
     )
-    return await ctx.call_activity(work, input=f"{key}:retried", retry_policy=policy)
+    result: str = await ctx.call_activity(work, input=f"{key}:retried", retry_policy=policy)
+    return result
 
 
 async def child(ctx: dt.OrchestrationContext, key: str) -> str:
-    return await ctx.call_activity(work, input=f"{key}:child")
+    result: str = await ctx.call_activity(work, input=f"{key}:child")
+    return result
 
 
 async def parent(ctx: dt.OrchestrationContext, key: str) -> str:
@@ -326,7 +328,8 @@ async def test_poisoned_orchestration_is_failed_and_can_be_rewound(store_url: st
 
 async def catches_poison(ctx: dt.OrchestrationContext, key: str) -> str:
     try:
-        return await ctx.call_activity(work, input=f"{key}:poison")
+        result: str = await ctx.call_activity(work, input=f"{key}:poison")
+        return result
     except dt.TaskFailedError as exc:
         assert exc.details is not None
         return f"gave up: {exc.details.error_type}"
