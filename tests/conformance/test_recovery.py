@@ -12,6 +12,7 @@ import pytest
 
 import duratask as dt
 from duratask import history as h
+from duratask.backends.base import ActivityWorkItem
 
 from .e2e_hub import TaskHub
 
@@ -290,7 +291,7 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
         # The worker that schedules an activity may lease it at once, in the same commit.
         complete = store.commit_episode
 
-        async def crashing_complete(*args: object, **kwargs: object) -> object:
+        async def crashing_complete(*args: Any, **kwargs: Any) -> list[ActivityWorkItem]:
             leased = await complete(*args, **kwargs)
             if leased and leased[0].request.instance_id == victim and not seen:
                 seen.append(1)
