@@ -71,6 +71,6 @@ ACTIVITIES = (double, flaky, explode)
 def register(worker: dt.TaskHubWorker) -> dt.TaskHubWorker:
     for fn in ORCHESTRATIONS:
         worker.add_orchestration(fn)
-    for fn in ACTIVITIES:
-        worker.add_activity(fn)
+    for activity in ACTIVITIES:
+        worker.add_activity(activity)
     return worker
