@@ -35,7 +35,7 @@ import crash_app
 
 import duratask as dt
 from duratask import history as h
-from duratask.backends import OrchestrationService, open_store
+from duratask.backends import TaskHubStore, open_store
 from duratask.backends.base import ActivityWorkItem, EpisodeFence, OrchestrationCommit
 from duratask.backends.sqlite import SqliteOrchestrationService
 from duratask.errors import InstanceBusyError
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     crash_app.configure(
         workdir, hang=args.mode == "activity", activity_seconds=args.activity_ms / 1000
     )
-    store: str | OrchestrationService = args.store
+    store: str | TaskHubStore = args.store
     if args.mode == "episode":
         store = SelfKillingStore(
             sqlite_path(args.store),
