@@ -30,8 +30,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import crash_app
+if TYPE_CHECKING:  # mypy sees the package; the script runs with its own folder on sys.path
+    from tests.e2e import crash_app
+else:
+    import crash_app
 
 import duratask as dt
 from duratask import history as h
