@@ -41,7 +41,8 @@ async def ship(ctx: dt.ActivityContext, item: str) -> str:
 
 async def notify(ctx: dt.OrchestrationContext, receipt: Receipt) -> str:
     """A sub-orchestration."""
-    return await ctx.call_activity(send_email, input=f"receipt for {receipt.order_id}")
+    emailed: str = await ctx.call_activity(send_email, input=f"receipt for {receipt.order_id}")
+    return emailed
 
 
 def send_email(ctx: dt.ActivityContext, text: str) -> str:

@@ -19,8 +19,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import chaos_app
+if TYPE_CHECKING:  # mypy sees the package; the script runs with its own folder on sys.path
+    from tests.chaos import chaos_app
+else:
+    import chaos_app
 
 import duratask as dt
 

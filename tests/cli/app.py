@@ -26,7 +26,8 @@ def flaky(ctx: dt.ActivityContext, value: int) -> int:
 
 
 async def greet(ctx: dt.OrchestrationContext, name: str) -> str:
-    return await ctx.call_activity(say_hello, input=name)
+    greeting: str = await ctx.call_activity(say_hello, input=name)
+    return greeting
 
 
 async def fail(ctx: dt.OrchestrationContext, message: str) -> None:
@@ -42,7 +43,8 @@ async def await_approval(ctx: dt.OrchestrationContext, _: Any) -> Any:
 
 async def timed(ctx: dt.OrchestrationContext, name: str) -> str:
     await ctx.create_timer(timedelta(milliseconds=20))
-    return await ctx.call_activity(say_hello, input=name)
+    greeting: str = await ctx.call_activity(say_hello, input=name)
+    return greeting
 
 
 async def parent(ctx: dt.OrchestrationContext, names: list[str]) -> list[str]:
@@ -54,7 +56,8 @@ async def parent(ctx: dt.OrchestrationContext, names: list[str]) -> list[str]:
 
 
 async def rewindable(ctx: dt.OrchestrationContext, value: int) -> int:
-    return await ctx.call_activity(flaky, input=value)
+    result: int = await ctx.call_activity(flaky, input=value)
+    return result
 
 
 ORCHESTRATIONS = (greet, fail, await_approval, timed, parent, rewindable)

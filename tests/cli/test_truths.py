@@ -154,7 +154,8 @@ def fails(ctx: dt.ActivityContext, _: Any) -> None:
 
 
 async def child(ctx: dt.OrchestrationContext, value: int) -> int:
-    return await ctx.call_activity(double, input=value)
+    doubled: int = await ctx.call_activity(double, input=value)
+    return doubled
 
 
 async def every_kind(ctx: dt.OrchestrationContext, _: Any) -> int:

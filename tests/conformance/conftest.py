@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from duratask.backends.base import OrchestrationService
+from duratask.backends.base import TaskHubStore
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.backends.sqlite import SqliteOrchestrationService
 
@@ -51,15 +51,15 @@ class StoreHub:
     def __init__(
         self,
         kind: str,
-        make: Callable[[], OrchestrationService],
+        make: Callable[[], TaskHubStore],
         cleanup: Callable[[], None] | None = None,
     ) -> None:
         self.kind = kind
         self._make = make
         self.cleanup = cleanup
-        self.handles: list[OrchestrationService] = []
+        self.handles: list[TaskHubStore] = []
 
-    def handle(self) -> OrchestrationService:
+    def handle(self) -> TaskHubStore:
         store = self._make()
         self.handles.append(store)
         return store
@@ -188,7 +188,7 @@ async def store_hub(
 
 
 @pytest.fixture
-async def store(store_hub: StoreHub) -> OrchestrationService:
+async def store(store_hub: StoreHub) -> TaskHubStore:
     """A fresh, opened store on an isolated hub (closed after the test)."""
     store = store_hub.handle()
     await store.open()
@@ -196,7 +196,7 @@ async def store(store_hub: StoreHub) -> OrchestrationService:
 
 
 @pytest.fixture
-async def peer(store_hub: StoreHub, store: OrchestrationService) -> OrchestrationService:
+async def peer(store_hub: StoreHub, store: TaskHubStore) -> TaskHubStore:
     """A second opened handle on the same hub as ``store``."""
     other = store_hub.handle()
     await other.open()

@@ -99,7 +99,8 @@ async def approval_with_timeout(ctx: dt.OrchestrationContext, ms: int) -> str:
 async def child(ctx: dt.OrchestrationContext, n: int) -> int:
     if n < 0:
         raise RuntimeError("negative input")
-    return await ctx.call_activity(double, input=n)
+    doubled: int = await ctx.call_activity(double, input=n)
+    return doubled
 
 
 async def parent(ctx: dt.OrchestrationContext, n: int) -> Any:
@@ -214,8 +215,8 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
         return leased
 
     originals = {"lock_next_orchestration_work_item": lock, "commit_episode": commit}
-    store.lock_next_orchestration_work_item = leasing
-    store.commit_episode = committing
+    store.lock_next_orchestration_work_item = leasing  # type: ignore[method-assign]
+    store.commit_episode = committing  # type: ignore[method-assign]
     try:
         await hub.start()
         await hub.run(hello_sequence)

@@ -12,6 +12,7 @@ import pytest
 
 import duratask as dt
 from duratask import history as h
+from duratask.backends.base import ActivityWorkItem
 
 from .e2e_hub import TaskHub
 
@@ -63,11 +64,13 @@ async def with_retries(ctx: dt.OrchestrationContext, key: str) -> str:
     policy = dt.RetryPolicy(
         first_retry_interval=timedelta(milliseconds=10), max_number_of_attempts=2
     )
-    return await ctx.call_activity(work, input=f"{key}:retried", retry_policy=policy)
+    result: str = await ctx.call_activity(work, input=f"{key}:retried", retry_policy=policy)
+    return result
 
 
 async def child(ctx: dt.OrchestrationContext, key: str) -> str:
-    return await ctx.call_activity(work, input=f"{key}:child")
+    result: str = await ctx.call_activity(work, input=f"{key}:child")
+    return result
 
 
 async def parent(ctx: dt.OrchestrationContext, key: str) -> str:
@@ -288,7 +291,7 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
         # The worker that schedules an activity may lease it at once, in the same commit.
         complete = store.commit_episode
 
-        async def crashing_complete(*args: object, **kwargs: object) -> object:
+        async def crashing_complete(*args: Any, **kwargs: Any) -> list[ActivityWorkItem]:
             leased = await complete(*args, **kwargs)
             if leased and leased[0].request.instance_id == victim and not seen:
                 seen.append(1)
@@ -326,7 +329,8 @@ async def test_poisoned_orchestration_is_failed_and_can_be_rewound(store_url: st
 
 async def catches_poison(ctx: dt.OrchestrationContext, key: str) -> str:
     try:
-        return await ctx.call_activity(work, input=f"{key}:poison")
+        result: str = await ctx.call_activity(work, input=f"{key}:poison")
+        return result
     except dt.TaskFailedError as exc:
         assert exc.details is not None
         return f"gave up: {exc.details.error_type}"

@@ -30,6 +30,7 @@ from duratask.backends.base import (
     PurgeFilter,
     StatusChange,
     SupportsWakeUps,
+    TaskHubStore,
     encode_continuation_token,
 )
 from duratask.backends.memory import MemoryOrchestrationService
@@ -108,24 +109,24 @@ def raised(name: str, input: str | None = None) -> EventRaised:
     return EventRaised(timestamp=T0, name=name, input=input)
 
 
-async def create(store: OrchestrationService, instance_id: str, **kwargs: Any) -> None:
+async def create(store: TaskHubStore, instance_id: str, **kwargs: Any) -> None:
     await store.create_instance(to(instance_id, started(instance_id, **kwargs)), NO_REUSE)
 
 
-async def lock(store: OrchestrationService, owner: str = "w1") -> OrchestrationWorkItem:
+async def lock(store: TaskHubStore, owner: str = "w1") -> OrchestrationWorkItem:
     work_item = await store.lock_next_orchestration_work_item(owner, LEASE)
     assert work_item is not None, "expected a work item"
     return work_item
 
 
-async def state_of(store: OrchestrationService, instance_id: str) -> OrchestrationState:
+async def state_of(store: TaskHubStore, instance_id: str) -> OrchestrationState:
     state = await store.get_instance(instance_id)
     assert state is not None, f"no instance {instance_id!r}"
     return state
 
 
 async def episode(
-    store: OrchestrationService,
+    store: TaskHubStore,
     work_item: OrchestrationWorkItem,
     status: OrchestrationStatus = S.RUNNING,
     finished: ActivityWorkItem | None = None,
@@ -145,7 +146,7 @@ async def episode(
     return done
 
 
-async def drain(store: OrchestrationService, statuses: dict[str, OrchestrationStatus]) -> None:
+async def drain(store: TaskHubStore, statuses: dict[str, OrchestrationStatus]) -> None:
     """Run one episode on every instance with messages, giving each its status."""
     while (work_item := await store.lock_next_orchestration_work_item("drain", LEASE)) is not None:
         await episode(store, work_item, statuses.get(work_item.instance_id, S.RUNNING))
@@ -155,13 +156,13 @@ def activity(instance_id: str, task_id: int, name: str = "Act") -> ActivityReque
     return ActivityRequest(instance_id, "exec-1", task_id, name, "1", f'"input-{task_id}"')
 
 
-async def lock_activity(store: OrchestrationService, owner: str = "w1") -> ActivityWorkItem:
+async def lock_activity(store: TaskHubStore, owner: str = "w1") -> ActivityWorkItem:
     leased = await store.lock_next_activity_work_items(owner, LEASE)
     assert len(leased) == 1, f"expected one activity, leased {leased}"
     return leased[0]
 
 
-async def with_activities(store: OrchestrationService, instance_id: str, count: int) -> None:
+async def with_activities(store: TaskHubStore, instance_id: str, count: int) -> None:
     await create(store, instance_id)
     work_item = await lock(store)
     await episode(store, work_item, activities=[activity(instance_id, i) for i in range(count)])
@@ -223,7 +224,7 @@ def _event_type_names(base: type[HistoryEvent] = HistoryEvent) -> set[str]:
 
 
 # -- creating instances ------------------------------------------------------------------------
-async def test_create_instance_makes_a_pending_row(store: OrchestrationService) -> None:
+async def test_create_instance_makes_a_pending_row(store: TaskHubStore) -> None:
     await create(store, "a", parent="p")
     state = await state_of(store, "a")
     assert state == OrchestrationState(
@@ -245,7 +246,7 @@ async def test_create_instance_makes_a_pending_row(store: OrchestrationService) 
     assert await store.get_history("nobody") == []
 
 
-async def test_create_instance_enqueues_the_start_message(store: OrchestrationService) -> None:
+async def test_create_instance_enqueues_the_start_message(store: TaskHubStore) -> None:
     message = to("a", started("a"))
     await store.create_instance(message, NO_REUSE)
     work_item = await lock(store)
@@ -253,19 +254,19 @@ async def test_create_instance_enqueues_the_start_message(store: OrchestrationSe
     assert [m.message for m in work_item.messages] == [message]
 
 
-async def test_create_instance_needs_execution_started(store: OrchestrationService) -> None:
+async def test_create_instance_needs_execution_started(store: TaskHubStore) -> None:
     with pytest.raises(TypeError):
         await store.create_instance(to("a", raised("x")), NO_REUSE)
     assert await store.get_instance("a") is None
 
 
-async def test_naive_datetimes_are_refused(store: OrchestrationService) -> None:
+async def test_naive_datetimes_are_refused(store: TaskHubStore) -> None:
     with pytest.raises(ValueError):
         await create(store, "a", at=datetime(2024, 1, 1))
     assert await store.get_instance("a") is None
 
 
-async def test_duplicate_id_raises_and_changes_nothing(store: OrchestrationService) -> None:
+async def test_duplicate_id_raises_and_changes_nothing(store: TaskHubStore) -> None:
     await create(store, "a")
     before = await state_of(store, "a")
     with pytest.raises(OrchestrationAlreadyExistsError) as info:
@@ -278,7 +279,7 @@ async def test_duplicate_id_raises_and_changes_nothing(store: OrchestrationServi
     assert [m.message.event for m in work_item.messages] == [started("a")]
 
 
-async def test_replaceable_terminal_instance_starts_afresh(store: OrchestrationService) -> None:
+async def test_replaceable_terminal_instance_starts_afresh(store: TaskHubStore) -> None:
     await create(store, "a")
     await episode(store, await lock(store), S.COMPLETED, activities=[activity("a", 0)])
     await store.send_message(to("a", raised("late")))
@@ -298,7 +299,7 @@ async def test_replaceable_terminal_instance_starts_afresh(store: OrchestrationS
 
 
 # -- locking orchestration work items ----------------------------------------------------------
-async def test_lock_returns_history_and_messages_in_order(store: OrchestrationService) -> None:
+async def test_lock_returns_history_and_messages_in_order(store: TaskHubStore) -> None:
     await create(store, "a")
     first = await episode(store, await lock(store))
     events = [raised("one", "1"), raised("two", "2"), raised("three", "3")]
@@ -317,7 +318,7 @@ async def test_lock_returns_history_and_messages_in_order(store: OrchestrationSe
     assert await store.lock_next_orchestration_work_item("w3", LEASE) is None
 
 
-async def test_nothing_to_lock(store: OrchestrationService) -> None:
+async def test_nothing_to_lock(store: TaskHubStore) -> None:
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
     await create(store, "a")
     await episode(store, await lock(store))
@@ -325,7 +326,7 @@ async def test_nothing_to_lock(store: OrchestrationService) -> None:
 
 
 async def test_lock_prefers_the_longest_waiting_instance(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "z")
     clock.advance(timedelta(seconds=1))
@@ -340,7 +341,7 @@ async def test_lock_prefers_the_longest_waiting_instance(
 
 
 async def test_message_arriving_during_the_lease_waits_for_the_next_lock(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     work_item = await lock(store)
@@ -353,7 +354,7 @@ async def test_message_arriving_during_the_lease_waits_for_the_next_lock(
     assert again.history == [started("a")]
 
 
-async def test_redelivered_messages_count_their_dequeues(store: OrchestrationService) -> None:
+async def test_redelivered_messages_count_their_dequeues(store: TaskHubStore) -> None:
     await create(store, "a")
     await store.abandon_orchestration_work_item(await lock(store))
     await store.abandon_orchestration_work_item(await lock(store))
@@ -362,7 +363,7 @@ async def test_redelivered_messages_count_their_dequeues(store: OrchestrationSer
 
 
 async def test_future_messages_are_not_delivered_before_visible_at(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     await episode(store, await lock(store))
@@ -379,7 +380,7 @@ async def test_future_messages_are_not_delivered_before_visible_at(
 
 
 async def test_visible_messages_come_in_enqueue_order_not_due_order(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     await episode(store, await lock(store))
@@ -396,9 +397,7 @@ async def test_visible_messages_come_in_enqueue_order_not_due_order(
 
 
 # -- leases ------------------------------------------------------------------------------------
-async def test_lease_is_live_until_it_expires(
-    store: OrchestrationService, clock: FakeClock
-) -> None:
+async def test_lease_is_live_until_it_expires(store: TaskHubStore, clock: FakeClock) -> None:
     await create(store, "a")
     await lock(store, "w1")
     clock.advance(LEASE)
@@ -409,7 +408,7 @@ async def test_lease_is_live_until_it_expires(
 
 
 async def test_expired_lease_goes_to_another_worker_and_the_first_is_refused(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     await episode(store, await lock(store))
@@ -445,7 +444,7 @@ async def test_expired_lease_goes_to_another_worker_and_the_first_is_refused(
     assert await store.get_history("a") == [*first.history, raised("go")]
 
 
-async def test_renew_extends_the_lease(store: OrchestrationService, clock: FakeClock) -> None:
+async def test_renew_extends_the_lease(store: TaskHubStore, clock: FakeClock) -> None:
     await create(store, "a")
     work_item = await lock(store)
     clock.advance(timedelta(seconds=20))
@@ -457,7 +456,7 @@ async def test_renew_extends_the_lease(store: OrchestrationService, clock: FakeC
     assert (await lock(store, "w2")).instance_id == "a"
 
 
-async def test_history_length_fence(store: OrchestrationService) -> None:
+async def test_history_length_fence(store: TaskHubStore) -> None:
     await create(store, "a")
     await episode(store, await lock(store))
     await store.send_message(to("a", raised("x")))
@@ -479,7 +478,7 @@ async def test_history_length_fence(store: OrchestrationService) -> None:
     assert await store.get_history("a") == [*saw, raised("x")]
 
 
-async def test_known_history_is_not_sent_again(store: OrchestrationService) -> None:
+async def test_known_history_is_not_sent_again(store: TaskHubStore) -> None:
     await create(store, "a")
     first = await episode(store, await lock(store))
     history = list(first.new_events)
@@ -504,7 +503,7 @@ async def test_known_history_is_not_sent_again(store: OrchestrationService) -> N
 
 # -- completing an episode -----------------------------------------------------------------------
 async def test_complete_appends_history_and_consumes_only_the_given_messages(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     await create(store, "b")
@@ -532,7 +531,7 @@ async def test_complete_appends_history_and_consumes_only_the_given_messages(
     assert remaining == {"a": [keep], "b": [b_item.messages[0].message_id]}
 
 
-async def test_complete_writes_the_whole_instance_row(store: OrchestrationService) -> None:
+async def test_complete_writes_the_whole_instance_row(store: TaskHubStore) -> None:
     await create(store, "a")
     work_item = await lock(store)
     failure = FailureDetails("RuntimeError", "nope", "tb", FailureDetails("OSError", "disk"))
@@ -567,7 +566,7 @@ async def test_complete_writes_the_whole_instance_row(store: OrchestrationServic
 
 
 async def test_commit_without_events_keeps_the_row_and_releases_the_lease(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     await drain(store, {"a": S.FAILED})
@@ -599,7 +598,7 @@ def rewind_message(instance_id: str) -> OrchestrationMessage:
 
 
 async def test_a_status_change_applies_only_to_the_status_it_names(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "done")
     await create(store, "running")
@@ -611,7 +610,7 @@ async def test_a_status_change_applies_only_to_the_status_it_names(
 
 
 async def test_a_status_change_sent_by_an_episode_applies_to_its_target(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "child")
     await drain(store, {"child": S.FAILED})
@@ -621,7 +620,7 @@ async def test_a_status_change_sent_by_an_episode_applies_to_its_target(
     assert (await state_of(store, "child")).runtime_status is S.PENDING
 
 
-async def test_a_lease_fences_only_its_own_instance(store: OrchestrationService) -> None:
+async def test_a_lease_fences_only_its_own_instance(store: TaskHubStore) -> None:
     await create(store, "a")
     await create(store, "b")
     work_item = await lock(store)
@@ -632,7 +631,7 @@ async def test_a_lease_fences_only_its_own_instance(store: OrchestrationService)
 
 
 async def test_complete_enqueues_outbound_messages_by_the_rules(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     await create(store, "b")
@@ -678,7 +677,7 @@ async def test_complete_enqueues_outbound_messages_by_the_rules(
 
 
 async def test_execution_started_to_an_existing_instance_is_just_enqueued(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     await create(store, "b", input='"b"')
@@ -692,7 +691,7 @@ async def test_execution_started_to_an_existing_instance_is_just_enqueued(
     assert [m.message.event for m in work_item.messages] == [restart]
 
 
-async def test_reset_history_replaces_the_history(store: OrchestrationService) -> None:
+async def test_reset_history_replaces_the_history(store: TaskHubStore) -> None:
     await create(store, "a")
     await episode(store, await lock(store), new_events=[started("a"), raised("1"), raised("2")])
     await store.send_message(to("a", raised("restart")))
@@ -709,7 +708,7 @@ async def test_reset_history_replaces_the_history(store: OrchestrationService) -
 
 # -- abandoning ------------------------------------------------------------------------------------
 async def test_abandon_without_retry_at_makes_messages_visible_now(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     work_item = await lock(store)
@@ -720,7 +719,7 @@ async def test_abandon_without_retry_at_makes_messages_visible_now(
 
 
 async def test_abandon_with_retry_at_rests_the_instance_until_then(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     work_item = await lock(store)
@@ -743,7 +742,7 @@ async def test_abandon_with_retry_at_rests_the_instance_until_then(
 
 
 async def test_a_terminate_ends_the_rest_of_an_abandoned_instance(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
     await store.send_message(to("a", raised("first")))
@@ -759,7 +758,7 @@ async def test_a_terminate_ends_the_rest_of_an_abandoned_instance(
 
 
 async def test_a_resting_instance_is_not_run_on_an_activity_result(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await with_activities(store, "a", 1)
     leased = await lock_activity(store, "w1")
@@ -782,7 +781,7 @@ async def test_a_resting_instance_is_not_run_on_an_activity_result(
 
 
 async def test_abandon_never_brings_a_message_forward(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "a")
     await episode(store, await lock(store))
@@ -796,7 +795,7 @@ async def test_abandon_never_brings_a_message_forward(
 
 # -- activities ------------------------------------------------------------------------------
 async def test_activities_are_leased_oldest_first_one_worker_each(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await with_activities(store, "a", 2)
     first = await lock_activity(store, "w1")
@@ -809,7 +808,7 @@ async def test_activities_are_leased_oldest_first_one_worker_each(
 
 
 async def test_activities_lease_in_batches_each_item_held_on_its_own(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await with_activities(store, "a", 5)
     first = await store.lock_next_activity_work_items("w1", LEASE, 3)
@@ -835,7 +834,7 @@ async def test_activities_lease_in_batches_each_item_held_on_its_own(
 
 
 async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await create(store, "b")
     work_item = await lock(store)
@@ -865,7 +864,7 @@ async def test_a_commit_can_lease_its_first_activities_to_the_committing_worker(
     assert again.dequeue_count == 2
 
 
-async def test_a_commit_without_an_eager_lease_leases_nothing(store: OrchestrationService) -> None:
+async def test_a_commit_without_an_eager_lease_leases_nothing(store: TaskHubStore) -> None:
     await create(store, "c")
     work_item = await lock(store)
     commit = OrchestrationCommit(
@@ -879,7 +878,7 @@ async def test_a_commit_without_an_eager_lease_leases_nothing(store: Orchestrati
 
 
 async def test_activity_complete_deletes_it_and_enqueues_the_result(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await with_activities(store, "a", 1)
     work_item = await lock_activity(store)
@@ -894,7 +893,7 @@ async def test_activity_complete_deletes_it_and_enqueues_the_result(
 
 
 async def test_activity_result_to_a_missing_instance_is_dropped(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await with_activities(store, "a", 1)
     work_item = await lock_activity(store)
@@ -904,7 +903,7 @@ async def test_activity_result_to_a_missing_instance_is_dropped(
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
 
 
-async def test_activity_lease_loss(store: OrchestrationService, clock: FakeClock) -> None:
+async def test_activity_lease_loss(store: TaskHubStore, clock: FakeClock) -> None:
     await with_activities(store, "a", 1)
     first = await lock_activity(store, "w1")
     clock.advance(timedelta(seconds=10))
@@ -929,7 +928,7 @@ async def test_activity_lease_loss(store: OrchestrationService, clock: FakeClock
     assert [m.message for m in (await lock(store)).messages] == [result]
 
 
-async def test_activity_abandon(store: OrchestrationService, clock: FakeClock) -> None:
+async def test_activity_abandon(store: TaskHubStore, clock: FakeClock) -> None:
     await with_activities(store, "a", 1)
     work_item = await lock_activity(store)
     await store.abandon_activity_work_item(work_item)
@@ -944,7 +943,7 @@ async def test_activity_abandon(store: OrchestrationService, clock: FakeClock) -
 
 
 # -- client operations ---------------------------------------------------------------------------
-async def test_send_message(store: OrchestrationService) -> None:
+async def test_send_message(store: TaskHubStore) -> None:
     assert await store.send_message(to("nobody", raised("x"))) is False
     assert await store.get_instance("nobody") is None
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
@@ -956,13 +955,13 @@ async def test_send_message(store: OrchestrationService) -> None:
 
 
 async def test_send_message_with_execution_started_creates_the_instance(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     assert await store.send_message(to("new", started("new"))) is True
     assert (await state_of(store, "new")).runtime_status == S.PENDING
 
 
-async def test_every_event_type_round_trips(store: OrchestrationService) -> None:
+async def test_every_event_type_round_trips(store: TaskHubStore) -> None:
     events = every_event()
     assert {type(e).__name__ for e in events} == _event_type_names()
     await create(store, "a")
@@ -984,7 +983,7 @@ async def test_every_event_type_round_trips(store: OrchestrationService) -> None
 
 
 # -- queries ------------------------------------------------------------------------------------
-async def test_query_filters(store: OrchestrationService) -> None:
+async def test_query_filters(store: TaskHubStore) -> None:
     await create(store, "a1", name="Alpha", at=T0)
     await create(store, "a2", name="Alpha", at=T0 + timedelta(seconds=1), parent="a1")
     await create(store, "b1", name="Beta", at=T0 + timedelta(seconds=2), parent="a1")
@@ -1016,7 +1015,7 @@ async def test_query_filters(store: OrchestrationService) -> None:
     assert page.states == [await state_of(store, "a1"), await state_of(store, "a2")]
 
 
-async def test_query_prefix_is_literal(store: OrchestrationService) -> None:
+async def test_query_prefix_is_literal(store: TaskHubStore) -> None:
     ids = ["a%b", "a_b", "axb", "a\\b", "ab", "A%b", "b%"]
     for instance_id in ids:
         await create(store, instance_id)
@@ -1033,7 +1032,7 @@ async def test_query_prefix_is_literal(store: OrchestrationService) -> None:
 
 
 async def test_query_paging_walks_every_instance_once_in_order(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     # 11 instances, created three to a second, ids not in creation order.
     expected = []
@@ -1062,7 +1061,7 @@ async def test_query_paging_walks_every_instance_once_in_order(
 
 
 async def test_query_paging_with_an_exact_multiple_of_the_page_size(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     for i in range(6):
         await create(store, f"i{i}", at=T0)
@@ -1075,7 +1074,7 @@ async def test_query_paging_with_an_exact_multiple_of_the_page_size(
     assert second.continuation_token is None
 
 
-async def test_query_rejects_bad_tokens_and_page_sizes(store: OrchestrationService) -> None:
+async def test_query_rejects_bad_tokens_and_page_sizes(store: TaskHubStore) -> None:
     with pytest.raises(ValueError):
         await store.query_instances(InstanceQuery(continuation_token="not a token!"))
     naive = encode_continuation_token(datetime(2024, 1, 1), "a")
@@ -1086,7 +1085,7 @@ async def test_query_rejects_bad_tokens_and_page_sizes(store: OrchestrationServi
 
 
 # -- purging ------------------------------------------------------------------------------------
-async def test_purge_instance(store: OrchestrationService) -> None:
+async def test_purge_instance(store: TaskHubStore) -> None:
     await with_activities(store, "running", 1)
     await create(store, "done")
     # "done" ends with history, an unconsumed message and an activity: all must go.
@@ -1116,7 +1115,7 @@ async def test_purge_instance(store: OrchestrationService) -> None:
     assert await store.lock_next_activity_work_items("w", LEASE) == []
 
 
-async def test_purge_instances_by_filter(store: OrchestrationService) -> None:
+async def test_purge_instances_by_filter(store: TaskHubStore) -> None:
     statuses = {
         "c0": S.COMPLETED,
         "f1": S.FAILED,
@@ -1148,7 +1147,7 @@ async def test_purge_instances_by_filter(store: OrchestrationService) -> None:
 
 
 # -- lifecycle, sharing, concurrency -------------------------------------------------------------
-async def test_delete_task_hub_then_open_again(store: OrchestrationService) -> None:
+async def test_delete_task_hub_then_open_again(store: TaskHubStore) -> None:
     await with_activities(store, "a", 1)
     await store.send_message(to("a", raised("x")))
     await store.delete_task_hub()
@@ -1161,7 +1160,7 @@ async def test_delete_task_hub_then_open_again(store: OrchestrationService) -> N
 
 
 async def test_open_is_idempotent_and_close_then_open_keeps_data(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await store.open()
     await create(store, "a")
@@ -1172,7 +1171,7 @@ async def test_open_is_idempotent_and_close_then_open_keeps_data(
 
 
 async def test_two_handles_share_the_hub_and_never_lock_the_same_instance(
-    store: OrchestrationService, peer: OrchestrationService
+    store: TaskHubStore, peer: TaskHubStore
 ) -> None:
     await create(store, "a")
     assert (await state_of(peer, "a")).name == "Greet"
@@ -1188,7 +1187,7 @@ async def test_two_handles_share_the_hub_and_never_lock_the_same_instance(
 
 
 async def test_concurrent_activity_locks_never_share_an_activity(
-    store: OrchestrationService, peer: OrchestrationService
+    store: TaskHubStore, peer: TaskHubStore
 ) -> None:
     await with_activities(store, "a", 4)
     handles = [store, peer] * 4
@@ -1200,7 +1199,7 @@ async def test_concurrent_activity_locks_never_share_an_activity(
 
 
 async def test_store_serves_another_thread_with_its_own_event_loop(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await create(store, "a")
 
@@ -1216,7 +1215,7 @@ async def test_store_serves_another_thread_with_its_own_event_loop(
     assert len((await lock(store)).messages) == 2
 
 
-async def test_stores_satisfy_the_protocol(store: OrchestrationService) -> None:
+async def test_stores_satisfy_the_protocol(store: TaskHubStore) -> None:
     assert isinstance(store, OrchestrationService)
 
 
@@ -1328,9 +1327,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
 
 # -- push wake-ups ---------------------------------------------------------------------------------
-async def test_push_wakeups_reach_another_handle(
-    store: OrchestrationService, peer: OrchestrationService
-) -> None:
+async def test_push_wakeups_reach_another_handle(store: TaskHubStore, peer: TaskHubStore) -> None:
     assert isinstance(store, SupportsWakeUps) and isinstance(peer, SupportsWakeUps)
     async with store.watch_instance("a") as watch:
         work = asyncio.create_task(store.wait_for_notification(20, kind="orchestration"))
@@ -1395,7 +1392,7 @@ async def test_opening_without_create_refuses_a_missing_or_empty_hub(
 
 
 async def _unleased_episode(
-    store: OrchestrationService, instance_id: str, result: OrchestrationMessage
+    store: TaskHubStore, instance_id: str, result: OrchestrationMessage
 ) -> tuple[InstanceUnchanged, OrchestrationCommit]:
     """The fence of an episode a worker runs on an activity's result with its own copy of
     the instance, and a commit that records the result and schedules one more activity,
@@ -1413,7 +1410,7 @@ async def _unleased_episode(
 
 
 async def test_an_activity_and_the_episode_on_its_result_commit_together(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await with_activities(store, "a", 2)
     first = await lock_activity(store, "w1")
@@ -1432,7 +1429,7 @@ async def test_an_activity_and_the_episode_on_its_result_commit_together(
 
 
 async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_instance(
-    store: OrchestrationService, clock: FakeClock
+    store: TaskHubStore, clock: FakeClock
 ) -> None:
     await with_activities(store, "a", 3)
     first = await lock_activity(store, "w1")
@@ -1476,7 +1473,7 @@ async def test_an_episode_on_an_activity_result_waits_for_a_busy_or_changed_inst
 
 
 async def test_a_leased_episode_can_consume_an_activity_result_too(
-    store: OrchestrationService,
+    store: TaskHubStore,
 ) -> None:
     await with_activities(store, "a", 1)
     leased = await lock_activity(store, "w1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from duratask import history as h
-from duratask.dashboard.gantt import build_bars, format_duration, layout
+from duratask.dashboard.gantt import Bar, build_bars, format_duration, layout
 from duratask.state import FailureDetails, OrchestrationStatus
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -29,7 +29,7 @@ def episode(ms: int, *events: h.HistoryEvent) -> list[h.HistoryEvent]:
     ]
 
 
-def by_label(bars: list) -> dict:
+def by_label(bars: list[Bar]) -> dict[str, Bar]:
     return {b.label: b for b in bars}
 
 

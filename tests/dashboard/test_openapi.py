@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import schemathesis
@@ -79,7 +80,7 @@ def test_key_responses_are_documented(path: str, method: str, status: str) -> No
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_the_api_keeps_the_promises_of_its_schema(case: schemathesis.Case) -> None:
+def test_the_api_keeps_the_promises_of_its_schema(case: schemathesis.Case[Any]) -> None:
     # Mutating calls must say they send JSON (see the security notes). Every check applies
     # but one: a request the schema allows may still be refused with 400 or 410 for what no
     # schema can state (an opaque continuation token that is not one of ours, an event for

@@ -30,7 +30,8 @@ def explode(ctx: dt.ActivityContext, message: str) -> None:
 
 
 async def child(ctx: dt.OrchestrationContext, value: int) -> int:
-    return await ctx.call_activity(double, input=value)
+    doubled: int = await ctx.call_activity(double, input=value)
+    return doubled
 
 
 async def approval(ctx: dt.OrchestrationContext, order: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +56,8 @@ async def echo(ctx: dt.OrchestrationContext, value: Any) -> Any:
 
 
 async def flaky_flow(ctx: dt.OrchestrationContext, key: str) -> str:
-    return await ctx.call_activity(flaky, input=key)
+    result: str = await ctx.call_activity(flaky, input=key)
+    return result
 
 
 async def failing(ctx: dt.OrchestrationContext, message: str) -> None:
@@ -69,6 +71,6 @@ ACTIVITIES = (double, flaky, explode)
 def register(worker: dt.TaskHubWorker) -> dt.TaskHubWorker:
     for fn in ORCHESTRATIONS:
         worker.add_orchestration(fn)
-    for fn in ACTIVITIES:
-        worker.add_activity(fn)
+    for activity in ACTIVITIES:
+        worker.add_activity(activity)
     return worker

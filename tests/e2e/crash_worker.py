@@ -30,12 +30,16 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import crash_app
+if TYPE_CHECKING:  # mypy sees the package; the script runs with its own folder on sys.path
+    from tests.e2e import crash_app
+else:
+    import crash_app
 
 import duratask as dt
 from duratask import history as h
-from duratask.backends import OrchestrationService, open_store
+from duratask.backends import TaskHubStore, open_store
 from duratask.backends.base import ActivityWorkItem, EpisodeFence, OrchestrationCommit
 from duratask.backends.sqlite import SqliteOrchestrationService
 from duratask.errors import InstanceBusyError
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     crash_app.configure(
         workdir, hang=args.mode == "activity", activity_seconds=args.activity_ms / 1000
     )
-    store: str | OrchestrationService = args.store
+    store: str | TaskHubStore = args.store
     if args.mode == "episode":
         store = SelfKillingStore(
             sqlite_path(args.store),

@@ -108,6 +108,7 @@ def assert_history_valid(events: Sequence[h.HistoryEvent], *, finished: bool = T
             scheduled[event.event_id] = type(event)
         elif type(event) in _COMPLETES:
             ref = h.result_task_id(event)
+            assert ref is not None, fail(i, "a result naming no task")
             wanted = _COMPLETES[type(event)]
             assert scheduled.get(ref) is wanted, fail(i, f"no earlier {wanted.__name__} #{ref}")
             assert ref not in completed, fail(i, f"#{ref} completed twice")

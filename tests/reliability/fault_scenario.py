@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duratask as dt
 from duratask import history as h
-from duratask.backends.base import OrchestrationService
+from duratask.backends.base import TaskHubStore
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.backends.sqlite import SqliteOrchestrationService
 from duratask.integrity import check_hub
@@ -83,15 +83,15 @@ EXPECTED = ["<<<1>>>", "yes", "<child yes>"]
 
 
 # -- stores ------------------------------------------------------------------------------------
-StoreMaker = Callable[[Path, FastClock], tuple[OrchestrationService, OrchestrationService]]
+StoreMaker = Callable[[Path, FastClock], tuple[TaskHubStore, TaskHubStore]]
 
 
-def memory_stores(tmp_path: Path, clock: FastClock) -> tuple[OrchestrationService, ...]:
+def memory_stores(tmp_path: Path, clock: FastClock) -> tuple[TaskHubStore, ...]:
     store = MemoryOrchestrationService(clock=clock)
     return store, store
 
 
-def sqlite_stores(tmp_path: Path, clock: FastClock) -> tuple[OrchestrationService, ...]:
+def sqlite_stores(tmp_path: Path, clock: FastClock) -> tuple[TaskHubStore, ...]:
     path = str(tmp_path / "hub.db")
     return SqliteOrchestrationService(path, clock=clock), SqliteOrchestrationService(
         path, clock=clock

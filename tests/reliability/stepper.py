@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duratask as dt
-from duratask.backends.base import ActivityWorkItem, OrchestrationService, OrchestrationWorkItem
+from duratask.backends.base import ActivityWorkItem, OrchestrationWorkItem, TaskHubStore
 from duratask.converter import PayloadCodec
 from duratask.worker._activity_runner import run_activity
 
@@ -26,7 +26,7 @@ class Stepper:
 
     def __init__(
         self,
-        store: OrchestrationService,
+        store: TaskHubStore,
         clock: Callable[[], datetime],
         *,
         orchestrations: tuple[Callable[..., Any], ...] = (),

@@ -16,7 +16,7 @@ import pytest
 import duratask as dt
 from duratask import history as h
 from duratask.backends import open_store
-from duratask.backends.base import OrchestrationCommit, OrchestrationMessage, OrchestrationService
+from duratask.backends.base import OrchestrationCommit, OrchestrationMessage, TaskHubStore
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.integrity import (
     IntegrityProblem,
@@ -145,7 +145,9 @@ def _negative_id(e: list[h.HistoryEvent]) -> list[h.HistoryEvent]:
 
 
 def _duplicate_scheduled(e: list[h.HistoryEvent]) -> list[h.HistoryEvent]:
-    return [*e[:3], dataclasses.replace(e[2], name="again"), *e[3:]]
+    scheduled = e[2]
+    assert isinstance(scheduled, h.TaskScheduled)
+    return [*e[:3], dataclasses.replace(scheduled, name="again"), *e[3:]]
 
 
 def _retyped_id(e: list[h.HistoryEvent]) -> list[h.HistoryEvent]:
@@ -394,7 +396,7 @@ async def test_a_real_hub_passes_through_every_kind_of_target(store_url: str) ->
         await hub.stop()
 
 
-async def test_corruption_committed_through_the_store_is_found(store: OrchestrationService) -> None:
+async def test_corruption_committed_through_the_store_is_found(store: TaskHubStore) -> None:
     """A bad episode slipped in through the store protocol (as a buggy worker would)."""
     start = h.ExecutionStarted(
         timestamp=T0, name="orch", instance_id="victim", execution_id="e1", input=payload(1)
@@ -472,17 +474,19 @@ async def test_bad_arguments() -> None:
 
 
 # -- speed -------------------------------------------------------------------------------------
-async def seed(store: OrchestrationService, n: int) -> None:
+async def seed(store: TaskHubStore, n: int) -> None:
     """``n`` completed instances with a 4-episode history each, written as a worker would."""
     template = HistoryBuilder().episode().started("orch", 1).task_scheduled(0, "a", 1).done()
     template.episode().task_completed(0, 2).timer_created(1, T0 + SEC).done()
     template.episode().timer_fired(1).sub_created(2, "c", "c-1").done()
     template.episode().sub_completed(2, 3).add(completed(result=3)).done()
     events = template.build()
+    started = events[1]
+    assert isinstance(started, h.ExecutionStarted)
 
     async def create(i: int) -> None:
         iid = f"i-{i:06d}"
-        start = dataclasses.replace(events[1], instance_id=iid, execution_id=uuid.uuid4().hex)
+        start = dataclasses.replace(started, instance_id=iid, execution_id=uuid.uuid4().hex)
         await store.create_instance(OrchestrationMessage(iid, start), frozenset())
 
     async def run_one() -> None:

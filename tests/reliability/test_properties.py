@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
@@ -234,7 +234,7 @@ class HubMachine(RuleBasedStateMachine):
         self.steps += 1
         instance = self.model.get(iid)
         c = self.client
-        call = {
+        call: Callable[[], Coroutine[Any, Any, None]] = {
             "terminate": lambda: c.terminate_orchestration(iid, output=v),
             "suspend": lambda: c.suspend_orchestration(iid),
             "resume": lambda: c.resume_orchestration(iid),
@@ -459,7 +459,7 @@ def retyped(event: h.HistoryEvent, to: str) -> h.HistoryEvent:
         ),
         0,
     )
-    return {
+    make: Callable[[], h.HistoryEvent] = {
         "scheduled": lambda: h.TaskScheduled(event_id=number, timestamp=ts, name="double"),
         "completed": lambda: h.TaskCompleted(timestamp=ts, task_scheduled_id=number, result="3"),
         "failed": lambda: h.TaskFailed(
@@ -487,7 +487,8 @@ def retyped(event: h.HistoryEvent, to: str) -> h.HistoryEvent:
         "generic": lambda: h.GenericEvent(timestamp=ts, data="x"),
         "episode": lambda: h.OrchestratorStarted(timestamp=ts),
         "episode-end": lambda: h.OrchestratorCompleted(timestamp=ts),
-    }[to]()
+    }[to]
+    return make()
 
 
 RETYPES = [

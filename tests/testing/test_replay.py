@@ -243,7 +243,8 @@ def send(ctx: dt.ActivityContext, to: str) -> str:
 
 
 async def mailer(ctx: dt.OrchestrationContext, to: str) -> str:
-    return await ctx.call_activity(send, input=to)
+    sent: str = await ctx.call_activity(send, input=to)
+    return sent
 
 
 async def test_activities_registered_under_other_names_resolve_as_on_the_worker() -> None:

@@ -159,7 +159,7 @@ async def test_activity_spans_hang_under_the_episode_that_scheduled_them(
             continue
         carrier = scheduled[attrs["durabletask.task.task_id"]].trace_context
         assert carrier is not None
-        parent = by_id[_parent_id(span)]  # type: ignore[index]
+        parent = by_id[_parent_id(span)]
         assert carrier["traceparent"].split("-")[2] == format(parent.context.span_id, "016x")
 
 

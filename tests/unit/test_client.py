@@ -729,7 +729,7 @@ class CountingStore(MemoryOrchestrationService):
         self.opened = 0
         self.closed = 0
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         await asyncio.sleep(0)
         self.opened += 1
 

@@ -9,7 +9,7 @@ import pytest
 
 from duratask._compact_json import compact_encoder
 
-VALUES = [
+VALUES: list[object] = [
     None,
     "plain",
     'quote " and \\ and \n',

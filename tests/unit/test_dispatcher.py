@@ -77,7 +77,7 @@ async def wait_for(condition: object, what: str) -> None:
 
 
 async def test_a_wake_starts_one_fetch_and_a_backlog_spreads_over_several() -> None:
-    queue, done = Queue(), []
+    queue, done = Queue(), list[int]()
     d = dispatcher(queue, done)
     run = asyncio.create_task(d.run())
     await wait_for(lambda: len(d._resting) == 8 and queue.fetching == 0, "fetchers to rest")
@@ -105,7 +105,7 @@ async def test_a_wake_starts_one_fetch_and_a_backlog_spreads_over_several() -> N
 
 
 async def test_stop_during_a_fetch_ends_the_loops() -> None:
-    queue, done = Queue(), []
+    queue, done = Queue(), list[int]()
     d = dispatcher(queue, done)
     queue.gate.clear()
     run = asyncio.create_task(d.run())
@@ -117,7 +117,7 @@ async def test_stop_during_a_fetch_ends_the_loops() -> None:
 
 
 async def test_a_wake_during_a_fetch_that_finds_nothing_looks_again() -> None:
-    queue, done = Queue(), []
+    queue, done = Queue(), list[int]()
     d = dispatcher(queue, done, concurrency=64)  # room for eight fetches of eight items
     queue.gate.clear()
     run = asyncio.create_task(d.run())
@@ -132,7 +132,7 @@ async def test_a_wake_during_a_fetch_that_finds_nothing_looks_again() -> None:
 
 
 async def test_a_fetch_asks_for_no_more_items_than_free_slots() -> None:
-    queue, done, hold = Queue(), [], asyncio.Event()
+    queue, done, hold = Queue(), list[int](), asyncio.Event()
     d = dispatcher(queue, done, concurrency=3, hold=hold)
     queue.items.extend(range(10))
     run = asyncio.create_task(d.run())
@@ -246,7 +246,7 @@ async def test_a_running_item_hands_its_slot_to_the_item_it_submits() -> None:
 
 
 async def test_a_permit_not_submitted_is_released_on_the_way_out() -> None:
-    queue, done = Queue(), []
+    queue, done = Queue(), list[int]()
     d = dispatcher(queue, done, concurrency=2)
     run = asyncio.create_task(d.run())
     await wait_for(lambda: len(d._resting) == 2 and queue.fetching == 0, "fetchers to rest")
@@ -267,7 +267,7 @@ async def test_a_permit_not_submitted_is_released_on_the_way_out() -> None:
 
 
 async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
-    queue, done, hold = Queue(), [], asyncio.Event()
+    queue, done, hold = Queue(), list[int](), asyncio.Event()
     d = dispatcher(queue, done, concurrency=1, hold=hold)
     queue.items.append(1)
     run = asyncio.create_task(d.run())
@@ -296,7 +296,7 @@ async def test_reserve_waits_for_a_free_slot_and_gives_up_on_stop() -> None:
 
 
 async def test_a_cancelled_reservation_does_not_lose_the_slot() -> None:
-    queue, done, hold = Queue(), [], asyncio.Event()
+    queue, done, hold = Queue(), list[int](), asyncio.Event()
     d = dispatcher(queue, done, concurrency=1, hold=hold)
     queue.items.append(1)
     run = asyncio.create_task(d.run())

@@ -249,7 +249,8 @@ def rename(event: h.HistoryEvent, name: str) -> h.HistoryEvent:
 def renumber(event: h.HistoryEvent, number: int) -> h.HistoryEvent:
     for field in ("task_scheduled_id", "timer_id", "event_id"):
         if hasattr(event, field) and getattr(event, field) != -1:
-            return dataclasses.replace(event, **{field: number})
+            changes: dict[str, Any] = {field: number}  # which field is known only at run time
+            return dataclasses.replace(event, **changes)
     return event
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,18 @@ async def _started_with_table(tmp_path: Path) -> Database:
     return db
 
 
+def inserting(v: int) -> Callable[[sqlite3.Connection], sqlite3.Cursor]:
+    """A write job adding the row ``v`` to ``t``."""
+    return lambda c: c.execute("INSERT INTO t VALUES (?)", (v,))
+
+
 async def test_queued_writes_share_commits_and_fail_alone(tmp_path: Path) -> None:
     db = Database(str(tmp_path / "hub.db"))
     db.start()
     batches: list[int] = []
     commit_batch = db._commit_batch
 
-    def counting(batch: list[Any]) -> list[tuple[bool, object]]:
+    def counting(batch: list[Any]) -> Coroutine[Any, Any, list[tuple[bool, object]]]:
         batches.append(len(batch))
         return commit_batch(batch)
 
@@ -132,10 +138,7 @@ async def test_stop_lets_queued_writes_finish_then_refuses_more(tmp_path: Path) 
     db = Database(str(tmp_path / "hub.db"))
     db.start()
     await db.write(lambda c: c.execute("CREATE TABLE t (v INTEGER NOT NULL)"))
-    writes = [
-        asyncio.ensure_future(db.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (?)", (v,))))
-        for v in range(20)
-    ]
+    writes = [asyncio.ensure_future(db.write(inserting(v))) for v in range(20)]
     await asyncio.sleep(0)  # the writes are queued and their drain has started
     await db.stop()
     assert all(w.done() and w.exception() is None for w in writes)
@@ -155,7 +158,7 @@ async def test_a_store_serves_writes_from_two_event_loops(tmp_path: Path) -> Non
 
     async def insert_many(first: int) -> None:
         for v in range(first, first + 50):
-            await db.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (?)", (v,)))
+            await db.write(inserting(v))
 
     other = threading.Thread(target=lambda: asyncio.run(insert_many(1000)))
     other.start()
