@@ -75,4 +75,29 @@ def advance_state(
             )
     if state is None:
         raise ValueError(f"instance {instance_id!r} has no ExecutionStarted event and no row")
-    return replace(state, last_updated_at=now, serialized_custom_status=custom_status)
+    return touched(state, now, custom_status)
+
+
+def touched(
+    state: OrchestrationState, now: datetime, custom_status: str | None
+) -> OrchestrationState:
+    """``state`` updated at ``now`` with ``custom_status``: what ``dataclasses.replace``
+    would make, built directly (every episode does this, and replace costs three times as
+    much; a test keeps the two equal)."""
+    return OrchestrationState(
+        instance_id=state.instance_id,
+        name=state.name,
+        version=state.version,
+        runtime_status=state.runtime_status,
+        created_at=state.created_at,
+        last_updated_at=now,
+        completed_at=state.completed_at,
+        execution_id=state.execution_id,
+        serialized_input=state.serialized_input,
+        serialized_output=state.serialized_output,
+        serialized_custom_status=custom_status,
+        failure_details=state.failure_details,
+        parent_instance_id=state.parent_instance_id,
+        scheduled_start_at=state.scheduled_start_at,
+        converter=state.converter,
+    )
