@@ -28,6 +28,18 @@ from duratask.backends.sqlite import SqliteOrchestrationService
 from .e2e_hub import TaskHub
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+_STORES = Path(__file__).parents[2] / "src" / "duratask" / "backends"
+
+
+def _versions(kind: str) -> list[int]:
+    return sorted(
+        int(p.name.split("_", 1)[0]) for p in (_STORES / kind / "migrations").glob("*.sql")
+    )
+
+
+# The schema versions a store's migrations table lists once it is up to date.
+ALL_SQLITE_VERSIONS = _versions("sqlite")
+ALL_POSTGRES_VERSIONS = _versions("postgres")
 
 
 class FakeClock:

@@ -25,6 +25,7 @@ from duratask.backends.postgres import PostgresOrchestrationService
 from duratask.errors import LeaseLostError, OrchestrationAlreadyExistsError, StoreError
 from duratask.history import EventRaised, ExecutionStarted
 
+from .conftest import ALL_POSTGRES_VERSIONS as ALL_VERSIONS
 from .conftest import T0, FakeClock, drop_schema, new_schema, require_postgres
 
 LEASE = timedelta(seconds=30)
@@ -132,11 +133,11 @@ async def test_concurrent_first_opens_migrate_once(
     schema = schemas()
     opened = [stores(schema) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in opened))
-    assert schema_versions(pg_url, schema) == [1, 2, 3]
+    assert schema_versions(pg_url, schema) == ALL_VERSIONS
     await opened[0].create_instance(started("a"), frozenset())
     assert await opened[3].get_instance("a") is not None
     await stores(schema).open()
-    assert schema_versions(pg_url, schema) == [1, 2, 3]
+    assert schema_versions(pg_url, schema) == ALL_VERSIONS
 
 
 async def test_the_store_logic_is_installed_again_when_it_differs(
@@ -189,7 +190,7 @@ async def test_delete_task_hub_drops_the_schema(
     await store.delete_task_hub()
     assert not schema_exists(pg_url, schema)
     await store.open()
-    assert schema_versions(pg_url, schema) == [1, 2, 3]
+    assert schema_versions(pg_url, schema) == ALL_VERSIONS
     assert await store.get_instance("a") is None
 
 

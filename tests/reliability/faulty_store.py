@@ -26,6 +26,7 @@ from duratask.backends.base import (
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
+    LeaseHolder,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -33,6 +34,8 @@ from duratask.backends.base import (
     QueryPage,
     StoreDescription,
     TaskHubStore,
+    WorkerInfo,
+    WorkFilter,
 )
 from duratask.errors import StoreError
 from duratask.history import HistoryEvent
@@ -112,10 +115,13 @@ class FaultyStore:
         owner: str,
         lease: timedelta,
         known_histories: Mapping[str, HistoryMark] | None = None,
+        work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         return await self._call(
             "lock_next_orchestration_work_item",
-            lambda: self.inner.lock_next_orchestration_work_item(owner, lease, known_histories),
+            lambda: self.inner.lock_next_orchestration_work_item(
+                owner, lease, known_histories, work_filter
+            ),
         )
 
     async def renew_orchestration_work_item(
@@ -144,12 +150,40 @@ class FaultyStore:
 
     # -- activity work items ---------------------------------------------------------------------
     async def lock_next_activity_work_items(
-        self, owner: str, lease: timedelta, max_items: int = 1
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         return await self._call(
             "lock_next_activity_work_items",
-            lambda: self.inner.lock_next_activity_work_items(owner, lease, max_items),
+            lambda: self.inner.lock_next_activity_work_items(owner, lease, max_items, work_filter),
         )
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        await self._call(
+            "record_activity_heartbeat",
+            lambda: self.inner.record_activity_heartbeat(work_item, details, lease),
+        )
+
+    # -- workers (never failed: bookkeeping, not the worker's steady state) -------------------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        await self.inner.heartbeat_worker(worker)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self.inner.remove_worker(worker_id)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self.inner.list_workers()
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        return await self.inner.lease_holders()
+
+    async def break_leases(self, owner: str) -> int:
+        return await self.inner.break_leases(owner)
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         await self._call(

@@ -26,6 +26,7 @@ from duratask.backends.base import (
     InstanceUnchanged,
     KnownHistories,
     LeaseHeld,
+    LeaseHolder,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -39,6 +40,9 @@ from duratask.backends.base import (
     StoreLifecycle,
     SupportsWakeUps,
     TaskHubStore,
+    WorkerInfo,
+    WorkFilter,
+    orchestration_key,
 )
 from duratask.errors import InstanceBusyError
 
@@ -53,6 +57,7 @@ __all__ = [
     "InstanceUnchanged",
     "KnownHistories",
     "LeaseHeld",
+    "LeaseHolder",
     "LockedMessage",
     "OrchestrationCommit",
     "OrchestrationMessage",
@@ -66,7 +71,10 @@ __all__ = [
     "StoreLifecycle",
     "SupportsWakeUps",
     "TaskHubStore",
+    "WorkFilter",
+    "WorkerInfo",
     "open_store",
+    "orchestration_key",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from duratask.backends.base import (
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
+    WorkerInfo,
     decode_continuation_token,
 )
 from duratask.history import ExecutionStarted
@@ -53,9 +55,13 @@ def new_lock_token() -> str:
 
 
 def leased_activities(
-    rows: Iterable[Mapping[str, Any]], token: str, locked_until: datetime
+    rows: Iterable[Mapping[str, Any]],
+    token: str,
+    locked_until: datetime,
+    to_duration: Callable[[Any], timedelta],
 ) -> list[ActivityWorkItem]:
-    """Work items for activity rows leased together under ``token``, oldest first."""
+    """Work items for activity rows leased together under ``token``, oldest first
+    (``to_duration`` reads a stored timeout)."""
     return [
         ActivityWorkItem(
             work_item_id=row["id"],
@@ -66,6 +72,10 @@ def leased_activities(
                 name=row["name"],
                 version=row["version"],
                 input=row["input"],
+                attempt=row["attempt"],
+                timeout=_duration(to_duration, row["timeout"]),
+                heartbeat_timeout=_duration(to_duration, row["heartbeat_timeout"]),
+                heartbeat_details=row["heartbeat_details"],
             ),
             lock_token=token,
             locked_until=locked_until,
@@ -73,6 +83,40 @@ def leased_activities(
         )
         for row in sorted(rows, key=lambda row: int(row["id"]))
     ]
+
+
+def _duration(to_duration: Callable[[Any], timedelta], value: Any) -> timedelta | None:
+    return None if value is None else to_duration(value)
+
+
+def worker_registrations(worker: WorkerInfo) -> str:
+    """What a worker registered, as the JSON the SQL stores keep."""
+    return json.dumps(
+        {
+            "orchestrations": sorted(([n, v] for n, v in worker.orchestrations), key=str),
+            "activities": sorted(worker.activities),
+        }
+    )
+
+
+def worker_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) -> WorkerInfo:
+    """A worker from a row of a SQL store's ``workers`` table."""
+    registrations = _json(row["registrations"])
+    status = _json(row["status"])
+    return WorkerInfo(
+        worker_id=row["worker_id"],
+        host=row["host"],
+        pid=row["pid"],
+        started_at=to_time(row["started_at"]),
+        heartbeat_at=to_time(row["heartbeat_at"]),
+        orchestrations=frozenset((n, v) for n, v in registrations.get("orchestrations", [])),
+        activities=frozenset(registrations.get("activities", [])),
+        in_flight={str(k): int(v) for k, v in status.get("in_flight", {}).items()},
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def started_event(message: OrchestrationMessage) -> ExecutionStarted:

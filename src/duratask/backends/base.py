@@ -115,6 +115,11 @@ class ActivityRequest:
         name: The registered name of the activity.
         version: The activity version asked for, if any.
         input: The input as JSON text.
+        attempt: Which try of a retried call this is (1 for the first).
+        timeout: How long one delivery may run, start to close; None: no limit.
+        heartbeat_timeout: How long the activity may go without a heartbeat; None: no limit.
+        heartbeat_details: The details the activity last reported with a heartbeat (JSON):
+            on an earlier delivery of this try, or on the try before it.
     """
 
     instance_id: str
@@ -123,6 +128,10 @@ class ActivityRequest:
     name: str
     version: str | None = None
     input: str | None = None
+    attempt: int = 1
+    timeout: timedelta | None = None
+    heartbeat_timeout: timedelta | None = None
+    heartbeat_details: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +209,81 @@ class ActivityWorkItem:
     lock_token: str
     locked_until: datetime
     dequeue_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkFilter:
+    """What a worker can run, so that it leases nothing else; None: anything of that kind.
+
+    Attributes:
+        orchestrations: The (name, version) pairs it registered.
+        activities: The activity names it registered.
+    """
+
+    orchestrations: frozenset[tuple[str, str | None]] | None = None
+    activities: frozenset[str] | None = None
+
+    def orchestration_keys(self) -> list[str] | None:
+        """The orchestrations as :func:`orchestration_key` values (how SQL stores match
+        them), or None for any."""
+        if self.orchestrations is None:
+            return None
+        return [orchestration_key(name, version) for name, version in self.orchestrations]
+
+
+def orchestration_key(name: str, version: str | None) -> str:
+    """One string for an orchestration's name and version: ``name``, the unit separator
+    (U+001F), then the version (U+001E for none); names and versions hold no control
+    characters."""
+    return name + "\x1f" + ("\x1e" if version is None else version)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker connected to the hub, as it last reported itself.
+
+    Attributes:
+        worker_id: The worker's id (host, process and a random part).
+        host: The host it runs on.
+        pid: Its process id there.
+        started_at: When it started.
+        heartbeat_at: When it last reported (every few seconds while it runs).
+        orchestrations: The (name, version) pairs it registered.
+        activities: The activity names it registered.
+        in_flight: How many episodes and activities it was running, by kind.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    orchestrations: frozenset[tuple[str, str | None]] = frozenset()
+    activities: frozenset[str] = frozenset()
+    in_flight: Mapping[str, int] = field(default_factory=dict)
+
+    def runs_orchestration(self, name: str, version: str | None) -> bool:
+        """Whether it registered the orchestration ``name`` at ``version``."""
+        return (name, version) in self.orchestrations
+
+    def runs_activity(self, name: str) -> bool:
+        """Whether it registered the activity ``name``."""
+        return name in self.activities
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """Someone holding leases in the hub.
+
+    Attributes:
+        owner: The lease owner (a worker id).
+        items: How many instances and activities it holds.
+        expires_at: When the last of its leases expires.
+    """
+
+    owner: str
+    items: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,9 +477,15 @@ class OrchestrationService(StoreLifecycle, Protocol):
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories = None,
+        work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
-        """Lease the next instance that has visible messages and no live lease, or None.
+        """Lease the next instance that has visible messages and no live lease, or None;
+        with ``work_filter``, only an instance of an orchestration (name and version) it
+        names.
 
         When ``known_histories`` holds the instance with a mark equal to the stored history's
         (execution id of the row, history length), the history is not read: the work item
@@ -433,9 +523,16 @@ class OrchestrationService(StoreLifecycle, Protocol):
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(
-        self, owner: str, lease: timedelta, max_items: int = 1
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
-        """Lease up to ``max_items`` visible activities, oldest first (none: an empty list)."""
+        """Lease up to ``max_items`` visible activities, oldest first (none: an empty list);
+        with ``work_filter``, only activities it names. An activity delivered before that
+        never finished (``dequeue_count`` above 0: its worker may have died running it)
+        is leased alone: it is either the only item of the batch or not in it."""
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease; :class:`LeaseLostError` if it is no longer held."""
@@ -448,7 +545,28 @@ class OrchestrationService(StoreLifecycle, Protocol):
     async def abandon_activity_work_item(
         self, work_item: ActivityWorkItem, retry_at: datetime | None = None
     ) -> None:
-        """Release the lease; the activity becomes visible again at ``retry_at``."""
+        """Hand the activity back unrun: the lease is released, the delivery is not counted
+        (``dequeue_count`` goes back down) and it becomes visible again at ``retry_at``."""
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        """Keep ``details`` (JSON) as the activity's last heartbeat, seen by its later
+        deliveries, and extend its lease; :class:`LeaseLostError` if it is no longer held."""
+
+    # -- workers and their leases -----------------------------------------------------------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Record (or refresh) a worker connected to the hub."""
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds live leases on instances and activities, and until when."""
+
+    async def break_leases(self, owner: str) -> int:
+        """Expire every lease ``owner`` holds now (a worker that is known to be gone), so
+        its work goes to others at once; how many were broken."""
 
 
 @runtime_checkable
@@ -487,6 +605,10 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
 
     async def purge_instances(self, purge_filter: PurgeFilter) -> int:
         """Delete every terminal instance matching the filter; returns how many."""
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers that reported themselves, most recently heard from first (those gone
+        quiet included: compare ``heartbeat_at`` with the time)."""
 
     async def create_task_hub(self) -> None:
         """Create the task hub with whatever holds it (the directories of a SQLite file, a

@@ -40,6 +40,7 @@ from duratask.backends.base import (
     InstanceQuery,
     KnownHistories,
     LeaseHeld,
+    LeaseHolder,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -47,6 +48,8 @@ from duratask.backends.base import (
     PurgeFilter,
     QueryPage,
     StoreDescription,
+    WorkerInfo,
+    WorkFilter,
     encode_continuation_token,
 )
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
@@ -136,6 +139,7 @@ class MemoryOrchestrationService:
         # consumed or deferred messages go stale and are dropped when they reach the top.
         self._due: list[tuple[datetime, int, str]] = []
         self._activities: dict[int, _Activity] = {}
+        self._workers: dict[str, WorkerInfo] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
         self._wakeups = WakeUps()
@@ -218,12 +222,17 @@ class MemoryOrchestrationService:
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories = None,
+        work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the instance whose oldest visible message has waited longest."""
         now = self._now()
+        runnable = work_filter.orchestrations if work_filter is not None else None
         with self._lock:
-            chosen = self._next_free_instance(now)
+            chosen = self._next_free_instance(now, runnable)
             if chosen is None:
                 return None
             return self._lease(chosen, owner, lease, now, known_histories)
@@ -365,8 +374,11 @@ class MemoryOrchestrationService:
                 return
         self._wakeups.work([ORCHESTRATION])
 
-    def _next_free_instance(self, now: datetime) -> _Instance | None:
-        """The unleased instance whose oldest visible message has waited longest."""
+    def _next_free_instance(
+        self, now: datetime, runnable: frozenset[tuple[str, str | None]] | None
+    ) -> _Instance | None:
+        """The unleased instance whose oldest visible message has waited longest (of an
+        orchestration in ``runnable``, unless that is None)."""
         leased: list[tuple[datetime, int, str]] = []
         chosen = None
         while self._due:
@@ -378,7 +390,10 @@ class MemoryOrchestrationService:
                 continue
             if due > now:
                 break
-            if instance.lease.live(now) and not _ends_rest(instance.lease, stored):
+            if (instance.lease.live(now) and not _ends_rest(instance.lease, stored)) or (
+                runnable is not None
+                and (instance.state.name, instance.state.version) not in runnable
+            ):
                 leased.append(heapq.heappop(self._due))
                 continue
             chosen = instance
@@ -389,16 +404,27 @@ class MemoryOrchestrationService:
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(
-        self, owner: str, lease: timedelta, max_items: int = 1
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities."""
         now = self._now()
+        runnable = work_filter.activities if work_filter is not None else None
         leased: list[ActivityWorkItem] = []
         with self._lock:
             for activity in self._activities.values():
                 if len(leased) >= max_items:
                     break
+                if runnable is not None and activity.request.name not in runnable:
+                    continue
                 if activity.visible_at <= now and not activity.lease.live(now):
+                    if activity.dequeue_count > 0:  # delivered before, unfinished: alone
+                        if leased:
+                            break
+                        max_items = 1
                     token = activity.lease.take(owner, now + lease)
                     activity.dequeue_count += 1
                     leased.append(
@@ -448,7 +474,67 @@ class MemoryOrchestrationService:
                 return
             activity.lease.clear()
             activity.visible_at = visible_at
+            activity.dequeue_count = max(activity.dequeue_count - 1, 0)  # handed back unrun
         self._wakeups.work([ACTIVITY])
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        """Keep the details with the activity and extend its lease."""
+        now = self._now()
+        with self._lock:
+            activity = self._held_activity(work_item)
+            activity.request = dataclasses.replace(activity.request, heartbeat_details=details)
+            activity.lease.expires_at = now + lease
+        work_item.locked_until = now + lease
+
+    # -- workers and their leases -----------------------------------------------------------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Record (or refresh) a worker."""
+        with self._lock:
+            self._workers[worker.worker_id] = worker
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers, most recently heard from first."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return sorted(workers, key=lambda w: w.heartbeat_at, reverse=True)
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds live leases, and until when."""
+        now = self._now()
+        held: dict[str, tuple[int, datetime]] = {}
+        with self._lock:
+            leases = [i.lease for i in self._instances.values()]
+            leases += [a.lease for a in self._activities.values()]
+            for lease in leases:
+                if lease.token is None or lease.owner is None or not lease.live(now):
+                    continue
+                assert lease.expires_at is not None
+                count, until = held.get(lease.owner, (0, lease.expires_at))
+                held[lease.owner] = (count + 1, max(until, lease.expires_at))
+        return [LeaseHolder(owner, n, until) for owner, (n, until) in sorted(held.items())]
+
+    async def break_leases(self, owner: str) -> int:
+        """Free every instance and activity ``owner`` holds."""
+        broken = 0
+        with self._lock:
+            for instance in self._instances.values():
+                if instance.lease.token is not None and instance.lease.owner == owner:
+                    instance.lease.clear()
+                    broken += 1
+            for activity in self._activities.values():
+                if activity.lease.token is not None and activity.lease.owner == owner:
+                    activity.lease.clear()
+                    broken += 1
+        if broken:
+            self._wakeups.work([ORCHESTRATION, ACTIVITY])
+        return broken
 
     def _held_activity(self, work_item: ActivityWorkItem) -> _Activity:
         activity = self._activities.get(work_item.work_item_id)

@@ -116,26 +116,76 @@ WHERE EXISTS (
 
 # -- activities --------------------------------------------------------------------------------
 # The oldest visible activities without a live lease, leased in one statement; activities
-# other workers are locking right now are skipped. A lease moves ``visible_at`` to its
-# expiry, so the index skips leased rows; the lock test keeps a lease live through its
-# expiry instant, as everywhere.
+# other workers are locking right now are skipped (and, with %(names)s, activities not
+# named there: what the worker can run). One delivered before and never finished (its
+# worker may have died running it) is leased alone, never in a batch: should it kill its
+# worker again, no other activity is charged with a delivery for it. A lease moves
+# ``visible_at`` to its expiry, so the index skips leased rows; the lock test keeps a lease
+# live through its expiry instant, as everywhere.
 LOCK_NEXT_ACTIVITIES = """
 UPDATE {schema}.activities
 SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s,
     visible_at = %(expires_at)s, dequeue_count = dequeue_count + 1
 WHERE id IN (
-    SELECT id FROM {schema}.activities
-    WHERE visible_at <= %(now)s AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
-    ORDER BY visible_at, id
-    LIMIT %(max_items)s
-    FOR NO KEY UPDATE SKIP LOCKED
+    WITH free AS (
+        SELECT id, dequeue_count, row_number() OVER (ORDER BY visible_at, id) AS n
+        FROM (
+            SELECT id, visible_at, dequeue_count FROM {schema}.activities
+            WHERE visible_at <= %(now)s
+              AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
+              AND (%(names)s::text[] IS NULL OR name = ANY (%(names)s::text[]))
+            ORDER BY visible_at, id
+            LIMIT %(max_items)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS candidates
+    )
+    SELECT id FROM free
+    WHERE n = 1
+       OR NOT EXISTS (SELECT 1 FROM free AS f WHERE f.dequeue_count > 0 AND f.n <= free.n)
 )
-RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count"""
+RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count,
+          attempt, timeout, heartbeat_timeout, heartbeat_details"""
+RECORD_HEARTBEAT = """
+UPDATE {schema}.activities
+SET heartbeat_details = %(details)s, heartbeat_at = %(now)s, lock_expires_at = %(expires_at)s,
+    visible_at = %(expires_at)s
+WHERE id = %(id)s AND lock_token = %(token)s"""
 RENEW_ACTIVITY_LEASE = """
 UPDATE {schema}.activities SET lock_expires_at = %(expires_at)s, visible_at = %(expires_at)s
 WHERE id = %(id)s AND lock_token = %(token)s"""
 DELETE_LEASED_ACTIVITY = "DELETE FROM {schema}.activities WHERE id = %s AND lock_token = %s"
+# Handed back unrun: the delivery does not count.
 RELEASE_ACTIVITY_LEASE = """
 UPDATE {schema}.activities
-SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %(visible_at)s
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %(visible_at)s,
+    dequeue_count = greatest(dequeue_count - 1, 0)
 WHERE id = %(id)s AND lock_token = %(token)s"""
+
+# -- workers and their leases ----------------------------------------------------------------
+UPSERT_WORKER = """
+INSERT INTO {schema}.workers
+    (worker_id, host, pid, started_at, heartbeat_at, registrations, status)
+VALUES (%(worker_id)s, %(host)s, %(pid)s, %(started_at)s, %(heartbeat_at)s,
+        %(registrations)s::jsonb, %(status)s::jsonb)
+ON CONFLICT (worker_id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
+    status = excluded.status"""
+DELETE_WORKER = "DELETE FROM {schema}.workers WHERE worker_id = %s"
+SELECT_WORKERS = """
+SELECT worker_id, host, pid, started_at, heartbeat_at, registrations, status
+FROM {schema}.workers ORDER BY heartbeat_at DESC"""
+LEASE_HOLDERS = """
+SELECT lock_owner AS owner, count(*) AS items, max(lock_expires_at) AS expires_at
+FROM (SELECT lock_owner, lock_expires_at FROM {schema}.instances
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s
+      UNION ALL
+      SELECT lock_owner, lock_expires_at FROM {schema}.activities
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s) AS leases
+GROUP BY lock_owner ORDER BY lock_owner"""
+BREAK_INSTANCE_LEASES = """
+UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""
+BREAK_ACTIVITY_LEASES = """
+UPDATE {schema}.activities
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %(now)s
+WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""

@@ -15,6 +15,8 @@ from duratask.backends._shared import (
     new_lock_token,
     state_from_row,
     utc_now,
+    worker_from_row,
+    worker_registrations,
 )
 from duratask.backends._sql import (
     Dialect,
@@ -31,11 +33,14 @@ from duratask.backends.base import (
     InstanceUnchanged,
     KnownHistories,
     LeaseHeld,
+    LeaseHolder,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     StoreDescription,
+    WorkerInfo,
+    WorkFilter,
 )
 from duratask.backends.postgres import _queries as q
 from duratask.backends.postgres._database import (
@@ -185,7 +190,11 @@ class PostgresOrchestrationService(SqlInstanceQueries):
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories = None,
+        work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
@@ -197,6 +206,7 @@ class PostgresOrchestrationService(SqlInstanceQueries):
             "token": token,
             "owner": owner,
             "expires_at": expires_at.isoformat(),
+            "keys": work_filter.orchestration_keys() if work_filter is not None else None,
         }
         params = (json.dumps(document),)
         rows = await db.autocommit(
@@ -283,24 +293,30 @@ class PostgresOrchestrationService(SqlInstanceQueries):
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(
-        self, owner: str, lease: timedelta, max_items: int = 1
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities, in one statement (the
         items leased together share a lock token)."""
         now = self._now()
         expires_at = now + lease
         token = new_lock_token()
+        names = work_filter.activities if work_filter is not None else None
         params = {
             "now": now,
             "token": token,
             "owner": owner,
             "expires_at": expires_at,
             "max_items": max_items,
+            "names": sorted(names) if names is not None else None,
         }
         rows = await self._db.autocommit(
             lambda conn: _fetch_all(conn, self._db.q(q.LOCK_NEXT_ACTIVITIES), params)
         )
-        return leased_activities(rows, token, expires_at)
+        return leased_activities(rows, token, expires_at, _same)
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""
@@ -346,6 +362,71 @@ class PostgresOrchestrationService(SqlInstanceQueries):
                 await db.notify(conn, [ACTIVITY])
 
         await db.transaction(job)
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        """Keep the details with the activity and extend its lease."""
+        now = self._now()
+        expires_at = now + lease
+        params = {
+            "id": work_item.work_item_id,
+            "token": work_item.lock_token,
+            "details": details,
+            "now": now,
+            "expires_at": expires_at,
+        }
+        if not await self._execute(q.RECORD_HEARTBEAT, params):
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        work_item.locked_until = expires_at
+
+    # -- workers and their leases -----------------------------------------------------------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Record (or refresh) a worker."""
+        params = {
+            "worker_id": worker.worker_id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "started_at": as_utc(worker.started_at),
+            "heartbeat_at": as_utc(worker.heartbeat_at),
+            "registrations": worker_registrations(worker),
+            "status": json.dumps({"in_flight": dict(worker.in_flight)}),
+        }
+        await self._execute(q.UPSERT_WORKER, params)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await self._execute(q.DELETE_WORKER, (worker_id,))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers, most recently heard from first."""
+        rows = await self._read_rows(q.SELECT_WORKERS, [])
+        return [worker_from_row(row, DIALECT.from_time) for row in rows]
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds live leases, and until when."""
+        sql = self._db.q(q.LEASE_HOLDERS)
+        params = {"now": self._now()}
+        rows = await self._db.autocommit(lambda conn: _fetch_all(conn, sql, params))
+        return [
+            LeaseHolder(row["owner"], row["items"], _utc(row["expires_at"]))
+            for row in rows
+            if row["owner"] is not None
+        ]
+
+    async def break_leases(self, owner: str) -> int:
+        """Free every instance and activity ``owner`` holds."""
+        params = {"owner": owner, "now": self._now()}
+        db = self._db
+
+        async def job(conn: Connection) -> int:
+            broken = (await conn.execute(db.q(q.BREAK_INSTANCE_LEASES), params)).rowcount
+            broken += (await conn.execute(db.q(q.BREAK_ACTIVITY_LEASES), params)).rowcount
+            if broken:
+                await db.notify(conn, [ORCHESTRATION, ACTIVITY])
+            return broken
+
+        return await db.transaction(job)
 
     # -- client operations -----------------------------------------------------------------
     async def create_instance(
@@ -483,6 +564,10 @@ class _EpisodeWrite:
                     "version": a.version,
                     "input": a.input,
                     "token": token,
+                    "attempt": a.attempt,
+                    "timeout": _interval(a.timeout),
+                    "heartbeat_timeout": _interval(a.heartbeat_timeout),
+                    "heartbeat_details": a.heartbeat_details,
                 }
                 for a, token in zip(commit.activities, tokens, strict=True)
             ],
@@ -606,6 +691,15 @@ def _utc(value: datetime) -> datetime:
 
 def _utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
+
+
+def _same(value: timedelta) -> timedelta:
+    return value  # psycopg reads an interval as a timedelta
+
+
+def _interval(value: timedelta | None) -> str | None:
+    """A duration as PostgreSQL reads an interval from JSON text."""
+    return None if value is None else f"{value.total_seconds()} seconds"
 
 
 def _json_ready(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -137,16 +137,19 @@ BEGIN
     WITH inserted AS (
         INSERT INTO {schema}.activities
             (instance_id, execution_id, task_id, name, version, input, enqueued_at,
-             visible_at, lock_token, lock_owner, lock_expires_at, dequeue_count)
+             visible_at, lock_token, lock_owner, lock_expires_at, dequeue_count, attempt,
+             timeout, heartbeat_timeout, heartbeat_details)
         SELECT a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input, p_now,
                CASE WHEN a.token IS NULL THEN p_now ELSE p_expires_at END,
                a.token,
                CASE WHEN a.token IS NOT NULL THEN p->>'owner' END,
                CASE WHEN a.token IS NOT NULL THEN p_expires_at END,
-               CASE WHEN a.token IS NULL THEN 0 ELSE 1 END
+               CASE WHEN a.token IS NULL THEN 0 ELSE 1 END,
+               coalesce(a.attempt, 1), a.timeout, a.heartbeat_timeout, a.heartbeat_details
         FROM jsonb_to_recordset(p->'activities')
              AS a(instance_id text, execution_id text, task_id bigint, name text,
-                  version text, input text, token text)
+                  version text, input text, token text, attempt integer, timeout interval,
+                  heartbeat_timeout interval, heartbeat_details text)
         RETURNING id, lock_token
     )
     SELECT array_agg(id), array_agg(lock_token)
@@ -224,7 +227,8 @@ END
 $$;
 
 -- lease_next_instance: lease to p_owner (token p_token, until p_expires_at) the free
--- instance whose oldest visible message has waited longest, and dequeue its visible
+-- instance (of an orchestration named in p_keys, unless that is null) whose oldest visible
+-- message has waited longest, and dequeue its visible
 -- messages. One row per message, each with the instance's row and history length; no row
 -- when there is no work. An instance resting after an abandon is not free until its rest
 -- ends, unless a terminate waits for it. Instances another transaction is locking are
@@ -256,8 +260,10 @@ RETURNS TABLE (
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    p_now timestamptz := (p->>'now')::timestamptz;
-    v_id  text;
+    p_now  timestamptz := (p->>'now')::timestamptz;
+    p_keys text[] := CASE WHEN jsonb_typeof(p->'keys') = 'array'
+                          THEN ARRAY(SELECT jsonb_array_elements_text(p->'keys')) END;
+    v_id   text;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     FOR attempt IN 1..3 LOOP
@@ -268,6 +274,9 @@ BEGIN
           AND (i.lock_expires_at IS NULL OR i.lock_expires_at < p_now
                -- a terminate ends the rest of an abandoned instance
                OR (i.lock_token IS NULL AND m.event_type = 'EXECUTION_TERMINATED'))
+          -- only what the worker can run (see duratask.backends.base.orchestration_key)
+          AND (p_keys IS NULL
+               OR i.name || chr(31) || coalesce(i.version, chr(30)) = ANY (p_keys))
         ORDER BY m.due_at, m.message_id
         LIMIT 1
         FOR NO KEY UPDATE OF i SKIP LOCKED;

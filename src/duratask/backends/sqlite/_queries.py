@@ -62,6 +62,8 @@ DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 # -- orchestration leases ---------------------------------------------------------------------
 # The free instance whose oldest visible message has waited longest. An instance resting
 # after an abandon (no lock token, an expiry ahead) is not free, unless a terminate waits.
+# :keys, a JSON array of orchestration keys (duratask.backends.base.orchestration_key), or
+# NULL for any, names the orchestrations the worker can run.
 SELECT_NEXT_INSTANCE = """
 SELECT m.instance_id
 FROM messages AS m INDEXED BY messages_by_due_at
@@ -69,6 +71,9 @@ JOIN instances AS i ON i.instance_id = m.instance_id
 WHERE (m.visible_at IS NULL OR m.due_at <= :now)
   AND (i.lock_expires_at IS NULL OR i.lock_expires_at < :now
        OR (i.lock_token IS NULL AND m.event_type = 'EXECUTION_TERMINATED'))
+  AND (:keys IS NULL
+       OR i.name || char(31) || coalesce(i.version, char(30))
+          IN (SELECT value FROM json_each(:keys)))
 ORDER BY m.due_at, m.message_id
 LIMIT 1"""
 LEASE_INSTANCE = """
@@ -123,35 +128,88 @@ UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = :re
 WHERE instance_id = :instance_id AND lock_token = :token"""
 
 # -- activities --------------------------------------------------------------------------------
-INSERT_ACTIVITY = """
+_ACTIVITY_COLUMNS = (
+    "instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at, "
+    "attempt, timeout, heartbeat_timeout, heartbeat_details"
+)
+_ACTIVITY_VALUES = (
+    ":instance_id, :execution_id, :task_id, :name, :version, :input, :now, :now, "
+    ":attempt, :timeout, :heartbeat_timeout, :heartbeat_details"
+)
+INSERT_ACTIVITY = f"INSERT INTO activities ({_ACTIVITY_COLUMNS}) VALUES ({_ACTIVITY_VALUES})"
+# Bound like INSERT_ACTIVITY plus the lease; a leased row is visible once its lease expires.
+INSERT_LEASED_ACTIVITY = f"""
 INSERT INTO activities
-    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
-# Bound like INSERT_ACTIVITY plus the lease; a leased row is visible once its lease expires
-# (?11), not at once (?8).
-INSERT_LEASED_ACTIVITY = """
-INSERT INTO activities
-    (instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at,
-     lock_token, lock_owner, lock_expires_at, dequeue_count)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?9, ?10, ?11, 1)"""
+    ({_ACTIVITY_COLUMNS}, lock_token, lock_owner, lock_expires_at, dequeue_count)
+VALUES ({_ACTIVITY_VALUES.replace(":now, :now", ":now, :expires_at")},
+        :token, :owner, :expires_at, 1)"""
 # A lease moves ``visible_at`` to its expiry, so the index skips leased rows; the lock test
-# keeps a lease live through its expiry instant, as everywhere.
+# keeps a lease live through its expiry instant, as everywhere. :names, a JSON array of
+# activity names or NULL for any, names the activities the worker can run.
+# The oldest visible activities without a live lease (with :names, only those named: what
+# the worker can run). One that was delivered before and never finished (its worker may
+# have died running it) is leased alone, never in a batch: should it kill its worker
+# again, no other activity is charged with a delivery for it.
 SELECT_NEXT_ACTIVITIES = """
-SELECT id FROM activities INDEXED BY activities_by_visible_at
-WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)
-ORDER BY visible_at, id
-LIMIT :max_items"""
+WITH free AS (
+    SELECT id, dequeue_count, row_number() OVER (ORDER BY visible_at, id) AS n
+    FROM (
+        SELECT id, visible_at, dequeue_count
+        FROM activities INDEXED BY activities_by_visible_at
+        WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)
+          AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
+        ORDER BY visible_at, id
+        LIMIT :max_items
+    )
+)
+SELECT id FROM free
+WHERE n = 1 OR NOT EXISTS (SELECT 1 FROM free AS f WHERE f.dequeue_count > 0 AND f.n <= free.n)"""
 LEASE_NEXT_ACTIVITIES = f"""
 UPDATE activities
 SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at,
     visible_at = :expires_at, dequeue_count = dequeue_count + 1
 WHERE id IN ({SELECT_NEXT_ACTIVITIES})
-RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count"""
+RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count,
+          attempt, timeout, heartbeat_timeout, heartbeat_details"""
+RECORD_HEARTBEAT = """
+UPDATE activities
+SET heartbeat_details = :details, heartbeat_at = :now, lock_expires_at = :expires_at,
+    visible_at = :expires_at
+WHERE id = :id AND lock_token = :token"""
 RENEW_ACTIVITY_LEASE = """
 UPDATE activities SET lock_expires_at = :expires_at, visible_at = :expires_at
 WHERE id = :id AND lock_token = :token"""
 DELETE_LEASED_ACTIVITY = "DELETE FROM activities WHERE id = ? AND lock_token = ?"
+# Handed back unrun: the delivery does not count.
 RELEASE_ACTIVITY_LEASE = """
 UPDATE activities
-SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :visible_at
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :visible_at,
+    dequeue_count = max(dequeue_count - 1, 0)
 WHERE id = :id AND lock_token = :token"""
+
+# -- workers and their leases ----------------------------------------------------------------
+UPSERT_WORKER = """
+INSERT INTO workers (worker_id, host, pid, started_at, heartbeat_at, registrations, status)
+VALUES (:worker_id, :host, :pid, :started_at, :heartbeat_at, :registrations, :status)
+ON CONFLICT (worker_id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
+    status = excluded.status"""
+DELETE_WORKER = "DELETE FROM workers WHERE worker_id = ?"
+SELECT_WORKERS = """
+SELECT worker_id, host, pid, started_at, heartbeat_at, registrations, status
+FROM workers ORDER BY heartbeat_at DESC"""
+LEASE_HOLDERS = """
+SELECT lock_owner AS owner, count(*) AS items, max(lock_expires_at) AS expires_at
+FROM (SELECT lock_owner, lock_expires_at FROM instances
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= :now
+      UNION ALL
+      SELECT lock_owner, lock_expires_at FROM activities
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= :now)
+GROUP BY lock_owner ORDER BY lock_owner"""
+BREAK_INSTANCE_LEASES = """
+UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
+BREAK_ACTIVITY_LEASES = """
+UPDATE activities
+SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :now
+WHERE lock_owner = :owner AND lock_token IS NOT NULL"""

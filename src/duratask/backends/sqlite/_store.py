@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -15,6 +16,8 @@ from duratask.backends._shared import (
     new_lock_token,
     utc_now,
     work_kinds,
+    worker_from_row,
+    worker_registrations,
 )
 from duratask.backends._sql import OutboundMessage, SqlInstanceQueries, created_row, rest_until
 from duratask.backends._wakeups import (
@@ -31,10 +34,13 @@ from duratask.backends.base import (
     HistoryMark,
     KnownHistories,
     LeaseHeld,
+    LeaseHolder,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     StoreDescription,
+    WorkerInfo,
+    WorkFilter,
 )
 from duratask.backends.sqlite import _queries as q
 from duratask.backends.sqlite._codec import (
@@ -151,11 +157,17 @@ class SqliteOrchestrationService(SqlInstanceQueries):
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories = None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories = None,
+        work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
-        params = {"now": now}
+        keys = work_filter.orchestration_keys() if work_filter is not None else None
+        runnable = json.dumps(keys) if keys is not None else None
+        params = {"now": now, "keys": runnable}
         # Cheap read first, so idle pollers do not queue up for the write lock.
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_INSTANCE, params)):
             return None
@@ -165,7 +177,7 @@ class SqliteOrchestrationService(SqlInstanceQueries):
             # The time is read again under the write lock: a message committed since the
             # read above has an enqueue time after that read's time, and must still count.
             now = self._now()
-            row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now}).fetchone()
+            row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now, "keys": runnable}).fetchone()
             if row is None:
                 return None
             return _lease_instance(conn, row[0], now, owner, token, lease, known_histories)
@@ -230,23 +242,28 @@ class SqliteOrchestrationService(SqlInstanceQueries):
 
     # -- activity work items --------------------------------------------------------------
     async def lock_next_activity_work_items(
-        self, owner: str, lease: timedelta, max_items: int = 1
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities (the items leased
         together share a lock token)."""
         now = self._now()
-        params = {"now": now, "max_items": max_items}
+        names = work_filter.activities if work_filter is not None else None
+        runnable = json.dumps(sorted(names)) if names is not None else None
+        params = {"now": now, "max_items": max_items, "names": runnable}
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITIES, params)):
             return []
         expires_at = now + _micros(lease)
         locked_until = from_micros(expires_at)
         token = new_lock_token()
-        lease_params = {"now": now, "token": token, "owner": owner}
-        lease_params |= {"expires_at": expires_at, "max_items": max_items}
+        lease_params = {**params, "token": token, "owner": owner, "expires_at": expires_at}
 
         def job(conn: sqlite3.Connection) -> list[ActivityWorkItem]:
             rows = conn.execute(q.LEASE_NEXT_ACTIVITIES, lease_params).fetchall()
-            return leased_activities(rows, token, locked_until)
+            return leased_activities(rows, token, locked_until, _duration)
 
         return await self._db.write(job, durable=False)
 
@@ -289,6 +306,70 @@ class SqliteOrchestrationService(SqlInstanceQueries):
         }
         await self._db.write(lambda c: c.execute(q.RELEASE_ACTIVITY_LEASE, params))
         self._hub.work([ACTIVITY])
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        """Keep the details with the activity and extend its lease."""
+        now = self._now()
+        expires_at = now + _micros(lease)
+        params = {
+            "id": work_item.work_item_id,
+            "token": work_item.lock_token,
+            "details": details,
+            "now": now,
+            "expires_at": expires_at,
+        }
+        recorded = await self._db.write(lambda c: c.execute(q.RECORD_HEARTBEAT, params).rowcount)
+        if not recorded:
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        work_item.locked_until = from_micros(expires_at)
+
+    # -- workers and their leases -----------------------------------------------------------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Record (or refresh) a worker."""
+        params = {
+            "worker_id": worker.worker_id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "started_at": to_micros(worker.started_at),
+            "heartbeat_at": to_micros(worker.heartbeat_at),
+            "registrations": worker_registrations(worker),
+            "status": json.dumps({"in_flight": dict(worker.in_flight)}),
+        }
+        await self._db.write(lambda c: c.execute(q.UPSERT_WORKER, params), durable=False)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        await self._db.write(lambda c: c.execute(q.DELETE_WORKER, (worker_id,)), durable=False)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers, most recently heard from first."""
+        rows = await self._db.read(lambda c: c.execute(q.SELECT_WORKERS).fetchall())
+        return [worker_from_row(row, from_micros) for row in rows]
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds live leases, and until when."""
+        params = {"now": self._now()}
+        rows = await self._db.read(lambda c: c.execute(q.LEASE_HOLDERS, params).fetchall())
+        return [
+            LeaseHolder(row["owner"], row["items"], from_micros(row["expires_at"]))
+            for row in rows
+            if row["owner"] is not None
+        ]
+
+    async def break_leases(self, owner: str) -> int:
+        """Free every instance and activity ``owner`` holds."""
+        params = {"owner": owner, "now": self._now()}
+
+        def job(conn: sqlite3.Connection) -> int:
+            broken: int = conn.execute(q.BREAK_INSTANCE_LEASES, params).rowcount
+            return broken + conn.execute(q.BREAK_ACTIVITY_LEASES, params).rowcount
+
+        broken = await self._db.write(job)
+        if broken:
+            self._hub.work([ORCHESTRATION, ACTIVITY])
+        return broken
 
     # -- client operations -----------------------------------------------------------------
     async def create_instance(
@@ -407,8 +488,8 @@ class _EpisodeWrite:
             )
         leased_ids = []
         for request, token in zip(commit.activities, self.tokens, strict=False):
-            lease = (token, self.owner, self.expires_at)
-            cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, (*_activity_row(request, now), *lease))
+            lease = {"token": token, "owner": self.owner, "expires_at": self.expires_at}
+            cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, _activity_row(request, now) | lease)
             leased_ids.append(int(cursor.lastrowid or 0))
         if len(commit.activities) > self.leased_count:
             conn.executemany(
@@ -507,17 +588,26 @@ def _fetch_one(conn: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Row |
     return row
 
 
-def _activity_row(request: ActivityRequest, now: int) -> tuple[object, ...]:
-    return (
-        request.instance_id,
-        request.execution_id,
-        request.task_id,
-        request.name,
-        request.version,
-        request.input,
-        now,
-        now,
-    )
+def _activity_row(request: ActivityRequest, now: int) -> dict[str, Any]:
+    return {
+        "instance_id": request.instance_id,
+        "execution_id": request.execution_id,
+        "task_id": request.task_id,
+        "name": request.name,
+        "version": request.version,
+        "input": request.input,
+        "now": now,
+        "attempt": request.attempt,
+        "timeout": None if request.timeout is None else _micros(request.timeout),
+        "heartbeat_timeout": (
+            None if request.heartbeat_timeout is None else _micros(request.heartbeat_timeout)
+        ),
+        "heartbeat_details": request.heartbeat_details,
+    }
+
+
+def _duration(micros: int) -> timedelta:
+    return timedelta(microseconds=micros)
 
 
 def _micros(delta: timedelta) -> int:
