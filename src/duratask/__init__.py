@@ -10,6 +10,7 @@ from duratask.context import ActivityContext, OrchestrationContext
 from duratask.converter import DataConverter, JsonDataConverter
 from duratask.errors import (
     ActivityNotRegisteredError,
+    ActivityTimeoutError,
     DurataskError,
     EventTimeoutError,
     InvalidInstanceIdError,
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityContext",
     "ActivityNotRegisteredError",
+    "ActivityTimeoutError",
     "AsyncTaskHubClient",
     "DataConverter",
     "DurataskError",

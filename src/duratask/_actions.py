@@ -9,7 +9,7 @@ events must match an action by this id, by kind and by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from duratask.history import HistoryEvent
 from duratask.state import FailureDetails, OrchestrationStatus
@@ -21,6 +21,10 @@ class ScheduleTaskAction:
     name: str
     version: str | None = None
     input: str | None = None
+    attempt: int = 1  # which try of a retried call
+    timeout: timedelta | None = None  # start to close, per delivery
+    heartbeat_timeout: timedelta | None = None
+    heartbeat_details: str | None = None  # from the try before, for the activity to resume
 
 
 @dataclass(frozen=True, slots=True)

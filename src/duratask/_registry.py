@@ -84,11 +84,14 @@ class Registry:
         self._orchestrations: dict[tuple[str, str | None], FunctionSpec] = {}
         self._activities: dict[str, FunctionSpec] = {}
         self._names: dict[Callable[..., Any], str] = {}
+        self.generation = 0  # moves on at each registration
 
     def add_orchestration(
         self, fn: Callable[..., Any], *, name: str | None = None, version: str | None = None
     ) -> str:
         registered = check_name(name or function_name(fn), "orchestration")
+        if version is not None:
+            check_name(version, f"version of orchestration {registered!r}:")
         key = (registered, version)
         if key in self._orchestrations:
             raise ValueError(
@@ -97,6 +100,7 @@ class Registry:
         input_type, output_type = _type_hints(fn)
         self._orchestrations[key] = FunctionSpec(registered, version, fn, input_type, output_type)
         self._names[fn] = registered
+        self.generation += 1
         return registered
 
     def add_activity(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
@@ -106,6 +110,7 @@ class Registry:
         input_type, output_type = _type_hints(fn)
         self._activities[registered] = FunctionSpec(registered, None, fn, input_type, output_type)
         self._names[fn] = registered
+        self.generation += 1
         return registered
 
     def get_orchestration(self, name: str, version: str | None) -> FunctionSpec | None:
@@ -116,6 +121,11 @@ class Registry:
 
     def get_activity(self, name: str) -> FunctionSpec | None:
         return self._activities.get(name)
+
+    @property
+    def orchestration_keys(self) -> frozenset[tuple[str, str | None]]:
+        """Every registered (name, version) pair."""
+        return frozenset(self._orchestrations)
 
     @property
     def orchestration_names(self) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -80,6 +80,8 @@ class OrchestrationContext(ABC):
         *,
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
         return_type: type[TOutput],
     ) -> Task[TOutput]: ...
 
@@ -90,6 +92,8 @@ class OrchestrationContext(ABC):
         *,
         input: TInput = ...,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -98,6 +102,8 @@ class OrchestrationContext(ABC):
         activity: Callable[[ActivityContext], Coroutine[Any, Any, TOutput]],
         *,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -107,6 +113,8 @@ class OrchestrationContext(ABC):
         *,
         input: TInput = ...,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -115,6 +123,8 @@ class OrchestrationContext(ABC):
         activity: Callable[[ActivityContext], TOutput],
         *,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -124,6 +134,8 @@ class OrchestrationContext(ABC):
         *,
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
         return_type: None = None,
     ) -> Task[Any]: ...
 
@@ -134,6 +146,8 @@ class OrchestrationContext(ABC):
         *,
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
         return_type: Any = None,
     ) -> Task[Any]:
         """Schedule an activity (by function or registered name); await the task for its result.
@@ -143,6 +157,12 @@ class OrchestrationContext(ABC):
         :class:`~duratask.errors.TaskFailedError`, whose ``details`` name the original error
         type. With a ``retry_policy`` a failed attempt is retried after a durable timer, and
         the task fails only once the policy gives up.
+
+        ``timeout`` bounds one delivery of the activity, start to close, and
+        ``heartbeat_timeout`` the time it may go without calling
+        :meth:`ActivityContext.heartbeat`; past either, the task fails with
+        :class:`~duratask.errors.ActivityTimeoutError`, which a ``retry_policy`` retries like
+        any failure (the worker's ``activity_timeout`` applies when ``timeout`` is None).
 
         The task's type is the activity's return type (for an ``async def``, what it
         returns when awaited), or ``return_type`` when given, which is also the type the
@@ -279,9 +299,13 @@ class ActivityContext:
             ``orchestration_id`` and ``execution_id`` it identifies this call, for example
             as an idempotency key towards another system.
         name: The name the activity is registered under.
-        attempt: How many times this call has been delivered to a worker: 1, or more after
-            a worker crashed or lost its lease while running it. Each retry of a
-            :class:`RetryPolicy` is a new call, which starts at 1 again.
+        attempt: Which try of the call this is under a :class:`RetryPolicy`: 1, 2, 3...
+            (always 1 without one).
+        delivery_count: How many times this try has been handed to a worker: 1, or more
+            after a worker crashed or lost its lease while running it. Not a retry.
+        heartbeat_details: What the activity last reported with :meth:`heartbeat`, on an
+            earlier delivery of this try or on the try before it (decoded JSON), so that it
+            can resume where it got to; None at first.
     """
 
     orchestration_id: str
@@ -289,3 +313,17 @@ class ActivityContext:
     task_id: int
     name: str
     attempt: int = 1
+    delivery_count: int = 1
+    heartbeat_details: Any = None
+    _beat: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Report that the activity is alive, with optional progress ``details`` (JSON
+        values, kept in the store so a later delivery or try can resume from them).
+
+        Safe to call often, from a sync activity's thread too: the worker writes the last
+        details at most every few seconds. Under a ``heartbeat_timeout``, an activity that
+        stops calling it fails with :class:`~duratask.errors.ActivityTimeoutError`.
+        """
+        if self._beat is not None:
+            self._beat(details)

@@ -143,6 +143,14 @@ class LeaseLostError(DurataskError):
     """A work item's lease was lost (expired and taken by another worker): its commit is refused."""
 
 
+class ActivityTimeoutError(DurataskError, TimeoutError):
+    """An activity ran past its ``timeout`` (start to close) or went longer than its
+    ``heartbeat_timeout`` without a heartbeat. Its task fails with this error (retried by a
+    retry policy like any failure); the activity's code may still be running: an ``async``
+    activity is cancelled, a plain function's thread cannot be stopped and runs on until it
+    returns, its result discarded."""
+
+
 class InstanceBusyError(DurataskError):
     """An episode a worker ran on its own copy of an instance was not committed: another
     worker holds the instance, its history moved on, or a message waits for it. Nothing was

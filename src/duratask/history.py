@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -93,7 +93,8 @@ class HistoryEvent:
                 if name not in _OMITTED_WHEN_NONE:
                     out[name] = None
             elif type(value) in _PLAIN_JSON:
-                out[name] = value
+                if _OMITTED_DEFAULTS.get(name) != value:
+                    out[name] = value
             elif type(value) is datetime:
                 out[name] = _isoformat(value)
             else:
@@ -145,6 +146,10 @@ class TaskScheduled(HistoryEvent):
     input: str | None = None
     # W3C trace context of the orchestration span that scheduled the activity.
     trace_context: dict[str, str] | None = None
+    # Which try of a retried call this is, and its timeouts (per delivery).
+    attempt: int = 1
+    timeout: timedelta | None = None
+    heartbeat_timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +164,8 @@ class TaskFailed(HistoryEvent):
     event_type: ClassVar[EventType] = EventType.TASK_FAILED
     task_scheduled_id: int
     failure_details: FailureDetails
+    # The details the activity last reported with a heartbeat (JSON), for its next try.
+    heartbeat_details: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,7 +332,19 @@ _TASK_RESULTS = (
 _DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
 # Optional tracing fields are left out of the JSON when unset, so histories written without
 # tracing stay as they were (and older histories, which lack them, read the same way).
-_OMITTED_WHEN_NONE = frozenset({"trace_context", "created_at", "carried_events"})
+_OMITTED_WHEN_NONE = frozenset(
+    {
+        "trace_context",
+        "created_at",
+        "carried_events",
+        "timeout",
+        "heartbeat_timeout",
+        "heartbeat_details",
+    }
+)
+# Left out at their default, too: histories without them read the same way.
+_OMITTED_DEFAULTS = {"attempt": 1}
+_DURATION_FIELDS = frozenset({"timeout", "heartbeat_timeout"})
 
 
 _PLAIN_JSON = frozenset({str, int, bool, float})
@@ -364,6 +383,8 @@ def _encode_field(value: Any) -> Any:
         return dataclasses.asdict(value)
     if isinstance(value, tuple):  # carried events
         return [event.to_dict() for event in value]
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     return value
 
 
@@ -395,6 +416,9 @@ def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
         fields["failure_details"] = FailureDetails.from_dict(fields["failure_details"])
     if fields.get("parent") is not None:
         fields["parent"] = ParentInstanceInfo(**fields["parent"])
+    for key in _DURATION_FIELDS & fields.keys():
+        if fields[key] is not None:
+            fields[key] = timedelta(seconds=fields[key])
     if fields.get("carried_events") is not None:
         fields["carried_events"] = tuple(event_from_dict(e) for e in fields["carried_events"])
     return cls(**fields)

@@ -355,7 +355,7 @@ def test_retry_backoff_timers_then_failure() -> None:
         b.timer_created(seq + 1, fire_at).done()
         b.episode(fire_at, new=True).timer_fired(seq + 1)
         assert execute(reg, *b.split()).actions == [
-            ScheduleTaskAction(seq + 2, "flaky", None, '"x"')
+            ScheduleTaskAction(seq + 2, "flaky", None, '"x"', attempt=attempt + 1)
         ]
         b.task_scheduled(seq + 2, "flaky", "x").done()
         seq += 2

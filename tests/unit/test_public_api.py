@@ -12,6 +12,7 @@ import duratask.testing
 EXPECTED = [
     "ActivityContext",
     "ActivityNotRegisteredError",
+    "ActivityTimeoutError",
     "AsyncTaskHubClient",
     "DataConverter",
     "DurataskError",
@@ -95,6 +96,7 @@ BACKENDS = [
     "InstanceUnchanged",
     "KnownHistories",
     "LeaseHeld",
+    "LeaseHolder",
     "LockedMessage",
     "OrchestrationCommit",
     "OrchestrationMessage",
@@ -108,7 +110,10 @@ BACKENDS = [
     "StoreLifecycle",
     "SupportsWakeUps",
     "TaskHubStore",
+    "WorkFilter",
+    "WorkerInfo",
     "open_store",
+    "orchestration_key",
 ]
 
 

@@ -65,6 +65,8 @@ class _RetryState:
         self.first_attempt_at = first_attempt_at
         self.attempts = 1
         self.reschedule = reschedule
+        # What the last try reported with a heartbeat, for the next one to resume from.
+        self.heartbeat_details: str | None = None
 
 
 class _PendingTask:
@@ -177,15 +179,30 @@ class ReplayContext(OrchestrationContext):
         input: Any = None,
         retry_policy: RetryPolicy | None = None,
         return_type: Any = None,
+        timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[Any]:
         name = self._registry.name_of(activity)
         encoded = self._codec.encode(input, f"input of activity {name!r}")
         result_type = return_type or self._registry.result_type_of(activity, activity=True)
+        for what, limit in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
+            if limit is not None and limit <= timedelta(0):
+                raise ValueError(f"{what} of activity {name!r} must be positive, not {limit}")
         task: CompletableTask[Any] = CompletableTask()
 
         def schedule() -> int:
             seq = self._next_sequence()
-            self._actions[seq] = act.ScheduleTaskAction(seq, name, None, encoded)
+            retry = pending.retry
+            self._actions[seq] = act.ScheduleTaskAction(
+                seq,
+                name,
+                None,
+                encoded,
+                attempt=retry.attempts if retry is not None else 1,
+                timeout=timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                heartbeat_details=retry.heartbeat_details if retry is not None else None,
+            )
             self._pending[seq] = pending
             return seq
 
@@ -462,6 +479,7 @@ class ReplayContext(OrchestrationContext):
                 pending.task._set_exception(exc)
                 return
             if delay is not None:
+                retry.heartbeat_details = getattr(event, "heartbeat_details", None)
                 self._retry_after(retry, delay)
                 return
         pending.task._set_exception(error)
