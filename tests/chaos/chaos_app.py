@@ -48,7 +48,7 @@ def _record(ctx: dt.ActivityContext) -> None:
         "pid": os.getpid(),
         "instance": ctx.orchestration_id,
         "task_id": ctx.task_id,
-        "attempt": ctx.attempt,
+        "delivery": ctx.delivery_count,
         "at": time.time(),
     }
     fd = os.open(_config.workdir / ACTIVITY_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

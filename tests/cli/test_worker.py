@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from tests.conformance.e2e_hub import wait_until
 
 APP = """
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import duratask as dt
@@ -48,13 +50,17 @@ async def stuck(ctx: dt.OrchestrationContext, marker: str) -> None:
     await ctx.call_activity(block, input=marker)
 
 
-def make_worker() -> dt.TaskHubWorker:
-    made = dt.TaskHubWorker(HUB)
+def make_worker(grace: float = 30.0) -> dt.TaskHubWorker:
+    made = dt.TaskHubWorker(HUB, shutdown_grace=timedelta(seconds=grace))
     made.add_orchestration(double)
     made.add_orchestration(stuck)
     made.add_activity(twice)
     made.add_activity(block)
     return made
+
+
+def quick_to_stop() -> dt.TaskHubWorker:
+    return make_worker(grace=1.0)
 
 
 worker = make_worker()
@@ -180,3 +186,30 @@ def test_a_store_from_the_environment_that_differs_only_warns(
     assert "runs on Memory store 'cli-check-store', but --store names memory://elsewhere" in (
         caught.value.message
     )
+
+
+def test_one_signal_stops_a_worker_with_a_hung_activity_within_its_grace(
+    tmp_path: Path, app_module: tuple[str, str]
+) -> None:
+    name, url = app_module
+    process = _spawn(tmp_path, f"{name}:quick_to_stop")
+    try:
+        marker = tmp_path / "blocked"
+        Cli(url).start("stuck", str(marker))
+
+        async def blocked() -> bool:
+            return marker.exists()
+
+        asyncio.run(wait_until(blocked, timeout=30, what="the blocking activity to start"))
+        process.send_signal(signal.SIGTERM)
+        # The grace is 1 s; the hung activity's thread must not keep the process alive.
+        assert process.wait(timeout=15) == 0
+    finally:
+        _stop(process)
+    log = (tmp_path / "worker.log").read_text()
+    assert "Worker stopped." in log
+    assert "Traceback" not in log
+    # What it held was handed back, as a delivery that does not count.
+    with sqlite3.connect(tmp_path / "hub.db") as conn:
+        rows = conn.execute("SELECT lock_token, dequeue_count FROM activities").fetchall()
+    assert rows == [(None, 0)]

@@ -518,20 +518,28 @@ async def test_completed_instance_id_can_be_reused(hub: TaskHub) -> None:
     assert state.output == 2
 
 
-async def test_unknown_orchestration_name_fails_clearly(hub: TaskHub) -> None:
+async def test_unknown_orchestration_name_fails_clearly_when_told_to(store_url: str) -> None:
+    hub = TaskHub(store_url, unknown_work="fail")
     hub.register(quick)
-    await hub.start()
-    state = await hub.run("no_such_orchestration")
+    try:
+        await hub.start()
+        state = await hub.run("no_such_orchestration")
+    finally:
+        await hub.stop()
     assert state.runtime_status is dt.OrchestrationStatus.FAILED
     assert state.failure_details is not None
     assert state.failure_details.error_type == "OrchestrationNotRegisteredError"
     assert "no_such_orchestration" in state.failure_details.message
 
 
-async def test_unknown_version_fails_clearly(hub: TaskHub) -> None:
+async def test_unknown_version_fails_clearly_when_told_to(store_url: str) -> None:
+    hub = TaskHub(store_url, unknown_work="fail")
     hub.register(quick)
-    await hub.start()
-    state = await hub.run(quick, 1, version="9")
+    try:
+        await hub.start()
+        state = await hub.run(quick, 1, version="9")
+    finally:
+        await hub.stop()
     assert state.runtime_status is dt.OrchestrationStatus.FAILED
     assert state.failure_details is not None
     assert "'9'" in state.failure_details.message

@@ -295,8 +295,8 @@ def _crash_first_delivery(hub: TaskHub, kind: str, victim: str) -> list[int]:
             leased = await complete(*args, **kwargs)
             if leased and leased[0].request.instance_id == victim and not seen:
                 seen.append(1)
-                for item in leased:
-                    await store.abandon_activity_work_item(item)
+                # The worker "dies" holding them: its leases end, the deliveries count.
+                await store.break_leases(hub.worker.worker_id)
                 return []
             return leased
 

@@ -62,7 +62,7 @@ def _record(ctx: dt.ActivityContext, value: Any) -> None:
         "instance": ctx.orchestration_id,
         "task_id": ctx.task_id,
         "activity": ctx.name,
-        "attempt": ctx.attempt,
+        "delivery": ctx.delivery_count,
         "input": value,
         "at": time.time(),
     }
@@ -118,7 +118,13 @@ def hang_once(ctx: dt.ActivityContext, item: str) -> str:
     return f"{item}:done"
 
 
-ACTIVITIES = (work, square, hang_once)
+def kills_its_worker(ctx: dt.ActivityContext, item: str) -> str:
+    """Poison: takes its worker process down with it, every time."""
+    _record(ctx, item)
+    os._exit(3)
+
+
+ACTIVITIES = (work, square, hang_once, kills_its_worker)
 
 
 # -- orchestrations -------------------------------------------------------------------------------
@@ -140,6 +146,35 @@ async def sequence(ctx: dt.OrchestrationContext, n: int) -> list[str]:
 
 def expected_sequence(n: int) -> list[str]:
     return [f"{n}-{step}:done" for step in range(4)]
+
+
+async def calls_a_killer(ctx: dt.OrchestrationContext, n: int) -> str:
+    return str(await ctx.call_activity(kills_its_worker, input=f"{n}-poison"))
+
+
+def burn_cpu(seconds: float) -> None:
+    """Pure-Python work that never yields, for ``seconds`` of wall time."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def spins(ctx: dt.OrchestrationContext, _: Any) -> None:
+    """Orchestration code that never yields (and swallows what it can)."""
+    while True:
+        try:
+            burn_cpu(3600)
+        except Exception:
+            continue
+
+
+async def cpu_heavy(ctx: dt.OrchestrationContext, plan: list[float]) -> list[str]:
+    """Each step burns plan[i] seconds of CPU in orchestration code, then calls an activity."""
+    results = []
+    for i, seconds in enumerate(plan):
+        burn_cpu(seconds)
+        results.append(await ctx.call_activity(work, input=f"{ctx.instance_id}-{i}"))
+    return results
 
 
 async def child_flow(ctx: dt.OrchestrationContext, n: int) -> list[Any]:
@@ -208,7 +243,16 @@ async def stream_collector(ctx: dt.OrchestrationContext, seen: list[int]) -> lis
     return seen
 
 
-ORCHESTRATIONS = (sequence, child_flow, pipeline, steps_then_fan_out, stream_collector)
+ORCHESTRATIONS = (
+    calls_a_killer,
+    spins,
+    cpu_heavy,
+    sequence,
+    child_flow,
+    pipeline,
+    steps_then_fan_out,
+    stream_collector,
+)
 
 
 def register(worker: dt.TaskHubWorker) -> None:

@@ -45,7 +45,7 @@ from duratask.backends.sqlite import SqliteOrchestrationService
 from duratask.errors import InstanceBusyError
 
 MODES = ("normal", "random", "activity", "episode")
-KILL_FILTERS = ("any", "child-completing", "root-completing")
+KILL_FILTERS = ("any", "mid-instance", "child-completing", "root-completing")
 
 
 class SelfKillingStore(SqliteOrchestrationService):
@@ -59,10 +59,12 @@ class SelfKillingStore(SqliteOrchestrationService):
         self._kind = kind
         self._seen = 0
 
-    def _counts(self, commit: OrchestrationCommit) -> bool:
+    def _counts(self, fence: EpisodeFence, commit: OrchestrationCommit) -> bool:
         """Whether the episode is of the kind whose ``kill_on``-th one kills the process."""
         if self._kind == "any":
             return True
+        if self._kind == "mid-instance":  # not an execution's first episode
+            return fence.history_length > 0
         if not any(isinstance(e, h.ExecutionCompleted) for e in commit.new_events):
             return False
         is_child = commit.state.parent_instance_id is not None
@@ -74,7 +76,7 @@ class SelfKillingStore(SqliteOrchestrationService):
         """Every episode commit counts (also one run on an activity's result and committed
         with it); the chosen one kills the process. A commit refused because the instance
         was busy is not counted: the worker then commits that episode another way."""
-        counted = self._counts(commit)
+        counted = self._counts(fence, commit)
         if counted:
             self._seen += 1
         doomed = counted and self._seen == self._kill_on
@@ -139,6 +141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--activity-ms", type=float, default=0.0, help="how long each activity works"
     )
     parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--max-deliveries", type=int, default=10)
+    parser.add_argument("--episode-budget", type=float, default=5.0, help="seconds")
+    parser.add_argument("--shutdown-grace", type=float, default=2.0, help="seconds")
     return parser.parse_args(argv)
 
 
@@ -165,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     worker = dt.TaskHubWorker(
         store,
         lease_duration=timedelta(seconds=args.lease_seconds),
-        shutdown_grace=timedelta(seconds=2),
+        shutdown_grace=timedelta(seconds=args.shutdown_grace),
+        max_deliveries=args.max_deliveries,
+        episode_budget=timedelta(seconds=args.episode_budget),
     )
     crash_app.register(worker)
 

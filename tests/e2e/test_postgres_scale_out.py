@@ -366,7 +366,7 @@ def test_a_killed_worker_s_instances_are_finished_by_the_others(pg_hub: PgHub) -
             if (e["instance"], e["task_id"]) == (iid, task_id) and e["pid"] != victim.pid
         ]
         assert reruns, (iid, task_id)
-        assert reruns[0]["attempt"] >= 2 and reruns[0]["at"] >= expires, (reruns, expires)
+        assert reruns[0]["delivery"] >= 2 and reruns[0]["at"] >= expires, (reruns, expires)
     shares = pg_hub.shares()
     assert {p.pid for p in survivors} <= set(shares)
     report(

@@ -9,7 +9,6 @@ background, and time is the test's clock.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ import duratask as dt
 from duratask.backends.base import ActivityWorkItem, OrchestrationWorkItem, TaskHubStore
 from duratask.converter import PayloadCodec
 from duratask.worker._activity_runner import run_activity
+from duratask.worker._threads import DaemonThreadPool
 
 LEASE = timedelta(minutes=5)
 
@@ -43,11 +43,11 @@ class Stepper:
         for fn in activities:
             self.worker.add_activity(fn)
         self._codec = PayloadCodec()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="stepper-activity")
+        self._pool = DaemonThreadPool(1, "stepper-activity")
         self.worker._build_runtime()  # episodes without the dispatch loops
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
     async def orchestration_step(self) -> OrchestrationWorkItem | None:
         """Run one episode of the next instance with visible messages; None if there is none."""
@@ -66,8 +66,6 @@ class Stepper:
         if not leased:
             return None
         item = leased[0]
-        result = await run_activity(
-            item, self.worker.registry, self._codec, self._pool, self.clock()
-        )
+        result = await run_activity(item, self.worker.registry, self._codec, self._pool, self.clock)
         await self.store.complete_activity_work_item(item, result)
         return item

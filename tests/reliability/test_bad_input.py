@@ -173,7 +173,8 @@ class Hub:
 
 @pytest.fixture
 async def hub(store_url: str) -> AsyncIterator[Hub]:
-    task_hub = TaskHub(store_url, max_payload_bytes=WORKER_PAYLOAD_LIMIT)
+    # Told to fail what it has not registered, so unknown names fail where they are used.
+    task_hub = TaskHub(store_url, max_payload_bytes=WORKER_PAYLOAD_LIMIT, unknown_work="fail")
     task_hub.register(
         echo,
         waits,

@@ -53,7 +53,9 @@ class TimeSkippingHub:
     (or with :meth:`register`) and drive instances with ``hub.client``. ``start`` is the
     initial virtual time (default: the real time now). ``idle_timeout`` is how many real
     seconds :meth:`advance` and :meth:`wait_until_idle` wait for running work to finish.
-    Other keyword arguments go to :class:`~duratask.TaskHubWorker`.
+    Other keyword arguments go to :class:`~duratask.TaskHubWorker`; its ``unknown_work`` is
+    ``"fail"`` here (the hub's one worker is all there is: an orchestration or activity it
+    has not registered fails at once rather than wait for another worker).
 
     Attributes:
         auto_skip: Whether the client's waits skip virtual time while the hub is idle.
@@ -78,6 +80,7 @@ class TimeSkippingHub:
         self.auto_skip = auto_skip
         self.clock = VirtualClock(start)
         self.store = MemoryOrchestrationService(clock=self.clock)
+        worker_options.setdefault("unknown_work", "fail")
         self.worker = TaskHubWorker(
             self.store,
             clock=self.clock,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -161,6 +161,12 @@ class Dispatcher(Generic[T]):
         self._missed_wake = False
         self._stopping = False
         self.in_flight: set[asyncio.Task[None]] = set()
+        # Items that run alone (see alone()): those waiting for their turn, and the gate
+        # that keeps new items from starting meanwhile.
+        self._alone_waiting: set[asyncio.Task[Any]] = set()
+        self._alone_turn = asyncio.Lock()
+        self._no_one_alone = asyncio.Event()
+        self._no_one_alone.set()
 
     def wake(self) -> None:
         """Start one resting fetcher (or have the next fetch that finds nothing look again)."""
@@ -175,10 +181,44 @@ class Dispatcher(Generic[T]):
             self._resting.popleft().set()
 
     def try_reserve(self) -> Permit[T] | None:
-        """A permit for a free slot, or None (no slot free, or stopping); never waits."""
-        if self._stopping or self._loop is None or not self._slots.try_take():
+        """A permit for a free slot, or None (no slot free, stopping, or an item is to run
+        alone); never waits."""
+        if (
+            self._stopping
+            or self._loop is None
+            or self._alone_waiting
+            or not self._slots.try_take()
+        ):
             return None
         return Permit(self)
+
+    @property
+    def someone_alone(self) -> bool:
+        """Whether an item waits to run alone, or runs alone, now."""
+        return bool(self._alone_waiting)
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        """For the item running in the current task: wait until no other item of this
+        dispatcher runs, then run the block while none starts. Items waiting for their turn
+        to run alone wait one after the other."""
+        me = asyncio.current_task()
+        assert me is not None
+        self._alone_waiting.add(me)
+        self._no_one_alone.clear()
+        try:
+            async with self._alone_turn:
+                while others := [
+                    t for t in self.in_flight if t is not me and t not in self._alone_waiting
+                ]:
+                    # Look again now and then: one of them may come to wait its turn too.
+                    await asyncio.wait(others, timeout=0.05)
+                yield
+        finally:
+            self._alone_waiting.discard(me)
+            if not self._alone_waiting:
+                self._no_one_alone.set()
+                self.wake()
 
     async def reserve(self) -> Permit[T] | None:
         """Wait for a free slot and reserve it (None once the dispatcher is stopping). For
@@ -186,11 +226,15 @@ class Dispatcher(Generic[T]):
         it must not wait while holding one of this dispatcher's own slots."""
         if self._stopping or self._loop is None:
             return None
-        await self._slots.take()
-        if self._stopping:
-            self._slots.give_back()
-            return None
-        return Permit(self)
+        while True:
+            await self._no_one_alone.wait()
+            await self._slots.take()
+            if self._stopping:
+                self._slots.give_back()
+                return None
+            if not self._alone_waiting:
+                return Permit(self)
+            self._slots.give_back()  # an item is to run alone meanwhile: wait for it
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

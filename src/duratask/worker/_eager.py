@@ -15,6 +15,7 @@ the next activity the episode schedules.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +30,7 @@ from duratask.backends.base import (
 )
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.tracing._episode import TRACING
+from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRunner
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._episode import Defer, EpisodeInput, plan_episode
 from duratask.worker._episodes import EpisodeCommitter
@@ -48,8 +50,10 @@ class ActivityResults:
         episodes: EpisodeCommitter,
         orchestrations: Dispatcher[OrchestrationWorkItem],
         clock: Callable[[], datetime],
+        code: OrchestrationCodeRunner,
     ) -> None:
         self._store = store
+        self._code = code
         self._cache = cache
         self._executor = executor
         self._episodes = episodes
@@ -93,8 +97,15 @@ class ActivityResults:
         mark, cursor, state = cached
         source = EpisodeInput(instance_id, state, [], mark.length, result=result)
         try:
-            planned, live_cursor = plan_episode(
-                source, self._executor, self._clock(), cursor=cursor, observer=TRACING
+            planned, live_cursor = await self._code.run(
+                functools.partial(
+                    plan_episode,
+                    source,
+                    self._executor,
+                    self._clock(),
+                    cursor=cursor,
+                    observer=TRACING,
+                )
             )
             if isinstance(planned, Defer):
                 return False
@@ -103,6 +114,14 @@ class ActivityResults:
                 fence, planned, finished=work_item, running=running
             )
         except InstanceBusyError:
+            return False
+        except EpisodeOverBudget:
+            _LOG.warning(
+                "instance %r: its orchestration code ran past the episode budget on an "
+                "activity result; the result is stored for a later episode",
+                instance_id,
+                extra={"event": "duratask.orchestration.over_budget", "instance_id": instance_id},
+            )
             return False
         except LeaseLostError:
             raise

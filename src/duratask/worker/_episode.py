@@ -125,13 +125,14 @@ def deliveries(work_item: OrchestrationWorkItem) -> int:
     return max((m.dequeue_count for m in work_item.messages), default=0)
 
 
-def poison_details(what: str, delivered: int) -> FailureDetails:
-    """Why work was given up after ``delivered`` deliveries."""
+def poison_details(what: str, delivered: int, reason: str | None = None) -> FailureDetails:
+    """Why work was given up after ``delivered`` deliveries (``reason``: what went wrong,
+    when the worker knows; else its worker crashed, hung or failed each time)."""
+    why = reason or "its worker crashed, hung or failed each time"
     return FailureDetails(
         PoisonWorkError.__name__,
-        f"{what} was delivered {delivered} times without completing (its worker crashed, "
-        "hung or failed each time), so it was given up; fix the cause, then rewind the "
-        "instance to run it again",
+        f"{what} was delivered {delivered} times without completing ({why}), so it was "
+        "given up; fix the cause, then rewind the instance to run it again",
         is_non_retriable=True,
     )
 
@@ -300,7 +301,15 @@ class _Episode:
         for task in scheduled.values():
             self.activities.append(
                 ActivityRequest(
-                    self.instance_id, exec_id, task.event_id, task.name, task.version, task.input
+                    self.instance_id,
+                    exec_id,
+                    task.event_id,
+                    task.name,
+                    task.version,
+                    task.input,
+                    task.attempt,
+                    task.timeout,
+                    task.heartbeat_timeout,
                 )
             )
         for timer in timers.values():
@@ -603,7 +612,16 @@ class _Episode:
         if isinstance(action, act.ScheduleTaskAction):
             self.activities.append(
                 ActivityRequest(
-                    self.instance_id, exec_id, action.id, action.name, action.version, action.input
+                    self.instance_id,
+                    exec_id,
+                    action.id,
+                    action.name,
+                    action.version,
+                    action.input,
+                    action.attempt,
+                    action.timeout,
+                    action.heartbeat_timeout,
+                    action.heartbeat_details,
                 )
             )
             return [
@@ -613,6 +631,9 @@ class _Episode:
                     name=action.name,
                     version=action.version,
                     input=action.input,
+                    attempt=action.attempt,
+                    timeout=action.timeout,
+                    heartbeat_timeout=action.heartbeat_timeout,
                 )
             ]
         if isinstance(action, act.CreateTimerAction):

@@ -42,8 +42,11 @@ class EpisodeCommitter:
         owner: str,
         lease: timedelta,
         wake_at: Callable[[datetime, Dispatcher[OrchestrationWorkItem]], None],
+        runs_activities: Callable[[], frozenset[str] | None] = lambda: None,
     ) -> None:
         self._store = store
+        # The activities this worker may lease (None: any): an eager lease takes no others.
+        self._runs_activities = runs_activities
         self._cache = cache
         self._orchestrations = orchestrations
         self._activities = activities
@@ -63,10 +66,16 @@ class EpisodeCommitter:
         commit as made. ``running`` is the slot of the activity whose result the episode
         consumed (``finished``): it goes to the first activity the episode schedules."""
         permits: list[Permit[ActivityWorkItem]] = []
-        if planned.activities:
+        wanted = len(planned.activities)
+        if wanted and (runs := self._runs_activities()) is not None:
+            # The store leases the first activities: stop at the first this worker cannot run.
+            wanted = next(
+                (i for i, a in enumerate(planned.activities) if a.name not in runs), wanted
+            )
+        if wanted:
             if running is not None:
                 permits.append(running.hand_over())
-            while len(permits) < len(planned.activities):
+            while len(permits) < wanted:
                 permit = self._activities.try_reserve()
                 if permit is None:
                     break

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import socket
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from duratask._engine import OrchestrationExecutor
 from duratask._registry import Registry
@@ -24,6 +25,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
     SupportsWakeUps,
     TaskHubStore,
+    WorkFilter,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import LeaseLostError
@@ -32,15 +34,19 @@ from duratask.state import FailureDetails
 from duratask.tracing._activity import traced_activity
 from duratask.tracing._episode import TRACING
 from duratask.worker._activity_runner import run_activity
+from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRunner
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
 from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episode, poison_details
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
+from duratask.worker._presence import Presence
+from duratask.worker._threads import DaemonThreadPool
 
 _LOG = logging.getLogger("duratask.worker")
 _MAX_LEASE = timedelta(minutes=5)
 _ACTIVITY_BATCH = 8  # activities leased by one fetch, at most
+_CODE_THREADS = 2  # one orchestration spinning to its budget does not stall the others
 
 
 def _utc_now() -> datetime:
@@ -73,6 +79,19 @@ class TaskHubWorker:
     make, and should match the clients'. ``clock`` is for tests (see
     :class:`~duratask.testing.VirtualClock`).
 
+    Orchestration code runs on threads of its own, never on the loop that keeps leases
+    alive, and each episode has ``episode_budget`` (5 s by default; None: no limit) to
+    run it: past that, the code is interrupted, the episode is abandoned and counts as a
+    delivery, so an orchestration that never yields ends FAILED as poison, naming the
+    budget, instead of halting the worker.
+
+    ``activity_timeout`` bounds every delivery of an activity whose call sets no
+    ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
+    activities this worker has not registered (by name, and version for orchestrations):
+    ``"wait"`` (the default) leases only what it registered, so that work the worker
+    cannot run waits for one that can (a rolling deploy never fails instances of a new
+    orchestration); ``"fail"`` leases anything and fails what it cannot run at once.
+
     Attributes:
         store: The task hub store the worker runs against (built from the URL if given one).
         registry: The orchestrations and activities registered on the worker.
@@ -94,6 +113,9 @@ class TaskHubWorker:
         shutdown_grace: timedelta = timedelta(seconds=30),
         orchestration_cache_size: int = 1000,
         max_deliveries: int = 10,
+        activity_timeout: timedelta | None = None,
+        unknown_work: Literal["wait", "fail"] = "wait",
+        episode_budget: timedelta | None = timedelta(seconds=5),
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
@@ -115,6 +137,17 @@ class TaskHubWorker:
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         self._max_deliveries = max_deliveries
+        if activity_timeout is not None and activity_timeout <= timedelta(0):
+            raise ValueError("activity_timeout must be positive")
+        self._activity_timeout = activity_timeout
+        if unknown_work not in ("wait", "fail"):
+            raise ValueError(f"unknown_work must be 'wait' or 'fail', not {unknown_work!r}")
+        self._unknown_work = unknown_work
+        self._filter_made: tuple[int, WorkFilter | None] = (-1, None)
+        if episode_budget is not None and episode_budget <= timedelta(0):
+            raise ValueError("episode_budget must be positive")
+        self._episode_budget = episode_budget
+        self._code: OrchestrationCodeRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -148,9 +181,9 @@ class TaskHubWorker:
         self._stop_requested = asyncio.Event()
         await self.store.open()
         orchestrations, activities = self._build_runtime()
-        self._thread_pool = ThreadPoolExecutor(
-            self._activity_threads, thread_name_prefix="duratask-activity"
-        )
+        self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
+        presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
+        await presence.start()
         loops = [
             asyncio.create_task(orchestrations.run()),
             asyncio.create_task(activities.run()),
@@ -165,7 +198,10 @@ class TaskHubWorker:
             await self._stop_requested.wait()
         finally:
             await self._drain(loops)
-            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            self._thread_pool.shutdown()
+            if self._code is not None:
+                self._code.close()
+            await presence.stop()
             await self.store.close()
             _LOG.info(
                 "worker %s stopped",
@@ -173,10 +209,43 @@ class TaskHubWorker:
                 extra={"event": "duratask.worker.stopped", "worker_id": self.worker_id},
             )
 
+    def _work_filter(self) -> WorkFilter | None:
+        """What this worker leases: what it registered (so far: functions registered while
+        it runs count at once), unless it fails unknown work."""
+        if self._unknown_work == "fail":
+            return None
+        generation, made = self._filter_made
+        if generation != self.registry.generation or made is None:
+            made = WorkFilter(
+                orchestrations=self.registry.orchestration_keys,
+                activities=frozenset(self.registry.activity_names),
+            )
+            self._filter_made = (self.registry.generation, made)
+        return made
+
+    def _runs_activities(self) -> frozenset[str] | None:
+        work_filter = self._work_filter()
+        return None if work_filter is None else work_filter.activities
+
+    def _in_flight(self) -> dict[str, int]:
+        return {
+            kind: len(dispatcher.in_flight)
+            for kind, dispatcher in (
+                ("orchestrations", self._orchestrations),
+                ("activities", self._activities),
+            )
+            if dispatcher is not None
+        }
+
     def _build_runtime(
         self,
     ) -> tuple[Dispatcher[OrchestrationWorkItem], Dispatcher[ActivityWorkItem]]:
         """The dispatchers and the episode machinery of one run (no I/O)."""
+        budget = self._episode_budget
+        self._code = OrchestrationCodeRunner(
+            min(_CODE_THREADS, self._max_orchestrations),
+            None if budget is None else budget.total_seconds(),
+        )
         renew_every = self._lease.total_seconds() / 3
         pushes = self.store if isinstance(self.store, SupportsWakeUps) else None
         # When every process is woken by pushes, polling is only the fallback: make it rare,
@@ -193,7 +262,10 @@ class TaskHubWorker:
 
         async def lock_orchestrations(_: int) -> list[OrchestrationWorkItem]:
             item = await self.store.lock_next_orchestration_work_item(
-                self.worker_id, self._lease, self._cache.marks() if self._cache.enabled else None
+                self.worker_id,
+                self._lease,
+                self._cache.marks() if self._cache.enabled else None,
+                self._work_filter(),
             )
             return [] if item is None else [item]
 
@@ -211,7 +283,7 @@ class TaskHubWorker:
         activities: Dispatcher[ActivityWorkItem] = Dispatcher(
             "activity",
             lambda wanted: self.store.lock_next_activity_work_items(
-                self.worker_id, self._lease, wanted
+                self.worker_id, self._lease, wanted, self._work_filter()
             ),
             self._process_activity,
             lambda wi: self.store.renew_activity_work_item(wi, self._lease),
@@ -231,6 +303,7 @@ class TaskHubWorker:
             owner=self.worker_id,
             lease=self._lease,
             wake_at=self._wake_at,
+            runs_activities=self._runs_activities,
         )
         self._results = ActivityResults(
             self.store,
@@ -239,6 +312,7 @@ class TaskHubWorker:
             self._episodes,
             orchestrations,
             self._clock,
+            self._code,
         )
         return orchestrations, activities
 
@@ -326,8 +400,8 @@ class TaskHubWorker:
     async def _process_orchestration(
         self, work_item: OrchestrationWorkItem, _: Permit[OrchestrationWorkItem] | None = None
     ) -> None:
-        episodes = self._episodes
-        assert episodes is not None  # set by run()
+        episodes, code = self._episodes, self._code
+        assert episodes is not None and code is not None  # set by run()
         now = self._clock()
         mark = self._history_mark(work_item)
         cursor = self._cache.take(work_item.instance_id, mark) if mark else None
@@ -337,14 +411,27 @@ class TaskHubWorker:
                 work_item.history = await self.store.get_history(work_item.instance_id)
             poison = self._poison(work_item)
             source = EpisodeInput.of(work_item)
-            planned, live_cursor = plan_episode(
-                source, self._executor, now, cursor=cursor, poison=poison, observer=TRACING
+            planned, live_cursor = await code.run(
+                functools.partial(
+                    plan_episode,
+                    source,
+                    self._executor,
+                    now,
+                    cursor=cursor,
+                    poison=poison,
+                    observer=TRACING,
+                )
             )
             if isinstance(planned, Defer):
                 await self.store.abandon_orchestration_work_item(work_item, planned.retry_at)
                 self._wake_at(planned.retry_at, self._orchestrations)
                 return
             commit = await episodes.commit(work_item.fence(), planned)
+        except asyncio.CancelledError:
+            # Stopping: let another worker have the instance now, not when the lease ends.
+            with contextlib.suppress(Exception):
+                await self.store.abandon_orchestration_work_item(work_item)
+            raise
         except LeaseLostError:
             _LOG.warning(
                 "instance %r: lease lost, the episode was not committed",
@@ -355,6 +442,9 @@ class TaskHubWorker:
                     "work": "orchestration",
                 },
             )
+            return
+        except EpisodeOverBudget:
+            await self._over_budget(work_item, now)
             return
         except Exception:
             _LOG.exception(
@@ -371,6 +461,49 @@ class TaskHubWorker:
             self._wake_at(now + delay, self._orchestrations)
             return
         episodes.after(work_item.instance_id, work_item.history_length, commit, live_cursor)
+
+    async def _over_budget(self, work_item: OrchestrationWorkItem, now: datetime) -> None:
+        """The episode's code ran past its budget: abandon it (a delivery), or, on its last
+        allowed delivery, end the instance FAILED, saying so."""
+        budget = self._episode_budget
+        delivered = deliveries(work_item)
+        _LOG.error(
+            "instance %r: its orchestration code ran past the episode budget of %ss and was "
+            "interrupted (delivery %d of at most %d)",
+            work_item.instance_id,
+            budget.total_seconds() if budget else None,
+            delivered,
+            self._max_deliveries,
+            extra={
+                "event": "duratask.orchestration.over_budget",
+                "instance_id": work_item.instance_id,
+                "deliveries": delivered,
+            },
+        )
+        if delivered < self._max_deliveries:
+            delay = timedelta(seconds=min(60, 2 ** (delivered - 1)))
+            await self.store.abandon_orchestration_work_item(work_item, now + delay)
+            self._wake_at(now + delay, self._orchestrations)
+            return
+        what = f"the work of orchestration instance {work_item.instance_id!r}"
+        reason = (
+            f"its orchestration code ran past the episode budget ({budget}) each time: "
+            "code that never yields (an endless loop) or computes too long in one step"
+        )
+        if work_item.history_loaded is False:
+            work_item.history = await self.store.get_history(work_item.instance_id)
+        planned, _ = plan_episode(
+            EpisodeInput.of(work_item),
+            self._executor,
+            now,
+            poison=poison_details(what, delivered, reason),
+        )
+        assert self._episodes is not None
+        if not isinstance(planned, Defer):
+            try:
+                await self._episodes.commit(work_item.fence(), planned)
+            except LeaseLostError:
+                return
 
     @staticmethod
     def _history_mark(work_item: OrchestrationWorkItem) -> HistoryMark | None:
@@ -406,18 +539,28 @@ class TaskHubWorker:
     async def _process_activity(
         self, work_item: ActivityWorkItem, running: Permit[ActivityWorkItem] | None = None
     ) -> None:
-        results = self._results
-        assert results is not None  # set by run()
-        if work_item.dequeue_count > self._max_deliveries:
-            result = self._give_up_activity(work_item)
-        else:
-            result = await traced_activity(
-                work_item,
-                self.store,
-                lambda: run_activity(
-                    work_item, self.registry, self._codec, self._thread_pool, self._clock()
-                ),
-            )
+        results, activities = self._results, self._activities
+        assert results is not None and activities is not None  # set by run()
+        try:
+            if work_item.dequeue_count > self._max_deliveries:
+                result = self._give_up_activity(work_item)
+            elif work_item.dequeue_count > 1:
+                # Delivered before and never finished: its worker may have died running it.
+                # It runs alone, so that if it kills this worker too, no other activity
+                # is charged a delivery for it; one at a time, and none waits its turn
+                # here (where the death of the one before would charge it too).
+                if activities.someone_alone:
+                    await self.store.abandon_activity_work_item(work_item)
+                    return
+                async with activities.alone():
+                    result = await self._run_activity(work_item)
+            else:
+                result = await self._run_activity(work_item)
+        except asyncio.CancelledError:
+            # Stopping: hand it back unrun (not a delivery) for another worker to take now.
+            with contextlib.suppress(Exception):
+                await self.store.abandon_activity_work_item(work_item)
+            raise
         try:
             await results.deliver(work_item, result, running)
         except LeaseLostError:
@@ -433,6 +576,24 @@ class TaskHubWorker:
                     "task_id": work_item.request.task_id,
                 },
             )
+
+    async def _run_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
+        return await traced_activity(
+            work_item,
+            self.store,
+            lambda: run_activity(
+                work_item,
+                self.registry,
+                self._codec,
+                self._thread_pool,
+                self._clock,
+                default_timeout=self._activity_timeout,
+                write_heartbeat=functools.partial(self._heartbeat, work_item),
+            ),
+        )
+
+    async def _heartbeat(self, work_item: ActivityWorkItem, details: str | None) -> None:
+        await self.store.record_activity_heartbeat(work_item, details, self._lease)
 
     def _give_up_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         request = work_item.request
