@@ -22,6 +22,7 @@ from typing import Any, Self
 from duratask._portal import Portal
 from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
+from duratask._waiting import connected, why_waiting
 from duratask.backends import open_store
 from duratask.backends.base import (
     TERMINAL_STATUSES,
@@ -31,6 +32,7 @@ from duratask.backends.base import (
     PurgeFilter,
     QueryPage,
     SupportsWakeUps,
+    WorkerInfo,
     decode_continuation_token,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, check_text
@@ -493,6 +495,27 @@ class AsyncTaskHubClient:
         counts = await store.count_instances(query)
         return {status: counts.get(status, 0) for status in OrchestrationStatus}
 
+    async def list_workers(self, *, connected_only: bool = False) -> list[WorkerInfo]:
+        """The workers that reported themselves to the hub, most recently heard from first;
+        with ``connected_only``, only those heard from in the last 30 seconds (a running
+        worker reports every 5)."""
+        store = await self._ready()
+        workers = await store.list_workers()
+        return connected(workers, self._now()) if connected_only else workers
+
+    async def why_waiting(self, state: OrchestrationState) -> str | None:
+        """Why the instance cannot move on, if no connected worker has registered what it
+        waits for: its orchestration (name and version) or an activity it awaits. None
+        when some worker can run it (or it has finished)."""
+        if state.runtime_status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
+            return None
+        store = await self._ready()
+        workers = connected(await store.list_workers(), self._now())
+        history = None
+        if state.runtime_status is OrchestrationStatus.RUNNING:
+            history = await store.get_history(state.instance_id)
+        return why_waiting(state, history, workers)
+
     # -- waiting -----------------------------------------------------------------------
 
     async def wait_for_orchestration_start(
@@ -857,6 +880,14 @@ class TaskHubClient:
             created_from=created_from,
             created_to=created_to,
         )
+
+    def list_workers(self, *, connected_only: bool = False) -> list[WorkerInfo]:
+        """See :meth:`AsyncTaskHubClient.list_workers`."""
+        return self._portal.call(self._client.list_workers, connected_only=connected_only)
+
+    def why_waiting(self, state: OrchestrationState) -> str | None:
+        """See :meth:`AsyncTaskHubClient.why_waiting`."""
+        return self._portal.call(self._client.why_waiting, state)
 
     def wait_for_orchestration_start(
         self, instance_id: str, timeout: float | timedelta = 60

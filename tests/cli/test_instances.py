@@ -30,6 +30,7 @@ STATE_KEYS = {
     "failure_details",
     "parent_instance_id",
     "scheduled_start_at",
+    "waiting",
 }
 
 
@@ -296,3 +297,18 @@ def test_history_of_a_pending_instance(idle_cli: Cli) -> None:
     iid = idle_cli.start("greet", "x")
     assert "no history yet" in idle_cli.run("history", iid).stdout
     assert idle_cli.run("history", iid, "-o", "json").stdout == "[]\n"
+
+
+def test_status_and_list_say_when_no_connected_worker_registered_the_orchestration(
+    cli: Cli,
+) -> None:
+    cli.start("nobody_runs_this", None, "--id", "orphan")
+    reason = "no connected worker has registered orchestration 'nobody_runs_this'"
+    assert reason in cli.run("status", "orphan").stdout
+    assert reason in cli.json("status", "orphan")["waiting"]
+    listing = cli.run("list").stdout
+    assert f"1 PENDING instance(s) shown: {reason}" in listing
+    (shown,) = cli.json("list")["instances"]
+    assert reason in shown["waiting"]
+    greeted = cli.start("greet", "ada", "--id", "greeted")
+    assert cli.wait(greeted)["waiting"] is None

@@ -11,6 +11,7 @@ import httpx
 import markupsafe
 
 import duratask as dt
+from tests.conformance.e2e_hub import wait_until
 from tests.dashboard import workflows
 from tests.dashboard.conftest import Hub
 
@@ -228,3 +229,19 @@ async def test_scheduled_instance_shows_its_start_time(hub: Hub, web: httpx.Asyn
     page = (await web.get(f"/instances/{iid}")).text
     assert "Scheduled start" in page and 'id="runtime-status">PENDING<' in page
     assert "No history yet" in page and "<svg" not in page
+
+
+async def test_an_instance_no_connected_worker_can_run_says_so(
+    hub: Hub, web: httpx.AsyncClient
+) -> None:
+    async def registered() -> bool:
+        return bool(await hub.client.list_workers(connected_only=True))
+
+    await wait_until(registered, what="the worker's row")
+    iid = await hub.client.schedule_new_orchestration("nobody_runs_this", instance_id="orphan")
+    page = (await web.get(f"/instances/{iid}")).text
+    assert "Waiting for a worker: no connected worker has registered orchestration" in page
+    body = (await web.get(f"/api/instances/{iid}")).json()
+    assert "'nobody_runs_this'" in body["waiting"]
+    done = await hub.finish(workflows.echo, "x")
+    assert (await web.get(f"/api/instances/{done.instance_id}")).json()["waiting"] is None

@@ -138,17 +138,19 @@ def status(
     if timeout is not None and not wait:
         raise usage_error("--timeout applies only with --wait")
 
-    async def fetch(client: AsyncTaskHubClient) -> OrchestrationState:
+    async def fetch(client: AsyncTaskHubClient) -> tuple[OrchestrationState, str | None]:
         if wait:
             limit = _FOREVER if timeout is None else timeout
-            return await client.wait_for_orchestration_completion(instance_id, timeout=limit)
-        return await require_state(client, instance_id)
+            state = await client.wait_for_orchestration_completion(instance_id, timeout=limit)
+        else:
+            state = await require_state(client, instance_id)
+        return state, await client.why_waiting(state)
 
-    state = with_client(store, fetch)
+    state, waiting = with_client(store, fetch)
     if output == JSON:
-        print_json(state_to_json(state))
+        print_json({**state_to_json(state), "waiting": waiting})
     else:
-        render_state(state)
+        render_state(state, waiting)
     if wait and state.runtime_status is not OrchestrationStatus.COMPLETED:
         ctx.exit(ExitCode.INSTANCE_FAILED)
 

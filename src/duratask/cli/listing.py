@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from duratask._waiting import why_waiting
 from duratask.cli.options import JSON, output_option, store_option
 from duratask.cli.parsing import parse_statuses, parse_time
 from duratask.cli.render import print_json, render_states, state_to_json
@@ -67,7 +68,7 @@ def list_instances(
     if output == JSON:
         print_json(listing.to_json())
     else:
-        render_states(listing.states, listing.summary())
+        render_states(listing.states, listing.summary(), listing.notes())
 
 
 class _Listing:
@@ -78,10 +79,19 @@ class _Listing:
         states: list[OrchestrationState],
         more: bool,
         counts: dict[OrchestrationStatus, int] | None,
+        waiting: dict[str, str],
     ) -> None:
         self.states = states
         self.more = more
         self.counts = counts
+        self.waiting = waiting  # instance id -> why no connected worker can start it
+
+    def notes(self) -> list[str]:
+        """One line per distinct reason PENDING instances shown wait for a worker."""
+        reasons: dict[str, int] = {}
+        for reason in self.waiting.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return [f"{n} PENDING instance(s) shown: {reason}" for reason, n in reasons.items()]
 
     @property
     def total(self) -> int | None:
@@ -98,7 +108,10 @@ class _Listing:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "instances": [state_to_json(s) for s in self.states],
+            "instances": [
+                {**state_to_json(s), "waiting": self.waiting.get(s.instance_id)}
+                for s in self.states
+            ],
             "shown": len(self.states),
             "total": self.total,
             "counts": None if self.counts is None else {s.value: n for s, n in self.counts.items()},
@@ -143,4 +156,12 @@ async def _query(
         )
         counts = {s: all_counts.get(s, 0) for s in (statuses or list(OrchestrationStatus))}
     more = token is not None if counts is None else len(states) < sum(counts.values())
-    return _Listing(states, more, counts)
+    waiting: dict[str, str] = {}
+    if any(s.runtime_status is OrchestrationStatus.PENDING for s in states):
+        workers = await client.list_workers(connected_only=True)
+        for state in states:
+            if state.runtime_status is OrchestrationStatus.PENDING:
+                reason = why_waiting(state, None, workers)
+                if reason is not None:
+                    waiting[state.instance_id] = reason
+    return _Listing(states, more, counts, waiting)

@@ -127,8 +127,8 @@ def _pretty_payload(text: str | None) -> str:
     return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
 
 
-def render_state(state: OrchestrationState) -> None:
-    """One instance as a two-column table of fields."""
+def render_state(state: OrchestrationState, waiting: str | None = None) -> None:
+    """One instance as a two-column table of fields (``waiting``: why no worker runs it)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -137,6 +137,7 @@ def render_state(state: OrchestrationState) -> None:
         ("Name", state.name),
         ("Version", state.version or ""),
         ("Status", status_text(state.runtime_status)),
+        ("Waiting", Text(waiting, style="yellow") if waiting else ""),
         ("Created", format_time(state.created_at)),
         ("Last updated", format_time(state.last_updated_at)),
         ("Completed", format_time(state.completed_at)),
@@ -157,8 +158,10 @@ def render_state(state: OrchestrationState) -> None:
     console().print(table)
 
 
-def render_states(states: Sequence[OrchestrationState], summary: str) -> None:
-    """Instances as a table, then a summary line."""
+def render_states(
+    states: Sequence[OrchestrationState], summary: str, notes: Sequence[str] = ()
+) -> None:
+    """Instances as a table, then a summary line and any notes."""
     out = console()
     if states:
         versions = any(s.version for s in states)
@@ -182,6 +185,8 @@ def render_states(states: Sequence[OrchestrationState], summary: str) -> None:
             table.add_row(*cells)
         out.print(table)
     out.print(summary)
+    for note in notes:
+        out.print(Text(note, style="yellow"))
 
 
 def render_timeline(state: OrchestrationState, rows: Sequence[TimelineRow]) -> None:

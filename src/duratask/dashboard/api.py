@@ -124,6 +124,7 @@ async def get_instance(call: ApiCall) -> Response:
     instance_id = call.args.required_text("instance_id")
     state = await operations.require_state(call.client, instance_id)
     body = status_json(state, show_input=call.args.flag("showInput"))
+    body["waiting"] = await call.client.why_waiting(state)
     if call.args.flag("showHistory"):
         history = await call.client.get_orchestration_history(instance_id)
         body["historyEvents"] = [event_export_dict(event) for event in history]

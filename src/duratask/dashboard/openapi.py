@@ -94,6 +94,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "items": {"$ref": "#/components/schemas/HistoryEvent"},
                 "description": "The current execution's history; only with showHistory=true.",
             },
+            "waiting": {
+                **_NULLABLE_STRING,
+                "description": (
+                    "Why no connected worker can move the instance on (none registered its "
+                    "orchestration, its version or an activity it awaits); only on "
+                    "GET /api/instances/{instanceId}, null when some worker can."
+                ),
+            },
         },
     },
     "ManagementUrls": {

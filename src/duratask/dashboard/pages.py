@@ -327,6 +327,7 @@ class Pages:
             children = await self.client.query_orchestrations(
                 parent_instance_id=instance_id, page_size=MAX_CHILDREN
             )
+            waiting = await self.client.why_waiting(state)
         except Exception as exc:
             error = from_exception(exc)
             if error is None:
@@ -337,6 +338,7 @@ class Pages:
         context = {
             "state": state,
             "status": state.runtime_status,
+            "waiting": waiting,
             "rows": history_rows(events[:MAX_HISTORY_ROWS]),
             "hidden_rows": max(0, len(events) - MAX_HISTORY_ROWS),
             "chart": chart,

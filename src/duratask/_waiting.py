@@ -1,0 +1,63 @@
+"""Why an instance waits: whether any connected worker registered what it needs next.
+
+A worker reports itself every few seconds (see ``worker/_presence.py``); one not heard from
+for :data:`CONNECTED_WITHIN` counts as gone. An instance that waits to start (PENDING) needs
+a worker that registered its orchestration (name and version); a running one also needs,
+for each activity it waits for, a worker that registered that activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from duratask.backends.base import WorkerInfo
+from duratask.history import HistoryEvent, TaskCompleted, TaskFailed, TaskScheduled
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+CONNECTED_WITHIN = timedelta(seconds=30)
+_WAITING = (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING)
+
+
+def connected(workers: Iterable[WorkerInfo], now: datetime) -> list[WorkerInfo]:
+    """The workers heard from within :data:`CONNECTED_WITHIN` of ``now``."""
+    return [w for w in workers if now - w.heartbeat_at <= CONNECTED_WITHIN]
+
+
+def awaited_activities(history: Sequence[HistoryEvent]) -> list[str]:
+    """The names of the activities the execution scheduled and has no result for yet."""
+    pending: dict[int, str] = {}
+    for event in history:
+        if isinstance(event, TaskScheduled):
+            pending[event.event_id] = event.name
+        elif isinstance(event, TaskCompleted | TaskFailed):
+            pending.pop(event.task_scheduled_id, None)
+    return sorted(set(pending.values()))
+
+
+def orchestration_label(name: str, version: str | None) -> str:
+    return f"{name!r}" if version is None else f"{name!r} version {version!r}"
+
+
+def why_waiting(
+    state: OrchestrationState,
+    history: Sequence[HistoryEvent] | None,
+    workers: Sequence[WorkerInfo],
+) -> str | None:
+    """What no connected worker (``workers``) registered that the instance waits for, as a
+    sentence; None when it waits for nothing of the kind (or has finished)."""
+    if state.runtime_status not in _WAITING:
+        return None
+    missing = []
+    if not any(w.runs_orchestration(state.name, state.version) for w in workers):
+        missing.append(f"orchestration {orchestration_label(state.name, state.version)}")
+    if state.runtime_status is OrchestrationStatus.RUNNING and history is not None:
+        for activity in awaited_activities(history):
+            if not any(w.runs_activity(activity) for w in workers):
+                missing.append(f"activity {activity!r}")
+    if not missing:
+        return None
+    return (
+        f"no connected worker has registered {' or '.join(missing)} "
+        f"({len(workers)} worker(s) connected); it waits until one does"
+    )
