@@ -7,7 +7,9 @@ outside: past it, it raises :class:`EpisodeOverBudget` inside the episode's thre
 ``KeyboardInterrupt`` reaches a thread, checked between bytecodes), again and again until
 the episode ends, so ``except Exception`` in orchestration code cannot swallow it. Code
 blocked inside one long call into C (a ``time.sleep``, a huge regular expression) is
-stopped only when that call returns.
+stopped only when that call returns. Code in the middle of an import is not interrupted
+until the import is done: an import cut short can leave a module half initialised for the
+whole process, and so hurt other episodes.
 
 A hand-off costs a thread switch (tens of microseconds); the threads are daemons, so a
 spinning episode never keeps the process alive.
@@ -20,6 +22,7 @@ import contextvars
 import ctypes
 import itertools
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +66,16 @@ def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
     )
 
 
+def _importing(thread_id: int) -> bool:
+    """Whether ``thread_id`` is running an import (its stack passes through importlib)."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if future.done():  # cancelled meanwhile: nobody waits for it
         return
@@ -98,8 +111,7 @@ class OrchestrationCodeRunner:
         if it ran past the budget."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        deadline = None if self.budget is None else time.monotonic() + self.budget
-        job = _Job(fn, args, future, loop, deadline)
+        job = _Job(fn, args, future, loop, None)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the orchestration code runner is closed")
@@ -155,6 +167,8 @@ class OrchestrationCodeRunner:
     def _begin(self, job: _Job, me: int) -> None:
         with self._lock:
             job.thread_id = me
+            if self.budget is not None:  # the budget counts from here, not while queued
+                job.deadline = time.monotonic() + self.budget
             self._running.add(job)
             self._changed.notify()
 
@@ -177,7 +191,8 @@ class OrchestrationCodeRunner:
                     if job.returned:
                         continue
                     if now >= job.deadline:
-                        _raise_in(job.thread_id, EpisodeOverBudget)
+                        if not _importing(job.thread_id):
+                            _raise_in(job.thread_id, EpisodeOverBudget)
                         job.deadline = now + _RAISE_AGAIN_EVERY
                     left = job.deadline - now
                     wait = left if wait is None else min(wait, left)
