@@ -66,6 +66,15 @@ def step(ctx: dt.ActivityContext, x: int) -> int:
     return (x * 31 + 7) % 1_000_003
 
 
+def kill_worker(ctx: dt.ActivityContext, n: int) -> int:
+    """Poison: takes its worker process down with it (exit code :data:`POISON_EXIT`), every time."""
+    _record(ctx)
+    os._exit(POISON_EXIT)
+
+
+POISON_EXIT = 3
+
+
 # -- inputs ---------------------------------------------------------------------------------------
 @dataclass
 class Chain:
@@ -196,10 +205,31 @@ async def mixed(ctx: dt.OrchestrationContext, spec: Mixed) -> dict[str, Any]:
     return {"values": values, "sub": sub, "go": go, "last": last}
 
 
-ORCHESTRATIONS = (chain, fan, timers, child, family, waiter, mixed)
+async def calls_a_killer(ctx: dt.OrchestrationContext, n: int) -> int:
+    """Poison: its one activity kills whichever worker runs it."""
+    return int(await ctx.call_activity(kill_worker, input=n))
+
+
+def _burn(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def spins(ctx: dt.OrchestrationContext, _: Any) -> None:
+    """Poison: orchestration code that never yields (and swallows what it can)."""
+    while True:
+        try:
+            _burn(3600)
+        except Exception:
+            continue
+
+
+ORCHESTRATIONS = (chain, fan, timers, child, family, waiter, mixed, calls_a_killer, spins)
 
 
 def register(worker: dt.TaskHubWorker) -> None:
     for orchestration in ORCHESTRATIONS:
         worker.add_orchestration(orchestration)
     worker.add_activity(step)
+    worker.add_activity(kill_worker)

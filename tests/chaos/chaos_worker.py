@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-seconds", type=float, default=1.0)
     parser.add_argument("--activity-ms", type=float, default=0.0, help="work per activity")
     parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument("--max-deliveries", type=int, default=10)
+    parser.add_argument("--episode-budget", type=float, default=5.0, help="seconds")
     return parser.parse_args(argv)
 
 
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         args.store,
         lease_duration=timedelta(seconds=args.lease_seconds),
         shutdown_grace=timedelta(seconds=2),
+        max_deliveries=args.max_deliveries,
+        episode_budget=timedelta(seconds=args.episode_budget),
     )
     chaos_app.register(worker)
 

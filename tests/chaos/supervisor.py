@@ -5,6 +5,9 @@ event loop. :meth:`Supervisor.run_chaos` is the fault schedule: after a random p
 SIGKILLs a random worker and starts a replacement, until told to stop. A worker that exits
 without being killed fails the test (its log is in the error). :meth:`Supervisor.cleanup`
 kills whatever is still running; the fixtures call it however the test ends.
+
+A worker that exits with ``poison_exit`` was taken down by a poison activity on purpose: it
+is counted in ``poison_deaths`` and replaced, not a failure.
 """
 
 from __future__ import annotations
@@ -69,8 +72,12 @@ class Supervisor:
     activity_ms: float = 0.0
     kill_interval: tuple[float, float] = (0.5, 2.0)
     workers: list[Worker] = field(default_factory=list)
+    max_deliveries: int = 10
+    episode_budget: float = 5.0
+    poison_exit: int | None = None
     kills: int = 0
     kills_before_ready: int = 0
+    poison_deaths: int = 0
 
     # -- one worker ---------------------------------------------------------------------------
     async def start_worker(self) -> Worker:
@@ -87,6 +94,10 @@ class Supervisor:
             str(self.lease_seconds),
             "--activity-ms",
             str(self.activity_ms),
+            "--max-deliveries",
+            str(self.max_deliveries),
+            "--episode-budget",
+            str(self.episode_budget),
         ]
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -115,6 +126,9 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.send_signal(signal.SIGKILL)
         code = await asyncio.wait_for(worker.proc.wait(), timeout=EXIT_TIMEOUT)
+        if self._poisoned(worker):  # poison got there first
+            self.poison_deaths += 1
+            return
         if code != -signal.SIGKILL:
             raise WorkerDied(f"{self._died(worker)}\n(it exited before the SIGKILL landed)")
         self.kills += 1
@@ -124,10 +138,21 @@ class Supervisor:
         return [w for w in self.workers if w.running]
 
     def check(self) -> None:
-        """Fail if a worker exited on its own."""
+        """Fail if a worker exited on its own, other than by poison."""
         for worker in self.workers:
-            if not worker.running and not worker.killed:
+            if not worker.running and not worker.killed and not self._poisoned(worker):
                 raise WorkerDied(self._died(worker))
+
+    def _poisoned(self, worker: Worker) -> bool:
+        return self.poison_exit is not None and worker.proc.returncode == self.poison_exit
+
+    async def replace_poisoned(self) -> None:
+        """Start a replacement for each worker that poison took down since the last call."""
+        for worker in list(self.workers):
+            if not worker.running and not worker.killed and self._poisoned(worker):
+                worker.killed = True  # accounted for
+                self.poison_deaths += 1
+                await self.start_worker()
 
     async def start(self, count: int) -> None:
         """Start ``count`` workers and wait until all of them process work."""
@@ -139,11 +164,17 @@ class Supervisor:
         """Until ``stop`` is set: after a random pause, SIGKILL a random live worker and start
         a replacement (the victim may be a replacement still starting up)."""
         low, high = self.kill_interval
-        while not await pause(stop, self.rng.uniform(low, high)):
+        next_kill = time.monotonic() + self.rng.uniform(low, high)
+        while not await pause(stop, min(0.1, max(0.0, next_kill - time.monotonic()))):
+            await self.replace_poisoned()
             self.check()
+            if time.monotonic() < next_kill:
+                continue
+            next_kill = time.monotonic() + self.rng.uniform(low, high)
             victim = self.rng.choice(self.alive())
             await self.kill(victim)
             await self.start_worker()
+        await self.replace_poisoned()
         self.check()
 
     async def stop_all(self) -> None:

@@ -18,6 +18,14 @@ lease left) and the workers stop cleanly. Then:
 - ``duratask.integrity.scan_hub`` finds no problem and checks every instance;
 - every scheduled activity ran at least once, and nothing else ran (the run log).
 
+The workload carries a poison mix: ``KILLERS`` instances call an activity that kills its
+worker (exit code 3) every time it runs, and one orchestration spins without ever yielding.
+Workers run with ``max_deliveries=MAX_DELIVERIES`` and a 1 s episode budget. Each killer
+instance must end FAILED with ``PoisonWorkError`` naming its activity, its activity having run
+at most ``MAX_DELIVERIES`` times; the spinner FAILED as poison (naming the episode budget,
+unless random kills of the workers holding it used up its deliveries first); and every other
+instance completes as above: poison never takes a bystander with it.
+
 The figures go to the terminal summary and to ``tests/chaos/results/``.
 """
 
@@ -57,6 +65,57 @@ SCHEDULE_CHUNK = 5
 CHUNK_GAP = (0.25, 0.75)  # about ten new instances a second
 DRAIN_TIMEOUT = 30.0
 POLL = 0.1
+KILLERS = 2
+MAX_DELIVERIES = 10  # the worker's default
+EPISODE_BUDGET = 1.0
+
+
+@dataclass(frozen=True)
+class Poison:
+    """The poison instances: what each must fail with."""
+
+    killers: tuple[str, ...] = tuple(f"poison-killer-{k}" for k in range(KILLERS))
+    spinner: str = "poison-spinner"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (*self.killers, self.spinner)
+
+
+POISON = Poison()
+
+
+async def start_poison(client: dt.AsyncTaskHubClient) -> None:
+    for k, iid in enumerate(POISON.killers):
+        await client.schedule_new_orchestration(chaos_app.calls_a_killer, input=k, instance_id=iid)
+    await client.schedule_new_orchestration(chaos_app.spins, instance_id=POISON.spinner)
+
+
+async def check_poison(
+    client: dt.AsyncTaskHubClient, workdir: Path
+) -> tuple[list[str], dict[str, Any]]:
+    """What is wrong with how the poison instances ended, and some figures."""
+    problems = []
+    figures: dict[str, Any] = {}
+    runs = Counter(r["instance"] for r in activity_runs(workdir))
+    for iid in POISON.ids:
+        state = await client.get_orchestration_state(iid)
+        if state is None or state.runtime_status is not dt.OrchestrationStatus.FAILED:
+            status = state.runtime_status.value if state else "missing"
+            problems.append(f"{iid}: {status}, expected FAILED as poison")
+            continue
+        reason = str(state.failure_details)
+        if iid == POISON.spinner:
+            wanted = ["PoisonWorkError"]
+            figures["spinner_stopped_by"] = "budget" if "episode budget" in reason else "kills"
+        else:
+            wanted = ["PoisonWorkError", "'kill_worker' was delivered"]
+        if not all(w in reason for w in wanted):
+            problems.append(f"{iid}: failed with {reason[:300]!r}, expected {wanted}")
+        if iid != POISON.spinner and not 1 <= runs[iid] <= MAX_DELIVERIES:
+            problems.append(f"{iid}: its killer activity ran {runs[iid]} times")
+    figures["killer_runs"] = [runs[iid] for iid in POISON.killers]
+    return problems, figures
 
 
 @dataclass
@@ -101,7 +160,9 @@ async def drive(
     began: float,
     log: ClientLog,
 ) -> None:
-    """Start the workload in chunks, raise its events, and wait until all of it finished."""
+    """Start the poison and the workload in chunks, raise the workload's events, and wait
+    until all of it finished."""
+    await start_poison(client)
     async with asyncio.TaskGroup() as raising:
         for start in range(0, len(items), SCHEDULE_CHUNK):
             for item in items[start : start + SCHEDULE_CHUNK]:
@@ -112,10 +173,10 @@ async def drive(
                     raising.create_task(raise_event(client, item.instance_id, event, stop, log))
             await pause(stop, rng.uniform(*CHUNK_GAP))
         log.scheduled_by = time.monotonic() - began
-    for item in items:
+    for iid in [*POISON.ids, *(item.instance_id for item in items)]:
         remaining = max(0.1, deadline - time.monotonic())
         try:
-            await client.wait_for_orchestration_completion(item.instance_id, timeout=remaining)
+            await client.wait_for_orchestration_completion(iid, timeout=remaining)
         except dt.OrchestrationWaitTimeoutError:
             log.problems.append(await describe_unfinished(client, items))
             return
@@ -223,8 +284,9 @@ async def check_run(
         iid
         for (iid,) in await asyncio.to_thread(target.rows, "SELECT instance_id FROM {t}instances")
     }
-    if stored != set(expected):
-        extra, missing = sorted(stored - set(expected)), sorted(set(expected) - stored)
+    if stored != {*expected, *POISON.ids}:
+        extra = sorted(stored - {*expected, *POISON.ids})
+        missing = sorted({*expected, *POISON.ids} - stored)
         found.invalid.append(f"instances: unexpected {extra[:10]}, missing {missing[:10]}")
     numbers = await asyncio.to_thread(target.sequence_numbers)
     for iid, events in histories.items():
@@ -237,7 +299,7 @@ async def check_run(
         for e in events
         if isinstance(e, h.TaskScheduled)
     }
-    runs = activity_runs(workdir)
+    runs = [r for r in activity_runs(workdir) if r["instance"] not in POISON.ids]
     ran = Counter((r["instance"], r["task_id"]) for r in runs)
     for never_ran in sorted(scheduled - set(ran)):
         found.lost.append(f"activity {never_ran} never ran")
@@ -247,7 +309,7 @@ async def check_run(
     wanted = sum(item.activities for item in items)
     if len(scheduled) != wanted:
         found.invalid.append(f"{len(scheduled)} activities scheduled, the workload has {wanted}")
-    integrity = await hub_integrity(client, len(expected))
+    integrity = await hub_integrity(client, len(expected) + len(POISON.ids))
     found.invalid.extend(integrity or [])
     figures = {
         "integrity_check": "unavailable" if integrity is None else "done",
@@ -273,6 +335,9 @@ async def test_random_kills_under_a_mixed_workload(
         random.Random(rng.random()),
         lease_seconds=LEASE_SECONDS,
         activity_ms=ACTIVITY_MS,
+        max_deliveries=MAX_DELIVERIES,
+        episode_budget=EPISODE_BUDGET,
+        poison_exit=chaos_app.POISON_EXIT,
     )
     supervisors.append(supervisor)
     client_rng = random.Random(rng.random())
@@ -301,12 +366,17 @@ async def test_random_kills_under_a_mixed_workload(
         await wait_for_drain(target, supervisor, time.monotonic() + DRAIN_TIMEOUT)
         await supervisor.stop_all()
         found, run_figures = await check_run(client, target, items, tmp_path)
+        poison_problems, poison_figures = await check_poison(client, tmp_path)
+        found.invalid.extend(poison_problems)
 
     figures = {
         "instances": count,
         "sub_orchestrations": sum(len(item.children) for item in items),
         "kills": supervisor.kills,
         "kills_before_ready": supervisor.kills_before_ready,
+        "poison_instances": len(POISON.ids),
+        "worker_deaths_by_poison": supervisor.poison_deaths,
+        **poison_figures,
         "worker_startup_s": "{:.2f}/{:.2f}".format(*median_and_max(supervisor.startup_seconds())),
         **run_figures,
         "events_raised": log.raised,
@@ -330,4 +400,5 @@ async def test_random_kills_under_a_mixed_workload(
     publish(f"chaos[{target.kind}]", figures, details)
     assert not problems, f"seed={seed}: {len(problems)} problems:\n" + "\n".join(problems[:30])
     assert supervisor.kills >= 1, "no worker was killed during the run"
+    assert supervisor.poison_deaths >= 1, "no worker was taken down by the poison activity"
     assert run_figures["worker_pids_running_activities"] >= 2, "the work was not shared"
