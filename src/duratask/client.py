@@ -24,16 +24,18 @@ from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
 from duratask._waiting import connected, why_waiting
 from duratask.backends import open_store
+from duratask.backends._paging import resume_after
 from duratask.backends.base import (
     TERMINAL_STATUSES,
+    BacklogEntry,
     InstanceQuery,
+    InstanceSort,
     OrchestrationMessage,
     OrchestrationServiceClient,
     PurgeFilter,
     QueryPage,
     SupportsWakeUps,
     WorkerInfo,
-    decode_continuation_token,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, check_text
 from duratask.errors import (
@@ -151,19 +153,8 @@ def _to_utc(value: datetime, what: str) -> datetime:
 
 
 def _checked_token(token: str | None) -> str | None:
-    """A continuation token the stores can resume from; ValueError naming what is wrong."""
-    if token is None:
-        return None
-    if not isinstance(token, str):
+    if token is not None and not isinstance(token, str):
         raise TypeError(f"continuation_token must be a str, not {type(token).__qualname__}")
-    created_at, _ = decode_continuation_token(token)
-    try:
-        (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
-        raise ValueError(
-            f"malformed continuation token {token!r}: its time {created_at.isoformat()} is "
-            "out of range (pass back the token a page returned)"
-        ) from None
     return token
 
 
@@ -235,13 +226,17 @@ def build_query(
     page_size: int,
     continuation_token: str | None,
     parent_instance_id: str | None = None,
+    sort: InstanceSort | str = InstanceSort.CREATED,
+    descending: bool = False,
+    top_level_only: bool = False,
+    custom_status_contains: str | None = None,
 ) -> InstanceQuery:
     """Validate query arguments and build the store query."""
     if not isinstance(page_size, int) or isinstance(page_size, bool):
         raise TypeError(f"page_size must be an int, not {type(page_size).__qualname__}")
     if not 1 <= page_size <= MAX_QUERY_PAGE_SIZE:
         raise ValueError(f"page_size must be between 1 and {MAX_QUERY_PAGE_SIZE}, got {page_size}")
-    return InstanceQuery(
+    query = InstanceQuery(
         statuses=_statuses(statuses) if statuses is not None else None,
         created_from=_aware_utc(created_from, "created_from"),
         created_to=_aware_utc(created_to, "created_to"),
@@ -250,7 +245,21 @@ def build_query(
         parent_instance_id=parent_instance_id,
         page_size=page_size,
         continuation_token=_checked_token(continuation_token),
+        sort=_sort(sort),
+        descending=bool(descending),
+        top_level_only=bool(top_level_only),
+        custom_status_contains=custom_status_contains or None,
     )
+    resume_after(query)  # a malformed token, or one of another order, is refused here
+    return query
+
+
+def _sort(sort: InstanceSort | str) -> InstanceSort:
+    try:
+        return InstanceSort(sort)
+    except ValueError:
+        known = ", ".join(s.value for s in InstanceSort)
+        raise ValueError(f"unknown sort {sort!r}: use one of {known}") from None
 
 
 def build_purge_filter(
@@ -443,12 +452,19 @@ class AsyncTaskHubClient:
         page_size: int = 100,
         continuation_token: str | None = None,
         parent_instance_id: str | None = None,
+        sort: InstanceSort | str = InstanceSort.CREATED,
+        descending: bool = False,
+        top_level_only: bool = False,
+        custom_status_contains: str | None = None,
     ) -> QueryPage:
-        """One page of instances matching every given filter, oldest first.
+        """One page of instances matching every given filter, oldest first by default.
 
-        Pass the returned ``continuation_token`` back to get the next page; it is None on the
-        last page. ``page_size`` is 1 to 1000. ``parent_instance_id`` selects the
-        sub-orchestrations an instance started.
+        Pass the returned ``continuation_token`` back (with the same sort and direction) to
+        get the next page; it is None on the last page. ``page_size`` is 1 to 1000.
+        ``parent_instance_id`` selects the sub-orchestrations an instance started;
+        ``top_level_only`` leaves sub-orchestrations out. ``sort`` orders by ``created``,
+        ``last_updated``, ``status`` or ``name`` (ties by instance id), ``descending`` largest
+        or newest first. ``custom_status_contains`` matches text in the custom status's JSON.
         """
         matchable = _matchable(name, "name") and _matchable(instance_id_prefix, "prefix")
         query = build_query(
@@ -460,7 +476,12 @@ class AsyncTaskHubClient:
             page_size=page_size,
             continuation_token=continuation_token,
             parent_instance_id=parent_instance_id,
+            sort=sort,
+            descending=descending,
+            top_level_only=top_level_only,
+            custom_status_contains=custom_status_contains,
         )
+        matchable = matchable and _matchable(custom_status_contains, "custom status text")
         if not matchable:  # e.g. a NUL byte: no stored instance can match it
             return QueryPage()
         store = await self._ready()
@@ -477,9 +498,15 @@ class AsyncTaskHubClient:
         instance_id_prefix: str | None = None,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
+        top_level_only: bool = False,
+        custom_status_contains: str | None = None,
     ) -> dict[OrchestrationStatus, int]:
         """How many instances matching the filters are in each status (every status a key)."""
-        matchable = _matchable(name, "name") and _matchable(instance_id_prefix, "prefix")
+        matchable = (
+            _matchable(name, "name")
+            and _matchable(instance_id_prefix, "prefix")
+            and _matchable(custom_status_contains, "custom status text")
+        )
         query = build_query(
             statuses=None,
             created_from=created_from,
@@ -488,6 +515,8 @@ class AsyncTaskHubClient:
             instance_id_prefix=instance_id_prefix,
             page_size=1,
             continuation_token=None,
+            top_level_only=top_level_only,
+            custom_status_contains=custom_status_contains,
         )
         if not matchable:
             return dict.fromkeys(OrchestrationStatus, 0)
@@ -502,6 +531,12 @@ class AsyncTaskHubClient:
         store = await self._ready()
         workers = await store.list_workers()
         return connected(workers, self._now()) if connected_only else workers
+
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting in the hub, by orchestration and activity name: ready now,
+        due later (timers, retries, rests), and held by a worker."""
+        store = await self._ready()
+        return await store.backlog()
 
     async def why_waiting(self, state: OrchestrationState) -> str | None:
         """Why the instance cannot move on, if no connected worker has registered what it
@@ -850,6 +885,10 @@ class TaskHubClient:
         page_size: int = 100,
         continuation_token: str | None = None,
         parent_instance_id: str | None = None,
+        sort: InstanceSort | str = InstanceSort.CREATED,
+        descending: bool = False,
+        top_level_only: bool = False,
+        custom_status_contains: str | None = None,
     ) -> QueryPage:
         """See :meth:`AsyncTaskHubClient.query_orchestrations`."""
         return self._portal.call(
@@ -862,6 +901,10 @@ class TaskHubClient:
             page_size=page_size,
             continuation_token=continuation_token,
             parent_instance_id=parent_instance_id,
+            sort=sort,
+            descending=descending,
+            top_level_only=top_level_only,
+            custom_status_contains=custom_status_contains,
         )
 
     def count_orchestrations(
@@ -871,6 +914,8 @@ class TaskHubClient:
         instance_id_prefix: str | None = None,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
+        top_level_only: bool = False,
+        custom_status_contains: str | None = None,
     ) -> dict[OrchestrationStatus, int]:
         """See :meth:`AsyncTaskHubClient.count_orchestrations`."""
         return self._portal.call(
@@ -879,11 +924,17 @@ class TaskHubClient:
             instance_id_prefix=instance_id_prefix,
             created_from=created_from,
             created_to=created_to,
+            top_level_only=top_level_only,
+            custom_status_contains=custom_status_contains,
         )
 
     def list_workers(self, *, connected_only: bool = False) -> list[WorkerInfo]:
         """See :meth:`AsyncTaskHubClient.list_workers`."""
         return self._portal.call(self._client.list_workers, connected_only=connected_only)
+
+    def backlog(self) -> list[BacklogEntry]:
+        """See :meth:`AsyncTaskHubClient.backlog`."""
+        return self._portal.call(self._client.backlog)
 
     def why_waiting(self, state: OrchestrationState) -> str | None:
         """See :meth:`AsyncTaskHubClient.why_waiting`."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -312,3 +314,47 @@ def test_status_and_list_say_when_no_connected_worker_registered_the_orchestrati
     assert reason in shown["waiting"]
     greeted = cli.start("greet", "ada", "--id", "greeted")
     assert cli.wait(greeted)["waiting"] is None
+
+
+def test_list_sorts_and_filters_top_level_and_custom_status(cli: Cli) -> None:
+    family = cli.start("parent", ["a"], "--id", "fam")
+    cli.wait(family)
+    for iid in ("w-b", "w-a"):
+        cli.start("await_approval", None, "--id", iid)
+    for iid in ("w-b", "w-a"):
+        wait_for_status(cli.url, iid, dt.OrchestrationStatus.RUNNING)
+
+    newest_first = cli.json("list", "--sort", "created", "--desc")
+    assert [s["instance_id"] for s in newest_first["instances"]] == [
+        "w-a",
+        "w-b",
+        "fam:child-0",
+        "fam",
+    ]
+    by_name = cli.json("list", "--sort", "name", "--top-level")
+    assert [s["instance_id"] for s in by_name["instances"]] == ["w-a", "w-b", "fam"]
+    assert by_name["total"] == 3
+    waiting = cli.json("list", "--custom-status", '"waiting"')
+    assert sorted(s["instance_id"] for s in waiting["instances"]) == ["w-a", "w-b"]
+    assert waiting["total"] == 2
+    bad = cli.run("list", "--sort", "colour", code=2)
+    assert "colour" in bad.stderr
+
+
+def test_workers_shows_the_connected_worker_and_the_backlog(cli: Cli) -> None:
+    iid = cli.start("greet", "x")
+    cli.wait(iid)
+
+    def seen() -> dict[str, Any]:
+        report: dict[str, Any] = cli.json("workers")
+        return report
+
+    report = seen()
+    (me,) = report["workers"]
+    assert me["pid"] == os.getpid()
+    assert {"name": "greet", "version": None} in me["orchestrations"]
+    assert "say_hello" in me["activities"]
+    assert me["seconds_since_heartbeat"] < 30
+    assert report["backlog"] == []
+    text = cli.run("workers").stdout
+    assert "Workers" in text and "Nothing waiting." in text

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from duratask.backends.base import (
     ActivityWorkItem,
+    BacklogEntry,
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
@@ -178,6 +179,9 @@ class FaultyStore:
 
     async def list_workers(self) -> list[WorkerInfo]:
         return await self.inner.list_workers()
+
+    async def backlog(self) -> list[BacklogEntry]:
+        return await self.inner.backlog()
 
     async def lease_holders(self) -> list[LeaseHolder]:
         return await self.inner.lease_holders()

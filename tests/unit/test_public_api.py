@@ -88,11 +88,13 @@ TESTING = [
 BACKENDS = [
     "ActivityRequest",
     "ActivityWorkItem",
+    "BacklogEntry",
     "EagerLease",
     "EpisodeFence",
     "HistoryMark",
     "InstanceBusyError",
     "InstanceQuery",
+    "InstanceSort",
     "InstanceUnchanged",
     "KnownHistories",
     "LeaseHeld",

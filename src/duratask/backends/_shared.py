@@ -12,11 +12,11 @@ from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    BacklogEntry,
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
     WorkerInfo,
-    decode_continuation_token,
 )
 from duratask.history import ExecutionStarted
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
@@ -170,15 +170,6 @@ def check_page_size(page_size: int) -> None:
         raise ValueError(f"page_size must be at least 1, got {page_size}")
 
 
-def decode_position(token: str) -> tuple[datetime, str]:
-    """The (created_at, instance_id) a continuation token resumes after; ValueError if bad."""
-    created_at, instance_id = decode_continuation_token(token)
-    try:
-        return as_utc(created_at), instance_id
-    except ValueError as exc:
-        raise ValueError(f"malformed continuation token {token!r}") from exc
-
-
 def history_is_known(
     known_histories: Mapping[str, HistoryMark] | None,
     instance_id: str,
@@ -223,3 +214,10 @@ def state_from_row(row: Any, to_time: Callable[[Any], datetime]) -> Orchestratio
 
 def _or_none(to_time: Callable[[Any], datetime], value: Any) -> datetime | None:
     return None if value is None else to_time(value)
+
+
+def backlog_from_row(row: Mapping[str, Any]) -> BacklogEntry:
+    """A :class:`BacklogEntry` from a row of the stores' backlog query."""
+    return BacklogEntry(
+        row["kind"], row["name"], int(row["ready"]), int(row["later"]), int(row["leased"])
+    )

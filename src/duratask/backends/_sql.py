@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from duratask.backends._paging import page_of, resume_after
 from duratask.backends._shared import (
     check_page_size,
-    decode_position,
     pending_state,
     rest_expiry,
     started_event,
@@ -28,14 +28,20 @@ from duratask.backends._shared import (
 from duratask.backends.base import (
     TERMINAL_STATUSES,
     InstanceQuery,
+    InstanceSort,
     OrchestrationMessage,
     PurgeFilter,
     QueryPage,
-    encode_continuation_token,
 )
 from duratask.history import ExecutionStarted, event_to_json, event_type_name
 from duratask.state import OrchestrationState, OrchestrationStatus
 
+SORT_COLUMNS = {
+    InstanceSort.CREATED: "created_at",
+    InstanceSort.LAST_UPDATED: "last_updated_at",
+    InstanceSort.STATUS: "runtime_status",
+    InstanceSort.NAME: "name",
+}
 INSTANCE_COLUMNS = (
     "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
     "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
@@ -53,6 +59,7 @@ class Dialect:
     from_time: Callable[[Any], datetime]  # a stored time, aware UTC
     in_list: Callable[[str, list[object]], tuple[str, list[object]]]
     starts_with: Callable[[str, str], tuple[str, list[object]]]
+    contains: Callable[[str, str], tuple[str, list[object]]]  # a substring, no wildcards
 
     def time_or_none(self, value: datetime | None) -> Any:
         return None if value is None else self.to_time(value)
@@ -100,6 +107,11 @@ def instance_filter(query: InstanceQuery, dialect: Dialect) -> Where:
         where.add_prefix("instance_id", query.instance_id_prefix)
     if query.parent_instance_id is not None:
         where.add("parent_instance_id = {p}", query.parent_instance_id)
+    if query.top_level_only:
+        where.add("parent_instance_id IS NULL")
+    if query.custom_status_contains is not None:
+        condition, params = dialect.contains("custom_status", query.custom_status_contains)
+        where.add(condition.replace(dialect.placeholder, "{p}"), *params)
     return where
 
 
@@ -193,26 +205,29 @@ class SqlInstanceQueries(ABC):
         """Run one write statement in its own transaction; how many rows it touched."""
 
     async def query_instances(self, query: InstanceQuery) -> QueryPage:
-        """Matching instances by (created_at, instance_id); ``created_from`` is inclusive,
-        ``created_to`` exclusive; the token resumes after the last row of a full page."""
+        """Matching instances in the query's order (ties by instance id); ``created_from`` is
+        inclusive, ``created_to`` exclusive; the token resumes after the last row of a full
+        page."""
         check_page_size(query.page_size)
         dialect = self._dialect
         where = instance_filter(query, dialect)
-        if query.continuation_token is not None:
-            created_at, instance_id = decode_position(query.continuation_token)
-            where.add(
-                "(created_at, instance_id) > ({p}, {p})", dialect.to_time(created_at), instance_id
-            )
+        column = SORT_COLUMNS[query.sort]
+        direction = "DESC" if query.descending else "ASC"
+        after = resume_after(query)
+        if after is not None:
+            value, instance_id = after
+            bound = dialect.to_time(value) if isinstance(value, datetime) else value
+            beyond = "<" if query.descending else ">"
+            where.add(f"({column}, instance_id) {beyond} ({{p}}, {{p}})", bound, instance_id)
         sql = (
             f"SELECT {INSTANCE_COLUMNS} FROM {dialect.instances} WHERE {where.sql()} "
-            f"ORDER BY created_at, instance_id LIMIT {dialect.placeholder}"
+            f"ORDER BY {column} {direction}, instance_id {direction} "
+            f"LIMIT {dialect.placeholder}"
         )
         rows = await self._read_rows(sql, [*where.params, query.page_size + 1])
-        states = [state_from_row(r, dialect.from_time) for r in rows[: query.page_size]]
-        token = None
-        if len(rows) > query.page_size:
-            token = encode_continuation_token(states[-1].created_at, states[-1].instance_id)
-        return QueryPage(states=states, continuation_token=token)
+        states = [state_from_row(r, dialect.from_time) for r in rows]
+        page, token = page_of(query, states)
+        return QueryPage(states=page, continuation_token=token)
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
         """Counts by status of the instances matching ``query``'s filters."""

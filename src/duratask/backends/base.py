@@ -47,6 +47,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from duratask.backends._wakeups import InstanceWatch
@@ -272,6 +273,25 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class BacklogEntry:
+    """The work waiting in the hub for one orchestration or activity name.
+
+    Attributes:
+        kind: ``"orchestration"`` or ``"activity"``.
+        name: The orchestration or activity name.
+        ready: Instances with messages due, or activities, that a worker could take now.
+        later: Those whose work is due later (timers, retries, deferred starts, rests).
+        leased: Those a worker holds now.
+    """
+
+    kind: str
+    name: str
+    ready: int = 0
+    later: int = 0
+    leased: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseHolder:
     """Someone holding leases in the hub.
 
@@ -377,6 +397,19 @@ class OrchestrationCommit:
         return bool(self.new_events) or self.reset_history
 
 
+class InstanceSort(StrEnum):
+    """What :class:`InstanceQuery` orders instances by; ties are broken by instance id.
+
+    Paging by ``LAST_UPDATED`` or ``STATUS`` follows values that change: an instance updated
+    between two pages may be shown twice or not at all.
+    """
+
+    CREATED = "created"
+    LAST_UPDATED = "last_updated"
+    STATUS = "status"
+    NAME = "name"
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceQuery:
     """Filters for :meth:`OrchestrationServiceClient.query_instances`; all given filters must match.
@@ -390,6 +423,10 @@ class InstanceQuery:
         parent_instance_id: The sub-orchestrations this instance started.
         page_size: How many instances a page holds at most.
         continuation_token: Where the previous page ended (None: the first page).
+        sort: What the instances are ordered by.
+        descending: Largest first (newest first, for times).
+        top_level_only: Only instances that are not sub-orchestrations.
+        custom_status_contains: Instances whose custom status (its JSON text) contains this.
     """
 
     statuses: frozenset[OrchestrationStatus] | None = None
@@ -400,6 +437,10 @@ class InstanceQuery:
     parent_instance_id: str | None = None
     page_size: int = 100
     continuation_token: str | None = None
+    sort: InstanceSort = InstanceSort.CREATED
+    descending: bool = False
+    top_level_only: bool = False
+    custom_status_contains: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +448,7 @@ class QueryPage:
     """One page of query results; pass ``continuation_token`` back for the next page.
 
     Attributes:
-        states: The instances of this page, oldest first.
+        states: The instances of this page, in the query's order.
         continuation_token: The token for the next page; None on the last page.
     """
 
@@ -609,6 +650,10 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def list_workers(self) -> list[WorkerInfo]:
         """The workers that reported themselves, most recently heard from first (those gone
         quiet included: compare ``heartbeat_at`` with the time)."""
+
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting, by kind and name (orchestrations first, then by name); names
+        with nothing waiting are left out."""
 
     async def create_task_hub(self) -> None:
         """Create the task hub with whatever holds it (the directories of a SQLite file, a

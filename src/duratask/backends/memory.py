@@ -15,13 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from duratask.backends._paging import page_of, resume_after, sort_value
 from duratask.backends._shared import (
     as_utc,
     as_utc_or_none,
     check_page_size,
-    decode_position,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -35,6 +35,7 @@ from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, W
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    BacklogEntry,
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
@@ -50,7 +51,6 @@ from duratask.backends.base import (
     StoreDescription,
     WorkerInfo,
     WorkFilter,
-    encode_continuation_token,
 )
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
@@ -505,6 +505,29 @@ class MemoryOrchestrationService:
             workers = list(self._workers.values())
         return sorted(workers, key=lambda w: w.heartbeat_at, reverse=True)
 
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting, by kind and name."""
+        now = self._now()
+        counts: dict[tuple[str, str], list[int]] = {}
+
+        def count(kind: str, name: str, lease: _Lease, due_now: bool) -> None:
+            slot = 2 if lease.token is not None and lease.live(now) else 0
+            if slot == 0 and (lease.live(now) or not due_now):
+                slot = 1
+            counts.setdefault((kind, name), [0, 0, 0])[slot] += 1
+
+        with self._lock:
+            for instance in self._instances.values():
+                if instance.messages:
+                    due = any(m.visible(now) for m in instance.messages.values())
+                    count("orchestration", instance.state.name, instance.lease, due)
+            for act in self._activities.values():
+                count("activity", act.request.name, act.lease, act.visible_at <= now)
+        return [
+            BacklogEntry(kind, name, *numbers)
+            for (kind, name), numbers in sorted(counts.items(), key=_backlog_order)
+        ]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         now = self._now()
@@ -584,24 +607,26 @@ class MemoryOrchestrationService:
             return list(instance.history) if instance is not None else []
 
     async def query_instances(self, query: InstanceQuery) -> QueryPage:
-        """Matching instances by (created_at, instance_id); ``created_to`` is exclusive."""
+        """Matching instances in the query's order (ties by instance id); ``created_to`` is
+        exclusive; the token resumes after the last row of a full page."""
         check_page_size(query.page_size)
-        after = decode_position(query.continuation_token) if query.continuation_token else None
+        after = resume_after(query)
         matches = _instance_filter(query)
         with self._lock:
             states = [i.state for i in self._instances.values()]
+
+        def key(s: OrchestrationState) -> tuple[Any, str]:
+            return (sort_value(s, query.sort), s.instance_id)
+
+        def beyond(s: OrchestrationState) -> bool:
+            if after is None:
+                return True
+            return key(s) < after if query.descending else key(s) > after
+
         rows = sorted(
-            (
-                s
-                for s in states
-                if matches(s) and (after is None or (s.created_at, s.instance_id) > after)
-            ),
-            key=lambda s: (s.created_at, s.instance_id),
+            (s for s in states if matches(s) and beyond(s)), key=key, reverse=query.descending
         )
-        page = rows[: query.page_size]
-        token = None
-        if len(rows) > query.page_size:
-            token = encode_continuation_token(page[-1].created_at, page[-1].instance_id)
+        page, token = page_of(query, rows[: query.page_size + 1])
         return QueryPage(states=page, continuation_token=token)
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
@@ -693,6 +718,11 @@ def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
     return dataclasses.replace(message, visible_at=as_utc(message.visible_at))
 
 
+def _backlog_order(item: tuple[tuple[str, str], list[int]]) -> tuple[bool, str]:
+    (kind, name), _ = item
+    return (kind != "orchestration", name)
+
+
 def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
     """A predicate for ``query``'s filters (not its paging)."""
     created_from = as_utc_or_none(query.created_from)
@@ -710,6 +740,11 @@ def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], boo
             )
             and (
                 query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
+            )
+            and (not query.top_level_only or s.parent_instance_id is None)
+            and (
+                query.custom_status_contains is None
+                or query.custom_status_contains in (s.serialized_custom_status or "")
             )
         )
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import click
 
 from duratask._waiting import why_waiting
+from duratask.backends import InstanceSort
 from duratask.cli.options import JSON, output_option, store_option
 from duratask.cli.parsing import parse_statuses, parse_time
 from duratask.cli.render import print_json, render_states, state_to_json
@@ -32,12 +34,30 @@ PAGE_SIZE = MAX_QUERY_PAGE_SIZE  # instances fetched per query; more pages up to
 @click.option("--since", metavar="TIME", help="Only instances created at or after TIME.")
 @click.option("--until", metavar="TIME", help="Only instances created before TIME.")
 @click.option("--parent", metavar="ID", help="Only sub-orchestrations of instance ID.")
+@click.option("--top-level", is_flag=True, help="Leave sub-orchestrations out.")
+@click.option(
+    "--custom-status", metavar="TEXT", help="Only instances whose custom status contains TEXT."
+)
+@click.option(
+    "--sort",
+    type=click.Choice([s.value for s in InstanceSort]),
+    default=InstanceSort.CREATED.value,
+    show_default=True,
+    help="What to order by (ties by instance id).",
+)
+@click.option(
+    "--desc/--asc",
+    "descending",
+    default=False,
+    show_default=True,
+    help="Largest or newest first.",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
-    help="Show at most this many instances (oldest first).",
+    help="Show at most this many instances.",
 )
 @store_option
 @output_option
@@ -48,23 +68,35 @@ def list_instances(
     since: str | None,
     until: str | None,
     parent: str | None,
+    top_level: bool,
+    custom_status: str | None,
+    sort: str,
+    descending: bool,
     limit: int,
     store: str | None,
     output: str,
 ) -> None:
-    """List instances, oldest first, with a summary of how many match.
+    """List instances, oldest first unless --sort/--desc say otherwise, with a summary of
+    how many match.
 
     TIME is ISO-8601 (naive means UTC), 'now', or relative to now: -30m, -2h, -7d.
     """
     wanted = parse_statuses(statuses)
     created_from = None if since is None else parse_time(since, "--since")
     created_to = None if until is None else parse_time(until, "--until")
-    listing = with_client(
-        store,
-        lambda client: _query(
-            client, wanted, name, prefix, created_from, created_to, parent, limit
-        ),
+    filters = _Filters(
+        statuses=wanted,
+        name=name,
+        prefix=prefix,
+        created_from=created_from,
+        created_to=created_to,
+        parent=parent,
+        top_level=top_level,
+        custom_status=custom_status,
+        sort=InstanceSort(sort),
+        descending=descending,
     )
+    listing = with_client(store, lambda client: _query(client, filters, limit))
     if output == JSON:
         print_json(listing.to_json())
     else:
@@ -119,26 +151,36 @@ class _Listing:
         }
 
 
-async def _query(
-    client: AsyncTaskHubClient,
-    statuses: list[OrchestrationStatus],
-    name: str | None,
-    prefix: str | None,
-    created_from: datetime | None,
-    created_to: datetime | None,
-    parent: str | None,
-    limit: int,
-) -> _Listing:
+@dataclass(frozen=True)
+class _Filters:
+    statuses: list[OrchestrationStatus]
+    name: str | None
+    prefix: str | None
+    created_from: datetime | None
+    created_to: datetime | None
+    parent: str | None
+    top_level: bool
+    custom_status: str | None
+    sort: InstanceSort
+    descending: bool
+
+
+async def _query(client: AsyncTaskHubClient, f: _Filters, limit: int) -> _Listing:
     states: list[OrchestrationState] = []
     token: str | None = None
+    statuses, parent = f.statuses, f.parent
     while len(states) < limit:
         page = await client.query_orchestrations(
             statuses=statuses or None,
-            created_from=created_from,
-            created_to=created_to,
-            name=name,
-            instance_id_prefix=prefix,
+            created_from=f.created_from,
+            created_to=f.created_to,
+            name=f.name,
+            instance_id_prefix=f.prefix,
             parent_instance_id=parent,
+            top_level_only=f.top_level,
+            custom_status_contains=f.custom_status,
+            sort=f.sort,
+            descending=f.descending,
             page_size=min(limit - len(states), PAGE_SIZE),
             continuation_token=token,
         )
@@ -149,10 +191,12 @@ async def _query(
     counts: dict[OrchestrationStatus, int] | None = None
     if parent is None:  # counting cannot filter by parent
         all_counts = await client.count_orchestrations(
-            name=name,
-            instance_id_prefix=prefix,
-            created_from=created_from,
-            created_to=created_to,
+            name=f.name,
+            instance_id_prefix=f.prefix,
+            created_from=f.created_from,
+            created_to=f.created_to,
+            top_level_only=f.top_level,
+            custom_status_contains=f.custom_status,
         )
         counts = {s: all_counts.get(s, 0) for s in (statuses or list(OrchestrationStatus))}
     more = token is not None if counts is None else len(states) < sum(counts.values())

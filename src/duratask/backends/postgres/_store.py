@@ -10,6 +10,7 @@ from typing import Any
 
 from duratask.backends._shared import (
     as_utc,
+    backlog_from_row,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -29,6 +30,7 @@ from duratask.backends._sql import (
 from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
 from duratask.backends.base import (
     ActivityWorkItem,
+    BacklogEntry,
     EpisodeFence,
     InstanceUnchanged,
     KnownHistories,
@@ -71,6 +73,10 @@ def _starts_with(column: str, prefix: str) -> tuple[str, list[object]]:
     return f"{column} >= %s AND starts_with({column}, %s)", [prefix, prefix]
 
 
+def _contains(column: str, text: str) -> tuple[str, list[object]]:
+    return f"strpos({column}, %s) > 0", [text]
+
+
 DIALECT = Dialect(
     placeholder="%s",
     instances="{schema}.instances",
@@ -78,6 +84,7 @@ DIALECT = Dialect(
     from_time=lambda value: value.astimezone(UTC),
     in_list=_in_list,
     starts_with=_starts_with,
+    contains=_contains,
 )
 
 
@@ -402,6 +409,13 @@ class PostgresOrchestrationService(SqlInstanceQueries):
         """The workers, most recently heard from first."""
         rows = await self._read_rows(q.SELECT_WORKERS, [])
         return [worker_from_row(row, DIALECT.from_time) for row in rows]
+
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting, by kind and name."""
+        sql = self._db.q(q.BACKLOG)
+        params = {"now": self._now()}
+        rows = await self._db.autocommit(lambda conn: _fetch_all(conn, sql, params))
+        return [backlog_from_row(row) for row in rows]
 
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""

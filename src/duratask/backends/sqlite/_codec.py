@@ -46,6 +46,10 @@ def _starts_with(column: str, prefix: str) -> tuple[str, list[object]]:
     return f"{column} >= ? AND substr({column}, 1, ?) = ?", [prefix, len(prefix), prefix]
 
 
+def _contains(column: str, text: str) -> tuple[str, list[object]]:
+    return f"instr({column}, ?) > 0", [text]
+
+
 DIALECT = Dialect(
     placeholder="?",
     instances="instances",
@@ -53,6 +57,7 @@ DIALECT = Dialect(
     from_time=from_micros,
     in_list=_in_list,
     starts_with=_starts_with,
+    contains=_contains,
 )
 
 

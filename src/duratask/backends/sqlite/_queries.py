@@ -213,3 +213,25 @@ BREAK_ACTIVITY_LEASES = """
 UPDATE activities
 SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :now
 WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
+
+# The work waiting, by kind and name: per instance (its earliest due message) and per
+# activity, whether a worker holds it, could take it now, or must wait (due later, resting).
+BACKLOG = """
+WITH per_instance AS (
+    SELECT i.name, i.lock_token, i.lock_expires_at, min(m.due_at) AS due
+    FROM messages m JOIN instances i ON i.instance_id = m.instance_id
+    GROUP BY m.instance_id
+), items AS (
+    SELECT 'orchestration' AS kind, name, lock_token, lock_expires_at, due FROM per_instance
+    UNION ALL
+    SELECT 'activity', name, lock_token, lock_expires_at, visible_at FROM activities
+), flags AS (
+    SELECT kind, name, lock_token IS NOT NULL AS has_token, due <= :now AS due_now,
+        coalesce(lock_expires_at, 0) >= :now AS held
+    FROM items
+)
+SELECT kind, name,
+    sum(CASE WHEN NOT held AND due_now THEN 1 ELSE 0 END) AS ready,
+    sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
+    sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
+FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from duratask.backends._shared import (
+    backlog_from_row,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -30,6 +31,7 @@ from duratask.backends._wakeups import (
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
+    BacklogEntry,
     EpisodeFence,
     HistoryMark,
     KnownHistories,
@@ -347,6 +349,12 @@ class SqliteOrchestrationService(SqlInstanceQueries):
         """The workers, most recently heard from first."""
         rows = await self._db.read(lambda c: c.execute(q.SELECT_WORKERS).fetchall())
         return [worker_from_row(row, from_micros) for row in rows]
+
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting, by kind and name."""
+        params = {"now": self._now()}
+        rows = await self._db.read(lambda c: c.execute(q.BACKLOG, params).fetchall())
+        return [backlog_from_row(row) for row in rows]
 
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
