@@ -9,10 +9,22 @@ for each activity it waits for, a worker that registered that activity.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from duratask.backends.base import WorkerInfo
-from duratask.history import HistoryEvent, TaskCompleted, TaskFailed, TaskScheduled
+from duratask.history import (
+    ExecutionStarted,
+    HistoryEvent,
+    SubOrchestrationInstanceCompleted,
+    SubOrchestrationInstanceCreated,
+    SubOrchestrationInstanceFailed,
+    TaskCompleted,
+    TaskFailed,
+    TaskScheduled,
+    TimerCreated,
+    TimerFired,
+)
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 CONNECTED_WITHIN = timedelta(seconds=30)
@@ -61,3 +73,59 @@ def why_waiting(
         f"no connected worker has registered {' or '.join(missing)} "
         f"({len(workers)} worker(s) connected); it waits until one does"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenItem:
+    """Something the current execution started and has no result for yet.
+
+    ``kind`` is ``activity``, ``timer`` or ``sub-orchestration``; ``since`` is when it was
+    scheduled; ``due`` is a timer's fire time; ``attempt`` an activity's retry attempt;
+    ``instance_id`` a sub-orchestration's id.
+    """
+
+    kind: str
+    task_id: int
+    name: str
+    since: datetime
+    attempt: int | None = None
+    due: datetime | None = None
+    instance_id: str | None = None
+
+
+def open_items(history: Sequence[HistoryEvent]) -> list[OpenItem]:
+    """What the current execution of ``history`` waits on, in the order it was started.
+
+    External events are not among them: a history records an event when it arrives, not
+    while the orchestration waits for it."""
+    items: dict[int, OpenItem] = {}
+    for event in history:
+        match event:
+            case ExecutionStarted():
+                items.clear()  # a new execution (continue-as-new resets the history)
+            case TaskScheduled():
+                items[event.event_id] = OpenItem(
+                    "activity", event.event_id, event.name, event.timestamp, attempt=event.attempt
+                )
+            case TimerCreated():
+                items[event.event_id] = OpenItem(
+                    "timer", event.event_id, "timer", event.timestamp, due=event.fire_at
+                )
+            case SubOrchestrationInstanceCreated():
+                items[event.event_id] = OpenItem(
+                    "sub-orchestration",
+                    event.event_id,
+                    event.name,
+                    event.timestamp,
+                    instance_id=event.instance_id,
+                )
+            case (
+                TaskCompleted()
+                | TaskFailed()
+                | SubOrchestrationInstanceCompleted()
+                | SubOrchestrationInstanceFailed()
+            ):
+                items.pop(event.task_scheduled_id, None)
+            case TimerFired():
+                items.pop(event.timer_id, None)
+    return list(items.values())

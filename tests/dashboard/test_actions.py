@@ -174,6 +174,8 @@ async def test_every_page_form_route_checks_csrf(hub: Hub, web: httpx.AsyncClien
     ]
     assert set(form_routes) == {
         "/instances/{instance_id:path}/actions/{action}",
+        "/instances/bulk",
+        "/instances/bulk/{action}",
         "/login",
         "/logout",
     }

@@ -44,15 +44,15 @@ async def test_list_shows_instances_counts_and_filters(hub: Hub, web: httpx.Asyn
     running = await hub.start_instance(workflows.wait_event, instance_id="delta-1")
     await hub.client.wait_for_orchestration_start(running)
 
-    page = (await web.get("/instances")).text
-    assert listed_ids(page) == ["alpha-1", "alpha-2", "beta-1", "gamma-1", "delta-1"]
+    page = (await web.get("/instances")).text  # newest first by default
+    assert listed_ids(page) == ["delta-1", "gamma-1", "beta-1", "alpha-2", "alpha-1"]
     assert count_of(page, "COMPLETED") == 3
     assert count_of(page, "FAILED") == 1
     assert count_of(page, "RUNNING") == 1
     assert count_of(page, "PENDING") == 0
 
     async def ids(query: str) -> list[str]:
-        response = await web.get(f"/instances?{query}")
+        response = await web.get(f"/instances?dir=asc&{query}")
         assert response.status_code == 200, response.text
         return listed_ids(response.text)
 
@@ -90,7 +90,7 @@ async def test_list_pages_with_continuation_tokens(hub: Hub, web: httpx.AsyncCli
     for iid in expected:
         await hub.start_instance(workflows.echo, iid, instance_id=iid)
     seen: list[str] = []
-    url: str | None = "/instances?size=2"
+    url: str | None = "/instances?size=2&dir=asc"
     pages = 0
     while url is not None:
         page = (await web.get(url)).text

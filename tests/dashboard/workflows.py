@@ -64,7 +64,19 @@ async def failing(ctx: dt.OrchestrationContext, message: str) -> None:
     await ctx.call_activity(explode, input=message)
 
 
-ORCHESTRATIONS = (approval, child, wait_event, echo, flaky_flow, failing)
+async def waits_on_everything(ctx: dt.OrchestrationContext, _: Any) -> Any:
+    """An activity no worker runs here, an hour's timer and a waiting sub-orchestration."""
+    ctx.set_custom_status({"stage": "waiting on everything"})
+    return await dt.when_all(
+        [
+            ctx.call_activity("runs_elsewhere", input=1),
+            ctx.create_timer(timedelta(hours=1)),
+            ctx.call_sub_orchestrator(wait_event, instance_id=f"{ctx.instance_id}:sub"),
+        ]
+    )
+
+
+ORCHESTRATIONS = (approval, child, wait_event, echo, flaky_flow, failing, waits_on_everything)
 ACTIVITIES = (double, flaky, explode)
 
 

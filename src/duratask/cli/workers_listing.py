@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import click
 from rich.table import Table
 
+from duratask._workers_json import backlog_to_json, worker_to_json
 from duratask.backends import BacklogEntry, WorkerInfo
 from duratask.cli.options import JSON, output_option, store_option
 from duratask.cli.render import console, format_time, print_json
@@ -21,35 +21,6 @@ class _Report:
     workers: list[WorkerInfo]
     backlog: list[BacklogEntry]
     now: datetime
-
-
-def worker_to_json(worker: WorkerInfo, now: datetime) -> dict[str, Any]:
-    """A worker as the CLI's and the REST API's JSON show it."""
-    return {
-        "worker_id": worker.worker_id,
-        "host": worker.host,
-        "pid": worker.pid,
-        "started_at": worker.started_at.isoformat(),
-        "heartbeat_at": worker.heartbeat_at.isoformat(),
-        "seconds_since_heartbeat": round((now - worker.heartbeat_at).total_seconds(), 3),
-        "orchestrations": sorted(
-            [{"name": n, "version": v} for n, v in worker.orchestrations],
-            key=lambda o: (o["name"], o["version"] or ""),
-        ),
-        "activities": sorted(worker.activities),
-        "in_flight": dict(worker.in_flight),
-    }
-
-
-def backlog_to_json(entry: BacklogEntry) -> dict[str, Any]:
-    """A backlog entry as the CLI's and the REST API's JSON show it."""
-    return {
-        "kind": entry.kind,
-        "name": entry.name,
-        "ready": entry.ready,
-        "later": entry.later,
-        "leased": entry.leased,
-    }
 
 
 @click.command("workers")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,13 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from duratask._waiting import open_items
+from duratask._workers_json import backlog_to_json, worker_to_json
 from duratask.dashboard import operations
 from duratask.dashboard.errors import bad_request, from_exception, json_error
 from duratask.dashboard.hub import ClientSource
 from duratask.dashboard.responses import SafeJSONResponse
 from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply, read_args
 from duratask.dashboard.values import iso, parse_json, payload_value, status_name
-from duratask.history import event_export_dict
+from duratask.history import HistoryEvent, event_export_dict
 from duratask.state import FailureDetails, OrchestrationState
 
 _LOG = logging.getLogger("duratask.dashboard")
@@ -66,6 +69,22 @@ def status_json(state: OrchestrationState, *, show_input: bool = True) -> dict[s
     body["customStatus"] = payload_value(state.serialized_custom_status)
     body["failureDetails"] = failure_json(state.failure_details)
     return body
+
+
+def open_items_json(history: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
+    """What a running instance waits on (activities, timers, sub-orchestrations)."""
+    return [
+        {
+            "kind": item.kind,
+            "taskId": item.task_id,
+            "name": item.name,
+            "since": iso(item.since),
+            "attempt": item.attempt,
+            "due": iso(item.due),
+            "instanceId": item.instance_id,
+        }
+        for item in open_items(history)
+    ]
 
 
 def instance_url(request: Request, instance_id: str, suffix: str = "") -> str:
@@ -125,9 +144,12 @@ async def get_instance(call: ApiCall) -> Response:
     state = await operations.require_state(call.client, instance_id)
     body = status_json(state, show_input=call.args.flag("showInput"))
     body["waiting"] = await call.client.why_waiting(state)
-    if call.args.flag("showHistory"):
+    history = None
+    if call.args.flag("showHistory") or not state.runtime_status.is_terminal:
         history = await call.client.get_orchestration_history(instance_id)
-        body["historyEvents"] = [event_export_dict(event) for event in history]
+    body["waitingFor"] = [] if state.runtime_status.is_terminal else open_items_json(history or [])
+    if call.args.flag("showHistory"):
+        body["historyEvents"] = [event_export_dict(event) for event in history or []]
     if state.runtime_status.is_terminal:
         return SafeJSONResponse(body)
     # Still going: 202 with the URL to poll, as Durable Functions answers.
@@ -154,6 +176,10 @@ async def list_instances(call: ApiCall) -> Response:
         parent_instance_id=args.text("parentInstanceId"),
         page_size=args.integer("top"),
         continuation_token=header_token or query_token,
+        sort=args.text("sortBy") or "created",
+        descending=args.flag("descending"),
+        top_level_only=args.flag("topLevelOnly"),
+        custom_status_contains=args.text("customStatusContains"),
     )
     show_input = args.flag("showInput")
     headers = {}
@@ -161,6 +187,18 @@ async def list_instances(call: ApiCall) -> Response:
         headers[CONTINUATION_HEADER] = page.continuation_token
     return SafeJSONResponse(
         [status_json(s, show_input=show_input) for s in page.states], headers=headers
+    )
+
+
+async def get_workers(call: ApiCall) -> Response:
+    workers = await call.client.list_workers(connected_only=not call.args.flag("all"))
+    backlog = await call.client.backlog()
+    now = datetime.now(UTC)
+    return SafeJSONResponse(
+        {
+            "workers": [worker_to_json(w, now) for w in workers],
+            "backlog": [backlog_to_json(e) for e in backlog],
+        }
     )
 
 
@@ -239,6 +277,8 @@ async def get_counts(call: ApiCall) -> Response:
         instance_id_prefix=args.text("instanceIdPrefix"),
         created_from=args.time("createdTimeFrom"),
         created_to=args.time("createdTimeTo"),
+        top_level_only=args.flag("topLevelOnly"),
+        custom_status_contains=args.text("customStatusContains"),
     )
     return SafeJSONResponse({status_name(status): n for status, n in counts.items()})
 
@@ -261,6 +301,15 @@ _STATUSES = Param(
     "any case, Durable Functions style (Running) or duratask style (RUNNING).",
 )
 _SHOW_INPUT = Param("showInput", "query", "boolean", "Include the input.", default=True)
+_TOP_LEVEL = Param(
+    "topLevelOnly", "query", "boolean", "Leave sub-orchestrations out.", default=False
+)
+_CUSTOM_TEXT = Param(
+    "customStatusContains",
+    "query",
+    "string",
+    "Only instances whose custom status (compact JSON text) contains this.",
+)
 
 _STATUS = {"$ref": "#/components/schemas/InstanceStatus"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -321,7 +370,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
         "GET",
         "/api/instances",
         "listInstances",
-        "List instances, oldest first, one page at a time.",
+        "List instances (oldest first unless sortBy/descending say otherwise), a page at a time.",
         list_instances,
         params=(
             _STATUSES,
@@ -330,6 +379,17 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             _FROM,
             _TO,
             Param("parentInstanceId", "query", "string", "Only sub-orchestrations of this one."),
+            _TOP_LEVEL,
+            _CUSTOM_TEXT,
+            Param(
+                "sortBy",
+                "query",
+                "string",
+                "Order by this (ties by instance id).",
+                default="created",
+                choices=("created", "last_updated", "status", "name"),
+            ),
+            Param("descending", "query", "boolean", "Largest or newest first.", default=False),
             Param(
                 "top",
                 "query",
@@ -379,11 +439,28 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ),
     ApiRoute(
         "GET",
+        "/api/workers",
+        "listWorkers",
+        "The workers connected to the hub, and the work waiting by orchestration and activity.",
+        get_workers,
+        params=(
+            Param(
+                "all", "query", "boolean", "Also workers not heard from for 30 s.", default=False
+            ),
+        ),
+        replies={
+            200: Reply("Workers and backlog.", {"$ref": "#/components/schemas/Workers"}),
+            400: _BAD,
+        },
+        tag="workers",
+    ),
+    ApiRoute(
+        "GET",
         "/api/counts",
         "countInstances",
         "Count instances by status.",
         get_counts,
-        params=(_NAME, _PREFIX, _FROM, _TO),
+        params=(_NAME, _PREFIX, _FROM, _TO, _TOP_LEVEL, _CUSTOM_TEXT),
         replies={
             200: Reply("Counts of every status.", {"$ref": "#/components/schemas/Counts"}),
             400: _BAD,

@@ -102,6 +102,82 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "GET /api/instances/{instanceId}, null when some worker can."
                 ),
             },
+            "waitingFor": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/OpenItem"},
+                "description": (
+                    "What a running instance waits on (activities, timers, "
+                    "sub-orchestrations); only on GET /api/instances/{instanceId}."
+                ),
+            },
+        },
+    },
+    "OpenItem": {
+        "type": "object",
+        "required": ["kind", "taskId", "name", "since", "attempt", "due", "instanceId"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": ["activity", "timer", "sub-orchestration"]},
+            "taskId": {"type": "integer"},
+            "name": {"type": "string"},
+            "since": {"type": "string", "format": "date-time"},
+            "attempt": {"type": ["integer", "null"], "description": "An activity's retry try."},
+            "due": {**_NULLABLE_TIME, "description": "When a timer fires."},
+            "instanceId": {**_NULLABLE_STRING, "description": "A sub-orchestration's id."},
+        },
+    },
+    "Workers": {
+        "type": "object",
+        "required": ["workers", "backlog"],
+        "additionalProperties": False,
+        "properties": {
+            "workers": {"type": "array", "items": {"$ref": "#/components/schemas/Worker"}},
+            "backlog": {"type": "array", "items": {"$ref": "#/components/schemas/BacklogEntry"}},
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "required": [
+            "worker_id",
+            "host",
+            "pid",
+            "started_at",
+            "heartbeat_at",
+            "seconds_since_heartbeat",
+            "orchestrations",
+            "activities",
+            "in_flight",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "worker_id": {"type": "string"},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "heartbeat_at": {"type": "string", "format": "date-time"},
+            "seconds_since_heartbeat": {"type": "number"},
+            "orchestrations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "version"],
+                    "properties": {"name": {"type": "string"}, "version": _NULLABLE_STRING},
+                },
+            },
+            "activities": {"type": "array", "items": {"type": "string"}},
+            "in_flight": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "BacklogEntry": {
+        "type": "object",
+        "required": ["kind", "name", "ready", "later", "leased"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": ["orchestration", "activity"]},
+            "name": {"type": "string"},
+            "ready": {"type": "integer", "minimum": 0},
+            "later": {"type": "integer", "minimum": 0},
+            "leased": {"type": "integer", "minimum": 0},
         },
     },
     "ManagementUrls": {

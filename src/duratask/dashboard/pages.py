@@ -14,6 +14,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from duratask import history as h
+from duratask._waiting import open_items
+from duratask.backends import InstanceSort
 from duratask.client import AsyncTaskHubClient
 from duratask.dashboard import operations
 from duratask.dashboard.errors import HttpError, from_exception
@@ -35,6 +37,16 @@ LIVE_REFRESH_SECONDS = 2
 LIST_REFRESH_SECONDS = 5
 MAX_CHILDREN = 100
 MAX_HISTORY_ROWS = 2000
+MAX_EXPANDED_ROWS = 100  # list pages up to this long show each row's sub-orchestrations
+MAX_INLINE_CHILDREN = 10
+MAX_BULK = 500
+BULK_ACTIONS = ("terminate", "purge", "rewind")
+SORT_COLUMNS = {
+    "created": "Created",
+    "last_updated": "Last updated",
+    "status": "Status",
+    "name": "Name",
+}
 FORM_FIELDS = ("event_name", "event_data", "reason", "new_instance_id")
 STATUS_ORDER = (
     OrchestrationStatus.PENDING,
@@ -230,6 +242,9 @@ class Pages:
             Route("/", self.index, methods=["GET"]),
             Route("/instances", self.instances, methods=["GET"]),
             Route("/go", self.go, methods=["GET"]),
+            Route("/workers", self.workers, methods=["GET"]),
+            Route("/instances/bulk", self.bulk_confirm, methods=["POST"]),
+            Route("/instances/bulk/{action}", self.bulk_act, methods=["POST"]),
             Route("/instances/{instance_id:path}/actions/{action}", self.confirm, methods=["GET"]),
             Route("/instances/{instance_id:path}/actions/{action}", self.act, methods=["POST"]),
             Route("/instances/{instance_id:path}", self.instance, methods=["GET"]),
@@ -268,19 +283,28 @@ class Pages:
             "from": q.get("from", "").strip(),
             "to": q.get("to", "").strip(),
             "size": q.get("size", "").strip() or "50",
+            "text": q.get("text", "").strip(),
+            "subs": "on" if q.get("subs") == "on" else "",
+            "sort": q.get("sort", "").strip() or InstanceSort.CREATED.value,
+            "dir": "asc" if q.get("dir") == "asc" else "desc",
         }
         context: dict[str, Any] = {
             "filters": filters,
             "page_sizes": PAGE_SIZES,
             "statuses": STATUS_ORDER,
+            "sorts": SORT_COLUMNS,
             "states": [],
+            "children": {},
             "counts": None,
             "next_token": None,
             "paged": bool(q.get("token")),
             "error": None,
             "notice": NOTICES.get(q.get("done", "")),
+            "bulk_notice": q.get("bulk", "") if q.get("bulk", "") in BULK_ACTIONS else None,
+            "bulk_count": int(c) if (c := q.get("count", "")).isdigit() else None,
             "purged": int(count) if (count := q.get("count", "")).isdigit() else None,
             "refresh_seconds": LIST_REFRESH_SECONDS,
+            "now": datetime.now(UTC),
         }
         status_code = 200
         try:
@@ -293,14 +317,19 @@ class Pages:
                 "instance_id_prefix": filters["prefix"] or None,
                 "created_from": created_from,
                 "created_to": created_to,
+                "top_level_only": filters["subs"] != "on",
+                "custom_status_contains": filters["text"] or None,
             }
             page = await self.client.query_orchestrations(
                 statuses=statuses,
                 page_size=size,
                 continuation_token=q.get("token") or None,
+                sort=filters["sort"],
+                descending=filters["dir"] == "desc",
                 **common,
             )
             counts = await self.client.count_orchestrations(**common)
+            children = await self._children_of(page.states) if filters["subs"] != "on" else {}
         except Exception as exc:
             error = from_exception(exc)
             if error is None:
@@ -311,11 +340,109 @@ class Pages:
         else:
             context.update(
                 states=page.states,
+                children=children,
                 next_token=page.continuation_token,
                 counts=[(s, counts.get(s, 0)) for s in STATUS_ORDER],
                 total=sum(counts.values()),
             )
         return self.renderer.render(request, "instances.html", context, status_code)
+
+    async def _children_of(
+        self, states: list[OrchestrationState]
+    ) -> dict[str, tuple[list[OrchestrationState], bool]]:
+        """The first sub-orchestrations of each listed instance (and whether there are more),
+        for the rows to expand; skipped for long pages, where it would cost a query a row."""
+        if len(states) > MAX_EXPANDED_ROWS:
+            return {}
+        found: dict[str, tuple[list[OrchestrationState], bool]] = {}
+        for state in states:
+            page = await self.client.query_orchestrations(
+                parent_instance_id=state.instance_id, page_size=MAX_INLINE_CHILDREN
+            )
+            if page.states:
+                found[state.instance_id] = (page.states, page.continuation_token is not None)
+        return found
+
+    # -- bulk actions ----------------------------------------------------------------------
+
+    def _selected(self, form: FormData) -> list[str]:
+        ids = [v for v in form.getlist("id") if isinstance(v, str) and v]
+        return list(dict.fromkeys(ids))[:MAX_BULK]
+
+    async def bulk_confirm(self, request: Request) -> Response:
+        """The one confirmation of a bulk action on the instances ticked in the list."""
+        if self.security.read_only:
+            return self.renderer.error(
+                request, 403, "Forbidden", "The dashboard is read-only: actions are switched off."
+            )
+        form = await request.form()
+        key = _field(form, "bulk_action")
+        ids = self._selected(form)
+        if key not in BULK_ACTIONS or not ids:
+            return self.renderer.error(
+                request,
+                400,
+                "Cannot do that",
+                "choose an action (terminate, purge or rewind) and tick at least one instance",
+            )
+        context = {"action": ACTIONS[key], "ids": ids, "max_bulk": MAX_BULK}
+        return self.renderer.render(request, "bulk_confirm.html", context)
+
+    async def bulk_act(self, request: Request) -> Response:
+        """Apply a confirmed bulk action to each instance; one failure does not stop the rest."""
+        if self.security.read_only:
+            return self.renderer.error(
+                request, 403, "Forbidden", "The dashboard is read-only: actions are switched off."
+            )
+        form = await request.form()
+        key = request.path_params["action"]
+        ids = self._selected(form)
+        if key not in BULK_ACTIONS or not ids:
+            return self.renderer.error(request, 400, "Cannot do that", "nothing to do")
+        reason = _field(form, "reason").strip() or None
+        done, failed = 0, []
+        for instance_id in ids:
+            try:
+                match key:
+                    case "terminate":
+                        await operations.terminate(self.client, instance_id, reason)
+                    case "rewind":
+                        await operations.rewind(self.client, instance_id, reason)
+                    case "purge":
+                        await operations.purge(self.client, instance_id)
+            except Exception as exc:
+                error = from_exception(exc)
+                if error is None:
+                    raise
+                failed.append((instance_id, error.message))
+            else:
+                done += 1
+        if failed:
+            context = {"action": ACTIONS[key], "done": done, "failed": failed}
+            return self.renderer.render(request, "bulk_result.html", context, 207)
+        return RedirectResponse(f"/instances?bulk={key}&count={done}", status_code=303)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def workers(self, request: Request) -> Response:
+        """The workers connected to the hub and the work waiting for them."""
+        include_quiet = request.query_params.get("all") == "1"
+        try:
+            workers = await self.client.list_workers(connected_only=not include_quiet)
+            backlog = await self.client.backlog()
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._error(request, error)
+        context = {
+            "workers": workers,
+            "backlog": backlog,
+            "include_quiet": include_quiet,
+            "now": datetime.now(UTC),
+            "refresh_seconds": LIST_REFRESH_SECONDS,
+        }
+        return self.renderer.render(request, "workers.html", context)
 
     # -- one instance ----------------------------------------------------------------------
 
@@ -335,10 +462,14 @@ class Pages:
             return self._error(request, error)
         now = datetime.now(UTC)
         chart = layout(build_bars(events, state.runtime_status, now), now)
+        child_status = {c.instance_id: c.runtime_status for c in children.states}
         context = {
             "state": state,
             "status": state.runtime_status,
             "waiting": waiting,
+            "open_items": [] if state.runtime_status.is_terminal else open_items(events),
+            "child_status": child_status,
+            "now": now,
             "rows": history_rows(events[:MAX_HISTORY_ROWS]),
             "hidden_rows": max(0, len(events) - MAX_HISTORY_ROWS),
             "chart": chart,

@@ -46,6 +46,7 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     max_length: int = MAX_TEXT
+    choices: tuple[str, ...] = ()  # a string that must be one of these
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of the parameter's value."""
@@ -65,6 +66,8 @@ class Param:
                     "type": "array",
                     "items": {"type": "string", "enum": ACCEPTED_STATUS_NAMES},
                 }
+            case _ if self.choices:
+                schema = {"type": "string", "enum": list(self.choices)}
             case _:
                 schema = {"type": "string", "maxLength": self.max_length}
                 if self.required:
@@ -215,5 +218,7 @@ def read_args(request: Request, params: tuple[Param, ...]) -> Args:
                     raise bad_request(f"{what} is longer than {param.max_length} characters")
                 if param.required and not text:
                     raise bad_request(f"{what} must not be empty")
+                if param.choices and text not in param.choices:
+                    raise bad_request(f"{what} must be one of {', '.join(param.choices)}")
                 values[param.name] = text
     return Args(values)

@@ -25,6 +25,39 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
+def human_span(seconds: float) -> str:
+    """A duration for people: ``850 ms``, ``4.2 s``, ``3 min 4 s``, ``2 h 5 min``, ``3 d 4 h``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def _relative(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "—"
+    seconds = (now - value).total_seconds()
+    if abs(seconds) < 1:
+        return "just now"
+    span = human_span(abs(seconds))
+    return f"{span} ago" if seconds > 0 else f"in {span}"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "—"
+    return human_span((end - start).total_seconds())
+
+
 def instance_href(instance_id: str, suffix: str = "") -> str:
     """The page of an instance (ids are percent-encoded, slashes included)."""
     return f"/instances/{quote(replace_lone_surrogates(instance_id), safe='')}{suffix}"
@@ -54,6 +87,8 @@ def build_environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["payload"] = pretty_payload
     env.filters["query"] = _query
+    env.filters["relative"] = _relative
+    env.filters["duration"] = _duration
     env.globals["instance_href"] = instance_href
     return env
 

@@ -1,5 +1,6 @@
 // Auto-refresh: reload the page every data-refresh-seconds while the box is ticked.
-// The choice is remembered in this browser; nothing refreshes while you type in a field.
+// The choice is remembered in this browser; nothing refreshes while you type in a field,
+// while instances are ticked for a bulk action, or while a row is expanded.
 (function () {
   "use strict";
   var KEY = "duratask.autoRefresh";
@@ -15,6 +16,9 @@
     box.checked = true;
   }
   function busy() {
+    if (document.querySelector("#bulk-form input[name=id]:checked, details[open]")) {
+      return true;
+    }
     var active = document.activeElement;
     if (!active || active === box) {
       return false;
