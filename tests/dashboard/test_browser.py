@@ -11,6 +11,7 @@ import asyncio
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,8 @@ from tests.dashboard.conftest import BROWSER_SKIPPED
 
 CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 30_000
+# Screenshots of the operator views are kept here after the run (CI keeps the folder).
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 
 
 def require_chromium() -> None:
@@ -188,3 +191,89 @@ def test_raise_an_event_from_the_browser_and_watch_it_complete(
     assert shot.stat().st_size > 5_000
     state = client.get_orchestration_state(iid)
     assert state is not None and state.output == {"approved_by": "carol", "total": 200}
+
+
+@pytest.mark.browser
+def test_operator_views_sorting_waiting_for_retries_and_a_bulk_action(
+    served: tuple[str, dt.TaskHubClient],
+) -> None:
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    base, client = served
+    for iid in ("b-echo", "a-echo"):
+        client.wait_for_orchestration_completion(
+            client.schedule_new_orchestration(workflows.echo, input=iid, instance_id=iid),
+            timeout=30,
+        )
+    retried = client.schedule_new_orchestration(
+        workflows.retried, input="browser", instance_id="retried"
+    )
+    client.wait_for_orchestration_completion(retried, timeout=30)
+    waiting = client.schedule_new_orchestration(workflows.waits_on_everything, instance_id="waits")
+    deadline = time.monotonic() + 30
+    while client.get_orchestration_state(f"{waiting}:sub") is None:  # not created yet
+        assert time.monotonic() < deadline, "the sub-orchestration was never started"
+        time.sleep(0.05)  # the poll interval
+    client.wait_for_orchestration_start(f"{waiting}:sub", timeout=30)
+    for n in range(2):
+        client.schedule_new_orchestration(workflows.wait_event, instance_id=f"stuck-{n}")
+        client.wait_for_orchestration_start(f"stuck-{n}", timeout=30)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(WAIT_MS)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            page.goto(f"{base}/instances")
+            ids = page.locator("table.instances tbody tr")
+            expect(ids.first).to_have_attribute("data-instance", "stuck-1")  # newest first
+            expect(page.locator('tr[data-instance="waits:sub"]')).to_have_count(0)
+            page.locator('tr[data-instance="waits"] details.children-inline summary').click()
+            expect(page.locator('tr[data-instance="waits"] details ul')).to_contain_text(
+                "waits:sub"
+            )
+            page.screenshot(path=str(ARTIFACTS / "list-page.png"), full_page=True)
+
+            page.locator('a[data-sort="name"]').click()  # name, descending first
+            expect(ids.first).to_have_attribute("data-instance", "waits")
+            page.locator('a[data-sort="name"]').click()  # and then ascending
+            expect(ids.first).to_have_attribute("data-instance", "a-echo")
+
+            page.goto(f"{base}/instances/waits")
+            panel = page.locator("#waiting-for")
+            expect(panel.locator('tr[data-kind="activity"]')).to_contain_text("attempt 1")
+            expect(panel.locator('tr[data-kind="timer"]')).to_contain_text("due")
+            expect(panel.locator('tr[data-kind="sub-orchestration"]')).to_contain_text("RUNNING")
+            page.screenshot(path=str(ARTIFACTS / "instance-page.png"), full_page=True)
+
+            page.goto(f"{base}/instances/retried")
+            tries = page.locator('#timeline g[data-kind="activity"]')
+            expect(tries).to_have_count(2)
+            expect(page.locator("#timeline text.bar-label")).to_contain_text(
+                ["activity flaky (2 tries)"]
+            )
+            ys = {tries.nth(i).locator("rect").get_attribute("y") for i in range(2)}
+            assert len(ys) == 1, ys  # one row for both tries
+            page.locator("#timeline").screenshot(path=str(ARTIFACTS / "grouped-retry.png"))
+
+            page.goto(f"{base}/instances")
+            for n in range(2):
+                page.locator(f'input[name="id"][value="stuck-{n}"]').check()
+            page.locator("#bulk-action").select_option("terminate")
+            page.locator("#bulk-submit").click()
+            expect(page.locator("h1")).to_have_text("Terminate 2 instances?")
+            page.locator("#confirm").click()
+            expect(page.locator("#bulk-notice")).to_contain_text("2 instance(s) done")
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+    for n in range(2):
+        state = client.wait_for_orchestration_completion(f"stuck-{n}", timeout=30)
+        assert state.runtime_status is dt.OrchestrationStatus.TERMINATED
+    assert png_size(ARTIFACTS / "list-page.png")[0] >= 1400

@@ -144,7 +144,76 @@ def test_layout_places_bars_on_a_shared_axis() -> None:
     assert whole.x == chart.plot_left and abs(whole.width - plot) < 0.01
     assert activity.x == chart.plot_left and abs(activity.width - plot / 2) < 0.01
     assert activity.y > whole.y
-    assert [t.label for t in chart.ticks] == ["+0 ms", "+250 ms", "+500 ms", "+750 ms", "+1 s"]
+    labels = [t.label for t in chart.ticks]
+    assert labels == ["+0 ms", "+200 ms", "+400 ms", "+600 ms", "+800 ms", "+1 s"]
+
+
+def test_ticks_fall_on_round_values_whatever_the_span() -> None:
+    events = [
+        *episode(0, started()),
+        *episode(
+            1370, h.ExecutionCompleted(timestamp=at(1370), status=OrchestrationStatus.COMPLETED)
+        ),
+    ]
+    chart = layout(build_bars(events, OrchestrationStatus.COMPLETED, at(2000)), at(2000))
+    assert chart is not None
+    assert [t.label for t in chart.ticks] == ["+0 ms", "+500 ms", "+1 s"]
+    assert all(chart.plot_left <= t.x <= chart.plot_right for t in chart.ticks)
+
+
+def test_the_tries_of_a_retried_activity_share_a_row() -> None:
+    failure = FailureDetails("IOError", "flaky")
+    events = [
+        *episode(0, started(), h.TaskScheduled(event_id=0, timestamp=at(0), name="charge")),
+        *episode(
+            100,
+            h.TaskFailed(timestamp=at(100), task_scheduled_id=0, failure_details=failure),
+            h.TimerCreated(event_id=1, timestamp=at(100), fire_at=at(200)),
+        ),
+        *episode(
+            200,
+            h.TimerFired(timestamp=at(200), timer_id=1, fire_at=at(200)),
+            h.TaskScheduled(event_id=2, timestamp=at(200), name="charge", attempt=2),
+        ),
+        *episode(300, h.TaskCompleted(timestamp=at(300), task_scheduled_id=2)),
+        *episode(400, h.TaskScheduled(event_id=3, timestamp=at(400), name="charge")),
+        *episode(500, h.TaskCompleted(timestamp=at(500), task_scheduled_id=3)),
+    ]
+    chart = layout(build_bars(events, OrchestrationStatus.RUNNING, at(600)), at(600))
+    assert chart is not None
+    tries = [r for r in chart.rows if r.bar.kind == "activity"]
+    assert [(r.bar.attempt, r.bar.outcome) for r in tries] == [
+        (1, "failed"),
+        (2, "completed"),
+        (1, "completed"),
+    ]
+    first, second, separate = tries
+    assert first.y == second.y != separate.y  # a new call (attempt 1) gets its own row
+    assert first.label == "activity charge (2 tries)" and first.first_of_row
+    assert not second.first_of_row and second.last_of_row and not first.last_of_row
+    assert separate.label == "activity charge"
+
+
+def test_a_timer_that_never_fired_and_a_rewind_are_marked() -> None:
+    events = [
+        *episode(
+            0,
+            started(),
+            h.TimerCreated(event_id=0, timestamp=at(0), fire_at=at(10_000)),
+            h.TaskScheduled(event_id=1, timestamp=at(0), name="a"),
+        ),
+        *episode(
+            100,
+            h.TaskCompleted(timestamp=at(100), task_scheduled_id=1),
+            h.ExecutionCompleted(timestamp=at(100), status=OrchestrationStatus.COMPLETED),
+        ),
+        h.ExecutionRewound(timestamp=at(150), reason="try again"),
+    ]
+    bars = build_bars(events, OrchestrationStatus.COMPLETED, at(200))
+    (timer,) = [b for b in bars if b.kind == "timer"]
+    assert timer.outcome == "cancelled" and "never fired" in timer.detail
+    (mark,) = [b for b in bars if b.label == "rewound"]
+    assert mark.kind == "mark" and mark.detail == "try again"
 
 
 def test_no_history_means_no_chart() -> None:

@@ -46,6 +46,8 @@ async def test_the_list_is_newest_first_top_level_and_sortable(
     assert by_name == ["a-echo", "b-echo", "c-waits"]  # echo, echo, waits_on_everything
     by_id_desc = listed_ids((await web.get("/instances?sort=name&dir=desc")).text)
     assert by_id_desc == ["c-waits", "b-echo", "a-echo"]
+    headers = re.findall(r'data-sort="(\w+)"', page)
+    assert headers == ["name", "status", "created", "last_updated"]  # as the cells are
     sort_link = re.search(r'data-sort="status" href="([^"]+)"', page)
     assert sort_link is not None and "sort=status" in html.unescape(sort_link.group(1))
 

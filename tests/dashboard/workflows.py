@@ -76,7 +76,25 @@ async def waits_on_everything(ctx: dt.OrchestrationContext, _: Any) -> Any:
     )
 
 
-ORCHESTRATIONS = (approval, child, wait_event, echo, flaky_flow, failing, waits_on_everything)
+async def retried(ctx: dt.OrchestrationContext, key: str) -> str:
+    """``flaky`` under a retry policy: its second try succeeds."""
+    policy = dt.RetryPolicy(
+        first_retry_interval=timedelta(milliseconds=50), max_number_of_attempts=3
+    )
+    result: str = await ctx.call_activity(flaky, input=key, retry_policy=policy)
+    return result
+
+
+ORCHESTRATIONS = (
+    approval,
+    child,
+    wait_event,
+    echo,
+    flaky_flow,
+    failing,
+    waits_on_everything,
+    retried,
+)
 ACTIVITIES = (double, flaky, explode)
 
 

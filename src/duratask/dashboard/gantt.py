@@ -6,10 +6,15 @@ Scheduled and finished events are paired by their sequence number: an activity r
 event leaves no mark when it starts, so its bar runs from the end of the orchestration's
 previous step to the event's arrival. A running instance with nothing outstanding is shown
 waiting (for an event, or for a worker) since its last step.
+
+The tries of one retried activity share a row (``group``), each try its own bar. A timer that
+never fired (its execution ended first) is drawn apart. Rewinds and termination requests are
+marks. Axis ticks fall on round durations (1, 2 or 5 times a power of ten of a unit).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,11 +37,14 @@ class Bar:
     outcome: str  # completed, failed, running, waiting, cancelled, info
     detail: str = ""
     instance_id: str | None = None  # the sub-orchestration a bar stands for
+    group: str | None = None  # bars of one group (the tries of an activity) share a row
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A bar placed on the chart."""
+    """A bar placed on the chart; bars of one group share ``y``, and only the first shows
+    the label and only the last the duration."""
 
     bar: Bar
     y: float
@@ -44,6 +52,8 @@ class Row:
     width: float
     duration: str
     label: str
+    first_of_row: bool = True
+    last_of_row: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,8 @@ class _Open:
     start: datetime
     detail: str
     instance_id: str | None = None
+    group: str | None = None
+    attempt: int = 1
 
 
 def _close(item: _Open, end: datetime, outcome: str, detail: str = "") -> Bar:
@@ -102,6 +114,8 @@ def _close(item: _Open, end: datetime, outcome: str, detail: str = "") -> Bar:
         outcome,
         detail or item.detail,
         item.instance_id,
+        item.group,
+        item.attempt,
     )
 
 
@@ -118,6 +132,7 @@ def build_bars(
     last_step_end = started.timestamp
     suspended_at: datetime | None = None
     finished: datetime | None = None
+    retry_groups: dict[str, str] = {}  # activity name -> the group of its latest first try
     for event in events:
         match event:
             case h.OrchestratorStarted():
@@ -125,8 +140,15 @@ def build_bars(
             case h.OrchestratorCompleted():
                 last_step_end = event.timestamp
             case h.TaskScheduled():
+                if event.attempt <= 1 or event.name not in retry_groups:
+                    retry_groups[event.name] = f"activity-{event.event_id}"
                 open_items[event.event_id] = _Open(
-                    "activity", f"activity {event.name}", event.timestamp, f"#{event.event_id}"
+                    "activity",
+                    f"activity {event.name}",
+                    event.timestamp,
+                    f"#{event.event_id} attempt {event.attempt}",
+                    group=retry_groups[event.name],
+                    attempt=event.attempt,
                 )
             case h.SubOrchestrationInstanceCreated():
                 open_items[event.event_id] = _Open(
@@ -199,11 +221,23 @@ def build_bars(
                 bars.append(
                     Bar("mark", "terminate requested", event.timestamp, event.timestamp, "info")
                 )
+            case h.ExecutionRewound():
+                bars.append(
+                    Bar(
+                        "mark",
+                        "rewound",
+                        event.timestamp,
+                        event.timestamp,
+                        "info",
+                        event.reason or "run again from the failed step",
+                    )
+                )
             case h.ExecutionCompleted() | h.ContinueAsNew():
                 finished = event.timestamp
     for item in open_items.values():
         if finished is not None:
-            bars.append(_close(item, finished, "cancelled", f"{item.detail} (never finished)"))
+            never = "never fired" if item.kind == "timer" else "never finished"
+            bars.append(_close(item, finished, "cancelled", f"{item.detail} ({never})"))
         else:
             bars.append(
                 Bar(
@@ -214,6 +248,8 @@ def build_bars(
                     "running",
                     item.detail,
                     item.instance_id,
+                    item.group,
+                    item.attempt,
                 )
             )
     if suspended_at is not None:
@@ -256,6 +292,16 @@ def _short(label: str) -> str:
     return label if len(label) <= _LABEL_LENGTH else label[: _LABEL_LENGTH - 1] + "…"
 
 
+def _nice_step(span: float) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten seconds) giving 3 to 8 ticks."""
+    raw = span / 5
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 0.001
+    for factor in (1, 2, 5, 10):
+        if raw <= factor * magnitude:
+            return factor * magnitude
+    return 10 * magnitude
+
+
 def layout(bars: Sequence[Bar], now: datetime, *, width: int = 960) -> Chart | None:
     """Place bars on a shared time axis (None if there is nothing to draw)."""
     if not bars:
@@ -267,8 +313,23 @@ def layout(bars: Sequence[Bar], now: datetime, *, width: int = 960) -> Chart | N
     plot_left, plot_right = 250, width - 90
     plot = plot_right - plot_left
     row_height, top = 22, 28
+    row_of: dict[str, int] = {}
+    last_in_group: dict[str, int] = {}
+    placed: list[tuple[Bar, int]] = []
+    for bar in shown:
+        if bar.group is not None and bar.group in row_of:
+            index = row_of[bar.group]
+        else:
+            index = len(row_of) + sum(1 for b, _ in placed if b.group is None)
+            if bar.group is not None:
+                row_of[bar.group] = index
+        if bar.group is not None:
+            last_in_group[bar.group] = len(placed)
+        placed.append((bar, index))
+    tries = {g: sum(1 for b, _ in placed if b.group == g) for g in row_of}
     rows = []
-    for index, bar in enumerate(shown):
+    seen_groups: set[str] = set()
+    for position, (bar, index) in enumerate(placed):
         bar_end = bar.end or now
         x = plot_left + (bar.start - start).total_seconds() / span * plot
         w = max((bar_end - bar.start).total_seconds() / span * plot, 2.0)
@@ -277,23 +338,40 @@ def layout(bars: Sequence[Bar], now: datetime, *, width: int = 960) -> Chart | N
         duration = format_duration(bar_end - bar.start)
         if bar.end is None:
             duration += " so far"
+        label = bar.label
+        first = last = True
+        if bar.group is not None:
+            first = bar.group not in seen_groups
+            seen_groups.add(bar.group)
+            last = last_in_group[bar.group] == position
+            if tries[bar.group] > 1:
+                label = f"{bar.label} ({tries[bar.group]} tries)"
         rows.append(
             Row(
-                bar, top + index * row_height, round(x, 2), round(w, 2), duration, _short(bar.label)
+                bar,
+                top + index * row_height,
+                round(x, 2),
+                round(w, 2),
+                duration,
+                _short(label),
+                first,
+                last,
             )
         )
+    step = _nice_step(span)
     ticks = [
         Tick(
-            round(plot_left + fraction * plot, 2),
-            "+" + format_duration(timedelta(seconds=span * fraction)),
+            round(plot_left + k * step / span * plot, 2),
+            "+" + format_duration(timedelta(seconds=k * step)).replace(".0 s", " s"),
         )
-        for fraction in (0, 0.25, 0.5, 0.75, 1)
+        for k in range(int(span / step) + 1)
     ]
+    row_count = max((index for _, index in placed), default=-1) + 1
     return Chart(
         rows=rows,
         ticks=ticks,
         width=width,
-        height=top + len(rows) * row_height + 8,
+        height=top + row_count * row_height + 8,
         plot_left=plot_left,
         plot_right=plot_right,
         hidden=len(bars) - len(shown),
