@@ -10,8 +10,10 @@ terminate, suspend, resume) are acted on when a worker next processes the instan
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -762,8 +764,10 @@ class TaskHubClient:
     """The synchronous face of :class:`AsyncTaskHubClient`: same arguments, same methods.
 
     Calls run on a private event loop in a daemon thread, started on first use and stopped
-    by :meth:`close` (or leaving a ``with`` block). Do not call it from the coroutines of an
-    event loop: it blocks; use :class:`AsyncTaskHubClient` there.
+    by :meth:`close` (or leaving a ``with`` block). A client the program never closes is
+    closed when the interpreter exits, so its connections end cleanly and nothing is left
+    running to warn about. Do not call it from the coroutines of an event loop: it blocks;
+    use :class:`AsyncTaskHubClient` there.
     """
 
     def __init__(
@@ -778,6 +782,10 @@ class TaskHubClient:
             store, data_converter=data_converter, max_payload_bytes=max_payload_bytes, clock=clock
         )
         self._portal = Portal("duratask-client")
+        # Holds the portal and the async client, not this object: a client dropped without
+        # close() is still closed at exit (its loop thread keeps running until then).
+        self._close_at_exit = functools.partial(_close_at_exit, self._portal, self._client)
+        atexit.register(self._close_at_exit)
 
     @property
     def store(self) -> OrchestrationServiceClient:
@@ -802,6 +810,7 @@ class TaskHubClient:
 
     def close(self) -> None:
         """Close the async client and stop the loop thread. Idempotent."""
+        atexit.unregister(self._close_at_exit)
         try:
             if self._portal.started:
                 self._portal.call(self._client.close)
@@ -953,3 +962,19 @@ class TaskHubClient:
             statuses=statuses,
             completed_before=completed_before,
         )
+
+
+_EXIT_CLOSE_SECONDS = 5.0  # at exit, how long an unclosed client may take to close
+
+
+def _close_at_exit(portal: Portal, client: AsyncTaskHubClient) -> None:
+    """Close a sync client's async client and loop that the program left open. Without
+    this, the loop thread dies with the interpreter and its pending tasks (a connection
+    pool's workers) are reported destroyed while pending."""
+    try:
+        if portal.started:
+            portal.call_within(_EXIT_CLOSE_SECONDS, client.close)
+    except Exception:
+        pass  # exiting anyway: an unreachable store must not hold the process up
+    finally:
+        portal.close()
