@@ -5,7 +5,7 @@ fails at its next episode; deterministic code runs as usual."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -27,16 +27,27 @@ async def uses_the_clock(ctx: dt.OrchestrationContext, _: None) -> str:
     return done
 
 
+async def child(ctx: dt.OrchestrationContext, value: str) -> str:
+    return value
+
+
 async def uses_the_context(ctx: dt.OrchestrationContext, _: None) -> list[str]:
+    """Every kind of step, each given something that replays the same: what the stored
+    history gives back (times, ids) must compare equal on every store."""
     first: str = await ctx.call_activity(echo, input=ctx.current_utc_datetime.isoformat())
     second: str = await ctx.call_activity(echo, input=str(ctx.new_uuid()))
-    return [first, second]
+    local = ctx.current_utc_datetime.astimezone(timezone(timedelta(hours=2)))
+    await ctx.create_timer(local + timedelta(milliseconds=20))
+    third: str = await ctx.call_sub_orchestrator(child, input="child")
+    ctx.send_event(ctx.instance_id, "note", {"at": ctx.current_utc_datetime.isoformat()})
+    await ctx.wait_for_external_event("note")
+    return [first, second, third]
 
 
 @pytest.fixture
 async def hub(store_url: str) -> AsyncIterator[TaskHub]:
     hub = TaskHub(store_url, verify_replay=True)
-    hub.register(uses_the_clock, uses_the_context, activities=(echo,))
+    hub.register(uses_the_clock, uses_the_context, child, activities=(echo,))
     await hub.start()
     yield hub
     await hub.stop()
@@ -57,6 +68,6 @@ async def test_code_that_reads_the_clock_fails_at_its_next_episode(hub: TaskHub)
 async def test_deterministic_code_completes(hub: TaskHub) -> None:
     state = await hub.run(uses_the_context)
     assert state.runtime_status is dt.OrchestrationStatus.COMPLETED, state.failure_details
-    first, second = state.output
+    first, second, third = state.output
     assert datetime.fromisoformat(first) <= datetime.now(UTC)
-    assert len(second) == 36
+    assert len(second) == 36 and third == "child"
