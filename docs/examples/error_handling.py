@@ -40,7 +40,12 @@ def cancel(ctx: dt.ActivityContext, booking: str) -> str:
 
 
 # --8<-- [start:orchestration]
-TRANSIENT = {"ConnectionError", "TimeoutError"}
+def transient(failure: dt.TaskFailedError) -> bool:
+    """A failure worth retrying: a connection or a timeout problem (or a subclass)."""
+    return failure.details.is_caused_by(ConnectionError) or failure.details.is_caused_by(
+        TimeoutError
+    )
+
 
 RETRY_TRANSIENT = dt.RetryPolicy(
     first_retry_interval=timedelta(seconds=5),
@@ -48,7 +53,7 @@ RETRY_TRANSIENT = dt.RetryPolicy(
     max_retry_interval=timedelta(minutes=1),
     max_number_of_attempts=5,
     # Retry only what may succeed next time; a declined card fails the task at once.
-    handle=lambda failure: failure.details.error_type in TRANSIENT,
+    handle=transient,
 )
 
 
@@ -59,7 +64,7 @@ async def book_trip(ctx: dt.OrchestrationContext, trip: dict) -> dict:
             done.append(await ctx.call_activity(step, input=trip, retry_policy=RETRY_TRANSIENT))
         await ctx.call_activity(charge_card, input=trip, retry_policy=RETRY_TRANSIENT)
     except dt.TaskFailedError as failure:
-        if failure.details.error_type != "CardDeclined":
+        if not failure.details.is_caused_by(CardDeclined):
             raise  # anything else fails the instance, for an operator to look at
         # Compensate: undo the bookings, the last one first.
         undone = [await ctx.call_activity(cancel, input=booking) for booking in reversed(done)]

@@ -39,6 +39,18 @@ class Portal:
         self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(*args, **kwargs)`` on the portal's loop and return its result."""
+        return self.call_within(None, fn, *args, **kwargs)
+
+    def call_within(
+        self,
+        timeout: float | None,
+        fn: Callable[P, Coroutine[Any, Any, T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """:meth:`call`, giving up (``TimeoutError``, the call cancelled) after ``timeout``
+        seconds (None: no limit)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the portal is closed")
@@ -47,7 +59,7 @@ class Portal:
             loop = self._start()
             future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop)
         try:
-            return future.result()
+            return future.result(timeout)
         except BaseException:
             future.cancel()
             raise

@@ -10,8 +10,10 @@ terminate, suspend, resume) are acted on when a worker next processes the instan
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, Payload
 from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
+    OrchestrationFinishedError,
     OrchestrationNotFoundError,
     OrchestrationWaitTimeoutError,
 )
@@ -389,6 +392,14 @@ class AsyncTaskHubClient:
         if not await store.send_message(OrchestrationMessage(instance_id, event)):
             raise OrchestrationNotFoundError(instance_id)
 
+    async def _signal(self, instance_id: str, event: HistoryEvent, action: str) -> None:
+        """Send a signal to a live instance; refuse it for one that has finished."""
+        store = await self._ready()
+        state = await self._require(store, instance_id)
+        if state.runtime_status.is_terminal:
+            raise OrchestrationFinishedError(instance_id, state.runtime_status, action)
+        await self._send(store, instance_id, event)
+
     # -- starting ----------------------------------------------------------------------
 
     async def schedule_new_orchestration(
@@ -615,52 +626,49 @@ class AsyncTaskHubClient:
     ) -> None:
         """Send the external event ``name`` with ``data`` to the instance.
 
-        An instance that has already finished ignores the event.
+        Raises :class:`~duratask.errors.OrchestrationFinishedError` (nothing is sent) if the
+        instance has already finished, and
+        :class:`~duratask.errors.OrchestrationNotFoundError` if there is no such instance.
+        An event that reaches the instance as it finishes is dropped with the rest of its
+        unprocessed messages.
         """
         if not isinstance(name, str) or not name:
             raise ValueError("event name must be a non-empty string")
         check_text(name, "event name")
         encoded = self._codec.encode(data, f"data of event {name!r} for {instance_id!r}")
-        store = await self._ready()
-        await self._send(
-            store, instance_id, EventRaised(timestamp=self._now(), name=name, input=encoded)
-        )
+        event = EventRaised(timestamp=self._now(), name=name, input=encoded)
+        await self._signal(instance_id, event, f"raise event {name!r} on")
 
     async def terminate_orchestration(
         self, instance_id: str, *, output: Any = None, recursive: bool = True
     ) -> None:
         """Ask the instance to end as TERMINATED with ``output``.
 
-        With ``recursive`` its running sub-orchestrations are terminated too. Terminating an
-        instance that has already finished does nothing.
+        With ``recursive`` its running sub-orchestrations are terminated too. Raises
+        :class:`~duratask.errors.OrchestrationFinishedError` if the instance has already
+        finished (its status and output stay as they are).
         """
         encoded = self._codec.encode(output, f"output of terminated orchestration {instance_id!r}")
-        store = await self._ready()
-        if (await self._require(store, instance_id)).runtime_status.is_terminal:
-            return
         event = ExecutionTerminated(timestamp=self._now(), input=encoded, recurse=recursive)
-        await self._send(store, instance_id, event)
+        await self._signal(instance_id, event, "terminate")
 
     async def suspend_orchestration(self, instance_id: str, reason: str | None = None) -> None:
         """Ask the instance to pause: it stays SUSPENDED, buffering what arrives, until resumed.
 
-        Suspending an instance that has already finished does nothing.
+        Raises :class:`~duratask.errors.OrchestrationFinishedError` if the instance has
+        already finished.
         """
         check_text(reason, "reason of the suspension")
-        store = await self._ready()
-        if (await self._require(store, instance_id)).runtime_status.is_terminal:
-            return
-        await self._send(
-            store, instance_id, ExecutionSuspended(timestamp=self._now(), reason=reason)
-        )
+        event = ExecutionSuspended(timestamp=self._now(), reason=reason)
+        await self._signal(instance_id, event, "suspend")
 
     async def resume_orchestration(self, instance_id: str, reason: str | None = None) -> None:
-        """Resume a suspended instance. Resuming an instance that has finished does nothing."""
+        """Resume a suspended instance. Raises
+        :class:`~duratask.errors.OrchestrationFinishedError` if the instance has already
+        finished."""
         check_text(reason, "reason of the resumption")
-        store = await self._ready()
-        if (await self._require(store, instance_id)).runtime_status.is_terminal:
-            return
-        await self._send(store, instance_id, ExecutionResumed(timestamp=self._now(), reason=reason))
+        event = ExecutionResumed(timestamp=self._now(), reason=reason)
+        await self._signal(instance_id, event, "resume")
 
     # -- recovering --------------------------------------------------------------------
 
@@ -797,8 +805,10 @@ class TaskHubClient:
     """The synchronous face of :class:`AsyncTaskHubClient`: same arguments, same methods.
 
     Calls run on a private event loop in a daemon thread, started on first use and stopped
-    by :meth:`close` (or leaving a ``with`` block). Do not call it from the coroutines of an
-    event loop: it blocks; use :class:`AsyncTaskHubClient` there.
+    by :meth:`close` (or leaving a ``with`` block). A client the program never closes is
+    closed when the interpreter exits, so its connections end cleanly and nothing is left
+    running to warn about. Do not call it from the coroutines of an event loop: it blocks;
+    use :class:`AsyncTaskHubClient` there.
     """
 
     def __init__(
@@ -813,6 +823,10 @@ class TaskHubClient:
             store, data_converter=data_converter, max_payload_bytes=max_payload_bytes, clock=clock
         )
         self._portal = Portal("duratask-client")
+        # Holds the portal and the async client, not this object: a client dropped without
+        # close() is still closed at exit (its loop thread keeps running until then).
+        self._close_at_exit = functools.partial(_close_at_exit, self._portal, self._client)
+        atexit.register(self._close_at_exit)
 
     @property
     def store(self) -> OrchestrationServiceClient:
@@ -837,6 +851,7 @@ class TaskHubClient:
 
     def close(self) -> None:
         """Close the async client and stop the loop thread. Idempotent."""
+        atexit.unregister(self._close_at_exit)
         try:
             if self._portal.started:
                 self._portal.call(self._client.close)
@@ -1004,3 +1019,19 @@ class TaskHubClient:
             statuses=statuses,
             completed_before=completed_before,
         )
+
+
+_EXIT_CLOSE_SECONDS = 5.0  # at exit, how long an unclosed client may take to close
+
+
+def _close_at_exit(portal: Portal, client: AsyncTaskHubClient) -> None:
+    """Close a sync client's async client and loop that the program left open. Without
+    this, the loop thread dies with the interpreter and its pending tasks (a connection
+    pool's workers) are reported destroyed while pending."""
+    try:
+        if portal.started:
+            portal.call_within(_EXIT_CLOSE_SECONDS, client.close)
+    except Exception:
+        pass  # exiting anyway: an unreachable store must not hold the process up
+    finally:
+        portal.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from duratask.state import FailureDetails
+    from duratask.state import FailureDetails, OrchestrationStatus
 
 
 class DurataskError(Exception):
@@ -179,3 +179,22 @@ class OrchestrationWaitTimeoutError(DurataskError, TimeoutError):
 class InvalidOperationError(DurataskError, RuntimeError):
     """The operation does not apply to the instance in its current state
     (e.g. purging a running instance)."""
+
+
+class OrchestrationFinishedError(InvalidOperationError):
+    """An event, terminate, suspend or resume was sent to an instance that has already
+    finished (COMPLETED, FAILED or TERMINATED): no worker would act on it, so the client
+    refuses it and nothing is stored. An :class:`InvalidOperationError`.
+
+    Attributes:
+        instance_id: The instance that has finished.
+        status: Its status (an :class:`~duratask.OrchestrationStatus`).
+    """
+
+    def __init__(self, instance_id: str, status: OrchestrationStatus, action: str) -> None:
+        super().__init__(
+            f"cannot {action} orchestration {instance_id!r}: it has already finished "
+            f"({status.value})"
+        )
+        self.instance_id = instance_id
+        self.status = status

@@ -37,15 +37,28 @@ _TERMINAL = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class FailureDetails:
-    """Why a task or an orchestration failed: the error's type, message and stack trace.
+    """Why a task or an orchestration failed: the error's type, message and stack trace, and
+    what caused it.
+
+    Failures form a chain through ``inner_failure``. An orchestration that ends FAILED
+    because an awaited activity failed has a ``TaskFailedError`` failure whose inner
+    failure is the activity's own exception, with the activity's traceback; through a
+    sub-orchestration the chain is one link longer. An exception's ``__cause__`` (or the
+    exception it was raised while handling) is its inner failure too.
 
     Attributes:
         error_type: The qualified name of the exception's class, e.g. ``"CardDeclined"``.
         message: The exception's message (cut to 32 KiB).
-        stack_trace: The formatted traceback, where it was raised (its last 32 KiB).
-        inner_failure: The failure of the exception's ``__cause__``, if it had one.
+        stack_trace: The formatted traceback, where it was raised (its last 32 KiB); the
+            tracebacks of its causes are in the inner failures.
+        inner_failure: What caused it, if anything: the failure of an awaited task, or of
+            the exception's ``__cause__``.
         is_non_retriable: True when retrying cannot help: a
             :class:`~duratask.retry.RetryPolicy` then stops at once.
+        error_types: The qualified names of the exception's class and its base classes
+            (``object`` left out), recorded when the failure was captured, so that
+            :meth:`is_caused_by` can match a base class; empty for failures recorded
+            without them (by older versions, or built by hand).
     """
 
     error_type: str
@@ -53,19 +66,37 @@ class FailureDetails:
     stack_trace: str | None = None
     inner_failure: FailureDetails | None = None
     is_non_retriable: bool = False
+    error_types: tuple[str, ...] = ()
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, non_retriable: bool = False) -> FailureDetails:
-        """Capture an exception (type name, message, formatted traceback). The message and
-        the trace are each cut to 32 KiB, so a huge error message cannot bloat the history."""
-        cause = exc.__cause__
-        return cls(
-            error_type=type(exc).__qualname__,
-            message=_bounded(str(exc)),
-            stack_trace=_bounded("".join(traceback.format_exception(exc)), keep_end=True),
-            inner_failure=cls.from_exception(cause) if cause is not None else None,
-            is_non_retriable=non_retriable,
-        )
+        """Capture an exception (type names, message, formatted traceback) and what caused
+        it. The message and the trace are each cut to 32 KiB, and the chain of
+        causes to 10 links, so a huge error cannot bloat the history."""
+        return _capture(cls, exc, non_retriable, MAX_FAILURE_DEPTH)
+
+    def chain(self) -> list[FailureDetails]:
+        """This failure, then its inner failure, and so on to the root cause."""
+        links: list[FailureDetails] = []
+        link: FailureDetails | None = self
+        while link is not None:
+            links.append(link)
+            link = link.inner_failure
+        return links
+
+    def is_caused_by(self, exc_type: type[BaseException]) -> bool:
+        """Whether this failure or one in its chain was an ``exc_type`` (or a subclass).
+
+        Classes are matched by qualified name, against the error's class and its base
+        classes as recorded when it failed. Use it where an orchestration catches
+        :class:`~duratask.errors.TaskFailedError`::
+
+            except TaskFailedError as error:
+                if error.details.is_caused_by(ValueError):
+                    ...
+        """
+        wanted = exc_type.__qualname__
+        return any(wanted in (link.error_types or (link.error_type,)) for link in self.chain())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields (``inner_failure`` nested as a dict)."""
@@ -75,11 +106,13 @@ class FailureDetails:
             "stack_trace": self.stack_trace,
             "inner_failure": self.inner_failure.to_dict() if self.inner_failure else None,
             "is_non_retriable": self.is_non_retriable,
+            "error_types": list(self.error_types),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FailureDetails:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict` (fields it lacks, as in failures stored by older
+        versions, take their defaults)."""
         inner = data.get("inner_failure")
         return cls(
             error_type=data["error_type"],
@@ -87,6 +120,7 @@ class FailureDetails:
             stack_trace=data.get("stack_trace"),
             inner_failure=cls.from_dict(inner) if inner else None,
             is_non_retriable=bool(data.get("is_non_retriable", False)),
+            error_types=tuple(data.get("error_types") or ()),
         )
 
     def to_json(self) -> str:
@@ -97,6 +131,39 @@ class FailureDetails:
     def from_json(cls, text: str) -> FailureDetails:
         """The inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
+
+
+MAX_FAILURE_DEPTH = 10  # links of a failure chain kept; deeper causes are left out
+
+
+def type_names(exc_type: type[BaseException]) -> tuple[str, ...]:
+    """The qualified names of a class and its bases, ``object`` left out."""
+    return tuple(t.__qualname__ for t in exc_type.__mro__ if t is not object)
+
+
+def _capture(
+    cls: type[FailureDetails], exc: BaseException, non_retriable: bool, depth: int
+) -> FailureDetails:
+    from duratask.errors import TaskFailedError
+
+    inner: FailureDetails | None = None
+    cause = exc.__cause__
+    if cause is None and not exc.__suppress_context__:
+        cause = exc.__context__
+    if isinstance(exc, TaskFailedError):
+        inner = exc.details  # the task's own failure, with its traceback
+    elif cause is not None and depth > 1:
+        inner = _capture(cls, cause, False, depth - 1)
+    return cls(
+        error_type=type(exc).__qualname__,
+        message=_bounded(str(exc)),
+        stack_trace=_bounded(
+            "".join(traceback.format_exception(exc, chain=inner is None)), keep_end=True
+        ),
+        inner_failure=inner,
+        is_non_retriable=non_retriable,
+        error_types=type_names(type(exc)),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

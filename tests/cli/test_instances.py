@@ -161,6 +161,18 @@ def test_status_wait_exit_codes(cli: Cli) -> None:
     assert cli.wait(waiting, code=3)["runtime_status"] == "TERMINATED"
 
 
+def test_status_shows_the_failure_chain_down_to_the_activitys_traceback(cli: Cli) -> None:
+    failed = cli.start("fail", "kaput")
+    inner = cli.wait(failed, code=3)["failure_details"]["inner_failure"]
+    assert inner["error_type"] == "ValueError" and inner["message"] == "kaput"
+    assert "in explode" in inner["stack_trace"]
+    assert inner["error_types"][:2] == ["ValueError", "Exception"]
+    table = cli.run("status", failed, code=0).stdout
+    assert "Caused by" in table and "ValueError: kaput" in table
+    # The activity's own frame, under the orchestration's stack trace.
+    assert table.index("in fail") < table.index("Caused by") < table.index("in explode")
+
+
 def test_status_timeout_needs_wait(idle_cli: Cli) -> None:
     result = idle_cli.run("status", "x", "--timeout", "3", code=2)
     assert "--timeout applies only with --wait" in one_line_error(result)

@@ -171,6 +171,14 @@ async def test_failure_details_and_payloads_are_escaped(hub: Hub, web: httpx.Asy
     stack = re.search(r'<pre class="stack-trace">(.*?)</pre>', page, re.S)
     assert stack is not None and "Traceback" in stack.group(1)
     assert 'data-outcome="failed"' in page  # the failed activity's bar
+    # The chain: the orchestration's failure, then the activity's own exception and frames.
+    cause = re.search(r'<details class="cause" open><summary>Caused by (.*?)</details>', page, re.S)
+    assert cause is not None and "<strong>ValueError</strong>" in cause.group(1)
+    assert "in explode" in cause.group(1)
+    api = (await web.get(f"/api/instances/{failed.instance_id}")).json()
+    assert api["failureDetails"]["errorType"] == "TaskFailedError"
+    assert api["failureDetails"]["innerFailure"]["errorType"] == "ValueError"
+    assert api["failureDetails"]["innerFailure"]["errorTypes"][:2] == ["ValueError", "Exception"]
 
     odd_id = 'odd <b>&"id"/with?slash#hash'
     await hub.finish(workflows.echo, {"html": "<img src=x onerror=alert(1)>"}, instance_id=odd_id)

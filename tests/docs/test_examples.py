@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from duratask._engine.replay_context import NON_DETERMINISM_CAUSES
+
 from .conftest import DOCS, EXAMPLES, load_file
 
 POSTGRES_URL = os.environ.get(
@@ -115,7 +117,7 @@ def test_versioning(sqlite_hub: str) -> None:
         "order-2": "shipped order-2 (version 2)",
         "replaying order-1 with version 2": "orchestration 'approve_order': at sequence #0 "
         "history has activity 'send_mail', but the code now calls activity 'check_fraud'. "
-        "Was the activity renamed or replaced?",
+        + NON_DETERMINISM_CAUSES,
     }
 
 

@@ -502,11 +502,11 @@ async def finished(hub: Hub) -> dict[str, dt.OrchestrationState]:
     }
 
 
-async def test_signals_to_finished_instances_change_nothing(hub: Hub) -> None:
+async def test_signals_to_finished_instances_are_refused_and_change_nothing(hub: Hub) -> None:
     c = hub.client
     states = await finished(hub)
     histories = {iid: await c.get_orchestration_history(iid) for iid in states}
-    for iid in states:
+    for iid, state in states.items():
         for call in (
             c.raise_orchestration_event(iid, "go", "late"),
             c.terminate_orchestration(iid, output="again"),
@@ -514,8 +514,12 @@ async def test_signals_to_finished_instances_change_nothing(hub: Hub) -> None:
             c.resume_orchestration(iid),
         ):
             count("bad inputs tried")
-            assert await call is None  # type: ignore[func-returns-value]  # checked at run time
-    # The worker drops what was sent; wait until the messages are consumed.
+            with pytest.raises(dt.OrchestrationFinishedError) as refused:
+                await call
+            assert refused.value.instance_id == iid
+            assert refused.value.status is state.runtime_status
+            assert f"it has already finished ({state.runtime_status.value})" in str(refused.value)
+    # Nothing was sent; had anything been, the worker would have consumed it by now.
     marker = await c.schedule_new_orchestration(echo, input="after")
     await c.wait_for_orchestration_completion(marker, timeout=30)
     for iid, state in states.items():
@@ -554,10 +558,14 @@ async def test_terminating_twice_keeps_the_first_output(hub: Hub) -> None:
     await c.wait_for_orchestration_start("twice", timeout=30)
     count("bad inputs tried", 2)
     await c.terminate_orchestration("twice", output="first")
-    await c.terminate_orchestration("twice", output="second")
+    try:  # sent while still running, or refused if the first already ended it
+        await c.terminate_orchestration("twice", output="second")
+    except dt.OrchestrationFinishedError:
+        pass
     state = await c.wait_for_orchestration_completion("twice", timeout=30)
     assert (state.runtime_status, state.output) == (S.TERMINATED, "first")
-    await c.terminate_orchestration("twice", output="third")
+    with pytest.raises(dt.OrchestrationFinishedError, match="already finished"):
+        await c.terminate_orchestration("twice", output="third")
     assert await c.get_orchestration_state("twice") == state
     await hub.verify()
 

@@ -222,6 +222,10 @@ class HubMachine(RuleBasedStateMachine):
             with pytest.raises(dt.OrchestrationNotFoundError):
                 self.run(self.client.raise_orchestration_event(iid, name, v))
             return
+        if instance.terminal:  # refused: nothing is sent
+            with pytest.raises(dt.OrchestrationFinishedError):
+                self.run(self.client.raise_orchestration_event(iid, name, v))
+            return
         self.run(self.client.raise_orchestration_event(iid, name, v))
         instance.queue.append(Message("go" if name.lower() == "go" else "other", v))
 
@@ -243,9 +247,12 @@ class HubMachine(RuleBasedStateMachine):
             with pytest.raises(dt.OrchestrationNotFoundError):
                 self.run(call())
             return
+        if instance.terminal:  # refused: a finished instance is not even sent the message
+            with pytest.raises(dt.OrchestrationFinishedError):
+                self.run(call())
+            return
         self.run(call())
-        if not instance.terminal:  # a finished instance is not even sent the message
-            instance.queue.append(Message(operation, v))
+        instance.queue.append(Message(operation, v))
 
     @rule(iid=st.sampled_from(IDS))
     def purge(self, iid: str) -> None:

@@ -28,6 +28,7 @@ from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
     OrchestrationAlreadyExistsError,
+    OrchestrationFinishedError,
     OrchestrationNotFoundError,
     OrchestrationWaitTimeoutError,
     PayloadTooLargeError,
@@ -511,15 +512,20 @@ async def test_signals_to_a_missing_instance_raise_not_found(client: AsyncTaskHu
         await client.resume_orchestration("ghost")
 
 
-async def test_signals_to_a_finished_instance_do_nothing(
+async def test_signals_to_a_finished_instance_are_refused(
     client: AsyncTaskHubClient, store: SpyStore
 ) -> None:
     instance_id = await client.schedule_new_orchestration("f")
     await run_episode(store, instance_id, S.COMPLETED)
 
-    await client.terminate_orchestration(instance_id)
-    await client.suspend_orchestration(instance_id)
-    await client.resume_orchestration(instance_id)
+    for signal in (
+        client.raise_orchestration_event(instance_id, "go"),
+        client.terminate_orchestration(instance_id),
+        client.suspend_orchestration(instance_id),
+        client.resume_orchestration(instance_id),
+    ):
+        with pytest.raises(OrchestrationFinishedError, match=r"already finished \(COMPLETED\)"):
+            await signal
 
     assert await store.lock_next_orchestration_work_item("w", LEASE) is None
 

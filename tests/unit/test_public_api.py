@@ -28,6 +28,7 @@ EXPECTED = [
     "OrchestrationAlreadyExistsError",
     "OrchestrationContext",
     "OrchestrationFailedError",
+    "OrchestrationFinishedError",
     "OrchestrationNotFoundError",
     "OrchestrationNotRegisteredError",
     "OrchestrationState",

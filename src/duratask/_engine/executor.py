@@ -119,7 +119,9 @@ class OrchestrationCursor:
 
     def __init__(self, executor: OrchestrationExecutor, instance_id: str) -> None:
         self._executor = executor
-        self.ctx = ReplayContext(instance_id, executor._registry, executor._codec)
+        self.ctx = ReplayContext(
+            instance_id, executor._registry, executor._codec, strict=executor.strict
+        )
         self._driver = _Driver(self.ctx)
 
     @property
@@ -155,11 +157,19 @@ class OrchestrationCursor:
 
 
 class OrchestrationExecutor:
-    """Runs orchestration code against its history. Create one per worker; it keeps no state."""
+    """Runs orchestration code against its history. Create one per worker; it keeps no state.
 
-    def __init__(self, registry: Registry, codec: PayloadCodec | None = None) -> None:
+    A ``strict`` executor also checks that replayed steps were given what the history
+    recorded (activity and sub-orchestration inputs, child ids, timer times, event data),
+    which catches non-deterministic code whose steps keep their names.
+    """
+
+    def __init__(
+        self, registry: Registry, codec: PayloadCodec | None = None, *, strict: bool = False
+    ) -> None:
         self._registry = registry
         self._codec = codec or PayloadCodec()
+        self.strict = strict
 
     def cursor(
         self, instance_id: str, past_events: Iterable[h.HistoryEvent]

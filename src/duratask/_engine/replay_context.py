@@ -27,6 +27,17 @@ from duratask.task import CompletableTask, Task
 _UUID_NAMESPACE = uuid.UUID("9e952958-5e33-4daf-827f-2fa12937b875")
 _LOG = logging.getLogger("duratask.orchestration")
 
+# The two ways an orchestration stops matching its history, and what to do about each.
+NON_DETERMINISM_CAUSES = (
+    "Either the orchestration's code changed while this instance was running (deploy such "
+    "a change as a new version), or the code is not deterministic: it used something that "
+    "gives a different answer when the code is replayed, such as random numbers, the clock "
+    "(datetime.now(), time.time()), uuid4(), I/O (files, network, environment variables) "
+    "or the iteration order of a set. Use ctx.current_utc_datetime for the time, "
+    "ctx.new_uuid() for ids, and activities for random numbers and I/O."
+)
+_SHOWN_VALUE = 80  # characters of a differing input shown in the message
+
 
 class ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
     """Drops records while the orchestration is replaying."""
@@ -103,8 +114,13 @@ _HELD_WHILE_SUSPENDED = (
 class ReplayContext(OrchestrationContext):
     """The engine's :class:`OrchestrationContext` implementation."""
 
-    def __init__(self, instance_id: str, registry: Registry, codec: PayloadCodec) -> None:
+    def __init__(
+        self, instance_id: str, registry: Registry, codec: PayloadCodec, *, strict: bool = False
+    ) -> None:
         self._instance_id = instance_id
+        # Strict replay also compares what each step was given (inputs, ids, timer times),
+        # not only what it was, to find non-deterministic code early (verify_replay).
+        self._strict = strict
         self._registry = registry
         self._codec = codec
         self._execution_id = ""
@@ -382,56 +398,78 @@ class ReplayContext(OrchestrationContext):
             self.completion = completion
             self._end_sequence = self._sequence
 
+    def _mismatch(self, event: h.HistoryEvent, what: str) -> NonDeterminismError:
+        return NonDeterminismError(
+            f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+            f"{what}. {NON_DETERMINISM_CAUSES}"
+        )
+
     def _match(self, event: h.HistoryEvent, expected: type, describe: str) -> act.SchedulingAction:
         action = self._actions.pop(event.event_id, None)
         if action is None:
-            raise NonDeterminismError(
-                f"non-deterministic orchestration {self._name!r}: history has {describe} at "
-                f"sequence #{event.event_id}, but the code scheduled nothing there. Was a step "
-                "removed or made conditional on something that changed (time, random, I/O)?"
+            raise self._mismatch(
+                event,
+                f"history has {describe}, but the code scheduled nothing there (a step removed, "
+                "or taken only under a condition that came out differently)",
             )
         if not isinstance(action, expected):
-            raise NonDeterminismError(
-                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
-                f"history has {describe}, but the code now does {_describe_action(action)}. "
-                "Was the order of steps changed? Deploy changed code as a new version instead."
+            raise self._mismatch(
+                event,
+                f"history has {describe}, but the code now does {_describe_action(action)} "
+                "(the order of steps differs)",
             )
         return action
 
+    def _check_same(
+        self, event: h.HistoryEvent, describe: str, field: str, was: Any, now: Any
+    ) -> None:
+        if self._strict and was != now:
+            raise self._mismatch(
+                event,
+                f"history has {describe} with {field} {_shown(was)}, but replaying the code "
+                f"gave {_shown(now)}",
+            )
+
     def _on_task_scheduled(self, event: h.TaskScheduled) -> None:
-        action = self._match(event, act.ScheduleTaskAction, f"activity {event.name!r}")
+        describe = f"activity {event.name!r}"
+        action = self._match(event, act.ScheduleTaskAction, describe)
         assert isinstance(action, act.ScheduleTaskAction)
         if action.name.lower() != event.name.lower():
-            raise NonDeterminismError(
-                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+            raise self._mismatch(
+                event,
                 f"history has activity {event.name!r}, but the code now calls activity "
-                f"{action.name!r}. Was the activity renamed or replaced?"
+                f"{action.name!r}",
             )
+        self._check_same(event, describe, "input", event.input, action.input)
 
     def _on_sub_created(self, event: h.SubOrchestrationInstanceCreated) -> None:
-        action = self._match(
-            event, act.CreateSubOrchestrationAction, f"sub-orchestration {event.name!r}"
-        )
+        describe = f"sub-orchestration {event.name!r}"
+        action = self._match(event, act.CreateSubOrchestrationAction, describe)
         assert isinstance(action, act.CreateSubOrchestrationAction)
         if action.name.lower() != event.name.lower():
-            raise NonDeterminismError(
-                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+            raise self._mismatch(
+                event,
                 f"history has sub-orchestration {event.name!r}, but the code now starts "
-                f"{action.name!r}."
+                f"{action.name!r}",
             )
+        self._check_same(event, describe, "instance id", event.instance_id, action.instance_id)
+        self._check_same(event, describe, "input", event.input, action.input)
 
     def _on_timer_created(self, event: h.TimerCreated) -> None:
-        self._match(event, act.CreateTimerAction, "a timer")
+        action = self._match(event, act.CreateTimerAction, "a timer")
+        assert isinstance(action, act.CreateTimerAction)
+        self._check_same(event, "a timer", "fire time", event.fire_at, action.fire_at)
 
     def _on_event_sent(self, event: h.EventSent) -> None:
         action = self._match(event, act.SendEventAction, f"event {event.name!r} sent")
         assert isinstance(action, act.SendEventAction)
         if action.name.lower() != event.name.lower() or action.instance_id != event.instance_id:
-            raise NonDeterminismError(
-                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+            raise self._mismatch(
+                event,
                 f"history sent event {event.name!r} to {event.instance_id!r}, but the code now "
-                f"sends {action.name!r} to {action.instance_id!r}."
+                f"sends {action.name!r} to {action.instance_id!r}",
             )
+        self._check_same(event, f"event {event.name!r} sent", "data", event.input, action.data)
 
     def _on_orchestrator_started(self, event: h.OrchestratorStarted) -> None:
         self._now = event.timestamp
@@ -548,6 +586,12 @@ class ReplayContext(OrchestrationContext):
         h.ExecutionSuspended: _on_suspended,
         h.ExecutionResumed: _on_resumed,
     }
+
+
+def _shown(value: Any) -> str:
+    text = value.isoformat() if isinstance(value, datetime) else value
+    shown = repr(text)
+    return shown if len(shown) <= _SHOWN_VALUE else shown[: _SHOWN_VALUE - 1] + "…"
 
 
 def _describe_action(action: act.SchedulingAction) -> str:

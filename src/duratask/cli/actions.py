@@ -2,8 +2,8 @@
 restart.
 
 Signals (events, terminate, suspend, resume) are messages: a worker applies them when it next
-processes the instance. Sending one to an instance that has already finished is refused
-(exit code 1), since no worker would act on it.
+processes the instance. The client refuses to send one to an instance that has already
+finished (``OrchestrationFinishedError``), which the command reports with exit code 1.
 """
 
 from __future__ import annotations
@@ -11,22 +11,12 @@ from __future__ import annotations
 import click
 
 from duratask.cli.errors import usage_error
-from duratask.cli.instances import instance_id_argument, require_state
+from duratask.cli.instances import instance_id_argument
 from duratask.cli.options import JSON, output_option, store_option, yes_option
 from duratask.cli.parsing import TIME_FORMATS_HELP, parse_json_argument, parse_statuses, parse_time
 from duratask.cli.render import format_time, print_json
 from duratask.cli.store import require_store_url, with_client
 from duratask.client import AsyncTaskHubClient
-from duratask.errors import InvalidOperationError
-
-
-async def _require_live(client: AsyncTaskHubClient, instance_id: str, action: str) -> None:
-    state = await require_state(client, instance_id)
-    if state.runtime_status.is_terminal:
-        raise InvalidOperationError(
-            f"cannot {action} orchestration {instance_id!r}: it has already finished "
-            f"({state.runtime_status.value})"
-        )
 
 
 @click.command("raise-event")
@@ -39,7 +29,6 @@ def raise_event(instance_id: str, event_name: str, data: str | None, store: str 
     payload = None if data is None else parse_json_argument(data, "--data")
 
     async def act(client: AsyncTaskHubClient) -> None:
-        await _require_live(client, instance_id, f"raise event {event_name!r} on")
         await client.raise_orchestration_event(instance_id, event_name, payload)
 
     with_client(store, act)
@@ -54,7 +43,6 @@ def terminate(instance_id: str, reason: str | None, store: str | None) -> None:
     """Terminate instance ID (and its running sub-orchestrations)."""
 
     async def act(client: AsyncTaskHubClient) -> None:
-        await _require_live(client, instance_id, "terminate")
         await client.terminate_orchestration(instance_id, output=reason)
 
     with_client(store, act)
@@ -69,7 +57,6 @@ def suspend(instance_id: str, reason: str | None, store: str | None) -> None:
     """Suspend instance ID until it is resumed."""
 
     async def act(client: AsyncTaskHubClient) -> None:
-        await _require_live(client, instance_id, "suspend")
         await client.suspend_orchestration(instance_id, reason)
 
     with_client(store, act)
@@ -84,7 +71,6 @@ def resume(instance_id: str, reason: str | None, store: str | None) -> None:
     """Resume the suspended instance ID."""
 
     async def act(client: AsyncTaskHubClient) -> None:
-        await _require_live(client, instance_id, "resume")
         await client.resume_orchestration(instance_id, reason)
 
     with_client(store, act)

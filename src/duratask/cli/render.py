@@ -148,10 +148,12 @@ def render_state(state: OrchestrationState, waiting: str | None = None) -> None:
         ("Custom status", _pretty_payload(state.serialized_custom_status)),
     ]
     failure = state.failure_details
-    if failure is not None:
-        rows.append(("Failure", Text(f"{failure.error_type}: {failure.message}", style="red")))
-        if failure.stack_trace:
-            rows.append(("Stack trace", failure.stack_trace.rstrip()))
+    if failure is not None:  # the whole chain: the orchestration's failure, down to the root
+        for depth, link in enumerate(failure.chain()):
+            label = "Failure" if depth == 0 else "Caused by"
+            rows.append((label, Text(f"{link.error_type}: {link.message}", style="red")))
+            if link.stack_trace:
+                rows.append(("Stack trace", link.stack_trace.rstrip()))
     for label, value in rows:
         if value:
             table.add_row(label, value)

@@ -46,6 +46,7 @@ def failure_json(details: FailureDetails | None) -> dict[str, Any] | None:
         "stackTrace": details.stack_trace,
         "innerFailure": failure_json(details.inner_failure),
         "isNonRetriable": details.is_non_retriable,
+        "errorTypes": list(details.error_types),
     }
 
 

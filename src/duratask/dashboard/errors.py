@@ -17,6 +17,7 @@ from duratask.errors import (
     InvalidOperationError,
     InvalidTextError,
     OrchestrationAlreadyExistsError,
+    OrchestrationFinishedError,
     OrchestrationNotFoundError,
     PayloadTooLargeError,
     SerializationError,
@@ -51,6 +52,8 @@ def from_exception(exc: BaseException) -> HttpError | None:
             return HttpError(404, "not_found", str(exc))
         case OrchestrationAlreadyExistsError():
             return HttpError(409, "already_exists", str(exc))
+        case OrchestrationFinishedError():
+            return HttpError(410, "instance_finished", str(exc))
         case InvalidOperationError():
             return HttpError(409, "invalid_operation", str(exc))
         case PayloadTooLargeError():

@@ -31,7 +31,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "FailureDetails": {
         "type": "object",
-        "required": ["errorType", "errorMessage", "stackTrace", "innerFailure", "isNonRetriable"],
+        "required": [
+            "errorType",
+            "errorMessage",
+            "stackTrace",
+            "innerFailure",
+            "isNonRetriable",
+            "errorTypes",
+        ],
         "additionalProperties": False,
         "properties": {
             "errorType": {"type": "string"},
@@ -41,6 +48,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "anyOf": [{"$ref": "#/components/schemas/FailureDetails"}, {"type": "null"}]
             },
             "isNonRetriable": {"type": "boolean"},
+            "errorTypes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The error's class and base classes, by qualified name "
+                "(empty for failures recorded without them).",
+            },
         },
     },
     "HistoryEvent": {

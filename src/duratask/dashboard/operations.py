@@ -1,8 +1,8 @@
 """The instance actions, shared by the API and the pages, with the checks the client leaves out.
 
-The client ignores events, terminations, suspensions and resumptions sent to a finished
-instance; here they are refused with 410 Gone (as Durable Functions does), so a person or a
-script learns that nothing will happen.
+The client refuses events, terminations, suspensions and resumptions sent to a finished
+instance (``OrchestrationFinishedError``); the API and the pages answer 410 Gone for it (as
+Durable Functions does), so a person or a script learns that nothing will happen.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from duratask.client import AsyncTaskHubClient
-from duratask.dashboard.errors import HttpError, bad_request
+from duratask.dashboard.errors import bad_request
 from duratask.errors import OrchestrationNotFoundError
 from duratask.state import OrchestrationState
 
@@ -25,40 +25,25 @@ async def require_state(client: AsyncTaskHubClient, instance_id: str) -> Orchest
     return state
 
 
-async def _require_live(client: AsyncTaskHubClient, instance_id: str, action: str) -> None:
-    state = await require_state(client, instance_id)
-    if state.runtime_status.is_terminal:
-        raise HttpError(
-            410,
-            "instance_finished",
-            f"cannot {action} orchestration {instance_id!r}: it has already finished "
-            f"({state.runtime_status.value})",
-        )
-
-
 async def raise_event(client: AsyncTaskHubClient, instance_id: str, name: str, data: Any) -> None:
     """Send an external event to a live instance."""
     if not name or len(name) > MAX_EVENT_NAME:
         raise bad_request(f"event name must be 1 to {MAX_EVENT_NAME} characters")
-    await _require_live(client, instance_id, "raise an event on")
     await client.raise_orchestration_event(instance_id, name, data)
 
 
 async def terminate(client: AsyncTaskHubClient, instance_id: str, reason: str | None) -> None:
     """Ask a live instance to end as TERMINATED (the reason becomes its output)."""
-    await _require_live(client, instance_id, "terminate")
     await client.terminate_orchestration(instance_id, output=reason)
 
 
 async def suspend(client: AsyncTaskHubClient, instance_id: str, reason: str | None) -> None:
     """Ask a live instance to pause."""
-    await _require_live(client, instance_id, "suspend")
     await client.suspend_orchestration(instance_id, reason)
 
 
 async def resume(client: AsyncTaskHubClient, instance_id: str, reason: str | None) -> None:
     """Resume a suspended instance."""
-    await _require_live(client, instance_id, "resume")
     await client.resume_orchestration(instance_id, reason)
 
 

@@ -55,7 +55,11 @@ class TimeSkippingHub:
     seconds :meth:`advance` and :meth:`wait_until_idle` wait for running work to finish.
     Other keyword arguments go to :class:`~duratask.TaskHubWorker`; its ``unknown_work`` is
     ``"fail"`` here (the hub's one worker is all there is: an orchestration or activity it
-    has not registered fails at once rather than wait for another worker).
+    has not registered fails at once rather than wait for another worker), and its
+    ``verify_replay`` is True: every episode replays the history and checks it strictly, so
+    orchestration code that is not deterministic (the clock, random numbers, I/O) fails
+    with :class:`~duratask.NonDeterminismError` in its first test run. Pass
+    ``verify_replay=False`` to run with the orchestration cache, as production workers do.
 
     Attributes:
         auto_skip: Whether the client's waits skip virtual time while the hub is idle.
@@ -81,6 +85,7 @@ class TimeSkippingHub:
         self.clock = VirtualClock(start)
         self.store = MemoryOrchestrationService(clock=self.clock)
         worker_options.setdefault("unknown_work", "fail")
+        worker_options.setdefault("verify_replay", True)
         self.worker = TaskHubWorker(
             self.store,
             clock=self.clock,

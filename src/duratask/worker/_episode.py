@@ -29,7 +29,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.errors import PoisonWorkError
-from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus, type_names
 from duratask.worker._instance_state import advance_state
 
 _LOG = logging.getLogger("duratask.worker")
@@ -134,6 +134,7 @@ def poison_details(what: str, delivered: int, reason: str | None = None) -> Fail
         f"{what} was delivered {delivered} times without completing ({why}), so it was "
         "given up; fix the cause, then rewind the instance to run it again",
         is_non_retriable=True,
+        error_types=type_names(PoisonWorkError),
     )
 
 

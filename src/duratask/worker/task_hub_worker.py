@@ -67,6 +67,14 @@ class TaskHubWorker:
     ``orchestration_cache_size`` live orchestrations are kept in memory between episodes so
     their next step replays nothing (0 disables the cache: every episode replays its history).
 
+    ``verify_replay`` (for tests and staging) replays every episode from the stored history,
+    never from the cache, and checks each replayed step strictly: its kind and name, and
+    also what it was given (activity and sub-orchestration inputs, child instance ids,
+    timer times, event data). Orchestration code that is not deterministic (it reads the
+    clock, random numbers, I/O) then fails with
+    :class:`~duratask.errors.NonDeterminismError` at its next episode, instead of only when
+    a crash or an eviction makes the worker replay it.
+
     Up to ``max_concurrent_orchestrations`` episodes and ``max_concurrent_activities``
     activities run at once (100 each by default); ``async def`` activities run on the event
     loop, plain functions on ``activity_threads`` threads (up to 32 by default).
@@ -97,6 +105,8 @@ class TaskHubWorker:
         registry: The orchestrations and activities registered on the worker.
         worker_id: The worker's name in leases and logs: host, process id and a random
             suffix unless given.
+        verify_replay: Whether every episode is replayed from the stored history and
+            checked strictly (see above).
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class TaskHubWorker:
         activity_timeout: timedelta | None = None,
         unknown_work: Literal["wait", "fail"] = "wait",
         episode_budget: timedelta | None = timedelta(seconds=5),
+        verify_replay: bool = False,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
@@ -132,8 +143,9 @@ class TaskHubWorker:
         self._activity_threads = activity_threads or min(32, max_concurrent_activities)
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
-        self._executor = OrchestrationExecutor(self.registry, self._codec)
-        self._cache = OrchestrationCache(orchestration_cache_size)
+        self.verify_replay = verify_replay
+        self._executor = OrchestrationExecutor(self.registry, self._codec, strict=verify_replay)
+        self._cache = OrchestrationCache(0 if verify_replay else orchestration_cache_size)
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         self._max_deliveries = max_deliveries
