@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -19,8 +20,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from duratask.backends._migrations import load_migrations
+from duratask.backends._ownership import TABLE, Found, own_objects, survey
 from duratask.backends.sqlite import _queries as queries
-from duratask.errors import StoreError, TaskHubNotFoundError
+from duratask.errors import (
+    NotATaskHubError,
+    SchemaVersionError,
+    StoreError,
+    StoreFullError,
+    TaskHubNotFoundError,
+)
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
@@ -29,6 +37,7 @@ MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_FULL = 13
 
 
 # sqlite3 binds None through its adapter protocol, and without an adapter registered for
@@ -72,6 +81,14 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def is_full(exc: sqlite3.Error) -> bool:
+    """True for "database or disk is full": no space left for the file or its WAL."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_FULL)
+    return "is full" in str(exc).lower()
 
 
 class Database:
@@ -260,16 +277,16 @@ class Database:
             return _transaction(self._reader(waiting=False), "BEGIN", job)
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+                raise _store_error(self.path, exc) from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
         # Rare in WAL mode (a file being recovered or checkpointed): wait off the loop.
         try:
             return await self._on_thread(
                 lambda: _transaction(self._reader(waiting=True), "BEGIN", job)
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
 
     async def _enqueue(self, pending: _PendingWrite) -> Any:
         loop = asyncio.get_running_loop()
@@ -442,31 +459,82 @@ class Database:
     # -- schema --------------------------------------------------------------------------
     async def migrate(self, now_us: int, *, create: bool = True) -> None:
         """Apply the migrations the file lacks, all in one write transaction; without
-        ``create``, :class:`TaskHubNotFoundError` if the file holds no task hub.
+        ``create``, :class:`TaskHubNotFoundError` if the file holds no task hub. A file
+        holding other tables is refused (:class:`NotATaskHubError`) before anything in it
+        changes; a hub whose version this duratask cannot use raises
+        :class:`SchemaVersionError`.
 
         The version is read under the write lock, so processes opening a new file at the
         same time apply each migration exactly once."""
         migrations = load_migrations("duratask.backends.sqlite", "SQLite")
+        own = own_objects(m.script for m in migrations)
+        if os.path.exists(self.path):
+            # A look first, on a connection that changes nothing: the write connection
+            # would switch the file to WAL mode, which a foreign file must not undergo.
+            await self._on_thread(lambda: self._look(own, create=create))
 
         def job(conn: sqlite3.Connection) -> None:
-            if not create and conn.execute(queries.SCHEMA_VERSION_EXISTS).fetchone() is None:
-                raise TaskHubNotFoundError(f"no task hub in the SQLite file {self.path!r}")
+            found = self._require_hub(conn, own, create=create)
             conn.execute(queries.CREATE_SCHEMA_VERSION)
             current: int = conn.execute(queries.SELECT_SCHEMA_VERSION).fetchone()[0]
             if current > len(migrations):
-                raise StoreError(
-                    f"SQLite task hub {self.path!r} has schema version {current}, newer than "
-                    f"this duratask supports ({len(migrations)})"
+                raise SchemaVersionError(self._where(), current, len(migrations))
+            if found is Found.DAMAGED:
+                raise SchemaVersionError(
+                    self._where(),
+                    current,
+                    len(migrations),
+                    "it holds only some of duratask's tables: it was changed by hand, or is "
+                    "damaged",
                 )
             for migration in migrations[current:]:
-                for statement in split_statements(migration.script):
-                    conn.execute(statement)
+                try:
+                    for statement in split_statements(migration.script):
+                        conn.execute(statement)
+                except sqlite3.OperationalError as exc:
+                    if is_busy(exc) or is_full(exc):
+                        raise
+                    raise SchemaVersionError(
+                        self._where(),
+                        current,
+                        len(migrations),
+                        f"its tables do not match that version (migration {migration.name}: "
+                        f"{exc}): it was changed by hand, or is damaged",
+                    ) from None
                 conn.execute(queries.INSERT_SCHEMA_VERSION, (migration.version, now_us))
 
         await self.write(job)
 
-    async def drop_all_tables(self) -> None:
-        """Drop every table of the file (the file itself stays)."""
+    def _where(self) -> str:
+        return f"the SQLite file {self.path!r}"
+
+    def _look(self, own: frozenset[tuple[str, str]], *, create: bool) -> None:
+        """On the store's thread: refuse a file that holds no hub, on a connection that only
+        reads."""
+        try:
+            conn = self._open(busy_timeout=self._busy_timeout)
+            try:
+                _transaction(conn, "BEGIN", lambda c: self._require_hub(c, own, create=create))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def _require_hub(
+        self, conn: sqlite3.Connection, own: frozenset[tuple[str, str]], *, create: bool
+    ) -> Found:
+        """What the file holds, if it may be used as a hub; the error that says why not."""
+        found = survey(_objects(conn, own), own)
+        if found.found is Found.FOREIGN:
+            raise NotATaskHubError(self._where(), found.foreign)
+        if found.found is Found.NOTHING and not create:
+            raise TaskHubNotFoundError(f"no task hub in the SQLite file {self.path!r}")
+        return found.found
+
+    async def drop_own_tables(self) -> None:
+        """Drop the hub's own tables (the file, and anything else in it, stays)."""
+        migrations = load_migrations("duratask.backends.sqlite", "SQLite")
+        own = own_objects(m.script for m in migrations)
 
         def job(conn: sqlite3.Connection) -> None:
             # foreign_keys cannot change inside a transaction; off, tables drop in any order.
@@ -474,14 +542,28 @@ class Database:
             try:
 
                 def drop(conn: sqlite3.Connection) -> None:
+                    self._require_hub(conn, own, create=False)
                     for (name,) in conn.execute(queries.LIST_TABLES).fetchall():
-                        conn.execute(f"DROP TABLE IF EXISTS {_quote_identifier(name)}")
+                        if (TABLE, name.lower()) in own:
+                            conn.execute(f"DROP TABLE IF EXISTS {_quote_identifier(name)}")
 
                 _transaction(conn, "BEGIN IMMEDIATE", drop)
             finally:
                 conn.execute("PRAGMA foreign_keys = ON")
 
         await self.run(job)
+
+
+def _objects(conn: sqlite3.Connection, own: frozenset[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The file's objects as ``(kind, name)``: tables and views, and the indexes and
+    triggers of tables that are not duratask's."""
+    found = []
+    for kind, name, table in conn.execute(queries.LIST_OBJECTS).fetchall():
+        if kind == "table" or kind == "view":
+            found.append((TABLE if kind == "table" else kind, name))
+        elif (TABLE, str(table).lower()) not in own:
+            found.append((kind, name))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +636,11 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[b
 
 def _store_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
+        if is_full(exc):
+            return StoreFullError(
+                f"SQLite store {path!r}: {exc}: nothing was written (and nothing written "
+                "before is lost); free some space and the hub goes on by itself"
+            )
         return StoreError(f"SQLite store {path!r}: {exc}")
     return exc
 

@@ -156,8 +156,9 @@ class SqliteOrchestrationService(SqlInstanceQueries):
         await self._db.stop()
 
     async def delete_task_hub(self) -> None:
-        """Drop every table; the file stays and a later :meth:`open` recreates the schema."""
-        await self._db.drop_all_tables()
+        """Drop the hub's own tables, never another application's; the file stays and a later
+        :meth:`open` recreates the hub."""
+        await self._db.drop_own_tables()
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
