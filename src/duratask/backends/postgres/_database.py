@@ -32,6 +32,7 @@ from duratask.errors import (
     NotATaskHubError,
     SchemaVersionError,
     StoreError,
+    StoreFullError,
     TaskHubNotFoundError,
 )
 
@@ -278,6 +279,11 @@ class Database:
                     async with conn.transaction():
                         return await job(conn)
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.DiskFull):
+                    raise StoreFullError(
+                        f"{self.description}: {exc}: nothing was written; free some space "
+                        "on the server"
+                    ) from exc
                 if not is_retryable(exc) or attempt >= self._retries:
                     raise StoreError(f"{self.description}: {exc}") from exc
                 _LOG.warning(

@@ -67,6 +67,17 @@ def split_statements(script: str) -> list[str]:
 
 # Commits between WAL checkpoints (each of a few pages; SQLite's own default is 1000 pages).
 _CHECKPOINT_EVERY = 200
+# The WAL is kept near this size: looked at every few commits, and checkpointed and
+# truncated once over it; a WAL reset also truncates the file to it (journal_size_limit).
+# Bounded, it can neither fill a disk in normal runs nor need more than this much freed
+# space to be checkpointed once the disk is full.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+_WAL_LOOK_EVERY = 16
+# How long a checkpoint that truncates the WAL waits for readers to finish.
+_TRUNCATE_WAIT_MS = 2000
+# While the disk is full, writes fail at once, without touching the disk, but for one try
+# this often: a checkpoint first (which frees the WAL's space), then the writes.
+FULL_RETRY_SECONDS = 0.5
 # A durable COMMIT this quick (a fast local disk) runs on the event loop: handing it to the
 # store's thread and back would take longer than the fsync itself.
 _INLINE_COMMIT_SECONDS = 0.0005
@@ -126,6 +137,11 @@ class Database:
         self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
         self._commits_since_checkpoint = 0
+        self._commits_since_wal_look = 0
+        self._wal_too_big = False
+        # The disk was full at the last write: the next ones wait for a checkpoint.
+        self._full = False
+        self._next_full_retry = 0.0
         # How long durable commits take here (first measured on the store's thread).
         self._commit_seconds = _INLINE_COMMIT_SECONDS
         self._draining = False
@@ -196,6 +212,7 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA busy_timeout = 0")  # statements on a loop never wait
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _commit_durably
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
                 # Savepoint and statement journals in memory: on disk, each transaction
                 # would create, write and delete a temporary file on the event loop.
                 conn.execute("PRAGMA temp_store = MEMORY")
@@ -324,6 +341,8 @@ class Database:
                         raise
                     except BaseException as exc:  # the whole batch failed to commit
                         done = [(False, _store_error(self.path, exc))] * len(together)
+                    if any(isinstance(value, StoreFullError) for _, value in done):
+                        self._full = True
                     _settle_batch(list(zip(together, done, strict=True)))
                     unsettled = [p for p in unsettled if p.alone]
                 while unsettled:
@@ -378,6 +397,8 @@ class Database:
             conn.execute("PRAGMA busy_timeout = 0")
 
     async def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
+        if self._full and not await self._space_is_back():
+            raise _full_error(self.path)
         attempt = 0
         while True:
             try:
@@ -409,7 +430,7 @@ class Database:
             outcomes = _run_jobs(conn, [pending.job for pending in batch], self.path)
             if relaxed:  # no fsync, and checkpoints only follow durable commits: no wait
                 conn.execute("COMMIT")
-                self._commits_since_checkpoint += 1
+                self._committed()
                 return outcomes
             if self._fsync_is_quick():  # no checkpoint is due either
                 self._commit_durably(conn)
@@ -432,6 +453,7 @@ class Database:
         return (
             self._commit_seconds < _INLINE_COMMIT_SECONDS
             and self._commits_since_checkpoint + 1 < _CHECKPOINT_EVERY
+            and not self._wal_too_big
         )
 
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
@@ -442,10 +464,61 @@ class Database:
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+        self._committed()
+        if self._wal_too_big:
+            self._checkpoint(conn, "TRUNCATE")
+        elif self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
+            self._checkpoint(conn, "PASSIVE")
+
+    def _committed(self) -> None:
+        """Count a commit; every few, see whether the WAL has grown past its limit."""
         self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
-            self._commits_since_checkpoint = 0
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._commits_since_wal_look += 1
+        if self._commits_since_wal_look >= _WAL_LOOK_EVERY:
+            self._commits_since_wal_look = 0
+            try:
+                self._wal_too_big = os.path.getsize(f"{self.path}-wal") > WAL_LIMIT_BYTES
+            except OSError:
+                self._wal_too_big = False
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
+        """On the store's thread, between transactions: copy the WAL into the database
+        (TRUNCATE: all of it, waiting briefly for readers, then empty the file). True if
+        the whole WAL was copied. A failed checkpoint is no failed write: it is tried again
+        later."""
+        self._commits_since_checkpoint = 0
+        if mode == "TRUNCATE":
+            conn.execute(f"PRAGMA busy_timeout = {_TRUNCATE_WAIT_MS}")
+        try:
+            busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error:
+            return False
+        finally:
+            if mode == "TRUNCATE":
+                conn.execute("PRAGMA busy_timeout = 0")
+        if mode == "TRUNCATE" and not busy:
+            self._wal_too_big = False
+        return not busy
+
+    async def _space_is_back(self) -> bool:
+        """After a write met a full disk: first checkpoint the WAL into the database and
+        empty it (space freed goes to that, not to a WAL growing again), then let writes
+        try again; at most once per ``FULL_RETRY_SECONDS``, other writes failing at once
+        meanwhile."""
+        now = time.monotonic()
+        if now < self._next_full_retry:
+            return False
+        self._next_full_retry = now + FULL_RETRY_SECONDS
+
+        def checkpoint() -> bool:
+            return self._checkpoint(self._connect_writer(), "TRUNCATE")
+
+        try:
+            emptied = await self._on_thread(checkpoint)
+        except sqlite3.Error:
+            return False
+        self._full = not emptied
+        return emptied
 
     def _begin_waiting(self, conn: sqlite3.Connection) -> None:
         """On the store's thread: ``BEGIN IMMEDIATE``, waiting up to the busy timeout for
@@ -610,6 +683,8 @@ def _run_jobs(
     try:
         outcomes: list[tuple[bool, object]] = [(True, job(conn)) for job in jobs]
     except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled it all back itself (on a full disk)
+            raise
         conn.execute("ROLLBACK TO batch")
         conn.execute("RELEASE batch")
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
@@ -625,6 +700,8 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[b
     try:
         result = job(conn)
     except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled it all back itself (on a full disk)
+            raise
         conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
@@ -634,13 +711,17 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[b
     return True, result
 
 
+def _full_error(path: str) -> StoreFullError:
+    return StoreFullError(
+        f"SQLite store {path!r}: database or disk is full: nothing was written (and nothing "
+        "written before is lost); free some space and the hub goes on by itself"
+    )
+
+
 def _store_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
         if is_full(exc):
-            return StoreFullError(
-                f"SQLite store {path!r}: {exc}: nothing was written (and nothing written "
-                "before is lost); free some space and the hub goes on by itself"
-            )
+            return _full_error(path)
         return StoreError(f"SQLite store {path!r}: {exc}")
     return exc
 
