@@ -180,6 +180,7 @@ async def test_the_library_refuses_a_foreign_place_and_leaves_it_as_it_was(forei
         ["start", "greet"],
         ["hub", "create"],
         ["hub", "delete", "--yes"],
+        ["dashboard", "--port", "0"],
     ],
     ids=lambda args: " ".join(args),
 )
@@ -201,7 +202,10 @@ def test_a_view_or_a_lone_index_makes_a_place_foreign_too(place: Place) -> None:
 
 
 # -- read-only commands create nothing -----------------------------------------------------------
-@pytest.mark.parametrize("args", [["list"], ["status", "x"], ["history", "x"], ["hub", "info"]])
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["status", "x"], ["history", "x"], ["hub", "info"], ["dashboard", "--port", "0"]],
+)
 def test_read_only_commands_create_nothing_where_no_hub_is(place: Place, args: list[str]) -> None:
     result = Cli(place.url).run(*args, code=5)
     assert "no such task hub" in one_line_error(result) or "no SQLite task hub" in (

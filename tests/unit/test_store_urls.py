@@ -98,3 +98,19 @@ async def test_a_relative_path_in_a_missing_directory_says_four_slashes_make_it_
     message = str(raised.value)
     assert "the path is relative to" in message
     assert "four slashes make an absolute path: sqlite:////tmp/x.db" in message
+
+
+async def test_the_library_and_the_cli_agree_opening_never_makes_a_directory(
+    in_tmp: Path,
+) -> None:
+    """A worker or client (like ``duratask start``) creates a missing file in a directory
+    that exists, never the directory; ``create_task_hub()`` (``duratask hub create``) does."""
+    client = dt.AsyncTaskHubClient("sqlite:///absent/hub.db")
+    with pytest.raises(dt.StoreError, match="the directory 'absent' does not exist"):
+        await client.schedule_new_orchestration("anything")
+    await client.close()
+    assert not (in_tmp / "absent").exists()
+    store = open_store("sqlite:///absent/hub.db")
+    await store.create_task_hub()
+    await store.close()
+    assert (in_tmp / "absent" / "hub.db").exists()
