@@ -29,7 +29,7 @@ from duratask.backends.sqlite import SqliteOrchestrationService
 from duratask.backends.sqlite._database import WAL_LIMIT_BYTES
 from duratask.history import ExecutionStarted
 from duratask.integrity import check_hub
-from tests.conformance.conftest import T0
+from tests.conformance.conftest import T0, drop_schema, new_schema, require_postgres
 from tests.conformance.e2e_hub import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -221,3 +221,28 @@ async def test_the_wal_stays_near_its_limit_in_normal_runs(tmp_path: Path) -> No
         await store.close()
     assert largest < WAL_LIMIT_BYTES + 2 * 1024 * 1024, largest
     assert path.stat().st_size > 20 * 1024 * 1024
+
+
+async def test_a_full_disk_on_the_postgres_server_is_a_store_full_error(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The server's "disk full" (SQLSTATE 53100), raised here by the statement itself."""
+    server = require_postgres()
+    schema = new_schema()
+    request.addfinalizer(lambda: drop_schema(schema))
+    from duratask.backends.postgres import PostgresOrchestrationService
+    from duratask.backends.postgres._database import Connection
+
+    store = PostgresOrchestrationService(server, schema=schema)
+    await store.open()
+
+    async def job(conn: Connection) -> None:
+        await conn.execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$"
+        )
+
+    try:
+        with pytest.raises(dt.StoreFullError, match="could not extend file"):
+            await store._db.transaction(job)
+    finally:
+        await store.close()

@@ -460,14 +460,18 @@ class Database:
         """COMMIT (with its fsync), timed; then, on the store's thread, copy the WAL back
         into the database now and then (the write connection never checkpoints on its own,
         so that a commit run on an event loop never does)."""
+        # Due before this commit, never because of it: a commit run on the event loop
+        # (see _fsync_is_quick) is one that found no checkpoint due.
+        truncate = self._wal_too_big
+        passive = self._commits_since_checkpoint + 1 >= _CHECKPOINT_EVERY
         started = time.perf_counter()
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
         self._committed()
-        if self._wal_too_big:
+        if truncate:
             self._checkpoint(conn, "TRUNCATE")
-        elif self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
+        elif passive:
             self._checkpoint(conn, "PASSIVE")
 
     def _committed(self) -> None:
