@@ -73,8 +73,10 @@ _CHECKPOINT_EVERY = 200
 # space to be checkpointed once the disk is full.
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
 _WAL_LOOK_EVERY = 16
-# How long a checkpoint that truncates the WAL waits for readers to finish.
-_TRUNCATE_WAIT_MS = 2000
+# How long a checkpoint that truncates the WAL waits for readers to finish, and how long
+# after one that could not (a long read in another process) the next is tried.
+_TRUNCATE_WAIT_MS = 250
+_TRUNCATE_BACKOFF_SECONDS = 5.0
 # While the disk is full, writes fail at once, without touching the disk, but for one try
 # this often: a checkpoint first (which frees the WAL's space), then the writes.
 FULL_RETRY_SECONDS = 0.5
@@ -139,6 +141,7 @@ class Database:
         self._commits_since_checkpoint = 0
         self._commits_since_wal_look = 0
         self._wal_too_big = False
+        self._truncate_not_before = 0.0
         # The disk was full at the last write: the next ones wait for a checkpoint.
         self._full = False
         self._next_full_retry = 0.0
@@ -453,8 +456,11 @@ class Database:
         return (
             self._commit_seconds < _INLINE_COMMIT_SECONDS
             and self._commits_since_checkpoint + 1 < _CHECKPOINT_EVERY
-            and not self._wal_too_big
+            and not self._truncate_is_due()
         )
+
+    def _truncate_is_due(self) -> bool:
+        return self._wal_too_big and time.monotonic() >= self._truncate_not_before
 
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
         """COMMIT (with its fsync), timed; then, on the store's thread, copy the WAL back
@@ -462,7 +468,7 @@ class Database:
         so that a commit run on an event loop never does)."""
         # Due before this commit, never because of it: a commit run on the event loop
         # (see _fsync_is_quick) is one that found no checkpoint due.
-        truncate = self._wal_too_big
+        truncate = self._truncate_is_due()
         passive = self._commits_since_checkpoint + 1 >= _CHECKPOINT_EVERY
         started = time.perf_counter()
         conn.execute("COMMIT")
@@ -494,14 +500,17 @@ class Database:
         if mode == "TRUNCATE":
             conn.execute(f"PRAGMA busy_timeout = {_TRUNCATE_WAIT_MS}")
         try:
-            busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        except sqlite3.Error:
-            return False
+            busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+        except sqlite3.Error:  # no room for the database to grow into, say
+            busy = 1
         finally:
             if mode == "TRUNCATE":
                 conn.execute("PRAGMA busy_timeout = 0")
-        if mode == "TRUNCATE" and not busy:
-            self._wal_too_big = False
+        if mode == "TRUNCATE":
+            if busy:
+                self._truncate_not_before = time.monotonic() + _TRUNCATE_BACKOFF_SECONDS
+            else:
+                self._wal_too_big = False
         return not busy
 
     async def _space_is_back(self) -> bool:
