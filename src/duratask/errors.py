@@ -172,6 +172,60 @@ class StoreError(DurataskError):
     """The task hub's storage failed or is unreachable."""
 
 
+class NotATaskHubError(StoreError):
+    """The store URL points at a SQLite file or PostgreSQL schema that holds something other
+    than a duratask task hub (another application's tables). duratask neither creates a hub
+    there, nor reads, changes or deletes anything in it.
+
+    Attributes:
+        location: The file or schema, as the store describes it.
+        foreign: Some of the objects found there that are not duratask's.
+    """
+
+    def __init__(self, location: str, foreign: list[str]) -> None:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        super().__init__(
+            f"{location} is not a duratask task hub: it holds other tables ({shown}); "
+            "duratask creates a hub only where there is none, in a new or empty file or "
+            "schema (point the store URL at one)"
+        )
+        self.location = location
+        self.foreign = list(foreign)
+
+
+class SchemaVersionError(StoreError):
+    """The task hub's schema is at a version this duratask cannot use: newer than it knows
+    (upgrade duratask), or not what its version record says (a damaged hub).
+
+    Attributes:
+        found: The version the hub records (0 where it records none).
+        supported: The newest version this duratask knows.
+    """
+
+    def __init__(self, location: str, found: int, supported: int, problem: str = "") -> None:
+        if problem:
+            what = f"{location} records schema version {found}, but {problem}"
+        else:
+            what = (
+                f"{location} has schema version {found}, newer than this duratask supports "
+                f"({supported}): upgrade duratask to use it"
+            )
+        super().__init__(what)
+        self.found = found
+        self.supported = supported
+
+
+class StoreFullError(StoreError):
+    """The task hub's disk is full (SQLite: ``database or disk is full``). Nothing was
+    written by the call that raised it, and nothing committed before is lost; once space is
+    freed the store recovers by itself."""
+
+
+class InvalidStoreUrlError(DurataskError, ValueError):
+    """A store URL that duratask cannot use as written: malformed, of an unknown kind, or
+    naming what cannot hold a task hub. The message shows the right form."""
+
+
 class OrchestrationWaitTimeoutError(DurataskError, TimeoutError):
     """A client wait (start or completion) ran out of time."""
 

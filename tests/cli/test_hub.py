@@ -142,3 +142,24 @@ def test_hub_on_postgres(request: pytest.FixtureRequest) -> None:
     assert cli.json("status", "pg-1")["runtime_status"] == "PENDING"
     assert cli.json("hub", "info")["total"] == 1
     cli.run("hub", "delete", "--yes")
+
+
+async def test_a_postgres_server_that_never_answers_fails_within_seconds_naming_why() -> None:
+    """A server that accepts the connection and then says nothing (a hung host, a firewall
+    that swallows packets) fails at the default connect timeout, not after the pool's 30 s,
+    and says it timed out rather than "pool initialization incomplete"."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        client = dt.AsyncTaskHubClient(f"postgresql://app@127.0.0.1:{port}/db?schema=hub")
+        began = time.monotonic()
+        with pytest.raises(dt.StoreError) as raised:
+            await client.get_orchestration_state("x")
+        elapsed = time.monotonic() - began
+        await client.close()
+    message = str(raised.value)
+    assert f"PostgreSQL task hub 'hub' at 127.0.0.1:{port}/db: cannot connect" in message
+    assert "timeout" in message.lower()
+    assert "pool" not in message
+    assert 4 < elapsed < 8, elapsed

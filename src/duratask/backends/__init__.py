@@ -6,7 +6,9 @@ the client half (:class:`OrchestrationServiceClient`), both implemented by each 
 
 - ``memory://`` or ``memory://NAME``: in-process store (tests; shared by every worker and
   client of this process that uses the same name);
-- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: an embedded SQLite file;
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (four slashes: an
+  absolute path): an embedded SQLite file; the path is percent-decoded, and the query may set
+  ``synchronous`` and ``busy_timeout`` (seconds);
 - ``postgresql://user@host:port/db?schema=NAME`` (or ``postgres://``): a PostgreSQL task hub
   in schema NAME (default ``duratask``); needs ``pip install 'duratask[postgres]'``.
 """
@@ -14,8 +16,8 @@ the client half (:class:`OrchestrationServiceClient`), both implemented by each 
 from __future__ import annotations
 
 from typing import TypeVar, overload
-from urllib.parse import urlsplit
 
+from duratask.backends import _urls
 from duratask.backends.base import (
     ActivityRequest,
     ActivityWorkItem,
@@ -94,29 +96,22 @@ def open_store(url: S) -> S: ...
 
 
 def open_store(url: str | S) -> TaskHubStore | S:
-    """Build the store a URL names (not yet opened). A store object is returned as is."""
+    """Build the store a URL names (not yet opened). A store object is returned as is.
+
+    A URL that is malformed, of an unknown kind or names what cannot hold a hub raises
+    :class:`~duratask.InvalidStoreUrlError` (a ``ValueError``) showing the right form."""
     if not isinstance(url, str):
         return url
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "memory":
+    kind = _urls.scheme(url)
+    if kind == "memory":
         from duratask.backends.memory import MemoryOrchestrationService
 
-        return MemoryOrchestrationService.named(parts.netloc + parts.path or "default")
-    if scheme == "sqlite":
+        return MemoryOrchestrationService.named(_urls.memory_name(url))
+    if kind == "sqlite":
         from duratask.backends.sqlite import SqliteOrchestrationService
 
-        path = url[len("sqlite://") :]
-        if path.startswith("/"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
-        if not path:
-            raise ValueError(f"store URL {url!r} names no file (use sqlite:///path/to/hub.db)")
-        return SqliteOrchestrationService(path)
-    if scheme in ("postgresql", "postgres"):
-        from duratask.backends.postgres import PostgresOrchestrationService
+        target = _urls.parse_sqlite_url(url)
+        return SqliteOrchestrationService(target.path, **target.options)
+    from duratask.backends.postgres import PostgresOrchestrationService
 
-        return PostgresOrchestrationService(url)
-    raise ValueError(
-        f"unsupported store URL {url!r}: expected memory://, sqlite:///path "
-        "or postgresql://user@host:port/db?schema=NAME"
-    )
+    return PostgresOrchestrationService(url)

@@ -41,9 +41,11 @@ from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episo
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
 from duratask.worker._presence import Presence
+from duratask.worker._store_full import install as install_store_full_filter
 from duratask.worker._threads import DaemonThreadPool
 
 _LOG = logging.getLogger("duratask.worker")
+install_store_full_filter(_LOG)
 _MAX_LEASE = timedelta(minutes=5)
 _ACTIVITY_BATCH = 8  # activities leased by one fetch, at most
 _CODE_THREADS = 2  # one orchestration spinning to its budget does not stall the others

@@ -24,10 +24,17 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from duratask.backends._migrations import load_logic, load_migrations
+from duratask.backends._migrations import Migration, load_logic, load_migrations
+from duratask.backends._ownership import FUNCTION, MARKER, TABLE, Found, own_objects, survey
 from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps
 from duratask.backends.postgres import _queries as queries
-from duratask.errors import StoreError, TaskHubNotFoundError
+from duratask.errors import (
+    NotATaskHubError,
+    SchemaVersionError,
+    StoreError,
+    StoreFullError,
+    TaskHubNotFoundError,
+)
 
 T = TypeVar("T")
 Connection: TypeAlias = psycopg.AsyncConnection[DictRow]
@@ -35,12 +42,29 @@ Job: TypeAlias = Callable[[Connection], Awaitable[T]]
 
 _LOG = logging.getLogger("duratask.postgres")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Seconds to wait for a server that does not answer, unless the URL says (connect_timeout).
+CONNECT_TIMEOUT = 5
 # Schemas a task hub must never take over (delete_task_hub drops its schema).
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 
 # NOTIFY payloads: which kind of work became available, or STATE + an instance id.
 WORK_KINDS = (ORCHESTRATION, ACTIVITY)
 STATE = "state:"
+
+
+# What a migration meets in a hub whose tables are not at the version it records.
+_MISMATCHED_SCHEMA = (
+    psycopg.errors.DuplicateTable,
+    psycopg.errors.DuplicateColumn,
+    psycopg.errors.DuplicateObject,
+    psycopg.errors.DuplicateFunction,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+)
+
+
+def _own(migrations: list[Migration], logic: str) -> frozenset[tuple[str, str]]:
+    return own_objects([*(m.script for m in migrations), logic])
 
 
 def check_schema_name(schema: str) -> str:
@@ -112,7 +136,7 @@ class Database:
         if "application_name" not in params:
             extra["application_name"] = f"duratask[{schema}]"
         if "connect_timeout" not in params:
-            extra["connect_timeout"] = 10
+            extra["connect_timeout"] = CONNECT_TIMEOUT
         self._conninfo = conninfo
         self._connect_kwargs: dict[str, Any] = {
             **extra,
@@ -255,6 +279,11 @@ class Database:
                     async with conn.transaction():
                         return await job(conn)
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.errors.DiskFull):
+                    raise StoreFullError(
+                        f"{self.description}: {exc}: nothing was written; free some space "
+                        "on the server"
+                    ) from exc
                 if not is_retryable(exc) or attempt >= self._retries:
                     raise StoreError(f"{self.description}: {exc}") from exc
                 _LOG.warning(
@@ -281,34 +310,54 @@ class Database:
     async def migrate(self, *, create: bool = True) -> None:
         """Create the schema (only with ``create``; without, :class:`TaskHubNotFoundError`
         if it holds no task hub), apply the migrations it lacks and install this version's
-        logic (the store functions) if another is installed, all in one transaction.
+        logic (the store functions) if another is installed, all in one transaction. A
+        schema holding other objects is refused (:class:`NotATaskHubError`) and left as it
+        is; a hub whose version this duratask cannot use raises :class:`SchemaVersionError`.
 
         The transaction first takes an advisory lock derived from the schema name, so
         processes opening a new hub at the same time apply each migration exactly once."""
         migrations = load_migrations("duratask.backends.postgres", "PostgreSQL")
         logic = load_logic("duratask.backends.postgres")
+        own = _own(migrations, logic.script)
+        supported = len(migrations)
         key = {"key": advisory_lock_key(self.schema)}
 
         async def job(conn: Connection) -> None:
             await conn.execute(queries.ADVISORY_XACT_LOCK, key)
-            if not create:
-                found = await conn.execute(queries.SCHEMA_VERSION_EXISTS, {"schema": self.schema})
-                if await found.fetchone() is None:
-                    raise TaskHubNotFoundError(f"no {self.description}: no such task hub")
+            exists = await self._schema_exists(conn)
+            found = await self._require_hub(conn, own, create=create) if exists else None
+            if found is None and not create:
+                raise TaskHubNotFoundError(f"no {self.description}: no such task hub")
             await conn.execute(self.q(queries.CREATE_SCHEMA))
             await conn.execute(self.q(queries.CREATE_SCHEMA_VERSION))
             row = await (await conn.execute(self.q(queries.SELECT_SCHEMA_VERSION))).fetchone()
             current: int = row["version"] if row is not None else 0
-            if current > len(migrations):
-                raise StoreError(
-                    f"{self.description} has schema version {current}, newer than this "
-                    f"duratask supports ({len(migrations)})"
+            if current > supported:
+                raise SchemaVersionError(self.location, current, supported)
+            if found is Found.DAMAGED:
+                raise SchemaVersionError(
+                    self.location,
+                    current,
+                    supported,
+                    "it holds only some of duratask's tables: it was changed by hand, or is "
+                    "damaged",
                 )
             for migration in migrations[current:]:
-                await conn.execute(self.q(migration.script))
+                try:
+                    await conn.execute(self.q(migration.script))
+                except _MISMATCHED_SCHEMA as exc:
+                    raise SchemaVersionError(
+                        self.location,
+                        current,
+                        supported,
+                        f"its tables do not match that version (migration {migration.name}: "
+                        f"{' '.join(str(exc).split())}): it was changed by hand, or is damaged",
+                    ) from None
                 await conn.execute(
                     self.q(queries.INSERT_SCHEMA_VERSION), {"version": migration.version}
                 )
+            if found is Found.NOTHING:  # made in a schema that was there, empty, before
+                await conn.execute(self.q(queries.MARK_SCHEMA_NOT_OWNED))
             installed = await (await conn.execute(self.q(queries.SELECT_LOGIC_DIGEST))).fetchone()
             if installed is None or installed["digest"] != logic.digest:
                 await conn.execute(self.q(logic.script))
@@ -316,12 +365,64 @@ class Database:
 
         await self.transaction(job)
 
-    async def drop_schema(self) -> None:
-        """Drop the task hub's schema and everything in it."""
+    async def _schema_exists(self, conn: Connection) -> bool:
+        found = await conn.execute(queries.SCHEMA_EXISTS, {"schema": self.schema})
+        return await found.fetchone() is not None
+
+    async def _require_hub(
+        self, conn: Connection, own: frozenset[tuple[str, str]], *, create: bool
+    ) -> Found:
+        """What the (existing) schema holds, if it may be used as a hub; the error that
+        says why not."""
+        rows = await (await conn.execute(queries.LIST_OBJECTS, {"schema": self.schema})).fetchall()
+        found = survey([(row["kind"], row["name"]) for row in rows], own)
+        if found.found is Found.FOREIGN:
+            raise NotATaskHubError(self.location, found.foreign)
+        if found.found is Found.NOTHING and not create:
+            raise TaskHubNotFoundError(f"no {self.description}: no such task hub")
+        return found.found
+
+    async def drop_own(self) -> None:
+        """Drop the hub's own tables and functions, never another application's; then the
+        schema, if duratask created it and nothing else is left in it."""
+        own = _own(
+            load_migrations("duratask.backends.postgres", "PostgreSQL"),
+            load_logic("duratask.backends.postgres").script,
+        )
 
         async def job(conn: Connection) -> None:
             await conn.execute(queries.ADVISORY_XACT_LOCK, {"key": advisory_lock_key(self.schema)})
-            await conn.execute(self.q(queries.DROP_SCHEMA))
+            if not await self._schema_exists(conn):
+                raise TaskHubNotFoundError(f"no {self.description}: no such task hub")
+            await self._require_hub(conn, own, create=False)
+            owns_schema = True  # a hub made before the mark: its schema was made with it
+            rows = await (
+                await conn.execute(queries.LIST_OBJECTS, {"schema": self.schema})
+            ).fetchall()
+            present = {(row["kind"], row["name"]) for row in rows}
+            if (TABLE, MARKER) in present:
+                marker = await (await conn.execute(self.q(queries.SELECT_MARKER))).fetchone()
+                owns_schema = marker is None or bool(marker["owns_schema"])
+            names = [name for kind, name in own if kind == FUNCTION]
+            functions = await conn.execute(
+                queries.LIST_FUNCTIONS, {"schema": self.schema, "names": names}
+            )
+            for row in await functions.fetchall():
+                # regprocedure text: the function's qualified, quoted name and argument types.
+                await conn.execute(sql.SQL("DROP FUNCTION {}").format(sql.SQL(row["signature"])))
+            tables = sorted(name for kind, name in present & own if kind == TABLE)
+            if tables:
+                # RESTRICT: a view of another application on one of them stops the drop.
+                await conn.execute(
+                    sql.SQL("DROP TABLE {} RESTRICT").format(
+                        sql.SQL(", ").join(sql.Identifier(self.schema, t) for t in tables)
+                    )
+                )
+            left = await (
+                await conn.execute(queries.LIST_OBJECTS, {"schema": self.schema})
+            ).fetchall()
+            if owns_schema and not left:
+                await conn.execute(self.q(queries.DROP_EMPTY_SCHEMA))
 
         await self.transaction(job)
 

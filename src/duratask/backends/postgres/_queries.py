@@ -20,11 +20,35 @@ from duratask.backends._sql import INSTANCE_COLUMNS
 # Serialises migrations and deletion of one hub across processes (key: see Database).
 ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(%(key)s)"
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
-# A plain statement: the schema name is a parameter here, not part of the template.
-SCHEMA_VERSION_EXISTS = """
-SELECT 1 FROM information_schema.tables
-WHERE table_schema = %(schema)s AND table_name = 'schema_version'"""
-DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
+# Plain statements: the schema name is a parameter here, not part of the template.
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s"
+# Every object of the schema as (kind, name): relations (but the sequences that columns
+# own, which go with their tables), functions and types.
+LIST_OBJECTS = """
+SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+            WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+            WHEN 'c' THEN 'type' ELSE 'sequence' END AS kind,
+       c.relname AS name
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S')
+  AND NOT (c.relkind = 'S' AND EXISTS (
+      SELECT 1 FROM pg_depend AS d
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+UNION ALL
+SELECT 'function', p.proname FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s
+UNION ALL
+SELECT 'type', t.typname FROM pg_type AS t JOIN pg_namespace AS n ON n.oid = t.typnamespace
+WHERE n.nspname = %(schema)s AND t.typtype IN ('d', 'e', 'r')"""
+# The signatures of the schema's functions of these names (to drop them).
+LIST_FUNCTIONS = """
+SELECT p.oid::regprocedure::text AS signature
+FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s AND p.proname = ANY(%(names)s)"""
+SELECT_MARKER = "SELECT owns_schema FROM {schema}.duratask_hub"
+MARK_SCHEMA_NOT_OWNED = "UPDATE {schema}.duratask_hub SET owns_schema = false"
+DROP_EMPTY_SCHEMA = "DROP SCHEMA {schema} RESTRICT"
 CREATE_SCHEMA_VERSION = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_version (
     version    integer     PRIMARY KEY,

@@ -172,8 +172,10 @@ class PostgresOrchestrationService(SqlInstanceQueries):
         return StoreDescription("postgresql", self._db.location, self._db.hub_key)
 
     async def delete_task_hub(self) -> None:
-        """Drop the hub's schema with everything in it; a later :meth:`open` recreates it."""
-        await self._db.drop_schema()
+        """Drop the hub's own tables and functions, never another application's, and its
+        schema if duratask made it and nothing else is left there; a later :meth:`open`
+        recreates the hub."""
+        await self._db.drop_own()
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a sign that work may be available.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -19,8 +20,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from duratask.backends._migrations import load_migrations
+from duratask.backends._ownership import TABLE, Found, own_objects, survey
 from duratask.backends.sqlite import _queries as queries
-from duratask.errors import StoreError, TaskHubNotFoundError
+from duratask.errors import (
+    NotATaskHubError,
+    SchemaVersionError,
+    StoreError,
+    StoreFullError,
+    TaskHubNotFoundError,
+)
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
@@ -29,6 +37,7 @@ MIN_SQLITE_VERSION = (3, 35, 0)  # UPDATE ... RETURNING
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_FULL = 13
 
 
 # sqlite3 binds None through its adapter protocol, and without an adapter registered for
@@ -58,6 +67,19 @@ def split_statements(script: str) -> list[str]:
 
 # Commits between WAL checkpoints (each of a few pages; SQLite's own default is 1000 pages).
 _CHECKPOINT_EVERY = 200
+# The WAL is kept near this size: looked at every few commits, and checkpointed and
+# truncated once over it; a WAL reset also truncates the file to it (journal_size_limit).
+# Bounded, it can neither fill a disk in normal runs nor need more than this much freed
+# space to be checkpointed once the disk is full.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+_WAL_LOOK_EVERY = 16
+# How long a checkpoint that truncates the WAL waits for readers to finish, and how long
+# after one that could not (a long read in another process) the next is tried.
+_TRUNCATE_WAIT_MS = 250
+_TRUNCATE_BACKOFF_SECONDS = 5.0
+# While the disk is full, writes fail at once, without touching the disk, but for one try
+# this often: a checkpoint first (which frees the WAL's space), then the writes.
+FULL_RETRY_SECONDS = 0.5
 # A durable COMMIT this quick (a fast local disk) runs on the event loop: handing it to the
 # store's thread and back would take longer than the fsync itself.
 _INLINE_COMMIT_SECONDS = 0.0005
@@ -72,6 +94,14 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def is_full(exc: sqlite3.Error) -> bool:
+    """True for "database or disk is full": no space left for the file or its WAL."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == _SQLITE_FULL)
+    return "is full" in str(exc).lower()
 
 
 class Database:
@@ -109,6 +139,12 @@ class Database:
         self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
         self._commits_since_checkpoint = 0
+        self._commits_since_wal_look = 0
+        self._wal_too_big = False
+        self._truncate_not_before = 0.0
+        # The disk was full at the last write: the next ones wait for a checkpoint.
+        self._full = False
+        self._next_full_retry = 0.0
         # How long durable commits take here (first measured on the store's thread).
         self._commit_seconds = _INLINE_COMMIT_SECONDS
         self._draining = False
@@ -179,6 +215,7 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA busy_timeout = 0")  # statements on a loop never wait
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _commit_durably
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
                 # Savepoint and statement journals in memory: on disk, each transaction
                 # would create, write and delete a temporary file on the event loop.
                 conn.execute("PRAGMA temp_store = MEMORY")
@@ -260,16 +297,16 @@ class Database:
             return _transaction(self._reader(waiting=False), "BEGIN", job)
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+                raise _store_error(self.path, exc) from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
         # Rare in WAL mode (a file being recovered or checkpointed): wait off the loop.
         try:
             return await self._on_thread(
                 lambda: _transaction(self._reader(waiting=True), "BEGIN", job)
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            raise _store_error(self.path, exc) from exc
 
     async def _enqueue(self, pending: _PendingWrite) -> Any:
         loop = asyncio.get_running_loop()
@@ -307,6 +344,8 @@ class Database:
                         raise
                     except BaseException as exc:  # the whole batch failed to commit
                         done = [(False, _store_error(self.path, exc))] * len(together)
+                    if any(isinstance(value, StoreFullError) for _, value in done):
+                        self._full = True
                     _settle_batch(list(zip(together, done, strict=True)))
                     unsettled = [p for p in unsettled if p.alone]
                 while unsettled:
@@ -361,6 +400,8 @@ class Database:
             conn.execute("PRAGMA busy_timeout = 0")
 
     async def _commit_batch(self, batch: list[_PendingWrite]) -> list[tuple[bool, object]]:
+        if self._full and not await self._space_is_back():
+            raise _full_error(self.path)
         attempt = 0
         while True:
             try:
@@ -392,7 +433,7 @@ class Database:
             outcomes = _run_jobs(conn, [pending.job for pending in batch], self.path)
             if relaxed:  # no fsync, and checkpoints only follow durable commits: no wait
                 conn.execute("COMMIT")
-                self._commits_since_checkpoint += 1
+                self._committed()
                 return outcomes
             if self._fsync_is_quick():  # no checkpoint is due either
                 self._commit_durably(conn)
@@ -415,20 +456,82 @@ class Database:
         return (
             self._commit_seconds < _INLINE_COMMIT_SECONDS
             and self._commits_since_checkpoint + 1 < _CHECKPOINT_EVERY
+            and not self._truncate_is_due()
         )
+
+    def _truncate_is_due(self) -> bool:
+        return self._wal_too_big and time.monotonic() >= self._truncate_not_before
 
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
         """COMMIT (with its fsync), timed; then, on the store's thread, copy the WAL back
         into the database now and then (the write connection never checkpoints on its own,
         so that a commit run on an event loop never does)."""
+        # Due before this commit, never because of it: a commit run on the event loop
+        # (see _fsync_is_quick) is one that found no checkpoint due.
+        truncate = self._truncate_is_due()
+        passive = self._commits_since_checkpoint + 1 >= _CHECKPOINT_EVERY
         started = time.perf_counter()
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+        self._committed()
+        if truncate:
+            self._checkpoint(conn, "TRUNCATE")
+        elif passive:
+            self._checkpoint(conn, "PASSIVE")
+
+    def _committed(self) -> None:
+        """Count a commit; every few, see whether the WAL has grown past its limit."""
         self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
-            self._commits_since_checkpoint = 0
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._commits_since_wal_look += 1
+        if self._commits_since_wal_look >= _WAL_LOOK_EVERY:
+            self._commits_since_wal_look = 0
+            try:
+                self._wal_too_big = os.path.getsize(f"{self.path}-wal") > WAL_LIMIT_BYTES
+            except OSError:
+                self._wal_too_big = False
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
+        """On the store's thread, between transactions: copy the WAL into the database
+        (TRUNCATE: all of it, waiting briefly for readers, then empty the file). True if
+        the whole WAL was copied. A failed checkpoint is no failed write: it is tried again
+        later."""
+        self._commits_since_checkpoint = 0
+        if mode == "TRUNCATE":
+            conn.execute(f"PRAGMA busy_timeout = {_TRUNCATE_WAIT_MS}")
+        try:
+            busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+        except sqlite3.Error:  # no room for the database to grow into, say
+            busy = 1
+        finally:
+            if mode == "TRUNCATE":
+                conn.execute("PRAGMA busy_timeout = 0")
+        if mode == "TRUNCATE":
+            if busy:
+                self._truncate_not_before = time.monotonic() + _TRUNCATE_BACKOFF_SECONDS
+            else:
+                self._wal_too_big = False
+        return not busy
+
+    async def _space_is_back(self) -> bool:
+        """After a write met a full disk: first checkpoint the WAL into the database and
+        empty it (space freed goes to that, not to a WAL growing again), then let writes
+        try again; at most once per ``FULL_RETRY_SECONDS``, other writes failing at once
+        meanwhile."""
+        now = time.monotonic()
+        if now < self._next_full_retry:
+            return False
+        self._next_full_retry = now + FULL_RETRY_SECONDS
+
+        def checkpoint() -> bool:
+            return self._checkpoint(self._connect_writer(), "TRUNCATE")
+
+        try:
+            emptied = await self._on_thread(checkpoint)
+        except sqlite3.Error:
+            return False
+        self._full = not emptied
+        return emptied
 
     def _begin_waiting(self, conn: sqlite3.Connection) -> None:
         """On the store's thread: ``BEGIN IMMEDIATE``, waiting up to the busy timeout for
@@ -442,31 +545,82 @@ class Database:
     # -- schema --------------------------------------------------------------------------
     async def migrate(self, now_us: int, *, create: bool = True) -> None:
         """Apply the migrations the file lacks, all in one write transaction; without
-        ``create``, :class:`TaskHubNotFoundError` if the file holds no task hub.
+        ``create``, :class:`TaskHubNotFoundError` if the file holds no task hub. A file
+        holding other tables is refused (:class:`NotATaskHubError`) before anything in it
+        changes; a hub whose version this duratask cannot use raises
+        :class:`SchemaVersionError`.
 
         The version is read under the write lock, so processes opening a new file at the
         same time apply each migration exactly once."""
         migrations = load_migrations("duratask.backends.sqlite", "SQLite")
+        own = own_objects(m.script for m in migrations)
+        if os.path.exists(self.path):
+            # A look first, on a connection that changes nothing: the write connection
+            # would switch the file to WAL mode, which a foreign file must not undergo.
+            await self._on_thread(lambda: self._look(own, create=create))
 
         def job(conn: sqlite3.Connection) -> None:
-            if not create and conn.execute(queries.SCHEMA_VERSION_EXISTS).fetchone() is None:
-                raise TaskHubNotFoundError(f"no task hub in the SQLite file {self.path!r}")
+            found = self._require_hub(conn, own, create=create)
             conn.execute(queries.CREATE_SCHEMA_VERSION)
             current: int = conn.execute(queries.SELECT_SCHEMA_VERSION).fetchone()[0]
             if current > len(migrations):
-                raise StoreError(
-                    f"SQLite task hub {self.path!r} has schema version {current}, newer than "
-                    f"this duratask supports ({len(migrations)})"
+                raise SchemaVersionError(self._where(), current, len(migrations))
+            if found is Found.DAMAGED:
+                raise SchemaVersionError(
+                    self._where(),
+                    current,
+                    len(migrations),
+                    "it holds only some of duratask's tables: it was changed by hand, or is "
+                    "damaged",
                 )
             for migration in migrations[current:]:
-                for statement in split_statements(migration.script):
-                    conn.execute(statement)
+                try:
+                    for statement in split_statements(migration.script):
+                        conn.execute(statement)
+                except sqlite3.OperationalError as exc:
+                    if is_busy(exc) or is_full(exc):
+                        raise
+                    raise SchemaVersionError(
+                        self._where(),
+                        current,
+                        len(migrations),
+                        f"its tables do not match that version (migration {migration.name}: "
+                        f"{exc}): it was changed by hand, or is damaged",
+                    ) from None
                 conn.execute(queries.INSERT_SCHEMA_VERSION, (migration.version, now_us))
 
         await self.write(job)
 
-    async def drop_all_tables(self) -> None:
-        """Drop every table of the file (the file itself stays)."""
+    def _where(self) -> str:
+        return f"the SQLite file {self.path!r}"
+
+    def _look(self, own: frozenset[tuple[str, str]], *, create: bool) -> None:
+        """On the store's thread: refuse a file that holds no hub, on a connection that only
+        reads."""
+        try:
+            conn = self._open(busy_timeout=self._busy_timeout)
+            try:
+                _transaction(conn, "BEGIN", lambda c: self._require_hub(c, own, create=create))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    def _require_hub(
+        self, conn: sqlite3.Connection, own: frozenset[tuple[str, str]], *, create: bool
+    ) -> Found:
+        """What the file holds, if it may be used as a hub; the error that says why not."""
+        found = survey(_objects(conn, own), own)
+        if found.found is Found.FOREIGN:
+            raise NotATaskHubError(self._where(), found.foreign)
+        if found.found is Found.NOTHING and not create:
+            raise TaskHubNotFoundError(f"no task hub in the SQLite file {self.path!r}")
+        return found.found
+
+    async def drop_own_tables(self) -> None:
+        """Drop the hub's own tables (the file, and anything else in it, stays)."""
+        migrations = load_migrations("duratask.backends.sqlite", "SQLite")
+        own = own_objects(m.script for m in migrations)
 
         def job(conn: sqlite3.Connection) -> None:
             # foreign_keys cannot change inside a transaction; off, tables drop in any order.
@@ -474,14 +628,28 @@ class Database:
             try:
 
                 def drop(conn: sqlite3.Connection) -> None:
+                    self._require_hub(conn, own, create=False)
                     for (name,) in conn.execute(queries.LIST_TABLES).fetchall():
-                        conn.execute(f"DROP TABLE IF EXISTS {_quote_identifier(name)}")
+                        if (TABLE, name.lower()) in own:
+                            conn.execute(f"DROP TABLE IF EXISTS {_quote_identifier(name)}")
 
                 _transaction(conn, "BEGIN IMMEDIATE", drop)
             finally:
                 conn.execute("PRAGMA foreign_keys = ON")
 
         await self.run(job)
+
+
+def _objects(conn: sqlite3.Connection, own: frozenset[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The file's objects as ``(kind, name)``: tables and views, and the indexes and
+    triggers of tables that are not duratask's."""
+    found = []
+    for kind, name, table in conn.execute(queries.LIST_OBJECTS).fetchall():
+        if kind == "table" or kind == "view":
+            found.append((TABLE if kind == "table" else kind, name))
+        elif (TABLE, str(table).lower()) not in own:
+            found.append((kind, name))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +696,8 @@ def _run_jobs(
     try:
         outcomes: list[tuple[bool, object]] = [(True, job(conn)) for job in jobs]
     except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled it all back itself (on a full disk)
+            raise
         conn.execute("ROLLBACK TO batch")
         conn.execute("RELEASE batch")
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
@@ -543,6 +713,8 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[b
     try:
         result = job(conn)
     except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled it all back itself (on a full disk)
+            raise
         conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
         if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
@@ -552,8 +724,17 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job[Any], path: str) -> tuple[b
     return True, result
 
 
+def _full_error(path: str) -> StoreFullError:
+    return StoreFullError(
+        f"SQLite store {path!r}: database or disk is full: nothing was written (and nothing "
+        "written before is lost); free some space and the hub goes on by itself"
+    )
+
+
 def _store_error(path: str, exc: BaseException) -> BaseException:
     if isinstance(exc, sqlite3.Error):
+        if is_full(exc):
+            return _full_error(path)
         return StoreError(f"SQLite store {path!r}: {exc}")
     return exc
 

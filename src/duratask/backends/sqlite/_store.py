@@ -89,6 +89,13 @@ class SqliteOrchestrationService(SqlInstanceQueries):
         synchronous: str = "FULL",
         busy_timeout: float = 10.0,
     ) -> None:
+        if path == ":memory:" or path.startswith("file:"):
+            raise ValueError(
+                f"SQLite task hub path {path!r}: a hub is shared by several connections, which "
+                "an in-memory or URI-named database is not; use a file, or the memory store"
+            )
+        if "\x00" in path:
+            raise ValueError(f"SQLite task hub path {path!r} contains a NUL character")
         self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
         self._clock = clock or utc_now
         # Wake-ups reach every store object on this file in this process; other processes
@@ -119,8 +126,7 @@ class SqliteOrchestrationService(SqlInstanceQueries):
         """Connect, applying pending schema migrations (idempotent). With ``create`` a
         missing file (in a directory that exists) or an empty one becomes a task hub;
         without, :class:`TaskHubNotFoundError` is raised unless the file holds one."""
-        if self.path != ":memory:":
-            _check_file(self.path, create=create)
+        _check_file(self.path, create=create)
         started = self._db.start()
         try:
             await self._db.migrate(self._now(), create=create)
@@ -132,30 +138,29 @@ class SqliteOrchestrationService(SqlInstanceQueries):
     async def create_task_hub(self) -> None:
         """Create the hub, with any missing directories of its file, or bring it up to
         date; the store is left open."""
-        if self.path != ":memory:":
-            folder = Path(self.path).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create the directory of the SQLite task hub {self.path!r}: "
-                    f"{exc.strerror or exc}"
-                ) from None
+        folder = Path(self.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the directory of the SQLite task hub {self.path!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
         await self.open(create=True)
 
     def describe(self) -> StoreDescription:
         """The SQLite file (its absolute path)."""
-        location = os.path.realpath(self.path) if self.path != ":memory:" else ":memory:"
-        hub = ("sqlite", location if location != ":memory:" else f":memory:#{id(self)}")
-        return StoreDescription("sqlite", f"SQLite {location!r}", hub)
+        location = os.path.realpath(self.path)
+        return StoreDescription("sqlite", f"SQLite {location!r}", ("sqlite", location))
 
     async def close(self) -> None:
         """Close the connection; :meth:`open` may be called again."""
         await self._db.stop()
 
     async def delete_task_hub(self) -> None:
-        """Drop every table; the file stays and a later :meth:`open` recreates the schema."""
-        await self._db.drop_all_tables()
+        """Drop the hub's own tables, never another application's; the file stays and a later
+        :meth:`open` recreates the hub."""
+        await self._db.drop_own_tables()
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
@@ -437,6 +442,11 @@ def _check_file(path: str, *, create: bool) -> None:
     folder = Path(path).parent
     if not folder.is_dir():
         problem = f"the directory {str(folder)!r} does not exist"
+        if not os.path.isabs(path):
+            problem += (
+                f" (the path is relative to {os.getcwd()!r}; in a store URL four slashes make "
+                f"an absolute path: sqlite:////{path})"
+            )
         if not create:
             raise TaskHubNotFoundError(f"no SQLite task hub at {path!r}: {problem}")
         raise StoreError(
