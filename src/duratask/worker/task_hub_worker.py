@@ -20,6 +20,7 @@ from duratask._registry import Registry
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
+    EntityWorkItem,
     HistoryMark,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -37,6 +38,7 @@ from duratask.worker._activity_runner import run_activity
 from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRunner
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
+from duratask.worker._entity_batch import process_entity_batch
 from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episode, poison_details
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
@@ -85,6 +87,10 @@ class TaskHubWorker:
     delivery, so an orchestration that never yields ends FAILED as poison, naming the
     budget, instead of halting the worker.
 
+    Entities (see :meth:`add_entity`) run up to ``max_concurrent_entities`` at once (one
+    batch per entity at a time), each batch up to ``entity_batch_size`` operations and one
+    commit.
+
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
     activities this worker has not registered (by name, and version for orchestrations):
@@ -117,11 +123,20 @@ class TaskHubWorker:
         unknown_work: Literal["wait", "fail"] = "wait",
         episode_budget: timedelta | None = timedelta(seconds=5),
         clock: Callable[[], datetime] = _utc_now,
+        max_concurrent_entities: int = 100,
+        entity_batch_size: int = 100,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
-        if max_concurrent_orchestrations < 1 or max_concurrent_activities < 1:
+        if (
+            min(max_concurrent_orchestrations, max_concurrent_activities, max_concurrent_entities)
+            < 1
+        ):
             raise ValueError("concurrency limits must be at least 1")
+        if entity_batch_size < 1:
+            raise ValueError("entity_batch_size must be at least 1")
+        self._max_entities = max_concurrent_entities
+        self._entity_batch = entity_batch_size
         self.store = open_store(store)
         self.registry = Registry()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -155,6 +170,7 @@ class TaskHubWorker:
         self._start_error: BaseException | None = None
         self._orchestrations: Dispatcher[OrchestrationWorkItem] | None = None
         self._activities: Dispatcher[ActivityWorkItem] | None = None
+        self._entities: Dispatcher[EntityWorkItem] | None = None
         self._episodes: EpisodeCommitter | None = None
         self._results: ActivityResults | None = None
 
@@ -174,6 +190,12 @@ class TaskHubWorker:
         """Register an activity (sync or ``async def``); returns its name."""
         return self.registry.add_activity(fn, name=name)
 
+    def add_entity(self, entity: Any, *, name: str | None = None) -> str:
+        """Register a durable entity: a function ``(ctx, input)`` that dispatches on
+        ``ctx.operation_name``, or a class whose public methods are its operations (sync or
+        ``async def``); returns its name (lower-case)."""
+        return self.registry.add_entity(entity, name=name)
+
     # -- running in the caller's event loop -------------------------------------------------
     async def run(self) -> None:
         """Process work until :meth:`shutdown` (or :meth:`stop`) is called, or cancelled."""
@@ -181,12 +203,15 @@ class TaskHubWorker:
         self._stop_requested = asyncio.Event()
         await self.store.open()
         orchestrations, activities = self._build_runtime()
+        entities = self._entities
+        assert entities is not None
         self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
         presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
         await presence.start()
         loops = [
             asyncio.create_task(orchestrations.run()),
             asyncio.create_task(activities.run()),
+            asyncio.create_task(entities.run()),
         ]
         self._started.set()
         _LOG.info(
@@ -219,6 +244,7 @@ class TaskHubWorker:
             made = WorkFilter(
                 orchestrations=self.registry.orchestration_keys,
                 activities=frozenset(self.registry.activity_names),
+                entities=frozenset(self.registry.entity_names),
             )
             self._filter_made = (self.registry.generation, made)
         return made
@@ -233,6 +259,7 @@ class TaskHubWorker:
             for kind, dispatcher in (
                 ("orchestrations", self._orchestrations),
                 ("activities", self._activities),
+                ("entities", self._entities),
             )
             if dispatcher is not None
         }
@@ -294,6 +321,17 @@ class TaskHubWorker:
             max_poll=max_poll,
             notified=notified("activity"),
         )
+        self._entities = Dispatcher(
+            "entity",
+            self._lock_entity,
+            self._process_entity,
+            lambda wi: self.store.renew_entity_work_item(wi, self._lease),
+            concurrency=self._max_entities,
+            renew_interval=renew_every,
+            min_poll=min_poll,
+            max_poll=max_poll,
+            notified=notified("entity"),
+        )
         self._orchestrations, self._activities = orchestrations, activities
         self._episodes = EpisodeCommitter(
             self.store,
@@ -322,7 +360,9 @@ class TaskHubWorker:
             self._stop_requested.set()
 
     async def _drain(self, loops: list[asyncio.Task[None]]) -> None:
-        dispatchers = [d for d in (self._orchestrations, self._activities) if d is not None]
+        dispatchers = [
+            d for d in (self._orchestrations, self._activities, self._entities) if d is not None
+        ]
         for d in dispatchers:
             d.stop()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -576,6 +616,52 @@ class TaskHubWorker:
                     "task_id": work_item.request.task_id,
                 },
             )
+
+    async def _lock_entity(self, _: int) -> list[EntityWorkItem]:
+        work_filter = self._work_filter()
+        if work_filter is not None and not work_filter.entities:
+            return []  # none registered: nothing to ask the store for
+        item = await self.store.lock_next_entity_work_item(
+            self.worker_id, self._lease, self._entity_batch, work_filter
+        )
+        return [] if item is None else [item]
+
+    async def _process_entity(
+        self, work_item: EntityWorkItem, _: Permit[EntityWorkItem] | None = None
+    ) -> None:
+        now = self._clock()
+        try:
+            commit = await process_entity_batch(work_item, self.registry, self._codec, now)
+            await self.store.complete_entity_work_item(work_item, commit)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.store.abandon_entity_work_item(work_item)
+            raise
+        except LeaseLostError:
+            _LOG.warning(
+                "entity %r: lease lost, the batch was not committed",
+                work_item.entity_id,
+                extra={
+                    "event": "duratask.lease.lost",
+                    "instance_id": work_item.entity_id,
+                    "work": "entity",
+                },
+            )
+            return
+        except Exception:
+            _LOG.exception(
+                "entity %r: the batch failed; it will be retried",
+                work_item.entity_id,
+                extra={"event": "duratask.entity.batch_failed", "entity_id": work_item.entity_id},
+            )
+            retry_at = now + timedelta(seconds=1)
+            await self.store.abandon_entity_work_item(work_item, retry_at)
+            self._wake_at(retry_at, self._entities)
+            return
+        if commit.messages and self._orchestrations is not None:
+            self._orchestrations.wake()
+        if commit.entity_messages and self._entities is not None:
+            self._entities.wake()
 
     async def _run_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         return await traced_activity(

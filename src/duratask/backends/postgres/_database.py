@@ -25,7 +25,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from duratask.backends._migrations import load_logic, load_migrations
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, WakeUps
 from duratask.backends.postgres import _queries as queries
 from duratask.errors import StoreError, TaskHubNotFoundError
 
@@ -39,7 +39,7 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 
 # NOTIFY payloads: which kind of work became available, or STATE + an instance id.
-WORK_KINDS = (ORCHESTRATION, ACTIVITY)
+WORK_KINDS = (ORCHESTRATION, ACTIVITY, ENTITY)
 STATE = "state:"
 
 
