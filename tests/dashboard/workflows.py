@@ -64,6 +64,12 @@ async def failing(ctx: dt.OrchestrationContext, message: str) -> None:
     await ctx.call_activity(explode, input=message)
 
 
+def counter(ctx: dt.EntityContext, amount: Any) -> Any:
+    if ctx.operation_name == "add":
+        ctx.set_state(ctx.get_state(int, 0) + amount)
+    return ctx.get_state(int, 0)
+
+
 ORCHESTRATIONS = (approval, child, wait_event, echo, flaky_flow, failing)
 ACTIVITIES = (double, flaky, explode)
 
@@ -73,4 +79,5 @@ def register(worker: dt.TaskHubWorker) -> dt.TaskHubWorker:
         worker.add_orchestration(fn)
     for activity in ACTIVITIES:
         worker.add_activity(activity)
+    worker.add_entity(counter)
     return worker
