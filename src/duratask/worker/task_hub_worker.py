@@ -88,8 +88,8 @@ class TaskHubWorker:
     budget, instead of halting the worker.
 
     Entities (see :meth:`add_entity`) run up to ``max_concurrent_entities`` at once (one
-    batch per entity at a time), each batch up to ``entity_batch_size`` operations and one
-    commit.
+    batch per entity at a time), each batch up to ``entity_batch_size`` operations (500 by
+    default) and one commit.
 
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
@@ -124,7 +124,7 @@ class TaskHubWorker:
         episode_budget: timedelta | None = timedelta(seconds=5),
         clock: Callable[[], datetime] = _utc_now,
         max_concurrent_entities: int = 100,
-        entity_batch_size: int = 100,
+        entity_batch_size: int = 500,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
