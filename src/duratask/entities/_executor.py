@@ -5,6 +5,7 @@ so that the operations of an entity reach user code the same way however they ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,7 @@ async def _dispatch_method(
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def _operations(cls: type) -> dict[str, str]:
     """The operations of an entity class: its public methods, by lower-case name."""
     base = set(dir(Entity))

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -20,6 +20,7 @@ from duratask._registry import Registry
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
+    EntityMessage,
     EntityWorkItem,
     HistoryMark,
     OrchestrationMessage,
@@ -501,6 +502,7 @@ class TaskHubWorker:
             self._wake_at(now + delay, self._orchestrations)
             return
         episodes.after(work_item.instance_id, work_item.history_length, commit, live_cursor)
+        self._wake_for_delayed(commit.entity_messages)
 
     async def _over_budget(self, work_item: OrchestrationWorkItem, now: datetime) -> None:
         """The episode's code ran past its budget: abandon it (a delivery), or, on its last
@@ -662,6 +664,13 @@ class TaskHubWorker:
             self._orchestrations.wake()
         if commit.entity_messages and self._entities is not None:
             self._entities.wake()
+        self._wake_for_delayed(commit.entity_messages)
+
+    def _wake_for_delayed(self, messages: Sequence[EntityMessage]) -> None:
+        """Look for entity work again when delayed signals sent from here fall due."""
+        for message in messages:
+            if message.visible_at is not None:
+                self._wake_at(message.visible_at, self._entities)
 
     async def _run_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         return await traced_activity(
