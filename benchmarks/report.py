@@ -70,8 +70,14 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("deliver_seconds", "seconds to deliver all events", "lower"),
         Metric("setup_seconds", "seconds to start all and reach the wait", "lower"),
     ),
+    "W6": (
+        Metric("signals_per_s", "signals/s processed", "higher"),
+        Metric("call_p50_ms", "call_entity round trip p50 ms", "lower"),
+        Metric("call_p99_ms", "call_entity round trip p99 ms", "lower"),
+    ),
 }
 W1_TARGETS = {"in-process": (("sqlite", "≥ 2,000 /s"),), "2 procs": (("postgresql", "≥ 1,000 /s"),)}
+W6_TARGETS = {"1 entity": (("sqlite", "≥ 5,000 /s"),)}
 W4_RATIO = Metric("ratio", "ratio ms/step long ÷ short", "lower", (("*", "≤ 1.3"),))
 
 WORKLOAD_TITLES = {
@@ -81,6 +87,7 @@ WORKLOAD_TITLES = {
     "W3": "W3 latency",
     "W4": "W4 chain",
     "W5": "W5 idle",
+    "W6": "W6 entities",
 }
 
 
@@ -214,6 +221,8 @@ def build_rows(trials: list[dict[str, Any]]) -> list[Row]:
 
 
 def _w1_targets(metric: Metric, variant: str) -> tuple[tuple[str, str], ...]:
+    if metric.key == "signals_per_s":
+        return W6_TARGETS.get(variant, ())
     return W1_TARGETS.get(variant, ()) if metric.key == "act_per_s" else ()
 
 

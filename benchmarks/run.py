@@ -38,7 +38,7 @@ from benchmarks.measure import read_progress
 from benchmarks.peers import PEERS, Peer
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class Trial:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="duratask benchmarks: workloads W1-W5 beside the storage limit L.",
+        description="duratask benchmarks: workloads W1-W6 beside the storage limit L.",
     )
     parser.add_argument(
         "--stores",
@@ -132,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--w3-orchestrations", type=int, default=200)
     sizes.add_argument("--w4-steps", default="500,5000", help="chain lengths, comma-separated")
     sizes.add_argument("--w5-instances", type=int, default=10000)
+    sizes.add_argument("--w6-signals", type=int, default=20000)
+    sizes.add_argument("--w6-calls", type=int, default=200)
     sizes.add_argument(
         "--idle-window", type=float, default=5.0, help="W5 idle window in seconds (not scaled)"
     )
@@ -287,6 +289,10 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
         if "W5" in args.only:
             w5 = {"instances": scaled(args.w5_instances, s), "idle_window": args.idle_window}
             rows.append(("W5", "", w5, True))
+        if "W6" in args.only:
+            w6 = {"signals": scaled(args.w6_signals, s), "calls": scaled(args.w6_calls, s, 2)}
+            rows.append(("W6", "1 entity", {**w6, "entities": 1}, False))
+            rows.append(("W6", "100 entities", {**w6, "entities": 100}, False))
         for workload, variant, params, peers in rows:
             for store in args.stores:
                 for system in systems if peers else ["duratask"]:
@@ -425,6 +431,7 @@ def headline(trial: Trial) -> str:
         "W3": ("p50_ms", "ms p50"),
         "W4": ("ms_per_step", "ms/step"),
         "W5": ("deliver_seconds", "s to deliver"),
+        "W6": ("signals_per_s", "signals/s"),
     }
     key, unit = pick[trial.workload]
     text = f"{report.fmt(float(m.get(key, float('nan'))))} {unit}"
@@ -432,6 +439,8 @@ def headline(trial: Trial) -> str:
         text += f", {report.fmt(m['rss_mb'])} MiB, {report.fmt(m['idle_cpu_pct'])}% CPU idle"
     if trial.workload == "W3":
         text += f", p99 {report.fmt(m['p99_ms'])}"
+    if trial.workload == "W6":
+        text += f", call_entity p50 {report.fmt(m['call_p50_ms'])} ms"
     if trial.workload == "W1" and "worker_cpu_s_per_1k" in m:
         text += f"; CPU-s per 1k: worker {report.fmt(m['worker_cpu_s_per_1k'])}"
         if "pg_cpu_s_per_1k" in m:

@@ -1,4 +1,4 @@
-"""The duratask workloads W1-W5.
+"""The duratask workloads W1-W6.
 
 Each ``w*`` coroutine runs one repetition on a fresh hub and returns its figures. Workers run
 in this process (a ``worker.run()`` task beside the client) unless worker processes are asked
@@ -84,17 +84,41 @@ async def wait_event(ctx: dt.OrchestrationContext, _: object = None) -> int:
     return value
 
 
-ORCHESTRATIONS: tuple[Callable[..., Any], ...] = (sequence, chain, fan_out, wait_event)
+def tally(ctx: dt.EntityContext, amount: Any) -> int:
+    """W6's entity: ``add`` counts, ``get`` returns the count."""
+    count: int = ctx.get_state(int, 0)
+    if ctx.operation_name == "add":
+        count += amount
+        ctx.set_state(count)
+    return count
+
+
+async def call_tally(ctx: dt.OrchestrationContext, calls: int) -> int:
+    """W6: ``calls`` sequential ``call_entity`` round trips."""
+    count = 0
+    for _ in range(calls):
+        count = await ctx.call_entity("@tally@calls", "add", 1)
+    return count
+
+
+ORCHESTRATIONS: tuple[Callable[..., Any], ...] = (
+    sequence,
+    chain,
+    fan_out,
+    wait_event,
+    call_tally,
+)
 ACTIVITIES: tuple[Callable[..., Any], ...] = (bump, bump_stamped)
 
 
 def new_worker(url: str) -> dt.TaskHubWorker:
-    """A worker with the benchmark's orchestrations and activities, default options."""
+    """A worker with the benchmark's orchestrations, activities and entity, default options."""
     worker = dt.TaskHubWorker(url)
     for orchestration in ORCHESTRATIONS:
         worker.add_orchestration(orchestration)
     for activity in ACTIVITIES:
         worker.add_activity(activity)
+    worker.add_entity(tally)
     return worker
 
 
@@ -400,12 +424,81 @@ async def w5_idle(url: str, params: dict[str, Any], progress: Progress) -> dict[
     }
 
 
+# -- W6: entities ---------------------------------------------------------------------------------
+
+
+async def w6_entities(url: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Signals to ``entities`` entities, all sent before the worker starts, then processed:
+    signals per second from the worker's start until every count is right. Then
+    ``calls`` sequential ``call_entity`` round trips from one orchestration, timed by the
+    store (from the episode that called to the one that received the result)."""
+    signals, entities, calls = int(params["signals"]), int(params["entities"]), int(params["calls"])
+    keys = [f"k{i}" for i in range(entities)]
+    async with dt.AsyncTaskHubClient(url) as client:
+        progress.phase("send")
+        for start in range(0, signals, SCHEDULE_CONCURRENCY):
+            batch = range(start, min(start + SCHEDULE_CONCURRENCY, signals))
+            await asyncio.gather(
+                *(client.signal_entity(f"@tally@{keys[i % entities]}", "add", 1) for i in batch)
+            )
+        progress.phase("process")
+        async with workers(url, 0):
+            started = time.perf_counter()
+            while (done := await _tallied(client, entities)) < signals:
+                progress.update(done, signals)
+                await asyncio.sleep(POLL_INTERVAL)
+            seconds = time.perf_counter() - started
+            progress.phase("calls")
+            iid = await client.schedule_new_orchestration(call_tally, input=calls)
+            state = await client.wait_for_orchestration_completion(iid, timeout=600)
+            state.raise_if_failed()
+            round_trips = _call_round_trips(await client.get_orchestration_history(iid))
+    return {
+        "signals_per_s": signals / seconds,
+        "seconds": seconds,
+        "call_p50_ms": percentile(round_trips, 50),
+        "call_p99_ms": percentile(round_trips, 99),
+        "signals": signals,
+    }
+
+
+async def _tallied(client: dt.AsyncTaskHubClient, entities: int) -> int:
+    if entities == 1:
+        found = await client.get_entity("@tally@k0")
+        return int(found.state) if found is not None else 0
+    total, token = 0, None
+    while True:
+        page = await client.query_entities(name="tally", continuation_token=token, page_size=1000)
+        total += sum(int(e.state) for e in page.entities)
+        token = page.continuation_token
+        if token is None:
+            return total
+
+
+def _call_round_trips(history: list[dt.HistoryEvent]) -> list[float]:
+    """Milliseconds from each call's episode to the episode that received its result."""
+    from duratask import history as h
+
+    called: dict[int, float] = {}
+    episode_at = 0.0
+    out: list[float] = []
+    for event in history:
+        if isinstance(event, h.OrchestratorStarted):
+            episode_at = event.timestamp.timestamp()
+        elif isinstance(event, h.EntityOperationCalled):
+            called[event.event_id] = episode_at
+        elif isinstance(event, h.EntityOperationCompleted) and event.task_scheduled_id in called:
+            out.append((episode_at - called.pop(event.task_scheduled_id)) * 1000)
+    return out
+
+
 WORKLOADS = {
     "W1": w1_sequence,
     "W2": w2_fan_out,
     "W3": w3_latency,
     "W4": w4_chain,
     "W5": w5_idle,
+    "W6": w6_entities,
 }
 
 

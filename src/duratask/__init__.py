@@ -5,13 +5,18 @@ and external events, and start sub-orchestrations; run them with a :class:`TaskH
 on an embedded SQLite file (or in memory) and drive them with a :class:`TaskHubClient`.
 """
 
+from duratask.backends.base import CleanEntityStorageResult, EntityMetadata, EntityQueryPage
 from duratask.client import AsyncTaskHubClient, ReuseIdPolicy, TaskHubClient
-from duratask.context import ActivityContext, OrchestrationContext
+from duratask.context import ActivityContext, CriticalSection, OrchestrationContext
 from duratask.converter import DataConverter, JsonDataConverter
+from duratask.entities import Entity, EntityContext, EntityInstanceId
 from duratask.errors import (
     ActivityNotRegisteredError,
     ActivityTimeoutError,
     DurataskError,
+    EntityLockError,
+    EntityNotRegisteredError,
+    EntityOperationFailedError,
     EventTimeoutError,
     InvalidInstanceIdError,
     InvalidOperationError,
@@ -48,8 +53,18 @@ __all__ = [
     "ActivityNotRegisteredError",
     "ActivityTimeoutError",
     "AsyncTaskHubClient",
+    "CleanEntityStorageResult",
+    "CriticalSection",
     "DataConverter",
     "DurataskError",
+    "Entity",
+    "EntityContext",
+    "EntityInstanceId",
+    "EntityLockError",
+    "EntityMetadata",
+    "EntityNotRegisteredError",
+    "EntityOperationFailedError",
+    "EntityQueryPage",
     "EventTimeoutError",
     "EventType",
     "FailureDetails",

@@ -51,6 +51,44 @@ class SendEventAction:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalEntityAction:
+    id: int
+    entity_id: str
+    operation: str
+    request_id: str
+    input: str | None = None
+    signal_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallEntityAction:
+    id: int
+    entity_id: str
+    operation: str
+    request_id: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LockEntitiesAction:
+    """Ask for the locks of ``lock_set`` (sorted: the global lock order), one after another."""
+
+    id: int
+    critical_section_id: str
+    lock_set: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockEntityAction:
+    """Release one entity of a critical section; ``id`` is -1 when the orchestration ended
+    while holding it (not matched on replay)."""
+
+    id: int
+    critical_section_id: str
+    entity_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TerminateOrchestrationAction:
     """Terminate another instance (used to recurse a termination into sub-orchestrations)."""
 
@@ -75,6 +113,18 @@ class CompleteOrchestrationAction:
 
 
 SchedulingAction = (
-    ScheduleTaskAction | CreateTimerAction | CreateSubOrchestrationAction | SendEventAction
+    ScheduleTaskAction
+    | CreateTimerAction
+    | CreateSubOrchestrationAction
+    | SendEventAction
+    | SignalEntityAction
+    | CallEntityAction
+    | LockEntitiesAction
+    | UnlockEntityAction
 )
-OrchestratorAction = SchedulingAction | TerminateOrchestrationAction | CompleteOrchestrationAction
+OrchestratorAction = (
+    SchedulingAction
+    | TerminateOrchestrationAction
+    | CompleteOrchestrationAction
+    | UnlockEntityAction
+)

@@ -84,6 +84,7 @@ class Registry:
         self._orchestrations: dict[tuple[str, str | None], FunctionSpec] = {}
         self._activities: dict[str, FunctionSpec] = {}
         self._names: dict[Callable[..., Any], str] = {}
+        self._entities: dict[str, Any] = {}  # a function (ctx, input) or a class
         self.generation = 0  # moves on at each registration
 
     def add_orchestration(
@@ -112,6 +113,28 @@ class Registry:
         self._names[fn] = registered
         self.generation += 1
         return registered
+
+    def add_entity(self, entity: Any, *, name: str | None = None) -> str:
+        """Register an entity: a function ``(ctx, input)`` or a class whose public methods are
+        its operations. Entity names are case-insensitive (kept lower-case) and hold no ``@``."""
+        registered = check_name(name or function_name(entity), "entity").lower()
+        if "@" in registered:
+            raise ValueError(f"entity name {registered!r} must not contain '@'")
+        if not callable(entity):
+            raise TypeError(f"an entity is a function (ctx, input) or a class, not {entity!r}")
+        if registered in self._entities:
+            raise ValueError(f"entity {registered!r} is registered twice")
+        self._entities[registered] = entity
+        self.generation += 1
+        return registered
+
+    def get_entity(self, name: str) -> Any:
+        """The entity registered as ``name`` (any case), or None."""
+        return self._entities.get(name.lower())
+
+    @property
+    def entity_names(self) -> list[str]:
+        return sorted(self._entities)
 
     def get_orchestration(self, name: str, version: str | None) -> FunctionSpec | None:
         return self._orchestrations.get((name, version))

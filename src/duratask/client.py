@@ -28,8 +28,14 @@ from duratask._waiting import connected, why_waiting
 from duratask.backends import open_store
 from duratask.backends._paging import resume_after
 from duratask.backends.base import (
+    ENTITY_SIGNAL,
     TERMINAL_STATUSES,
     BacklogEntry,
+    CleanEntityStorageResult,
+    EntityMessage,
+    EntityMetadata,
+    EntityQuery,
+    EntityQueryPage,
     InstanceQuery,
     InstanceSort,
     OrchestrationMessage,
@@ -40,6 +46,7 @@ from duratask.backends.base import (
     WorkerInfo,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, check_text
+from duratask.entities._id import EntityInstanceId
 from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
@@ -619,6 +626,84 @@ class AsyncTaskHubClient:
                     await asyncio.sleep(min(delay, remaining))
                 delay = min(delay * _POLL_FACTOR, _POLL_MAX)
 
+    # -- entities -----------------------------------------------------------------------
+    async def signal_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        signal_time: datetime | None = None,
+    ) -> None:
+        """Send ``operation`` with ``input`` to an entity, one-way; with ``signal_time``
+        (aware), it runs no earlier than then. The entity need not exist yet."""
+        target = str(EntityInstanceId.of(entity_id))
+        if not isinstance(operation, str) or not operation:
+            raise ValueError("operation must be a non-empty string")
+        check_text(operation, "operation name")
+        if signal_time is not None:
+            signal_time = _to_utc(signal_time, "signal_time")
+        encoded = self._codec.encode(input, f"input of operation {operation!r} of {target!r}")
+        store = await self._ready()
+        await store.send_entity_message(
+            EntityMessage(
+                entity_id=target,
+                kind=ENTITY_SIGNAL,
+                request_id=uuid.uuid4().hex,
+                operation=operation,
+                input=encoded,
+                visible_at=signal_time,
+            )
+        )
+
+    async def get_entity(
+        self, entity_id: EntityInstanceId | str, *, include_state: bool = True
+    ) -> EntityMetadata | None:
+        """An entity's state and metadata, or None if it has no state (and no lock holder)."""
+        target = str(EntityInstanceId.of(entity_id))
+        store = await self._ready()
+        found = await store.get_entity(target, include_state)
+        return None if found is None else self._attach_entity(found)
+
+    async def query_entities(
+        self,
+        *,
+        name: str | None = None,
+        entity_id_prefix: str | None = None,
+        last_modified_from: datetime | None = None,
+        last_modified_to: datetime | None = None,
+        include_state: bool = True,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+    ) -> EntityQueryPage:
+        """One page of entities with a state (or a lock holder), by id. ``name`` matches
+        the entity name (any case); ``last_modified_to`` is exclusive."""
+        query = EntityQuery(
+            name=name.lower() if name is not None else None,
+            entity_id_prefix=entity_id_prefix,
+            last_modified_from=_to_utc_or_none(last_modified_from, "last_modified_from"),
+            last_modified_to=_to_utc_or_none(last_modified_to, "last_modified_to"),
+            include_state=include_state,
+            page_size=page_size,
+            continuation_token=continuation_token,
+        )
+        store = await self._ready()
+        page = await store.query_entities(query)
+        return EntityQueryPage(
+            [self._attach_entity(e) for e in page.entities], page.continuation_token
+        )
+
+    async def clean_entity_storage(
+        self, *, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        """Release locks held by orchestrations that no longer exist or have ended, and
+        delete entities left with no state, no lock and no messages."""
+        store = await self._ready()
+        return await store.clean_entity_storage(remove_empty_entities, release_orphaned_locks)
+
+    def _attach_entity(self, entity: EntityMetadata) -> EntityMetadata:
+        return dataclasses.replace(entity, converter=self._codec.converter)
+
     # -- signalling --------------------------------------------------------------------
 
     async def raise_orchestration_event(
@@ -999,6 +1084,58 @@ class TaskHubClient:
             self._client.restart_orchestration, instance_id, new_instance_id=new_instance_id
         )
 
+    def signal_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        signal_time: datetime | None = None,
+    ) -> None:
+        """See :meth:`AsyncTaskHubClient.signal_entity`."""
+        self._portal.call(
+            self._client.signal_entity, entity_id, operation, input, signal_time=signal_time
+        )
+
+    def get_entity(
+        self, entity_id: EntityInstanceId | str, *, include_state: bool = True
+    ) -> EntityMetadata | None:
+        """See :meth:`AsyncTaskHubClient.get_entity`."""
+        return self._portal.call(self._client.get_entity, entity_id, include_state=include_state)
+
+    def query_entities(
+        self,
+        *,
+        name: str | None = None,
+        entity_id_prefix: str | None = None,
+        last_modified_from: datetime | None = None,
+        last_modified_to: datetime | None = None,
+        include_state: bool = True,
+        page_size: int = 100,
+        continuation_token: str | None = None,
+    ) -> EntityQueryPage:
+        """See :meth:`AsyncTaskHubClient.query_entities`."""
+        return self._portal.call(
+            self._client.query_entities,
+            name=name,
+            entity_id_prefix=entity_id_prefix,
+            last_modified_from=last_modified_from,
+            last_modified_to=last_modified_to,
+            include_state=include_state,
+            page_size=page_size,
+            continuation_token=continuation_token,
+        )
+
+    def clean_entity_storage(
+        self, *, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        """See :meth:`AsyncTaskHubClient.clean_entity_storage`."""
+        return self._portal.call(
+            self._client.clean_entity_storage,
+            remove_empty_entities=remove_empty_entities,
+            release_orphaned_locks=release_orphaned_locks,
+        )
+
     def purge_orchestration(self, instance_id: str, *, recursive: bool = True) -> int:
         """See :meth:`AsyncTaskHubClient.purge_orchestration`."""
         return self._portal.call(self._client.purge_orchestration, instance_id, recursive=recursive)
@@ -1035,3 +1172,7 @@ def _close_at_exit(portal: Portal, client: AsyncTaskHubClient) -> None:
         pass  # exiting anyway: an unreachable store must not hold the process up
     finally:
         portal.close()
+
+
+def _to_utc_or_none(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else _to_utc(value, what)

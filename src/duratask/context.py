@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from duratask.entities._id import EntityInstanceId
 from duratask.retry import RetryPolicy
 from duratask.task import Task
 
@@ -286,6 +287,74 @@ class OrchestrationContext(ABC):
     @abstractmethod
     def set_custom_status(self, status: Any) -> None:
         """Publish a JSON-serialisable status that clients can read while the instance runs."""
+
+    @abstractmethod
+    def signal_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        signal_time: datetime | None = None,
+    ) -> None:
+        """Send ``operation`` to an entity, one-way; with ``signal_time`` (aware), it is
+        delivered no earlier than then."""
+
+    @abstractmethod
+    def call_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        return_type: Any = None,
+    ) -> Task[Any]:
+        """Run ``operation`` on an entity; the task's result is the operation's (decoded as
+        ``return_type`` if given), or it fails with
+        :class:`~duratask.errors.EntityOperationFailedError` if the operation raised.
+
+        Inside a critical section, only entities it locked may be called."""
+
+    @abstractmethod
+    def lock_entities(self, *entity_ids: EntityInstanceId | str) -> CriticalSection:
+        """A critical section over these entities: ``async with ctx.lock_entities(a, b):``.
+
+        Entering waits until every entity is locked for this orchestration (locks are taken
+        in one global order, so two sections never deadlock); meanwhile, and until the
+        section ends, each entity runs only this orchestration's operations. The locks are
+        released when the block ends, also if it raises or the orchestration ends. Sections
+        do not nest.
+        """
+
+    @property
+    @abstractmethod
+    def is_in_critical_section(self) -> bool:
+        """Whether the orchestration holds the locks of a critical section now."""
+
+
+class CriticalSection:
+    """The locks of a critical section, held inside ``async with`` (see
+    :meth:`OrchestrationContext.lock_entities`).
+
+    Attributes:
+        entity_ids: The locked entities, in lock order.
+    """
+
+    def __init__(self, entity_ids: tuple[EntityInstanceId, ...]) -> None:
+        self.entity_ids = entity_ids
+
+    def _enter(self) -> Task[None]:
+        raise NotImplementedError
+
+    def _exit(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> CriticalSection:
+        await self._enter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._exit()
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,3 +252,35 @@ class OrchestrationFinishedError(InvalidOperationError):
         )
         self.instance_id = instance_id
         self.status = status
+
+
+class EntityOperationFailedError(TaskFailedError):
+    """An entity operation an orchestration called raised; raised where it awaited
+    ``call_entity``. The entity rolled back that operation's state change and went on.
+
+    Attributes:
+        entity_id: The entity (``@name@key``).
+        operation: The operation that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: FailureDetails,
+        *,
+        entity_id: str,
+        operation: str,
+        task_id: int = -1,
+    ) -> None:
+        super().__init__(message, details, task_id=task_id)
+        self.entity_id = entity_id
+        self.operation = operation
+
+
+class EntityLockError(DurataskError, RuntimeError):
+    """A critical section was misused: nested ``lock_entities``, a call inside a section to
+    an entity it did not lock, or a lock on no entities."""
+
+
+class EntityNotRegisteredError(DurataskError):
+    """An entity operation reached a worker where no entity of that name is registered."""

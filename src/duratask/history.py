@@ -51,6 +51,13 @@ class EventType(IntEnum):
     EXECUTION_SUSPENDED = 19
     EXECUTION_RESUMED = 20
     EXECUTION_REWOUND = 21
+    ENTITY_OPERATION_SIGNALED = 22
+    ENTITY_OPERATION_CALLED = 23
+    ENTITY_OPERATION_COMPLETED = 24
+    ENTITY_OPERATION_FAILED = 25
+    ENTITY_LOCK_REQUESTED = 26
+    ENTITY_LOCK_GRANTED = 27
+    ENTITY_UNLOCK_SENT = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +277,77 @@ class ExecutionRewound(HistoryEvent):
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityOperationSignaled(HistoryEvent):
+    """The orchestration signalled an entity (one-way, optionally delayed)."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_OPERATION_SIGNALED
+    request_id: str
+    operation: str
+    target_instance_id: str
+    input: str | None = None
+    scheduled_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityOperationCalled(HistoryEvent):
+    """The orchestration called an entity's operation and awaits its result."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_OPERATION_CALLED
+    request_id: str
+    operation: str
+    target_instance_id: str
+    input: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityOperationCompleted(HistoryEvent):
+    """An entity operation the orchestration called returned ``result``."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_OPERATION_COMPLETED
+    task_scheduled_id: int
+    request_id: str
+    result: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityOperationFailed(HistoryEvent):
+    """An entity operation the orchestration called raised."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_OPERATION_FAILED
+    task_scheduled_id: int
+    request_id: str
+    failure_details: FailureDetails
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityLockRequested(HistoryEvent):
+    """The orchestration asked for the locks of a critical section."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_LOCK_REQUESTED
+    critical_section_id: str
+    lock_set: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityLockGranted(HistoryEvent):
+    """Every entity of a critical section is locked for the orchestration."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_LOCK_GRANTED
+    task_scheduled_id: int
+    critical_section_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityUnlockSent(HistoryEvent):
+    """The orchestration released an entity of its critical section (``event_id`` -1 when it
+    ended while holding it)."""
+
+    event_type: ClassVar[EventType] = EventType.ENTITY_UNLOCK_SENT
+    critical_section_id: str
+    target_instance_id: str
+
+
 _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
     cls.event_type.name: cls
     for cls in (
@@ -293,6 +371,13 @@ _EVENT_CLASSES: dict[str, type[HistoryEvent]] = {
         ExecutionSuspended,
         ExecutionResumed,
         ExecutionRewound,
+        EntityOperationSignaled,
+        EntityOperationCalled,
+        EntityOperationCompleted,
+        EntityOperationFailed,
+        EntityLockRequested,
+        EntityLockGranted,
+        EntityUnlockSent,
     )
 }
 # The enum's ``name`` is a descriptor call; events are serialised often enough to look it up.
@@ -326,10 +411,15 @@ _TASK_RESULTS = (
     TaskFailed,
     SubOrchestrationInstanceCompleted,
     SubOrchestrationInstanceFailed,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityLockGranted,
 )
 
 
-_DATETIME_FIELDS = frozenset({"timestamp", "fire_at", "scheduled_start_time", "created_at"})
+_DATETIME_FIELDS = frozenset(
+    {"timestamp", "fire_at", "scheduled_start_time", "created_at", "scheduled_time"}
+)
 # Optional tracing fields are left out of the JSON when unset, so histories written without
 # tracing stay as they were (and older histories, which lack them, read the same way).
 _OMITTED_WHEN_NONE = frozenset(
@@ -340,6 +430,7 @@ _OMITTED_WHEN_NONE = frozenset(
         "timeout",
         "heartbeat_timeout",
         "heartbeat_details",
+        "scheduled_time",
     }
 )
 # Left out at their default, too: histories without them read the same way.
@@ -381,8 +472,8 @@ def _encode_field(value: Any) -> Any:
         return value.to_dict()
     if isinstance(value, ParentInstanceInfo):
         return dataclasses.asdict(value)
-    if isinstance(value, tuple):  # carried events
-        return [event.to_dict() for event in value]
+    if isinstance(value, tuple):  # carried events, or a lock set
+        return [e.to_dict() if isinstance(e, HistoryEvent) else e for e in value]
     if isinstance(value, timedelta):
         return value.total_seconds()
     return value
@@ -419,6 +510,8 @@ def event_from_dict(data: dict[str, Any]) -> HistoryEvent:
     for key in _DURATION_FIELDS & fields.keys():
         if fields[key] is not None:
             fields[key] = timedelta(seconds=fields[key])
+    if fields.get("lock_set") is not None:
+        fields["lock_set"] = tuple(fields["lock_set"])
     if fields.get("carried_events") is not None:
         fields["carried_events"] = tuple(event_from_dict(e) for e in fields["carried_events"])
     return cls(**fields)

@@ -225,7 +225,35 @@ async def spins(ctx: dt.OrchestrationContext, _: Any) -> None:
             continue
 
 
-ORCHESTRATIONS = (chain, fan, timers, child, family, waiter, mixed, calls_a_killer, spins)
+def tally(ctx: dt.EntityContext, amount: Any) -> int:
+    """The entity of the entity chaos test: ``add`` counts, anything else reads."""
+    count: int = ctx.get_state(int, 0)
+    if ctx.operation_name == "add":
+        count += amount
+        ctx.set_state(count)
+    return count
+
+
+async def increment(ctx: dt.OrchestrationContext, keys: list[str]) -> int:
+    """Signal ``add 1`` to the tally of each key, then add 1 more to the first by a call."""
+    for key in keys:
+        ctx.signal_entity(dt.EntityInstanceId("tally", key), "add", 1)
+    after: int = await ctx.call_entity(dt.EntityInstanceId("tally", keys[0]), "add", 1)
+    return after
+
+
+ORCHESTRATIONS = (
+    chain,
+    fan,
+    timers,
+    child,
+    family,
+    waiter,
+    mixed,
+    calls_a_killer,
+    spins,
+    increment,
+)
 
 
 def register(worker: dt.TaskHubWorker) -> None:
@@ -233,3 +261,4 @@ def register(worker: dt.TaskHubWorker) -> None:
         worker.add_orchestration(orchestration)
     worker.add_activity(step)
     worker.add_activity(kill_worker)
+    worker.add_entity(tally)

@@ -60,6 +60,12 @@ async def rewindable(ctx: dt.OrchestrationContext, value: int) -> int:
     return result
 
 
+def counter(ctx: dt.EntityContext, amount: Any) -> Any:
+    if ctx.operation_name == "add":
+        ctx.set_state(ctx.get_state(int, 0) + amount)
+    return ctx.get_state(int, 0)
+
+
 ORCHESTRATIONS = (greet, fail, await_approval, timed, parent, rewindable)
 ACTIVITIES = (say_hello, explode, flaky)
 
@@ -70,4 +76,5 @@ def make_worker(url: str) -> dt.TaskHubWorker:
         worker.add_orchestration(orchestration)
     for activity in ACTIVITIES:
         worker.add_activity(activity)
+    worker.add_entity(counter)
     return worker

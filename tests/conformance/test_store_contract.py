@@ -44,6 +44,13 @@ from duratask.errors import (
 )
 from duratask.history import (
     ContinueAsNew,
+    EntityLockGranted,
+    EntityLockRequested,
+    EntityOperationCalled,
+    EntityOperationCompleted,
+    EntityOperationFailed,
+    EntityOperationSignaled,
+    EntityUnlockSent,
     EventRaised,
     EventSent,
     ExecutionCompleted,
@@ -212,6 +219,33 @@ def every_event() -> list[HistoryEvent]:
         ExecutionSuspended(timestamp=at, reason="pause"),
         ExecutionResumed(timestamp=at, reason="go"),
         ExecutionRewound(timestamp=at, reason="fixed"),
+        EntityOperationSignaled(
+            event_id=5,
+            timestamp=at,
+            request_id="r1",
+            operation="add",
+            target_instance_id="@counter@a",
+            input="1",
+            scheduled_time=later,
+        ),
+        EntityOperationCalled(
+            event_id=6,
+            timestamp=at,
+            request_id="r2",
+            operation="get",
+            target_instance_id="@counter@a",
+        ),
+        EntityOperationCompleted(timestamp=at, task_scheduled_id=6, request_id="r2", result="1"),
+        EntityOperationFailed(
+            timestamp=at, task_scheduled_id=6, request_id="r2", failure_details=failure
+        ),
+        EntityLockRequested(
+            event_id=7, timestamp=at, critical_section_id="cs", lock_set=("@a@1", "@b@2")
+        ),
+        EntityLockGranted(timestamp=at, task_scheduled_id=7, critical_section_id="cs"),
+        EntityUnlockSent(
+            event_id=8, timestamp=at, critical_section_id="cs", target_instance_id="@a@1"
+        ),
     ]
 
 

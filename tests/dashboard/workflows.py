@@ -85,6 +85,12 @@ async def retried(ctx: dt.OrchestrationContext, key: str) -> str:
     return result
 
 
+def counter(ctx: dt.EntityContext, amount: Any) -> Any:
+    if ctx.operation_name == "add":
+        ctx.set_state(ctx.get_state(int, 0) + amount)
+    return ctx.get_state(int, 0)
+
+
 ORCHESTRATIONS = (
     approval,
     child,
@@ -103,4 +109,5 @@ def register(worker: dt.TaskHubWorker) -> dt.TaskHubWorker:
         worker.add_orchestration(fn)
     for activity in ACTIVITIES:
         worker.add_activity(activity)
+    worker.add_entity(counter)
     return worker

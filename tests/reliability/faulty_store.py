@@ -24,6 +24,13 @@ from typing import TypeVar
 from duratask.backends.base import (
     ActivityWorkItem,
     BacklogEntry,
+    CleanEntityStorageResult,
+    EntityCommit,
+    EntityMessage,
+    EntityMetadata,
+    EntityQuery,
+    EntityQueryPage,
+    EntityWorkItem,
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
@@ -182,6 +189,51 @@ class FaultyStore:
 
     async def backlog(self) -> list[BacklogEntry]:
         return await self.inner.backlog()
+
+    # -- entities ---------------------------------------------------------------------------
+    async def lock_next_entity_work_item(
+        self,
+        owner: str,
+        lease: timedelta,
+        max_messages: int = 100,
+        work_filter: WorkFilter | None = None,
+    ) -> EntityWorkItem | None:
+        return await self._call(
+            "lock_next_entity_work_item",
+            lambda: self.inner.lock_next_entity_work_item(owner, lease, max_messages, work_filter),
+        )
+
+    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
+        await self._call(
+            "renew_entity_work_item", lambda: self.inner.renew_entity_work_item(work_item, lease)
+        )
+
+    async def complete_entity_work_item(
+        self, work_item: EntityWorkItem, commit: EntityCommit
+    ) -> None:
+        await self._call(
+            "complete_entity_work_item",
+            lambda: self.inner.complete_entity_work_item(work_item, commit),
+        )
+
+    async def abandon_entity_work_item(
+        self, work_item: EntityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        await self.inner.abandon_entity_work_item(work_item, retry_at)
+
+    async def send_entity_message(self, message: EntityMessage) -> None:
+        await self.inner.send_entity_message(message)
+
+    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
+        return await self.inner.get_entity(entity_id, include_state)
+
+    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
+        return await self.inner.query_entities(query)
+
+    async def clean_entity_storage(
+        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        return await self.inner.clean_entity_storage(remove_empty_entities, release_orphaned_locks)
 
     async def lease_holders(self) -> list[LeaseHolder]:
         return await self.inner.lease_holders()

@@ -229,6 +229,7 @@ class OrchestrationExecutor:
         actions: list[act.OrchestratorAction] = [*ctx.pending_actions(), *ctx.extra_actions]
         completion = ctx.completion
         if completion is not None:
+            actions.extend(ctx.releases_at_end())
             if completion.status is OrchestrationStatus.CONTINUED_AS_NEW:
                 completion = replace(completion, carryover_events=ctx.carried_events())
             actions.append(completion)

@@ -17,9 +17,16 @@ from typing import Any
 from duratask import _actions as act
 from duratask import history as h
 from duratask._registry import Registry
-from duratask.context import Activity, OrchestrationContext, Orchestrator
+from duratask.context import Activity, CriticalSection, OrchestrationContext, Orchestrator
 from duratask.converter import PayloadCodec
-from duratask.errors import EventTimeoutError, NonDeterminismError, TaskFailedError
+from duratask.entities._id import EntityInstanceId
+from duratask.errors import (
+    EntityLockError,
+    EntityOperationFailedError,
+    EventTimeoutError,
+    NonDeterminismError,
+    TaskFailedError,
+)
 from duratask.retry import RetryPolicy
 from duratask.state import FailureDetails, OrchestrationStatus
 from duratask.task import CompletableTask, Task
@@ -83,7 +90,7 @@ class _RetryState:
 class _PendingTask:
     """A task waiting for a completion event, and how to decode its result."""
 
-    __slots__ = ("kind", "name", "result_type", "retry", "task")
+    __slots__ = ("kind", "name", "operation", "result_type", "retry", "task")
 
     def __init__(
         self,
@@ -98,6 +105,7 @@ class _PendingTask:
         self.name = name
         self.result_type = result_type
         self.retry = retry
+        self.operation = ""  # for entity calls
 
 
 # Completion events that wait while the instance is suspended.
@@ -108,6 +116,9 @@ _HELD_WHILE_SUSPENDED = (
     h.SubOrchestrationInstanceFailed,
     h.TimerFired,
     h.EventRaised,
+    h.EntityOperationCompleted,
+    h.EntityOperationFailed,
+    h.EntityLockGranted,
 )
 
 
@@ -141,6 +152,7 @@ class ReplayContext(OrchestrationContext):
         self._held: list[h.HistoryEvent] = []
         self._suspended = False
         self._open_sub_orchestrations: dict[int, str] = {}
+        self._section: _Section | None = None  # the critical section asked for or held
         self.started: h.ExecutionStarted | None = None
         self.custom_status: str | None = None
         self.completion: act.CompleteOrchestrationAction | None = None
@@ -310,6 +322,99 @@ class ReplayContext(OrchestrationContext):
     def set_custom_status(self, status: Any) -> None:
         self.custom_status = self._codec.encode(status, "custom status")
 
+    # -- entities -----------------------------------------------------------------------------
+    def signal_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        signal_time: datetime | None = None,
+    ) -> None:
+        target = str(EntityInstanceId.of(entity_id))
+        if signal_time is not None and signal_time.tzinfo is None:
+            raise ValueError("signal_time must be a timezone-aware datetime")
+        encoded = self._codec.encode(input, f"input of entity operation {operation!r}")
+        seq = self._next_sequence()
+        self._actions[seq] = act.SignalEntityAction(
+            seq, target, operation, self._request_id(seq), encoded, signal_time
+        )
+
+    def call_entity(
+        self,
+        entity_id: EntityInstanceId | str,
+        operation: str,
+        input: Any = None,
+        *,
+        return_type: Any = None,
+    ) -> Task[Any]:
+        target = str(EntityInstanceId.of(entity_id))
+        section = self._section
+        if section is not None and section.held and target not in section.lock_set:
+            raise EntityLockError(
+                f"call to entity {target!r} inside a critical section over "
+                f"{list(section.lock_set)}: inside a section, call only the entities it locked"
+            )
+        encoded = self._codec.encode(input, f"input of entity operation {operation!r}")
+        seq = self._next_sequence()
+        self._actions[seq] = act.CallEntityAction(
+            seq, target, operation, self._request_id(seq), encoded
+        )
+        task: CompletableTask[Any] = CompletableTask()
+        pending = _PendingTask(task, "entity", target, return_type)
+        pending.operation = operation
+        self._pending[seq] = pending
+        return task
+
+    def lock_entities(self, *entity_ids: EntityInstanceId | str) -> CriticalSection:
+        if not entity_ids:
+            raise EntityLockError("lock_entities needs at least one entity id")
+        if self._section is not None:
+            raise EntityLockError("critical sections do not nest: this one is inside another")
+        ids = sorted({EntityInstanceId.of(e) for e in entity_ids}, key=str)
+        return _Section(self, tuple(ids))
+
+    @property
+    def is_in_critical_section(self) -> bool:
+        return self._section is not None and self._section.held
+
+    def _request_id(self, seq: int) -> str:
+        return str(uuid.uuid5(_UUID_NAMESPACE, f"{self._instance_id}|{self._execution_id}|{seq}"))
+
+    def _lock(self, section: _Section) -> Task[None]:
+        if self._section is not None:
+            raise EntityLockError("critical sections do not nest: this one is inside another")
+        seq = self._next_sequence()
+        section.critical_section_id = self._request_id(seq)
+        self._actions[seq] = act.LockEntitiesAction(
+            seq, section.critical_section_id, section.lock_set
+        )
+        task: CompletableTask[None] = CompletableTask()
+        self._pending[seq] = _PendingTask(task, "lock", ", ".join(section.lock_set))
+        self._section = section
+        return task
+
+    def _unlock(self, section: _Section) -> None:
+        if self._section is not section:
+            return
+        self._section = None
+        if self.completion is not None:
+            return  # released by the completion (see releases_at_end)
+        for entity_id in section.lock_set:
+            seq = self._next_sequence()
+            self._actions[seq] = act.UnlockEntityAction(seq, section.critical_section_id, entity_id)
+
+    def releases_at_end(self) -> list[act.UnlockEntityAction]:
+        """The locks to let go of because the execution ended inside a critical section (or
+        while asking for one)."""
+        section = self._section
+        if section is None or self.completion is None:
+            return []
+        return [
+            act.UnlockEntityAction(-1, section.critical_section_id, entity_id)
+            for entity_id in section.lock_set
+        ]
+
     # -- engine-side API ------------------------------------------------------------------
     def set_replaying(self, replaying: bool) -> None:
         self._is_replaying = replaying
@@ -345,7 +450,7 @@ class ReplayContext(OrchestrationContext):
         self._complete(act.CompleteOrchestrationAction(OrchestrationStatus.COMPLETED, encoded))
 
     def fail(self, exc: BaseException) -> None:
-        self._actions.clear()
+        self._drop_actions()
         self._complete(
             act.CompleteOrchestrationAction(
                 OrchestrationStatus.FAILED, failure_details=FailureDetails.from_exception(exc)
@@ -379,6 +484,13 @@ class ReplayContext(OrchestrationContext):
         return (*self._received, *held)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _drop_actions(self) -> None:
+        """Forget the scheduled actions, as the execution ends; releases of entities stay (a
+        critical section left on the way to the end must still let go of its locks)."""
+        self._actions = {
+            seq: a for seq, a in self._actions.items() if isinstance(a, act.UnlockEntityAction)
+        }
+
     def _next_sequence(self) -> int:
         seq = self._sequence
         self._sequence += 1
@@ -471,6 +583,81 @@ class ReplayContext(OrchestrationContext):
             )
         self._check_same(event, f"event {event.name!r} sent", "data", event.input, action.data)
 
+    def _on_entity_signaled(self, event: h.EntityOperationSignaled) -> None:
+        action = self._match(
+            event, act.SignalEntityAction, f"a signal of {event.target_instance_id!r}"
+        )
+        assert isinstance(action, act.SignalEntityAction)
+        self._same_entity_operation(event, action.entity_id, action.operation, "signals")
+
+    def _on_entity_called(self, event: h.EntityOperationCalled) -> None:
+        action = self._match(event, act.CallEntityAction, f"a call of {event.target_instance_id!r}")
+        assert isinstance(action, act.CallEntityAction)
+        self._same_entity_operation(event, action.entity_id, action.operation, "calls")
+
+    def _same_entity_operation(
+        self,
+        event: h.EntityOperationSignaled | h.EntityOperationCalled,
+        entity_id: str,
+        operation: str,
+        verb: str,
+    ) -> None:
+        if entity_id != event.target_instance_id or operation.lower() != event.operation.lower():
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history {verb} {event.operation!r} of entity {event.target_instance_id!r}, "
+                f"but the code now {verb} {operation!r} of {entity_id!r}."
+            )
+
+    def _on_lock_requested(self, event: h.EntityLockRequested) -> None:
+        action = self._match(event, act.LockEntitiesAction, "a critical section")
+        assert isinstance(action, act.LockEntitiesAction)
+        if action.lock_set != tuple(event.lock_set):
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self._name!r}: at sequence #{event.event_id} "
+                f"history locks {list(event.lock_set)}, but the code now locks "
+                f"{list(action.lock_set)}."
+            )
+
+    def _on_unlock_sent(self, event: h.EntityUnlockSent) -> None:
+        if event.event_id >= 0:
+            self._match(event, act.UnlockEntityAction, "an entity released")
+
+    def _on_entity_completed(self, event: h.EntityOperationCompleted) -> None:
+        pending = self._pending.pop(event.task_scheduled_id, None)
+        if pending is None:
+            return
+        try:
+            value = self._decode(event.result, pending.result_type)
+        except Exception as exc:
+            pending.task._set_exception(exc)
+            return
+        pending.task._set_result(value)
+
+    def _on_entity_failed(self, event: h.EntityOperationFailed) -> None:
+        pending = self._pending.pop(event.task_scheduled_id, None)
+        if pending is None:
+            return
+        details = event.failure_details
+        pending.task._set_exception(
+            EntityOperationFailedError(
+                f"operation {pending.operation!r} of entity {pending.name!r} failed: "
+                f"{details.error_type}: {details.message}",
+                details,
+                entity_id=pending.name,
+                operation=pending.operation,
+                task_id=event.task_scheduled_id,
+            )
+        )
+
+    def _on_lock_granted(self, event: h.EntityLockGranted) -> None:
+        pending = self._pending.pop(event.task_scheduled_id, None)
+        if pending is None:
+            return
+        if self._section is not None:
+            self._section.held = True
+        pending.task._set_result(None)
+
     def _on_orchestrator_started(self, event: h.OrchestratorStarted) -> None:
         self._now = event.timestamp
 
@@ -558,7 +745,7 @@ class ReplayContext(OrchestrationContext):
                 self.extra_actions.append(
                     act.TerminateOrchestrationAction(child, event.input, recurse=True)
                 )
-        self._actions.clear()
+        self._drop_actions()
         self._complete(act.CompleteOrchestrationAction(OrchestrationStatus.TERMINATED, event.input))
 
     def _on_suspended(self, event: h.ExecutionSuspended) -> None:
@@ -585,6 +772,13 @@ class ReplayContext(OrchestrationContext):
         h.ExecutionTerminated: _on_terminated,
         h.ExecutionSuspended: _on_suspended,
         h.ExecutionResumed: _on_resumed,
+        h.EntityOperationSignaled: _on_entity_signaled,
+        h.EntityOperationCalled: _on_entity_called,
+        h.EntityOperationCompleted: _on_entity_completed,
+        h.EntityOperationFailed: _on_entity_failed,
+        h.EntityLockRequested: _on_lock_requested,
+        h.EntityLockGranted: _on_lock_granted,
+        h.EntityUnlockSent: _on_unlock_sent,
     }
 
 
@@ -594,7 +788,32 @@ def _shown(value: Any) -> str:
     return shown if len(shown) <= _SHOWN_VALUE else shown[: _SHOWN_VALUE - 1] + "…"
 
 
+class _Section(CriticalSection):
+    """The engine's critical section: locks asked for on entering, released on leaving."""
+
+    def __init__(self, ctx: ReplayContext, ids: tuple[EntityInstanceId, ...]) -> None:
+        super().__init__(ids)
+        self._ctx = ctx
+        self.lock_set = tuple(str(i) for i in ids)
+        self.critical_section_id = ""
+        self.held = False
+
+    def _enter(self) -> Task[None]:
+        return self._ctx._lock(self)
+
+    def _exit(self) -> None:
+        self._ctx._unlock(self)
+
+
 def _describe_action(action: act.SchedulingAction) -> str:
+    if isinstance(action, act.SignalEntityAction):
+        return f"a signal of entity {action.entity_id!r}"
+    if isinstance(action, act.CallEntityAction):
+        return f"a call of entity {action.entity_id!r}"
+    if isinstance(action, act.LockEntitiesAction):
+        return "a critical section"
+    if isinstance(action, act.UnlockEntityAction):
+        return f"a release of entity {action.entity_id!r}"
     if isinstance(action, act.ScheduleTaskAction):
         return f"activity {action.name!r}"
     if isinstance(action, act.CreateSubOrchestrationAction):

@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION
 from duratask.backends.base import (
+    ENTITY_RECENT_REQUESTS,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
+    EntityRecord,
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -187,6 +189,8 @@ def work_kinds(commit: OrchestrationCommit) -> list[str]:
     kinds = [ACTIVITY] if commit.activities else []
     if commit.messages:
         kinds.append(ORCHESTRATION)
+    if commit.entity_messages:
+        kinds.append(ENTITY)
     return kinds
 
 
@@ -221,3 +225,19 @@ def backlog_from_row(row: Mapping[str, Any]) -> BacklogEntry:
     return BacklogEntry(
         row["kind"], row["name"], int(row["ready"]), int(row["later"]), int(row["leased"])
     )
+
+
+def entity_record_json(record: EntityRecord) -> str:
+    """The recent request ids of an entity record as stored (a JSON array)."""
+    return json.dumps(list(record.recent_requests[-ENTITY_RECENT_REQUESTS:]))
+
+
+def entity_recent_from_json(text: str | None) -> tuple[str, ...]:
+    """Inverse of :func:`entity_record_json`."""
+    return tuple(json.loads(text)) if text else ()
+
+
+def orphaned_lock(holder: OrchestrationState | None) -> bool:
+    """Whether an entity lock held by the orchestration ``holder`` is orphaned: the
+    orchestration no longer exists or has ended (it can never release it)."""
+    return holder is None or holder.runtime_status.is_terminal

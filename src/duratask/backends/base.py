@@ -17,6 +17,10 @@ keeps per instance as:
   time, external events, sub-orchestration starts and results, terminate...);
 - activity work items: activities waiting to run, leased to one worker at a time.
 
+and per durable entity (``@name@key``): its committed record (state, the orchestration
+holding its lock, the request ids it applied last) and its messages (operations, lock
+requests and releases), leased to one worker at a time as an :class:`EntityWorkItem`.
+
 Stores know nothing of the replay engine: they move and keep events, and apply what the
 worker decided. Every store must pass the conformance suite in ``tests/conformance``;
 CONTRIBUTING.md says what that suite demands of a new one.
@@ -38,6 +42,11 @@ Rules every store follows (the conformance suite checks them):
 - ``complete_activity_work_item`` deletes the activity and enqueues its result in one
   transaction, refused with :class:`LeaseLostError` if the lease was lost.
 - A lease that expires makes the work item available to any worker again.
+- An entity message creates the entity's row when it has none. While an entity is locked by
+  an orchestration, only that orchestration's messages are delivered to it; the others wait,
+  in order. ``complete_entity_work_item`` writes the record, deletes the consumed messages
+  and sends the outbound ones in ONE transaction, refused with :class:`LeaseLostError` if
+  the lease was lost.
 """
 
 from __future__ import annotations
@@ -48,11 +57,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from duratask.backends._wakeups import InstanceWatch
 from duratask.history import HistoryEvent
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import OrchestrationState, OrchestrationStatus, decode_payload
+
+if TYPE_CHECKING:
+    from duratask.converter import DataConverter
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +231,12 @@ class WorkFilter:
     Attributes:
         orchestrations: The (name, version) pairs it registered.
         activities: The activity names it registered.
+        entities: The entity names it registered.
     """
 
     orchestrations: frozenset[tuple[str, str | None]] | None = None
     activities: frozenset[str] | None = None
+    entities: frozenset[str] | None = None
 
     def orchestration_keys(self) -> list[str] | None:
         """The orchestrations as :func:`orchestration_key` values (how SQL stores match
@@ -380,6 +394,8 @@ class OrchestrationCommit:
         finished_activity: An activity whose result the episode consumed straight from the
             worker that ran it (the result is in ``new_events``, never stored as a
             message): deleted with the commit.
+        entity_messages: The messages to send to entities: signals, calls, lock requests
+            and releases.
     """
 
     state: OrchestrationState  # its instance_id names the instance
@@ -390,6 +406,7 @@ class OrchestrationCommit:
     reset_history: bool = False
     eager_activities: EagerLease | None = None
     finished_activity: ActivityWorkItem | None = None
+    entity_messages: Sequence[EntityMessage] = ()
 
     @property
     def changes_instance(self) -> bool:
@@ -408,6 +425,259 @@ class InstanceSort(StrEnum):
     LAST_UPDATED = "last_updated"
     STATUS = "status"
     NAME = "name"
+
+
+ENTITY_SIGNAL = "signal"
+ENTITY_CALL = "call"
+ENTITY_LOCK = "lock"
+ENTITY_RELEASE = "release"
+ENTITY_MESSAGE_KINDS = frozenset({ENTITY_SIGNAL, ENTITY_CALL, ENTITY_LOCK, ENTITY_RELEASE})
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMessage:
+    """One message on its way to a durable entity.
+
+    Attributes:
+        entity_id: The entity, as ``@name@key``.
+        kind: ``"signal"`` (an operation, no answer), ``"call"`` (an operation whose result
+            goes back to the calling orchestration), ``"lock"`` (a critical section asks
+            for the entity) or ``"release"`` (it lets go).
+        request_id: Unique per request; an entity applies a request id once.
+        operation: The operation's name (signals and calls).
+        input: The operation's input as JSON text.
+        source: Who sent it: an orchestration instance id, an entity id, or None for a
+            client. While an entity is locked, only its lock holder's messages reach it.
+        source_execution_id: The sending orchestration's execution (for answers).
+        task_id: The sender's sequence number for the answer (calls and locks).
+        lock_set: The entities a critical section locks, in lock order (locks).
+        position: Which of ``lock_set`` this lock message is for.
+        visible_at: Deliver no earlier than this (delayed signals); None means now.
+    """
+
+    entity_id: str
+    kind: str
+    request_id: str
+    operation: str | None = None
+    input: str | None = None
+    source: str | None = None
+    source_execution_id: str | None = None
+    task_id: int = -1
+    lock_set: tuple[str, ...] = ()
+    position: int = 0
+    visible_at: datetime | None = None
+
+    def to_json(self) -> str:
+        """The message as compact JSON text (how stores keep it); ``visible_at`` is left
+        out (stores keep it in a column of its own)."""
+        out: dict[str, object] = {"kind": self.kind, "request_id": self.request_id}
+        for name in ("operation", "input", "source", "source_execution_id"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.task_id != -1:
+            out["task_id"] = self.task_id
+        if self.lock_set:
+            out["lock_set"] = list(self.lock_set)
+            out["position"] = self.position
+        return json.dumps(out, separators=(",", ":"))
+
+    @classmethod
+    def from_json(
+        cls, entity_id: str, text: str, visible_at: datetime | None = None
+    ) -> EntityMessage:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        return cls(
+            entity_id=entity_id,
+            kind=data["kind"],
+            request_id=data["request_id"],
+            operation=data.get("operation"),
+            input=data.get("input"),
+            source=data.get("source"),
+            source_execution_id=data.get("source_execution_id"),
+            task_id=data.get("task_id", -1),
+            lock_set=tuple(data.get("lock_set", ())),
+            position=data.get("position", 0),
+            visible_at=visible_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LockedEntityMessage:
+    """A message handed to a worker inside an entity work item.
+
+    Attributes:
+        message_id: The store's id of the message, consumed by the batch's commit.
+        message: The message.
+        dequeue_count: How many times the message has been leased, this time included.
+    """
+
+    message_id: int
+    message: EntityMessage
+    dequeue_count: int = 1
+
+
+ENTITY_RECENT_REQUESTS = 256
+"""How many of its latest request ids an entity keeps, to apply a redelivered one once."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRecord:
+    """What an entity has committed: its state, its lock holder, its latest request ids.
+
+    Attributes:
+        state: The entity's state as JSON text; None when it has none (deleted or new).
+        locked_by: The orchestration instance whose critical section holds the entity.
+        recent_requests: The ids of the requests it applied last (newest last, at most
+            :data:`ENTITY_RECENT_REQUESTS`), so that a message delivered twice is applied
+            once.
+    """
+
+    state: str | None = None
+    locked_by: str | None = None
+    recent_requests: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class EntityWorkItem:
+    """An entity leased to one worker: its record and a batch of its pending messages.
+
+    Attributes:
+        entity_id: The leased entity (``@name@key``).
+        lock_token: The lease's token; the commit is refused once another worker holds it.
+        locked_until: When the lease expires unless renewed.
+        record: The entity's committed record.
+        messages: The messages to process in this batch, in order (only its lock
+            holder's while it is locked).
+    """
+
+    entity_id: str
+    lock_token: str
+    locked_until: datetime
+    record: EntityRecord
+    messages: list[LockedEntityMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCommit:
+    """Everything one entity batch writes, committed atomically under the lease.
+
+    Attributes:
+        record: The entity's new record.
+        consumed_message_ids: The messages the batch processed, deleted by the commit.
+        entity_messages: Messages to entities: signals, forwarded lock requests.
+        messages: Messages to orchestrations: call results, lock grants, starts.
+    """
+
+    record: EntityRecord
+    consumed_message_ids: Sequence[int] = ()
+    entity_messages: Sequence[EntityMessage] = ()
+    messages: Sequence[OrchestrationMessage] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMetadata:
+    """A stored entity as a client sees it.
+
+    Attributes:
+        entity_id: The entity (``@name@key``).
+        name: Its name.
+        key: Its key.
+        last_modified_at: When a batch last changed it.
+        serialized_state: Its state as JSON text (None if not asked for, or none).
+        locked_by: The orchestration instance whose critical section holds it, if any.
+        backlog: How many messages wait for it.
+        converter: The data converter :attr:`state` decodes with (set by the client).
+    """
+
+    entity_id: str
+    name: str
+    key: str
+    last_modified_at: datetime
+    serialized_state: str | None = None
+    locked_by: str | None = None
+    backlog: int = 0
+    converter: DataConverter | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def state(self) -> Any:
+        """The state decoded (plain JSON values, or through ``converter``); None if none."""
+        return decode_payload(self.serialized_state, self.converter)
+
+
+@dataclass(frozen=True, slots=True)
+class EntityQuery:
+    """Filters for :meth:`OrchestrationServiceClient.query_entities`; all given must match.
+
+    Only entities with a state or a lock holder are found (not empty rows).
+
+    Attributes:
+        name: Entities of this name.
+        entity_id_prefix: Entities whose id (``@name@key``) starts with this.
+        last_modified_from: Entities changed at or after this time.
+        last_modified_to: Entities changed before this time.
+        include_state: Whether to read their states.
+        page_size: How many entities a page holds at most.
+        continuation_token: Where the previous page ended (None: the first page).
+    """
+
+    name: str | None = None
+    entity_id_prefix: str | None = None
+    last_modified_from: datetime | None = None
+    last_modified_to: datetime | None = None
+    include_state: bool = True
+    page_size: int = 100
+    continuation_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityQueryPage:
+    """One page of entities, ordered by id; pass ``continuation_token`` back for the next.
+
+    Attributes:
+        entities: The entities of this page.
+        continuation_token: The token for the next page; None on the last page.
+    """
+
+    entities: list[EntityMetadata] = field(default_factory=list)
+    continuation_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanEntityStorageResult:
+    """What :meth:`OrchestrationServiceClient.clean_entity_storage` did.
+
+    Attributes:
+        empty_entities_removed: Rows of entities with no state, no lock and no messages.
+        orphaned_locks_released: Locks held by orchestrations that no longer run.
+    """
+
+    empty_entities_removed: int = 0
+    orphaned_locks_released: int = 0
+
+
+def split_entity_id(entity_id: str) -> tuple[str, str]:
+    """``("name", "key")`` of ``@name@key``; ValueError naming the right form otherwise."""
+    if entity_id.startswith("@"):
+        name, sep, key = entity_id[1:].partition("@")
+        if sep and name:
+            return name, key
+    raise ValueError(f"malformed entity id {entity_id!r}: the form is '@name@key'")
+
+
+def encode_entity_token(entity_id: str) -> str:
+    """An opaque keyset token for entity pages: the id of the last entity of a page."""
+    return base64.urlsafe_b64encode(json.dumps([entity_id]).encode()).decode()
+
+
+def decode_entity_token(token: str) -> str:
+    """Inverse of :func:`encode_entity_token`; ValueError on a malformed token."""
+    try:
+        (entity_id,) = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(entity_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed continuation token {token!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,6 +865,34 @@ class OrchestrationService(StoreLifecycle, Protocol):
         """Keep ``details`` (JSON) as the activity's last heartbeat, seen by its later
         deliveries, and extend its lease; :class:`LeaseLostError` if it is no longer held."""
 
+    # -- entity work items ----------------------------------------------------------------
+    async def lock_next_entity_work_item(
+        self,
+        owner: str,
+        lease: timedelta,
+        max_messages: int = 100,
+        work_filter: WorkFilter | None = None,
+    ) -> EntityWorkItem | None:
+        """Lease the unleased entity whose oldest deliverable message has waited longest,
+        with up to ``max_messages`` of its deliverable messages in order (only its lock
+        holder's while it is locked), or None; with ``work_filter``, only an entity whose
+        name it names."""
+
+    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
+        """Extend the lease; :class:`LeaseLostError` if it is no longer held."""
+
+    async def complete_entity_work_item(
+        self, work_item: EntityWorkItem, commit: EntityCommit
+    ) -> None:
+        """Write the batch (see :class:`EntityCommit`) and release the lease, atomically;
+        :class:`LeaseLostError` (and nothing written) if the lease was lost."""
+
+    async def abandon_entity_work_item(
+        self, work_item: EntityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease without consuming anything; with ``retry_at`` the entity is not
+        leased again before then. A lost lease is ignored."""
+
     # -- workers and their leases -----------------------------------------------------------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
         """Record (or refresh) a worker connected to the hub."""
@@ -646,6 +944,21 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
 
     async def purge_instances(self, purge_filter: PurgeFilter) -> int:
         """Delete every terminal instance matching the filter; returns how many."""
+
+    async def send_entity_message(self, message: EntityMessage) -> None:
+        """Enqueue a message to an entity (creating its row if it has none)."""
+
+    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
+        """One entity, or None if it has no row, or neither state nor lock holder."""
+
+    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
+        """Entities matching the filters, ordered by id."""
+
+    async def clean_entity_storage(
+        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        """Release locks held by orchestrations that no longer exist or have ended, then
+        delete the rows of entities with no state, no lock and no messages."""
 
     async def list_workers(self) -> list[WorkerInfo]:
         """The workers that reported themselves, most recently heard from first (those gone

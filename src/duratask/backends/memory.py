@@ -25,23 +25,34 @@ from duratask.backends._shared import (
     history_is_known,
     new_lock_token,
     normalized_state,
+    orphaned_lock,
     pending_state,
     rest_expiry,
     started_event,
     utc_now,
     work_kinds,
 )
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch, WakeUps
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, InstanceWatch, WakeUps
 from duratask.backends.base import (
+    ENTITY_RECENT_REQUESTS,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
+    CleanEntityStorageResult,
+    EntityCommit,
+    EntityMessage,
+    EntityMetadata,
+    EntityQuery,
+    EntityQueryPage,
+    EntityRecord,
+    EntityWorkItem,
     EpisodeFence,
     HistoryMark,
     InstanceQuery,
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LockedEntityMessage,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -51,6 +62,9 @@ from duratask.backends.base import (
     StoreDescription,
     WorkerInfo,
     WorkFilter,
+    decode_entity_token,
+    encode_entity_token,
+    split_entity_id,
 )
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
@@ -110,6 +124,38 @@ class _Activity:
     dequeue_count: int = 0
 
 
+@dataclass(slots=True)
+class _EntityMessage:
+    message_id: int
+    message: EntityMessage
+    enqueued_at: datetime
+    dequeue_count: int = 0
+
+    def due(self) -> datetime:
+        return self.message.visible_at or self.enqueued_at
+
+
+@dataclass(slots=True)
+class _Entity:
+    entity_id: str
+    last_modified_at: datetime
+    record: EntityRecord = field(default_factory=EntityRecord)
+    messages: dict[int, _EntityMessage] = field(default_factory=dict)
+    lease: _Lease = field(default_factory=_Lease)
+
+    def deliverable(self, now: datetime) -> list[_EntityMessage]:
+        """Its visible messages in order (only its lock holder's while it is locked)."""
+        holder = self.record.locked_by
+        return [
+            m
+            for m in self.messages.values()
+            if m.due() <= now and (holder is None or m.message.source == holder)
+        ]
+
+    def shown(self) -> bool:
+        return self.record.state is not None or self.record.locked_by is not None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkOutlook:
     """What a memory hub holds at one instant, as a virtual-clock test hub needs to see it.
@@ -140,6 +186,7 @@ class MemoryOrchestrationService:
         self._due: list[tuple[datetime, int, str]] = []
         self._activities: dict[int, _Activity] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        self._entities: dict[str, _Entity] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
         self._wakeups = WakeUps()
@@ -190,11 +237,17 @@ class MemoryOrchestrationService:
                     busy.append(f"activity {request.name!r} of {request.instance_id!r}")
                 else:
                     due.append(activity.visible_at)
+            for entity in self._entities.values():
+                if entity.lease.token is not None or entity.deliverable(now):
+                    busy.append(f"entity {entity.entity_id!r}")
+                elif entity.lease.live(now) and entity.lease.expires_at is not None:
+                    due.append(entity.lease.expires_at + timedelta(microseconds=1))
+                due.extend(m.due() for m in entity.messages.values() if m.due() > now)
         return WorkOutlook(tuple(busy), min(due, default=None))
 
     def clock_moved(self) -> None:
         """Wake every waiting worker: the clock jumped, so held-back work may be due now."""
-        self._wakeups.work((ORCHESTRATION, ACTIVITY))
+        self._wakeups.work((ORCHESTRATION, ACTIVITY, ENTITY))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -219,6 +272,7 @@ class MemoryOrchestrationService:
             self._instances.clear()
             self._due.clear()
             self._activities.clear()
+            self._entities.clear()
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
@@ -295,6 +349,8 @@ class MemoryOrchestrationService:
             for message_id in commit.consumed_message_ids:
                 instance.messages.pop(message_id, None)
             leased = self._apply_episode(instance, commit, state, outbound, now)
+            for entity_message in commit.entity_messages:
+                self._enqueue_entity(entity_message, now)
         self._wakeups.work(work_kinds(commit))
         self._wakeups.instances_changed([instance_id])
         return leased
@@ -488,6 +544,171 @@ class MemoryOrchestrationService:
             activity.lease.expires_at = now + lease
         work_item.locked_until = now + lease
 
+    # -- entity work items --------------------------------------------------------------------
+    async def lock_next_entity_work_item(
+        self,
+        owner: str,
+        lease: timedelta,
+        max_messages: int = 100,
+        work_filter: WorkFilter | None = None,
+    ) -> EntityWorkItem | None:
+        """Lease the free entity whose oldest deliverable message has waited longest."""
+        now = self._now()
+        names = work_filter.entities if work_filter is not None else None
+        with self._lock:
+            best: tuple[tuple[datetime, int], _Entity, list[_EntityMessage]] | None = None
+            for entity in self._entities.values():
+                if entity.lease.live(now):
+                    continue
+                if names is not None and split_entity_id(entity.entity_id)[0] not in names:
+                    continue
+                ready = entity.deliverable(now)
+                if ready:
+                    key = (ready[0].due(), ready[0].message_id)
+                    if best is None or key < best[0]:
+                        best = (key, entity, ready)
+            if best is None:
+                return None
+            _, entity, ready = best
+            token = entity.lease.take(owner, now + lease)
+            locked = []
+            for m in ready[:max_messages]:
+                m.dequeue_count += 1
+                locked.append(LockedEntityMessage(m.message_id, m.message, m.dequeue_count))
+            return EntityWorkItem(entity.entity_id, token, now + lease, entity.record, locked)
+
+    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
+        """Extend the lease to now + ``lease``."""
+        now = self._now()
+        with self._lock:
+            self._held_entity(work_item).lease.expires_at = now + lease
+        work_item.locked_until = now + lease
+
+    async def complete_entity_work_item(
+        self, work_item: EntityWorkItem, commit: EntityCommit
+    ) -> None:
+        """Write the batch and release the lease, atomically."""
+        now = self._now()
+        outbound = [_normalized_message(m) for m in commit.messages]
+        with self._lock:
+            entity = self._held_entity(work_item)
+            for message_id in commit.consumed_message_ids:
+                entity.messages.pop(message_id, None)
+            record = commit.record
+            entity.record = dataclasses.replace(
+                record, recent_requests=record.recent_requests[-ENTITY_RECENT_REQUESTS:]
+            )
+            entity.last_modified_at = now
+            entity.lease.clear()
+            for entity_message in commit.entity_messages:
+                self._enqueue_entity(entity_message, now)
+            for message in outbound:
+                self._enqueue(message, now)
+        self._wakeups.work([ENTITY, ORCHESTRATION] if outbound else [ENTITY])
+        if outbound:
+            self._wakeups.instances_changed({m.instance_id for m in outbound})
+
+    async def abandon_entity_work_item(
+        self, work_item: EntityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; with ``retry_at`` the entity rests until then."""
+        retry_at = as_utc_or_none(retry_at)
+        with self._lock:
+            entity = self._entities.get(work_item.entity_id)
+            if entity is None or entity.lease.token != work_item.lock_token:
+                return
+            entity.lease.clear()
+            if retry_at is not None:
+                entity.lease.expires_at = retry_at
+                return
+        self._wakeups.work([ENTITY])
+
+    def _held_entity(self, work_item: EntityWorkItem) -> _Entity:
+        entity = self._entities.get(work_item.entity_id)
+        if entity is None or entity.lease.token != work_item.lock_token:
+            raise LeaseLostError(f"lease on entity {work_item.entity_id!r} was lost")
+        return entity
+
+    def _enqueue_entity(self, message: EntityMessage, now: datetime) -> None:
+        """Store a message for an entity, creating its row (with the lock held)."""
+        split_entity_id(message.entity_id)
+        if message.visible_at is not None:
+            message = dataclasses.replace(message, visible_at=as_utc(message.visible_at))
+        entity = self._entities.get(message.entity_id)
+        if entity is None:
+            entity = self._entities[message.entity_id] = _Entity(message.entity_id, now)
+        message_id = self._next_message_id
+        self._next_message_id += 1
+        entity.messages[message_id] = _EntityMessage(message_id, message, now)
+
+    # -- entity client operations ---------------------------------------------------------------
+    async def send_entity_message(self, message: EntityMessage) -> None:
+        """Enqueue a message to an entity."""
+        now = self._now()
+        with self._lock:
+            self._enqueue_entity(message, now)
+        self._wakeups.work([ENTITY])
+
+    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
+        """One entity with a state or a lock holder, or None."""
+        with self._lock:
+            entity = self._entities.get(entity_id)
+            if entity is None or not entity.shown():
+                return None
+            return _entity_metadata(entity, include_state)
+
+    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
+        """Entities with a state or a lock holder, matching the filters, by id."""
+        check_page_size(query.page_size)
+        after = decode_entity_token(query.continuation_token) if query.continuation_token else None
+        start = as_utc_or_none(query.last_modified_from)
+        end = as_utc_or_none(query.last_modified_to)
+        prefix = query.entity_id_prefix
+        with self._lock:
+            found = sorted(
+                (
+                    _entity_metadata(e, query.include_state)
+                    for e in self._entities.values()
+                    if e.shown()
+                    and (after is None or e.entity_id > after)
+                    and (query.name is None or split_entity_id(e.entity_id)[0] == query.name)
+                    and (prefix is None or e.entity_id.startswith(prefix))
+                    and (start is None or e.last_modified_at >= start)
+                    and (end is None or e.last_modified_at < end)
+                ),
+                key=lambda m: m.entity_id,
+            )
+        page = found[: query.page_size]
+        token = encode_entity_token(page[-1].entity_id) if len(found) > query.page_size else None
+        return EntityQueryPage(page, token)
+
+    async def clean_entity_storage(
+        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        """Release orphaned locks, then forget empty entities."""
+        released = removed = 0
+        now = self._now()
+        with self._lock:
+            for entity in list(self._entities.values()):
+                holder = entity.record.locked_by
+                if release_orphaned_locks and holder is not None and entity.lease.token is None:
+                    instance = self._instances.get(holder)
+                    if orphaned_lock(instance.state if instance is not None else None):
+                        entity.record = dataclasses.replace(entity.record, locked_by=None)
+                        entity.last_modified_at = now
+                        released += 1
+                if (
+                    remove_empty_entities
+                    and not entity.shown()
+                    and not entity.messages
+                    and entity.lease.token is None
+                ):
+                    del self._entities[entity.entity_id]
+                    removed += 1
+        if released:
+            self._wakeups.work([ENTITY])
+        return CleanEntityStorageResult(removed, released)
+
     # -- workers and their leases -----------------------------------------------------------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
         """Record (or refresh) a worker."""
@@ -535,6 +756,7 @@ class MemoryOrchestrationService:
         with self._lock:
             leases = [i.lease for i in self._instances.values()]
             leases += [a.lease for a in self._activities.values()]
+            leases += [e.lease for e in self._entities.values()]
             for lease in leases:
                 if lease.token is None or lease.owner is None or not lease.live(now):
                     continue
@@ -555,8 +777,12 @@ class MemoryOrchestrationService:
                 if activity.lease.token is not None and activity.lease.owner == owner:
                     activity.lease.clear()
                     broken += 1
+            for entity in self._entities.values():
+                if entity.lease.token is not None and entity.lease.owner == owner:
+                    entity.lease.clear()
+                    broken += 1
         if broken:
-            self._wakeups.work([ORCHESTRATION, ACTIVITY])
+            self._wakeups.work([ORCHESTRATION, ACTIVITY, ENTITY])
         return broken
 
     def _held_activity(self, work_item: ActivityWorkItem) -> _Activity:
@@ -705,6 +931,19 @@ class MemoryOrchestrationService:
             a.work_item_id for a in self._activities.values() if a.request.instance_id in gone
         ]:
             del self._activities[activity_id]
+
+
+def _entity_metadata(entity: _Entity, include_state: bool) -> EntityMetadata:
+    name, key = split_entity_id(entity.entity_id)
+    return EntityMetadata(
+        entity_id=entity.entity_id,
+        name=name,
+        key=key,
+        last_modified_at=entity.last_modified_at,
+        serialized_state=entity.record.state if include_state else None,
+        locked_by=entity.record.locked_by,
+        backlog=len(entity.messages),
+    )
 
 
 def _ends_rest(lease: _Lease, message: _Message) -> bool:

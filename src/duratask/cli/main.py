@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from duratask import __version__
-from duratask.cli import actions, hub, instances, listing, worker, workers_listing
+from duratask.cli import actions, entities, hub, instances, listing, worker, workers_listing
 from duratask.cli.errors import ExitCode, cli_error, translate
 
 SERVE_COMMANDS = ("dashboard", "dev")
@@ -77,6 +77,7 @@ main.add_command(actions.rewind)
 main.add_command(actions.restart)
 main.add_command(hub.hub)
 main.add_command(workers_listing.workers)
+main.add_command(entities.entity)
 
 
 # -- the serving commands (dashboard, dev): registered here, and only here ---------------

@@ -18,8 +18,9 @@ from starlette.routing import Route
 
 from duratask._waiting import open_items
 from duratask._workers_json import backlog_to_json, worker_to_json
+from duratask.backends.base import EntityMetadata
 from duratask.dashboard import operations
-from duratask.dashboard.errors import bad_request, from_exception, json_error
+from duratask.dashboard.errors import HttpError, bad_request, from_exception, json_error
 from duratask.dashboard.hub import ClientSource
 from duratask.dashboard.responses import SafeJSONResponse
 from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply, read_args
@@ -284,6 +285,63 @@ async def get_counts(call: ApiCall) -> Response:
     return SafeJSONResponse({status_name(status): n for status, n in counts.items()})
 
 
+def entity_json(entity: EntityMetadata) -> dict[str, Any]:
+    """An entity as the API returns it."""
+    return {
+        "entityId": entity.entity_id,
+        "name": entity.name,
+        "key": entity.key,
+        "lastModifiedTime": iso(entity.last_modified_at),
+        "lockedBy": entity.locked_by,
+        "backlog": entity.backlog,
+        "state": payload_value(entity.serialized_state),
+    }
+
+
+async def list_entities(call: ApiCall) -> Response:
+    args = call.args
+    page = await call.client.query_entities(
+        name=args.text("name"),
+        entity_id_prefix=args.text("entityIdPrefix"),
+        last_modified_from=args.time("lastModifiedFrom"),
+        last_modified_to=args.time("lastModifiedTo"),
+        include_state=args.flag("includeState"),
+        page_size=args.integer("top"),
+        continuation_token=args.text(CONTINUATION_HEADER) or args.text("continuationToken"),
+    )
+    headers = {}
+    if page.continuation_token is not None:
+        headers[CONTINUATION_HEADER] = page.continuation_token
+    return SafeJSONResponse([entity_json(e) for e in page.entities], headers=headers)
+
+
+async def get_entity(call: ApiCall) -> Response:
+    entity_id = call.args.required_text("entity_id")
+    found = await call.client.get_entity(entity_id)
+    if found is None:
+        raise HttpError(404, "not_found", f"no entity {entity_id!r} (or it has no state)")
+    return SafeJSONResponse(entity_json(found))
+
+
+async def signal_entity(call: ApiCall) -> Response:
+    entity_id = call.args.required_text("entity_id")
+    data = await _json_body(call, "the request body (the operation's input)")
+    await call.client.signal_entity(
+        entity_id, call.args.required_text("op"), data, signal_time=call.args.time("signalTime")
+    )
+    return SafeJSONResponse({"entityId": entity_id}, status_code=202)
+
+
+async def clean_entities(call: ApiCall) -> Response:
+    result = await call.client.clean_entity_storage()
+    return SafeJSONResponse(
+        {
+            "emptyEntitiesRemoved": result.empty_entities_removed,
+            "orphanedLocksReleased": result.orphaned_locks_released,
+        }
+    )
+
+
 # -- the route table -----------------------------------------------------------------------
 
 _ID = Param("instance_id", "path", "string", "The instance id.", required=True, max_length=256)
@@ -313,6 +371,10 @@ _CUSTOM_TEXT = Param(
 )
 
 _STATUS = {"$ref": "#/components/schemas/InstanceStatus"}
+_ENTITY = {"$ref": "#/components/schemas/Entity"}
+_ENTITY_ID = Param(
+    "entity_id", "path", "string", "The entity id, @name@key.", required=True, max_length=512
+)
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _URLS = {"$ref": "#/components/schemas/ManagementUrls"}
 _ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
@@ -562,6 +624,82 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             400: _BAD,
             404: _MISSING,
         },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/entities",
+        "listEntities",
+        "List entities with a state (or a lock holder), by id, one page at a time.",
+        list_entities,
+        params=(
+            Param("name", "query", "string", "Only entities of this name."),
+            Param("entityIdPrefix", "query", "string", "Only ids (@name@key) starting with this."),
+            Param("lastModifiedFrom", "query", "datetime", "Changed at or after this time."),
+            Param("lastModifiedTo", "query", "datetime", "Changed before this time."),
+            Param("includeState", "query", "boolean", "Include each state.", default=True),
+            Param(
+                "top",
+                "query",
+                "integer",
+                "Page size.",
+                default=100,
+                minimum=1,
+                maximum=MAX_PAGE_SIZE,
+            ),
+            Param("continuationToken", "query", "string", "Token of the next page."),
+            Param(CONTINUATION_HEADER, "header", "string", "Token of the next page."),
+        ),
+        replies={
+            200: Reply(
+                "The entities of the page.",
+                {"type": "array", "items": _ENTITY},
+                ((CONTINUATION_HEADER, "Token of the next page."),),
+            ),
+            400: _BAD,
+        },
+        tag="entities",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/entities/clean",
+        "cleanEntityStorage",
+        "Release locks of orchestrations that no longer run; delete empty entities.",
+        clean_entities,
+        replies={200: Reply("Cleaned.", {"$ref": "#/components/schemas/CleanResult"})},
+        tag="entities",
+    ),
+    ApiRoute(
+        "GET",
+        "/api/entities/{entity_id:path}",
+        "getEntity",
+        "An entity's state and metadata.",
+        get_entity,
+        params=(_ENTITY_ID,),
+        replies={
+            200: Reply("The entity.", _ENTITY),
+            400: _BAD,
+            404: Reply("No such entity, or it has no state.", _ERROR),
+        },
+        tag="entities",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/entities/{entity_id:path}",
+        "signalEntity",
+        "Send an operation to an entity, one-way (the body is its input).",
+        signal_entity,
+        params=(
+            _ENTITY_ID,
+            Param("op", "query", "string", "The operation.", required=True, max_length=256),
+            Param("signalTime", "query", "datetime", "Run it no earlier than this."),
+        ),
+        body=Body("The operation's input (any JSON value; empty means null).", _ANY_JSON),
+        replies={
+            202: Reply("Accepted.", {"$ref": "#/components/schemas/EntityAccepted"}),
+            400: _BAD,
+            413: Reply("The input is too large.", _ERROR),
+        },
+        tag="entities",
     ),
     ApiRoute(
         "DELETE",

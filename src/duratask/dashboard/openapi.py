@@ -234,6 +234,37 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {"instancesDeleted": {"type": "integer", "minimum": 0}},
     },
+    "Entity": {
+        "type": "object",
+        "required": ["entityId", "name", "key", "lastModifiedTime", "lockedBy", "backlog"],
+        "properties": {
+            "entityId": {"type": "string", "description": "@name@key"},
+            "name": {"type": "string"},
+            "key": {"type": "string"},
+            "lastModifiedTime": {"type": "string", "format": "date-time"},
+            "lockedBy": {
+                "type": ["string", "null"],
+                "description": "The orchestration whose critical section holds it.",
+            },
+            "backlog": {"type": "integer", "minimum": 0, "description": "Messages waiting."},
+            "state": {"description": "Its state (any JSON value; null when not asked for)."},
+        },
+    },
+    "EntityAccepted": {
+        "type": "object",
+        "required": ["entityId"],
+        "additionalProperties": False,
+        "properties": {"entityId": {"type": "string"}},
+    },
+    "CleanResult": {
+        "type": "object",
+        "required": ["emptyEntitiesRemoved", "orphanedLocksReleased"],
+        "additionalProperties": False,
+        "properties": {
+            "emptyEntitiesRemoved": {"type": "integer", "minimum": 0},
+            "orphanedLocksReleased": {"type": "integer", "minimum": 0},
+        },
+    },
     "Counts": {
         "type": "object",
         "description": "How many instances are in each status.",

@@ -243,6 +243,8 @@ class Pages:
             Route("/instances", self.instances, methods=["GET"]),
             Route("/go", self.go, methods=["GET"]),
             Route("/workers", self.workers, methods=["GET"]),
+            Route("/entities", self.entities, methods=["GET"]),
+            Route("/entities/{entity_id:path}", self.entity, methods=["GET"]),
             Route("/instances/bulk", self.bulk_confirm, methods=["POST"]),
             Route("/instances/bulk/{action}", self.bulk_act, methods=["POST"]),
             Route("/instances/{instance_id:path}/actions/{action}", self.confirm, methods=["GET"]),
@@ -443,6 +445,69 @@ class Pages:
             "refresh_seconds": LIST_REFRESH_SECONDS,
         }
         return self.renderer.render(request, "workers.html", context)
+
+    # -- entities ---------------------------------------------------------------------------
+
+    async def entities(self, request: Request) -> Response:
+        q = request.query_params
+        filters: dict[str, Any] = {
+            "name": q.get("name", "").strip(),
+            "prefix": q.get("prefix", "").strip(),
+            "from": q.get("from", "").strip(),
+            "to": q.get("to", "").strip(),
+            "size": q.get("size", "").strip() or "50",
+        }
+        context: dict[str, Any] = {
+            "filters": filters,
+            "page_sizes": PAGE_SIZES,
+            "entities": [],
+            "next_token": None,
+            "paged": bool(q.get("token")),
+            "error": None,
+            "refresh_seconds": LIST_REFRESH_SECONDS,
+        }
+        status_code = 200
+        try:
+            page = await self.client.query_entities(
+                name=filters["name"] or None,
+                entity_id_prefix=filters["prefix"] or None,
+                last_modified_from=parse_time(filters["from"], "changed from")
+                if filters["from"]
+                else None,
+                last_modified_to=parse_time(filters["to"], "changed before")
+                if filters["to"]
+                else None,
+                include_state=False,
+                page_size=parse_int(filters["size"], "page size", minimum=1, maximum=1000),
+                continuation_token=q.get("token") or None,
+            )
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            context["error"] = error.message
+            context["refresh_seconds"] = 0
+            status_code = error.status
+        else:
+            context.update(entities=page.entities, next_token=page.continuation_token)
+        return self.renderer.render(request, "entities.html", context, status_code)
+
+    async def entity(self, request: Request) -> Response:
+        entity_id = request.path_params["entity_id"]
+        try:
+            found = await self.client.get_entity(entity_id)
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._error(request, error)
+        if found is None:
+            return self._error(
+                request,
+                HttpError(404, "not_found", f"no entity {entity_id!r} (or it has no state)"),
+            )
+        context = {"entity": found, "refresh_seconds": LIVE_REFRESH_SECONDS}
+        return self.renderer.render(request, "entity.html", context)
 
     # -- one instance ----------------------------------------------------------------------
 

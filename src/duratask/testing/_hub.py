@@ -109,13 +109,19 @@ class TimeSkippingHub:
         return self.clock.now
 
     def register(
-        self, *orchestrations: Callable[..., Any], activities: tuple[Any, ...] = ()
+        self,
+        *orchestrations: Callable[..., Any],
+        activities: tuple[Any, ...] = (),
+        entities: tuple[Any, ...] = (),
     ) -> None:
-        """Register orchestrations and activities on the hub's worker under their own names."""
+        """Register orchestrations, activities and entities on the hub's worker under their
+        own names."""
         for fn in orchestrations:
             self.worker.add_orchestration(fn)
         for fn in activities:
             self.worker.add_activity(fn)
+        for entity in entities:
+            self.worker.add_entity(entity)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

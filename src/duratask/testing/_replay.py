@@ -394,6 +394,14 @@ def describe_action(action: act.OrchestratorAction) -> str:
         return f"send event {action.name!r} to {action.instance_id!r}"
     if isinstance(action, act.TerminateOrchestrationAction):
         return f"terminate {action.instance_id!r}"
+    if isinstance(action, act.SignalEntityAction):
+        return f"signal {action.operation!r} to entity {action.entity_id!r}"
+    if isinstance(action, act.CallEntityAction):
+        return f"call {action.operation!r} of entity {action.entity_id!r}"
+    if isinstance(action, act.LockEntitiesAction):
+        return f"lock entities {list(action.lock_set)}"
+    if isinstance(action, act.UnlockEntityAction):
+        return f"release entity {action.entity_id!r}"
     return f"end the orchestration {action.status.value}"
 
 

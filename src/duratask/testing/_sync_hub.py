@@ -84,10 +84,13 @@ class SyncTimeSkippingHub:
         return self._hub.now
 
     def register(
-        self, *orchestrations: Callable[..., Any], activities: tuple[Any, ...] = ()
+        self,
+        *orchestrations: Callable[..., Any],
+        activities: tuple[Any, ...] = (),
+        entities: tuple[Any, ...] = (),
     ) -> None:
         """See :meth:`TimeSkippingHub.register`."""
-        self._hub.register(*orchestrations, activities=activities)
+        self._hub.register(*orchestrations, activities=activities, entities=entities)
 
     def start(self) -> None:
         """Start the worker on the hub's event loop thread."""

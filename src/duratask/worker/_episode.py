@@ -22,7 +22,12 @@ from duratask._engine.rewind import final_failure, rewound_view
 from duratask._episode_hooks import NO_OBSERVER, EpisodeObserver, ExecutionInfo
 from duratask._rewind import rewind_message
 from duratask.backends.base import (
+    ENTITY_CALL,
+    ENTITY_LOCK,
+    ENTITY_RELEASE,
+    ENTITY_SIGNAL,
     ActivityRequest,
+    EntityMessage,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -160,6 +165,7 @@ class _Episode:
         self.instance_id = source.instance_id
         self.outbound: list[OrchestrationMessage] = []
         self.activities: list[ActivityRequest] = []
+        self.entity_messages: list[EntityMessage] = []
 
     def run(self) -> OrchestrationCommit | Defer:
         outcome = self._first_execution()
@@ -569,6 +575,7 @@ class _Episode:
             activities=self.activities,
             messages=self.outbound,
             reset_history=reset,
+            entity_messages=self.entity_messages,
         )
 
     def _give_up(
@@ -604,6 +611,7 @@ class _Episode:
             consumed_message_ids=consumed,
             messages=self.outbound,
             reset_history=reset,
+            entity_messages=self.entity_messages,
         )
 
     def _apply(
@@ -679,6 +687,14 @@ class _Episode:
                     input=action.data,
                 )
             ]
+        if isinstance(
+            action,
+            act.SignalEntityAction
+            | act.CallEntityAction
+            | act.LockEntitiesAction
+            | act.UnlockEntityAction,
+        ):
+            return self._to_entity(action, exec_id)
         if isinstance(action, act.TerminateOrchestrationAction):
             terminated = h.ExecutionTerminated(
                 timestamp=now, input=action.reason, recurse=action.recurse
@@ -686,6 +702,89 @@ class _Episode:
             self.outbound.append(OrchestrationMessage(action.instance_id, terminated))
             return []
         return self._complete(action, started)
+
+    def _to_entity(
+        self,
+        action: act.SignalEntityAction
+        | act.CallEntityAction
+        | act.LockEntitiesAction
+        | act.UnlockEntityAction,
+        exec_id: str,
+    ) -> list[h.HistoryEvent]:
+        """Send an entity action's message; the history event that records it."""
+        now, me = self.now, self.instance_id
+        event: h.HistoryEvent
+        if isinstance(action, act.SignalEntityAction):
+            message = EntityMessage(
+                action.entity_id,
+                ENTITY_SIGNAL,
+                action.request_id,
+                action.operation,
+                action.input,
+                me,
+                exec_id,
+                visible_at=action.signal_time,
+            )
+            event = h.EntityOperationSignaled(
+                event_id=action.id,
+                timestamp=now,
+                request_id=action.request_id,
+                operation=action.operation,
+                target_instance_id=action.entity_id,
+                input=action.input,
+                scheduled_time=action.signal_time,
+            )
+        elif isinstance(action, act.CallEntityAction):
+            message = EntityMessage(
+                action.entity_id,
+                ENTITY_CALL,
+                action.request_id,
+                action.operation,
+                action.input,
+                me,
+                exec_id,
+                task_id=action.id,
+            )
+            event = h.EntityOperationCalled(
+                event_id=action.id,
+                timestamp=now,
+                request_id=action.request_id,
+                operation=action.operation,
+                target_instance_id=action.entity_id,
+                input=action.input,
+            )
+        elif isinstance(action, act.LockEntitiesAction):
+            message = EntityMessage(
+                action.lock_set[0],
+                ENTITY_LOCK,
+                action.critical_section_id,
+                source=me,
+                source_execution_id=exec_id,
+                task_id=action.id,
+                lock_set=action.lock_set,
+            )
+            event = h.EntityLockRequested(
+                event_id=action.id,
+                timestamp=now,
+                critical_section_id=action.critical_section_id,
+                lock_set=action.lock_set,
+            )
+        else:
+            message = EntityMessage(
+                action.entity_id,
+                ENTITY_RELEASE,
+                f"{action.critical_section_id}:release:{action.entity_id}",
+                source=me,
+                source_execution_id=exec_id,
+            )
+            event = h.EntityUnlockSent(
+                event_id=action.id,
+                timestamp=now,
+                critical_section_id=action.critical_section_id,
+                target_instance_id=action.entity_id,
+            )
+        self.entity_messages.append(message)
+        return [event]
 
     def _complete(
         self, action: act.CompleteOrchestrationAction, started: h.ExecutionStarted
@@ -771,6 +870,7 @@ class _Episode:
             activities=self.activities,
             messages=self.outbound,
             reset_history=True,
+            entity_messages=self.entity_messages,
         )
 
 

@@ -140,4 +140,5 @@ def _with_lease(
         reset_history=commit.reset_history,
         eager_activities=eager,
         finished_activity=finished,
+        entity_messages=commit.entity_messages,
     )

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -20,6 +20,8 @@ from duratask._registry import Registry
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
+    EntityMessage,
+    EntityWorkItem,
     HistoryMark,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -37,6 +39,7 @@ from duratask.worker._activity_runner import run_activity
 from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRunner
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
+from duratask.worker._entity_batch import process_entity_batch
 from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episode, poison_details
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
@@ -95,6 +98,10 @@ class TaskHubWorker:
     delivery, so an orchestration that never yields ends FAILED as poison, naming the
     budget, instead of halting the worker.
 
+    Entities (see :meth:`add_entity`) run up to ``max_concurrent_entities`` at once (one
+    batch per entity at a time), each batch up to ``entity_batch_size`` operations (500 by
+    default) and one commit.
+
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
     activities this worker has not registered (by name, and version for orchestrations):
@@ -130,11 +137,20 @@ class TaskHubWorker:
         episode_budget: timedelta | None = timedelta(seconds=5),
         verify_replay: bool = False,
         clock: Callable[[], datetime] = _utc_now,
+        max_concurrent_entities: int = 100,
+        entity_batch_size: int = 500,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
-        if max_concurrent_orchestrations < 1 or max_concurrent_activities < 1:
+        if (
+            min(max_concurrent_orchestrations, max_concurrent_activities, max_concurrent_entities)
+            < 1
+        ):
             raise ValueError("concurrency limits must be at least 1")
+        if entity_batch_size < 1:
+            raise ValueError("entity_batch_size must be at least 1")
+        self._max_entities = max_concurrent_entities
+        self._entity_batch = entity_batch_size
         self.store = open_store(store)
         self.registry = Registry()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -169,6 +185,7 @@ class TaskHubWorker:
         self._start_error: BaseException | None = None
         self._orchestrations: Dispatcher[OrchestrationWorkItem] | None = None
         self._activities: Dispatcher[ActivityWorkItem] | None = None
+        self._entities: Dispatcher[EntityWorkItem] | None = None
         self._episodes: EpisodeCommitter | None = None
         self._results: ActivityResults | None = None
 
@@ -188,6 +205,12 @@ class TaskHubWorker:
         """Register an activity (sync or ``async def``); returns its name."""
         return self.registry.add_activity(fn, name=name)
 
+    def add_entity(self, entity: Any, *, name: str | None = None) -> str:
+        """Register a durable entity: a function ``(ctx, input)`` that dispatches on
+        ``ctx.operation_name``, or a class whose public methods are its operations (sync or
+        ``async def``); returns its name (lower-case)."""
+        return self.registry.add_entity(entity, name=name)
+
     # -- running in the caller's event loop -------------------------------------------------
     async def run(self) -> None:
         """Process work until :meth:`shutdown` (or :meth:`stop`) is called, or cancelled."""
@@ -195,12 +218,15 @@ class TaskHubWorker:
         self._stop_requested = asyncio.Event()
         await self.store.open()
         orchestrations, activities = self._build_runtime()
+        entities = self._entities
+        assert entities is not None
         self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
         presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
         await presence.start()
         loops = [
             asyncio.create_task(orchestrations.run()),
             asyncio.create_task(activities.run()),
+            asyncio.create_task(entities.run()),
         ]
         self._started.set()
         _LOG.info(
@@ -233,6 +259,7 @@ class TaskHubWorker:
             made = WorkFilter(
                 orchestrations=self.registry.orchestration_keys,
                 activities=frozenset(self.registry.activity_names),
+                entities=frozenset(self.registry.entity_names),
             )
             self._filter_made = (self.registry.generation, made)
         return made
@@ -247,6 +274,7 @@ class TaskHubWorker:
             for kind, dispatcher in (
                 ("orchestrations", self._orchestrations),
                 ("activities", self._activities),
+                ("entities", self._entities),
             )
             if dispatcher is not None
         }
@@ -308,6 +336,17 @@ class TaskHubWorker:
             max_poll=max_poll,
             notified=notified("activity"),
         )
+        self._entities = Dispatcher(
+            "entity",
+            self._lock_entity,
+            self._process_entity,
+            lambda wi: self.store.renew_entity_work_item(wi, self._lease),
+            concurrency=self._max_entities,
+            renew_interval=renew_every,
+            min_poll=min_poll,
+            max_poll=max_poll,
+            notified=notified("entity"),
+        )
         self._orchestrations, self._activities = orchestrations, activities
         self._episodes = EpisodeCommitter(
             self.store,
@@ -336,7 +375,9 @@ class TaskHubWorker:
             self._stop_requested.set()
 
     async def _drain(self, loops: list[asyncio.Task[None]]) -> None:
-        dispatchers = [d for d in (self._orchestrations, self._activities) if d is not None]
+        dispatchers = [
+            d for d in (self._orchestrations, self._activities, self._entities) if d is not None
+        ]
         for d in dispatchers:
             d.stop()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -475,6 +516,7 @@ class TaskHubWorker:
             self._wake_at(now + delay, self._orchestrations)
             return
         episodes.after(work_item.instance_id, work_item.history_length, commit, live_cursor)
+        self._wake_for_delayed(commit.entity_messages)
 
     async def _over_budget(self, work_item: OrchestrationWorkItem, now: datetime) -> None:
         """The episode's code ran past its budget: abandon it (a delivery), or, on its last
@@ -590,6 +632,59 @@ class TaskHubWorker:
                     "task_id": work_item.request.task_id,
                 },
             )
+
+    async def _lock_entity(self, _: int) -> list[EntityWorkItem]:
+        work_filter = self._work_filter()
+        if work_filter is not None and not work_filter.entities:
+            return []  # none registered: nothing to ask the store for
+        item = await self.store.lock_next_entity_work_item(
+            self.worker_id, self._lease, self._entity_batch, work_filter
+        )
+        return [] if item is None else [item]
+
+    async def _process_entity(
+        self, work_item: EntityWorkItem, _: Permit[EntityWorkItem] | None = None
+    ) -> None:
+        now = self._clock()
+        try:
+            commit = await process_entity_batch(work_item, self.registry, self._codec, now)
+            await self.store.complete_entity_work_item(work_item, commit)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.store.abandon_entity_work_item(work_item)
+            raise
+        except LeaseLostError:
+            _LOG.warning(
+                "entity %r: lease lost, the batch was not committed",
+                work_item.entity_id,
+                extra={
+                    "event": "duratask.lease.lost",
+                    "instance_id": work_item.entity_id,
+                    "work": "entity",
+                },
+            )
+            return
+        except Exception:
+            _LOG.exception(
+                "entity %r: the batch failed; it will be retried",
+                work_item.entity_id,
+                extra={"event": "duratask.entity.batch_failed", "entity_id": work_item.entity_id},
+            )
+            retry_at = now + timedelta(seconds=1)
+            await self.store.abandon_entity_work_item(work_item, retry_at)
+            self._wake_at(retry_at, self._entities)
+            return
+        if commit.messages and self._orchestrations is not None:
+            self._orchestrations.wake()
+        if commit.entity_messages and self._entities is not None:
+            self._entities.wake()
+        self._wake_for_delayed(commit.entity_messages)
+
+    def _wake_for_delayed(self, messages: Sequence[EntityMessage]) -> None:
+        """Look for entity work again when delayed signals sent from here fall due."""
+        for message in messages:
+            if message.visible_at is not None:
+                self._wake_at(message.visible_at, self._entities)
 
     async def _run_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         return await traced_activity(

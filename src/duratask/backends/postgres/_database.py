@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from duratask.backends._migrations import Migration, load_logic, load_migrations
 from duratask.backends._ownership import FUNCTION, MARKER, TABLE, Found, own_objects, survey
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, WakeUps
 from duratask.backends.postgres import _queries as queries
 from duratask.errors import (
     NotATaskHubError,
@@ -48,7 +48,7 @@ CONNECT_TIMEOUT = 5
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 
 # NOTIFY payloads: which kind of work became available, or STATE + an instance id.
-WORK_KINDS = (ORCHESTRATION, ACTIVITY)
+WORK_KINDS = (ORCHESTRATION, ACTIVITY, ENTITY)
 STATE = "state:"
 
 

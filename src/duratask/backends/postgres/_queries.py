@@ -204,10 +204,16 @@ FROM (SELECT lock_owner, lock_expires_at FROM {schema}.instances
       WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s
       UNION ALL
       SELECT lock_owner, lock_expires_at FROM {schema}.activities
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s
+      UNION ALL
+      SELECT lock_owner, lock_expires_at FROM {schema}.entities
       WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s) AS leases
 GROUP BY lock_owner ORDER BY lock_owner"""
 BREAK_INSTANCE_LEASES = """
 UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""
+BREAK_ENTITY_LEASES = """
+UPDATE {schema}.entities SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""
 BREAK_ACTIVITY_LEASES = """
 UPDATE {schema}.activities

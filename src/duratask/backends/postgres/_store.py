@@ -27,7 +27,7 @@ from duratask.backends._sql import (
     rest_until,
     state_params,
 )
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, InstanceWatch
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, InstanceWatch
 from duratask.backends.base import (
     ActivityWorkItem,
     BacklogEntry,
@@ -51,6 +51,7 @@ from duratask.backends.postgres._database import (
     Database,
     split_schema,
 )
+from duratask.backends.postgres._entities import PostgresEntities, entity_message_json
 from duratask.backends.postgres._group_commit import GroupCommit
 from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
 from duratask.history import (
@@ -88,7 +89,7 @@ DIALECT = Dialect(
 )
 
 
-class PostgresOrchestrationService(SqlInstanceQueries):
+class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
     """A task hub in one schema of a PostgreSQL database, safe to share between processes.
 
     ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
@@ -145,6 +146,11 @@ class PostgresOrchestrationService(SqlInstanceQueries):
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+    async def _enqueue_outbound(
+        self, conn: Connection, message: OrchestrationMessage, now: datetime
+    ) -> bool:
+        return await _enqueue(self._db, conn, OutboundMessage(message, DIALECT), now)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -438,8 +444,9 @@ class PostgresOrchestrationService(SqlInstanceQueries):
         async def job(conn: Connection) -> int:
             broken = (await conn.execute(db.q(q.BREAK_INSTANCE_LEASES), params)).rowcount
             broken += (await conn.execute(db.q(q.BREAK_ACTIVITY_LEASES), params)).rowcount
+            broken += (await conn.execute(db.q(q.BREAK_ENTITY_LEASES), params)).rowcount
             if broken:
-                await db.notify(conn, [ORCHESTRATION, ACTIVITY])
+                await db.notify(conn, [ORCHESTRATION, ACTIVITY, ENTITY])
             return broken
 
         return await db.transaction(job)
@@ -561,6 +568,8 @@ class _EpisodeWrite:
         notify = []
         if len(commit.activities) > len(self.leased):
             notify.append(ACTIVITY)
+        if commit.entity_messages:
+            notify.append(ENTITY)
         if wake_orchestrations:
             notify.append(ORCHESTRATION)
         tokens = self.tokens + [None] * (len(commit.activities) - len(self.tokens))
@@ -590,6 +599,7 @@ class _EpisodeWrite:
             "owner": eager.owner if eager else None,
             "lease_expires_at": self.expires_at.isoformat(),
             "messages": [_message_json(m) for m in outbound],
+            "entity_messages": [entity_message_json(m) for m in commit.entity_messages],
             "state": (
                 _json_ready(state_params(commit.state, DIALECT))
                 if commit.changes_instance

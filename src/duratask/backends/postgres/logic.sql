@@ -179,6 +179,20 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Messages to entities (signals, calls, lock requests and releases), in order; an
+    -- entity's row is created with its first message.
+    FOR m IN
+        SELECT * FROM jsonb_to_recordset(COALESCE(p->'entity_messages', '[]'::jsonb))
+            AS x(entity_id text, name text, source text, body text, visible_at timestamptz)
+    LOOP
+        INSERT INTO {schema}.entities (entity_id, name, last_modified_at)
+        VALUES (m.entity_id, m.name, p_now)
+        ON CONFLICT (entity_id) DO NOTHING;
+        INSERT INTO {schema}.entity_messages
+            (entity_id, source, body, enqueued_at, visible_at, due_at)
+        VALUES (m.entity_id, m.source, m.body, p_now, m.visible_at, COALESCE(m.visible_at, p_now));
+    END LOOP;
+
     IF jsonb_typeof(p->'state') = 'object' THEN
         UPDATE {schema}.instances AS i
         SET name = s.name, version = s.version, runtime_status = s.runtime_status,

@@ -204,10 +204,16 @@ FROM (SELECT lock_owner, lock_expires_at FROM instances
       WHERE lock_token IS NOT NULL AND lock_expires_at >= :now
       UNION ALL
       SELECT lock_owner, lock_expires_at FROM activities
+      WHERE lock_token IS NOT NULL AND lock_expires_at >= :now
+      UNION ALL
+      SELECT lock_owner, lock_expires_at FROM entities
       WHERE lock_token IS NOT NULL AND lock_expires_at >= :now)
 GROUP BY lock_owner ORDER BY lock_owner"""
 BREAK_INSTANCE_LEASES = """
 UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
+BREAK_ENTITY_LEASES = """
+UPDATE entities SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
 BREAK_ACTIVITY_LEASES = """
 UPDATE activities

@@ -23,6 +23,7 @@ from duratask.backends._shared import (
 from duratask.backends._sql import OutboundMessage, SqlInstanceQueries, created_row, rest_until
 from duratask.backends._wakeups import (
     ACTIVITY,
+    ENTITY,
     ORCHESTRATION,
     InstanceWatch,
     WakeUps,
@@ -54,6 +55,7 @@ from duratask.backends.sqlite._codec import (
     to_micros,
 )
 from duratask.backends.sqlite._database import Database
+from duratask.backends.sqlite._entities import SqliteEntities, enqueue_entity_messages
 from duratask.errors import (
     InstanceBusyError,
     LeaseLostError,
@@ -70,7 +72,7 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
-class SqliteOrchestrationService(SqlInstanceQueries):
+class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
     """A task hub in one SQLite file (WAL mode), safe to share between processes.
 
     ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
@@ -111,6 +113,11 @@ class SqliteOrchestrationService(SqlInstanceQueries):
 
     def _now(self) -> int:
         return to_micros(self._clock())
+
+    def _enqueue_outbound(
+        self, conn: sqlite3.Connection, message: OrchestrationMessage, now: int
+    ) -> bool:
+        return _enqueue(conn, OutboundMessage(message, DIALECT), now)
 
     # -- push wake-ups (SupportsWakeUps) ------------------------------------------------------
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
@@ -377,11 +384,12 @@ class SqliteOrchestrationService(SqlInstanceQueries):
 
         def job(conn: sqlite3.Connection) -> int:
             broken: int = conn.execute(q.BREAK_INSTANCE_LEASES, params).rowcount
+            broken += conn.execute(q.BREAK_ENTITY_LEASES, params).rowcount
             return broken + conn.execute(q.BREAK_ACTIVITY_LEASES, params).rowcount
 
         broken = await self._db.write(job)
         if broken:
-            self._hub.work([ORCHESTRATION, ACTIVITY])
+            self._hub.work([ORCHESTRATION, ACTIVITY, ENTITY])
         return broken
 
     # -- client operations -----------------------------------------------------------------
@@ -516,6 +524,7 @@ class _EpisodeWrite:
             )
         for message in self.outbound:
             _enqueue(conn, message, now)
+        enqueue_entity_messages(conn, commit.entity_messages, now)
         if commit.changes_instance:
             conn.execute(q.UPDATE_INSTANCE, self.row)  # also releases the lease
             conn.execute(q.UPDATE_INSTANCE_INDEXED, self.row)
