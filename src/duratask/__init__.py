@@ -15,6 +15,7 @@ from duratask.errors import (
     EventTimeoutError,
     InvalidInstanceIdError,
     InvalidOperationError,
+    InvalidScheduleError,
     LeaseLostError,
     NonDeterminismError,
     OrchestrationAlreadyExistsError,
@@ -24,6 +25,8 @@ from duratask.errors import (
     OrchestrationWaitTimeoutError,
     PayloadTooLargeError,
     PoisonWorkError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     StoreError,
     TaskFailedError,
@@ -31,6 +34,15 @@ from duratask.errors import (
 )
 from duratask.history import EventType, HistoryEvent
 from duratask.retry import RetryPolicy
+from duratask.schedules import (
+    CatchUp,
+    Interval,
+    Overlap,
+    ScheduleDescription,
+    ScheduleInfo,
+    ScheduleRun,
+    ScheduleSpec,
+)
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.task import Task, when_all, when_any
 from duratask.timeline import format_timeline
@@ -43,14 +55,17 @@ __all__ = [
     "ActivityNotRegisteredError",
     "ActivityTimeoutError",
     "AsyncTaskHubClient",
+    "CatchUp",
     "DataConverter",
     "DurataskError",
     "EventTimeoutError",
     "EventType",
     "FailureDetails",
     "HistoryEvent",
+    "Interval",
     "InvalidInstanceIdError",
     "InvalidOperationError",
+    "InvalidScheduleError",
     "JsonDataConverter",
     "LeaseLostError",
     "NonDeterminismError",
@@ -62,10 +77,17 @@ __all__ = [
     "OrchestrationState",
     "OrchestrationStatus",
     "OrchestrationWaitTimeoutError",
+    "Overlap",
     "PayloadTooLargeError",
     "PoisonWorkError",
     "RetryPolicy",
     "ReuseIdPolicy",
+    "ScheduleAlreadyExistsError",
+    "ScheduleDescription",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "ScheduleRun",
+    "ScheduleSpec",
     "SerializationError",
     "StoreError",
     "Task",

@@ -41,6 +41,7 @@ from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episo
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
 from duratask.worker._presence import Presence
+from duratask.worker._scheduler import Scheduler
 from duratask.worker._threads import DaemonThreadPool
 
 _LOG = logging.getLogger("duratask.worker")
@@ -85,6 +86,9 @@ class TaskHubWorker:
     delivery, so an orchestration that never yields ends FAILED as poison, naming the
     budget, instead of halting the worker.
 
+    With ``fire_schedules`` (the default) the worker also fires the hub's schedules (see
+    :mod:`duratask.schedules`): any number of workers may, each slot still runs once.
+
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
     activities this worker has not registered (by name, and version for orchestrations):
@@ -117,6 +121,7 @@ class TaskHubWorker:
         unknown_work: Literal["wait", "fail"] = "wait",
         episode_budget: timedelta | None = timedelta(seconds=5),
         clock: Callable[[], datetime] = _utc_now,
+        fire_schedules: bool = True,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
@@ -132,6 +137,7 @@ class TaskHubWorker:
         self._activity_threads = activity_threads or min(32, max_concurrent_activities)
         self._grace = shutdown_grace.total_seconds()
         self._clock = clock
+        self._fire_schedules = fire_schedules
         self._executor = OrchestrationExecutor(self.registry, self._codec)
         self._cache = OrchestrationCache(orchestration_cache_size)
         if max_deliveries < 1:
@@ -184,6 +190,9 @@ class TaskHubWorker:
         self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
         presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
         await presence.start()
+        scheduler = Scheduler(self.store, self.worker_id, self._clock, self._lease)
+        if self._fire_schedules:
+            await scheduler.start()
         loops = [
             asyncio.create_task(orchestrations.run()),
             asyncio.create_task(activities.run()),
@@ -197,6 +206,7 @@ class TaskHubWorker:
         try:
             await self._stop_requested.wait()
         finally:
+            await scheduler.stop()
             await self._drain(loops)
             self._thread_pool.shutdown()
             if self._code is not None:

@@ -1,0 +1,2 @@
+-- duratask task hub, schema version 4: reserved for a change developed alongside
+-- schedules (005). This placeholder does nothing; it is replaced by that change's script.
