@@ -783,7 +783,7 @@ class AsyncTaskHubClient:
         note: str | None = None,
     ) -> ScheduleInfo:
         """Store a schedule that starts ``orchestration`` with ``input`` at every slot of
-        ``spec`` from now on (see :mod:`duratask.schedules`), and return it.
+        ``spec`` from now on (see :class:`~duratask.ScheduleSpec`), and return it.
 
         ``overlap`` says what a slot does while the previous run still runs, ``catch_up``
         what happens to slots missed while no worker fired (``catch_up_window``: how old a

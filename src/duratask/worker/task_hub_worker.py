@@ -87,7 +87,7 @@ class TaskHubWorker:
     budget, instead of halting the worker.
 
     With ``fire_schedules`` (the default) the worker also fires the hub's schedules (see
-    :mod:`duratask.schedules`): any number of workers may, each slot still runs once.
+    :class:`~duratask.ScheduleSpec`): any number of workers may, each slot still runs once.
 
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
