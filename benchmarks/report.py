@@ -70,6 +70,10 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("deliver_seconds", "seconds to deliver all events", "lower"),
         Metric("setup_seconds", "seconds to start all and reach the wait", "lower"),
     ),
+    "W6": (
+        Metric("idle_cpu_pct", "idle CPU % of one core", "lower", (("*", "< 2 %"),)),
+        Metric("setup_seconds", "seconds to create the schedules", "lower"),
+    ),
 }
 W1_TARGETS = {"in-process": (("sqlite", "≥ 2,000 /s"),), "2 procs": (("postgresql", "≥ 1,000 /s"),)}
 W4_RATIO = Metric("ratio", "ratio ms/step long ÷ short", "lower", (("*", "≤ 1.3"),))
@@ -81,6 +85,7 @@ WORKLOAD_TITLES = {
     "W3": "W3 latency",
     "W4": "W4 chain",
     "W5": "W5 idle",
+    "W6": "W6 idle schedules",
 }
 
 

@@ -38,7 +38,7 @@ from benchmarks.measure import read_progress
 from benchmarks.peers import PEERS, Peer
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class Trial:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="duratask benchmarks: workloads W1-W5 beside the storage limit L.",
+        description="duratask benchmarks: workloads W1-W6 beside the storage limit L.",
     )
     parser.add_argument(
         "--stores",
@@ -132,8 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--w3-orchestrations", type=int, default=200)
     sizes.add_argument("--w4-steps", default="500,5000", help="chain lengths, comma-separated")
     sizes.add_argument("--w5-instances", type=int, default=10000)
+    sizes.add_argument("--w6-schedules", type=int, default=1000)
     sizes.add_argument(
-        "--idle-window", type=float, default=5.0, help="W5 idle window in seconds (not scaled)"
+        "--idle-window",
+        type=float,
+        default=5.0,
+        help="W5 and W6 idle window in seconds (not scaled)",
     )
     sizes.add_argument(
         "--limit-seconds", type=float, default=3.0, help="duration of each L loop (not scaled)"
@@ -287,6 +291,9 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
         if "W5" in args.only:
             w5 = {"instances": scaled(args.w5_instances, s), "idle_window": args.idle_window}
             rows.append(("W5", "", w5, True))
+        if "W6" in args.only:
+            w6 = {"schedules": scaled(args.w6_schedules, s), "idle_window": args.idle_window}
+            rows.append(("W6", "", w6, False))
         for workload, variant, params, peers in rows:
             for store in args.stores:
                 for system in systems if peers else ["duratask"]:
@@ -425,6 +432,7 @@ def headline(trial: Trial) -> str:
         "W3": ("p50_ms", "ms p50"),
         "W4": ("ms_per_step", "ms/step"),
         "W5": ("deliver_seconds", "s to deliver"),
+        "W6": ("idle_cpu_pct", "% CPU idle"),
     }
     key, unit = pick[trial.workload]
     text = f"{report.fmt(float(m.get(key, float('nan'))))} {unit}"

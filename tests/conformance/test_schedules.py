@@ -445,3 +445,24 @@ async def test_a_client_change_waits_for_a_live_claim(firing: Firing) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(pausing, 5)
     assert pausing.done() and (await pausing).paused
+
+
+# -- idle cost
+async def test_an_idle_scheduler_looks_about_once_a_second(
+    firing: Firing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(20):
+        await firing.create(f"idle-{n}", ScheduleSpec(cron="0 0 1 1 *"))
+    looks = 0
+    due_schedules = firing.store.due_schedules
+
+    async def counted(now: datetime, limit: int) -> list[Any]:
+        nonlocal looks
+        looks += 1
+        return await due_schedules(now, limit)
+
+    monkeypatch.setattr(firing.store, "due_schedules", counted)
+    await firing.scheduler.start()
+    await asyncio.sleep(1.5)
+    await firing.scheduler.stop()
+    assert 1 <= looks <= 3  # a spinning scheduler would look thousands of times

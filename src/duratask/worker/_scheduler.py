@@ -79,7 +79,13 @@ class Scheduler:
                 asyncio.ensure_future(pushes.wait_for_notification(timeout, kind=SCHEDULE))
             )
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if any(not w.cancelled() and w.exception() is not None for w in done):
+                # The store could not wait (closed, or it refused the kind): sleep instead,
+                # never spin.
+                await asyncio.wait([waits[0]], timeout=timeout)
         finally:
             for waiting in waits:
                 waiting.cancel()

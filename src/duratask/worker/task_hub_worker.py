@@ -191,7 +191,8 @@ class TaskHubWorker:
         presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
         await presence.start()
         scheduler = Scheduler(self.store, self.worker_id, self._clock, self._lease)
-        if self._fire_schedules:
+        # A store written before schedules existed has no schedule methods: nothing to fire.
+        if self._fire_schedules and hasattr(self.store, "due_schedules"):
             await scheduler.start()
         loops = [
             asyncio.create_task(orchestrations.run()),

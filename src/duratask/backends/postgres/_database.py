@@ -25,7 +25,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from duratask.backends._migrations import load_logic, load_migrations
-from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, WakeUps
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION, SCHEDULE, WakeUps
 from duratask.backends.postgres import _queries as queries
 from duratask.errors import StoreError, TaskHubNotFoundError
 
@@ -38,8 +38,9 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Schemas a task hub must never take over (delete_task_hub drops its schema).
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 
-# NOTIFY payloads: which kind of work became available, or STATE + an instance id.
-WORK_KINDS = (ORCHESTRATION, ACTIVITY)
+# NOTIFY payloads: which kind of work became available, or STATE + an instance id. Nothing
+# notifies SCHEDULE yet (schedulers poll at most every second), but it may be waited for.
+WORK_KINDS = (ORCHESTRATION, ACTIVITY, SCHEDULE)
 STATE = "state:"
 
 
