@@ -19,6 +19,8 @@ from duratask.errors import (
     OrchestrationAlreadyExistsError,
     OrchestrationNotFoundError,
     PayloadTooLargeError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     StoreError,
 )
@@ -47,9 +49,9 @@ def from_exception(exc: BaseException) -> HttpError | None:
     match exc:
         case HttpError():
             return exc
-        case OrchestrationNotFoundError():
+        case OrchestrationNotFoundError() | ScheduleNotFoundError():
             return HttpError(404, "not_found", str(exc))
-        case OrchestrationAlreadyExistsError():
+        case OrchestrationAlreadyExistsError() | ScheduleAlreadyExistsError():
             return HttpError(409, "already_exists", str(exc))
         case InvalidOperationError():
             return HttpError(409, "invalid_operation", str(exc))
