@@ -151,6 +151,7 @@ async def delete_schedule(call: ApiCall) -> Response:
     return SafeJSONResponse({"deleted": True})
 
 
+# The routes under an id come before the id's own (ids may hold slashes).
 SCHEDULE_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute(
         "GET",
@@ -166,8 +167,42 @@ SCHEDULE_ROUTES: tuple[ApiRoute, ...] = (
         tag="schedules",
     ),
     ApiRoute(
+        "POST",
+        "/api/schedules/{schedule_id:path}/pause",
+        "pauseSchedule",
+        "Pause a schedule: slots reached while paused are skipped.",
+        pause_schedule,
+        params=(SCHEDULE_ID, _NOTE),
+        replies={200: Reply("Paused.", _SCHEDULE), 400: _BAD, 404: _MISSING},
+        tag="schedules",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/schedules/{schedule_id:path}/resume",
+        "resumeSchedule",
+        "Resume a schedule from now on.",
+        resume_schedule,
+        params=(SCHEDULE_ID, _NOTE),
+        replies={200: Reply("Resumed.", _SCHEDULE), 400: _BAD, 404: _MISSING},
+        tag="schedules",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/schedules/{schedule_id:path}/trigger",
+        "triggerSchedule",
+        "Start a run of the schedule now.",
+        trigger_schedule,
+        params=(SCHEDULE_ID,),
+        replies={
+            202: Reply("Started.", {"$ref": "#/components/schemas/Accepted"}),
+            400: _BAD,
+            404: _MISSING,
+        },
+        tag="schedules",
+    ),
+    ApiRoute(
         "GET",
-        "/api/schedules/{schedule_id}",
+        "/api/schedules/{schedule_id:path}",
         "getSchedule",
         "A schedule with its recent runs (and their status) and next fire times.",
         get_schedule,
@@ -196,42 +231,8 @@ SCHEDULE_ROUTES: tuple[ApiRoute, ...] = (
         tag="schedules",
     ),
     ApiRoute(
-        "POST",
-        "/api/schedules/{schedule_id}/pause",
-        "pauseSchedule",
-        "Pause a schedule: slots reached while paused are skipped.",
-        pause_schedule,
-        params=(SCHEDULE_ID, _NOTE),
-        replies={200: Reply("Paused.", _SCHEDULE), 400: _BAD, 404: _MISSING},
-        tag="schedules",
-    ),
-    ApiRoute(
-        "POST",
-        "/api/schedules/{schedule_id}/resume",
-        "resumeSchedule",
-        "Resume a schedule from now on.",
-        resume_schedule,
-        params=(SCHEDULE_ID, _NOTE),
-        replies={200: Reply("Resumed.", _SCHEDULE), 400: _BAD, 404: _MISSING},
-        tag="schedules",
-    ),
-    ApiRoute(
-        "POST",
-        "/api/schedules/{schedule_id}/trigger",
-        "triggerSchedule",
-        "Start a run of the schedule now.",
-        trigger_schedule,
-        params=(SCHEDULE_ID,),
-        replies={
-            202: Reply("Started.", {"$ref": "#/components/schemas/Accepted"}),
-            400: _BAD,
-            404: _MISSING,
-        },
-        tag="schedules",
-    ),
-    ApiRoute(
         "DELETE",
-        "/api/schedules/{schedule_id}",
+        "/api/schedules/{schedule_id:path}",
         "deleteSchedule",
         "Delete a schedule (its runs stay).",
         delete_schedule,
