@@ -75,6 +75,10 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("call_p50_ms", "call_entity round trip p50 ms", "lower"),
         Metric("call_p99_ms", "call_entity round trip p99 ms", "lower"),
     ),
+    "W7": (
+        Metric("idle_cpu_pct", "idle CPU % of one core", "lower", (("*", "< 2 %"),)),
+        Metric("setup_seconds", "seconds to create the schedules", "lower"),
+    ),
 }
 W1_TARGETS = {"in-process": (("sqlite", "≥ 2,000 /s"),), "2 procs": (("postgresql", "≥ 1,000 /s"),)}
 W6_TARGETS = {"1 entity": (("sqlite", "≥ 5,000 /s"),)}
@@ -88,6 +92,7 @@ WORKLOAD_TITLES = {
     "W4": "W4 chain",
     "W5": "W5 idle",
     "W6": "W6 entities",
+    "W7": "W7 idle schedules",
 }
 
 

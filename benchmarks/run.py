@@ -38,7 +38,7 @@ from benchmarks.measure import read_progress
 from benchmarks.peers import PEERS, Peer
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class Trial:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="duratask benchmarks: workloads W1-W6 beside the storage limit L.",
+        description="duratask benchmarks: workloads W1-W7 beside the storage limit L.",
     )
     parser.add_argument(
         "--stores",
@@ -134,8 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--w5-instances", type=int, default=10000)
     sizes.add_argument("--w6-signals", type=int, default=20000)
     sizes.add_argument("--w6-calls", type=int, default=200)
+    sizes.add_argument("--w7-schedules", type=int, default=1000)
     sizes.add_argument(
-        "--idle-window", type=float, default=5.0, help="W5 idle window in seconds (not scaled)"
+        "--idle-window",
+        type=float,
+        default=5.0,
+        help="W5 and W7 idle window in seconds (not scaled)",
     )
     sizes.add_argument(
         "--limit-seconds", type=float, default=3.0, help="duration of each L loop (not scaled)"
@@ -293,6 +297,9 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
             w6 = {"signals": scaled(args.w6_signals, s), "calls": scaled(args.w6_calls, s, 2)}
             rows.append(("W6", "1 entity", {**w6, "entities": 1}, False))
             rows.append(("W6", "100 entities", {**w6, "entities": 100}, False))
+        if "W7" in args.only:
+            w7 = {"schedules": scaled(args.w7_schedules, s), "idle_window": args.idle_window}
+            rows.append(("W7", "", w7, False))
         for workload, variant, params, peers in rows:
             for store in args.stores:
                 for system in systems if peers else ["duratask"]:
@@ -432,6 +439,7 @@ def headline(trial: Trial) -> str:
         "W4": ("ms_per_step", "ms/step"),
         "W5": ("deliver_seconds", "s to deliver"),
         "W6": ("signals_per_s", "signals/s"),
+        "W7": ("idle_cpu_pct", "% CPU idle"),
     }
     key, unit = pick[trial.workload]
     text = f"{report.fmt(float(m.get(key, float('nan'))))} {unit}"

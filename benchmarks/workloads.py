@@ -1,4 +1,4 @@
-"""The duratask workloads W1-W6.
+"""The duratask workloads W1-W7.
 
 Each ``w*`` coroutine runs one repetition on a fresh hub and returns its figures. Workers run
 in this process (a ``worker.run()`` task beside the client) unless worker processes are asked
@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duratask as dt
@@ -492,6 +493,37 @@ def _call_round_trips(history: list[dt.HistoryEvent]) -> list[float]:
     return out
 
 
+async def w7_idle_schedules(url: str, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """``schedules`` schedules none of which is due during the window: the CPU the worker
+    spends meanwhile (it sleeps until the earliest due time, polling at most every second)."""
+    n = int(params["schedules"])
+    window = float(params.get("idle_window", 5.0))
+    async with dt.AsyncTaskHubClient(url) as client, workers(url, 0):
+        await warm_up(client)
+        progress.phase("create the schedules")
+        started = time.perf_counter()
+        first = datetime.now(UTC) + timedelta(hours=1)
+        for index in range(n):
+            spec = dt.ScheduleSpec(
+                intervals=[dt.Interval(timedelta(days=1), offset=timedelta(seconds=index))],
+                start_at=first,
+            )
+            await client.create_schedule(f"idle-{index}", wait_event, spec)
+        setup = time.perf_counter() - started
+        progress.phase("idle")
+        await asyncio.sleep(1.0)  # let the worker see them all
+        cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(window)
+        cpu_used, wall = cpu_seconds() - cpu_before, time.perf_counter() - wall_before
+        progress.measured(idle_cpu_pct=cpu_used / wall * 100)
+    return {
+        "idle_cpu_pct": cpu_used / wall * 100,
+        "setup_seconds": setup,
+        "schedules": n,
+        "idle_window_s": wall,
+    }
+
+
 WORKLOADS = {
     "W1": w1_sequence,
     "W2": w2_fan_out,
@@ -499,6 +531,7 @@ WORKLOADS = {
     "W4": w4_chain,
     "W5": w5_idle,
     "W6": w6_entities,
+    "W7": w7_idle_schedules,
 }
 
 

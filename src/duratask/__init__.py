@@ -20,6 +20,7 @@ from duratask.errors import (
     EventTimeoutError,
     InvalidInstanceIdError,
     InvalidOperationError,
+    InvalidScheduleError,
     InvalidStoreUrlError,
     LeaseLostError,
     NonDeterminismError,
@@ -32,6 +33,8 @@ from duratask.errors import (
     OrchestrationWaitTimeoutError,
     PayloadTooLargeError,
     PoisonWorkError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     SerializationError,
     StoreError,
@@ -41,6 +44,15 @@ from duratask.errors import (
 )
 from duratask.history import EventType, HistoryEvent
 from duratask.retry import RetryPolicy
+from duratask.schedules import (
+    CatchUp,
+    Interval,
+    Overlap,
+    ScheduleDescription,
+    ScheduleInfo,
+    ScheduleRun,
+    ScheduleSpec,
+)
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 from duratask.task import Task, when_all, when_any
 from duratask.timeline import format_timeline
@@ -53,6 +65,7 @@ __all__ = [
     "ActivityNotRegisteredError",
     "ActivityTimeoutError",
     "AsyncTaskHubClient",
+    "CatchUp",
     "CleanEntityStorageResult",
     "CriticalSection",
     "DataConverter",
@@ -69,8 +82,10 @@ __all__ = [
     "EventType",
     "FailureDetails",
     "HistoryEvent",
+    "Interval",
     "InvalidInstanceIdError",
     "InvalidOperationError",
+    "InvalidScheduleError",
     "InvalidStoreUrlError",
     "JsonDataConverter",
     "LeaseLostError",
@@ -85,10 +100,17 @@ __all__ = [
     "OrchestrationState",
     "OrchestrationStatus",
     "OrchestrationWaitTimeoutError",
+    "Overlap",
     "PayloadTooLargeError",
     "PoisonWorkError",
     "RetryPolicy",
     "ReuseIdPolicy",
+    "ScheduleAlreadyExistsError",
+    "ScheduleDescription",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "ScheduleRun",
+    "ScheduleSpec",
     "SchemaVersionError",
     "SerializationError",
     "StoreError",

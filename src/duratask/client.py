@@ -24,6 +24,7 @@ from typing import Any, Self
 from duratask._portal import Portal
 from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
+from duratask._schedule_client import UNSET, ScheduleOperations
 from duratask._waiting import connected, why_waiting
 from duratask.backends import open_store
 from duratask.backends._paging import resume_after
@@ -61,6 +62,13 @@ from duratask.history import (
     ExecutionSuspended,
     ExecutionTerminated,
     HistoryEvent,
+)
+from duratask.schedules import (
+    CatchUp,
+    Overlap,
+    ScheduleDescription,
+    ScheduleInfo,
+    ScheduleSpec,
 )
 from duratask.state import OrchestrationState, OrchestrationStatus
 from duratask.tracing._client import traced_start
@@ -333,6 +341,7 @@ class AsyncTaskHubClient:
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._closed = False
+        self._schedules = ScheduleOperations(self._ready, self._codec, self._now)
 
     @property
     def store(self) -> OrchestrationServiceClient:
@@ -882,8 +891,114 @@ class AsyncTaskHubClient:
         store = await self._ready()
         return await store.purge_instances(purge_filter)
 
+    # -- the sync client ---------------------------------------------------------------------
 
-# -- the sync client ---------------------------------------------------------------------
+    # -- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        orchestration: Callable[..., Any] | str,
+        spec: ScheduleSpec,
+        *,
+        input: Any = None,
+        version: str | None = None,
+        overlap: Overlap = Overlap.SKIP,
+        catch_up: CatchUp = CatchUp.WINDOW,
+        catch_up_window: timedelta = timedelta(days=1),
+        run_limit: int | None = None,
+        paused: bool = False,
+        note: str | None = None,
+    ) -> ScheduleInfo:
+        """Store a schedule that starts ``orchestration`` with ``input`` at every slot of
+        ``spec`` from now on (see :class:`~duratask.ScheduleSpec`), and return it.
+
+        ``overlap`` says what a slot does while the previous run still runs, ``catch_up``
+        what happens to slots missed while no worker fired (``catch_up_window``: how old a
+        missed slot may be and still run), ``run_limit`` how many scheduled runs it starts
+        at most. A bad definition raises :class:`~duratask.errors.InvalidScheduleError` and
+        an id in use :class:`~duratask.errors.ScheduleAlreadyExistsError`; either way
+        nothing is stored.
+        """
+        return await self._schedules.create(
+            schedule_id,
+            orchestration,
+            spec,
+            input=input,
+            version=version,
+            overlap=overlap,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+            run_limit=run_limit,
+            paused=paused,
+            note=note,
+        )
+
+    async def describe_schedule(
+        self, schedule_id: str, *, runs: int = 10, next_fire_times: int = 5
+    ) -> ScheduleDescription:
+        """The schedule, its ``runs`` most recent runs (and skipped slots) with their status
+        now, and its next ``next_fire_times`` fire times;
+        :class:`~duratask.errors.ScheduleNotFoundError` if there is none."""
+        return await self._schedules.describe(schedule_id, runs, next_fire_times)
+
+    async def list_schedules(self, *, prefix: str | None = None) -> list[ScheduleInfo]:
+        """The schedules (whose id starts with ``prefix``), by id."""
+        return await self._schedules.list_all(prefix)
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        orchestration: Callable[..., Any] | str = UNSET,
+        spec: ScheduleSpec = UNSET,
+        input: Any = UNSET,
+        version: str | None = UNSET,
+        overlap: Overlap = UNSET,
+        catch_up: CatchUp = UNSET,
+        catch_up_window: timedelta = UNSET,
+        run_limit: int | None = UNSET,
+    ) -> ScheduleInfo:
+        """Change what the schedule starts or when; fields not given stay. Slots from now
+        on follow the new definition; runs already started are left alone. A bad change
+        raises :class:`~duratask.errors.InvalidScheduleError` and changes nothing."""
+        changes = {
+            "orchestration": orchestration,
+            "spec": spec,
+            "input": input,
+            "version": version,
+            "overlap": overlap,
+            "catch_up": catch_up,
+            "catch_up_window": catch_up_window,
+            "run_limit": run_limit,
+        }
+        return await self._schedules.update(schedule_id, changes)
+
+    async def pause_schedule(self, schedule_id: str, note: str | None = None) -> ScheduleInfo:
+        """Pause the schedule, noting why: slots reached while it is paused are skipped."""
+        return await self._schedules.pause(schedule_id, True, note)
+
+    async def resume_schedule(self, schedule_id: str, note: str | None = None) -> ScheduleInfo:
+        """Resume a paused schedule from now on (slots missed while paused do not run)."""
+        return await self._schedules.pause(schedule_id, False, note)
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Start a run of the schedule now, outside its calendar (not counted in its run
+        limit); return the run's instance id (``<schedule id>@<now>-manual``)."""
+        return await self._schedules.trigger(schedule_id)
+
+    async def backfill_schedule(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> list[str]:
+        """Start the runs of the schedule's slots from ``start`` to ``end`` (both included,
+        timezone-aware) that have not run; return their instance ids. A slot that already
+        ran is not run again."""
+        return await self._schedules.backfill(schedule_id, start, end)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule; its runs stay. :class:`~duratask.errors.ScheduleNotFoundError`
+        if there is none."""
+        await self._schedules.delete(schedule_id)
 
 
 class TaskHubClient:
@@ -1156,6 +1271,96 @@ class TaskHubClient:
             statuses=statuses,
             completed_before=completed_before,
         )
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        orchestration: Callable[..., Any] | str,
+        spec: ScheduleSpec,
+        *,
+        input: Any = None,
+        version: str | None = None,
+        overlap: Overlap = Overlap.SKIP,
+        catch_up: CatchUp = CatchUp.WINDOW,
+        catch_up_window: timedelta = timedelta(days=1),
+        run_limit: int | None = None,
+        paused: bool = False,
+        note: str | None = None,
+    ) -> ScheduleInfo:
+        """See :meth:`AsyncTaskHubClient.create_schedule`."""
+        return self._portal.call(
+            self._client.create_schedule,
+            schedule_id,
+            orchestration,
+            spec,
+            input=input,
+            version=version,
+            overlap=overlap,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+            run_limit=run_limit,
+            paused=paused,
+            note=note,
+        )
+
+    def describe_schedule(
+        self, schedule_id: str, *, runs: int = 10, next_fire_times: int = 5
+    ) -> ScheduleDescription:
+        """See :meth:`AsyncTaskHubClient.describe_schedule`."""
+        return self._portal.call(
+            self._client.describe_schedule, schedule_id, runs=runs, next_fire_times=next_fire_times
+        )
+
+    def list_schedules(self, *, prefix: str | None = None) -> list[ScheduleInfo]:
+        """See :meth:`AsyncTaskHubClient.list_schedules`."""
+        return self._portal.call(self._client.list_schedules, prefix=prefix)
+
+    def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        orchestration: Callable[..., Any] | str = UNSET,
+        spec: ScheduleSpec = UNSET,
+        input: Any = UNSET,
+        version: str | None = UNSET,
+        overlap: Overlap = UNSET,
+        catch_up: CatchUp = UNSET,
+        catch_up_window: timedelta = UNSET,
+        run_limit: int | None = UNSET,
+    ) -> ScheduleInfo:
+        """See :meth:`AsyncTaskHubClient.update_schedule`."""
+        return self._portal.call(
+            self._client.update_schedule,
+            schedule_id,
+            orchestration=orchestration,
+            spec=spec,
+            input=input,
+            version=version,
+            overlap=overlap,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+            run_limit=run_limit,
+        )
+
+    def pause_schedule(self, schedule_id: str, note: str | None = None) -> ScheduleInfo:
+        """See :meth:`AsyncTaskHubClient.pause_schedule`."""
+        return self._portal.call(self._client.pause_schedule, schedule_id, note)
+
+    def resume_schedule(self, schedule_id: str, note: str | None = None) -> ScheduleInfo:
+        """See :meth:`AsyncTaskHubClient.resume_schedule`."""
+        return self._portal.call(self._client.resume_schedule, schedule_id, note)
+
+    def trigger_schedule(self, schedule_id: str) -> str:
+        """See :meth:`AsyncTaskHubClient.trigger_schedule`."""
+        return self._portal.call(self._client.trigger_schedule, schedule_id)
+
+    def backfill_schedule(self, schedule_id: str, start: datetime, end: datetime) -> list[str]:
+        """See :meth:`AsyncTaskHubClient.backfill_schedule`."""
+        return self._portal.call(self._client.backfill_schedule, schedule_id, start, end)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """See :meth:`AsyncTaskHubClient.delete_schedule`."""
+        self._portal.call(self._client.delete_schedule, schedule_id)
 
 
 _EXIT_CLOSE_SECONDS = 5.0  # at exit, how long an unclosed client may take to close

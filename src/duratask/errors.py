@@ -284,3 +284,32 @@ class EntityLockError(DurataskError, RuntimeError):
 
 class EntityNotRegisteredError(DurataskError):
     """An entity operation reached a worker where no entity of that name is registered."""
+
+
+class InvalidScheduleError(DurataskError, ValueError):
+    """A schedule's definition cannot work (an invalid cron expression, an unknown time zone,
+    an end before the start, a zero interval...); nothing was stored."""
+
+
+class ScheduleNotFoundError(DurataskError, LookupError):
+    """No schedule with this id exists in the task hub.
+
+    Attributes:
+        schedule_id: The id looked for.
+    """
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule {schedule_id!r} in the task hub")
+        self.schedule_id = schedule_id
+
+
+class ScheduleAlreadyExistsError(DurataskError):
+    """A schedule with this id already exists; nothing was changed.
+
+    Attributes:
+        schedule_id: The id that is taken.
+    """
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} already exists")
+        self.schedule_id = schedule_id

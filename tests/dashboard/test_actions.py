@@ -176,12 +176,14 @@ async def test_every_page_form_route_checks_csrf(hub: Hub, web: httpx.AsyncClien
         "/instances/{instance_id:path}/actions/{action}",
         "/instances/bulk",
         "/instances/bulk/{action}",
+        "/schedules/{schedule_id:path}/actions/{action}",
         "/login",
         "/logout",
     }
     await web.get("/instances")  # a session cookie, but no token in the forms below
     for path in form_routes:
-        url = path.replace("{instance_id:path}", "x").replace("{action}", "terminate")
+        url = path.replace("{instance_id:path}", "x").replace("{schedule_id:path}", "x")
+        url = url.replace("{action}", "terminate")
         response = await web.post(url, data={"reason": "x"})
         assert response.status_code == 403, path
 

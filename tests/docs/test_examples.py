@@ -202,6 +202,7 @@ TESTED = {
     "stores",
     "operating",
     "order_workflow",
+    "schedules",
 }
 _SNIPPET = re.compile(r'--8<--\s+"([^":]+)')
 
@@ -212,3 +213,16 @@ def test_every_example_is_tested_and_shown_in_a_page() -> None:
     pages = [page.read_text() for page in DOCS.rglob("*.md")]
     shown = {Path(name).stem for text in pages for name in _SNIPPET.findall(text)}
     assert examples <= shown, f"examples no page includes: {sorted(examples - shown)}"
+
+
+def test_schedules() -> None:
+    # Paris changes to summer time on 29 March: 06:00 there is 05:00Z before, 04:00Z after.
+    assert run("schedules") == {
+        "runs": 5,
+        "recent": [
+            ("nightly-report@2026-03-31T04:00:00Z", "COMPLETED"),
+            ("nightly-report@2026-03-30T04:00:00Z", "COMPLETED"),
+            ("nightly-report@2026-03-27T05:00:00Z", "COMPLETED"),
+        ],
+        "next": ["2026-04-01T04:00:00+00:00", "2026-04-02T04:00:00+00:00"],
+    }

@@ -40,6 +40,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    ScheduleRecord,
     StoreDescription,
     TaskHubStore,
     WorkerInfo,
@@ -234,6 +235,28 @@ class FaultyStore:
         self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
     ) -> CleanEntityStorageResult:
         return await self.inner.clean_entity_storage(remove_empty_entities, release_orphaned_locks)
+
+    # Schedules pass through unfaulted: the fault plans aim at instances and activities.
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        await self.inner.create_schedule(record)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return await self.inner.get_schedule(schedule_id)
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        return await self.inner.list_schedules(prefix)
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        return await self.inner.update_schedule(record)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self.inner.delete_schedule(schedule_id)
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        return await self.inner.due_schedules(now, limit)
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        return await self.inner.next_schedule_due_at()
 
     async def lease_holders(self) -> list[LeaseHolder]:
         return await self.inner.lease_holders()

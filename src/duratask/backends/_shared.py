@@ -18,6 +18,7 @@ from duratask.backends.base import (
     HistoryMark,
     OrchestrationCommit,
     OrchestrationMessage,
+    ScheduleRecord,
     WorkerInfo,
 )
 from duratask.history import ExecutionStarted
@@ -241,3 +242,33 @@ def orphaned_lock(holder: OrchestrationState | None) -> bool:
     """Whether an entity lock held by the orchestration ``holder`` is orphaned: the
     orchestration no longer exists or has ended (it can never release it)."""
     return holder is None or holder.runtime_status.is_terminal
+
+
+def schedule_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) -> ScheduleRecord:
+    """A schedule from a row of a SQL store's ``schedules`` table."""
+    due = row["next_due_at"]
+    return ScheduleRecord(
+        schedule_id=row["schedule_id"],
+        definition=row["definition"],
+        state=row["state"],
+        next_due_at=None if due is None else to_time(due),
+        claimed_by=row["claimed_by"],
+        revision=row["revision"],
+        created_at=to_time(row["created_at"]),
+        updated_at=to_time(row["updated_at"]),
+    )
+
+
+def schedule_params(record: ScheduleRecord, from_time: Callable[[datetime], Any]) -> dict[str, Any]:
+    """The column values of a schedule, for a SQL store's statements."""
+    due = record.next_due_at
+    return {
+        "schedule_id": record.schedule_id,
+        "definition": record.definition,
+        "state": record.state,
+        "next_due_at": None if due is None else from_time(due),
+        "claimed_by": record.claimed_by,
+        "revision": record.revision,
+        "created_at": from_time(record.created_at),
+        "updated_at": from_time(record.updated_at),
+    }

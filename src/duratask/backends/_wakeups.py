@@ -21,6 +21,7 @@ from types import TracebackType
 ORCHESTRATION = "orchestration"
 ACTIVITY = "activity"
 ENTITY = "entity"
+SCHEDULE = "schedule"
 
 
 _WorkWaiter = tuple[str | None, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -108,7 +109,7 @@ class WakeUps:
             watches = [w for ws in self._watches.values() for w in ws]
             for watch in watches:
                 watch._signal()
-        self.work((ORCHESTRATION, ACTIVITY, ENTITY))
+        self.work((ORCHESTRATION, ACTIVITY, ENTITY, SCHEDULE))
 
     async def wait_for_work(self, timeout: float, kind: str | None = None) -> bool:
         """Wait up to ``timeout`` s for work of ``kind`` (None: any); True if notified."""

@@ -743,6 +743,32 @@ class PurgeFilter:
     completed_before: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A schedule as a store keeps it. The store reads none of the JSON: it keeps the record,
+    finds those due, and writes a change only over the revision it was read at.
+
+    Attributes:
+        schedule_id: The schedule's id (the key).
+        definition: What it starts and when (JSON).
+        state: Where its firing stands (JSON).
+        next_due_at: When a worker must look at it next (None: never, until it changes).
+        claimed_by: The worker looking at it now, until ``next_due_at`` (None: nobody).
+        revision: The stored revision; a write names the one it read, and makes it one more.
+        created_at: When it was created.
+        updated_at: When it last changed.
+    """
+
+    schedule_id: str
+    definition: str
+    state: str
+    next_due_at: datetime | None
+    claimed_by: str | None
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
 TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
 
 
@@ -907,6 +933,18 @@ class OrchestrationService(StoreLifecycle, Protocol):
         """Expire every lease ``owner`` holds now (a worker that is known to be gone), so
         its work goes to others at once; how many were broken."""
 
+    # -- schedules --------------------------------------------------------------------------
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules with ``next_due_at`` at or before ``now``, soonest first."""
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest ``next_due_at`` of all schedules (None: none is due ever)."""
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """Write ``record`` over the stored one if that one still has ``record.revision``;
+        the stored revision becomes one more. False (nothing written) if it changed or was
+        deleted meanwhile."""
+
 
 @runtime_checkable
 class OrchestrationServiceClient(StoreLifecycle, Protocol):
@@ -967,6 +1005,22 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def backlog(self) -> list[BacklogEntry]:
         """The work waiting, by kind and name (orchestrations first, then by name); names
         with nothing waiting are left out."""
+
+    # -- schedules --------------------------------------------------------------------------
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        """The schedules (whose id starts with ``prefix``), by id."""
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """See :meth:`OrchestrationService.update_schedule`."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule (its runs stay); False if there was none."""
 
     async def create_task_hub(self) -> None:
         """Create the task hub with whatever holds it (the directories of a SQLite file, a

@@ -32,7 +32,14 @@ from duratask.backends._shared import (
     utc_now,
     work_kinds,
 )
-from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, InstanceWatch, WakeUps
+from duratask.backends._wakeups import (
+    ACTIVITY,
+    ENTITY,
+    ORCHESTRATION,
+    SCHEDULE,
+    InstanceWatch,
+    WakeUps,
+)
 from duratask.backends.base import (
     ENTITY_RECENT_REQUESTS,
     ActivityRequest,
@@ -59,6 +66,7 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
     PurgeFilter,
     QueryPage,
+    ScheduleRecord,
     StoreDescription,
     WorkerInfo,
     WorkFilter,
@@ -66,7 +74,12 @@ from duratask.backends.base import (
     encode_entity_token,
     split_entity_id,
 )
-from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.errors import (
+    InstanceBusyError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    ScheduleAlreadyExistsError,
+)
 from duratask.history import (
     ExecutionStarted,
     ExecutionTerminated,
@@ -187,6 +200,7 @@ class MemoryOrchestrationService:
         self._activities: dict[int, _Activity] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._entities: dict[str, _Entity] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
         self._next_message_id = 1
         self._next_activity_id = 1
         self._wakeups = WakeUps()
@@ -243,11 +257,19 @@ class MemoryOrchestrationService:
                 elif entity.lease.live(now) and entity.lease.expires_at is not None:
                     due.append(entity.lease.expires_at + timedelta(microseconds=1))
                 due.extend(m.due() for m in entity.messages.values() if m.due() > now)
+            for schedule in self._schedules.values():
+                if schedule.next_due_at is None:
+                    continue
+                if schedule.claimed_by is not None or schedule.next_due_at <= now:
+                    busy.append(f"schedule {schedule.schedule_id!r}")
+                else:
+                    due.append(schedule.next_due_at)
         return WorkOutlook(tuple(busy), min(due, default=None))
 
     def clock_moved(self) -> None:
         """Wake every waiting worker: the clock jumped, so held-back work may be due now."""
         self._wakeups.work((ORCHESTRATION, ACTIVITY, ENTITY))
+        self._wakeups.work((ORCHESTRATION, ACTIVITY, SCHEDULE))
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self, *, create: bool = True) -> None:
@@ -273,6 +295,7 @@ class MemoryOrchestrationService:
             self._due.clear()
             self._activities.clear()
             self._entities.clear()
+            self._schedules.clear()
 
     # -- orchestration work items -------------------------------------------------------
     async def lock_next_orchestration_work_item(
@@ -791,6 +814,63 @@ class MemoryOrchestrationService:
             raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
         return activity
 
+    # -- schedules ---------------------------------------------------------------------------
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
+        with self._lock:
+            if record.schedule_id in self._schedules:
+                raise ScheduleAlreadyExistsError(record.schedule_id)
+            self._schedules[record.schedule_id] = _normalized_schedule(record)
+        self._wakeups.work([SCHEDULE])
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+        with self._lock:
+            return self._schedules.get(schedule_id)
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        """The schedules whose id starts with ``prefix``, by id."""
+        with self._lock:
+            found = [r for r in self._schedules.values() if r.schedule_id.startswith(prefix or "")]
+        return sorted(found, key=lambda r: r.schedule_id)
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """Write the schedule if its stored revision is still ``record.revision``."""
+        with self._lock:
+            stored = self._schedules.get(record.schedule_id)
+            if stored is None or stored.revision != record.revision:
+                return False
+            self._schedules[record.schedule_id] = dataclasses.replace(
+                _normalized_schedule(record), revision=record.revision + 1
+            )
+        self._wakeups.work([SCHEDULE])
+        return True
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        with self._lock:
+            deleted = self._schedules.pop(schedule_id, None) is not None
+        self._wakeups.work([SCHEDULE])
+        return deleted
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules due at ``now``, soonest first."""
+        now = as_utc(now)
+        with self._lock:
+            due = [
+                r
+                for r in self._schedules.values()
+                if r.next_due_at is not None and r.next_due_at <= now
+            ]
+        due.sort(key=lambda r: (r.next_due_at, r.schedule_id))
+        return due[:limit]
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest time a schedule is due."""
+        with self._lock:
+            times = [r.next_due_at for r in self._schedules.values() if r.next_due_at is not None]
+        return min(times, default=None)
+
     # -- client operations -----------------------------------------------------------------
     async def create_instance(
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
@@ -988,3 +1068,12 @@ def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], boo
         )
 
     return matches
+
+
+def _normalized_schedule(record: ScheduleRecord) -> ScheduleRecord:
+    return dataclasses.replace(
+        record,
+        next_due_at=as_utc_or_none(record.next_due_at),
+        created_at=as_utc(record.created_at),
+        updated_at=as_utc(record.updated_at),
+    )

@@ -11,6 +11,7 @@ from duratask.errors import (
     DurataskError,
     InvalidInstanceIdError,
     InvalidOperationError,
+    InvalidScheduleError,
     OrchestrationAlreadyExistsError,
     OrchestrationNotFoundError,
     OrchestrationWaitTimeoutError,
@@ -81,7 +82,12 @@ def translate(exc: BaseException) -> CliError | None:
             return cli_error(str(exc), ExitCode.WAIT_TIMEOUT)
         case StoreError():
             return cli_error(f"task hub store: {exc}", ExitCode.STORE)
-        case InvalidInstanceIdError() | PayloadTooLargeError() | SerializationError():
+        case (
+            InvalidInstanceIdError()
+            | InvalidScheduleError()
+            | PayloadTooLargeError()
+            | SerializationError()
+        ):
             return usage_error(str(exc))
         case DurataskError():
             return cli_error(str(exc), ExitCode.NOT_FOUND_OR_REFUSED)

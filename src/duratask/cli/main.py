@@ -15,7 +15,16 @@ from typing import Any
 import click
 
 from duratask import __version__
-from duratask.cli import actions, entities, hub, instances, listing, worker, workers_listing
+from duratask.cli import (
+    actions,
+    entities,
+    hub,
+    instances,
+    listing,
+    schedules,
+    worker,
+    workers_listing,
+)
 from duratask.cli.errors import ExitCode, cli_error, translate
 
 SERVE_COMMANDS = ("dashboard", "dev")
@@ -78,6 +87,7 @@ main.add_command(actions.restart)
 main.add_command(hub.hub)
 main.add_command(workers_listing.workers)
 main.add_command(entities.entity)
+main.add_command(schedules.schedule)
 
 
 # -- the serving commands (dashboard, dev): registered here, and only here ---------------

@@ -23,6 +23,7 @@ from duratask.dashboard import operations
 from duratask.dashboard.errors import HttpError, bad_request, from_exception, json_error
 from duratask.dashboard.hub import ClientSource
 from duratask.dashboard.responses import SafeJSONResponse
+from duratask.dashboard.schedules_api import SCHEDULE_ROUTES
 from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply, read_args
 from duratask.dashboard.values import iso, parse_json, payload_value, status_name
 from duratask.history import HistoryEvent, event_export_dict
@@ -715,6 +716,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             409: Reply("The instance has not finished.", _ERROR),
         },
     ),
+    *SCHEDULE_ROUTES,
 )
 
 

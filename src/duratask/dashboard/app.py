@@ -26,6 +26,7 @@ from duratask.dashboard.hub import ClientSource
 from duratask.dashboard.openapi import build_document
 from duratask.dashboard.pages import Pages
 from duratask.dashboard.responses import SafeJSONResponse
+from duratask.dashboard.schedule_pages import SchedulePages
 from duratask.dashboard.security import (
     DEFAULT_SESSION_LIFETIME,
     LoginLimiter,
@@ -99,6 +100,7 @@ def create_app(
     )
     renderer = Renderer(read_only=read_only, token=token is not None)
     pages = Pages(source, renderer, security)
+    schedule_pages = SchedulePages(source, renderer, security)
     document = build_document(
         API_ROUTES, version=duratask.__version__, token=token is not None, read_only=read_only
     )
@@ -134,6 +136,7 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         *api_routes(source),
         Mount("/static", PackagedFiles(STATIC_DIR), name="static"),
+        *schedule_pages.routes(),
         *pages.routes(),
     ]
     app = Starlette(

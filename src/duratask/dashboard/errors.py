@@ -20,6 +20,8 @@ from duratask.errors import (
     OrchestrationFinishedError,
     OrchestrationNotFoundError,
     PayloadTooLargeError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     StoreError,
 )
@@ -48,9 +50,9 @@ def from_exception(exc: BaseException) -> HttpError | None:
     match exc:
         case HttpError():
             return exc
-        case OrchestrationNotFoundError():
+        case OrchestrationNotFoundError() | ScheduleNotFoundError():
             return HttpError(404, "not_found", str(exc))
-        case OrchestrationAlreadyExistsError():
+        case OrchestrationAlreadyExistsError() | ScheduleAlreadyExistsError():
             return HttpError(409, "already_exists", str(exc))
         case OrchestrationFinishedError():
             return HttpError(410, "instance_finished", str(exc))

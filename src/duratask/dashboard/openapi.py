@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from duratask.dashboard.schedules_api import SCHEDULE_SCHEMAS
 from duratask.dashboard.spec import ApiRoute
 from duratask.dashboard.values import STATUS_NAMES
 from duratask.history import EVENT_NAMES
@@ -353,7 +354,7 @@ def build_document(
             ),
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": {**SCHEMAS, **SCHEDULE_SCHEMAS}},
     }
     if token:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}

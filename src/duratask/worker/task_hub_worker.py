@@ -44,6 +44,7 @@ from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episo
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
 from duratask.worker._presence import Presence
+from duratask.worker._scheduler import Scheduler
 from duratask.worker._store_full import install as install_store_full_filter
 from duratask.worker._threads import DaemonThreadPool
 
@@ -101,6 +102,8 @@ class TaskHubWorker:
     Entities (see :meth:`add_entity`) run up to ``max_concurrent_entities`` at once (one
     batch per entity at a time), each batch up to ``entity_batch_size`` operations (500 by
     default) and one commit.
+    With ``fire_schedules`` (the default) the worker also fires the hub's schedules (see
+    :class:`~duratask.ScheduleSpec`): any number of workers may, each slot still runs once.
 
     ``activity_timeout`` bounds every delivery of an activity whose call sets no
     ``timeout`` (None: no limit). ``unknown_work`` says what happens to instances and
@@ -139,6 +142,7 @@ class TaskHubWorker:
         clock: Callable[[], datetime] = _utc_now,
         max_concurrent_entities: int = 100,
         entity_batch_size: int = 500,
+        fire_schedules: bool = True,
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
@@ -164,6 +168,7 @@ class TaskHubWorker:
         self.verify_replay = verify_replay
         self._executor = OrchestrationExecutor(self.registry, self._codec, strict=verify_replay)
         self._cache = OrchestrationCache(0 if verify_replay else orchestration_cache_size)
+        self._fire_schedules = fire_schedules
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
         self._max_deliveries = max_deliveries
@@ -223,6 +228,10 @@ class TaskHubWorker:
         self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
         presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
         await presence.start()
+        scheduler = Scheduler(self.store, self.worker_id, self._clock, self._lease)
+        # A store written before schedules existed has no schedule methods: nothing to fire.
+        if self._fire_schedules and hasattr(self.store, "due_schedules"):
+            await scheduler.start()
         loops = [
             asyncio.create_task(orchestrations.run()),
             asyncio.create_task(activities.run()),
@@ -237,6 +246,7 @@ class TaskHubWorker:
         try:
             await self._stop_requested.wait()
         finally:
+            await scheduler.stop()
             await self._drain(loops)
             self._thread_pool.shutdown()
             if self._code is not None:

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from duratask.backends._migrations import Migration, load_logic, load_migrations
 from duratask.backends._ownership import FUNCTION, MARKER, TABLE, Found, own_objects, survey
-from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, WakeUps
+from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, SCHEDULE, WakeUps
 from duratask.backends.postgres import _queries as queries
 from duratask.errors import (
     NotATaskHubError,
@@ -47,8 +47,9 @@ CONNECT_TIMEOUT = 5
 # Schemas a task hub must never take over (delete_task_hub drops its schema).
 _RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
 
-# NOTIFY payloads: which kind of work became available, or STATE + an instance id.
-WORK_KINDS = (ORCHESTRATION, ACTIVITY, ENTITY)
+# NOTIFY payloads: which kind of work became available, or STATE + an instance id. Nothing
+# notifies SCHEDULE yet (schedulers poll at most every second), but it may be waited for.
+WORK_KINDS = (ORCHESTRATION, ACTIVITY, ENTITY, SCHEDULE)
 STATE = "state:"
 
 

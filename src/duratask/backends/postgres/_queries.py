@@ -241,3 +241,33 @@ SELECT kind, name,
     sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
     sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
 FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
+
+# -- schedules ---------------------------------------------------------------------------------
+INSERT_SCHEDULE = """
+INSERT INTO {schema}.schedules (schedule_id, definition, state, next_due_at,
+    claimed_by, revision, created_at, updated_at)
+VALUES (%(schedule_id)s, %(definition)s, %(state)s, %(next_due_at)s,
+        %(claimed_by)s, %(revision)s, %(created_at)s, %(updated_at)s)
+ON CONFLICT (schedule_id) DO NOTHING"""
+SELECT_SCHEDULE = """
+SELECT schedule_id, definition, state, next_due_at, claimed_by, revision, created_at,
+    updated_at
+FROM {schema}.schedules WHERE schedule_id = %(schedule_id)s"""
+SELECT_SCHEDULES = """
+SELECT schedule_id, definition, state, next_due_at, claimed_by, revision, created_at,
+    updated_at
+FROM {schema}.schedules
+WHERE substr(schedule_id, 1, %(prefix_length)s) = %(prefix)s ORDER BY schedule_id"""
+UPDATE_SCHEDULE = """
+UPDATE {schema}.schedules
+SET definition = %(definition)s, state = %(state)s, next_due_at = %(next_due_at)s,
+    claimed_by = %(claimed_by)s, revision = revision + 1, updated_at = %(updated_at)s
+WHERE schedule_id = %(schedule_id)s AND revision = %(revision)s"""
+DELETE_SCHEDULE = "DELETE FROM {schema}.schedules WHERE schedule_id = %(schedule_id)s"
+DUE_SCHEDULES = """
+SELECT schedule_id, definition, state, next_due_at, claimed_by, revision, created_at,
+    updated_at
+FROM {schema}.schedules
+WHERE next_due_at <= %(now)s ORDER BY next_due_at, schedule_id LIMIT %(limit)s"""
+NEXT_SCHEDULE_DUE_AT = """
+SELECT min(next_due_at) AS due FROM {schema}.schedules WHERE next_due_at IS NOT NULL"""

@@ -14,6 +14,8 @@ from duratask.backends._shared import (
     history_is_known,
     leased_activities,
     new_lock_token,
+    schedule_from_row,
+    schedule_params,
     state_from_row,
     utc_now,
     worker_from_row,
@@ -40,6 +42,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
+    ScheduleRecord,
     StoreDescription,
     WorkerInfo,
     WorkFilter,
@@ -53,7 +56,12 @@ from duratask.backends.postgres._database import (
 )
 from duratask.backends.postgres._entities import PostgresEntities, entity_message_json
 from duratask.backends.postgres._group_commit import GroupCommit
-from duratask.errors import InstanceBusyError, LeaseLostError, OrchestrationAlreadyExistsError
+from duratask.errors import (
+    InstanceBusyError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    ScheduleAlreadyExistsError,
+)
 from duratask.history import (
     HistoryEvent,
     event_from_json,
@@ -395,6 +403,42 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
             raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
         work_item.locked_until = expires_at
 
+    # -- schedules ---------------------------------------------------------------------------
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
+        if not await self._execute(q.INSERT_SCHEDULE, schedule_params(record, as_utc)):
+            raise ScheduleAlreadyExistsError(record.schedule_id)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+        rows = await self._read_rows(q.SELECT_SCHEDULE, {"schedule_id": schedule_id})
+        return schedule_from_row(rows[0], _utc) if rows else None
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        """The schedules whose id starts with ``prefix``, by id."""
+        params = {"prefix": prefix or "", "prefix_length": len(prefix or "")}
+        return [
+            schedule_from_row(r, _utc) for r in await self._read_rows(q.SELECT_SCHEDULES, params)
+        ]
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """Write the schedule if its stored revision is still ``record.revision``."""
+        return bool(await self._execute(q.UPDATE_SCHEDULE, schedule_params(record, as_utc)))
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        return bool(await self._execute(q.DELETE_SCHEDULE, {"schedule_id": schedule_id}))
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules due at ``now``, soonest first."""
+        params = {"now": as_utc(now), "limit": limit}
+        return [schedule_from_row(r, _utc) for r in await self._read_rows(q.DUE_SCHEDULES, params)]
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest time a schedule is due."""
+        rows = await self._read_rows(q.NEXT_SCHEDULE_DUE_AT, {})
+        return _utc(rows[0]["due"]) if rows and rows[0]["due"] is not None else None
+
     # -- workers and their leases -----------------------------------------------------------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
         """Record (or refresh) a worker."""
@@ -503,7 +547,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         """The instance's history in order (empty if unknown)."""
         return await self._db.autocommit(lambda conn: _history(self._db, conn, instance_id))
 
-    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+    async def _read_rows(self, sql: str, params: Any) -> list[Mapping[str, Any]]:
         statement = self._db.q(sql)
 
         async def job(conn: Connection) -> list[dict[str, Any]]:

@@ -241,3 +241,29 @@ SELECT kind, name,
     sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
     sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
 FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
+
+# -- schedules ---------------------------------------------------------------------------------
+_SCHEDULE_COLUMNS = (
+    "schedule_id, definition, state, next_due_at, claimed_by, revision, created_at, updated_at"
+)
+INSERT_SCHEDULE = f"""
+INSERT INTO schedules ({_SCHEDULE_COLUMNS})
+VALUES (:schedule_id, :definition, :state, :next_due_at,
+        :claimed_by, :revision, :created_at, :updated_at)
+ON CONFLICT (schedule_id) DO NOTHING"""
+SELECT_SCHEDULE = f"""
+SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE schedule_id = :schedule_id"""
+SELECT_SCHEDULES = f"""
+SELECT {_SCHEDULE_COLUMNS} FROM schedules
+WHERE substr(schedule_id, 1, :prefix_length) = :prefix ORDER BY schedule_id"""
+UPDATE_SCHEDULE = """
+UPDATE schedules
+SET definition = :definition, state = :state, next_due_at = :next_due_at,
+    claimed_by = :claimed_by, revision = revision + 1, updated_at = :updated_at
+WHERE schedule_id = :schedule_id AND revision = :revision"""
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE schedule_id = :schedule_id"
+DUE_SCHEDULES = f"""
+SELECT {_SCHEDULE_COLUMNS} FROM schedules
+WHERE next_due_at <= :now ORDER BY next_due_at, schedule_id LIMIT :limit"""
+NEXT_SCHEDULE_DUE_AT = """
+SELECT min(next_due_at) AS due FROM schedules WHERE next_due_at IS NOT NULL"""

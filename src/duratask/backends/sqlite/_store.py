@@ -15,6 +15,8 @@ from duratask.backends._shared import (
     history_is_known,
     leased_activities,
     new_lock_token,
+    schedule_from_row,
+    schedule_params,
     utc_now,
     work_kinds,
     worker_from_row,
@@ -25,6 +27,7 @@ from duratask.backends._wakeups import (
     ACTIVITY,
     ENTITY,
     ORCHESTRATION,
+    SCHEDULE,
     InstanceWatch,
     WakeUps,
     hub_wakeups,
@@ -41,6 +44,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
+    ScheduleRecord,
     StoreDescription,
     WorkerInfo,
     WorkFilter,
@@ -60,6 +64,7 @@ from duratask.errors import (
     InstanceBusyError,
     LeaseLostError,
     OrchestrationAlreadyExistsError,
+    ScheduleAlreadyExistsError,
     StoreError,
     TaskHubNotFoundError,
 )
@@ -338,6 +343,53 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         if not recorded:
             raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
         work_item.locked_until = from_micros(expires_at)
+
+    # -- schedules ---------------------------------------------------------------------------
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
+        params = schedule_params(record, to_micros)
+        created = await self._db.write(lambda c: c.execute(q.INSERT_SCHEDULE, params).rowcount)
+        if not created:
+            raise ScheduleAlreadyExistsError(record.schedule_id)
+        self._hub.work([SCHEDULE])
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+        params = {"schedule_id": schedule_id}
+        row = await self._db.read(lambda c: c.execute(q.SELECT_SCHEDULE, params).fetchone())
+        return None if row is None else schedule_from_row(row, from_micros)
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        """The schedules whose id starts with ``prefix``, by id."""
+        params = {"prefix": prefix or "", "prefix_length": len(prefix or "")}
+        rows = await self._db.read(lambda c: c.execute(q.SELECT_SCHEDULES, params).fetchall())
+        return [schedule_from_row(row, from_micros) for row in rows]
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """Write the schedule if its stored revision is still ``record.revision``."""
+        params = schedule_params(record, to_micros)
+        written = await self._db.write(lambda c: c.execute(q.UPDATE_SCHEDULE, params).rowcount)
+        if written:
+            self._hub.work([SCHEDULE])
+        return bool(written)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        params = {"schedule_id": schedule_id}
+        deleted = await self._db.write(lambda c: c.execute(q.DELETE_SCHEDULE, params).rowcount)
+        self._hub.work([SCHEDULE])
+        return bool(deleted)
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules due at ``now``, soonest first."""
+        params = {"now": to_micros(now), "limit": limit}
+        rows = await self._db.read(lambda c: c.execute(q.DUE_SCHEDULES, params).fetchall())
+        return [schedule_from_row(row, from_micros) for row in rows]
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest time a schedule is due."""
+        row = await self._db.read(lambda c: c.execute(q.NEXT_SCHEDULE_DUE_AT).fetchone())
+        return None if row is None or row["due"] is None else from_micros(row["due"])
 
     # -- workers and their leases -----------------------------------------------------------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
