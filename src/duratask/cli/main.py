@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from duratask import __version__
-from duratask.cli import actions, hub, instances, listing, worker
+from duratask.cli import actions, hub, instances, listing, sidecar, worker
 from duratask.cli.errors import ExitCode, cli_error, translate
 
 SERVE_COMMANDS = ("dashboard", "dev")
@@ -76,6 +76,7 @@ main.add_command(actions.purge)
 main.add_command(actions.rewind)
 main.add_command(actions.restart)
 main.add_command(hub.hub)
+main.add_command(sidecar.serve)
 
 
 # -- the serving commands (dashboard, dev): registered here, and only here ---------------

@@ -1,0 +1,427 @@
+"""The ``GetWorkItems`` stream: leasing orchestration episodes and activities to SDK workers.
+
+Each stream is one worker connection. It leases work like any duratask worker (under its
+own owner id, within the concurrency limits and work-item filters the worker sent), keeps
+the leases alive while the worker holds them, and sends each item with a completion token.
+The completion RPCs commit through the seam under the lease's fence, so a completion for a
+lease that was taken over is refused. A stream that ends (the worker stopped, the
+connection dropped) hands its unfinished items back at once, for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+
+from duratask import history as h
+from duratask.backends.base import (
+    ActivityWorkItem,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    SupportsWakeUps,
+    TaskHubStore,
+    WorkerInfo,
+    WorkFilter,
+)
+from duratask.errors import LeaseLostError
+from duratask.serve.episodes import CodeRequest, WorkerReply, finish, prepare
+from duratask.serve.protocol import events_to_pb, failure_from_pb, optional_text, text
+from duratask.worker._episode import Defer, EpisodeInput
+
+_LOG = logging.getLogger("duratask.serve")
+_ABANDON_BACKOFF = timedelta(seconds=1)
+
+
+class UnknownTokenError(LookupError):
+    """A completion names no work item this server holds (finished, abandoned, or its
+    lease lost)."""
+
+
+def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter | None:
+    """The seam's filter for a worker's ``workItemFilters`` (None: it runs anything). A
+    filter naming no versions of an orchestration matches its unversioned instances."""
+    if not request.HasField("workItemFilters"):
+        return None
+    filters = request.workItemFilters
+    orchestrations: set[tuple[str, str | None]] = set()
+    for item in filters.orchestrations:
+        if item.versions:
+            orchestrations.update((item.name, v) for v in item.versions)
+        else:
+            orchestrations.add((item.name, None))
+    return WorkFilter(
+        orchestrations=frozenset(orchestrations),
+        activities=frozenset(item.name for item in filters.activities),
+    )
+
+
+class _Slots:
+    """How many more items a worker takes of one kind (its concurrency limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._changed = asyncio.Event()
+
+    async def wait(self) -> int:
+        while self.free <= 0:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.free
+
+    def take(self, n: int = 1) -> None:
+        self.free -= n
+
+    def give(self) -> None:
+        self.free += 1
+        self._changed.set()
+
+
+@dataclass(eq=False)
+class _Stream:
+    owner: str
+    work_filter: WorkFilter | None
+    orchestration_slots: _Slots
+    activity_slots: _Slots
+    queue: asyncio.Queue[pb.WorkItem] = field(default_factory=asyncio.Queue)
+    tokens: set[str] = field(default_factory=set)
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class _LeasedEpisode:
+    stream: _Stream
+    item: OrchestrationWorkItem
+    source: EpisodeInput
+    now: datetime
+
+
+@dataclass(eq=False)
+class _LeasedActivity:
+    stream: _Stream
+    item: ActivityWorkItem
+
+
+_Leased = _LeasedEpisode | _LeasedActivity
+
+
+def owner_prefix(port: int) -> str:
+    """The lease owner ids of a server on this host and port: one process at a time listens
+    there, so leases under this prefix that a starting server finds are its predecessor's."""
+    return f"duratask-serve@{socket.gethostname()}:{port}/"
+
+
+class WorkItemStreams:
+    """Every worker stream of one server, and the items they hold."""
+
+    def __init__(
+        self,
+        store: TaskHubStore,
+        *,
+        owner_prefix: str,
+        lease: timedelta = timedelta(seconds=30),
+        ping_interval: float = 10.0,
+        max_poll: float = 0.5,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._store = store
+        self._prefix = owner_prefix
+        self._lease = lease
+        self._ping_interval = ping_interval
+        self._max_poll = max_poll
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._leased: dict[str, _Leased] = {}
+        self._streams: set[_Stream] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def take_over_predecessor(self) -> int:
+        """Break the leases a previous process on this address held (it is gone: this one
+        listens there now), so its work is redelivered at once; how many."""
+        broken = 0
+        for holder in await self._store.lease_holders():
+            if holder.owner.startswith(self._prefix):
+                broken += await self._store.break_leases(holder.owner)
+        return broken
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def serve(self, request: pb.GetWorkItemsRequest) -> AsyncIterator[pb.WorkItem]:
+        """The items of one worker stream, with health pings while idle."""
+        stream = _Stream(
+            owner=self._prefix + uuid.uuid4().hex[:12],
+            work_filter=work_filter(request),
+            orchestration_slots=_Slots(max(1, request.maxConcurrentOrchestrationWorkItems or 10)),
+            activity_slots=_Slots(max(1, request.maxConcurrentActivityWorkItems or 10)),
+        )
+        self._streams.add(stream)
+        tasks = [
+            asyncio.create_task(self._orchestrations(stream)),
+            asyncio.create_task(self._activities(stream)),
+            asyncio.create_task(self._keep_alive(stream)),
+        ]
+        getter: asyncio.Task[pb.WorkItem] | None = None
+        try:
+            while True:
+                if getter is None:
+                    getter = asyncio.create_task(stream.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, *tasks}, timeout=self._ping_interval, return_when="FIRST_COMPLETED"
+                )
+                for task in tasks:
+                    if task in done:
+                        task.result()  # a pump that failed ends the stream with its error
+                if getter in done:
+                    item, getter = getter.result(), None
+                    yield item
+                else:
+                    yield pb.WorkItem(healthPing=pb.HealthPing())
+        finally:
+            stream.closed = True
+            self._streams.discard(stream)
+            for task in tasks:
+                task.cancel()
+            if getter is not None:
+                getter.cancel()
+            # The stream may be ending by cancellation: release its items in a task of
+            # their own, which the cancellation does not reach.
+            self._spawn(self._release(stream, tasks))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, stream: _Stream, tasks: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        released = 0
+        for token in list(stream.tokens):
+            leased = self._leased.pop(token, None)
+            stream.tokens.discard(token)
+            if leased is None:
+                continue
+            released += 1
+            with contextlib.suppress(Exception):
+                if isinstance(leased, _LeasedEpisode):
+                    await self._store.abandon_orchestration_work_item(leased.item)
+                else:
+                    await self._store.abandon_activity_work_item(leased.item)
+        while not stream.queue.empty():
+            stream.queue.get_nowait()
+        if stream.work_filter is not None:
+            with contextlib.suppress(Exception):
+                await self._store.remove_worker(stream.owner)
+        if released:
+            _LOG.info(
+                "worker stream %s ended: %d unfinished item(s) handed back",
+                stream.owner,
+                released,
+                extra={"event": "duratask.serve.stream_released", "items": released},
+            )
+
+    async def close(self) -> None:
+        """Wait for the streams' releases (after the server stopped)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- leasing ---------------------------------------------------------------------------
+
+    async def _idle(self, kind: str, delay: float) -> None:
+        if isinstance(self._store, SupportsWakeUps):
+            await self._store.wait_for_notification(delay, kind=kind)
+        else:
+            await asyncio.sleep(delay)
+
+    async def _orchestrations(self, stream: _Stream) -> None:
+        delay = 0.01
+        while not stream.closed:
+            await stream.orchestration_slots.wait()
+            item = await self._store.lock_next_orchestration_work_item(
+                stream.owner, self._lease, work_filter=stream.work_filter
+            )
+            if item is None:
+                await self._idle("orchestration", delay)
+                delay = min(delay * 2, self._max_poll)
+                continue
+            delay = 0.01
+            await self._dispatch_episode(stream, item)
+
+    async def _dispatch_episode(self, stream: _Stream, item: OrchestrationWorkItem) -> None:
+        now = self._clock()
+        source = EpisodeInput.of(item)
+        try:
+            planned = prepare(source, now)
+            if isinstance(planned, Defer):
+                await self._store.abandon_orchestration_work_item(item, planned.retry_at)
+                return
+            if not isinstance(planned, CodeRequest):
+                await self._store.commit_episode(item.fence(), planned)
+                return
+        except LeaseLostError:
+            return
+        except Exception:
+            _LOG.exception(
+                "cannot plan an episode of %r; handing it back",
+                item.instance_id,
+                extra={"event": "duratask.serve.episode_error", "instance_id": item.instance_id},
+            )
+            with contextlib.suppress(Exception):
+                await self._store.abandon_orchestration_work_item(item, now + _ABANDON_BACKOFF)
+            return
+        token = self._hold(stream, _LeasedEpisode(stream, item, source, now))
+        stream.orchestration_slots.take()
+        request = pb.OrchestratorRequest(
+            instanceId=planned.instance_id,
+            executionId=text(planned.execution_id),
+            pastEvents=events_to_pb(planned.past_events),
+            newEvents=events_to_pb(planned.new_events),
+        )
+        stream.queue.put_nowait(pb.WorkItem(orchestratorRequest=request, completionToken=token))
+
+    async def _activities(self, stream: _Stream) -> None:
+        delay = 0.01
+        while not stream.closed:
+            free = await stream.activity_slots.wait()
+            items = await self._store.lock_next_activity_work_items(
+                stream.owner, self._lease, max_items=free, work_filter=stream.work_filter
+            )
+            if not items:
+                await self._idle("activity", delay)
+                delay = min(delay * 2, self._max_poll)
+                continue
+            delay = 0.01
+            for item in items:
+                token = self._hold(stream, _LeasedActivity(stream, item))
+                stream.activity_slots.take()
+                req = item.request
+                request = pb.ActivityRequest(
+                    name=req.name,
+                    version=text(req.version),
+                    input=text(req.input),
+                    orchestrationInstance=pb.OrchestrationInstance(
+                        instanceId=req.instance_id, executionId=text(req.execution_id)
+                    ),
+                    taskId=req.task_id,
+                )
+                stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
+
+    def _hold(self, stream: _Stream, leased: _Leased) -> str:
+        token = uuid.uuid4().hex
+        self._leased[token] = leased
+        stream.tokens.add(token)
+        return token
+
+    def _drop(self, token: str) -> _Leased:
+        leased = self._leased.pop(token, None)
+        if leased is None:
+            raise UnknownTokenError(
+                f"no work item is held under completion token {token!r}: it was completed "
+                "or abandoned already, or its lease was lost (the item goes to a worker again)"
+            )
+        leased.stream.tokens.discard(token)
+        if isinstance(leased, _LeasedEpisode):
+            leased.stream.orchestration_slots.give()
+        else:
+            leased.stream.activity_slots.give()
+        return leased
+
+    async def _keep_alive(self, stream: _Stream) -> None:
+        """Renew the stream's leases, and report the worker (when it said what it runs)."""
+        interval = self._lease.total_seconds() / 3
+        started = self._clock()
+        while not stream.closed:
+            if stream.work_filter is not None:
+                await self._report(stream, started)
+            for token in list(stream.tokens):
+                leased = self._leased.get(token)
+                if leased is None:
+                    continue
+                try:
+                    if isinstance(leased, _LeasedEpisode):
+                        await self._store.renew_orchestration_work_item(leased.item, self._lease)
+                    else:
+                        await self._store.renew_activity_work_item(leased.item, self._lease)
+                except LeaseLostError:
+                    with contextlib.suppress(UnknownTokenError):
+                        self._drop(token)
+            await asyncio.sleep(interval)
+
+    async def _report(self, stream: _Stream, started: datetime) -> None:
+        wanted = stream.work_filter
+        assert wanted is not None
+        in_flight = {"orchestrations": 0, "activities": 0}
+        for token in stream.tokens:
+            kind = (
+                "orchestrations"
+                if isinstance(self._leased.get(token), _LeasedEpisode)
+                else "activities"
+            )
+            in_flight[kind] += 1
+        await self._store.heartbeat_worker(
+            WorkerInfo(
+                worker_id=stream.owner,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=started,
+                heartbeat_at=self._clock(),
+                orchestrations=wanted.orchestrations or frozenset(),
+                activities=wanted.activities or frozenset(),
+                in_flight=in_flight,
+            )
+        )
+
+    # -- completions -----------------------------------------------------------------------
+
+    async def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
+        """Commit the episode the worker ran; :class:`LeaseLostError` if its lease was
+        taken over, :class:`UnknownTokenError` if it is not held here."""
+        leased = self._drop(response.completionToken)
+        if not isinstance(leased, _LeasedEpisode):
+            raise UnknownTokenError(f"{response.completionToken!r} names an activity")
+        planned = finish(leased.source, leased.now, WorkerReply.of(response))
+        if isinstance(planned, Defer):
+            await self._store.abandon_orchestration_work_item(leased.item, planned.retry_at)
+            return
+        await self._store.commit_episode(leased.item.fence(), planned)
+
+    async def complete_activity(self, response: pb.ActivityResponse) -> None:
+        """Record the activity's result; errors as for :meth:`complete_orchestration`."""
+        leased = self._drop(response.completionToken)
+        if not isinstance(leased, _LeasedActivity):
+            raise UnknownTokenError(f"{response.completionToken!r} names an orchestration")
+        req = leased.item.request
+        event: h.HistoryEvent
+        if response.HasField("failureDetails"):
+            event = h.TaskFailed(
+                timestamp=self._clock(),
+                task_scheduled_id=req.task_id,
+                failure_details=failure_from_pb(response.failureDetails),
+            )
+        else:
+            event = h.TaskCompleted(
+                timestamp=self._clock(),
+                task_scheduled_id=req.task_id,
+                result=optional_text(response, "result"),
+            )
+        message = OrchestrationMessage(req.instance_id, event, req.execution_id)
+        await self._store.complete_activity_work_item(leased.item, message)
+
+    async def abandon(self, token: str) -> None:
+        """Hand an item back unfinished (the worker could not run it now)."""
+        leased = self._drop(token)
+        if isinstance(leased, _LeasedEpisode):
+            retry_at = self._clock() + _ABANDON_BACKOFF
+            await self._store.abandon_orchestration_work_item(leased.item, retry_at)
+        else:
+            await self._store.abandon_activity_work_item(leased.item)
+
+
+__all__ = ["UnknownTokenError", "WorkItemStreams", "owner_prefix", "work_filter"]
