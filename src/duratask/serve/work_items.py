@@ -16,10 +16,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -39,6 +39,7 @@ from duratask.serve.protocol import events_to_pb, failure_from_pb, optional_text
 from duratask.worker._episode import Defer, EpisodeInput
 
 _LOG = logging.getLogger("duratask.serve")
+_T = TypeVar("_T")
 _ABANDON_BACKOFF = timedelta(seconds=1)
 
 
@@ -154,7 +155,7 @@ class WorkItemStreams:
 
     # -- the stream ------------------------------------------------------------------------
 
-    async def serve(self, request: pb.GetWorkItemsRequest) -> AsyncIterator[pb.WorkItem]:
+    async def serve(self, request: pb.GetWorkItemsRequest) -> AsyncGenerator[pb.WorkItem, None]:
         """The items of one worker stream, with health pings while idle."""
         stream = _Stream(
             owner=self._prefix + uuid.uuid4().hex[:12],
@@ -240,12 +241,41 @@ class WorkItemStreams:
         else:
             await asyncio.sleep(delay)
 
+    async def _lease_call(self, stream: _Stream, lock: Coroutine[Any, Any, _T]) -> _T:
+        """The result of a lease call, which a stream that ends meanwhile does not lose: what
+        it leased then is handed back."""
+        call = asyncio.ensure_future(lock)
+        try:
+            result = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._spawn(self._hand_back(done)))
+            raise
+        if stream.closed:
+            await self._hand_back(call)
+            raise asyncio.CancelledError
+        return result
+
+    async def _hand_back(self, call: asyncio.Future[Any]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        leased = call.result()
+        items = leased if isinstance(leased, list) else [leased]
+        with contextlib.suppress(Exception):
+            for item in items:
+                if isinstance(item, OrchestrationWorkItem):
+                    await self._store.abandon_orchestration_work_item(item)
+                elif isinstance(item, ActivityWorkItem):
+                    await self._store.abandon_activity_work_item(item)
+
     async def _orchestrations(self, stream: _Stream) -> None:
         delay = 0.01
         while not stream.closed:
             await stream.orchestration_slots.wait()
-            item = await self._store.lock_next_orchestration_work_item(
-                stream.owner, self._lease, work_filter=stream.work_filter
+            item = await self._lease_call(
+                stream,
+                self._store.lock_next_orchestration_work_item(
+                    stream.owner, self._lease, work_filter=stream.work_filter
+                ),
             )
             if item is None:
                 await self._idle("orchestration", delay)
@@ -290,8 +320,11 @@ class WorkItemStreams:
         delay = 0.01
         while not stream.closed:
             free = await stream.activity_slots.wait()
-            items = await self._store.lock_next_activity_work_items(
-                stream.owner, self._lease, max_items=free, work_filter=stream.work_filter
+            items = await self._lease_call(
+                stream,
+                self._store.lock_next_activity_work_items(
+                    stream.owner, self._lease, max_items=free, work_filter=stream.work_filter
+                ),
             )
             if not items:
                 await self._idle("activity", delay)
