@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -261,3 +261,31 @@ def test_list_instance_ids_pages_finished_instances(hub: Hub) -> None:
         if token is None:
             break
     assert set(ids) <= set(seen)
+
+
+def test_scheduled_start_waits_for_its_time(hub: Hub) -> None:
+    start_at = datetime.now(UTC) + timedelta(seconds=1)
+    iid = hub.sdk.schedule_new_orchestration(
+        sdk_app.sequence, input=["later"], instance_id=new_id("sch"), start_at=start_at
+    )
+    state = hub.sdk.get_orchestration_state(iid)
+    assert state is not None and state.runtime_status is SDK.PENDING
+    completed(hub, iid)
+    history = hub.client.get_orchestration_history(iid)
+    assert history[0].timestamp >= start_at
+
+
+def test_purge_by_filter_takes_only_finished_instances(hub: Hub) -> None:
+    since = datetime.now(UTC)
+    done = hub.sdk.schedule_new_orchestration(sdk_app.sequence, input=[], instance_id=new_id("pf"))
+    completed(hub, done)
+    running = hub.sdk.schedule_new_orchestration(sdk_app.approval, instance_id=new_id("pf"))
+    hub.sdk.wait_for_orchestration_start(running, timeout=30)
+    result = hub.sdk.purge_orchestrations_by(
+        created_time_from=since, runtime_status=[SDK.COMPLETED, SDK.RUNNING]
+    )
+    assert result.deleted_instance_count == 1
+    assert hub.sdk.get_orchestration_state(done) is None
+    assert hub.sdk.get_orchestration_state(running) is not None
+    hub.sdk.terminate_orchestration(running)
+    completed(hub, running)
