@@ -17,7 +17,12 @@ TOKEN_ENV = "DURATASK_SERVE_TOKEN"
 
 @click.command("serve")
 @click.option("--store", envvar=STORE_ENV, help=f"Task hub store URL (or set {STORE_ENV}).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="localhost",
+    show_default=True,
+    help="Address to listen on (localhost: IPv4 and IPv6 loopback).",
+)
 @click.option(
     "--port", default=4001, show_default=True, type=click.IntRange(0, 65535), help="Port."
 )

@@ -71,8 +71,12 @@ def text(value: str | None) -> wrappers_pb2.StringValue | None:
 
 
 def optional_text(message: Any, field: str) -> str | None:
-    """A wrapped string field of ``message``: its value, or None when unset."""
-    return str(getattr(message, field).value) if message.HasField(field) else None
+    """A wrapped string field of ``message``: its value, or None when unset or empty (SDKs
+    send an empty value for "no payload")."""
+    if not message.HasField(field):
+        return None
+    value = str(getattr(message, field).value)
+    return value or None
 
 
 def optional_time(message: Any, field: str) -> datetime | None:

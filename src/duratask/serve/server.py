@@ -252,7 +252,7 @@ class SidecarServer:
         self,
         store: str | TaskHubStore,
         *,
-        host: str = "127.0.0.1",
+        host: str = "localhost",
         port: int = 4001,
         token: str | None = None,
         tls: tuple[bytes, bytes] | None = None,
