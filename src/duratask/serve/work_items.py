@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +26,8 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from duratask import history as h
 from duratask.backends.base import (
     ActivityWorkItem,
+    EagerLease,
+    OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     SupportsWakeUps,
@@ -165,8 +167,8 @@ class WorkItemStreams:
         )
         self._streams.add(stream)
         tasks = [
-            asyncio.create_task(self._orchestrations(stream)),
-            asyncio.create_task(self._activities(stream)),
+            asyncio.create_task(self._pump(stream, "orchestration")),
+            asyncio.create_task(self._pump(stream, "activity")),
             asyncio.create_task(self._keep_alive(stream)),
         ]
         getter: asyncio.Task[pb.WorkItem] | None = None
@@ -267,6 +269,26 @@ class WorkItemStreams:
                 elif isinstance(item, ActivityWorkItem):
                     await self._store.abandon_activity_work_item(item)
 
+    async def _pump(self, stream: _Stream, kind: str) -> None:
+        """Lease work of ``kind`` for the stream until it ends; a store error (a restart of
+        the database, say) is logged and retried after a pause rather than ending the
+        stream."""
+        pump = self._orchestrations if kind == "orchestration" else self._activities
+        while not stream.closed:
+            try:
+                await pump(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOG.warning(
+                    "leasing %s work for %s failed; retrying in 1 s",
+                    kind,
+                    stream.owner,
+                    exc_info=True,
+                    extra={"event": "duratask.serve.lease_error", "kind": kind},
+                )
+                await asyncio.sleep(1.0)
+
     async def _orchestrations(self, stream: _Stream) -> None:
         delay = 0.01
         while not stream.closed:
@@ -332,19 +354,23 @@ class WorkItemStreams:
                 continue
             delay = 0.01
             for item in items:
-                token = self._hold(stream, _LeasedActivity(stream, item))
                 stream.activity_slots.take()
-                req = item.request
-                request = pb.ActivityRequest(
-                    name=req.name,
-                    version=text(req.version),
-                    input=text(req.input),
-                    orchestrationInstance=pb.OrchestrationInstance(
-                        instanceId=req.instance_id, executionId=text(req.execution_id)
-                    ),
-                    taskId=req.task_id,
-                )
-                stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
+                self._send_activity(stream, item)
+
+    def _send_activity(self, stream: _Stream, item: ActivityWorkItem) -> None:
+        """Hand a leased activity to the stream's worker (its slot already taken)."""
+        token = self._hold(stream, _LeasedActivity(stream, item))
+        req = item.request
+        request = pb.ActivityRequest(
+            name=req.name,
+            version=text(req.version),
+            input=text(req.input),
+            orchestrationInstance=pb.OrchestrationInstance(
+                instanceId=req.instance_id, executionId=text(req.execution_id)
+            ),
+            taskId=req.task_id,
+        )
+        stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
 
     def _hold(self, stream: _Stream, leased: _Leased) -> str:
         token = uuid.uuid4().hex
@@ -371,21 +397,34 @@ class WorkItemStreams:
         interval = self._lease.total_seconds() / 3
         started = self._clock()
         while not stream.closed:
-            if stream.work_filter is not None:
-                await self._report(stream, started)
-            for token in list(stream.tokens):
-                leased = self._leased.get(token)
-                if leased is None:
-                    continue
-                try:
-                    if isinstance(leased, _LeasedEpisode):
-                        await self._store.renew_orchestration_work_item(leased.item, self._lease)
-                    else:
-                        await self._store.renew_activity_work_item(leased.item, self._lease)
-                except LeaseLostError:
-                    with contextlib.suppress(UnknownTokenError):
-                        self._drop(token)
+            try:
+                await self._renew(stream, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOG.warning(
+                    "renewing the leases of %s failed; retrying",
+                    stream.owner,
+                    exc_info=True,
+                    extra={"event": "duratask.serve.lease_error", "kind": "renewal"},
+                )
             await asyncio.sleep(interval)
+
+    async def _renew(self, stream: _Stream, started: datetime) -> None:
+        if stream.work_filter is not None:
+            await self._report(stream, started)
+        for token in list(stream.tokens):
+            leased = self._leased.get(token)
+            if leased is None:
+                continue
+            try:
+                if isinstance(leased, _LeasedEpisode):
+                    await self._store.renew_orchestration_work_item(leased.item, self._lease)
+                else:
+                    await self._store.renew_activity_work_item(leased.item, self._lease)
+            except LeaseLostError:
+                with contextlib.suppress(UnknownTokenError):
+                    self._drop(token)
 
     async def _report(self, stream: _Stream, started: datetime) -> None:
         wanted = stream.work_filter
@@ -423,7 +462,42 @@ class WorkItemStreams:
         if isinstance(planned, Defer):
             await self._store.abandon_orchestration_work_item(leased.item, planned.retry_at)
             return
-        await self._store.commit_episode(leased.item.fence(), planned)
+        stream = leased.stream
+        eager = 0 if stream.closed else self._eager_count(stream, planned)
+        commit = planned
+        if eager:
+            # The worker that ran the episode has room for its first activities: lease them
+            # to it in the commit, sparing a fetch round trip each.
+            stream.activity_slots.take(eager)
+            commit = replace(planned, eager_activities=EagerLease(stream.owner, self._lease, eager))
+        try:
+            leased_now = await self._store.commit_episode(leased.item.fence(), commit)
+        except BaseException:
+            for _ in range(eager):
+                stream.activity_slots.give()
+            raise
+        for item in leased_now:
+            if stream.closed:
+                with contextlib.suppress(Exception):
+                    await self._store.abandon_activity_work_item(item)
+                stream.activity_slots.give()
+            else:
+                self._send_activity(stream, item)
+        for _ in range(eager - len(leased_now)):
+            stream.activity_slots.give()
+
+    @staticmethod
+    def _eager_count(stream: _Stream, commit: OrchestrationCommit) -> int:
+        """How many of the commit's first activities the stream's worker can take now."""
+        runs = stream.work_filter.activities if stream.work_filter is not None else None
+        count = 0
+        for activity in commit.activities:
+            if count >= stream.activity_slots.free or (
+                runs is not None and activity.name not in runs
+            ):
+                break
+            count += 1
+        return count
 
     async def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Record the activity's result; errors as for :meth:`complete_orchestration`."""
