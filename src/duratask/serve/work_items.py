@@ -27,6 +27,8 @@ from duratask import history as h
 from duratask.backends.base import (
     ActivityWorkItem,
     EagerLease,
+    EpisodeFence,
+    InstanceUnchanged,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -35,9 +37,10 @@ from duratask.backends.base import (
     WorkerInfo,
     WorkFilter,
 )
-from duratask.errors import LeaseLostError
+from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.episodes import CodeRequest, WorkerReply, finish, prepare
 from duratask.serve.protocol import events_to_pb, failure_from_pb, optional_text, text
+from duratask.state import OrchestrationStatus
 from duratask.worker._episode import Defer, EpisodeInput
 
 _LOG = logging.getLogger("duratask.serve")
@@ -102,10 +105,23 @@ class _Stream:
 
 @dataclass(eq=False)
 class _LeasedEpisode:
+    """An episode at a worker: on a leased instance (``item``), or straight through on an
+    activity's result (``finished`` with its ``result``, not stored yet: the episode's
+    commit consumes it, or it is stored as a message if that cannot be)."""
+
     stream: _Stream
-    item: OrchestrationWorkItem
+    item: OrchestrationWorkItem | None
     source: EpisodeInput
     now: datetime
+    finished: ActivityWorkItem | None = None
+    result: OrchestrationMessage | None = None
+
+    def fence(self) -> EpisodeFence:
+        if self.item is not None:
+            return self.item.fence()
+        state = self.source.state
+        assert state is not None and state.execution_id is not None
+        return InstanceUnchanged(state.execution_id, self.source.history_length)
 
 
 @dataclass(eq=False)
@@ -213,10 +229,7 @@ class WorkItemStreams:
                 continue
             released += 1
             with contextlib.suppress(Exception):
-                if isinstance(leased, _LeasedEpisode):
-                    await self._store.abandon_orchestration_work_item(leased.item)
-                else:
-                    await self._store.abandon_activity_work_item(leased.item)
+                await self._give_back(leased)
         while not stream.queue.empty():
             stream.queue.get_nowait()
         if stream.work_filter is not None:
@@ -328,7 +341,10 @@ class WorkItemStreams:
             with contextlib.suppress(Exception):
                 await self._store.abandon_orchestration_work_item(item, now + _ABANDON_BACKOFF)
             return
-        token = self._hold(stream, _LeasedEpisode(stream, item, source, now))
+        self._send_episode(stream, _LeasedEpisode(stream, item, source, now), planned)
+
+    def _send_episode(self, stream: _Stream, episode: _LeasedEpisode, planned: CodeRequest) -> None:
+        token = self._hold(stream, episode)
         stream.orchestration_slots.take()
         request = pb.OrchestratorRequest(
             instanceId=planned.instance_id,
@@ -418,10 +434,12 @@ class WorkItemStreams:
             if leased is None:
                 continue
             try:
-                if isinstance(leased, _LeasedEpisode):
-                    await self._store.renew_orchestration_work_item(leased.item, self._lease)
-                else:
+                if isinstance(leased, _LeasedActivity):
                     await self._store.renew_activity_work_item(leased.item, self._lease)
+                elif leased.item is not None:
+                    await self._store.renew_orchestration_work_item(leased.item, self._lease)
+                elif leased.finished is not None:
+                    await self._store.renew_activity_work_item(leased.finished, self._lease)
             except LeaseLostError:
                 with contextlib.suppress(UnknownTokenError):
                     self._drop(token)
@@ -460,8 +478,10 @@ class WorkItemStreams:
             raise UnknownTokenError(f"{response.completionToken!r} names an activity")
         planned = finish(leased.source, leased.now, WorkerReply.of(response))
         if isinstance(planned, Defer):
-            await self._store.abandon_orchestration_work_item(leased.item, planned.retry_at)
+            await self._give_back(leased, planned.retry_at)
             return
+        if leased.finished is not None:
+            planned = replace(planned, finished_activity=leased.finished)
         stream = leased.stream
         eager = 0 if stream.closed else self._eager_count(stream, planned)
         commit = planned
@@ -471,7 +491,15 @@ class WorkItemStreams:
             stream.activity_slots.take(eager)
             commit = replace(planned, eager_activities=EagerLease(stream.owner, self._lease, eager))
         try:
-            leased_now = await self._store.commit_episode(leased.item.fence(), commit)
+            leased_now = await self._store.commit_episode(leased.fence(), commit)
+        except (InstanceBusyError, LeaseLostError):
+            for _ in range(eager):
+                stream.activity_slots.give()
+            if leased.item is not None:
+                raise  # the lease was taken over: the completion is refused
+            # The instance moved on meanwhile: the result goes the usual way.
+            await self._store_result(leased)
+            return
         except BaseException:
             for _ in range(eager):
                 stream.activity_slots.give()
@@ -519,16 +547,60 @@ class WorkItemStreams:
                 result=optional_text(response, "result"),
             )
         message = OrchestrationMessage(req.instance_id, event, req.execution_id)
-        await self._store.complete_activity_work_item(leased.item, message)
+        if not await self._straight_through(leased, message):
+            await self._store.complete_activity_work_item(leased.item, message)
+
+    async def _straight_through(
+        self, leased: _LeasedActivity, message: OrchestrationMessage
+    ) -> bool:
+        """Send the instance's next episode to the activity's worker at once, on the result
+        it just gave (not stored: the episode's commit consumes it, fenced on the instance
+        being unchanged), as duratask's workers do; one commit per step instead of two.
+        False when that cannot be (the worker has no room or does not run the
+        orchestration, the instance moved on)."""
+        stream, req = leased.stream, leased.item.request
+        if stream.closed or stream.orchestration_slots.free <= 0:
+            return False
+        state = await self._store.get_instance(req.instance_id)
+        if (
+            state is None
+            or state.execution_id != req.execution_id
+            or state.runtime_status is not OrchestrationStatus.RUNNING
+        ):
+            return False
+        wanted = stream.work_filter.orchestrations if stream.work_filter is not None else None
+        if wanted is not None and (state.name, state.version) not in wanted:
+            return False
+        history = await self._store.get_history(req.instance_id)
+        now = self._clock()
+        source = EpisodeInput(req.instance_id, state, history, len(history), (), message)
+        planned = prepare(source, now)
+        if not isinstance(planned, CodeRequest) or stream.closed:
+            return False
+        if stream.orchestration_slots.free <= 0:
+            return False
+        episode = _LeasedEpisode(stream, None, source, now, leased.item, message)
+        self._send_episode(stream, episode, planned)
+        return True
 
     async def abandon(self, token: str) -> None:
         """Hand an item back unfinished (the worker could not run it now)."""
-        leased = self._drop(token)
-        if isinstance(leased, _LeasedEpisode):
-            retry_at = self._clock() + _ABANDON_BACKOFF
+        await self._give_back(self._drop(token), retry_at=self._clock() + _ABANDON_BACKOFF)
+
+    async def _give_back(self, leased: _Leased, retry_at: datetime | None = None) -> None:
+        """Release an item unfinished; a straight-through episode's activity result is
+        stored, so that it is not lost."""
+        if isinstance(leased, _LeasedActivity):
+            await self._store.abandon_activity_work_item(leased.item)
+        elif leased.item is not None:
             await self._store.abandon_orchestration_work_item(leased.item, retry_at)
         else:
-            await self._store.abandon_activity_work_item(leased.item)
+            await self._store_result(leased)
+
+    async def _store_result(self, leased: _LeasedEpisode) -> None:
+        assert leased.finished is not None and leased.result is not None
+        with contextlib.suppress(LeaseLostError):  # it runs again elsewhere
+            await self._store.complete_activity_work_item(leased.finished, leased.result)
 
 
 __all__ = ["UnknownTokenError", "WorkItemStreams", "owner_prefix", "work_filter"]
