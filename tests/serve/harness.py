@@ -13,13 +13,14 @@ from typing import Any
 from durabletask import client as sdk_client
 from durabletask import worker as sdk_worker
 
+from duratask.backends import TaskHubStore
 from duratask.serve import SidecarServer
 
 
 class ServerThread:
     """A :class:`SidecarServer` running on its own event loop in a daemon thread."""
 
-    def __init__(self, store: str, **options: Any) -> None:
+    def __init__(self, store: str | TaskHubStore, **options: Any) -> None:
         options.setdefault("port", 0)
         self.server = SidecarServer(store, **options)
         self._loop = asyncio.new_event_loop()
@@ -47,7 +48,7 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def serving(store: str, **options: Any) -> Iterator[ServerThread]:
+def serving(store: str | TaskHubStore, **options: Any) -> Iterator[ServerThread]:
     server = ServerThread(store, **options).start()
     try:
         yield server
