@@ -547,7 +547,18 @@ class WorkItemStreams:
                 result=optional_text(response, "result"),
             )
         message = OrchestrationMessage(req.instance_id, event, req.execution_id)
-        if not await self._straight_through(leased, message):
+        try:
+            straight = await self._straight_through(leased, message)
+        except Exception:
+            _LOG.warning(
+                "cannot run the next episode of %r on its activity's result at once; "
+                "storing the result",
+                req.instance_id,
+                exc_info=True,
+                extra={"event": "duratask.serve.lease_error", "kind": "episode"},
+            )
+            straight = False
+        if not straight:
             await self._store.complete_activity_work_item(leased.item, message)
 
     async def _straight_through(
