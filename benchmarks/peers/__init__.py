@@ -59,6 +59,19 @@ PEERS: dict[str, Peer] = {
         best="dtsdk-best",
         default="dtsdk-default",
     ),
+    "durabletask-sdk-serve": Peer(
+        name="durabletask-sdk-serve",
+        module="durabletask",
+        workloads_module="benchmarks.peers.durabletask_sdk_workloads",
+        requirement="durabletask>=1.12,<2",
+        distribution="durabletask",
+        title="Microsoft durabletask (Python SDK) through duratask serve",
+        stores=("sqlite", "postgresql"),
+        # W5 measures the trial process's memory, and the server is a process of its own.
+        workloads=("W1", "W2", "W3", "W4"),
+        best="dtsdk-serve-best",
+        default="dtsdk-serve-default",
+    ),
 }
 
 

@@ -15,6 +15,11 @@ WARNING: by default they write an INFO line to stderr for every schedule, step a
 which would measure the terminal rather than the engine (duratask's INFO records are dropped
 the same way: trials log at WARNING).
 
+``--compare durabletask-sdk-serve`` runs the same SDK worker and client against ``duratask
+serve`` (a process of its own, as deployed) on the trial's SQLite or PostgreSQL hub:
+durable, unlike the in-memory backend. Its two configurations (``dtsdk-serve-default``,
+``dtsdk-serve-best``) set the SDK as above.
+
 Requires the optional package ``durabletask`` (``pip install durabletask``).
 """
 
@@ -24,6 +29,8 @@ import asyncio
 import gc
 import logging
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -57,6 +64,7 @@ class SdkSetup:
 
     concurrency: dict[str, int] = field(default_factory=dict)  # ConcurrencyOptions(...)
     emit_trace_spans: bool | None = None
+    serve: bool = False  # duratask serve on the trial's hub, not the in-memory backend
 
 
 CONFIGS: dict[str, SdkSetup] = {
@@ -65,6 +73,8 @@ CONFIGS: dict[str, SdkSetup] = {
     # trace spans from worker and client. Thread pools of 2 or 16 workers instead of the
     # default (CPUs + 4) were not faster on W1.
     "dtsdk-best": SdkSetup(emit_trace_spans=False),
+    "dtsdk-serve-default": SdkSetup(serve=True),
+    "dtsdk-serve-best": SdkSetup(emit_trace_spans=False, serve=True),
 }
 
 
@@ -133,9 +143,49 @@ class Hub:
     client: AsyncTaskHubGrpcClient
 
 
-def start_hub(setup: SdkSetup, max_history: int) -> Hub:
+def start_serve(url: str, port: int) -> subprocess.Popen[bytes]:
+    """``duratask serve`` on ``url``, once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duratask.cli", "serve", "--store", url, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"duratask serve exited with code {proc.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("duratask serve did not listen within 30 s")
+        time.sleep(0.05)
+
+
+class _Serve:
+    """A ``duratask serve`` process, stopped as the test backend is."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def start_hub(setup: SdkSetup, max_history: int, place: HubPlace | None = None) -> Hub:
     port = free_port()
-    backend = create_test_backend(port=port, max_history_size=max_history)
+    backend: Any
+    if setup.serve:
+        assert place is not None
+        backend = _Serve(start_serve(place.duratask_url(), port))
+    else:
+        backend = create_test_backend(port=port, max_history_size=max_history)
     address = f"localhost:{port}"
     worker_args: dict[str, Any] = {"host_address": address, "logger": quiet_logger("worker")}
     if setup.concurrency:
@@ -363,13 +413,13 @@ def run(
 ) -> dict[str, Any]:
     """Start the in-memory backend, a worker and a client configured as ``system``, run
     one workload, stop them."""
-    if place.store != "memory":
-        raise ValueError(f"the durabletask SDK runs on its in-memory backend, not {place.store}")
     setup = CONFIGS[system]
+    if (place.store == "memory") == setup.serve:
+        raise ValueError(f"{system} does not run on the {place.store} store")
     baseline_mb = rss_mb()
 
     async def main() -> dict[str, Any]:
-        hub = start_hub(setup, max_history_for(workload, params))
+        hub = start_hub(setup, max_history_for(workload, params), place)
         try:
             return await WORKLOADS[workload](hub, params, progress)
         finally:

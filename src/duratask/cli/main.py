@@ -22,6 +22,7 @@ from duratask.cli import (
     instances,
     listing,
     schedules,
+    sidecar,
     worker,
     workers_listing,
 )
@@ -88,6 +89,7 @@ main.add_command(hub.hub)
 main.add_command(workers_listing.workers)
 main.add_command(entities.entity)
 main.add_command(schedules.schedule)
+main.add_command(sidecar.serve)
 
 
 # -- the serving commands (dashboard, dev): registered here, and only here ---------------

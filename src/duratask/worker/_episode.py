@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from duratask import _actions as act
 from duratask import history as h
-from duratask._engine import OrchestrationCursor, OrchestrationExecutor, has_ended
+from duratask._engine import ExecutionResult, OrchestrationCursor, has_ended
 from duratask._engine.rewind import final_failure, rewound_view
 from duratask._episode_hooks import NO_OBSERVER, EpisodeObserver, ExecutionInfo
 from duratask._rewind import rewind_message
@@ -44,6 +44,31 @@ _START_PENDING_RETRY = timedelta(milliseconds=100)
 # eternal orchestration working through events that are already there); then it commits,
 # and the next episode goes on from the start message.
 GENERATIONS_PER_EPISODE = 100
+
+
+class CursorState(Protocol):
+    """What an episode reads of a running execution: its start, and which tasks it awaits."""
+
+    @property
+    def started(self) -> h.ExecutionStarted | None: ...
+
+    def awaits(self, task_id: int) -> bool: ...
+
+
+class EpisodeCursor(Protocol):
+    """One execution, replayed up to its stored history, that new events drive forward."""
+
+    @property
+    def ctx(self) -> CursorState: ...
+
+    def run(self, new_events: Iterable[h.HistoryEvent]) -> ExecutionResult: ...
+
+
+class EpisodeExecutor(Protocol):
+    """What runs the orchestration code: the replay engine, or a remote worker (the
+    sidecar, whose SDK workers run the code and send back the actions)."""
+
+    def cursor(self, instance_id: str, past_events: Iterable[h.HistoryEvent]) -> EpisodeCursor: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +132,13 @@ def _new_execution_id() -> str:
 
 def plan_episode(
     source: EpisodeInput,
-    executor: OrchestrationExecutor,
+    executor: EpisodeExecutor,
     now: datetime,
     new_execution_id: Callable[[], str] = _new_execution_id,
     cursor: OrchestrationCursor | None = None,
     poison: FailureDetails | None = None,
     observer: EpisodeObserver = NO_OBSERVER,
+    generations: int | None = None,
 ) -> tuple[OrchestrationCommit | Defer, OrchestrationCursor | None]:
     """Decide what to commit for one instance (or to defer it), optionally continuing a
     live ``cursor`` that is in step with the stored history (then ``source.history`` is not
@@ -120,8 +146,13 @@ def plan_episode(
     ended). ``observer`` sees each execution the episode runs (tracing).
 
     With ``poison`` the orchestration code is not run: the new messages are recorded and the
-    execution ends FAILED with those details (a rewind can run it on from there)."""
+    execution ends FAILED with those details (a rewind can run it on from there).
+
+    ``generations``: how many executions that continue as new at once the episode may run
+    back to back (1: commit the first continue-as-new as it is; None: the default)."""
     episode = _Episode(source, executor, now, new_execution_id, cursor, poison, observer)
+    if generations is not None:
+        episode.generations = generations
     return episode.run(), episode.live_cursor
 
 
@@ -147,7 +178,7 @@ class _Episode:
     def __init__(
         self,
         source: EpisodeInput,
-        executor: OrchestrationExecutor,
+        executor: EpisodeExecutor,
         now: datetime,
         new_execution_id: Callable[[], str],
         cursor: OrchestrationCursor | None = None,
@@ -166,6 +197,7 @@ class _Episode:
         self.outbound: list[OrchestrationMessage] = []
         self.activities: list[ActivityRequest] = []
         self.entity_messages: list[EntityMessage] = []
+        self.generations = GENERATIONS_PER_EPISODE
 
     def run(self) -> OrchestrationCommit | Defer:
         outcome = self._first_execution()
@@ -178,7 +210,7 @@ class _Episode:
         at once from the start it would have sent; commit the last one with all they did."""
         outbound: list[OrchestrationMessage] = []
         activities: list[ActivityRequest] = []
-        for _ in range(GENERATIONS_PER_EPISODE - 1):
+        for _ in range(self.generations - 1):
             start_message = self._continued_start(commit)
             if start_message is None:
                 break
@@ -529,6 +561,7 @@ class _Episode:
         if self.poison is not None:
             new_events = [d.event for d in deliveries]
             return self._give_up(past, start, new_events, consumed, self.poison, reset=reset)
+        cursor: EpisodeCursor
         if start is None and self.cursor is not None:
             cursor = self.cursor
         else:
@@ -566,7 +599,7 @@ class _Episode:
             now=self.now,
             custom_status=result.custom_status,
         )
-        if completion is None:
+        if completion is None and isinstance(cursor, OrchestrationCursor):
             self.live_cursor = cursor
         return OrchestrationCommit(
             state=state,
@@ -883,7 +916,7 @@ def _unpacked(start: h.ExecutionStarted) -> tuple[h.ExecutionStarted, tuple[h.Hi
 
 
 def _without_repeated_results(
-    deliveries: list[_Delivery], cursor: OrchestrationCursor
+    deliveries: list[_Delivery], cursor: EpisodeCursor
 ) -> list[_Delivery]:
     """Drop results for tasks the execution no longer awaits: a second delivery of one
     (an activity run twice after a lost lease, a timer re-sent by a rewind) is not history."""

@@ -1,0 +1,617 @@
+"""The ``GetWorkItems`` stream: leasing orchestration episodes and activities to SDK workers.
+
+Each stream is one worker connection. It leases work like any duratask worker (under its
+own owner id, within the concurrency limits and work-item filters the worker sent), keeps
+the leases alive while the worker holds them, and sends each item with a completion token.
+The completion RPCs commit through the seam under the lease's fence, so a completion for a
+lease that was taken over is refused. A stream that ends (the worker stopped, the
+connection dropped) hands its unfinished items back at once, for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+
+from duratask import history as h
+from duratask.backends.base import (
+    ActivityWorkItem,
+    EagerLease,
+    EpisodeFence,
+    InstanceUnchanged,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    SupportsWakeUps,
+    TaskHubStore,
+    WorkerInfo,
+    WorkFilter,
+)
+from duratask.errors import InstanceBusyError, LeaseLostError
+from duratask.serve.episodes import CodeRequest, WorkerReply, finish, prepare
+from duratask.serve.protocol import events_to_pb, failure_from_pb, optional_text, text
+from duratask.state import OrchestrationStatus
+from duratask.worker._episode import Defer, EpisodeInput
+
+_LOG = logging.getLogger("duratask.serve")
+_T = TypeVar("_T")
+_ABANDON_BACKOFF = timedelta(seconds=1)
+
+
+class UnknownTokenError(LookupError):
+    """A completion names no work item this server holds (finished, abandoned, or its
+    lease lost)."""
+
+
+def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter | None:
+    """The seam's filter for a worker's ``workItemFilters`` (None: it runs anything). A
+    filter naming no versions of an orchestration matches its unversioned instances."""
+    if not request.HasField("workItemFilters"):
+        return None
+    filters = request.workItemFilters
+    orchestrations: set[tuple[str, str | None]] = set()
+    for item in filters.orchestrations:
+        if item.versions:
+            orchestrations.update((item.name, v) for v in item.versions)
+        else:
+            orchestrations.add((item.name, None))
+    return WorkFilter(
+        orchestrations=frozenset(orchestrations),
+        activities=frozenset(item.name for item in filters.activities),
+    )
+
+
+class _Slots:
+    """How many more items a worker takes of one kind (its concurrency limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._changed = asyncio.Event()
+
+    async def wait(self) -> int:
+        while self.free <= 0:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.free
+
+    def take(self, n: int = 1) -> None:
+        self.free -= n
+
+    def give(self) -> None:
+        self.free += 1
+        self._changed.set()
+
+
+@dataclass(eq=False)
+class _Stream:
+    owner: str
+    work_filter: WorkFilter | None
+    orchestration_slots: _Slots
+    activity_slots: _Slots
+    queue: asyncio.Queue[pb.WorkItem] = field(default_factory=asyncio.Queue)
+    tokens: set[str] = field(default_factory=set)
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class _LeasedEpisode:
+    """An episode at a worker: on a leased instance (``item``), or straight through on an
+    activity's result (``finished`` with its ``result``, not stored yet: the episode's
+    commit consumes it, or it is stored as a message if that cannot be)."""
+
+    stream: _Stream
+    item: OrchestrationWorkItem | None
+    source: EpisodeInput
+    now: datetime
+    finished: ActivityWorkItem | None = None
+    result: OrchestrationMessage | None = None
+
+    def fence(self) -> EpisodeFence:
+        if self.item is not None:
+            return self.item.fence()
+        state = self.source.state
+        assert state is not None and state.execution_id is not None
+        return InstanceUnchanged(state.execution_id, self.source.history_length)
+
+
+@dataclass(eq=False)
+class _LeasedActivity:
+    stream: _Stream
+    item: ActivityWorkItem
+
+
+_Leased = _LeasedEpisode | _LeasedActivity
+
+
+def owner_prefix(port: int) -> str:
+    """The lease owner ids of a server on this host and port: one process at a time listens
+    there, so leases under this prefix that a starting server finds are its predecessor's."""
+    return f"duratask-serve@{socket.gethostname()}:{port}/"
+
+
+class WorkItemStreams:
+    """Every worker stream of one server, and the items they hold."""
+
+    def __init__(
+        self,
+        store: TaskHubStore,
+        *,
+        owner_prefix: str,
+        lease: timedelta = timedelta(seconds=30),
+        ping_interval: float = 10.0,
+        max_poll: float = 0.5,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._store = store
+        self._prefix = owner_prefix
+        self._lease = lease
+        self._ping_interval = ping_interval
+        self._max_poll = max_poll
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._leased: dict[str, _Leased] = {}
+        self._streams: set[_Stream] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def take_over_predecessor(self) -> int:
+        """Break the leases a previous process on this address held (it is gone: this one
+        listens there now), so its work is redelivered at once; how many."""
+        broken = 0
+        for holder in await self._store.lease_holders():
+            if holder.owner.startswith(self._prefix):
+                broken += await self._store.break_leases(holder.owner)
+        return broken
+
+    # -- the stream ------------------------------------------------------------------------
+
+    async def serve(self, request: pb.GetWorkItemsRequest) -> AsyncGenerator[pb.WorkItem, None]:
+        """The items of one worker stream, with health pings while idle."""
+        stream = _Stream(
+            owner=self._prefix + uuid.uuid4().hex[:12],
+            work_filter=work_filter(request),
+            orchestration_slots=_Slots(max(1, request.maxConcurrentOrchestrationWorkItems or 10)),
+            activity_slots=_Slots(max(1, request.maxConcurrentActivityWorkItems or 10)),
+        )
+        self._streams.add(stream)
+        tasks = [
+            asyncio.create_task(self._pump(stream, "orchestration")),
+            asyncio.create_task(self._pump(stream, "activity")),
+            asyncio.create_task(self._keep_alive(stream)),
+        ]
+        getter: asyncio.Task[pb.WorkItem] | None = None
+        try:
+            while True:
+                if getter is None:
+                    getter = asyncio.create_task(stream.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, *tasks}, timeout=self._ping_interval, return_when="FIRST_COMPLETED"
+                )
+                for task in tasks:
+                    if task in done:
+                        task.result()  # a pump that failed ends the stream with its error
+                if getter in done:
+                    item, getter = getter.result(), None
+                    yield item
+                else:
+                    yield pb.WorkItem(healthPing=pb.HealthPing())
+        finally:
+            stream.closed = True
+            self._streams.discard(stream)
+            for task in tasks:
+                task.cancel()
+            if getter is not None:
+                getter.cancel()
+            # The stream may be ending by cancellation: release its items in a task of
+            # their own, which the cancellation does not reach.
+            self._spawn(self._release(stream, tasks))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, stream: _Stream, tasks: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        released = 0
+        for token in list(stream.tokens):
+            leased = self._leased.pop(token, None)
+            stream.tokens.discard(token)
+            if leased is None:
+                continue
+            released += 1
+            with contextlib.suppress(Exception):
+                await self._give_back(leased)
+        while not stream.queue.empty():
+            stream.queue.get_nowait()
+        if stream.work_filter is not None:
+            with contextlib.suppress(Exception):
+                await self._store.remove_worker(stream.owner)
+        if released:
+            _LOG.info(
+                "worker stream %s ended: %d unfinished item(s) handed back",
+                stream.owner,
+                released,
+                extra={"event": "duratask.serve.stream_released", "items": released},
+            )
+
+    async def close(self) -> None:
+        """Wait for the streams' releases (after the server stopped)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- leasing ---------------------------------------------------------------------------
+
+    async def _idle(self, kind: str, delay: float) -> None:
+        if isinstance(self._store, SupportsWakeUps):
+            await self._store.wait_for_notification(delay, kind=kind)
+        else:
+            await asyncio.sleep(delay)
+
+    async def _lease_call(self, stream: _Stream, lock: Coroutine[Any, Any, _T]) -> _T:
+        """The result of a lease call, which a stream that ends meanwhile does not lose: what
+        it leased then is handed back."""
+        call = asyncio.ensure_future(lock)
+        try:
+            result = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(lambda done: self._spawn(self._hand_back(done)))
+            raise
+        if stream.closed:
+            await self._hand_back(call)
+            raise asyncio.CancelledError
+        return result
+
+    async def _hand_back(self, call: asyncio.Future[Any]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            return
+        leased = call.result()
+        items = leased if isinstance(leased, list) else [leased]
+        with contextlib.suppress(Exception):
+            for item in items:
+                if isinstance(item, OrchestrationWorkItem):
+                    await self._store.abandon_orchestration_work_item(item)
+                elif isinstance(item, ActivityWorkItem):
+                    await self._store.abandon_activity_work_item(item)
+
+    async def _pump(self, stream: _Stream, kind: str) -> None:
+        """Lease work of ``kind`` for the stream until it ends; a store error (a restart of
+        the database, say) is logged and retried after a pause rather than ending the
+        stream."""
+        pump = self._orchestrations if kind == "orchestration" else self._activities
+        while not stream.closed:
+            try:
+                await pump(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOG.warning(
+                    "leasing %s work for %s failed; retrying in 1 s",
+                    kind,
+                    stream.owner,
+                    exc_info=True,
+                    extra={"event": "duratask.serve.lease_error", "kind": kind},
+                )
+                await asyncio.sleep(1.0)
+
+    async def _orchestrations(self, stream: _Stream) -> None:
+        delay = 0.01
+        while not stream.closed:
+            await stream.orchestration_slots.wait()
+            item = await self._lease_call(
+                stream,
+                self._store.lock_next_orchestration_work_item(
+                    stream.owner, self._lease, work_filter=stream.work_filter
+                ),
+            )
+            if item is None:
+                await self._idle("orchestration", delay)
+                delay = min(delay * 2, self._max_poll)
+                continue
+            delay = 0.01
+            await self._dispatch_episode(stream, item)
+
+    async def _dispatch_episode(self, stream: _Stream, item: OrchestrationWorkItem) -> None:
+        now = self._clock()
+        source = EpisodeInput.of(item)
+        try:
+            planned = prepare(source, now)
+            if isinstance(planned, Defer):
+                await self._store.abandon_orchestration_work_item(item, planned.retry_at)
+                return
+            if not isinstance(planned, CodeRequest):
+                await self._store.commit_episode(item.fence(), planned)
+                return
+        except LeaseLostError:
+            return
+        except Exception:
+            _LOG.exception(
+                "cannot plan an episode of %r; handing it back",
+                item.instance_id,
+                extra={"event": "duratask.serve.episode_error", "instance_id": item.instance_id},
+            )
+            with contextlib.suppress(Exception):
+                await self._store.abandon_orchestration_work_item(item, now + _ABANDON_BACKOFF)
+            return
+        self._send_episode(stream, _LeasedEpisode(stream, item, source, now), planned)
+
+    def _send_episode(self, stream: _Stream, episode: _LeasedEpisode, planned: CodeRequest) -> None:
+        token = self._hold(stream, episode)
+        stream.orchestration_slots.take()
+        request = pb.OrchestratorRequest(
+            instanceId=planned.instance_id,
+            executionId=text(planned.execution_id),
+            pastEvents=events_to_pb(planned.past_events),
+            newEvents=events_to_pb(planned.new_events),
+        )
+        stream.queue.put_nowait(pb.WorkItem(orchestratorRequest=request, completionToken=token))
+
+    async def _activities(self, stream: _Stream) -> None:
+        delay = 0.01
+        while not stream.closed:
+            free = await stream.activity_slots.wait()
+            items = await self._lease_call(
+                stream,
+                self._store.lock_next_activity_work_items(
+                    stream.owner, self._lease, max_items=free, work_filter=stream.work_filter
+                ),
+            )
+            if not items:
+                await self._idle("activity", delay)
+                delay = min(delay * 2, self._max_poll)
+                continue
+            delay = 0.01
+            for item in items:
+                stream.activity_slots.take()
+                self._send_activity(stream, item)
+
+    def _send_activity(self, stream: _Stream, item: ActivityWorkItem) -> None:
+        """Hand a leased activity to the stream's worker (its slot already taken)."""
+        token = self._hold(stream, _LeasedActivity(stream, item))
+        req = item.request
+        request = pb.ActivityRequest(
+            name=req.name,
+            version=text(req.version),
+            input=text(req.input),
+            orchestrationInstance=pb.OrchestrationInstance(
+                instanceId=req.instance_id, executionId=text(req.execution_id)
+            ),
+            taskId=req.task_id,
+        )
+        stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
+
+    def _hold(self, stream: _Stream, leased: _Leased) -> str:
+        token = uuid.uuid4().hex
+        self._leased[token] = leased
+        stream.tokens.add(token)
+        return token
+
+    def _drop(self, token: str) -> _Leased:
+        leased = self._leased.pop(token, None)
+        if leased is None:
+            raise UnknownTokenError(
+                f"no work item is held under completion token {token!r}: it was completed "
+                "or abandoned already, or its lease was lost (the item goes to a worker again)"
+            )
+        leased.stream.tokens.discard(token)
+        if isinstance(leased, _LeasedEpisode):
+            leased.stream.orchestration_slots.give()
+        else:
+            leased.stream.activity_slots.give()
+        return leased
+
+    async def _keep_alive(self, stream: _Stream) -> None:
+        """Renew the stream's leases, and report the worker (when it said what it runs)."""
+        interval = self._lease.total_seconds() / 3
+        started = self._clock()
+        while not stream.closed:
+            try:
+                await self._renew(stream, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _LOG.warning(
+                    "renewing the leases of %s failed; retrying",
+                    stream.owner,
+                    exc_info=True,
+                    extra={"event": "duratask.serve.lease_error", "kind": "renewal"},
+                )
+            await asyncio.sleep(interval)
+
+    async def _renew(self, stream: _Stream, started: datetime) -> None:
+        if stream.work_filter is not None:
+            await self._report(stream, started)
+        for token in list(stream.tokens):
+            leased = self._leased.get(token)
+            if leased is None:
+                continue
+            try:
+                if isinstance(leased, _LeasedActivity):
+                    await self._store.renew_activity_work_item(leased.item, self._lease)
+                elif leased.item is not None:
+                    await self._store.renew_orchestration_work_item(leased.item, self._lease)
+                elif leased.finished is not None:
+                    await self._store.renew_activity_work_item(leased.finished, self._lease)
+            except LeaseLostError:
+                with contextlib.suppress(UnknownTokenError):
+                    self._drop(token)
+
+    async def _report(self, stream: _Stream, started: datetime) -> None:
+        wanted = stream.work_filter
+        assert wanted is not None
+        in_flight = {"orchestrations": 0, "activities": 0}
+        for token in stream.tokens:
+            kind = (
+                "orchestrations"
+                if isinstance(self._leased.get(token), _LeasedEpisode)
+                else "activities"
+            )
+            in_flight[kind] += 1
+        await self._store.heartbeat_worker(
+            WorkerInfo(
+                worker_id=stream.owner,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=started,
+                heartbeat_at=self._clock(),
+                orchestrations=wanted.orchestrations or frozenset(),
+                activities=wanted.activities or frozenset(),
+                in_flight=in_flight,
+            )
+        )
+
+    # -- completions -----------------------------------------------------------------------
+
+    async def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
+        """Commit the episode the worker ran; :class:`LeaseLostError` if its lease was
+        taken over, :class:`UnknownTokenError` if it is not held here."""
+        leased = self._drop(response.completionToken)
+        if not isinstance(leased, _LeasedEpisode):
+            raise UnknownTokenError(f"{response.completionToken!r} names an activity")
+        planned = finish(leased.source, leased.now, WorkerReply.of(response))
+        if isinstance(planned, Defer):
+            await self._give_back(leased, planned.retry_at)
+            return
+        if leased.finished is not None:
+            planned = replace(planned, finished_activity=leased.finished)
+        stream = leased.stream
+        eager = 0 if stream.closed else self._eager_count(stream, planned)
+        commit = planned
+        if eager:
+            # The worker that ran the episode has room for its first activities: lease them
+            # to it in the commit, sparing a fetch round trip each.
+            stream.activity_slots.take(eager)
+            commit = replace(planned, eager_activities=EagerLease(stream.owner, self._lease, eager))
+        try:
+            leased_now = await self._store.commit_episode(leased.fence(), commit)
+        except (InstanceBusyError, LeaseLostError):
+            for _ in range(eager):
+                stream.activity_slots.give()
+            if leased.item is not None:
+                raise  # the lease was taken over: the completion is refused
+            # The instance moved on meanwhile: the result goes the usual way.
+            await self._store_result(leased)
+            return
+        except BaseException:
+            for _ in range(eager):
+                stream.activity_slots.give()
+            raise
+        for item in leased_now:
+            if stream.closed:
+                with contextlib.suppress(Exception):
+                    await self._store.abandon_activity_work_item(item)
+                stream.activity_slots.give()
+            else:
+                self._send_activity(stream, item)
+        for _ in range(eager - len(leased_now)):
+            stream.activity_slots.give()
+
+    @staticmethod
+    def _eager_count(stream: _Stream, commit: OrchestrationCommit) -> int:
+        """How many of the commit's first activities the stream's worker can take now."""
+        runs = stream.work_filter.activities if stream.work_filter is not None else None
+        count = 0
+        for activity in commit.activities:
+            if count >= stream.activity_slots.free or (
+                runs is not None and activity.name not in runs
+            ):
+                break
+            count += 1
+        return count
+
+    async def complete_activity(self, response: pb.ActivityResponse) -> None:
+        """Record the activity's result; errors as for :meth:`complete_orchestration`."""
+        leased = self._drop(response.completionToken)
+        if not isinstance(leased, _LeasedActivity):
+            raise UnknownTokenError(f"{response.completionToken!r} names an orchestration")
+        req = leased.item.request
+        event: h.HistoryEvent
+        if response.HasField("failureDetails"):
+            event = h.TaskFailed(
+                timestamp=self._clock(),
+                task_scheduled_id=req.task_id,
+                failure_details=failure_from_pb(response.failureDetails),
+            )
+        else:
+            event = h.TaskCompleted(
+                timestamp=self._clock(),
+                task_scheduled_id=req.task_id,
+                result=optional_text(response, "result"),
+            )
+        message = OrchestrationMessage(req.instance_id, event, req.execution_id)
+        try:
+            straight = await self._straight_through(leased, message)
+        except Exception:
+            _LOG.warning(
+                "cannot run the next episode of %r on its activity's result at once; "
+                "storing the result",
+                req.instance_id,
+                exc_info=True,
+                extra={"event": "duratask.serve.lease_error", "kind": "episode"},
+            )
+            straight = False
+        if not straight:
+            await self._store.complete_activity_work_item(leased.item, message)
+
+    async def _straight_through(
+        self, leased: _LeasedActivity, message: OrchestrationMessage
+    ) -> bool:
+        """Send the instance's next episode to the activity's worker at once, on the result
+        it just gave (not stored: the episode's commit consumes it, fenced on the instance
+        being unchanged), as duratask's workers do; one commit per step instead of two.
+        False when that cannot be (the worker has no room or does not run the
+        orchestration, the instance moved on)."""
+        stream, req = leased.stream, leased.item.request
+        if stream.closed or stream.orchestration_slots.free <= 0:
+            return False
+        state = await self._store.get_instance(req.instance_id)
+        if (
+            state is None
+            or state.execution_id != req.execution_id
+            or state.runtime_status is not OrchestrationStatus.RUNNING
+        ):
+            return False
+        wanted = stream.work_filter.orchestrations if stream.work_filter is not None else None
+        if wanted is not None and (state.name, state.version) not in wanted:
+            return False
+        history = await self._store.get_history(req.instance_id)
+        now = self._clock()
+        source = EpisodeInput(req.instance_id, state, history, len(history), (), message)
+        planned = prepare(source, now)
+        if not isinstance(planned, CodeRequest) or stream.closed:
+            return False
+        if stream.orchestration_slots.free <= 0:
+            return False
+        episode = _LeasedEpisode(stream, None, source, now, leased.item, message)
+        self._send_episode(stream, episode, planned)
+        return True
+
+    async def abandon(self, token: str) -> None:
+        """Hand an item back unfinished (the worker could not run it now)."""
+        await self._give_back(self._drop(token), retry_at=self._clock() + _ABANDON_BACKOFF)
+
+    async def _give_back(self, leased: _Leased, retry_at: datetime | None = None) -> None:
+        """Release an item unfinished; a straight-through episode's activity result is
+        stored, so that it is not lost."""
+        if isinstance(leased, _LeasedActivity):
+            await self._store.abandon_activity_work_item(leased.item)
+        elif leased.item is not None:
+            await self._store.abandon_orchestration_work_item(leased.item, retry_at)
+        else:
+            await self._store_result(leased)
+
+    async def _store_result(self, leased: _LeasedEpisode) -> None:
+        assert leased.finished is not None and leased.result is not None
+        with contextlib.suppress(LeaseLostError):  # it runs again elsewhere
+            await self._store.complete_activity_work_item(leased.finished, leased.result)
+
+
+__all__ = ["UnknownTokenError", "WorkItemStreams", "owner_prefix", "work_filter"]
