@@ -2,7 +2,8 @@
 
 :class:`Supervisor` runs ``chaos_worker.py`` subprocesses on one task hub from the test's
 event loop. :meth:`Supervisor.run_chaos` is the fault schedule: after a random pause it
-SIGKILLs a random worker and starts a replacement, until told to stop. A worker that exits
+SIGKILLs a random worker that has finished starting and starts a replacement, until told to
+stop. A worker that exits
 without being killed fails the test (its log is in the error). :meth:`Supervisor.cleanup`
 kills whatever is still running; the fixtures call it however the test ends.
 
@@ -171,8 +172,13 @@ class Supervisor:
             if time.monotonic() < next_kill:
                 continue
             next_kill = time.monotonic() + self.rng.uniform(low, high)
-            victim = self.rng.choice(self.alive())
-            await self.kill(victim)
+            # Victims are workers that finished starting: each death charges a delivery to
+            # every orchestration its worker held, so killing replacements as they start
+            # would poison healthy instances by the charging policy alone.
+            ready = [w for w in self.alive() if w.ready_file.exists()]
+            if not ready:
+                continue
+            await self.kill(self.rng.choice(ready))
             await self.start_worker()
         await self.replace_poisoned()
         self.check()
