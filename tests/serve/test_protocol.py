@@ -290,11 +290,13 @@ def test_work_item_filters_become_the_seams_filter() -> None:
                 pb.OrchestrationFilter(name="b", versions=["1", "2"]),
             ],
             activities=[pb.ActivityFilter(name="x")],
+            entities=[pb.EntityFilter(name="Counter")],
         )
     )
     assert work_filter(request) == WorkFilter(
         orchestrations=frozenset({("a", None), ("b", "1"), ("b", "2")}),
         activities=frozenset({"x"}),
+        entities=frozenset({"counter"}),  # entity names are case-insensitive, kept lower-case
     )
 
 
