@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durabletask import client as sdk_client
-from durabletask import entities, task
+from durabletask import entities, scheduled, task
 
 import duratask as dt
 from tests.serve.harness import sdk_client_on, sdk_worker_on, serving, wait_until
@@ -160,4 +160,43 @@ def test_sdk_and_duratask_entities_share_the_hub(hub_url: str) -> None:
             lambda: client.get_entity("@counter@c1"), what="the SDK entity to take the signal"
         )
         assert got.state == 7
+        sdk.close()
+
+
+def tick(ctx: task.OrchestrationContext, label: str) -> str:
+    return f"tick {label}"
+
+
+def test_sdk_recurring_schedules_run_on_entities(hub_url: str) -> None:
+    def configure(w: Any) -> None:
+        w.configure_scheduled_tasks()
+
+    with (
+        serving(hub_url) as server,
+        dt.TaskHubClient(hub_url) as client,
+        sdk_worker_on(server.address, [tick], configure=configure),
+    ):
+        sdk = sdk_client_on(server.address)
+        schedules = scheduled.ScheduledTaskClient(sdk, operation_timeout=30)
+        handle = schedules.create_schedule(
+            scheduled.ScheduleCreationOptions(
+                schedule_id="every-second",
+                orchestration_name="tick",
+                interval=timedelta(seconds=1),
+                orchestration_input="a",
+            )
+        )
+        described = handle.describe()
+        assert described.status is scheduled.ScheduleStatus.ACTIVE
+
+        def ticks() -> list[Any]:
+            page = client.query_orchestrations(statuses=[dt.OrchestrationStatus.COMPLETED])
+            return [s for s in page.states if s.name == "tick"]
+
+        ran = wait_until(lambda: len(ticks()) >= 2, timeout=30, what="two scheduled runs")
+        assert ran and all(s.output == "tick a" for s in ticks())
+        handle.pause()
+        assert handle.describe().status is scheduled.ScheduleStatus.PAUSED
+        handle.delete()
+        assert schedules.get_schedule("every-second") is None
         sdk.close()
