@@ -591,7 +591,7 @@ class WorkItemStreams:
         taken over, :class:`UnknownTokenError` if it is not held here."""
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedEpisode):
-            raise UnknownTokenError(f"{response.completionToken!r} names an activity")
+            raise UnknownTokenError(f"{response.completionToken!r} names no orchestration")
         planned = finish(leased.source, leased.now, WorkerReply.of(response))
         if isinstance(planned, Defer):
             await self._give_back(leased, planned.retry_at)
@@ -647,7 +647,7 @@ class WorkItemStreams:
         """Record the activity's result; errors as for :meth:`complete_orchestration`."""
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedActivity):
-            raise UnknownTokenError(f"{response.completionToken!r} names an orchestration")
+            raise UnknownTokenError(f"{response.completionToken!r} names no activity work item")
         req = leased.item.request
         event: h.HistoryEvent
         if response.HasField("failureDetails"):
