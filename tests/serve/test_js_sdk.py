@@ -1,5 +1,5 @@
 """The JavaScript SDK (``@microsoft/durabletask-js`` from npm, on this machine's Node.js)
-against ``duratask serve``: a sequence, a fan-out and an external event.
+against ``duratask serve``: a sequence, a fan-out, an external event, and entities.
 
 Its packages are installed on first run into ``tests/serve/js`` (``npm ci``, pinned by the
 lock file); without Node.js or npm the test is skipped, saying why.
@@ -57,3 +57,27 @@ def test_javascript_sdk_sequence_fan_out_and_event(tmp_path: Path) -> None:
         state = client.get_orchestration_state(results["sequence"]["id"])
         assert state is not None and state.output == ["Hello Tokyo!", "Hello Oslo!"]
         assert state.runtime_status is dt.OrchestrationStatus.COMPLETED
+
+
+def test_javascript_sdk_entities(tmp_path: Path) -> None:
+    _node_packages()
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with serving(url) as server, dt.TaskHubClient(url) as client:
+        done = subprocess.run(
+            ["node", "entities.js", server.address],
+            cwd=JS,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert done.returncode == 0, done.stderr
+        results = json.loads(done.stdout.strip().splitlines()[-1])
+        # The orchestration's signal (1) is applied before its call (2) returns: one sender's
+        # messages reach an entity in order.
+        assert results["flow"] == {"id": results["flow"]["id"], "status": "COMPLETED", "output": 3}
+        assert results["signalled"] == 5
+        # The same entities, read by duratask's own client.
+        counted = client.get_entity("@counter@js1")
+        assert counted is not None and counted.state == 3
+        signalled = client.get_entity("@counter@js2")
+        assert signalled is not None and signalled.state == 5

@@ -120,13 +120,54 @@ def test_a_completion_for_a_lease_taken_over_is_refused(server: ServerThread, hu
         second.close()
 
 
-def test_unknown_and_entity_rpcs_answer_clearly(server: ServerThread) -> None:
+def test_unknown_and_bad_entity_rpcs_answer_clearly(server: ServerThread) -> None:
     worker = RawWorker(server.address)
     with pytest.raises(grpc.RpcError) as refused:
-        worker.stub.SignalEntity(pb.SignalEntityRequest(instanceId="@counter@a", name="add"))
-    assert refused.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "entities are not supported" in (refused.value.details() or "")
+        worker.stub.SignalEntity(pb.SignalEntityRequest(instanceId="counter-a", name="add"))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "@name@key" in (refused.value.details() or "")
+    with pytest.raises(grpc.RpcError) as unknown:
+        worker.stub.CompleteEntityTask(pb.EntityBatchResult(completionToken="nothing"))
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as missing:
         worker.stub.RaiseEvent(pb.RaiseEventRequest(instanceId="nobody", name="x"))
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
     worker.close()
+
+
+def _batch_result(item: Any, state: str, results: int) -> pb.EntityBatchResult:
+    success = pb.OperationResult(success=pb.OperationResultSuccess())
+    return pb.EntityBatchResult(
+        results=[success] * results,
+        entityState=wrappers_pb2.StringValue(value=state),
+        completionToken=item.completionToken,
+    )
+
+
+def test_an_entity_batch_is_leased_and_its_completion_checked(
+    server: ServerThread, hub_url: str
+) -> None:
+    with dt.TaskHubClient(hub_url) as client:
+        client.signal_entity("@counter@a", "add", 3)
+        first = RawWorker(server.address, maxConcurrentEntityWorkItems=1)
+        item = first.next_item()
+        batch = item.entityRequest
+        assert batch.instanceId == "@counter@a" and not batch.HasField("entityState")
+        assert [(op.operation, op.input.value) for op in batch.operations] == [("add", "3")]
+        # A result that does not answer each operation is refused and the batch handed back.
+        with pytest.raises(grpc.RpcError) as refused:
+            first.stub.CompleteEntityTask(_batch_result(item, "3", results=2), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "answered 2 of the batch's 1 operations" in (refused.value.details() or "")
+        again = first.next_item()
+        assert again.entityRequest.instanceId == "@counter@a"
+        first.stub.CompleteEntityTask(_batch_result(again, "3", results=1), timeout=10)
+        found = client.get_entity("@counter@a")
+        assert found is not None and found.state == 3
+        # A completion whose lease is gone changes nothing.
+        with pytest.raises(grpc.RpcError) as stale:
+            first.stub.CompleteEntityTask(_batch_result(again, "99", results=1), timeout=10)
+        assert stale.value.code() is grpc.StatusCode.NOT_FOUND
+        found = client.get_entity("@counter@a")
+        assert found is not None and found.state == 3
+        first.close()

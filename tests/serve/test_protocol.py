@@ -83,16 +83,59 @@ EVENTS: list[tuple[h.HistoryEvent, str]] = [
     (h.ExecutionSuspended(timestamp=T, reason="r"), "executionSuspended"),
     (h.ExecutionResumed(timestamp=T, reason="r"), "executionResumed"),
     (h.ExecutionRewound(timestamp=T, reason="r"), "executionRewound"),
+    (
+        h.EntityOperationSignaled(
+            event_id=7,
+            timestamp=T,
+            request_id="r1",
+            operation="add",
+            target_instance_id="@counter@a",
+            input="1",
+            scheduled_time=T,
+        ),
+        "entityOperationSignaled",
+    ),
+    (
+        h.EntityOperationCalled(
+            event_id=8,
+            timestamp=T,
+            request_id="r2",
+            operation="get",
+            target_instance_id="@counter@a",
+        ),
+        "entityOperationCalled",
+    ),
+    (
+        h.EntityOperationCompleted(timestamp=T, task_scheduled_id=8, request_id="r2", result="1"),
+        "entityOperationCompleted",
+    ),
+    (
+        h.EntityOperationFailed(
+            timestamp=T, task_scheduled_id=8, request_id="r2", failure_details=FAILURE
+        ),
+        "entityOperationFailed",
+    ),
+    (
+        h.EntityLockRequested(
+            event_id=9, timestamp=T, critical_section_id="cs", lock_set=("@a@1", "@b@2")
+        ),
+        "entityLockRequested",
+    ),
+    (
+        h.EntityLockGranted(timestamp=T, task_scheduled_id=9, critical_section_id="cs"),
+        "entityLockGranted",
+    ),
+    (
+        h.EntityUnlockSent(
+            event_id=10, timestamp=T, critical_section_id="cs", target_instance_id="@a@1"
+        ),
+        "entityUnlockSent",
+    ),
 ]
 
 
-# Entity events reach SDK workers once the sidecar serves entities (they answer UNIMPLEMENTED
-# until then); every other event maps today.
-ENTITY_EVENTS = {c for c in h._EVENT_CLASSES.values() if c.__name__.startswith("Entity")}
-
-
 def test_every_history_event_has_its_protocol_kind() -> None:
-    assert {type(e) for e, _ in EVENTS} == set(h._EVENT_CLASSES.values()) - ENTITY_EVENTS
+    assert {type(e) for e, _ in EVENTS} == set(h._EVENT_CLASSES.values())
     for event, kind in EVENTS:
         converted = event_to_pb(event)
         assert converted.WhichOneof("eventType") == kind
@@ -161,11 +204,76 @@ def test_actions_map_to_duratask_actions() -> None:
     )
 
 
-def test_an_entity_message_fails_the_orchestration_saying_why() -> None:
-    entity = _action(sendEntityMessage=pb.SendEntityMessageAction())
-    with pytest.raises(ProtocolError, match="entities are not supported"):
-        action_from_pb(entity)
-    reply = WorkerReply.of(pb.OrchestratorResponse(actions=[entity]))
+def test_entity_events_carry_their_fields() -> None:
+    by_kind = {kind: event_to_pb(event) for event, kind in EVENTS}
+    signaled = by_kind["entityOperationSignaled"].entityOperationSignaled
+    assert (signaled.requestId, signaled.operation, signaled.input.value) == ("r1", "add", "1")
+    assert signaled.targetInstanceId.value == "@counter@a"
+    assert signaled.scheduledTime.ToDatetime(tzinfo=UTC) == T
+    assert by_kind["entityOperationCalled"].eventId == 8
+    completed = by_kind["entityOperationCompleted"].entityOperationCompleted
+    assert (completed.requestId, completed.output.value) == ("r2", "1")
+    failed = by_kind["entityOperationFailed"].entityOperationFailed
+    assert failure_from_pb(failed.failureDetails) == FAILURE
+    assert list(by_kind["entityLockRequested"].entityLockRequested.lockSet) == ["@a@1", "@b@2"]
+    assert by_kind["entityLockGranted"].entityLockGranted.criticalSectionId == "cs"
+    unlock = by_kind["entityUnlockSent"].entityUnlockSent
+    assert (unlock.criticalSectionId, unlock.targetInstanceId.value) == ("cs", "@a@1")
+
+
+def _entity(**kind: object) -> pb.OrchestratorAction:
+    return _action(sendEntityMessage=pb.SendEntityMessageAction(**kind))  # type: ignore[arg-type]
+
+
+def test_entity_messages_map_to_entity_actions() -> None:
+    text = wrappers_pb2.StringValue
+    ts = event_to_pb(h.OrchestratorStarted(timestamp=T)).timestamp
+    assert action_from_pb(
+        _entity(
+            entityOperationSignaled=pb.EntityOperationSignaledEvent(
+                requestId="r",
+                operation="add",
+                input=text(value="1"),
+                targetInstanceId=text(value="@counter@a"),
+                scheduledTime=ts,
+            )
+        )
+    ) == act.SignalEntityAction(9, "@counter@a", "add", "r", "1", T)
+    assert action_from_pb(
+        _entity(
+            entityOperationCalled=pb.EntityOperationCalledEvent(
+                requestId="r", operation="get", targetInstanceId=text(value="@counter@a")
+            )
+        )
+    ) == act.CallEntityAction(9, "@counter@a", "get", "r")
+    # Locks are taken in duratask's global order whatever order the worker sent.
+    assert action_from_pb(
+        _entity(
+            entityLockRequested=pb.EntityLockRequestedEvent(
+                criticalSectionId="cs", lockSet=["@b@2", "@a@1", "@b@2"]
+            )
+        )
+    ) == act.LockEntitiesAction(9, "cs", ("@a@1", "@b@2"))
+    assert action_from_pb(
+        _entity(
+            entityUnlockSent=pb.EntityUnlockSentEvent(
+                criticalSectionId="cs", targetInstanceId=text(value="@a@1")
+            )
+        )
+    ) == act.UnlockEntityAction(9, "cs", "@a@1")
+
+
+def test_a_malformed_entity_message_fails_the_orchestration_saying_why() -> None:
+    bad_target = _entity(
+        entityOperationSignaled=pb.EntityOperationSignaledEvent(
+            requestId="r", operation="add", targetInstanceId=wrappers_pb2.StringValue(value="x")
+        )
+    )
+    with pytest.raises(ProtocolError, match="@name@key"):
+        action_from_pb(bad_target)
+    with pytest.raises(ProtocolError, match="carries nothing"):
+        action_from_pb(_entity())
+    reply = WorkerReply.of(pb.OrchestratorResponse(actions=[bad_target]))
     (failed,) = reply.actions
     assert isinstance(failed, act.CompleteOrchestrationAction)
     assert failed.status is OrchestrationStatus.FAILED
@@ -182,11 +290,13 @@ def test_work_item_filters_become_the_seams_filter() -> None:
                 pb.OrchestrationFilter(name="b", versions=["1", "2"]),
             ],
             activities=[pb.ActivityFilter(name="x")],
+            entities=[pb.EntityFilter(name="Counter")],
         )
     )
     assert work_filter(request) == WorkFilter(
         orchestrations=frozenset({("a", None), ("b", "1"), ("b", "2")}),
         activities=frozenset({"x"}),
+        entities=frozenset({"counter"}),  # entity names are case-insensitive, kept lower-case
     )
 
 

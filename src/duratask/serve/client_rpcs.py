@@ -15,7 +15,7 @@ from typing import Any
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
-from duratask.backends.base import TERMINAL_STATUSES
+from duratask.backends.base import TERMINAL_STATUSES, EntityMetadata
 from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient, build_start_message
 from duratask.converter import PayloadCodec
 from duratask.errors import SerializationError
@@ -27,6 +27,7 @@ from duratask.serve.protocol import (
     state_to_pb,
     status_from_pb,
     text,
+    timestamp,
     trace_from_pb,
 )
 from duratask.state import OrchestrationState
@@ -59,6 +60,16 @@ class RawJson:
 def raw_client(store: Any) -> AsyncTaskHubClient:
     """A client over ``store`` whose payloads are JSON text in and out."""
     return AsyncTaskHubClient(store, data_converter=RawJson())
+
+
+def _entity_to_pb(entity: EntityMetadata) -> pb.EntityMetadata:
+    return pb.EntityMetadata(
+        instanceId=entity.entity_id,
+        lastModifiedTime=timestamp(entity.last_modified_at),
+        backlogQueueSize=entity.backlog,
+        lockedBy=text(entity.locked_by),
+        serializedState=text(entity.serialized_state),
+    )
 
 
 class ClientRpcs:
@@ -133,6 +144,52 @@ class ClientRpcs:
             request.instanceId, request.name, optional_text(request, "input")
         )
         return pb.RaiseEventResponse()
+
+    async def signal_entity(self, request: pb.SignalEntityRequest) -> pb.SignalEntityResponse:
+        """SignalEntity: one operation to an entity, one-way, optionally delayed."""
+        await self.client.signal_entity(
+            request.instanceId,
+            request.name,
+            optional_text(request, "input"),
+            signal_time=optional_time(request, "scheduledTime"),
+        )
+        return pb.SignalEntityResponse()
+
+    async def get_entity(self, request: pb.GetEntityRequest) -> pb.GetEntityResponse:
+        """GetEntity: an entity's metadata (and state when asked), or ``exists`` false."""
+        found = await self.client.get_entity(request.instanceId, include_state=request.includeState)
+        if found is None:
+            return pb.GetEntityResponse(exists=False)
+        return pb.GetEntityResponse(exists=True, entity=_entity_to_pb(found))
+
+    async def query_entities(self, request: pb.QueryEntitiesRequest) -> pb.QueryEntitiesResponse:
+        """QueryEntities: by id prefix and modification time, paged by continuation token."""
+        query = request.query
+        page = await self.client.query_entities(
+            entity_id_prefix=optional_text(query, "instanceIdStartsWith"),
+            last_modified_from=optional_time(query, "lastModifiedFrom"),
+            last_modified_to=optional_time(query, "lastModifiedTo"),
+            include_state=query.includeState,
+            page_size=min(max(query.pageSize.value or 100, 1), MAX_QUERY_PAGE_SIZE),
+            continuation_token=optional_text(query, "continuationToken"),
+        )
+        return pb.QueryEntitiesResponse(
+            entities=[_entity_to_pb(e) for e in page.entities],
+            continuationToken=text(page.continuation_token),
+        )
+
+    async def clean_entity_storage(
+        self, request: pb.CleanEntityStorageRequest
+    ) -> pb.CleanEntityStorageResponse:
+        """CleanEntityStorage: in one pass, so no continuation token comes back."""
+        done = await self.client.clean_entity_storage(
+            remove_empty_entities=request.removeEmptyEntities,
+            release_orphaned_locks=request.releaseOrphanedLocks,
+        )
+        return pb.CleanEntityStorageResponse(
+            emptyEntitiesRemoved=done.empty_entities_removed,
+            orphanedLocksReleased=done.orphaned_locks_released,
+        )
 
     async def terminate(self, request: pb.TerminateRequest) -> pb.TerminateResponse:
         """TerminateInstance (recursive into running sub-orchestrations when asked)."""

@@ -47,7 +47,10 @@ class _Known:
         for event in past:
             if isinstance(event, h.ExecutionStarted) and self.started is None:
                 self.started = event
-            elif isinstance(event, h.TaskScheduled | h.TimerCreated):
+            elif isinstance(
+                event,
+                h.TaskScheduled | h.TimerCreated | h.EntityOperationCalled | h.EntityLockRequested,
+            ):
                 self._pending.add(event.event_id)
             elif isinstance(event, h.SubOrchestrationInstanceCreated):
                 self._pending.add(event.event_id)

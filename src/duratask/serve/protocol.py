@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from duratask import _actions as act
 from duratask import history as h
+from duratask.entities._id import EntityInstanceId
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 
 _STATUS_TO_PB = {
@@ -259,9 +260,66 @@ def event_to_pb(event: h.HistoryEvent) -> pb.HistoryEvent:
         out.executionResumed.CopyFrom(pb.ExecutionResumedEvent(input=text(event.reason)))
     elif isinstance(event, h.ExecutionRewound):
         out.executionRewound.CopyFrom(pb.ExecutionRewoundEvent(reason=text(event.reason)))
-    else:  # pragma: no cover - every event class is listed above
+    elif not _entity_event_to_pb(event, out):  # pragma: no cover - every class is listed
         raise ProtocolError(f"no protocol form for {type(event).__name__}")
     return out
+
+
+def _entity_event_to_pb(event: h.HistoryEvent, out: pb.HistoryEvent) -> bool:
+    """Fill ``out`` with an entity event's protocol form; False if ``event`` is no entity event.
+
+    The protocol matches an operation's result by request id and a lock grant by critical
+    section id, so duratask's task ids of those results have no field of their own there.
+    """
+    if isinstance(event, h.EntityOperationSignaled):
+        signaled = pb.EntityOperationSignaledEvent(
+            requestId=event.request_id,
+            operation=event.operation,
+            input=text(event.input),
+            targetInstanceId=text(event.target_instance_id),
+        )
+        if event.scheduled_time is not None:
+            signaled.scheduledTime.CopyFrom(timestamp(event.scheduled_time))
+        out.entityOperationSignaled.CopyFrom(signaled)
+    elif isinstance(event, h.EntityOperationCalled):
+        out.entityOperationCalled.CopyFrom(
+            pb.EntityOperationCalledEvent(
+                requestId=event.request_id,
+                operation=event.operation,
+                input=text(event.input),
+                targetInstanceId=text(event.target_instance_id),
+            )
+        )
+    elif isinstance(event, h.EntityOperationCompleted):
+        out.entityOperationCompleted.CopyFrom(
+            pb.EntityOperationCompletedEvent(requestId=event.request_id, output=text(event.result))
+        )
+    elif isinstance(event, h.EntityOperationFailed):
+        out.entityOperationFailed.CopyFrom(
+            pb.EntityOperationFailedEvent(
+                requestId=event.request_id, failureDetails=failure_to_pb(event.failure_details)
+            )
+        )
+    elif isinstance(event, h.EntityLockRequested):
+        out.entityLockRequested.CopyFrom(
+            pb.EntityLockRequestedEvent(
+                criticalSectionId=event.critical_section_id, lockSet=list(event.lock_set)
+            )
+        )
+    elif isinstance(event, h.EntityLockGranted):
+        out.entityLockGranted.CopyFrom(
+            pb.EntityLockGrantedEvent(criticalSectionId=event.critical_section_id)
+        )
+    elif isinstance(event, h.EntityUnlockSent):
+        out.entityUnlockSent.CopyFrom(
+            pb.EntityUnlockSentEvent(
+                criticalSectionId=event.critical_section_id,
+                targetInstanceId=text(event.target_instance_id),
+            )
+        )
+    else:
+        return False
+    return True
 
 
 def events_to_pb(events: Iterable[h.HistoryEvent]) -> list[pb.HistoryEvent]:
@@ -354,11 +412,69 @@ def action_from_pb(action: pb.OrchestratorAction) -> act.OrchestratorAction:
             carryover_events=tuple(event_from_pb(e) for e in complete.carryoverEvents),
         )
     if kind == "sendEntityMessage":
-        raise ProtocolError(
-            "entities are not supported by duratask serve yet: the orchestration sent an "
-            "entity message (signal, call or lock)"
-        )
+        return _entity_action_from_pb(action.id, action.sendEntityMessage)
     raise ProtocolError(f"unsupported orchestrator action {kind!r} (action {action.id})")
+
+
+def _entity_id(message: Any, field: str, action_id: int) -> str:
+    """The ``@name@key`` entity id in a wrapped string field; ProtocolError if malformed."""
+    value = optional_text(message, field) or ""
+    try:
+        return str(EntityInstanceId.parse(value))
+    except ValueError as exc:
+        raise ProtocolError(f"entity message (action {action_id}): {exc}") from None
+
+
+def _entity_action_from_pb(
+    action_id: int, message: pb.SendEntityMessageAction
+) -> (
+    act.SignalEntityAction | act.CallEntityAction | act.LockEntitiesAction | act.UnlockEntityAction
+):
+    """duratask's action for an orchestration's entity message: signal, call, lock, unlock."""
+    kind = message.WhichOneof("EntityMessageType")
+    if kind == "entityOperationSignaled":
+        signaled = message.entityOperationSignaled
+        return act.SignalEntityAction(
+            id=action_id,
+            entity_id=_entity_id(signaled, "targetInstanceId", action_id),
+            operation=signaled.operation,
+            request_id=signaled.requestId,
+            input=optional_text(signaled, "input"),
+            signal_time=optional_time(signaled, "scheduledTime"),
+        )
+    if kind == "entityOperationCalled":
+        called = message.entityOperationCalled
+        return act.CallEntityAction(
+            id=action_id,
+            entity_id=_entity_id(called, "targetInstanceId", action_id),
+            operation=called.operation,
+            request_id=called.requestId,
+            input=optional_text(called, "input"),
+        )
+    if kind == "entityLockRequested":
+        lock = message.entityLockRequested
+        lock_set: list[str] = []
+        for value in lock.lockSet:
+            try:
+                lock_set.append(str(EntityInstanceId.parse(value)))
+            except ValueError as exc:
+                raise ProtocolError(f"lock request (action {action_id}): {exc}") from None
+        if not lock_set:
+            raise ProtocolError(f"lock request (action {action_id}) names no entity")
+        # Locks are taken in one global order, whatever order the worker listed them in.
+        return act.LockEntitiesAction(
+            id=action_id,
+            critical_section_id=lock.criticalSectionId,
+            lock_set=tuple(sorted(set(lock_set))),
+        )
+    if kind == "entityUnlockSent":
+        unlock = message.entityUnlockSent
+        return act.UnlockEntityAction(
+            id=action_id,
+            critical_section_id=unlock.criticalSectionId,
+            entity_id=_entity_id(unlock, "targetInstanceId", action_id),
+        )
+    raise ProtocolError(f"entity message (action {action_id}) carries nothing")
 
 
 # -- instance states ----------------------------------------------------------------------

@@ -34,11 +34,6 @@ _LOG = logging.getLogger("duratask.serve")
 R = TypeVar("R")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
-_ENTITIES = (
-    "entities are not supported by duratask serve yet; orchestrations, activities and "
-    "every client RPC are"
-)
-
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (OrchestrationNotFoundError, grpc.StatusCode.NOT_FOUND),
     (UnknownTokenError, grpc.StatusCode.NOT_FOUND),
@@ -217,25 +212,33 @@ class Sidecar:
         await self.streams.abandon(request.completionToken)
         return pb.AbandonActivityTaskResponse()
 
-    # -- entities (not yet) ----------------------------------------------------------------
-
+    @_rpc
     async def CompleteEntityTask(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        await self.streams.complete_entity(request)
+        return pb.CompleteTaskResponse()
 
+    @_rpc
     async def AbandonTaskEntityWorkItem(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        await self.streams.abandon(request.completionToken)
+        return pb.AbandonEntityTaskResponse()
 
+    # -- entities --------------------------------------------------------------------------
+
+    @_rpc
     async def SignalEntity(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        return await self.rpcs.signal_entity(request)
 
+    @_rpc
     async def GetEntity(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        return await self.rpcs.get_entity(request)
 
+    @_rpc
     async def QueryEntities(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        return await self.rpcs.query_entities(request)
 
+    @_rpc
     async def CleanEntityStorage(self, request: Any, context: Ctx) -> Any:
-        return await self._unimplemented(context, _ENTITIES)
+        return await self.rpcs.clean_entity_storage(request)
 
 
 class SidecarServer:

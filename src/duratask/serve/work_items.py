@@ -27,6 +27,7 @@ from duratask import history as h
 from duratask.backends.base import (
     ActivityWorkItem,
     EagerLease,
+    EntityWorkItem,
     EpisodeFence,
     InstanceUnchanged,
     OrchestrationCommit,
@@ -37,10 +38,20 @@ from duratask.backends.base import (
     WorkerInfo,
     WorkFilter,
 )
+from duratask.entities._context import EntityAction, SignalAction, StartOrchestrationAction
+from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.episodes import CodeRequest, WorkerReply, finish, prepare
-from duratask.serve.protocol import events_to_pb, failure_from_pb, optional_text, text
+from duratask.serve.protocol import (
+    ProtocolError,
+    events_to_pb,
+    failure_from_pb,
+    optional_text,
+    optional_time,
+    text,
+)
 from duratask.state import OrchestrationStatus
+from duratask.worker._entity_batch import PlannedBatch, plan_entity_batch
 from duratask.worker._episode import Defer, EpisodeInput
 
 _LOG = logging.getLogger("duratask.serve")
@@ -68,6 +79,7 @@ def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter | None:
     return WorkFilter(
         orchestrations=frozenset(orchestrations),
         activities=frozenset(item.name for item in filters.activities),
+        entities=frozenset(item.name.lower() for item in filters.entities),
     )
 
 
@@ -98,6 +110,7 @@ class _Stream:
     work_filter: WorkFilter | None
     orchestration_slots: _Slots
     activity_slots: _Slots
+    entity_slots: _Slots
     queue: asyncio.Queue[pb.WorkItem] = field(default_factory=asyncio.Queue)
     tokens: set[str] = field(default_factory=set)
     closed: bool = False
@@ -130,7 +143,59 @@ class _LeasedActivity:
     item: ActivityWorkItem
 
 
-_Leased = _LeasedEpisode | _LeasedActivity
+@dataclass(eq=False)
+class _LeasedEntity:
+    stream: _Stream
+    item: EntityWorkItem
+    batch: PlannedBatch
+
+
+_Leased = _LeasedEpisode | _LeasedActivity | _LeasedEntity
+
+
+def batch_result_from_pb(result: pb.EntityBatchResult, operations: int) -> EntityBatchResult:
+    """duratask's batch result for a worker's; :class:`ProtocolError` if it does not answer
+    each of the ``operations`` once, or the whole batch failed."""
+    if result.HasField("failureDetails"):
+        failure = failure_from_pb(result.failureDetails)
+        raise ProtocolError(f"the worker failed the batch: {failure.error_type}: {failure.message}")
+    if len(result.results) != operations:
+        raise ProtocolError(
+            f"the worker answered {len(result.results)} of the batch's {operations} operations"
+        )
+    results: list[OperationResult] = []
+    for outcome in result.results:
+        if outcome.HasField("failure"):
+            results.append(OperationResult(failure=failure_from_pb(outcome.failure.failureDetails)))
+        else:
+            results.append(OperationResult(result=optional_text(outcome.success, "result")))
+    actions: list[EntityAction] = []
+    for action in result.actions:
+        kind = action.WhichOneof("operationActionType")
+        if kind == "sendSignal":
+            signal = action.sendSignal
+            actions.append(
+                SignalAction(
+                    entity_id=signal.instanceId,
+                    operation=signal.name,
+                    request_id=uuid.uuid4().hex,
+                    input=optional_text(signal, "input"),
+                    signal_time=optional_time(signal, "scheduledTime"),
+                )
+            )
+        elif kind == "startNewOrchestration":
+            start = action.startNewOrchestration
+            actions.append(
+                StartOrchestrationAction(
+                    instance_id=start.instanceId or uuid.uuid4().hex,
+                    name=start.name,
+                    version=optional_text(start, "version"),
+                    input=optional_text(start, "input"),
+                )
+            )
+        else:
+            raise ProtocolError(f"unsupported entity operation action {kind!r}")
+    return EntityBatchResult(results, optional_text(result, "entityState"), actions)
 
 
 def owner_prefix(port: int) -> str:
@@ -180,11 +245,13 @@ class WorkItemStreams:
             work_filter=work_filter(request),
             orchestration_slots=_Slots(max(1, request.maxConcurrentOrchestrationWorkItems or 10)),
             activity_slots=_Slots(max(1, request.maxConcurrentActivityWorkItems or 10)),
+            entity_slots=_Slots(max(1, request.maxConcurrentEntityWorkItems or 10)),
         )
         self._streams.add(stream)
         tasks = [
             asyncio.create_task(self._pump(stream, "orchestration")),
             asyncio.create_task(self._pump(stream, "activity")),
+            asyncio.create_task(self._pump(stream, "entity")),
             asyncio.create_task(self._keep_alive(stream)),
         ]
         getter: asyncio.Task[pb.WorkItem] | None = None
@@ -281,12 +348,19 @@ class WorkItemStreams:
                     await self._store.abandon_orchestration_work_item(item)
                 elif isinstance(item, ActivityWorkItem):
                     await self._store.abandon_activity_work_item(item)
+                elif isinstance(item, EntityWorkItem):
+                    await self._store.abandon_entity_work_item(item)
 
     async def _pump(self, stream: _Stream, kind: str) -> None:
         """Lease work of ``kind`` for the stream until it ends; a store error (a restart of
         the database, say) is logged and retried after a pause rather than ending the
         stream."""
-        pump = self._orchestrations if kind == "orchestration" else self._activities
+        pumps = {
+            "orchestration": self._orchestrations,
+            "activity": self._activities,
+            "entity": self._entities,
+        }
+        pump = pumps[kind]
         while not stream.closed:
             try:
                 await pump(stream)
@@ -388,6 +462,41 @@ class WorkItemStreams:
         )
         stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
 
+    async def _entities(self, stream: _Stream) -> None:
+        delay = 0.01
+        while not stream.closed:
+            await stream.entity_slots.wait()
+            item = await self._lease_call(
+                stream,
+                self._store.lock_next_entity_work_item(
+                    stream.owner, self._lease, work_filter=stream.work_filter
+                ),
+            )
+            if item is None:
+                await self._idle("entity", delay)
+                delay = min(delay * 2, self._max_poll)
+                continue
+            delay = 0.01
+            batch = plan_entity_batch(item, self._clock())
+            if not batch.request.operations:
+                # Only lock requests and releases: nothing for the worker to run.
+                with contextlib.suppress(LeaseLostError):
+                    await self._store.complete_entity_work_item(item, batch.commit(None))
+                continue
+            token = self._hold(stream, _LeasedEntity(stream, item, batch))
+            stream.entity_slots.take()
+            request = pb.EntityBatchRequest(
+                instanceId=item.entity_id,
+                entityState=text(batch.request.state),
+                operations=[
+                    pb.OperationRequest(
+                        operation=op.operation, requestId=op.request_id, input=text(op.input)
+                    )
+                    for op in batch.request.operations
+                ],
+            )
+            stream.queue.put_nowait(pb.WorkItem(entityRequest=request, completionToken=token))
+
     def _hold(self, stream: _Stream, leased: _Leased) -> str:
         token = uuid.uuid4().hex
         self._leased[token] = leased
@@ -404,6 +513,8 @@ class WorkItemStreams:
         leased.stream.tokens.discard(token)
         if isinstance(leased, _LeasedEpisode):
             leased.stream.orchestration_slots.give()
+        elif isinstance(leased, _LeasedEntity):
+            leased.stream.entity_slots.give()
         else:
             leased.stream.activity_slots.give()
         return leased
@@ -436,6 +547,8 @@ class WorkItemStreams:
             try:
                 if isinstance(leased, _LeasedActivity):
                     await self._store.renew_activity_work_item(leased.item, self._lease)
+                elif isinstance(leased, _LeasedEntity):
+                    await self._store.renew_entity_work_item(leased.item, self._lease)
                 elif leased.item is not None:
                     await self._store.renew_orchestration_work_item(leased.item, self._lease)
                 elif leased.finished is not None:
@@ -447,11 +560,14 @@ class WorkItemStreams:
     async def _report(self, stream: _Stream, started: datetime) -> None:
         wanted = stream.work_filter
         assert wanted is not None
-        in_flight = {"orchestrations": 0, "activities": 0}
+        in_flight = {"orchestrations": 0, "activities": 0, "entities": 0}
         for token in stream.tokens:
+            leased = self._leased.get(token)
             kind = (
                 "orchestrations"
-                if isinstance(self._leased.get(token), _LeasedEpisode)
+                if isinstance(leased, _LeasedEpisode)
+                else "entities"
+                if isinstance(leased, _LeasedEntity)
                 else "activities"
             )
             in_flight[kind] += 1
@@ -475,7 +591,7 @@ class WorkItemStreams:
         taken over, :class:`UnknownTokenError` if it is not held here."""
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedEpisode):
-            raise UnknownTokenError(f"{response.completionToken!r} names an activity")
+            raise UnknownTokenError(f"{response.completionToken!r} names no orchestration")
         planned = finish(leased.source, leased.now, WorkerReply.of(response))
         if isinstance(planned, Defer):
             await self._give_back(leased, planned.retry_at)
@@ -531,7 +647,7 @@ class WorkItemStreams:
         """Record the activity's result; errors as for :meth:`complete_orchestration`."""
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedActivity):
-            raise UnknownTokenError(f"{response.completionToken!r} names an orchestration")
+            raise UnknownTokenError(f"{response.completionToken!r} names no activity work item")
         req = leased.item.request
         event: h.HistoryEvent
         if response.HasField("failureDetails"):
@@ -594,6 +710,20 @@ class WorkItemStreams:
         self._send_episode(stream, episode, planned)
         return True
 
+    async def complete_entity(self, result: pb.EntityBatchResult) -> None:
+        """Commit the batch the worker ran under the entity's lease: :class:`LeaseLostError`
+        if it was taken over, :class:`ProtocolError` (the entity handed back) if the result
+        does not fit the batch, :class:`UnknownTokenError` if it is not held here."""
+        leased = self._drop(result.completionToken)
+        if not isinstance(leased, _LeasedEntity):
+            raise UnknownTokenError(f"{result.completionToken!r} names no entity work item")
+        try:
+            outcome = batch_result_from_pb(result, len(leased.batch.request.operations))
+        except ProtocolError:
+            await self._give_back(leased, self._clock() + _ABANDON_BACKOFF)
+            raise
+        await self._store.complete_entity_work_item(leased.item, leased.batch.commit(outcome))
+
     async def abandon(self, token: str) -> None:
         """Hand an item back unfinished (the worker could not run it now)."""
         await self._give_back(self._drop(token), retry_at=self._clock() + _ABANDON_BACKOFF)
@@ -603,6 +733,8 @@ class WorkItemStreams:
         stored, so that it is not lost."""
         if isinstance(leased, _LeasedActivity):
             await self._store.abandon_activity_work_item(leased.item)
+        elif isinstance(leased, _LeasedEntity):
+            await self._store.abandon_entity_work_item(leased.item, retry_at)
         elif leased.item is not None:
             await self._store.abandon_orchestration_work_item(leased.item, retry_at)
         else:

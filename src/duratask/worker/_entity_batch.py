@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from duratask import history as h
@@ -24,7 +25,12 @@ from duratask.backends.base import (
 )
 from duratask.converter import PayloadCodec
 from duratask.entities._context import SignalAction
-from duratask.entities._executor import EntityBatchRequest, OperationRequest, run_batch
+from duratask.entities._executor import (
+    EntityBatchRequest,
+    EntityBatchResult,
+    OperationRequest,
+    run_batch,
+)
 from duratask.state import FailureDetails
 
 
@@ -32,6 +38,73 @@ async def process_entity_batch(
     work_item: EntityWorkItem, registry: Registry, codec: PayloadCodec, now: datetime
 ) -> EntityCommit:
     """Run the work item's messages and say what to commit (no I/O)."""
+    batch = plan_entity_batch(work_item, now)
+    result = await run_batch(registry, codec, batch.request) if batch.request.operations else None
+    return batch.commit(result)
+
+
+@dataclass(slots=True)
+class PlannedBatch:
+    """An entity work item sorted out: the operations to run (``request``), and what the
+    lock requests and releases among its messages already decided."""
+
+    work_item: EntityWorkItem
+    now: datetime
+    request: EntityBatchRequest
+    locked_by: str | None
+    recent: list[str]
+    consumed: list[int]
+    operations: list[EntityMessage]
+    to_entities: list[EntityMessage] = field(default_factory=list)
+    to_orchestrations: list[OrchestrationMessage] = field(default_factory=list)
+
+    def commit(self, result: EntityBatchResult | None) -> EntityCommit:
+        """What to commit once the operations ran (``result`` None when there were none):
+        the new state, the callers' answers, and the operations' signals and starts."""
+        now, entity_id = self.now, self.work_item.entity_id
+        to_entities, to_orchestrations = list(self.to_entities), list(self.to_orchestrations)
+        state = self.work_item.record.state
+        if result is not None:
+            state = result.state
+            for message, outcome in zip(self.operations, result.results, strict=True):
+                if message.kind == ENTITY_CALL and message.source is not None:
+                    to_orchestrations.append(_answer(message, outcome.result, outcome.failure, now))
+            for action in result.actions:
+                if isinstance(action, SignalAction):
+                    to_entities.append(
+                        EntityMessage(
+                            entity_id=action.entity_id,
+                            kind=ENTITY_SIGNAL,
+                            request_id=action.request_id,
+                            operation=action.operation,
+                            input=action.input,
+                            source=entity_id,
+                            visible_at=action.signal_time,
+                        )
+                    )
+                else:
+                    start = h.ExecutionStarted(
+                        timestamp=now,
+                        name=action.name,
+                        version=action.version,
+                        input=action.input,
+                        instance_id=action.instance_id,
+                        execution_id=uuid.uuid4().hex,
+                    )
+                    to_orchestrations.append(OrchestrationMessage(action.instance_id, start))
+        return EntityCommit(
+            record=EntityRecord(
+                state, self.locked_by, tuple(self.recent[-ENTITY_RECENT_REQUESTS:])
+            ),
+            consumed_message_ids=self.consumed,
+            entity_messages=to_entities,
+            messages=to_orchestrations,
+        )
+
+
+def plan_entity_batch(work_item: EntityWorkItem, now: datetime) -> PlannedBatch:
+    """Which messages apply (deduplicated, in order, the lock holder's only while locked),
+    the lock requests and releases among them, and the operations left to run."""
     record = work_item.record
     locked_by = record.locked_by
     recent = list(record.recent_requests)
@@ -65,41 +138,16 @@ async def process_entity_batch(
         record.state,
         [OperationRequest(m.operation or "", m.request_id, m.input) for m in operations],
     )
-    result = await run_batch(registry, codec, request) if operations else None
-    state = record.state
-    if result is not None:
-        state = result.state
-        for message, outcome in zip(operations, result.results, strict=True):
-            if message.kind == ENTITY_CALL and message.source is not None:
-                to_orchestrations.append(_answer(message, outcome.result, outcome.failure, now))
-        for action in result.actions:
-            if isinstance(action, SignalAction):
-                to_entities.append(
-                    EntityMessage(
-                        entity_id=action.entity_id,
-                        kind=ENTITY_SIGNAL,
-                        request_id=action.request_id,
-                        operation=action.operation,
-                        input=action.input,
-                        source=work_item.entity_id,
-                        visible_at=action.signal_time,
-                    )
-                )
-            else:
-                start = h.ExecutionStarted(
-                    timestamp=now,
-                    name=action.name,
-                    version=action.version,
-                    input=action.input,
-                    instance_id=action.instance_id,
-                    execution_id=uuid.uuid4().hex,
-                )
-                to_orchestrations.append(OrchestrationMessage(action.instance_id, start))
-    return EntityCommit(
-        record=EntityRecord(state, locked_by, tuple(recent[-ENTITY_RECENT_REQUESTS:])),
-        consumed_message_ids=consumed,
-        entity_messages=to_entities,
-        messages=to_orchestrations,
+    return PlannedBatch(
+        work_item,
+        now,
+        request,
+        locked_by,
+        recent,
+        consumed,
+        operations,
+        to_entities,
+        to_orchestrations,
     )
 
 
