@@ -22,6 +22,7 @@ from tests.serve.harness import sdk_client_on, sdk_worker_on, serving, wait_unti
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[2]
+STEPS = 30  # long enough that the kill lands mid-run, however fast the steps go
 
 
 def free_port() -> int:
@@ -71,7 +72,7 @@ def test_serve_killed_mid_run_and_restarted_loses_nothing(
         sdk_worker_on(address, configure=sdk_worker_proc.register),
     ):
         sdk = sdk_client_on(address)
-        ids = [sdk.schedule_new_orchestration("counting", input=8) for _ in range(6)]
+        ids = [sdk.schedule_new_orchestration("counting", input=STEPS) for _ in range(6)]
         sdk.close()
 
         def progressed() -> bool:
@@ -98,10 +99,10 @@ def test_serve_killed_mid_run_and_restarted_loses_nothing(
         for iid in ids:
             state = client.wait_for_orchestration_completion(iid, timeout=60)
             assert state.runtime_status is dt.OrchestrationStatus.COMPLETED
-            assert state.output == 8
+            assert state.output == STEPS
             history = client.get_orchestration_history(iid)
             done = [e.task_scheduled_id for e in history if isinstance(e, h.TaskCompleted)]
-            assert sorted(done) == sorted(set(done)) and len(done) == 8
+            assert sorted(done) == sorted(set(done)) and len(done) == STEPS
 
 
 def test_a_worker_killed_mid_activity_hands_it_over_at_once(
