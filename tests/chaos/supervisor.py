@@ -171,13 +171,13 @@ class Supervisor:
             self.check()
             if time.monotonic() < next_kill:
                 continue
-            next_kill = time.monotonic() + self.rng.uniform(low, high)
             # Victims are workers that finished starting: each death charges a delivery to
             # every orchestration its worker held, so killing replacements as they start
             # would poison healthy instances by the charging policy alone.
             ready = [w for w in self.alive() if w.ready_file.exists()]
             if not ready:
-                continue
+                continue  # the kill is due: it lands as soon as a worker is ready
+            next_kill = time.monotonic() + self.rng.uniform(low, high)
             await self.kill(self.rng.choice(ready))
             await self.start_worker()
         await self.replace_poisoned()
