@@ -332,7 +332,7 @@ class OrchestrationContext(ABC):
         """Whether the orchestration holds the locks of a critical section now."""
 
 
-class CriticalSection:
+class CriticalSection(ABC):
     """The locks of a critical section, held inside ``async with`` (see
     :meth:`OrchestrationContext.lock_entities`).
 
@@ -343,11 +343,13 @@ class CriticalSection:
     def __init__(self, entity_ids: tuple[EntityInstanceId, ...]) -> None:
         self.entity_ids = entity_ids
 
+    @abstractmethod
     def _enter(self) -> Task[None]:
-        raise NotImplementedError
+        """Ask for the locks; the task completes once all are held."""
 
+    @abstractmethod
     def _exit(self) -> None:
-        raise NotImplementedError
+        """Let the locks go."""
 
     async def __aenter__(self) -> CriticalSection:
         await self._enter()
