@@ -86,6 +86,11 @@ class Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
+    def heartbeats_failed(self) -> list[logging.LogRecord]:
+        return [
+            r for r in self.records if getattr(r, "event", "") == "duratask.worker.heartbeat_failed"
+        ]
+
     def full(self) -> list[logging.LogRecord]:
         return [r for r in self.records if getattr(r, "event", "") == "duratask.store.full"]
 
@@ -137,10 +142,17 @@ async def test_a_full_disk_recovers_by_itself_once_space_is_freed(small_disk: Pa
                 await asyncio.sleep(1.5)  # the worker meets the full disk too
                 reports_while_full = len(log.full())
 
-                # Space is back (more than the WAL's limit): nothing else is done by hand.
-                os.truncate(filler, filler.stat().st_size - WAL_LIMIT_BYTES - 1024 * 1024)
+                # Space is back: room for the WAL's limit and for the accepted work (each
+                # instance's input is written once more, into its history). Nothing else is
+                # done by hand.
+                freed = WAL_LIMIT_BYTES + 2 * len(INPUT) * len(accepted) + 1024 * 1024
+                os.truncate(filler, max(filler.stat().st_size - freed, 0))
+                largest_wal = 0
 
                 async def all_completed() -> bool:
+                    nonlocal largest_wal
+                    with contextlib.suppress(OSError):
+                        largest_wal = max(largest_wal, os.path.getsize(f"{path}-wal"))
                     for instance_id in accepted:
                         state = await client.get_orchestration_state(instance_id)
                         if state is None or not state.runtime_status.is_terminal:
@@ -159,10 +171,12 @@ async def test_a_full_disk_recovers_by_itself_once_space_is_freed(small_disk: Pa
                 assert state.runtime_status is dt.OrchestrationStatus.COMPLETED, state
                 assert state.serialized_output == "100"
     assert len(accepted) > 10
+    assert largest_wal < 2 * WAL_LIMIT_BYTES + 2 * 1024 * 1024, "the WAL took the freed space"
     assert await check_hub(url) == []
     assert reports_while_full == 1, [r.getMessage() for r in log.full()]
     assert "the task hub's disk is full" in log.full()[0].getMessage()
     assert log.tracebacks() == [], log.tracebacks()[:3]
+    assert log.heartbeats_failed() == [], "a full disk is one report, not one per heartbeat"
 
 
 def start_message(n: int, text: str) -> OrchestrationMessage:

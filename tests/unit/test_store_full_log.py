@@ -42,3 +42,27 @@ def record_message(only: StoreFullFilter, exc: BaseException) -> str:
     shown = record(exc)
     assert only.filter(shown)
     return shown.getMessage()
+
+
+def test_a_full_disk_named_in_the_message_is_folded_in_too() -> None:
+    """A heartbeat that fails logs the exception as an argument, not a traceback."""
+    only = StoreFullFilter(interval=3600)
+    full = dt.StoreFullError("SQLite store 'hub.db': database or disk is full")
+    beats = [
+        logging.LogRecord(
+            "duratask.worker", logging.WARNING, __file__, 1, "heartbeat: %s", ("w1", full), None
+        )
+        for _ in range(5)
+    ]
+    assert [only.filter(beat) for beat in beats] == [True, False, False, False, False]
+    assert "the task hub's disk is full" in beats[0].getMessage()
+    outage = logging.LogRecord(
+        "duratask.worker",
+        logging.WARNING,
+        __file__,
+        1,
+        "heartbeat: %s",
+        (dt.StoreError("x"),),
+        None,
+    )
+    assert only.filter(outage) and outage.getMessage() == "heartbeat: x"

@@ -1,10 +1,11 @@
 """A full disk under the task hub is one condition, not an error per attempt.
 
 While the disk is full every write the worker tries fails: leasing, committing, renewing,
-heartbeats. Each site logs its failure with a traceback; this filter on the worker's
-logger turns those caused by :class:`StoreFullError` into one warning per interval, naming
-the condition and how many failures it stands for, without a traceback. The worker retries
-as it does for any store failure, and goes on once space is back.
+heartbeats. Each site logs its failure, with a traceback or naming the exception; this
+filter on the worker's logger turns those caused by :class:`StoreFullError` into one
+warning per interval, naming the condition and how many failures it stands for, without a
+traceback. The worker retries as it does for any store failure, and goes on once space is
+back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def _full_cause(exc: BaseException | None) -> StoreFullError | None:
     return None
 
 
+def _exception_arg(record: logging.LogRecord) -> BaseException | None:
+    """An exception logged as a message argument (``"... failed: %s", exc``)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return next((arg for arg in args if isinstance(arg, BaseException)), None)
+
+
 class StoreFullFilter(logging.Filter):
     """Lets through one record per ``interval`` seconds of those a full disk caused, as a
     warning without a traceback; drops the others (counted in the next report)."""
@@ -42,7 +49,7 @@ class StoreFullFilter(logging.Filter):
         self._held_back = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        full = _full_cause(record.exc_info[1] if record.exc_info else None)
+        full = _full_cause(record.exc_info[1] if record.exc_info else _exception_arg(record))
         if full is None:
             return True
         now = time.monotonic()

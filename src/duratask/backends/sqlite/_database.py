@@ -67,16 +67,19 @@ def split_statements(script: str) -> list[str]:
 
 # Commits between WAL checkpoints (each of a few pages; SQLite's own default is 1000 pages).
 _CHECKPOINT_EVERY = 200
-# The WAL is kept near this size: looked at every few commits, and checkpointed and
-# truncated once over it; a WAL reset also truncates the file to it (journal_size_limit).
+# The WAL is kept near this size: looked at after every commit (a stat, about a
+# microsecond), and checkpointed and truncated once over it; a WAL reset also truncates
+# the file to it (journal_size_limit).
 # Bounded, it can neither fill a disk in normal runs nor need more than this much freed
 # space to be checkpointed once the disk is full.
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
-_WAL_LOOK_EVERY = 16
 # How long a checkpoint that truncates the WAL waits for readers to finish, and how long
-# after one that could not (a long read in another process) the next is tried.
+# after one that could not (a long read in another process) the next is tried; but once the
+# WAL is this many times its limit, every durable commit tries, so that a reader that never
+# stops cannot let the WAL take a disk's free space.
 _TRUNCATE_WAIT_MS = 250
 _TRUNCATE_BACKOFF_SECONDS = 5.0
+_WAL_HARD_LIMIT_FACTOR = 2
 # While the disk is full, writes fail at once, without touching the disk, but for one try
 # this often: a checkpoint first (which frees the WAL's space), then the writes.
 FULL_RETRY_SECONDS = 0.5
@@ -128,6 +131,7 @@ class Database:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
         self.path = path
+        self._wal_path = f"{path}-wal"
         self._synchronous = synchronous
         self._conn_synchronous: str | None = None
         self._busy_timeout = busy_timeout
@@ -139,8 +143,8 @@ class Database:
         self._readers: dict[int, sqlite3.Connection] = {}  # by thread id
         self._pending_writes: list[_PendingWrite] = []
         self._commits_since_checkpoint = 0
-        self._commits_since_wal_look = 0
         self._wal_too_big = False
+        self._wal_far_too_big = False
         self._truncate_not_before = 0.0
         # The disk was full at the last write: the next ones wait for a checkpoint.
         self._full = False
@@ -460,7 +464,9 @@ class Database:
         )
 
     def _truncate_is_due(self) -> bool:
-        return self._wal_too_big and time.monotonic() >= self._truncate_not_before
+        return self._wal_too_big and (
+            self._wal_far_too_big or time.monotonic() >= self._truncate_not_before
+        )
 
     def _commit_durably(self, conn: sqlite3.Connection) -> None:
         """COMMIT (with its fsync), timed; then, on the store's thread, copy the WAL back
@@ -481,15 +487,14 @@ class Database:
             self._checkpoint(conn, "PASSIVE")
 
     def _committed(self) -> None:
-        """Count a commit; every few, see whether the WAL has grown past its limit."""
+        """Count a commit, and see whether the WAL has grown past its limit."""
         self._commits_since_checkpoint += 1
-        self._commits_since_wal_look += 1
-        if self._commits_since_wal_look >= _WAL_LOOK_EVERY:
-            self._commits_since_wal_look = 0
-            try:
-                self._wal_too_big = os.path.getsize(f"{self.path}-wal") > WAL_LIMIT_BYTES
-            except OSError:
-                self._wal_too_big = False
+        try:
+            size = os.path.getsize(self._wal_path)
+        except OSError:
+            size = 0
+        self._wal_too_big = size > WAL_LIMIT_BYTES
+        self._wal_far_too_big = size > _WAL_HARD_LIMIT_FACTOR * WAL_LIMIT_BYTES
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> bool:
         """On the store's thread, between transactions: copy the WAL into the database
