@@ -92,6 +92,26 @@ async def transfer(ctx: dt.OrchestrationContext, args: list[Any]) -> bool:
     return True
 
 
+def transfer_in_generator(ctx: dt.OrchestrationContext, args: list[Any]) -> Any:
+    """``transfer`` as a generator orchestration: the yield waits for the locks."""
+    source, target, amount = args
+    a, b = dt.EntityInstanceId("account", source), dt.EntityInstanceId("account", target)
+    with (yield ctx.lock_entities(b, a)) as section:
+        assert ctx.is_in_critical_section and set(section.entity_ids) == {a, b}
+        balance = yield ctx.call_entity(a, "balance")
+        if balance < amount:
+            return False
+        yield ctx.call_entity(a, "withdraw", amount)
+        yield ctx.call_entity(b, "deposit", amount)
+    assert not ctx.is_in_critical_section
+    return True
+
+
+def lock_without_yield(ctx: dt.OrchestrationContext, _: None) -> Any:
+    with ctx.lock_entities("@account@z"):
+        yield ctx.call_entity("@account@z", "balance")
+
+
 async def lock_then_fail(ctx: dt.OrchestrationContext, key: str) -> None:
     async with ctx.lock_entities(dt.EntityInstanceId("account", key)):
         raise RuntimeError("inside the section")
@@ -119,6 +139,8 @@ async def entity_hub(store_url: str) -> AsyncIterator[TaskHub]:
         add_to_counters,
         call_counter,
         transfer,
+        transfer_in_generator,
+        lock_without_yield,
         lock_then_fail,
         lock_then_call_other,
         delayed_signal,
@@ -175,7 +197,13 @@ async def test_critical_sections_conserve_the_total(entity_hub: TaskHub) -> None
     await _state_is(entity_hub, "@account@alice", 100)
     await _state_is(entity_hub, "@account@bob", 100)
     moves = [("alice", "bob", 7), ("bob", "alice", 5)] * 6
-    ids = [await client.schedule_new_orchestration(transfer, input=list(m)) for m in moves]
+    # Half the moves are async def orchestrations, half generators: one lock discipline.
+    ids = [
+        await client.schedule_new_orchestration(
+            transfer if n % 4 < 2 else transfer_in_generator, input=list(m)
+        )
+        for n, m in enumerate(moves)
+    ]
     for iid in ids:
         state = await client.wait_for_orchestration_completion(iid, timeout=60)
         assert state.runtime_status is dt.OrchestrationStatus.COMPLETED, state.failure_details
@@ -190,6 +218,13 @@ async def test_critical_sections_conserve_the_total(entity_hub: TaskHub) -> None
         return all(e is not None and e.locked_by is None for e in found)
 
     await wait_until(released, 30, "the sections to release their locks")
+
+
+async def test_a_section_entered_without_yield_fails_saying_how(entity_hub: TaskHub) -> None:
+    state = await entity_hub.run(lock_without_yield)
+    assert state.runtime_status is dt.OrchestrationStatus.FAILED
+    assert state.failure_details is not None
+    assert "with (yield ctx.lock_entities(...))" in state.failure_details.message
 
 
 async def test_a_failing_section_releases_its_locks(entity_hub: TaskHub) -> None:
