@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from duratask._engine import failed_children, locks_released_by_failure
 from duratask._portal import Portal
 from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
@@ -78,6 +79,8 @@ __all__ = ["AsyncTaskHubClient", "ReuseIdPolicy", "TaskHubClient"]
 MAX_INSTANCE_ID_LENGTH = 256
 MAX_QUERY_PAGE_SIZE = 1000
 _POLL_INITIAL = 0.005
+# How many instances of a failed tree a rewind reads, at most, before it is sent.
+_REWIND_TREE_LIMIT = 1000
 _POLL_FACTOR = 1.5
 _POLL_MAX = 0.2
 
@@ -771,7 +774,9 @@ class AsyncTaskHubClient:
 
         The failure that ended it is forgotten: the activities it still waits for are run
         again and failed sub-orchestrations are rewound too. Raises
-        :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED.
+        :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED, and
+        when it (or a failed sub-orchestration it would rewind) failed inside a critical
+        section: the failure let the section's locks go, so restart it instead.
         """
         check_text(reason, "reason of the rewind")
         store = await self._ready()
@@ -781,8 +786,34 @@ class AsyncTaskHubClient:
                 f"cannot rewind orchestration {instance_id!r}: it is {status.value}, and only "
                 "FAILED instances can be rewound"
             )
+        await self._refuse_rewind_inside_sections(store, instance_id)
         if not await store.send_message(rewind_message(instance_id, reason, self._now())):
             raise OrchestrationNotFoundError(instance_id)
+
+    async def _refuse_rewind_inside_sections(
+        self, store: OrchestrationServiceClient, instance_id: str
+    ) -> None:
+        """A rewind runs the code on from inside the critical section it failed in, but the
+        failure let the section's locks go: refuse it (and so for the failed
+        sub-orchestrations a rewind would rewind too)."""
+        seen: set[str] = set()
+        todo = [instance_id]
+        while todo and len(seen) < _REWIND_TREE_LIMIT:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            history = await store.get_history(current)
+            released = locks_released_by_failure(history)
+            if released:
+                which = "it" if current == instance_id else f"its sub-orchestration {current!r}"
+                raise InvalidOperationError(
+                    f"cannot rewind orchestration {instance_id!r}: {which} failed inside a "
+                    f"critical section, and its locks on {', '.join(released)} were released "
+                    "when it failed, so its code cannot run on inside that section; restart "
+                    "the instance instead (restart_orchestration)"
+                )
+            todo.extend(failed_children(history))
 
     async def restart_orchestration(
         self, instance_id: str, *, new_instance_id: bool = False

@@ -4,6 +4,7 @@ critical sections, delayed signals, deletion, queries and cleaning."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -117,6 +118,26 @@ async def lock_then_fail(ctx: dt.OrchestrationContext, key: str) -> None:
         raise RuntimeError("inside the section")
 
 
+async def parent_of_lock_then_fail(ctx: dt.OrchestrationContext, key: str) -> None:
+    await ctx.call_sub_orchestrator(lock_then_fail, input=key)
+
+
+async def fail_after_section(ctx: dt.OrchestrationContext, key: str) -> str:
+    async with ctx.lock_entities(dt.EntityInstanceId("account", key)):
+        pass
+    result: str = await ctx.call_activity(needs_flag, input=key)
+    return result
+
+
+_FLAGS: set[str] = set()
+
+
+def needs_flag(ctx: dt.ActivityContext, key: str) -> str:
+    if key not in _FLAGS:
+        raise RuntimeError(f"no flag {key!r} yet")
+    return "went on"
+
+
 async def lock_then_call_other(ctx: dt.OrchestrationContext, _: None) -> str:
     async with ctx.lock_entities("@account@x"):
         try:
@@ -142,8 +163,11 @@ async def entity_hub(store_url: str) -> AsyncIterator[TaskHub]:
         transfer_in_generator,
         lock_without_yield,
         lock_then_fail,
+        parent_of_lock_then_fail,
+        fail_after_section,
         lock_then_call_other,
         delayed_signal,
+        activities=(needs_flag,),
     )
     hub.worker.add_entity(counter)
     hub.worker.add_entity(Account)
@@ -234,6 +258,30 @@ async def test_a_failing_section_releases_its_locks(entity_hub: TaskHub) -> None
     await _state_is(entity_hub, "@account@f", 3)
     found = await entity_hub.client.get_entity("@account@f")
     assert found is not None and found.locked_by is None
+
+
+async def test_a_rewind_into_a_released_section_is_refused(entity_hub: TaskHub) -> None:
+    """Its failure let the locks go: running on inside the section would not hold them."""
+    client = entity_hub.client
+    inside = await entity_hub.run(lock_then_fail, "r1")
+    parent = await entity_hub.run(parent_of_lock_then_fail, "r2")
+    for state, who in ((inside, "it"), (parent, "its sub-orchestration")):
+        assert state.runtime_status is dt.OrchestrationStatus.FAILED
+        with pytest.raises(dt.InvalidOperationError, match="restart the instance") as refused:
+            await client.rewind_orchestration(state.instance_id)
+        assert f"{who}" in str(refused.value) and "failed inside a critical section" in str(
+            refused.value
+        )
+        after = await client.get_orchestration_state(state.instance_id)
+        assert after is not None and after.runtime_status is dt.OrchestrationStatus.FAILED
+    # Failing after the section ended is no reason: that rewind runs on.
+    key = f"r3-{uuid.uuid4().hex}"
+    failed = await entity_hub.run(fail_after_section, key)
+    assert failed.runtime_status is dt.OrchestrationStatus.FAILED
+    _FLAGS.add(key)
+    await client.rewind_orchestration(failed.instance_id)
+    done = await client.wait_for_orchestration_completion(failed.instance_id, timeout=30)
+    assert done.runtime_status is dt.OrchestrationStatus.COMPLETED and done.output == "went on"
 
 
 async def test_calls_inside_a_section_go_only_to_locked_entities(entity_hub: TaskHub) -> None:
