@@ -646,13 +646,23 @@ class AsyncTaskHubClient:
         input: Any = None,
         *,
         signal_time: datetime | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Send ``operation`` with ``input`` to an entity, one-way; with ``signal_time``
-        (aware), it runs no earlier than then. The entity need not exist yet."""
+        (aware), it runs no earlier than then. The entity need not exist yet.
+
+        ``request_id`` (up to 200 characters) makes a retried send safe: a signal sent again
+        with the same id is applied once, as long as the entity has not applied 256 other
+        messages in between (it remembers the ids of its most recent ones). Without one,
+        each send is a new signal."""
         target = str(EntityInstanceId.of(entity_id))
         if not isinstance(operation, str) or not operation:
             raise ValueError("operation must be a non-empty string")
         check_text(operation, "operation name")
+        if request_id is not None:
+            if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
+                raise ValueError("request_id must be a string of 1 to 200 characters")
+            check_text(request_id, "request id")
         if signal_time is not None:
             signal_time = _to_utc(signal_time, "signal_time")
         encoded = self._codec.encode(input, f"input of operation {operation!r} of {target!r}")
@@ -661,7 +671,7 @@ class AsyncTaskHubClient:
             EntityMessage(
                 entity_id=target,
                 kind=ENTITY_SIGNAL,
-                request_id=uuid.uuid4().hex,
+                request_id=request_id or uuid.uuid4().hex,
                 operation=operation,
                 input=encoded,
                 visible_at=signal_time,
@@ -1237,10 +1247,16 @@ class TaskHubClient:
         input: Any = None,
         *,
         signal_time: datetime | None = None,
+        request_id: str | None = None,
     ) -> None:
         """See :meth:`AsyncTaskHubClient.signal_entity`."""
         self._portal.call(
-            self._client.signal_entity, entity_id, operation, input, signal_time=signal_time
+            self._client.signal_entity,
+            entity_id,
+            operation,
+            input,
+            signal_time=signal_time,
+            request_id=request_id,
         )
 
     def get_entity(

@@ -194,6 +194,19 @@ async def test_client_signals_count_once_each(entity_hub: TaskHub) -> None:
     assert (found.name, found.key, found.locked_by, found.backlog) == ("counter", "a", None, 0)
 
 
+async def test_a_signal_sent_again_with_its_request_id_applies_once(entity_hub: TaskHub) -> None:
+    client = entity_hub.client
+    for _ in range(3):  # a sender retrying after a timeout, say
+        await client.signal_entity("@counter@retried", "add", 5, request_id="deposit-1")
+    await client.signal_entity("@counter@retried", "add", 1, request_id="deposit-2")
+    await client.signal_entity("@counter@retried", "add", 10)
+    await _state_is(entity_hub, "@counter@retried", 16)
+    found = await client.get_entity("@counter@retried")
+    assert found is not None and found.backlog == 0 and found.state == 16
+    with pytest.raises(ValueError, match="request_id"):
+        await client.signal_entity("@counter@retried", "add", 1, request_id="")
+
+
 async def test_signals_from_many_orchestrations(entity_hub: TaskHub) -> None:
     ids = [
         await entity_hub.client.schedule_new_orchestration(add_to_counters, input=["m1", "m2"])
