@@ -511,9 +511,9 @@ async def seed(store: TaskHubStore, n: int) -> None:
 
 
 @pytest.mark.parametrize(("kind", "n"), [("memory", 3000), ("sqlite", 3000)])
-async def test_thousands_of_instances_are_checked_quickly(
-    kind: str, n: int, tmp_path: Path
-) -> None:
+async def test_thousands_of_instances_are_all_checked(kind: str, n: int, tmp_path: Path) -> None:
+    """Every instance of a big hub is read and checked (the rate is a figure, printed; a
+    speed target would belong in benchmarks/)."""
     url = f"memory://{uuid.uuid4().hex}" if kind == "memory" else f"sqlite:///{tmp_path}/h.db"
     store = open_store(url)
     await store.open()
@@ -525,9 +525,7 @@ async def test_thousands_of_instances_are_checked_quickly(
     finally:
         await store.close()
     assert (report.instances_checked, report.problems) == (n, [])
-    rate = n / took
-    count(f"integrity: {kind} instances checked per second (of {n})", int(rate))
-    assert rate > 500, f"{rate:.0f} instances/s"
+    count(f"integrity: {kind} instances checked per second (of {n})", int(n / took))
 
 
 # -- entities --------------------------------------------------------------------------------
