@@ -90,32 +90,6 @@ def test_an_activity_that_kills_its_worker_fails_only_its_own_instance(hub: Hub)
     report({"bystanders": len(ids), "worker_deaths": deaths, "activity_runs": sum(runs.values())})
 
 
-def test_a_killer_charges_no_orchestration_that_was_in_flight_beside_it(hub: Hub) -> None:
-    """Many instances take short steps while an activity kills its worker at each of its
-    max_deliveries (2) runs. The instances a death finds mid-episode are charged once; the
-    killer's second run has no episode in flight beside it, so none is charged twice (and
-    poisoned) for it."""
-    bursts = [Burst(n, steps=25, fan_out=2) for n in range(24)]
-    ids = [
-        hub.client.schedule_new_orchestration(
-            crash_app.steps_then_fan_out, input=burst, instance_id=f"busy-{burst.n}"
-        )
-        for burst in bursts
-    ]
-    poison = hub.client.schedule_new_orchestration(
-        crash_app.calls_a_killer, input=0, instance_id="poison"
-    )
-    states, deaths = keep_workers_running(
-        hub, 3, [*ids, poison], 90, "--max-deliveries", "2", "--lease-seconds", "30"
-    )
-    by_id = {s.instance_id: s for s in states}
-    failed = [i for i in ids if by_id[i].runtime_status is not S.COMPLETED]
-    assert failed == [], [(i, str(by_id[i].failure_details)[:200]) for i in failed]
-    assert by_id[poison].runtime_status is S.FAILED
-    assert "'kills_its_worker' was delivered 3 times" in str(by_id[poison].failure_details)
-    report({"instances": len(ids), "worker_deaths": deaths})
-
-
 def test_orchestration_code_that_never_yields_is_stopped_at_its_budget(hub: Hub) -> None:
     spinner = hub.client.schedule_new_orchestration(crash_app.spins, instance_id="spins")
     worker = hub.start_worker("normal", "--episode-budget", "0.5", "--max-deliveries", "2")
