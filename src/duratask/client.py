@@ -39,6 +39,7 @@ from duratask.backends.base import (
     EntityQueryPage,
     InstanceQuery,
     InstanceSort,
+    LeaseTakeover,
     OrchestrationMessage,
     OrchestrationServiceClient,
     PurgeFilter,
@@ -467,6 +468,15 @@ class AsyncTaskHubClient:
         store = await self._ready()
         await self._require(store, instance_id)
         return await store.get_history(instance_id)
+
+    async def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """When the instance lost its worker: each lease that ran out without being released
+        (the worker crashed, hung or lost the store) or was broken because its worker was
+        known gone, oldest first, with when it ran out and when another worker took over.
+        Raises :class:`~duratask.errors.OrchestrationNotFoundError` for an unknown instance."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.lease_takeovers(instance_id)
 
     async def query_orchestrations(
         self,
@@ -1088,6 +1098,10 @@ class TaskHubClient:
     def get_orchestration_history(self, instance_id: str) -> list[HistoryEvent]:
         """See :meth:`AsyncTaskHubClient.get_orchestration_history`."""
         return self._portal.call(self._client.get_orchestration_history, instance_id)
+
+    def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """See :meth:`AsyncTaskHubClient.get_lease_takeovers`."""
+        return self._portal.call(self._client.get_lease_takeovers, instance_id)
 
     def query_orchestrations(
         self,

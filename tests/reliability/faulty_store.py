@@ -35,6 +35,7 @@ from duratask.backends.base import (
     HistoryMark,
     InstanceQuery,
     LeaseHolder,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -190,6 +191,9 @@ class FaultyStore:
 
     async def backlog(self) -> list[BacklogEntry]:
         return await self.inner.backlog()
+
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        return await self.inner.lease_takeovers(instance_id)
 
     # -- entities ---------------------------------------------------------------------------
     async def lock_next_entity_work_item(

@@ -16,6 +16,7 @@ from duratask.backends.base import (
     BacklogEntry,
     EntityRecord,
     HistoryMark,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     ScheduleRecord,
@@ -115,6 +116,18 @@ def worker_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) 
         orchestrations=frozenset((n, v) for n, v in registrations.get("orchestrations", [])),
         activities=frozenset(registrations.get("activities", [])),
         in_flight={str(k): int(v) for k, v in status.get("in_flight", {}).items()},
+    )
+
+
+def takeover_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) -> LeaseTakeover:
+    """A lease takeover from a row of a SQL store's ``lease_takeovers`` table."""
+    return LeaseTakeover(
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        previous_owner=row["previous_owner"],
+        lease_expired_at=to_time(row["lease_expired_at"]),
+        taken_at=to_time(row["taken_at"]),
+        taken_by=row["taken_by"],
     )
 
 

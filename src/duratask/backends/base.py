@@ -41,7 +41,10 @@ Rules every store follows (the conformance suite checks them):
   before those that were abandoned), unless a terminate waits for it.
 - ``complete_activity_work_item`` deletes the activity and enqueues its result in one
   transaction, refused with :class:`LeaseLostError` if the lease was lost.
-- A lease that expires makes the work item available to any worker again.
+- A lease that expires makes the work item available to any worker again. When an instance
+  is leased while its previous lease is still on it, expired (never released), or when
+  :meth:`OrchestrationService.break_leases` breaks one, the store keeps a
+  :class:`LeaseTakeover` for operators.
 - An entity message creates the entity's row when it has none. While an entity is locked by
   an orchestration, only that orchestration's messages are delivered to it; the others wait,
   in order. ``complete_entity_work_item`` writes the record, deletes the consumed messages
@@ -318,6 +321,29 @@ class LeaseHolder:
     owner: str
     items: int
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTakeover:
+    """An instance whose worker let its lease run out without releasing it (it crashed, hung
+    or lost the store), or whose lease was broken because its worker was known gone: the
+    gap between ``lease_expired_at`` and ``taken_at`` is time the instance lost.
+
+    Attributes:
+        instance_id: The instance.
+        execution_id: Its execution then.
+        previous_owner: The worker whose lease it was.
+        lease_expired_at: When that lease ran out (or was broken).
+        taken_at: When another lease replaced it (for a broken lease: when it was broken).
+        taken_by: The worker that leased the instance then; None for a broken lease.
+    """
+
+    instance_id: str
+    execution_id: str | None
+    previous_owner: str | None
+    lease_expired_at: datetime
+    taken_at: datetime
+    taken_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1005,6 +1031,10 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def backlog(self) -> list[BacklogEntry]:
         """The work waiting, by kind and name (orchestrations first, then by name); names
         with nothing waiting are left out."""
+
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first (see
+        :class:`LeaseTakeover`); empty for an unknown instance."""
 
     # -- schedules --------------------------------------------------------------------------
     async def create_schedule(self, record: ScheduleRecord) -> None:

@@ -205,6 +205,22 @@ async def get_workers(call: ApiCall) -> Response:
     )
 
 
+async def get_takeovers(call: ApiCall) -> Response:
+    takeovers = await call.client.get_lease_takeovers(call.args.required_text("instance_id"))
+    return SafeJSONResponse(
+        [
+            {
+                "executionId": t.execution_id,
+                "previousOwner": t.previous_owner,
+                "leaseExpiredAt": t.lease_expired_at.isoformat(),
+                "takenAt": t.taken_at.isoformat(),
+                "takenBy": t.taken_by,
+            }
+            for t in takeovers
+        ]
+    )
+
+
 async def get_history(call: ApiCall) -> Response:
     history = await call.client.get_orchestration_history(call.args.required_text("instance_id"))
     return SafeJSONResponse([event_export_dict(event) for event in history])
@@ -541,6 +557,23 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             200: Reply(
                 "The events, oldest first.",
                 {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEvent"}},
+            ),
+            400: _BAD,
+            404: _MISSING,
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/instances/{instance_id:path}/takeovers",
+        "getLeaseTakeovers",
+        "When the instance lost its worker: each lease that ran out unreleased (the worker "
+        "crashed or hung) or was broken, and when another worker took over.",
+        get_takeovers,
+        params=(_ID,),
+        replies={
+            200: Reply(
+                "The takeovers, oldest first.",
+                {"type": "array", "items": {"$ref": "#/components/schemas/LeaseTakeover"}},
             ),
             400: _BAD,
             404: _MISSING,

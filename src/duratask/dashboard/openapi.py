@@ -140,6 +140,26 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "instanceId": {**_NULLABLE_STRING, "description": "A sub-orchestration's id."},
         },
     },
+    "LeaseTakeover": {
+        "type": "object",
+        "required": ["executionId", "previousOwner", "leaseExpiredAt", "takenAt", "takenBy"],
+        "additionalProperties": False,
+        "properties": {
+            "executionId": _NULLABLE_STRING,
+            "previousOwner": {**_NULLABLE_STRING, "description": "The worker that was lost."},
+            "leaseExpiredAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When its lease ran out (or was broken).",
+            },
+            "takenAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When another worker leased the instance (or the lease broke).",
+            },
+            "takenBy": {**_NULLABLE_STRING, "description": "Null for a broken lease."},
+        },
+    },
     "Workers": {
         "type": "object",
         "required": ["workers", "backlog"],

@@ -520,13 +520,14 @@ class Pages:
                 parent_instance_id=instance_id, page_size=MAX_CHILDREN
             )
             waiting = await self.client.why_waiting(state)
+            takeovers = await self.client.get_lease_takeovers(instance_id)
         except Exception as exc:
             error = from_exception(exc)
             if error is None:
                 raise
             return self._error(request, error)
         now = datetime.now(UTC)
-        chart = layout(build_bars(events, state.runtime_status, now), now)
+        chart = layout(build_bars(events, state.runtime_status, now, takeovers), now)
         child_status = {c.instance_id: c.runtime_status for c in children.states}
         context = {
             "state": state,

@@ -17,6 +17,7 @@ from duratask.backends._shared import (
     schedule_from_row,
     schedule_params,
     state_from_row,
+    takeover_from_row,
     utc_now,
     worker_from_row,
     worker_registrations,
@@ -38,6 +39,7 @@ from duratask.backends.base import (
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -469,6 +471,11 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         rows = await self._db.autocommit(lambda conn: _fetch_all(conn, sql, params))
         return [backlog_from_row(row) for row in rows]
 
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        rows = await self._read_rows(q.SELECT_TAKEOVERS, [instance_id])
+        return [takeover_from_row(row, DIALECT.from_time) for row in rows]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         sql = self._db.q(q.LEASE_HOLDERS)
@@ -486,6 +493,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         db = self._db
 
         async def job(conn: Connection) -> int:
+            await conn.execute(db.q(q.RECORD_BROKEN_LEASES), params)
             broken = (await conn.execute(db.q(q.BREAK_INSTANCE_LEASES), params)).rowcount
             broken += (await conn.execute(db.q(q.BREAK_ACTIVITY_LEASES), params)).rowcount
             broken += (await conn.execute(db.q(q.BREAK_ENTITY_LEASES), params)).rowcount

@@ -247,8 +247,9 @@ $$;
 -- when there is no work. An instance resting after an abandon is not free until its rest
 -- ends, unless a terminate waits for it. Instances another transaction is locking are
 -- skipped, never waited for; one whose messages were consumed since it was chosen is
--- passed over. The lease's commit does not wait for the WAL flush: a lease dies with its
--- worker anyway, and the next durable commit flushes it too.
+-- passed over. A lease found still on the instance (expired, never released) is recorded
+-- in lease_takeovers. The lease's commit does not wait for the WAL flush: a lease dies with
+-- its worker anyway, and the next durable commit flushes it too.
 CREATE FUNCTION {schema}.lease_next_instance(p jsonb)
 RETURNS TABLE (
     instance_id          text,
@@ -278,10 +279,12 @@ DECLARE
     p_keys text[] := CASE WHEN jsonb_typeof(p->'keys') = 'array'
                           THEN ARRAY(SELECT jsonb_array_elements_text(p->'keys')) END;
     v_id   text;
+    v_prev record;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     FOR attempt IN 1..3 LOOP
-        SELECT i.instance_id INTO v_id
+        SELECT i.instance_id, i.execution_id, i.lock_token, i.lock_owner, i.lock_expires_at
+        INTO v_prev
         FROM {schema}.messages AS m
         JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
         WHERE (m.visible_at IS NULL OR m.due_at <= p_now)
@@ -297,6 +300,7 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;
         END IF;
+        v_id := v_prev.instance_id;
         RETURN QUERY
         WITH dequeued AS (
             UPDATE {schema}.messages AS m SET dequeue_count = m.dequeue_count + 1
@@ -321,6 +325,14 @@ BEGIN
         FROM leased AS l CROSS JOIN dequeued AS d
         ORDER BY d.message_id;
         IF FOUND THEN
+            -- A lease still on the instance ran out unreleased: its worker is gone.
+            IF v_prev.lock_token IS NOT NULL THEN
+                INSERT INTO {schema}.lease_takeovers
+                    (instance_id, execution_id, previous_owner, lease_expired_at, taken_at,
+                     taken_by)
+                VALUES (v_id, v_prev.execution_id, v_prev.lock_owner, v_prev.lock_expires_at,
+                        p_now, p->>'owner');
+            END IF;
             RETURN;
         END IF;
     END LOOP;

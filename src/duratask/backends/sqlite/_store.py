@@ -17,6 +17,7 @@ from duratask.backends._shared import (
     new_lock_token,
     schedule_from_row,
     schedule_params,
+    takeover_from_row,
     utc_now,
     work_kinds,
     worker_from_row,
@@ -41,6 +42,7 @@ from duratask.backends.base import (
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -199,6 +201,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
             row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now, "keys": runnable}).fetchone()
             if row is None:
                 return None
+            if row["lock_token"] is not None:  # a lease that ran out, never released
+                _record_takeover(conn, row, now, owner)
             return _lease_instance(conn, row[0], now, owner, token, lease, known_histories)
 
         return await self._db.write(job, durable=False)
@@ -420,6 +424,13 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         rows = await self._db.read(lambda c: c.execute(q.BACKLOG, params).fetchall())
         return [backlog_from_row(row) for row in rows]
 
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        rows = await self._db.read(
+            lambda c: c.execute(q.SELECT_TAKEOVERS, (instance_id,)).fetchall()
+        )
+        return [takeover_from_row(row, from_micros) for row in rows]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         params = {"now": self._now()}
@@ -435,6 +446,7 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         params = {"owner": owner, "now": self._now()}
 
         def job(conn: sqlite3.Connection) -> int:
+            conn.execute(q.RECORD_BROKEN_LEASES, params)
             broken: int = conn.execute(q.BREAK_INSTANCE_LEASES, params).rowcount
             broken += conn.execute(q.BREAK_ENTITY_LEASES, params).rowcount
             return broken + conn.execute(q.BREAK_ACTIVITY_LEASES, params).rowcount
@@ -638,6 +650,20 @@ def _lease_instance(
         state=state,
         history_length=length,
         history_loaded=not known,
+    )
+
+
+def _record_takeover(conn: sqlite3.Connection, row: sqlite3.Row, now: int, owner: str) -> None:
+    conn.execute(
+        q.INSERT_TAKEOVER,
+        {
+            "instance_id": row["instance_id"],
+            "execution_id": row["execution_id"],
+            "previous_owner": row["lock_owner"],
+            "lease_expired_at": row["lock_expires_at"],
+            "now": now,
+            "taken_by": owner,
+        },
     )
 
 
