@@ -37,9 +37,9 @@ async def test_the_gap_a_lost_worker_left_is_marked_on_the_timeline() -> None:
         api = await web.get(f"/api/instances/{iid}/takeovers")
         assert api.status_code == 200
         (takeover,) = api.json()
-        assert takeover["previousOwner"] == "dead-worker"
-        assert takeover["takenBy"] == hub.worker.worker_id
-        assert takeover["takenAt"] >= takeover["leaseExpiredAt"]
+        assert takeover["previous_owner"] == "dead-worker"
+        assert takeover["taken_by"] == hub.worker.worker_id
+        assert takeover["taken_at"] >= takeover["lease_expired_at"]
         assert (await web.get("/api/instances/nobody/takeovers")).status_code == 404
     finally:
         await hub.stop()

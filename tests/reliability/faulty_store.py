@@ -32,6 +32,7 @@ from duratask.backends.base import (
     EntityQueryPage,
     EntityWorkItem,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     InstanceQuery,
     LeaseHolder,
@@ -194,6 +195,9 @@ class FaultyStore:
 
     async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
         return await self.inner.lease_takeovers(instance_id)
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        return await self.inner.list_executions(instance_id)
 
     # -- entities ---------------------------------------------------------------------------
     async def lock_next_entity_work_item(

@@ -27,6 +27,9 @@ CONTRIBUTING.md says what that suite demands of a new one.
 
 Rules every store follows (the conformance suite checks them):
 
+- A commit that resets a non-empty history (continue-as-new, a finished instance started
+  again) first keeps an :class:`ExecutionRecord` of the execution it ends, built from the
+  stored instance row with :func:`duratask.backends._shared.ended_execution`.
 - :meth:`OrchestrationService.commit_episode` writes an episode (appended history, deletion
   of the consumed messages, new activity work items, outbound messages, the instance row,
   and the deletion of an activity whose result the episode consumed) in ONE transaction,
@@ -797,6 +800,45 @@ class ScheduleRecord:
 
 TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
 
+EXECUTION_SUMMARY_LENGTH = 200
+"""How many characters of an earlier execution's input and output its record keeps."""
+
+EXECUTIONS_KEPT = 1000
+"""How many earlier executions of one instance a store keeps records of (the latest ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """An earlier execution of an instance, whose history was dropped when the instance
+    started afresh: by continuing as new, or as a finished instance started again. Stores
+    keep one compact record per such execution (up to :data:`EXECUTIONS_KEPT`, the latest).
+
+    Attributes:
+        instance_id: The instance.
+        generation: Which execution it was: 1 for the instance's first, counting on.
+        execution_id: Its execution id.
+        name: The orchestration it ran.
+        version: Its version.
+        started_at: When it started: when the execution before it ended (the first: when
+            the instance was created).
+        ended_at: When the next execution replaced it.
+        status: How it ended: CONTINUED_AS_NEW, or COMPLETED, FAILED or TERMINATED.
+        input_summary: Its input as JSON text, cut to :data:`EXECUTION_SUMMARY_LENGTH`.
+        output_summary: What it handed on (the next execution's input, for
+            CONTINUED_AS_NEW) or its output, cut the same way.
+    """
+
+    instance_id: str
+    generation: int
+    execution_id: str | None
+    name: str
+    version: str | None
+    started_at: datetime
+    ended_at: datetime
+    status: OrchestrationStatus
+    input_summary: str | None = None
+    output_summary: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class StoreDescription:
@@ -1035,6 +1077,10 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
         """The instance's leases that ran out unreleased or were broken, oldest first (see
         :class:`LeaseTakeover`); empty for an unknown instance."""
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first (see
+        :class:`ExecutionRecord`); empty for an unknown instance or one never restarted."""
 
     # -- schedules --------------------------------------------------------------------------
     async def create_schedule(self, record: ScheduleRecord) -> None:

@@ -22,6 +22,7 @@ from duratask.backends._shared import (
     as_utc,
     as_utc_or_none,
     check_page_size,
+    ended_execution,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -42,6 +43,7 @@ from duratask.backends._wakeups import (
 )
 from duratask.backends.base import (
     ENTITY_RECENT_REQUESTS,
+    EXECUTIONS_KEPT,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
@@ -54,6 +56,7 @@ from duratask.backends.base import (
     EntityRecord,
     EntityWorkItem,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     InstanceQuery,
     KnownHistories,
@@ -128,6 +131,14 @@ class _Instance:
     messages: dict[int, _Message] = field(default_factory=dict)
     lease: _Lease = field(default_factory=_Lease)
     takeovers: list[LeaseTakeover] = field(default_factory=list)
+    executions: list[ExecutionRecord] = field(default_factory=list)
+
+    def record_ended_execution(self, commit: OrchestrationCommit, now: datetime) -> None:
+        """Keep a record of the execution ``commit`` ends by resetting the history."""
+        last = self.executions[-1] if self.executions else None
+        previous = (last.generation, last.ended_at) if last is not None else None
+        self.executions.append(ended_execution(self.state, commit, previous, now))
+        del self.executions[:-EXECUTIONS_KEPT]
 
     def record_takeover(self, now: datetime, taken_by: str | None) -> None:
         """Keep the lease on the instance as taken over (it ran out unreleased, or was
@@ -428,6 +439,8 @@ class MemoryOrchestrationService:
         """Record an episode and release the instance (with the lock held; ``state`` and
         ``outbound`` already normalised); returns the activities leased to the committer."""
         if commit.reset_history:
+            if instance.history:
+                instance.record_ended_execution(commit, now)
             instance.history.clear()
         instance.history.extend(commit.new_events)
         eager = commit.eager_activities
@@ -795,6 +808,12 @@ class MemoryOrchestrationService:
         with self._lock:
             instance = self._instances.get(instance_id)
             return list(instance.takeovers) if instance is not None else []
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return list(instance.executions) if instance is not None else []
 
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""

@@ -219,6 +219,11 @@ SELECT_TAKEOVERS = """
 SELECT instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by
 FROM {schema}.lease_takeovers WHERE instance_id = %s ORDER BY id"""
 
+SELECT_EXECUTIONS = """
+SELECT instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+       output
+FROM {schema}.executions WHERE instance_id = %s ORDER BY generation"""
+
 BREAK_INSTANCE_LEASES = """
 UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""

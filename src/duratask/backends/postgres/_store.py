@@ -11,6 +11,8 @@ from typing import Any
 from duratask.backends._shared import (
     as_utc,
     backlog_from_row,
+    execution_from_row,
+    handed_on_input,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -35,6 +37,7 @@ from duratask.backends.base import (
     ActivityWorkItem,
     BacklogEntry,
     EpisodeFence,
+    ExecutionRecord,
     InstanceUnchanged,
     KnownHistories,
     LeaseHeld,
@@ -476,6 +479,11 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         rows = await self._read_rows(q.SELECT_TAKEOVERS, [instance_id])
         return [takeover_from_row(row, DIALECT.from_time) for row in rows]
 
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        rows = await self._read_rows(q.SELECT_EXECUTIONS, [instance_id])
+        return [execution_from_row(row, DIALECT.from_time) for row in rows]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         sql = self._db.q(q.LEASE_HOLDERS)
@@ -630,6 +638,16 @@ class _EpisodeWrite:
             "now": now.isoformat(),
             "history_length": history_length,
             "reset_history": commit.reset_history,
+            # For the record of the execution a reset ends (see logic.sql).
+            "ended": (
+                {
+                    "continued": commit.state.runtime_status
+                    is OrchestrationStatus.CONTINUED_AS_NEW,
+                    "handed_on": handed_on_input(commit),
+                }
+                if commit.reset_history
+                else None
+            ),
             "events": [[event_type_name(e), event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
             "activities": [

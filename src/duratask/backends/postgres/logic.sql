@@ -72,6 +72,7 @@ DECLARE
     v_length integer;
     v_first  integer;
     v_status text;
+    v_generation integer;
     m        record;
 BEGIN
     IF p_lock_token IS NOT NULL THEN
@@ -117,6 +118,34 @@ BEGIN
             outcome := 'activity_lost';
             RETURN;
         END IF;
+    END IF;
+
+    -- A reset of a non-empty history ends an execution: keep its record (the rules of
+    -- duratask.backends._shared.ended_execution; 200 is EXECUTION_SUMMARY_LENGTH, 1000
+    -- EXECUTIONS_KEPT).
+    IF (p->>'reset_history')::boolean AND v_length > 0 THEN
+        INSERT INTO {schema}.executions
+            (instance_id, generation, execution_id, name, version, started_at, ended_at,
+             status, input, output)
+        SELECT i.instance_id, COALESCE(x.generation, 0) + 1, i.execution_id, i.name,
+               i.version, COALESCE(x.ended_at, i.created_at), p_now,
+               CASE WHEN v_continued THEN 'CONTINUED_AS_NEW' ELSE i.runtime_status END,
+               left(i.input, 200),
+               left(CASE WHEN v_continued THEN p->'ended'->>'handed_on' ELSE i.output END, 200)
+        FROM {schema}.instances AS i
+        LEFT JOIN LATERAL (
+            SELECT e.generation, e.ended_at FROM {schema}.executions AS e
+            WHERE e.instance_id = i.instance_id ORDER BY e.generation DESC LIMIT 1
+        ) AS x ON true,
+        LATERAL (
+            SELECT (p->'ended'->>'continued')::boolean
+                   OR i.runtime_status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+                   AS v_continued
+        ) AS c
+        WHERE i.instance_id = p_instance_id
+        RETURNING generation INTO v_generation;
+        DELETE FROM {schema}.executions
+        WHERE instance_id = p_instance_id AND generation <= v_generation - 1000;
     END IF;
 
     v_first := p_history_length;

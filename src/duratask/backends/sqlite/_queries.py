@@ -223,6 +223,22 @@ SELECT_TAKEOVERS = """
 SELECT instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by
 FROM lease_takeovers WHERE instance_id = ? ORDER BY id"""
 
+# -- records of earlier executions (see duratask.backends.base.ExecutionRecord) ------------------
+LAST_EXECUTION = """
+SELECT generation, ended_at FROM executions WHERE instance_id = ?
+ORDER BY generation DESC LIMIT 1"""
+INSERT_EXECUTION = """
+INSERT INTO executions
+    (instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+     output)
+VALUES (:instance_id, :generation, :execution_id, :name, :version, :started_at, :ended_at,
+        :status, :input, :output)"""
+TRIM_EXECUTIONS = "DELETE FROM executions WHERE instance_id = ? AND generation <= ?"
+SELECT_EXECUTIONS = """
+SELECT instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+       output
+FROM executions WHERE instance_id = ? ORDER BY generation"""
+
 BREAK_INSTANCE_LEASES = """
 UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = :owner AND lock_token IS NOT NULL"""

@@ -12,6 +12,8 @@ from typing import Any
 
 from duratask.backends._shared import (
     backlog_from_row,
+    ended_execution,
+    execution_from_row,
     history_is_known,
     leased_activities,
     new_lock_token,
@@ -34,10 +36,12 @@ from duratask.backends._wakeups import (
     hub_wakeups,
 )
 from duratask.backends.base import (
+    EXECUTIONS_KEPT,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     KnownHistories,
     LeaseHeld,
@@ -234,6 +238,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
 
         def job(conn: sqlite3.Connection) -> list[int]:
             length = _check_fence(conn, instance_id, fence, write.now)
+            if commit.reset_history and length:
+                _record_ended_execution(conn, commit, write.now)
             finished = commit.finished_activity
             if finished is not None:
                 key = (finished.work_item_id, finished.lock_token)
@@ -430,6 +436,13 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
             lambda c: c.execute(q.SELECT_TAKEOVERS, (instance_id,)).fetchall()
         )
         return [takeover_from_row(row, from_micros) for row in rows]
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        rows = await self._db.read(
+            lambda c: c.execute(q.SELECT_EXECUTIONS, (instance_id,)).fetchall()
+        )
+        return [execution_from_row(row, from_micros) for row in rows]
 
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
@@ -651,6 +664,33 @@ def _lease_instance(
         history_length=length,
         history_loaded=not known,
     )
+
+
+def _record_ended_execution(
+    conn: sqlite3.Connection, commit: OrchestrationCommit, now: int
+) -> None:
+    """Keep a record of the execution whose history ``commit`` resets (see the seam)."""
+    instance_id = commit.state.instance_id
+    stored = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
+    last = conn.execute(q.LAST_EXECUTION, (instance_id,)).fetchone()
+    previous = None if last is None else (last["generation"], from_micros(last["ended_at"]))
+    record = ended_execution(stored, commit, previous, from_micros(now))
+    conn.execute(
+        q.INSERT_EXECUTION,
+        {
+            "instance_id": instance_id,
+            "generation": record.generation,
+            "execution_id": record.execution_id,
+            "name": record.name,
+            "version": record.version,
+            "started_at": to_micros(record.started_at),
+            "ended_at": now,
+            "status": record.status.value,
+            "input": record.input_summary,
+            "output": record.output_summary,
+        },
+    )
+    conn.execute(q.TRIM_EXECUTIONS, (instance_id, record.generation - EXECUTIONS_KEPT))
 
 
 def _record_takeover(conn: sqlite3.Connection, row: sqlite3.Row, now: int, owner: str) -> None:

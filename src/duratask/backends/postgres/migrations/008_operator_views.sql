@@ -18,3 +18,21 @@ CREATE TABLE {schema}.lease_takeovers (
 );
 
 CREATE INDEX lease_takeovers_by_instance ON {schema}.lease_takeovers (instance_id, id);
+
+-- executions: one compact record per execution whose history was dropped when the instance
+-- started afresh (continue-as-new, or a finished instance started again); generation counts
+-- them from 1. Inputs and outputs are kept only as their first characters.
+CREATE TABLE {schema}.executions (
+    instance_id  text COLLATE "C" NOT NULL
+                 REFERENCES {schema}.instances (instance_id) ON DELETE CASCADE,
+    generation   integer     NOT NULL,
+    execution_id text,
+    name         text        NOT NULL,
+    version      text,
+    started_at   timestamptz NOT NULL,
+    ended_at     timestamptz NOT NULL,
+    status       text        NOT NULL,
+    input        text,
+    output       text,
+    PRIMARY KEY (instance_id, generation)
+);

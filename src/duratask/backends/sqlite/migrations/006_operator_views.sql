@@ -17,3 +17,20 @@ CREATE TABLE lease_takeovers (
 );
 
 CREATE INDEX lease_takeovers_by_instance ON lease_takeovers (instance_id, id);
+
+-- executions: one compact record per execution whose history was dropped when the instance
+-- started afresh (continue-as-new, or a finished instance started again); generation counts
+-- them from 1. Inputs and outputs are kept only as their first characters.
+CREATE TABLE executions (
+    instance_id  TEXT    NOT NULL REFERENCES instances (instance_id) ON DELETE CASCADE,
+    generation   INTEGER NOT NULL,
+    execution_id TEXT,
+    name         TEXT    NOT NULL,
+    version      TEXT,
+    started_at   INTEGER NOT NULL,
+    ended_at     INTEGER NOT NULL,
+    status       TEXT    NOT NULL,
+    input        TEXT,
+    output       TEXT,
+    PRIMARY KEY (instance_id, generation)
+) WITHOUT ROWID;
