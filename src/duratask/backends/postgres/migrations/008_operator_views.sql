@@ -36,3 +36,6 @@ CREATE TABLE {schema}.executions (
     output       text,
     PRIMARY KEY (instance_id, generation)
 );
+
+-- query_instances sorted by last update pages by (last_updated_at, instance_id).
+CREATE INDEX instances_by_last_updated_at ON {schema}.instances (last_updated_at, instance_id);

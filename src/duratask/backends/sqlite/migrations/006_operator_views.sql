@@ -34,3 +34,6 @@ CREATE TABLE executions (
     output       TEXT,
     PRIMARY KEY (instance_id, generation)
 ) WITHOUT ROWID;
+
+-- query_instances sorted by last update pages by (last_updated_at, instance_id).
+CREATE INDEX instances_by_last_updated_at ON instances (last_updated_at, instance_id);
