@@ -57,6 +57,61 @@ async def test_an_eternal_orchestration_leaves_the_chain_of_its_executions(
     assert {r.name for r in records} == {"counter"}
 
 
+async def back_to_back(ctx: dt.OrchestrationContext, n: int) -> str:
+    if n < 3:
+        ctx.continue_as_new(n + 1)  # nothing awaited: the worker runs the next one at once
+        return "ignored"
+    return f"done at {n}"
+
+
+async def inbox(ctx: dt.OrchestrationContext, seen: list[str]) -> list[str]:
+    item = await ctx.wait_for_external_event("item")
+    if item == "stop":
+        return seen
+    ctx.continue_as_new([*seen, item], save_events=True)
+    return seen
+
+
+async def test_executions_run_back_to_back_in_one_episode_are_recorded_too(
+    store_url: str,
+) -> None:
+    hub = TaskHub(store_url)
+    try:
+        hub.register(back_to_back, inbox)
+        await hub.start()
+        state = await hub.run(back_to_back, 0)
+        assert state.output == "done at 3"
+        records = await hub.client.get_orchestration_executions(state.instance_id)
+
+        # Events already waiting: each execution consumes one and continues as new, many of
+        # them within one episode, some after a stored one.
+        iid = await hub.client.schedule_new_orchestration(inbox, input=[])
+        await hub.client.wait_for_orchestration_start(iid, timeout=30)
+        for item in ["a", "b", "c", "d", "e", "stop"]:
+            await hub.client.raise_orchestration_event(iid, "item", data=item)
+        done = await hub.client.wait_for_orchestration_completion(iid, timeout=30)
+        assert done.output == ["a", "b", "c", "d", "e"]
+        handled = await hub.client.get_orchestration_executions(iid)
+    finally:
+        await hub.stop()
+    assert [(r.generation, r.input_summary, r.output_summary) for r in records] == [
+        (1, "0", "1"),
+        (2, "1", "2"),
+        (3, "2", "3"),
+    ]
+    assert len({r.execution_id for r in records} | {state.execution_id}) == 4
+    assert [r.generation for r in handled] == [1, 2, 3, 4, 5]
+    assert [r.input_summary for r in handled] == [
+        "[]",
+        '["a"]',
+        '["a","b"]',
+        '["a","b","c"]',
+        '["a","b","c","d"]',
+    ]
+    assert [r.output_summary for r in handled[:-1]] == [r.input_summary for r in handled[1:]]
+    assert handled[-1].output_summary == '["a","b","c","d","e"]' == done.serialized_input
+
+
 async def test_a_reset_keeps_a_record_of_the_execution_it_ends(
     store: TaskHubStore, clock: FakeClock
 ) -> None:

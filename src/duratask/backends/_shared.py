@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,6 +122,34 @@ def worker_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) 
     )
 
 
+def ended_executions(
+    stored: OrchestrationState | None,
+    commit: OrchestrationCommit,
+    previous: tuple[int, datetime] | None,
+    now: datetime,
+) -> list[ExecutionRecord]:
+    """The records a commit adds: of the stored execution its reset ends (``stored``, the
+    instance row before the commit; None when the stored history was empty), then of the
+    executions it ran back to back (``commit.continued_executions``), numbered on from
+    ``previous``, the generation and end of the latest record kept (None: none)."""
+    records = []
+    if stored is not None:
+        records.append(ended_execution(stored, commit, previous, now))
+    generation = records[-1].generation if records else previous[0] if previous else 0
+    for n, ran in enumerate(commit.continued_executions, start=generation + 1):
+        records.append(
+            replace(
+                ran,
+                generation=n,
+                started_at=now,
+                ended_at=now,
+                input_summary=_summary(ran.input_summary),
+                output_summary=_summary(ran.output_summary),
+            )
+        )
+    return records
+
+
 def ended_execution(
     stored: OrchestrationState,
     commit: OrchestrationCommit,
@@ -153,6 +182,8 @@ def ended_execution(
 def handed_on_input(commit: OrchestrationCommit) -> str | None:
     """The input an execution ended by continuing as new hands on to its successor: the
     input of the execution ``commit`` starts, or (ending it alone) of the row it writes."""
+    if commit.continued_executions:  # the first of those it ran back to back
+        return commit.continued_executions[0].input_summary
     if commit.state.runtime_status is not OrchestrationStatus.CONTINUED_AS_NEW:
         for event in commit.new_events:
             if isinstance(event, ExecutionStarted):

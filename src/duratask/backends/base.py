@@ -28,8 +28,9 @@ CONTRIBUTING.md says what that suite demands of a new one.
 Rules every store follows (the conformance suite checks them):
 
 - A commit that resets a non-empty history (continue-as-new, a finished instance started
-  again) first keeps an :class:`ExecutionRecord` of the execution it ends, built from the
-  stored instance row with :func:`duratask.backends._shared.ended_execution`.
+  again) keeps an :class:`ExecutionRecord` of the stored execution it ends, then of each of
+  its ``continued_executions``, as :func:`duratask.backends._shared.ended_executions`
+  builds them (from the instance row as stored before the commit).
 - :meth:`OrchestrationService.commit_episode` writes an episode (appended history, deletion
   of the consumed messages, new activity work items, outbound messages, the instance row,
   and the deletion of an activity whose result the episode consumed) in ONE transaction,
@@ -425,6 +426,10 @@ class OrchestrationCommit:
             message): deleted with the commit.
         entity_messages: The messages to send to entities: signals, calls, lock requests
             and releases.
+        continued_executions: The executions the episode began and ended itself, running
+            them back to back as each continued as new (oldest first; never stored): the
+            store keeps their records after the one of the execution the reset ends, and
+            numbers them (their ``generation`` here is 0).
     """
 
     state: OrchestrationState  # its instance_id names the instance
@@ -436,6 +441,7 @@ class OrchestrationCommit:
     eager_activities: EagerLease | None = None
     finished_activity: ActivityWorkItem | None = None
     entity_messages: Sequence[EntityMessage] = ()
+    continued_executions: Sequence[ExecutionRecord] = ()
 
     @property
     def changes_instance(self) -> bool:

@@ -22,7 +22,7 @@ from duratask.backends._shared import (
     as_utc,
     as_utc_or_none,
     check_page_size,
-    ended_execution,
+    ended_executions,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -133,11 +133,13 @@ class _Instance:
     takeovers: list[LeaseTakeover] = field(default_factory=list)
     executions: list[ExecutionRecord] = field(default_factory=list)
 
-    def record_ended_execution(self, commit: OrchestrationCommit, now: datetime) -> None:
-        """Keep a record of the execution ``commit`` ends by resetting the history."""
+    def record_ended_executions(self, commit: OrchestrationCommit, now: datetime) -> None:
+        """Keep the records of the executions ``commit`` ends: the stored one its reset
+        drops (if any), then those it ran back to back."""
         last = self.executions[-1] if self.executions else None
         previous = (last.generation, last.ended_at) if last is not None else None
-        self.executions.append(ended_execution(self.state, commit, previous, now))
+        stored = self.state if commit.reset_history and self.history else None
+        self.executions.extend(ended_executions(stored, commit, previous, now))
         del self.executions[:-EXECUTIONS_KEPT]
 
     def record_takeover(self, now: datetime, taken_by: str | None) -> None:
@@ -438,9 +440,9 @@ class MemoryOrchestrationService:
     ) -> list[ActivityWorkItem]:
         """Record an episode and release the instance (with the lock held; ``state`` and
         ``outbound`` already normalised); returns the activities leased to the committer."""
+        if (commit.reset_history and instance.history) or commit.continued_executions:
+            instance.record_ended_executions(commit, now)
         if commit.reset_history:
-            if instance.history:
-                instance.record_ended_execution(commit, now)
             instance.history.clear()
         instance.history.extend(commit.new_events)
         eager = commit.eager_activities

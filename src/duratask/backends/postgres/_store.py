@@ -648,6 +648,16 @@ class _EpisodeWrite:
                 if commit.reset_history
                 else None
             ),
+            "continued": [
+                {
+                    "execution_id": e.execution_id,
+                    "name": e.name,
+                    "version": e.version,
+                    "input": e.input_summary,
+                    "output": e.output_summary,
+                }
+                for e in commit.continued_executions
+            ],
             "events": [[event_type_name(e), event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
             "activities": [

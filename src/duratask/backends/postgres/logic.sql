@@ -144,6 +144,21 @@ BEGIN
         ) AS c
         WHERE i.instance_id = p_instance_id
         RETURNING generation INTO v_generation;
+    END IF;
+    -- Then the executions the episode ran back to back, numbered on.
+    IF jsonb_array_length(COALESCE(p->'continued', '[]'::jsonb)) > 0 THEN
+        SELECT COALESCE(MAX(e.generation), 0) INTO v_generation
+        FROM {schema}.executions AS e WHERE e.instance_id = p_instance_id;
+        INSERT INTO {schema}.executions
+            (instance_id, generation, execution_id, name, version, started_at, ended_at,
+             status, input, output)
+        SELECT p_instance_id, v_generation + x.n::integer, x.e->>'execution_id',
+               x.e->>'name', x.e->>'version', p_now, p_now, 'CONTINUED_AS_NEW',
+               left(x.e->>'input', 200), left(x.e->>'output', 200)
+        FROM jsonb_array_elements(p->'continued') WITH ORDINALITY AS x(e, n);
+        v_generation := v_generation + jsonb_array_length(p->'continued');
+    END IF;
+    IF v_generation IS NOT NULL THEN
         DELETE FROM {schema}.executions
         WHERE instance_id = p_instance_id AND generation <= v_generation - 1000;
     END IF;

@@ -12,7 +12,7 @@ from typing import Any
 
 from duratask.backends._shared import (
     backlog_from_row,
-    ended_execution,
+    ended_executions,
     execution_from_row,
     history_is_known,
     leased_activities,
@@ -238,8 +238,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
 
         def job(conn: sqlite3.Connection) -> list[int]:
             length = _check_fence(conn, instance_id, fence, write.now)
-            if commit.reset_history and length:
-                _record_ended_execution(conn, commit, write.now)
+            if (commit.reset_history and length) or commit.continued_executions:
+                _record_ended_executions(conn, commit, write.now, stored_ended=bool(length))
             finished = commit.finished_activity
             if finished is not None:
                 key = (finished.work_item_id, finished.lock_token)
@@ -666,31 +666,39 @@ def _lease_instance(
     )
 
 
-def _record_ended_execution(
-    conn: sqlite3.Connection, commit: OrchestrationCommit, now: int
+def _record_ended_executions(
+    conn: sqlite3.Connection, commit: OrchestrationCommit, now: int, *, stored_ended: bool
 ) -> None:
-    """Keep a record of the execution whose history ``commit`` resets (see the seam)."""
+    """Keep the records of the executions ``commit`` ends: the stored one its reset drops
+    (``stored_ended``: the stored history was not empty), then those it ran back to back."""
     instance_id = commit.state.instance_id
-    stored = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
+    stored = None
+    if commit.reset_history and stored_ended:
+        stored = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
     last = conn.execute(q.LAST_EXECUTION, (instance_id,)).fetchone()
     previous = None if last is None else (last["generation"], from_micros(last["ended_at"]))
-    record = ended_execution(stored, commit, previous, from_micros(now))
-    conn.execute(
+    records = ended_executions(stored, commit, previous, from_micros(now))
+    conn.executemany(
         q.INSERT_EXECUTION,
-        {
-            "instance_id": instance_id,
-            "generation": record.generation,
-            "execution_id": record.execution_id,
-            "name": record.name,
-            "version": record.version,
-            "started_at": to_micros(record.started_at),
-            "ended_at": now,
-            "status": record.status.value,
-            "input": record.input_summary,
-            "output": record.output_summary,
-        },
+        [
+            {
+                "instance_id": instance_id,
+                "generation": record.generation,
+                "execution_id": record.execution_id,
+                "name": record.name,
+                "version": record.version,
+                "started_at": to_micros(record.started_at),
+                "ended_at": to_micros(record.ended_at),
+                "status": record.status.value,
+                "input": record.input_summary,
+                "output": record.output_summary,
+            }
+            for record in records
+        ],
     )
-    conn.execute(q.TRIM_EXECUTIONS, (instance_id, record.generation - EXECUTIONS_KEPT))
+    if records:
+        latest = records[-1].generation
+        conn.execute(q.TRIM_EXECUTIONS, (instance_id, latest - EXECUTIONS_KEPT))
 
 
 def _record_takeover(conn: sqlite3.Connection, row: sqlite3.Row, now: int, owner: str) -> None:
