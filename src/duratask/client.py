@@ -38,8 +38,10 @@ from duratask.backends.base import (
     EntityMetadata,
     EntityQuery,
     EntityQueryPage,
+    ExecutionRecord,
     InstanceQuery,
     InstanceSort,
+    LeaseTakeover,
     OrchestrationMessage,
     OrchestrationServiceClient,
     PurgeFilter,
@@ -470,6 +472,26 @@ class AsyncTaskHubClient:
         store = await self._ready()
         await self._require(store, instance_id)
         return await store.get_history(instance_id)
+
+    async def get_orchestration_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The instance's earlier executions, oldest first: one compact record (ids, times,
+        how it ended, its input and output cut short) per execution whose history was
+        dropped when the instance continued as new or, finished, was started again. The
+        current execution is not among them: its history is
+        :meth:`get_orchestration_history`, its round ``len(records) + 1``. Raises
+        :class:`~duratask.errors.OrchestrationNotFoundError` for an unknown instance."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.list_executions(instance_id)
+
+    async def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """When the instance lost its worker: each lease that ran out without being released
+        (the worker crashed, hung or lost the store) or was broken because its worker was
+        known gone, oldest first, with when it ran out and when another worker took over.
+        Raises :class:`~duratask.errors.OrchestrationNotFoundError` for an unknown instance."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.lease_takeovers(instance_id)
 
     async def query_orchestrations(
         self,
@@ -1129,6 +1151,14 @@ class TaskHubClient:
     def get_orchestration_history(self, instance_id: str) -> list[HistoryEvent]:
         """See :meth:`AsyncTaskHubClient.get_orchestration_history`."""
         return self._portal.call(self._client.get_orchestration_history, instance_id)
+
+    def get_orchestration_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """See :meth:`AsyncTaskHubClient.get_orchestration_executions`."""
+        return self._portal.call(self._client.get_orchestration_executions, instance_id)
+
+    def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """See :meth:`AsyncTaskHubClient.get_lease_takeovers`."""
+        return self._portal.call(self._client.get_lease_takeovers, instance_id)
 
     def query_orchestrations(
         self,
