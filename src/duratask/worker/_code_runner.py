@@ -170,7 +170,6 @@ class OrchestrationCodeRunner:
             if self.budget is not None:  # the budget counts from here, not while queued
                 job.deadline = time.monotonic() + self.budget
             self._running.add(job)
-            self._changed.notify()
 
     def _end(self, job: _Job, me: int) -> None:
         """Stop being a target, and drop any exception the watchdog queued too late, before
@@ -182,10 +181,15 @@ class OrchestrationCodeRunner:
             self._idle += 1
 
     def _watch(self) -> None:
+        # No episode needs waking the watchdog when it starts: the budget is the same for
+        # all, so one that starts after the watchdog looked is due no sooner than a budget
+        # from then, and the watchdog never sleeps longer than that. (A notify per episode
+        # would wake this thread, and take the GIL, at every step.)
+        assert self.budget is not None
         with self._lock:
             while not self._closed:
                 now = time.monotonic()
-                wait: float | None = None
+                wait = self.budget
                 for job in self._running:
                     assert job.deadline is not None and job.thread_id is not None
                     if job.returned:
@@ -194,6 +198,5 @@ class OrchestrationCodeRunner:
                         if not _importing(job.thread_id):
                             _raise_in(job.thread_id, EpisodeOverBudget)
                         job.deadline = now + _RAISE_AGAIN_EVERY
-                    left = job.deadline - now
-                    wait = left if wait is None else min(wait, left)
+                    wait = min(wait, job.deadline - now)
                 self._changed.wait(wait)
