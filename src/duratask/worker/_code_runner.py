@@ -39,7 +39,17 @@ class EpisodeOverBudget(BaseException):
 
 
 class _Job:
-    __slots__ = ("args", "context", "deadline", "fn", "future", "loop", "returned", "thread_id")
+    __slots__ = (
+        "args",
+        "context",
+        "deadline",
+        "fn",
+        "future",
+        "loop",
+        "raised",
+        "returned",
+        "thread_id",
+    )
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class _Job:
         self.context = contextvars.copy_context()
         self.thread_id: int | None = None  # while it runs
         self.returned = False  # the code returned (or raised): raise nothing more in it
+        self.raised = False  # the watchdog has raised EpisodeOverBudget in it
 
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -177,7 +188,8 @@ class OrchestrationCodeRunner:
         with self._lock:
             self._running.discard(job)
             job.thread_id = None
-            _raise_in(me, None)
+            if job.raised:  # only then can one be pending (the watchdog raises under the lock)
+                _raise_in(me, None)
             self._idle += 1
 
     def _watch(self) -> None:
@@ -197,6 +209,7 @@ class OrchestrationCodeRunner:
                     if now >= job.deadline:
                         if not _importing(job.thread_id):
                             _raise_in(job.thread_id, EpisodeOverBudget)
+                            job.raised = True
                         job.deadline = now + _RAISE_AGAIN_EVERY
                     wait = min(wait, job.deadline - now)
                 self._changed.wait(wait)
