@@ -9,14 +9,13 @@ function annotated ``order: Order`` receives an ``Order``, not a dict.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from typing import Any, Protocol, runtime_checkable
 
 import pydantic
 import pydantic_core
 
-from duratask._compact_json import compact_encoder
+from duratask._compact_json import compact_encoder, loads
 from duratask.errors import InvalidTextError, PayloadTooLargeError, SerializationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -83,7 +82,7 @@ class JsonDataConverter:
         if text is None:
             return None
         try:
-            plain = json.loads(text)
+            plain = loads(text)
         except ValueError as exc:
             raise SerializationError(f"stored payload is not valid JSON: {exc}") from exc
         if type_hint is None or type_hint is Any:

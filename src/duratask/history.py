@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from duratask._compact_json import compact_encoder
+from duratask._compact_json import compact_encoder, loads
 from duratask.state import FailureDetails, OrchestrationStatus
 
 
@@ -527,7 +527,7 @@ def event_to_json(event: HistoryEvent) -> str:
 
 def event_from_json(text: str) -> HistoryEvent:
     """Parse JSON text written by :func:`event_to_json`."""
-    return event_from_dict(json.loads(text))
+    return event_from_dict(loads(text))
 
 
 def history_to_json(events: list[HistoryEvent]) -> str:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from duratask._compact_json import compact_encoder
+from duratask._compact_json import compact_encoder, loads
 
 VALUES: list[object] = [
     None,
@@ -39,3 +39,36 @@ def test_nan_is_refused_when_asked() -> None:
 def test_a_value_json_cannot_encode_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         compact_encoder()({"x": object()})
+
+
+TEXTS = [
+    "1",
+    '"a"',
+    '{"a":[1,2,{"b":null}],"c":"\\u00e9"}',
+    "-Infinity",
+    "1.5e3",
+    "true",
+    " 1",
+    "1 ",
+    "\n[1, 2]\n",
+    '"\\ud800"',
+]
+BAD_TEXTS = ["", " ", '{"a":}', "[1,2", "1 2", '{"a":1}x', '"unterminated', "nope"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_loads_reads_what_json_loads_reads(text: str) -> None:
+    assert loads(text) == json.loads(text)
+
+
+def test_loads_reads_nan() -> None:
+    assert math.isnan(loads("NaN"))
+
+
+@pytest.mark.parametrize("text", BAD_TEXTS)
+def test_loads_refuses_what_json_loads_refuses_with_the_same_error(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as got:
+        loads(text)
+    assert (got.value.msg, got.value.pos) == (expected.value.msg, expected.value.pos)

@@ -39,7 +39,17 @@ class EpisodeOverBudget(BaseException):
 
 
 class _Job:
-    __slots__ = ("args", "context", "deadline", "fn", "future", "loop", "returned", "thread_id")
+    __slots__ = (
+        "args",
+        "context",
+        "deadline",
+        "fn",
+        "future",
+        "loop",
+        "raised",
+        "returned",
+        "thread_id",
+    )
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class _Job:
         self.context = contextvars.copy_context()
         self.thread_id: int | None = None  # while it runs
         self.returned = False  # the code returned (or raised): raise nothing more in it
+        self.raised = False  # the watchdog has raised EpisodeOverBudget in it
 
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -170,7 +181,6 @@ class OrchestrationCodeRunner:
             if self.budget is not None:  # the budget counts from here, not while queued
                 job.deadline = time.monotonic() + self.budget
             self._running.add(job)
-            self._changed.notify()
 
     def _end(self, job: _Job, me: int) -> None:
         """Stop being a target, and drop any exception the watchdog queued too late, before
@@ -178,14 +188,20 @@ class OrchestrationCodeRunner:
         with self._lock:
             self._running.discard(job)
             job.thread_id = None
-            _raise_in(me, None)
+            if job.raised:  # only then can one be pending (the watchdog raises under the lock)
+                _raise_in(me, None)
             self._idle += 1
 
     def _watch(self) -> None:
+        # No episode needs waking the watchdog when it starts: the budget is the same for
+        # all, so one that starts after the watchdog looked is due no sooner than a budget
+        # from then, and the watchdog never sleeps longer than that. (A notify per episode
+        # would wake this thread, and take the GIL, at every step.)
+        assert self.budget is not None
         with self._lock:
             while not self._closed:
                 now = time.monotonic()
-                wait: float | None = None
+                wait = self.budget
                 for job in self._running:
                     assert job.deadline is not None and job.thread_id is not None
                     if job.returned:
@@ -193,7 +209,7 @@ class OrchestrationCodeRunner:
                     if now >= job.deadline:
                         if not _importing(job.thread_id):
                             _raise_in(job.thread_id, EpisodeOverBudget)
+                            job.raised = True
                         job.deadline = now + _RAISE_AGAIN_EVERY
-                    left = job.deadline - now
-                    wait = left if wait is None else min(wait, left)
+                    wait = min(wait, job.deadline - now)
                 self._changed.wait(wait)

@@ -281,6 +281,10 @@ class Dispatcher(Generic[T]):
             delay = self._min_poll
             if len(items) == len(permits):  # there may be more: let another fetcher look too
                 self.wake()
+            # Let the items just submitted start before this fetcher looks again: a look
+            # that finds nothing can run without yielding (a store read on the loop), and
+            # would hold up their start.
+            await asyncio.sleep(0)
 
     async def _rest(self, poll: float | None) -> None:
         """Wait for a wake(); the polling fetcher also for a store notification or ``poll``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         return self._db.path
 
     def _now(self) -> int:
+        if self._clock is utc_now:  # the usual clock: the same microseconds, no datetime
+            return time.time_ns() // 1000
         return to_micros(self._clock())
 
     def _enqueue_outbound(
