@@ -25,6 +25,7 @@ from duratask.backends.base import TaskHubStore
 from duratask.backends.memory import MemoryOrchestrationService
 from duratask.backends.sqlite import SqliteOrchestrationService
 
+from .. import azurite
 from .e2e_hub import TaskHub
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -146,7 +147,28 @@ def _postgres_url(tmp_path: Path) -> str:
     return f"{url}{'&' if '?' in url else '?'}schema={new_schema()}"
 
 
+# -- Azure Storage (on Azurite) --------------------------------------------------------------
+def _azure_hub(tmp_path: Path, clock: FakeClock) -> StoreHub:
+    emulator = azurite.require_azurite()
+    from duratask.backends.azure import AzureOrchestrationService
+
+    url = emulator.url(azurite.new_hub())
+    return StoreHub("azure", lambda: AzureOrchestrationService(url, clock=clock))
+
+
+def _azure_url(tmp_path: Path) -> str:
+    return azurite.require_azurite().url(azurite.new_hub())
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if azurite.problem():
+        required = os.environ.get("DURATASK_REQUIRE_AZURITE") == "1"
+        terminalreporter.write_line(
+            f"WARNING: Azure Storage store tests {'FAILED' if required else 'SKIPPED'}: "
+            f"Azurite unavailable ({azurite.problem()}); run make azurite",
+            red=True,
+            bold=True,
+        )
     if _postgres_problem:
         required = os.environ.get("DURATASK_REQUIRE_POSTGRES") == "1"
         terminalreporter.write_line(
@@ -162,6 +184,7 @@ _HUBS: dict[str, Callable[[Path, FakeClock], StoreHub]] = {
     "memory": _memory_hub,
     "sqlite": _sqlite_hub,
     "postgres": _postgres_hub,
+    "azure": _azure_hub,
 }
 STORE_KINDS = list(_HUBS)
 
@@ -170,6 +193,7 @@ _URLS: dict[str, Callable[[Path], str]] = {
     "memory": lambda tmp_path: f"memory://{uuid.uuid4().hex}",
     "sqlite": lambda tmp_path: f"sqlite:///{tmp_path / 'hub.db'}",
     "postgres": _postgres_url,
+    "azure": _azure_url,
 }
 
 

@@ -1,0 +1,1572 @@
+"""A task hub in an Azure Storage account: tables hold the truth, queues carry hints.
+
+Layout (``{hub}`` is the task hub's name):
+
+- ``{hub}History`` table, one partition per instance (partition key: the instance id):
+  a ``sentinel`` row (the instance row: status, execution id, history length, the lease's
+  token, owner and expiry, delivery counts of its messages), history rows ``h-EXEC-SEQ``,
+  inbox message rows ``m-ID``, activity rows ``a-ID``, outbox rows ``o-ID`` (messages to
+  other instances, not delivered yet) and delivery markers ``d-ID`` (messages received);
+- ``{hub}Instances`` table: a copy of each sentinel's instance row for queries (queries
+  re-read the sentinel of an unfinished instance, so what they report is exact);
+- ``{hub}Workers`` and ``{hub}Schedules`` tables: worker presence and schedules;
+- ``{hub}-control-NN`` queues (instances spread by a stable hash of their id) and the
+  ``{hub}-workitems`` queue: hints that an instance has a message or that an activity is
+  waiting. Hints are never trusted: a worker reads the rows they point at, and a sweep of
+  the rows finds whatever a lost hint would have pointed at;
+- ``{hub}-largemessages`` blob container: property values over the table limit, gzipped,
+  and the staged rows of an episode too large for one table transaction.
+
+Each instance is leased on its sentinel row: taking, renewing and committing are writes
+conditional on the sentinel's ETag, so only one writer wins.
+
+Committing an episode, in order:
+
+1. One entity-group transaction on the instance's partition, conditional on the sentinel's
+   ETag: the new history rows, the sentinel (new length, instance row, lease released),
+   deletion of the consumed message rows and of a finished activity's row, new activity
+   rows, messages to itself (timers) and outbox rows for messages to other instances. An
+   episode larger than one transaction allows (100 rows, 4 MiB) stages its rows in a blob
+   instead, which the sentinel names; the staged rows are applied (idempotently) before the
+   partition is read again, by whoever reads it first.
+   A crash before this step leaves nothing written; a stale worker (lease expired and taken
+   over) fails the ETag condition and writes nothing.
+2. Each outbox row is delivered to its receiver's partition in one transaction that
+   inserts the message row and a ``d-ID`` marker (and creates the receiver's sentinel for a
+   start). The marker makes delivery idempotent: a second delivery of the same id fails the
+   insert and changes nothing. A crash before or during this step leaves the outbox row,
+   which is delivered when the partition is next leased or swept.
+3. The delivered outbox rows are deleted. A crash before that only means a redelivery,
+   refused by the marker.
+4. The ``{hub}Instances`` copy is written and hints are queued. A crash here leaves a
+   stale copy (queries re-read unfinished instances' sentinels) or a missing hint (found by
+   the sweep).
+
+Completing an activity is one transaction on its instance's partition: the activity row
+is deleted (conditional on its ETag, so a worker whose lease was lost writes nothing) and
+the result inserted as a message row.
+
+Times are decided by the store clock, against due times kept in the rows (a queue's
+visibility delay is only a hint). Delivery counts are kept in the rows too, so a message
+or activity that keeps failing is given up by the ``max_deliveries`` rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from duratask.backends._paging import page_of, resume_after, sort_value
+from duratask.backends._shared import (
+    as_utc,
+    as_utc_or_none,
+    check_page_size,
+    history_is_known,
+    new_lock_token,
+    normalized_state,
+    pending_state,
+    rest_expiry,
+    started_event,
+    utc_now,
+)
+from duratask.backends.azure import _codec as codec
+from duratask.backends.azure._target import AzureTarget, parse_azure_url
+from duratask.backends.base import (
+    ActivityWorkItem,
+    BacklogEntry,
+    CleanEntityStorageResult,
+    EntityCommit,
+    EntityMessage,
+    EntityMetadata,
+    EntityQuery,
+    EntityQueryPage,
+    EntityWorkItem,
+    EpisodeFence,
+    InstanceQuery,
+    KnownHistories,
+    LeaseHeld,
+    LeaseHolder,
+    LockedMessage,
+    OrchestrationCommit,
+    OrchestrationMessage,
+    OrchestrationWorkItem,
+    PurgeFilter,
+    QueryPage,
+    ScheduleRecord,
+    StoreDescription,
+    WorkerInfo,
+    WorkFilter,
+)
+from duratask.errors import (
+    FeatureNotSupportedError,
+    InstanceBusyError,
+    LeaseLostError,
+    OrchestrationAlreadyExistsError,
+    ScheduleAlreadyExistsError,
+    StoreError,
+    TaskHubNotFoundError,
+)
+from duratask.history import ExecutionStarted, ExecutionTerminated, HistoryEvent
+from duratask.state import OrchestrationState, OrchestrationStatus
+
+_LOG = logging.getLogger("duratask.backends.azure")
+_BATCH = 100  # rows one entity-group transaction may hold
+_BATCH_BYTES = 3_000_000  # below the 4 MiB a transaction may carry
+_SCAN_CANDIDATES = 16  # instances one lock attempt tries at most
+_ENTITIES_UNSUPPORTED = (
+    "durable entities are not supported by the Azure Storage store yet; use a SQLite or "
+    "PostgreSQL task hub for entities"
+)
+
+Row = dict[str, Any]
+
+
+def _etag(entity: Any) -> str:
+    return str(entity.metadata["etag"])
+
+
+@dataclass(slots=True)
+class _Partition:
+    """The rows of one instance's partition a worker reads: sentinel, inbox and outbox."""
+
+    sentinel: Row | None
+    etag: str
+    messages: list[Row] = field(default_factory=list)
+    outbox: list[Row] = field(default_factory=list)
+
+
+class AzureOrchestrationService:
+    """A task hub in an Azure Storage account (see the module docstring for the layout and
+    the order of writes). Open it with :func:`duratask.backends.open_store` and an
+    ``azure://`` URL, or build it from a URL here."""
+
+    wakes_all_processes = False
+
+    def __init__(
+        self, url: str | AzureTarget, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self._target = parse_azure_url(url) if isinstance(url, str) else url
+        self._clock = clock or utc_now
+        hub = self._target.hub
+        self._names = {
+            "history": f"{hub}History",
+            "instances": f"{hub}Instances",
+            "workers": f"{hub}Workers",
+            "schedules": f"{hub}Schedules",
+        }
+        lower = hub.lower()
+        self._control_names = [f"{lower}-control-{n:02d}" for n in range(self._target.partitions)]
+        self._workitems_name = f"{lower}-workitems"
+        self._container_name = f"{lower}-largemessages"
+        self._tables: dict[str, Any] = {}
+        self._table_service: Any = None
+        self._queue_service: Any = None
+        self._blob_service: Any = None
+        self._container: Any = None
+        self._queues: dict[str, Any] = {}
+        self._last_id = 0
+        self._credential: Any = None
+
+    # -- lifecycle ------
+    def describe(self) -> StoreDescription:
+        """The account and hub (never the key)."""
+        target = self._target
+        return StoreDescription(
+            "azure",
+            f"Azure Storage task hub {target.hub!r} in account {target.account!r}",
+            ("azure", target.account, target.hub),
+        )
+
+    async def open(self, *, create: bool = True) -> None:
+        """Connect; with ``create``, make the hub's tables, queues and container if missing,
+        else raise :class:`TaskHubNotFoundError` when the hub has no History table."""
+        if self._table_service is None:
+            self._connect()
+        if create:
+            await self.create_task_hub()
+            return
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            await self._table("history").get_table_access_policy()
+        except ResourceNotFoundError:
+            await self.close()
+            raise TaskHubNotFoundError(
+                f"no task hub {self._target.hub!r} in account {self._target.account!r}"
+            ) from None
+
+    def _connect(self) -> None:
+        try:
+            from azure.data.tables.aio import TableServiceClient
+            from azure.storage.blob.aio import BlobServiceClient
+            from azure.storage.queue.aio import QueueServiceClient
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise StoreError(
+                "the Azure Storage store needs its clients: pip install 'duratask[azure]'"
+            ) from exc
+        target = self._target
+        if target.connection_string is not None:
+            conn = target.connection_string
+            self._table_service = TableServiceClient.from_connection_string(conn)
+            self._queue_service = QueueServiceClient.from_connection_string(conn)
+            self._blob_service = BlobServiceClient.from_connection_string(conn)
+        else:
+            try:
+                from azure.identity.aio import DefaultAzureCredential
+            except ImportError as exc:
+                raise StoreError(
+                    "signing in to an Azure account by its URL needs azure-identity "
+                    "(pip install azure-identity), or give a connection_string"
+                ) from exc
+            self._credential = DefaultAzureCredential()
+            self._table_service = TableServiceClient(
+                target.endpoint("table"), credential=self._credential
+            )
+            self._queue_service = QueueServiceClient(
+                target.endpoint("queue"), credential=self._credential
+            )
+            self._blob_service = BlobServiceClient(
+                target.endpoint("blob"), credential=self._credential
+            )
+        for key, name in self._names.items():
+            self._tables[key] = self._table_service.get_table_client(name)
+        for name in [*self._control_names, self._workitems_name]:
+            self._queues[name] = self._queue_service.get_queue_client(name)
+        self._container = self._blob_service.get_container_client(self._container_name)
+
+    async def create_task_hub(self) -> None:
+        """Create the hub's tables, queues and container where missing; the store is left
+        open."""
+        from azure.core.exceptions import ResourceExistsError
+
+        if self._table_service is None:
+            self._connect()
+        for name in self._names.values():
+            await self._table_service.create_table_if_not_exists(name)
+        for queue in self._queues.values():
+            try:
+                await queue.create_queue()
+            except ResourceExistsError:
+                pass
+        try:
+            await self._container.create_container()
+        except ResourceExistsError:
+            pass
+
+    async def close(self) -> None:
+        """Close the clients; the store may be opened again."""
+        clients = [*self._tables.values(), *self._queues.values()]
+        clients += [self._container, self._table_service, self._queue_service, self._blob_service]
+        clients.append(self._credential)
+        for client in clients:
+            if client is not None:
+                await client.close()
+        self._tables.clear()
+        self._queues.clear()
+        self._table_service = self._queue_service = self._blob_service = None
+        self._container = self._credential = None
+
+    async def delete_task_hub(self) -> None:
+        """Delete the hub's tables, queues and container."""
+        if self._table_service is None:
+            self._connect()
+        for name in self._names.values():
+            await self._table_service.delete_table(name)
+        for queue in self._queues.values():
+            await _ignore_missing(queue.delete_queue())
+        await _ignore_missing(self._container.delete_container())
+
+    # -- small helpers ------
+    def _now(self) -> datetime:
+        return as_utc(self._clock())
+
+    def _table(self, name: str) -> Any:
+        table = self._tables.get(name)
+        if table is None:
+            raise StoreError("the Azure Storage store is not open")
+        return table
+
+    def _new_id(self) -> int:
+        """A fresh message or activity id, growing with wall time (so ids sort as they were
+        made) and random in its last digits (so two processes rarely collide)."""
+        candidate = time.time_ns() // 1000 * 1000 + random.randrange(1000)
+        self._last_id = max(self._last_id + 1, candidate)
+        return self._last_id
+
+    def _control_queue(self, instance_id: str) -> str:
+        digest = hashlib.blake2b(instance_id.encode(), digest_size=4).digest()
+        return self._control_names[int.from_bytes(digest, "big") % len(self._control_names)]
+
+    async def _pack(self, text: str | None) -> str | None:
+        """``text`` as a property value: itself, or a reference to a gzipped blob."""
+        if text is None or len(text) <= codec.PROPERTY_LIMIT:
+            return text
+        name = f"payload/{uuid.uuid4().hex}"
+        await self._container.upload_blob(name, codec.gzip_text(text), overwrite=True)
+        return codec.BLOB_PREFIX + name
+
+    async def _unpack(self, value: str | None) -> str | None:
+        if value is None or not value.startswith(codec.BLOB_PREFIX):
+            return value
+        stream = await self._container.download_blob(value[len(codec.BLOB_PREFIX) :])
+        return codec.gunzip_text(await stream.readall())
+
+    async def _query(
+        self, table: str, query_filter: str, parameters: dict[str, Any] | None = None
+    ) -> list[Any]:
+        return [
+            e
+            async for e in self._table(table).query_entities(
+                query_filter, parameters=parameters or {}
+            )
+        ]
+
+    async def _get(self, table: str, pk: str, rk: str) -> Any | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await self._table(table).get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+    async def _transact(self, operations: list[tuple[Any, ...]]) -> None:
+        """Submit one entity-group transaction on the History table (nothing if empty)."""
+        if operations:
+            await self._table("history").submit_transaction(operations)
+
+    async def _hint(self, queue: str, body: str, delay: float = 0.0) -> None:
+        """Queue a hint; a hint lost is found by the sweep, so failures are only logged."""
+        try:
+            await self._queues[queue].send_message(
+                body, visibility_timeout=max(0, min(int(delay), 6 * 24 * 3600)), time_to_live=-1
+            )
+        except Exception as exc:
+            _LOG.debug("hint to %s not queued: %s", queue, exc)
+
+    # -- reading an instance's partition ------
+    async def _head(self, instance_id: str) -> _Partition:
+        """The sentinel, inbox and outbox of an instance's partition (one query)."""
+        pk = codec.table_key(instance_id)
+        rows = await self._query(
+            "history", "PartitionKey eq @pk and RowKey ge @lo", {"pk": pk, "lo": codec.MESSAGE}
+        )
+        part = _Partition(None, "")
+        for row in rows:
+            key = row["RowKey"]
+            if key == codec.SENTINEL:
+                part.sentinel, part.etag = dict(row), _etag(row)
+            elif key.startswith(codec.MESSAGE):
+                part.messages.append(dict(row))
+            elif key.startswith(codec.OUTBOX):
+                part.outbox.append(dict(row))
+        return part
+
+    async def _settled_head(self, instance_id: str) -> _Partition:
+        """:meth:`_head`, after applying a staged episode and delivering the outbox."""
+        for _ in range(5):
+            part = await self._head(instance_id)
+            sentinel = part.sentinel
+            if sentinel is not None and sentinel.get("Staged"):
+                await self._apply_staged(instance_id, part)
+                continue
+            if part.outbox:
+                await self._deliver_outbox(instance_id, part.outbox)
+                part.outbox = []
+            return part
+        raise StoreError(f"instance {instance_id!r}: its partition keeps changing")
+
+    async def _state(self, sentinel: Row) -> OrchestrationState:
+        text = await self._unpack(sentinel["State"])
+        assert text is not None
+        return codec.state_from_json(text)
+
+    async def _read_history(self, instance_id: str, sentinel: Row) -> list[HistoryEvent]:
+        lo, hi = codec.history_range(sentinel["Exec"])
+        rows = await self._query(
+            "history",
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            {"pk": codec.table_key(instance_id), "lo": lo, "hi": hi},
+        )
+        rows.sort(key=lambda r: r["RowKey"])
+        events = []
+        for row in rows[: int(sentinel["Length"])]:
+            text = await self._unpack(row["Body"])
+            assert text is not None
+            events.append(_event_from_json(text))
+        if len(events) != int(sentinel["Length"]):
+            raise StoreError(f"instance {instance_id!r}: history rows are missing")
+        return events
+
+    def _lease_live(self, row: Row, now: datetime) -> bool:
+        expires = row.get("Expires") or ""
+        return bool(expires) and codec.from_text(expires) >= now
+
+    # -- delivering messages ------
+    async def _message_row(
+        self, pk: str, message_id: int, message: OrchestrationMessage, now: datetime
+    ) -> Row:
+        due = message.visible_at or now
+        return {
+            "PartitionKey": pk,
+            "RowKey": codec.row_key(codec.MESSAGE, message_id),
+            "Body": await self._pack(codec.message_to_json(message)),
+            "Due": codec.to_text(due),
+        }
+
+    async def _deliver(
+        self, message: OrchestrationMessage, message_id: int, *, marked: bool
+    ) -> bool:
+        """Store ``message`` in its instance's inbox (creating the instance for a start);
+        False if the instance does not exist. With ``marked``, a ``d-ID`` marker makes a
+        second delivery of ``message_id`` a no-op (it counts as delivered)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        pk = codec.table_key(message.instance_id)
+        now = self._now()
+        for _ in range(20):
+            sentinel = await self._get("history", pk, codec.SENTINEL)
+            ops: list[tuple[Any, ...]] = [
+                ("create", await self._message_row(pk, message_id, message, now))
+            ]
+            if marked:
+                ops.append(
+                    (
+                        "create",
+                        {"PartitionKey": pk, "RowKey": codec.row_key(codec.DELIVERED, message_id)},
+                    )
+                )
+            state: OrchestrationState | None = None
+            if sentinel is None:
+                if not isinstance(message.event, ExecutionStarted):
+                    return False
+                state = pending_state(message.instance_id, message.event)
+                ops.append(("create", await self._new_sentinel(pk, state)))
+            else:
+                change = message.status_change
+                current = await self._state(sentinel)
+                if change is not None and current.runtime_status is change.when:
+                    state = dataclasses.replace(
+                        current, runtime_status=change.becomes, last_updated_at=now
+                    )
+                    updated = dict(sentinel)
+                    updated["State"] = await self._pack(codec.state_to_json(state))
+                    ops.append(
+                        (
+                            "update",
+                            updated,
+                            {
+                                "mode": UpdateMode.REPLACE,
+                                "etag": _etag(sentinel),
+                                "match_condition": MatchConditions.IfNotModified,
+                            },
+                        )
+                    )
+            try:
+                await self._transact(ops)
+            except HttpResponseError as exc:
+                if exc.status_code == 409 and marked and sentinel is not None:
+                    if await self._get("history", pk, ops[1][1]["RowKey"]) is not None:
+                        return True  # delivered before
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+            if state is not None:
+                await self._copy_instance(state)
+            await self._hint(
+                self._control_queue(message.instance_id),
+                json.dumps({"i": message.instance_id}),
+                (message.visible_at - now).total_seconds() if message.visible_at else 0.0,
+            )
+            return True
+        raise StoreError(f"instance {message.instance_id!r}: delivery keeps conflicting")
+
+    async def _new_sentinel(self, pk: str, state: OrchestrationState) -> Row:
+        return {
+            "PartitionKey": pk,
+            "RowKey": codec.SENTINEL,
+            "State": await self._pack(codec.state_to_json(state)),
+            "Exec": state.execution_id or "",
+            "Length": 0,
+            "Token": "",
+            "Owner": "",
+            "Expires": "",
+            "Counts": "{}",
+            "Staged": "",
+        }
+
+    async def _deliver_outbox(self, instance_id: str, outbox: list[Row]) -> None:
+        """Deliver an instance's outbox rows in order, then delete them (see step 2 and 3
+        of the module docstring)."""
+        pk = codec.table_key(instance_id)
+        for row in sorted(outbox, key=lambda r: r["RowKey"]):
+            text = await self._unpack(row["Body"])
+            assert text is not None
+            await self._deliver(
+                codec.message_from_json(text), codec.row_number(row["RowKey"]), marked=True
+            )
+            await _ignore_missing(self._table("history").delete_entity(pk, row["RowKey"]))
+
+    async def _copy_instance(self, state: OrchestrationState) -> None:
+        """Write the ``{hub}Instances`` copy of an instance row (best effort: queries
+        re-read unfinished instances' sentinels)."""
+        from azure.data.tables import UpdateMode
+
+        try:
+            await self._table("instances").upsert_entity(
+                {
+                    "PartitionKey": codec.table_key(state.instance_id),
+                    "RowKey": "",
+                    "State": await self._pack(codec.state_to_json(state)),
+                    "Status": state.runtime_status.value,
+                },
+                mode=UpdateMode.REPLACE,
+            )
+        except Exception as exc:
+            _LOG.warning("instance copy of %r not written: %s", state.instance_id, exc)
+
+    # -- orchestration work items ------
+    async def lock_next_orchestration_work_item(
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories = None,
+        work_filter: WorkFilter | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Lease the free instance whose oldest visible message has waited longest."""
+        runnable = work_filter.orchestrations if work_filter is not None else None
+        for instance_id in await self._instance_candidates():
+            item = await self._try_lease(instance_id, owner, lease, known_histories, runnable)
+            if item is not None:
+                return item
+        return None
+
+    async def _instance_candidates(self) -> list[str]:
+        """Instances with a due message (oldest first), or with work to settle."""
+        now = codec.to_text(self._now())
+        rows = await self._query(
+            "history",
+            "( RowKey ge @m and RowKey lt @end ) or ( RowKey eq @s and Staged ne @empty )",
+            {"m": codec.MESSAGE, "end": "o.", "s": codec.SENTINEL, "empty": ""},
+        )
+        best: dict[str, tuple[str, str]] = {}
+        for row in rows:
+            key = row["RowKey"]
+            pk = row["PartitionKey"]
+            if key.startswith(codec.MESSAGE):
+                if row["Due"] > now:
+                    continue
+                rank = (row["Due"], key)
+            else:
+                rank = ("", key)  # outbox or staged rows: settle first
+            if pk not in best or rank < best[pk]:
+                best[pk] = rank
+        ordered = sorted(best, key=lambda pk: best[pk])
+        return [codec.untable_key(pk) for pk in ordered[:_SCAN_CANDIDATES]]
+
+    async def _try_lease(
+        self,
+        instance_id: str,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories,
+        runnable: frozenset[tuple[str, str | None]] | None,
+    ) -> OrchestrationWorkItem | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        part = await self._settled_head(instance_id)
+        now = self._now()
+        sentinel = part.sentinel
+        if sentinel is None:
+            await self._drop_orphans(instance_id, part.messages)
+            return None
+        visible = sorted(
+            (m for m in part.messages if codec.from_text(m["Due"]) <= now),
+            key=lambda m: m["RowKey"],
+        )
+        if not visible:
+            return None
+        if self._lease_live(sentinel, now):
+            resting = not sentinel["Token"]
+            if not resting or not any(await self._is_terminate(m) for m in visible):
+                return None
+        state = await self._state(sentinel)
+        if runnable is not None and (state.name, state.version) not in runnable:
+            return None
+        counts: dict[str, int] = json.loads(sentinel.get("Counts") or "{}")
+        counts = {k: v for k, v in counts.items() if any(m["RowKey"] == k for m in part.messages)}
+        for m in visible:
+            counts[m["RowKey"]] = counts.get(m["RowKey"], 0) + 1
+        token = new_lock_token()
+        updated = dict(sentinel)
+        updated.update(
+            Token=token,
+            Owner=owner,
+            Expires=codec.to_text(now + lease),
+            Counts=json.dumps(counts),
+        )
+        try:
+            await self._table("history").update_entity(
+                updated,
+                mode=UpdateMode.REPLACE,
+                etag=part.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                return None  # another worker was faster
+            raise
+        length = int(sentinel["Length"])
+        known = history_is_known(known_histories, instance_id, sentinel["Exec"] or None, length)
+        history = [] if known else await self._read_history(instance_id, sentinel)
+        messages = []
+        for m in visible:
+            text = await self._unpack(m["Body"])
+            assert text is not None
+            messages.append(
+                LockedMessage(
+                    codec.row_number(m["RowKey"]),
+                    codec.message_from_json(text),
+                    counts[m["RowKey"]],
+                )
+            )
+        return OrchestrationWorkItem(
+            instance_id=instance_id,
+            lock_token=token,
+            locked_until=now + lease,
+            history=history,
+            messages=messages,
+            state=state,
+            history_length=length,
+            history_loaded=not known,
+        )
+
+    async def _is_terminate(self, row: Row) -> bool:
+        text = await self._unpack(row["Body"])
+        assert text is not None
+        return isinstance(codec.message_from_json(text).event, ExecutionTerminated)
+
+    async def _drop_orphans(self, instance_id: str, rows: list[Row]) -> None:
+        """Delete message rows left in the partition of an instance that no longer exists."""
+        pk = codec.table_key(instance_id)
+        for row in rows:
+            await _ignore_missing(self._table("history").delete_entity(pk, row["RowKey"]))
+
+    async def renew_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, lease: timedelta
+    ) -> None:
+        """Extend the lease to now + ``lease`` (a write conditional on the sentinel's ETag)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        now = self._now()
+        pk = codec.table_key(work_item.instance_id)
+        sentinel = await self._get("history", pk, codec.SENTINEL)
+        if sentinel is None or sentinel["Token"] != work_item.lock_token:
+            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+        updated = dict(sentinel)
+        updated["Expires"] = codec.to_text(now + lease)
+        try:
+            await self._table("history").update_entity(
+                updated,
+                mode=UpdateMode.REPLACE,
+                etag=_etag(sentinel),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                raise LeaseLostError(
+                    f"lease on instance {work_item.instance_id!r} was lost"
+                ) from None
+            raise
+        work_item.locked_until = now + lease
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The history of the instance's current execution (empty if unknown)."""
+        part = await self._settled_head(instance_id)
+        if part.sentinel is None:
+            return []
+        return await self._read_history(instance_id, part.sentinel)
+
+    async def commit_episode(
+        self, fence: EpisodeFence, commit: OrchestrationCommit
+    ) -> list[ActivityWorkItem]:
+        """Commit one episode in one transaction fenced by the sentinel's ETag, then deliver
+        its outbox (see the module docstring)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        if commit.entity_messages:
+            raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
+        instance_id = commit.state.instance_id
+        pk = codec.table_key(instance_id)
+        part = await self._settled_head(instance_id)
+        now = self._now()
+        sentinel = part.sentinel
+        self._check_fence(fence, instance_id, part, now)
+        assert sentinel is not None
+        ops: list[tuple[Any, ...]] = []
+        finished = commit.finished_activity
+        if finished is not None:
+            row = await self._get(
+                "history",
+                codec.table_key(finished.request.instance_id),
+                codec.row_key(codec.ACTIVITY, finished.work_item_id),
+            )
+            if row is None or row["Token"] != finished.lock_token:
+                raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
+            ops.append(("delete", dict(row), _if_match(_etag(row))))
+        present = {m["RowKey"] for m in part.messages}
+        consumed = {codec.row_key(codec.MESSAGE, i) for i in commit.consumed_message_ids}
+        for key in sorted(consumed & present):
+            ops.append(("delete", {"PartitionKey": pk, "RowKey": key}))
+        state = (
+            normalized_state(commit.state)
+            if commit.changes_instance
+            else await self._state(sentinel)
+        )
+        execution = (state.execution_id or "") if commit.changes_instance else sentinel["Exec"]
+        base = 0 if commit.reset_history else int(sentinel["Length"])
+        for offset, event in enumerate(commit.new_events):
+            ops.append(
+                (
+                    "upsert",
+                    {
+                        "PartitionKey": pk,
+                        "RowKey": codec.history_key(execution, base + offset),
+                        "Body": await self._pack(_event_to_json(event)),
+                    },
+                    {"mode": UpdateMode.REPLACE},
+                )
+            )
+        leased: list[ActivityWorkItem] = []
+        eager = commit.eager_activities
+        for request in commit.activities:
+            activity_id = self._new_id()
+            row = {
+                "PartitionKey": pk,
+                "RowKey": codec.row_key(codec.ACTIVITY, activity_id),
+                "Body": await self._pack(codec.request_to_json(request)),
+                "Name": request.name,
+                "Due": codec.to_text(now),
+                "Token": "",
+                "Owner": "",
+                "Expires": "",
+                "Count": 0,
+            }
+            if eager is not None and len(leased) < eager.max_items:
+                token = new_lock_token()
+                row.update(
+                    Token=token,
+                    Owner=eager.owner,
+                    Expires=codec.to_text(now + eager.duration),
+                    Count=1,
+                )
+                leased.append(
+                    ActivityWorkItem(activity_id, request, token, now + eager.duration, 1)
+                )
+            ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+        outbound = False
+        for message in commit.messages:
+            message = _normalized_message(message)
+            if message.instance_id == instance_id:
+                change = message.status_change
+                if change is not None and state.runtime_status is change.when:
+                    state = dataclasses.replace(
+                        state, runtime_status=change.becomes, last_updated_at=now
+                    )
+                row = await self._message_row(pk, self._new_id(), message, now)
+            else:
+                outbound = True
+                row = {
+                    "PartitionKey": pk,
+                    "RowKey": codec.row_key(codec.OUTBOX, self._new_id()),
+                    "Body": await self._pack(codec.message_to_json(message)),
+                }
+            ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+        counts = {
+            k: v for k, v in json.loads(sentinel.get("Counts") or "{}").items() if k not in consumed
+        }
+        updated = dict(sentinel)
+        updated.update(
+            State=await self._pack(codec.state_to_json(state)),
+            Exec=execution,
+            Length=base + len(commit.new_events),
+            Token="",
+            Owner="",
+            Expires="",
+            Counts=json.dumps(counts),
+        )
+        try:
+            if len(ops) < _BATCH and _size(ops) < _BATCH_BYTES:
+                await self._transact([("update", updated, _if_match(part.etag)), *ops])
+            else:
+                await self._commit_staged(updated, part.etag, ops)
+        except HttpResponseError as exc:
+            if exc.status_code not in (404, 409, 412):
+                raise
+            if isinstance(fence, LeaseHeld):
+                raise LeaseLostError(f"lease on instance {instance_id!r} was lost") from None
+            raise InstanceBusyError(f"instance {instance_id!r} is busy or changed") from None
+        if updated.get("Staged"):
+            await self._settled_head(instance_id)
+        elif outbound:
+            await self._deliver_outbox(
+                instance_id, [op[1] for op in ops if op[1]["RowKey"].startswith(codec.OUTBOX)]
+            )
+        if commit.changes_instance or state.runtime_status is not OrchestrationStatus.PENDING:
+            await self._copy_instance(state)
+        if commit.activities and len(leased) < len(commit.activities):
+            await self._hint(self._workitems_name, "{}")
+        if any(m.instance_id == instance_id for m in commit.messages):
+            await self._hint(self._control_queue(instance_id), json.dumps({"i": instance_id}))
+        return leased
+
+    def _check_fence(
+        self, fence: EpisodeFence, instance_id: str, part: _Partition, now: datetime
+    ) -> None:
+        sentinel = part.sentinel
+        if isinstance(fence, LeaseHeld):
+            if sentinel is None or sentinel["Token"] != fence.lock_token:
+                raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
+            if int(sentinel["Length"]) != fence.history_length:
+                raise LeaseLostError(
+                    f"history of instance {instance_id!r} changed under the work item"
+                )
+            return
+        if (
+            sentinel is None
+            or self._lease_live(sentinel, now)
+            or int(sentinel["Length"]) != fence.history_length
+            or sentinel["Exec"] != fence.execution_id
+            or any(codec.from_text(m["Due"]) <= now for m in part.messages)
+        ):
+            raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
+
+    async def _commit_staged(self, sentinel: Row, etag: str, ops: list[tuple[Any, ...]]) -> None:
+        """Commit an episode too large for one transaction: stage its rows in a blob, then
+        write the sentinel naming it (the commit point); the rows are applied afterwards."""
+        from azure.data.tables import UpdateMode
+
+        staged = [{"op": op[0], "row": {k: v for k, v in op[1].items()}} for op in ops]
+        name = f"staged/{uuid.uuid4().hex}"
+        await self._container.upload_blob(name, codec.gzip_text(json.dumps(staged)), overwrite=True)
+        sentinel["Staged"] = name
+        from azure.core import MatchConditions
+
+        await self._table("history").update_entity(
+            sentinel,
+            mode=UpdateMode.REPLACE,
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+
+    async def _apply_staged(self, instance_id: str, part: _Partition) -> None:
+        """Apply the rows of a committed staged episode (idempotent), then clear the mark."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        sentinel = part.sentinel
+        assert sentinel is not None
+        name = sentinel["Staged"]
+        stream = await self._container.download_blob(name)
+        staged = json.loads(codec.gunzip_text(await stream.readall()))
+        table = self._table("history")
+        for item in staged:
+            row = item["row"]
+            if item["op"] == "delete":
+                await _ignore_missing(table.delete_entity(row["PartitionKey"], row["RowKey"]))
+            else:
+                await table.upsert_entity(row, mode=UpdateMode.REPLACE)
+        updated = dict(sentinel)
+        updated["Staged"] = ""
+        try:
+            await table.update_entity(
+                updated,
+                mode=UpdateMode.REPLACE,
+                etag=part.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError as exc:
+            if exc.status_code not in (404, 412):
+                raise
+            return  # another reader applied it first
+        await _ignore_missing(self._container.delete_blob(name))
+
+    async def abandon_orchestration_work_item(
+        self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Release the lease; with ``retry_at`` the instance rests until then."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        retry_at = as_utc_or_none(retry_at)
+        pk = codec.table_key(work_item.instance_id)
+        sentinel = await self._get("history", pk, codec.SENTINEL)
+        if sentinel is None or sentinel["Token"] != work_item.lock_token:
+            return
+        updated = dict(sentinel)
+        updated.update(
+            Token="",
+            Owner="",
+            Expires="" if retry_at is None else codec.to_text(rest_expiry(retry_at)),
+        )
+        try:
+            await self._table("history").update_entity(
+                updated, mode=UpdateMode.REPLACE, **_if_match(_etag(sentinel))
+            )
+        except HttpResponseError as exc:
+            if exc.status_code not in (404, 412):
+                raise
+
+    # -- activity work items ------
+    async def lock_next_activity_work_items(
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int = 1,
+        work_filter: WorkFilter | None = None,
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``max_items`` of the oldest visible activities."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        runnable = work_filter.activities if work_filter is not None else None
+        now = self._now()
+        rows = await self._query(
+            "history", "RowKey ge @lo and RowKey lt @hi", {"lo": codec.ACTIVITY, "hi": "a."}
+        )
+        rows.sort(key=lambda r: r["RowKey"])
+        leased: list[ActivityWorkItem] = []
+        for row in rows:
+            if len(leased) >= max_items:
+                break
+            if runnable is not None and row["Name"] not in runnable:
+                continue
+            if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
+                continue
+            count = int(row["Count"])
+            if count > 0:  # delivered before, unfinished: alone
+                if leased:
+                    break
+                max_items = 1
+            token = new_lock_token()
+            updated = dict(row)
+            updated.update(
+                Token=token, Owner=owner, Expires=codec.to_text(now + lease), Count=count + 1
+            )
+            try:
+                await self._table("history").update_entity(
+                    updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
+                )
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 412):
+                    continue
+                raise
+            text = await self._unpack(row["Body"])
+            assert text is not None
+            leased.append(
+                ActivityWorkItem(
+                    codec.row_number(row["RowKey"]),
+                    codec.request_from_json(text),
+                    token,
+                    now + lease,
+                    count + 1,
+                )
+            )
+        return leased
+
+    async def _held_activity(self, work_item: ActivityWorkItem) -> Row:
+        row = await self._get(
+            "history",
+            codec.table_key(work_item.request.instance_id),
+            codec.row_key(codec.ACTIVITY, work_item.work_item_id),
+        )
+        if row is None or row["Token"] != work_item.lock_token:
+            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
+        return dict(row) | {"__etag": _etag(row)}
+
+    async def _write_activity(self, row: Row, lost: ActivityWorkItem) -> None:
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        etag = row.pop("__etag")
+        try:
+            await self._table("history").update_entity(
+                row, mode=UpdateMode.REPLACE, **_if_match(etag)
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                raise LeaseLostError(f"lease on activity {lost.work_item_id} was lost") from None
+            raise
+
+    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
+        """Extend the lease to now + ``lease``."""
+        now = self._now()
+        row = await self._held_activity(work_item)
+        row["Expires"] = codec.to_text(now + lease)
+        await self._write_activity(row, work_item)
+        work_item.locked_until = now + lease
+
+    async def complete_activity_work_item(
+        self, work_item: ActivityWorkItem, result: OrchestrationMessage
+    ) -> None:
+        """Delete the activity and store its result, in one transaction."""
+        from azure.core.exceptions import HttpResponseError
+
+        now = self._now()
+        result = _normalized_message(result)
+        row = await self._held_activity(work_item)
+        etag = row.pop("__etag")
+        if result.instance_id != work_item.request.instance_id:
+            raise ValueError("an activity's result goes to the instance that scheduled it")
+        pk = row["PartitionKey"]
+        if await self._get("history", pk, codec.SENTINEL) is None:
+            return  # the instance was purged meanwhile
+        ops = [
+            ("delete", row, _if_match(etag)),
+            ("create", await self._message_row(pk, self._new_id(), result, now)),
+        ]
+        try:
+            await self._transact(ops)
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 409, 412):
+                raise LeaseLostError(
+                    f"lease on activity {work_item.work_item_id} was lost"
+                ) from None
+            raise
+        await self._hint(
+            self._control_queue(result.instance_id), json.dumps({"i": result.instance_id})
+        )
+
+    async def abandon_activity_work_item(
+        self, work_item: ActivityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Hand the activity back unrun, visible again at ``retry_at`` (now if None)."""
+        visible_at = as_utc(retry_at) if retry_at is not None else self._now()
+        try:
+            row = await self._held_activity(work_item)
+        except LeaseLostError:
+            return
+        row.update(
+            Token="",
+            Owner="",
+            Expires="",
+            Due=codec.to_text(visible_at),
+            Count=max(int(row["Count"]) - 1, 0),
+        )
+        try:
+            await self._write_activity(row, work_item)
+        except LeaseLostError:
+            return
+
+    async def record_activity_heartbeat(
+        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
+    ) -> None:
+        """Keep ``details`` with the activity and extend its lease."""
+        now = self._now()
+        row = await self._held_activity(work_item)
+        text = await self._unpack(row["Body"])
+        assert text is not None
+        request = dataclasses.replace(codec.request_from_json(text), heartbeat_details=details)
+        row["Body"] = await self._pack(codec.request_to_json(request))
+        row["Expires"] = codec.to_text(now + lease)
+        await self._write_activity(row, work_item)
+        work_item.locked_until = now + lease
+
+    # -- entities (not kept by this store yet) ------
+    supports_entities = False
+
+    async def lock_next_entity_work_item(
+        self,
+        owner: str,
+        lease: timedelta,
+        max_messages: int = 100,
+        work_filter: WorkFilter | None = None,
+    ) -> EntityWorkItem | None:
+        """Never any: this store keeps no entities."""
+        return None
+
+    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
+        """Refused: this store keeps no entities."""
+        raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
+
+    async def complete_entity_work_item(
+        self, work_item: EntityWorkItem, commit: EntityCommit
+    ) -> None:
+        """Refused: this store keeps no entities."""
+        raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
+
+    async def abandon_entity_work_item(
+        self, work_item: EntityWorkItem, retry_at: datetime | None = None
+    ) -> None:
+        """Refused: this store keeps no entities."""
+        raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
+
+    async def send_entity_message(self, message: EntityMessage) -> None:
+        """Refused: this store keeps no entities."""
+        raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
+
+    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
+        """Never any: this store keeps no entities."""
+        return None
+
+    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
+        """Always empty: this store keeps no entities."""
+        return EntityQueryPage()
+
+    async def clean_entity_storage(
+        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    ) -> CleanEntityStorageResult:
+        """Nothing to clean: this store keeps no entities."""
+        return CleanEntityStorageResult()
+
+    # -- workers and their leases ------
+    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
+        """Record (or refresh) a worker in the Workers table."""
+        from azure.data.tables import UpdateMode
+
+        body = {
+            "worker_id": worker.worker_id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "started_at": codec.to_text(worker.started_at),
+            "heartbeat_at": codec.to_text(worker.heartbeat_at),
+            "orchestrations": sorted(([n, v] for n, v in worker.orchestrations), key=str),
+            "activities": sorted(worker.activities),
+            "in_flight": dict(worker.in_flight),
+        }
+        await self._table("workers").upsert_entity(
+            {
+                "PartitionKey": "worker",
+                "RowKey": codec.table_key(worker.worker_id),
+                "Body": json.dumps(body),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped."""
+        await _ignore_missing(
+            self._table("workers").delete_entity("worker", codec.table_key(worker_id))
+        )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The workers that reported themselves, most recently heard from first."""
+        workers = []
+        for row in await self._query("workers", "PartitionKey eq @pk", {"pk": "worker"}):
+            data = json.loads(row["Body"])
+            workers.append(
+                WorkerInfo(
+                    worker_id=data["worker_id"],
+                    host=data["host"],
+                    pid=data["pid"],
+                    started_at=codec.from_text(data["started_at"]),
+                    heartbeat_at=codec.from_text(data["heartbeat_at"]),
+                    orchestrations=frozenset((n, v) for n, v in data["orchestrations"]),
+                    activities=frozenset(data["activities"]),
+                    in_flight={str(k): int(v) for k, v in data["in_flight"].items()},
+                )
+            )
+        return sorted(workers, key=lambda w: w.heartbeat_at, reverse=True)
+
+    async def _leased_rows(self) -> list[Any]:
+        return await self._query("history", "Token ne @empty", {"empty": ""})
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds live leases on instances and activities, and until when."""
+        now = self._now()
+        held: dict[str, tuple[int, datetime]] = {}
+        for row in await self._leased_rows():
+            if not self._lease_live(row, now) or not row.get("Owner"):
+                continue
+            until = codec.from_text(row["Expires"])
+            count, latest = held.get(row["Owner"], (0, until))
+            held[row["Owner"]] = (count + 1, max(latest, until))
+        return [LeaseHolder(owner, n, until) for owner, (n, until) in sorted(held.items())]
+
+    async def break_leases(self, owner: str) -> int:
+        """Expire every lease ``owner`` holds."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        broken = 0
+        for row in await self._leased_rows():
+            if row.get("Owner") != owner:
+                continue
+            updated = dict(row)
+            updated.update(Token="", Owner="", Expires="")
+            try:
+                await self._table("history").update_entity(
+                    updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
+                )
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 412):
+                    continue
+                raise
+            broken += 1
+        return broken
+
+    async def backlog(self) -> list[BacklogEntry]:
+        """The work waiting, by kind and name."""
+        now = self._now()
+        rows = await self._query(
+            "history",
+            "( RowKey ge @a and RowKey lt @a_end ) or ( RowKey ge @m and RowKey lt @m_end ) "
+            "or RowKey eq @s",
+            {
+                "a": codec.ACTIVITY,
+                "a_end": "a.",
+                "m": codec.MESSAGE,
+                "m_end": "m.",
+                "s": codec.SENTINEL,
+            },
+        )
+        sentinels = {r["PartitionKey"]: r for r in rows if r["RowKey"] == codec.SENTINEL}
+        counts: dict[tuple[str, str], list[int]] = {}
+
+        def count(kind: str, name: str, row: Row, due_now: bool) -> None:
+            live = self._lease_live(row, now)
+            slot = 2 if row["Token"] and live else 0
+            if slot == 0 and (live or not due_now):
+                slot = 1
+            counts.setdefault((kind, name), [0, 0, 0])[slot] += 1
+
+        with_messages: dict[str, bool] = {}
+        for row in rows:
+            key = row["RowKey"]
+            if key.startswith(codec.MESSAGE):
+                due = codec.from_text(row["Due"]) <= now
+                pk = row["PartitionKey"]
+                with_messages[pk] = with_messages.get(pk, False) or due
+            elif key.startswith(codec.ACTIVITY):
+                count("activity", row["Name"], row, codec.from_text(row["Due"]) <= now)
+        for pk, due in with_messages.items():
+            sentinel = sentinels.get(pk)
+            if sentinel is not None:
+                count("orchestration", (await self._state(sentinel)).name, sentinel, due)
+        return [
+            BacklogEntry(kind, name, *numbers)
+            for (kind, name), numbers in sorted(
+                counts.items(), key=lambda item: (item[0][0] != "orchestration", item[0][1])
+            )
+        ]
+
+    # -- client operations ------
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        from azure.core.exceptions import HttpResponseError
+
+        state = pending_state(message.instance_id, started_event(message))
+        message = _normalized_message(message)
+        pk = codec.table_key(message.instance_id)
+        now = self._now()
+        for _ in range(20):
+            sentinel = await self._get("history", pk, codec.SENTINEL)
+            row = await self._message_row(pk, self._new_id(), message, now)
+            new = await self._new_sentinel(pk, state)
+            if sentinel is None:
+                ops: list[tuple[Any, ...]] = [("create", new), ("create", row)]
+            else:
+                status = (await self._state(sentinel)).runtime_status
+                if status not in replaceable:
+                    raise OrchestrationAlreadyExistsError(message.instance_id, status)
+                await self._wipe(pk, keep_sentinel=True)
+                ops = [("update", new, _if_match(_etag(sentinel))), ("create", row)]
+            try:
+                await self._transact(ops)
+            except HttpResponseError as exc:
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+            await self._copy_instance(state)
+            await self._hint(
+                self._control_queue(message.instance_id), json.dumps({"i": message.instance_id})
+            )
+            return
+        raise StoreError(f"instance {message.instance_id!r}: creation keeps conflicting")
+
+    async def _wipe(self, pk: str, *, keep_sentinel: bool) -> None:
+        """Delete the rows of a partition (the sentinel last, or not at all)."""
+        rows = await self._query("history", "PartitionKey eq @pk", {"pk": pk})
+        keys = sorted(r["RowKey"] for r in rows if r["RowKey"] != codec.SENTINEL)
+        for start in range(0, len(keys), _BATCH):
+            chunk = keys[start : start + _BATCH]
+            await self._transact_or_each(
+                [("delete", {"PartitionKey": pk, "RowKey": key}) for key in chunk]
+            )
+        if not keep_sentinel:
+            await _ignore_missing(self._table("history").delete_entity(pk, codec.SENTINEL))
+
+    async def _transact_or_each(self, ops: list[tuple[Any, ...]]) -> None:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            await self._transact(ops)
+        except HttpResponseError:
+            for op in ops:
+                row = op[1]
+                await _ignore_missing(
+                    self._table("history").delete_entity(row["PartitionKey"], row["RowKey"])
+                )
+
+    async def send_message(self, message: OrchestrationMessage) -> bool:
+        """Store a message in its instance's inbox; False if there is no such instance."""
+        return await self._deliver(_normalized_message(message), self._new_id(), marked=False)
+
+    async def get_instance(self, instance_id: str) -> OrchestrationState | None:
+        """The instance row, read from its sentinel (exact)."""
+        sentinel = await self._get("history", codec.table_key(instance_id), codec.SENTINEL)
+        return None if sentinel is None else await self._state(sentinel)
+
+    async def _all_states(self) -> list[OrchestrationState]:
+        """Every instance, from the Instances copy; an unfinished one is re-read from its
+        sentinel, a copy whose sentinel is gone is left out."""
+        states = []
+        for row in await self._query("instances", "RowKey eq @rk", {"rk": ""}):
+            text = await self._unpack(row["State"])
+            assert text is not None
+            state = codec.state_from_json(text)
+            if not state.runtime_status.is_terminal:
+                exact = await self.get_instance(state.instance_id)
+                if exact is None:
+                    continue
+                state = exact
+            states.append(state)
+        return states
+
+    async def query_instances(self, query: InstanceQuery) -> QueryPage:
+        """Matching instances in the query's order; reads the whole Instances table (the
+        table service has no index but the keys)."""
+        check_page_size(query.page_size)
+        after = resume_after(query)
+        matches = _instance_filter(query)
+
+        def key(s: OrchestrationState) -> tuple[Any, str]:
+            return (sort_value(s, query.sort), s.instance_id)
+
+        def beyond(s: OrchestrationState) -> bool:
+            if after is None:
+                return True
+            return key(s) < after if query.descending else key(s) > after
+
+        rows = sorted(
+            (s for s in await self._all_states() if matches(s) and beyond(s)),
+            key=key,
+            reverse=query.descending,
+        )
+        page, token = page_of(query, rows[: query.page_size + 1])
+        return QueryPage(states=page, continuation_token=token)
+
+    async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
+        """Counts by status of the instances matching ``query``'s filters."""
+        matches = _instance_filter(query)
+        return dict(Counter(s.runtime_status for s in await self._all_states() if matches(s)))
+
+    async def purge_instance(self, instance_id: str) -> bool:
+        """Delete a terminal instance's partition and copy; False if absent or not terminal."""
+        pk = codec.table_key(instance_id)
+        sentinel = await self._get("history", pk, codec.SENTINEL)
+        if sentinel is None or not (await self._state(sentinel)).runtime_status.is_terminal:
+            return False
+        await self._wipe(pk, keep_sentinel=False)
+        await _ignore_missing(self._table("instances").delete_entity(pk, ""))
+        return True
+
+    async def purge_instances(self, purge_filter: PurgeFilter) -> int:
+        """Delete every terminal instance matching the filter; returns how many."""
+        before = as_utc_or_none(purge_filter.created_before)
+        start = as_utc_or_none(purge_filter.created_from)
+        completed_before = as_utc_or_none(purge_filter.completed_before)
+        purged = 0
+        for s in await self._all_states():
+            if (
+                s.runtime_status.is_terminal
+                and (purge_filter.statuses is None or s.runtime_status in purge_filter.statuses)
+                and (before is None or s.created_at < before)
+                and (start is None or s.created_at >= start)
+                and (
+                    completed_before is None
+                    or (s.completed_at is not None and s.completed_at < completed_before)
+                )
+            ):
+                purged += await self.purge_instance(s.instance_id)
+        return purged
+
+    # -- schedules ------
+    def _schedule_row(self, record: ScheduleRecord) -> Row:
+        return {
+            "PartitionKey": "schedule",
+            "RowKey": codec.table_key(record.schedule_id),
+            "Id": record.schedule_id,
+            "Definition": record.definition,
+            "State": record.state,
+            "Due": codec.opt_text(record.next_due_at),
+            "ClaimedBy": record.claimed_by or "",
+            "Revision": record.revision,
+            "Created": codec.to_text(record.created_at),
+            "Updated": codec.to_text(record.updated_at),
+        }
+
+    @staticmethod
+    def _schedule(row: Any) -> ScheduleRecord:
+        return ScheduleRecord(
+            schedule_id=row["Id"],
+            definition=row["Definition"],
+            state=row["State"],
+            next_due_at=codec.opt_time(row["Due"]),
+            claimed_by=row["ClaimedBy"] or None,
+            revision=int(row["Revision"]),
+            created_at=codec.from_text(row["Created"]),
+            updated_at=codec.from_text(row["Updated"]),
+        )
+
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            await self._table("schedules").create_entity(self._schedule_row(record))
+        except ResourceExistsError:
+            raise ScheduleAlreadyExistsError(record.schedule_id) from None
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+        row = await self._get("schedules", "schedule", codec.table_key(schedule_id))
+        return None if row is None else self._schedule(row)
+
+    async def _schedules(self) -> list[ScheduleRecord]:
+        rows = await self._query("schedules", "PartitionKey eq @pk", {"pk": "schedule"})
+        return [self._schedule(row) for row in rows]
+
+    async def list_schedules(self, prefix: str | None = None) -> list[ScheduleRecord]:
+        """The schedules whose id starts with ``prefix``, by id."""
+        found = [r for r in await self._schedules() if r.schedule_id.startswith(prefix or "")]
+        return sorted(found, key=lambda r: r.schedule_id)
+
+    async def update_schedule(self, record: ScheduleRecord) -> bool:
+        """Write the schedule if its stored revision is still ``record.revision`` (a write
+        conditional on the row's ETag)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        row = await self._get("schedules", "schedule", codec.table_key(record.schedule_id))
+        if row is None or int(row["Revision"]) != record.revision:
+            return False
+        updated = self._schedule_row(dataclasses.replace(record, revision=record.revision + 1))
+        try:
+            await self._table("schedules").update_entity(
+                updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                return False
+            raise
+        return True
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; False if there was none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if await self.get_schedule(schedule_id) is None:
+            return False
+        try:
+            await self._table("schedules").delete_entity("schedule", codec.table_key(schedule_id))
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules due at ``now``, soonest first."""
+        now = as_utc(now)
+        due = [
+            r for r in await self._schedules() if r.next_due_at is not None and r.next_due_at <= now
+        ]
+        due.sort(key=lambda r: (r.next_due_at, r.schedule_id))
+        return due[:limit]
+
+    async def next_schedule_due_at(self) -> datetime | None:
+        """The earliest time a schedule is due."""
+        times = [r.next_due_at for r in await self._schedules() if r.next_due_at is not None]
+        return min(times, default=None)
+
+
+def _if_match(etag: str) -> dict[str, Any]:
+    from azure.core import MatchConditions
+
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+def _size(ops: Sequence[tuple[Any, ...]]) -> int:
+    return sum(len(v) * 2 if isinstance(v, str) else 8 for op in ops for v in op[1].values())
+
+
+async def _ignore_missing(call: Any) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        await call
+    except ResourceNotFoundError:
+        pass
+
+
+def _event_to_json(event: HistoryEvent) -> str:
+    from duratask.history import event_to_json
+
+    return event_to_json(event)
+
+
+def _event_from_json(text: str) -> HistoryEvent:
+    from duratask.history import event_from_json
+
+    return event_from_json(text)
+
+
+def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
+    if message.visible_at is None:
+        return message
+    return dataclasses.replace(message, visible_at=as_utc(message.visible_at))
+
+
+def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
+    created_from = as_utc_or_none(query.created_from)
+    created_to = as_utc_or_none(query.created_to)
+
+    def matches(s: OrchestrationState) -> bool:
+        return (
+            (query.statuses is None or s.runtime_status in query.statuses)
+            and (created_from is None or s.created_at >= created_from)
+            and (created_to is None or s.created_at < created_to)
+            and (query.name is None or s.name == query.name)
+            and (
+                query.instance_id_prefix is None
+                or s.instance_id.startswith(query.instance_id_prefix)
+            )
+            and (
+                query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
+            )
+            and (not query.top_level_only or s.parent_instance_id is None)
+            and (
+                query.custom_status_contains is None
+                or query.custom_status_contains in (s.serialized_custom_status or "")
+            )
+        )
+
+    return matches
