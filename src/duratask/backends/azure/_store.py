@@ -53,6 +53,7 @@ or activity that keeps failing is given up by the ``max_deliveries`` rule.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -61,7 +62,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,6 +79,14 @@ from duratask.backends._shared import (
     rest_expiry,
     started_event,
     utc_now,
+)
+from duratask.backends._wakeups import (
+    ACTIVITY,
+    ORCHESTRATION,
+    SCHEDULE,
+    InstanceWatch,
+    WakeUps,
+    hub_wakeups,
 )
 from duratask.backends.azure import _codec as codec
 from duratask.backends.azure._target import AzureTarget, parse_azure_url
@@ -136,6 +145,30 @@ def _etag(entity: Any) -> str:
 
 
 @dataclass(slots=True)
+class _Clients:
+    """The service clients of one event loop."""
+
+    tables: dict[str, Any]
+    queues: dict[str, Any]
+    container: Any
+    services: list[Any]
+    table_service: Any
+
+    closer: Any = None
+    closed: bool = False
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for client in [*self.tables.values(), *self.queues.values(), self.container]:
+            await client.close()
+        for service in self.services:
+            if service is not None:
+                await service.close()
+
+
+@dataclass(slots=True)
 class _Partition:
     """The rows of one instance's partition a worker reads: sentinel, inbox and outbox."""
 
@@ -168,14 +201,29 @@ class AzureOrchestrationService:
         self._control_names = [f"{lower}-control-{n:02d}" for n in range(self._target.partitions)]
         self._workitems_name = f"{lower}-workitems"
         self._container_name = f"{lower}-largemessages"
-        self._tables: dict[str, Any] = {}
-        self._table_service: Any = None
-        self._queue_service: Any = None
-        self._blob_service: Any = None
-        self._container: Any = None
-        self._queues: dict[str, Any] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
+        self._opened = False
         self._last_id = 0
-        self._credential: Any = None
+        # Wake-ups reach every store object on this hub in this process; other processes
+        # find new work by polling.
+        self._wakeups = WakeUps()
+        self._hub = hub_wakeups(f"azure:{self._target.account}:{hub}")
+        self._hub.join(self._wakeups)
+
+    # -- push wake-ups (SupportsWakeUps) ------
+    async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
+        """Wait up to ``timeout`` s for a sign (from this process) that work may be available."""
+        return await self._wakeups.wait_for_work(timeout, kind)
+
+    def watch_instance(self, instance_id: str) -> InstanceWatch:
+        """Interest in one instance's row changing (changes made in this process)."""
+        return self._wakeups.watch(instance_id)
+
+    def _changed(self, kinds: Sequence[str], instance_ids: Sequence[str] = ()) -> None:
+        if kinds:
+            self._hub.work(kinds)
+        if instance_ids:
+            self._hub.instances_changed(instance_ids)
 
     # -- lifecycle ------
     def describe(self) -> StoreDescription:
@@ -190,8 +238,7 @@ class AzureOrchestrationService:
     async def open(self, *, create: bool = True) -> None:
         """Connect; with ``create``, make the hub's tables, queues and container if missing,
         else raise :class:`TaskHubNotFoundError` when the hub has no History table."""
-        if self._table_service is None:
-            self._connect()
+        self._opened = True
         if create:
             await self.create_task_hub()
             return
@@ -205,7 +252,9 @@ class AzureOrchestrationService:
                 f"no task hub {self._target.hub!r} in account {self._target.account!r}"
             ) from None
 
-    def _connect(self) -> None:
+    def _connect(self) -> _Clients:
+        """The clients of one event loop (the async clients are bound to the loop that first
+        uses them)."""
         try:
             from azure.data.tables.aio import TableServiceClient
             from azure.storage.blob.aio import BlobServiceClient
@@ -215,11 +264,12 @@ class AzureOrchestrationService:
                 "the Azure Storage store needs its clients: pip install 'duratask[azure]'"
             ) from exc
         target = self._target
+        credential: Any = None
         if target.connection_string is not None:
             conn = target.connection_string
-            self._table_service = TableServiceClient.from_connection_string(conn)
-            self._queue_service = QueueServiceClient.from_connection_string(conn)
-            self._blob_service = BlobServiceClient.from_connection_string(conn)
+            tables = TableServiceClient.from_connection_string(conn)
+            queues = QueueServiceClient.from_connection_string(conn)
+            blobs = BlobServiceClient.from_connection_string(conn)
         else:
             try:
                 from azure.identity.aio import DefaultAzureCredential
@@ -228,73 +278,82 @@ class AzureOrchestrationService:
                     "signing in to an Azure account by its URL needs azure-identity "
                     "(pip install azure-identity), or give a connection_string"
                 ) from exc
-            self._credential = DefaultAzureCredential()
-            self._table_service = TableServiceClient(
-                target.endpoint("table"), credential=self._credential
-            )
-            self._queue_service = QueueServiceClient(
-                target.endpoint("queue"), credential=self._credential
-            )
-            self._blob_service = BlobServiceClient(
-                target.endpoint("blob"), credential=self._credential
-            )
-        for key, name in self._names.items():
-            self._tables[key] = self._table_service.get_table_client(name)
-        for name in [*self._control_names, self._workitems_name]:
-            self._queues[name] = self._queue_service.get_queue_client(name)
-        self._container = self._blob_service.get_container_client(self._container_name)
+            credential = DefaultAzureCredential()
+            tables = TableServiceClient(target.endpoint("table"), credential=credential)
+            queues = QueueServiceClient(target.endpoint("queue"), credential=credential)
+            blobs = BlobServiceClient(target.endpoint("blob"), credential=credential)
+        return _Clients(
+            tables={key: tables.get_table_client(name) for key, name in self._names.items()},
+            queues={
+                name: queues.get_queue_client(name)
+                for name in [*self._control_names, self._workitems_name]
+            },
+            container=blobs.get_container_client(self._container_name),
+            services=[tables, queues, blobs, credential],
+            table_service=tables,
+        )
+
+    def _c(self) -> _Clients:
+        if not self._opened:
+            raise StoreError("the Azure Storage store is not open")
+        loop = asyncio.get_running_loop()
+        clients = self._clients.get(loop)
+        if clients is None:
+            clients = self._clients[loop] = self._connect()
+            # Closed when the loop shuts its async generators down (asyncio.run does), in
+            # case this store is not closed in that loop.
+            clients.closer = _close_at_loop_end(clients)
+            loop.create_task(anext(clients.closer, None))
+        return clients
 
     async def create_task_hub(self) -> None:
         """Create the hub's tables, queues and container where missing; the store is left
         open."""
         from azure.core.exceptions import ResourceExistsError
 
-        if self._table_service is None:
-            self._connect()
+        self._opened = True
+        clients = self._c()
         for name in self._names.values():
-            await self._table_service.create_table_if_not_exists(name)
-        for queue in self._queues.values():
+            await clients.table_service.create_table_if_not_exists(name)
+        for queue in clients.queues.values():
             try:
                 await queue.create_queue()
             except ResourceExistsError:
                 pass
         try:
-            await self._container.create_container()
+            await clients.container.create_container()
         except ResourceExistsError:
             pass
 
     async def close(self) -> None:
-        """Close the clients; the store may be opened again."""
-        clients = [*self._tables.values(), *self._queues.values()]
-        clients += [self._container, self._table_service, self._queue_service, self._blob_service]
-        clients.append(self._credential)
-        for client in clients:
-            if client is not None:
-                await client.close()
-        self._tables.clear()
-        self._queues.clear()
-        self._table_service = self._queue_service = self._blob_service = None
-        self._container = self._credential = None
+        """Close this event loop's clients (those of loops that ended are dropped); the
+        store may be opened again."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        clients = self._clients.pop(loop, None) if loop is not None else None
+        self._clients.clear()
+        self._opened = False
+        if clients is not None:
+            await clients.close()
 
     async def delete_task_hub(self) -> None:
         """Delete the hub's tables, queues and container."""
-        if self._table_service is None:
-            self._connect()
+        self._opened = True
+        clients = self._c()
         for name in self._names.values():
-            await self._table_service.delete_table(name)
-        for queue in self._queues.values():
+            await clients.table_service.delete_table(name)
+        for queue in clients.queues.values():
             await _ignore_missing(queue.delete_queue())
-        await _ignore_missing(self._container.delete_container())
+        await _ignore_missing(clients.container.delete_container())
 
     # -- small helpers ------
     def _now(self) -> datetime:
         return as_utc(self._clock())
 
     def _table(self, name: str) -> Any:
-        table = self._tables.get(name)
-        if table is None:
-            raise StoreError("the Azure Storage store is not open")
-        return table
+        return self._c().tables[name]
 
     def _new_id(self) -> int:
         """A fresh message or activity id, growing with wall time (so ids sort as they were
@@ -312,13 +371,13 @@ class AzureOrchestrationService:
         if text is None or len(text) <= codec.PROPERTY_LIMIT:
             return text
         name = f"payload/{uuid.uuid4().hex}"
-        await self._container.upload_blob(name, codec.gzip_text(text), overwrite=True)
+        await self._c().container.upload_blob(name, codec.gzip_text(text), overwrite=True)
         return codec.BLOB_PREFIX + name
 
     async def _unpack(self, value: str | None) -> str | None:
         if value is None or not value.startswith(codec.BLOB_PREFIX):
             return value
-        stream = await self._container.download_blob(value[len(codec.BLOB_PREFIX) :])
+        stream = await self._c().container.download_blob(value[len(codec.BLOB_PREFIX) :])
         return codec.gunzip_text(await stream.readall())
 
     async def _query(
@@ -347,8 +406,12 @@ class AzureOrchestrationService:
     async def _hint(self, queue: str, body: str, delay: float = 0.0) -> None:
         """Queue a hint; a hint lost is found by the sweep, so failures are only logged."""
         try:
-            await self._queues[queue].send_message(
-                body, visibility_timeout=max(0, min(int(delay), 6 * 24 * 3600)), time_to_live=-1
+            await (
+                self._c()
+                .queues[queue]
+                .send_message(
+                    body, visibility_timeout=max(0, min(int(delay), 6 * 24 * 3600)), time_to_live=-1
+                )
             )
         except Exception as exc:
             _LOG.debug("hint to %s not queued: %s", queue, exc)
@@ -484,6 +547,7 @@ class AzureOrchestrationService:
                 raise
             if state is not None:
                 await self._copy_instance(state)
+            self._changed([ORCHESTRATION], [message.instance_id])
             await self._hint(
                 self._control_queue(message.instance_id),
                 json.dumps({"i": message.instance_id}),
@@ -601,7 +665,7 @@ class AzureOrchestrationService:
             return None
         if self._lease_live(sentinel, now):
             resting = not sentinel["Token"]
-            if not resting or not any(await self._is_terminate(m) for m in visible):
+            if not resting or not await self._any_terminate(visible):
                 return None
         state = await self._state(sentinel)
         if runnable is not None and (state.name, state.version) not in runnable:
@@ -654,10 +718,13 @@ class AzureOrchestrationService:
             history_loaded=not known,
         )
 
-    async def _is_terminate(self, row: Row) -> bool:
-        text = await self._unpack(row["Body"])
-        assert text is not None
-        return isinstance(codec.message_from_json(text).event, ExecutionTerminated)
+    async def _any_terminate(self, rows: list[Row]) -> bool:
+        for row in rows:
+            text = await self._unpack(row["Body"])
+            assert text is not None
+            if isinstance(codec.message_from_json(text).event, ExecutionTerminated):
+                return True
+        return False
 
     async def _drop_orphans(self, instance_id: str, rows: list[Row]) -> None:
         """Delete message rows left in the partition of an instance that no longer exists."""
@@ -830,6 +897,8 @@ class AzureOrchestrationService:
             )
         if commit.changes_instance or state.runtime_status is not OrchestrationStatus.PENDING:
             await self._copy_instance(state)
+        kinds = [ACTIVITY] if commit.activities else []
+        self._changed([*kinds, ORCHESTRATION] if commit.messages else kinds, [instance_id])
         if commit.activities and len(leased) < len(commit.activities):
             await self._hint(self._workitems_name, "{}")
         if any(m.instance_id == instance_id for m in commit.messages):
@@ -864,7 +933,9 @@ class AzureOrchestrationService:
 
         staged = [{"op": op[0], "row": {k: v for k, v in op[1].items()}} for op in ops]
         name = f"staged/{uuid.uuid4().hex}"
-        await self._container.upload_blob(name, codec.gzip_text(json.dumps(staged)), overwrite=True)
+        await self._c().container.upload_blob(
+            name, codec.gzip_text(json.dumps(staged)), overwrite=True
+        )
         sentinel["Staged"] = name
         from azure.core import MatchConditions
 
@@ -884,7 +955,7 @@ class AzureOrchestrationService:
         sentinel = part.sentinel
         assert sentinel is not None
         name = sentinel["Staged"]
-        stream = await self._container.download_blob(name)
+        stream = await self._c().container.download_blob(name)
         staged = json.loads(codec.gunzip_text(await stream.readall()))
         table = self._table("history")
         for item in staged:
@@ -906,7 +977,7 @@ class AzureOrchestrationService:
             if exc.status_code not in (404, 412):
                 raise
             return  # another reader applied it first
-        await _ignore_missing(self._container.delete_blob(name))
+        await _ignore_missing(self._c().container.delete_blob(name))
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
@@ -933,6 +1004,9 @@ class AzureOrchestrationService:
         except HttpResponseError as exc:
             if exc.status_code not in (404, 412):
                 raise
+            return
+        if retry_at is None:
+            self._changed([ORCHESTRATION])
 
     # -- activity work items ------
     async def lock_next_activity_work_items(
@@ -1033,15 +1107,11 @@ class AzureOrchestrationService:
         result = _normalized_message(result)
         row = await self._held_activity(work_item)
         etag = row.pop("__etag")
-        if result.instance_id != work_item.request.instance_id:
-            raise ValueError("an activity's result goes to the instance that scheduled it")
         pk = row["PartitionKey"]
-        if await self._get("history", pk, codec.SENTINEL) is None:
-            return  # the instance was purged meanwhile
-        ops = [
-            ("delete", row, _if_match(etag)),
-            ("create", await self._message_row(pk, self._new_id(), result, now)),
-        ]
+        ops: list[tuple[Any, ...]] = [("delete", row, _if_match(etag))]
+        elsewhere = result.instance_id != work_item.request.instance_id
+        if not elsewhere and await self._get("history", pk, codec.SENTINEL) is not None:
+            ops.append(("create", await self._message_row(pk, self._new_id(), result, now)))
         try:
             await self._transact(ops)
         except HttpResponseError as exc:
@@ -1050,6 +1120,10 @@ class AzureOrchestrationService:
                     f"lease on activity {work_item.work_item_id} was lost"
                 ) from None
             raise
+        if elsewhere:  # not an orchestration's own activity: delivered after the deletion
+            await self._deliver(result, self._new_id(), marked=False)
+            return
+        self._changed([ORCHESTRATION], [result.instance_id])
         await self._hint(
             self._control_queue(result.instance_id), json.dumps({"i": result.instance_id})
         )
@@ -1074,6 +1148,7 @@ class AzureOrchestrationService:
             await self._write_activity(row, work_item)
         except LeaseLostError:
             return
+        self._changed([ACTIVITY])
 
     async def record_activity_heartbeat(
         self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
@@ -1220,6 +1295,8 @@ class AzureOrchestrationService:
                     continue
                 raise
             broken += 1
+        if broken:
+            self._changed([ORCHESTRATION, ACTIVITY])
         return broken
 
     async def backlog(self) -> list[BacklogEntry]:
@@ -1297,6 +1374,7 @@ class AzureOrchestrationService:
                     continue
                 raise
             await self._copy_instance(state)
+            self._changed([ORCHESTRATION], [message.instance_id])
             await self._hint(
                 self._control_queue(message.instance_id), json.dumps({"i": message.instance_id})
             )
@@ -1446,6 +1524,7 @@ class AzureOrchestrationService:
             await self._table("schedules").create_entity(self._schedule_row(record))
         except ResourceExistsError:
             raise ScheduleAlreadyExistsError(record.schedule_id) from None
+        self._changed([SCHEDULE])
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         """One schedule, or None."""
@@ -1479,6 +1558,7 @@ class AzureOrchestrationService:
             if exc.status_code in (404, 412):
                 return False
             raise
+        self._changed([SCHEDULE])
         return True
 
     async def delete_schedule(self, schedule_id: str) -> bool:
@@ -1491,6 +1571,7 @@ class AzureOrchestrationService:
             await self._table("schedules").delete_entity("schedule", codec.table_key(schedule_id))
         except ResourceNotFoundError:
             return False
+        self._changed([SCHEDULE])
         return True
 
     async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
@@ -1506,6 +1587,13 @@ class AzureOrchestrationService:
         """The earliest time a schedule is due."""
         times = [r.next_due_at for r in await self._schedules() if r.next_due_at is not None]
         return min(times, default=None)
+
+
+async def _close_at_loop_end(clients: _Clients) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await clients.close()
 
 
 def _if_match(etag: str) -> dict[str, Any]:
