@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck docs docs-serve pytest chromium bench clean
+.PHONY: demo test lint typecheck docs docs-serve pytest chromium azurite bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,22 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	$(MKDOCS) serve
 
-pytest: $(STAMP) chromium
+pytest: $(STAMP) chromium azurite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The Azure Storage store's tests run on Azurite, the storage emulator (an npm package),
+# installed into .azurite/ when missing; without npm the tests are skipped (CI fails them).
+AZURITE_VERSION := 3.37.0
+azurite: .azurite/node_modules/.bin/azurite
+
+.azurite/node_modules/.bin/azurite:
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p .azurite && npm install --silent --no-audit --no-fund --prefix .azurite \
+	    azurite@$(AZURITE_VERSION); \
+	else \
+	  echo "WARNING: npm is not installed; the Azure store's tests will be skipped" \
+	       "(apt-get install npm, then make azurite)"; \
+	fi
 
 # The dashboard's browser test drives Debian's Chromium: install it when missing (as root).
 chromium:
@@ -65,4 +79,4 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks docs/examples docs/_tooling
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site .azurite

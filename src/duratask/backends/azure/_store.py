@@ -132,6 +132,8 @@ _LOG = logging.getLogger("duratask.backends.azure")
 _BATCH = 100  # rows one entity-group transaction may hold
 _BATCH_BYTES = 3_000_000  # below the 4 MiB a transaction may carry
 _SCAN_CANDIDATES = 16  # instances one lock attempt tries at most
+_SWEEP_EVERY = 1.0  # seconds between two reads of the rows for work, while hints are quiet
+_HINT_HIDDEN = 30  # seconds a hint read by one worker is hidden from the others
 _ENTITIES_UNSUPPORTED = (
     "durable entities are not supported by the Azure Storage store yet; use a SQLite or "
     "PostgreSQL task hub for entities"
@@ -155,6 +157,7 @@ class _Clients:
     table_service: Any
 
     closer: Any = None
+    starter: Any = None
     closed: bool = False
 
     async def close(self) -> None:
@@ -201,6 +204,13 @@ class AzureOrchestrationService:
         self._control_names = [f"{lower}-control-{n:02d}" for n in range(self._target.partitions)]
         self._workitems_name = f"{lower}-workitems"
         self._container_name = f"{lower}-largemessages"
+        # Queue visibility delays are wall time: a store on another clock (a test's) reads
+        # the rows at every poll and queues no hints.
+        self._wall_clock = clock is None
+        self._next_sweep: dict[str, float] = {}
+        self._control_turn = 0
+        self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
+        self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
         self._opened = False
         self._last_id = 0
@@ -272,7 +282,7 @@ class AzureOrchestrationService:
             blobs = BlobServiceClient.from_connection_string(conn)
         else:
             try:
-                from azure.identity.aio import DefaultAzureCredential
+                from azure.identity.aio import DefaultAzureCredential  # type: ignore[import-untyped,unused-ignore]
             except ImportError as exc:
                 raise StoreError(
                     "signing in to an Azure account by its URL needs azure-identity "
@@ -303,7 +313,7 @@ class AzureOrchestrationService:
             # Closed when the loop shuts its async generators down (asyncio.run does), in
             # case this store is not closed in that loop.
             clients.closer = _close_at_loop_end(clients)
-            loop.create_task(anext(clients.closer, None))
+            clients.starter = loop.create_task(anext(clients.closer, None))
         return clients
 
     async def create_task_hub(self) -> None:
@@ -405,6 +415,8 @@ class AzureOrchestrationService:
 
     async def _hint(self, queue: str, body: str, delay: float = 0.0) -> None:
         """Queue a hint; a hint lost is found by the sweep, so failures are only logged."""
+        if not self._wall_clock:
+            return
         try:
             await (
                 self._c()
@@ -610,11 +622,68 @@ class AzureOrchestrationService:
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         runnable = work_filter.orchestrations if work_filter is not None else None
+        for _ in range(_SCAN_CANDIDATES):
+            hinted = await self._hinted_instances()
+            if not hinted:
+                break
+            item = await self._try_lease(hinted[0], owner, lease, known_histories, runnable)
+            if item is not None:
+                return item
+        if not self._sweep_due(ORCHESTRATION):
+            return None
         for instance_id in await self._instance_candidates():
             item = await self._try_lease(instance_id, owner, lease, known_histories, runnable)
             if item is not None:
                 return item
         return None
+
+    def _sweep_due(self, kind: str) -> bool:
+        """Whether to read the rows for work of ``kind`` now: at every poll on a test clock,
+        else at most every ``_SWEEP_EVERY`` seconds (hints bring work in between)."""
+        if not self._wall_clock:
+            return True
+        now = time.monotonic()
+        if now < self._next_sweep.get(kind, 0.0):
+            return False
+        self._next_sweep[kind] = now + _SWEEP_EVERY
+        return True
+
+    async def _receive_hints(self, queue: str) -> list[tuple[str, Any, dict[str, Any]]]:
+        """Up to 32 hints of a queue, hidden for a while from other workers."""
+        if not self._wall_clock:
+            return []
+        try:
+            client = self._c().queues[queue]
+            pages = client.receive_messages(
+                messages_per_page=32, visibility_timeout=_HINT_HIDDEN
+            ).by_page()
+            async for page in pages:
+                return [(queue, m, json.loads(m.content)) async for m in page]
+        except Exception as exc:
+            _LOG.debug("hints of %s not read: %s", queue, exc)
+        return []
+
+    async def _drop_hint(self, hint: tuple[str, Any, dict[str, Any]]) -> None:
+        try:
+            await self._c().queues[hint[0]].delete_message(hint[1])
+        except Exception as exc:
+            _LOG.debug("hint of %s not deleted: %s", hint[0], exc)
+
+    async def _hinted_instances(self) -> list[str]:
+        """The instances the next hints name (hints read ahead are kept for the next call;
+        the hints of the returned instances are deleted)."""
+        if not self._orchestration_hints:
+            queue = self._control_names[self._control_turn % len(self._control_names)]
+            self._orchestration_hints = await self._receive_hints(queue)
+            if not self._orchestration_hints:
+                self._control_turn += 1
+                return []
+        first = self._orchestration_hints[0][2].get("i", "")
+        same = [h for h in self._orchestration_hints if h[2].get("i") == first]
+        self._orchestration_hints = [h for h in self._orchestration_hints if h not in same]
+        for hint in same:
+            await self._drop_hint(hint)
+        return [first] if isinstance(first, str) and first else []
 
     async def _instance_candidates(self) -> list[str]:
         """Instances with a due message (oldest first), or with work to settle."""
@@ -899,9 +968,15 @@ class AzureOrchestrationService:
             await self._copy_instance(state)
         kinds = [ACTIVITY] if commit.activities else []
         self._changed([*kinds, ORCHESTRATION] if commit.messages else kinds, [instance_id])
-        if commit.activities and len(leased) < len(commit.activities):
-            await self._hint(self._workitems_name, "{}")
-        if any(m.instance_id == instance_id for m in commit.messages):
+        leased_ids = {w.work_item_id for w in leased}
+        for op in ops:
+            key = op[1]["RowKey"]
+            new = op[0] == "upsert" and key.startswith(codec.ACTIVITY)
+            if new and codec.row_number(key) not in leased_ids:
+                body = {"i": instance_id, "a": codec.row_number(key)}
+                await self._hint(self._workitems_name, json.dumps(body))
+        left = present - consumed
+        if left or any(m.instance_id == instance_id for m in commit.messages):
             await self._hint(self._control_queue(instance_id), json.dumps({"i": instance_id}))
         return leased
 
@@ -1007,6 +1082,9 @@ class AzureOrchestrationService:
             return
         if retry_at is None:
             self._changed([ORCHESTRATION])
+        delay = 0.0 if retry_at is None else (retry_at - self._now()).total_seconds()
+        body = json.dumps({"i": work_item.instance_id})
+        await self._hint(self._control_queue(work_item.instance_id), body, delay)
 
     # -- activity work items ------
     async def lock_next_activity_work_items(
@@ -1017,16 +1095,44 @@ class AzureOrchestrationService:
         work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         runnable = work_filter.activities if work_filter is not None else None
+        leased: list[ActivityWorkItem] = []
+        alone = False
+        if not self._activity_hints:
+            self._activity_hints = await self._receive_hints(self._workitems_name)
+        kept: list[tuple[str, Any, dict[str, Any]]] = []
+        for hint in self._activity_hints:
+            if len(leased) >= max_items or alone:
+                kept.append(hint)
+                continue
+            body = hint[2]
+            row = await self._get(
+                "history",
+                codec.table_key(str(body.get("i", ""))),
+                codec.row_key(codec.ACTIVITY, int(body.get("a", 0))),
+            )
+            if row is not None and runnable is not None and row["Name"] not in runnable:
+                kept.append(hint)  # another worker's: seen again when its hiding ends
+                continue
+            if row is not None:
+                if int(row["Count"]) > 0 and leased:
+                    kept.append(hint)
+                    alone = True
+                    continue
+                item = await self._lease_activity(row, owner, lease)
+                if item is not None:
+                    leased.append(item)
+                    alone = item.dequeue_count > 1
+            await self._drop_hint(hint)
+        self._activity_hints = kept
+        if len(leased) >= max_items or alone or not self._sweep_due(ACTIVITY):
+            return leased
         now = self._now()
         rows = await self._query(
             "history", "RowKey ge @lo and RowKey lt @hi", {"lo": codec.ACTIVITY, "hi": "a."}
         )
         rows.sort(key=lambda r: r["RowKey"])
-        leased: list[ActivityWorkItem] = []
         for row in rows:
             if len(leased) >= max_items:
                 break
@@ -1034,36 +1140,48 @@ class AzureOrchestrationService:
                 continue
             if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
                 continue
-            count = int(row["Count"])
-            if count > 0:  # delivered before, unfinished: alone
+            if int(row["Count"]) > 0:  # delivered before, unfinished: alone
                 if leased:
                     break
                 max_items = 1
-            token = new_lock_token()
-            updated = dict(row)
-            updated.update(
-                Token=token, Owner=owner, Expires=codec.to_text(now + lease), Count=count + 1
-            )
-            try:
-                await self._table("history").update_entity(
-                    updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
-                )
-            except HttpResponseError as exc:
-                if exc.status_code in (404, 412):
-                    continue
-                raise
-            text = await self._unpack(row["Body"])
-            assert text is not None
-            leased.append(
-                ActivityWorkItem(
-                    codec.row_number(row["RowKey"]),
-                    codec.request_from_json(text),
-                    token,
-                    now + lease,
-                    count + 1,
-                )
-            )
+            item = await self._lease_activity(row, owner, lease)
+            if item is not None:
+                leased.append(item)
         return leased
+
+    async def _lease_activity(
+        self, row: Any, owner: str, lease: timedelta
+    ) -> ActivityWorkItem | None:
+        """Lease one activity row if it is due and free (a write conditional on its ETag)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        now = self._now()
+        if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
+            return None
+        count = int(row["Count"])
+        token = new_lock_token()
+        updated = dict(row)
+        updated.update(
+            Token=token, Owner=owner, Expires=codec.to_text(now + lease), Count=count + 1
+        )
+        try:
+            await self._table("history").update_entity(
+                updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 412):
+                return None
+            raise
+        text = await self._unpack(row["Body"])
+        assert text is not None
+        return ActivityWorkItem(
+            codec.row_number(row["RowKey"]),
+            codec.request_from_json(text),
+            token,
+            now + lease,
+            count + 1,
+        )
 
     async def _held_activity(self, work_item: ActivityWorkItem) -> Row:
         row = await self._get(
@@ -1149,6 +1267,9 @@ class AzureOrchestrationService:
         except LeaseLostError:
             return
         self._changed([ACTIVITY])
+        body = {"i": work_item.request.instance_id, "a": work_item.work_item_id}
+        delay = (visible_at - self._now()).total_seconds()
+        await self._hint(self._workitems_name, json.dumps(body), delay)
 
     async def record_activity_heartbeat(
         self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
