@@ -18,7 +18,13 @@ from duratask.backends.base import (
     OrchestrationMessage,
 )
 from duratask.errors import InvalidStoreUrlError, LeaseLostError
-from duratask.history import EventRaised, ExecutionStarted, OrchestratorStarted, TaskScheduled
+from duratask.history import (
+    EventRaised,
+    ExecutionStarted,
+    HistoryEvent,
+    OrchestratorStarted,
+    TaskScheduled,
+)
 from duratask.state import OrchestrationStatus
 
 from .. import azurite
@@ -112,7 +118,7 @@ def raised(instance_id: str, name: str) -> OrchestrationMessage:
 def first_episode(item: Any, *, activities: int = 0) -> OrchestrationCommit:
     """An episode consuming the work item's messages and scheduling ``activities``."""
     state = item.state
-    events = [OrchestratorStarted(timestamp=T0)]
+    events: list[HistoryEvent] = [OrchestratorStarted(timestamp=T0)]
     requests = []
     for task in range(activities):
         events.append(TaskScheduled(timestamp=T0, event_id=task, name="act"))

@@ -58,6 +58,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -133,6 +134,7 @@ _BATCH = 100  # rows one entity-group transaction may hold
 _BATCH_BYTES = 3_000_000  # below the 4 MiB a transaction may carry
 _SCAN_CANDIDATES = 16  # instances one lock attempt tries at most
 _SWEEP_EVERY = 1.0  # seconds between two reads of the rows for work, while hints are quiet
+_MAX_HINT_DELAY = 6 * 24 * 3600  # below the 7 days a queue message may stay hidden
 _HINT_HIDDEN = 30  # seconds a hint read by one worker is hidden from the others
 _ENTITIES_UNSUPPORTED = (
     "durable entities are not supported by the Azure Storage store yet; use a SQLite or "
@@ -208,6 +210,9 @@ class AzureOrchestrationService:
         # the rows at every poll and queues no hints.
         self._wall_clock = clock is None
         self._next_sweep: dict[str, float] = {}
+        # The soonest due time of held-back work this process saw, by kind: the rows are
+        # read again once it passes (a queue's visibility delay has a 1 s grain).
+        self._soonest: dict[str, datetime] = {}
         self._control_turn = 0
         self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
@@ -422,7 +427,9 @@ class AzureOrchestrationService:
                 self._c()
                 .queues[queue]
                 .send_message(
-                    body, visibility_timeout=max(0, min(int(delay), 6 * 24 * 3600)), time_to_live=-1
+                    body,
+                    visibility_timeout=max(0, min(math.ceil(delay), _MAX_HINT_DELAY)),
+                    time_to_live=-1,
                 )
             )
         except Exception as exc:
@@ -560,6 +567,8 @@ class AzureOrchestrationService:
             if state is not None:
                 await self._copy_instance(state)
             self._changed([ORCHESTRATION], [message.instance_id])
+            if message.visible_at is not None and message.visible_at > now:
+                self._held_back(ORCHESTRATION, message.visible_at)
             await self._hint(
                 self._control_queue(message.instance_id),
                 json.dumps({"i": message.instance_id}),
@@ -643,10 +652,19 @@ class AzureOrchestrationService:
         if not self._wall_clock:
             return True
         now = time.monotonic()
-        if now < self._next_sweep.get(kind, 0.0):
+        soonest = self._soonest.get(kind)
+        if soonest is not None and soonest <= self._now():
+            del self._soonest[kind]
+        elif now < self._next_sweep.get(kind, 0.0):
             return False
         self._next_sweep[kind] = now + _SWEEP_EVERY
         return True
+
+    def _held_back(self, kind: str, due: datetime) -> None:
+        """Note work of ``kind`` due later (see ``_soonest``)."""
+        soonest = self._soonest.get(kind)
+        if soonest is None or due < soonest:
+            self._soonest[kind] = due
 
     async def _receive_hints(self, queue: str) -> list[tuple[str, Any, dict[str, Any]]]:
         """Up to 32 hints of a queue, hidden for a while from other workers."""
@@ -699,6 +717,7 @@ class AzureOrchestrationService:
             pk = row["PartitionKey"]
             if key.startswith(codec.MESSAGE):
                 if row["Due"] > now:
+                    self._held_back(ORCHESTRATION, codec.from_text(row["Due"]))
                     continue
                 rank = (row["Due"], key)
             else:
@@ -730,6 +749,9 @@ class AzureOrchestrationService:
             (m for m in part.messages if codec.from_text(m["Due"]) <= now),
             key=lambda m: m["RowKey"],
         )
+        for m in part.messages:
+            if codec.from_text(m["Due"]) > now:
+                self._held_back(ORCHESTRATION, codec.from_text(m["Due"]))
         if not visible:
             return None
         if self._lease_live(sentinel, now):
@@ -926,6 +948,8 @@ class AzureOrchestrationService:
                         state, runtime_status=change.becomes, last_updated_at=now
                     )
                 row = await self._message_row(pk, self._new_id(), message, now)
+                if message.visible_at is not None and message.visible_at > now:
+                    self._held_back(ORCHESTRATION, message.visible_at)
             else:
                 outbound = True
                 row = {
@@ -1083,6 +1107,8 @@ class AzureOrchestrationService:
         if retry_at is None:
             self._changed([ORCHESTRATION])
         delay = 0.0 if retry_at is None else (retry_at - self._now()).total_seconds()
+        if retry_at is not None:
+            self._held_back(ORCHESTRATION, retry_at)
         body = json.dumps({"i": work_item.instance_id})
         await self._hint(self._control_queue(work_item.instance_id), body, delay)
 
@@ -1269,6 +1295,8 @@ class AzureOrchestrationService:
         self._changed([ACTIVITY])
         body = {"i": work_item.request.instance_id, "a": work_item.work_item_id}
         delay = (visible_at - self._now()).total_seconds()
+        if delay > 0:
+            self._held_back(ACTIVITY, visible_at)
         await self._hint(self._workitems_name, json.dumps(body), delay)
 
     async def record_activity_heartbeat(
