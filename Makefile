@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck docs docs-serve pytest chromium azurite bench clean
+.PHONY: demo test lint typecheck docs docs-serve pytest chromium azurite bench bench-azure clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ chromium:
 ## bench: run the benchmarks (benchmarks/README.md); quick run: make bench BENCH_ARGS="--scale 0.1 --repeat 1"
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+## bench-azure: W1 on an Azure Storage hub on Azurite, beside Azurite's raw insert limit
+bench-azure: $(STAMP) azurite
+	$(BIN)/python -m benchmarks.azure_storage $(BENCH_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests examples benchmarks docs/examples docs/_tooling

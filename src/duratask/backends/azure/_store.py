@@ -217,6 +217,8 @@ class AzureOrchestrationService:
         self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
+        self.calls: Counter[str] = Counter()
+        """Storage requests this store object made, by service: table, queue, blob."""
         self._opened = False
         self._last_id = 0
         # Wake-ups reach every store object on this hub in this process; other processes
@@ -282,9 +284,15 @@ class AzureOrchestrationService:
         credential: Any = None
         if target.connection_string is not None:
             conn = target.connection_string
-            tables = TableServiceClient.from_connection_string(conn)
-            queues = QueueServiceClient.from_connection_string(conn)
-            blobs = BlobServiceClient.from_connection_string(conn)
+            tables = TableServiceClient.from_connection_string(
+                conn, raw_request_hook=self._counter("table")
+            )
+            queues = QueueServiceClient.from_connection_string(
+                conn, raw_request_hook=self._counter("queue")
+            )
+            blobs = BlobServiceClient.from_connection_string(
+                conn, raw_request_hook=self._counter("blob")
+            )
         else:
             try:
                 from azure.identity.aio import DefaultAzureCredential  # type: ignore[import-untyped,unused-ignore]
@@ -294,9 +302,21 @@ class AzureOrchestrationService:
                     "(pip install azure-identity), or give a connection_string"
                 ) from exc
             credential = DefaultAzureCredential()
-            tables = TableServiceClient(target.endpoint("table"), credential=credential)
-            queues = QueueServiceClient(target.endpoint("queue"), credential=credential)
-            blobs = BlobServiceClient(target.endpoint("blob"), credential=credential)
+            tables = TableServiceClient(
+                target.endpoint("table"),
+                credential=credential,
+                raw_request_hook=self._counter("table"),
+            )
+            queues = QueueServiceClient(
+                target.endpoint("queue"),
+                credential=credential,
+                raw_request_hook=self._counter("queue"),
+            )
+            blobs = BlobServiceClient(
+                target.endpoint("blob"),
+                credential=credential,
+                raw_request_hook=self._counter("blob"),
+            )
         return _Clients(
             tables={key: tables.get_table_client(name) for key, name in self._names.items()},
             queues={
@@ -307,6 +327,12 @@ class AzureOrchestrationService:
             services=[tables, queues, blobs, credential],
             table_service=tables,
         )
+
+    def _counter(self, service: str) -> Callable[[Any], None]:
+        def count(request: Any) -> None:
+            self.calls[service] += 1
+
+        return count
 
     def _c(self) -> _Clients:
         if not self._opened:
