@@ -26,9 +26,10 @@ import time
 import uuid
 from typing import Any
 
+from tests import azurite
+
 import duratask as dt
 from benchmarks.workloads import bump, sequence
-from tests import azurite
 
 
 async def raw_limit(url: str, seconds: float) -> float:
