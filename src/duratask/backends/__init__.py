@@ -61,7 +61,7 @@ from duratask.backends.base import (
     WorkFilter,
     orchestration_key,
 )
-from duratask.errors import InstanceBusyError
+from duratask.errors import InstanceBusyError, StoreError
 
 __all__ = [
     "ActivityRequest",
@@ -136,10 +136,17 @@ def open_store(url: str | S) -> TaskHubStore | S:
         target = _urls.parse_sqlite_url(url)
         return SqliteOrchestrationService(target.path, **target.options)
     if kind == "azure":
-        from duratask.backends.azure import AzureOrchestrationService
         from duratask.backends.azure._target import parse_azure_url
 
-        return AzureOrchestrationService(parse_azure_url(url))
+        azure_target = parse_azure_url(url)
+        try:
+            from duratask.backends.azure import AzureOrchestrationService
+        except ImportError as exc:
+            raise StoreError(
+                "an azure:// store needs Microsoft's storage clients: "
+                f"pip install 'duratask[azure]' ({exc})"
+            ) from exc
+        return AzureOrchestrationService(azure_target)
     from duratask.backends.postgres import PostgresOrchestrationService
 
     return PostgresOrchestrationService(url)

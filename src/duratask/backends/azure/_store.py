@@ -68,6 +68,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
 from duratask.backends._paging import page_of, resume_after, sort_value
 from duratask.backends._shared import (
     as_utc,
@@ -259,7 +270,6 @@ class AzureOrchestrationService:
         if create:
             await self.create_task_hub()
             return
-        from azure.core.exceptions import ResourceNotFoundError
 
         try:
             await self._table("history").get_table_access_policy()
@@ -272,14 +282,6 @@ class AzureOrchestrationService:
     def _connect(self) -> _Clients:
         """The clients of one event loop (the async clients are bound to the loop that first
         uses them)."""
-        try:
-            from azure.data.tables.aio import TableServiceClient
-            from azure.storage.blob.aio import BlobServiceClient
-            from azure.storage.queue.aio import QueueServiceClient
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise StoreError(
-                "the Azure Storage store needs its clients: pip install 'duratask[azure]'"
-            ) from exc
         target = self._target
         credential: Any = None
         if target.connection_string is not None:
@@ -350,7 +352,6 @@ class AzureOrchestrationService:
     async def create_task_hub(self) -> None:
         """Create the hub's tables, queues and container where missing; the store is left
         open."""
-        from azure.core.exceptions import ResourceExistsError
 
         self._opened = True
         clients = self._c()
@@ -432,7 +433,6 @@ class AzureOrchestrationService:
         ]
 
     async def _get(self, table: str, pk: str, rk: str) -> Any | None:
-        from azure.core.exceptions import ResourceNotFoundError
 
         try:
             return await self._table(table).get_entity(pk, rk)
@@ -537,9 +537,6 @@ class AzureOrchestrationService:
         """Store ``message`` in its instance's inbox (creating the instance for a start);
         False if the instance does not exist. With ``marked``, a ``d-ID`` marker makes a
         second delivery of ``message_id`` a no-op (it counts as delivered)."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         pk = codec.table_key(message.instance_id)
         now = self._now()
@@ -632,7 +629,6 @@ class AzureOrchestrationService:
     async def _copy_instance(self, state: OrchestrationState) -> None:
         """Write the ``{hub}Instances`` copy of an instance row (best effort: queries
         re-read unfinished instances' sentinels)."""
-        from azure.data.tables import UpdateMode
 
         try:
             await self._table("instances").upsert_entity(
@@ -761,9 +757,6 @@ class AzureOrchestrationService:
         known_histories: KnownHistories,
         runnable: frozenset[tuple[str, str | None]] | None,
     ) -> OrchestrationWorkItem | None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         part = await self._settled_head(instance_id)
         now = self._now()
@@ -853,9 +846,6 @@ class AzureOrchestrationService:
         self, work_item: OrchestrationWorkItem, lease: timedelta
     ) -> None:
         """Extend the lease to now + ``lease`` (a write conditional on the sentinel's ETag)."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         now = self._now()
         pk = codec.table_key(work_item.instance_id)
@@ -891,8 +881,6 @@ class AzureOrchestrationService:
     ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction fenced by the sentinel's ETag, then deliver
         its outbox (see the module docstring)."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         if commit.entity_messages:
             raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
@@ -1054,7 +1042,6 @@ class AzureOrchestrationService:
     async def _commit_staged(self, sentinel: Row, etag: str, ops: list[tuple[Any, ...]]) -> None:
         """Commit an episode too large for one transaction: stage its rows in a blob, then
         write the sentinel naming it (the commit point); the rows are applied afterwards."""
-        from azure.data.tables import UpdateMode
 
         staged = [{"op": op[0], "row": {k: v for k, v in op[1].items()}} for op in ops]
         name = f"staged/{uuid.uuid4().hex}"
@@ -1062,7 +1049,6 @@ class AzureOrchestrationService:
             name, codec.gzip_text(json.dumps(staged)), overwrite=True
         )
         sentinel["Staged"] = name
-        from azure.core import MatchConditions
 
         await self._table("history").update_entity(
             sentinel,
@@ -1073,9 +1059,6 @@ class AzureOrchestrationService:
 
     async def _apply_staged(self, instance_id: str, part: _Partition) -> None:
         """Apply the rows of a committed staged episode (idempotent), then clear the mark."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         sentinel = part.sentinel
         assert sentinel is not None
@@ -1108,8 +1091,6 @@ class AzureOrchestrationService:
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
         """Release the lease; with ``retry_at`` the instance rests until then."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         retry_at = as_utc_or_none(retry_at)
         pk = codec.table_key(work_item.instance_id)
@@ -1205,8 +1186,6 @@ class AzureOrchestrationService:
         self, row: Any, owner: str, lease: timedelta
     ) -> ActivityWorkItem | None:
         """Lease one activity row if it is due and free (a write conditional on its ETag)."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         now = self._now()
         if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
@@ -1246,8 +1225,6 @@ class AzureOrchestrationService:
         return dict(row) | {"__etag": _etag(row)}
 
     async def _write_activity(self, row: Row, lost: ActivityWorkItem) -> None:
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         etag = row.pop("__etag")
         try:
@@ -1271,7 +1248,6 @@ class AzureOrchestrationService:
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
     ) -> None:
         """Delete the activity and store its result, in one transaction."""
-        from azure.core.exceptions import HttpResponseError
 
         now = self._now()
         result = _normalized_message(result)
@@ -1389,7 +1365,6 @@ class AzureOrchestrationService:
     # -- workers and their leases ------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
         """Record (or refresh) a worker in the Workers table."""
-        from azure.data.tables import UpdateMode
 
         body = {
             "worker_id": worker.worker_id,
@@ -1452,8 +1427,6 @@ class AzureOrchestrationService:
 
     async def break_leases(self, owner: str) -> int:
         """Expire every lease ``owner`` holds."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         broken = 0
         for row in await self._leased_rows():
@@ -1524,7 +1497,6 @@ class AzureOrchestrationService:
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
     ) -> None:
         """Create an instance, replacing an existing one whose status is ``replaceable``."""
-        from azure.core.exceptions import HttpResponseError
 
         state = pending_state(message.instance_id, started_event(message))
         message = _normalized_message(message)
@@ -1569,7 +1541,6 @@ class AzureOrchestrationService:
             await _ignore_missing(self._table("history").delete_entity(pk, codec.SENTINEL))
 
     async def _transact_or_each(self, ops: list[tuple[Any, ...]]) -> None:
-        from azure.core.exceptions import HttpResponseError
 
         try:
             await self._transact(ops)
@@ -1693,7 +1664,6 @@ class AzureOrchestrationService:
 
     async def create_schedule(self, record: ScheduleRecord) -> None:
         """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
-        from azure.core.exceptions import ResourceExistsError
 
         try:
             await self._table("schedules").create_entity(self._schedule_row(record))
@@ -1718,8 +1688,6 @@ class AzureOrchestrationService:
     async def update_schedule(self, record: ScheduleRecord) -> bool:
         """Write the schedule if its stored revision is still ``record.revision`` (a write
         conditional on the row's ETag)."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.data.tables import UpdateMode
 
         row = await self._get("schedules", "schedule", codec.table_key(record.schedule_id))
         if row is None or int(row["Revision"]) != record.revision:
@@ -1738,7 +1706,6 @@ class AzureOrchestrationService:
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule; False if there was none."""
-        from azure.core.exceptions import ResourceNotFoundError
 
         if await self.get_schedule(schedule_id) is None:
             return False
@@ -1772,8 +1739,6 @@ async def _close_at_loop_end(clients: _Clients) -> AsyncIterator[None]:
 
 
 def _if_match(etag: str) -> dict[str, Any]:
-    from azure.core import MatchConditions
-
     return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
@@ -1782,8 +1747,6 @@ def _size(ops: Sequence[tuple[Any, ...]]) -> int:
 
 
 async def _ignore_missing(call: Any) -> None:
-    from azure.core.exceptions import ResourceNotFoundError
-
     try:
         await call
     except ResourceNotFoundError:
