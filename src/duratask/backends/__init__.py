@@ -136,17 +136,14 @@ def open_store(url: str | S) -> TaskHubStore | S:
         target = _urls.parse_sqlite_url(url)
         return SqliteOrchestrationService(target.path, **target.options)
     if kind == "azure":
-        from duratask.backends.azure._target import parse_azure_url
-
-        azure_target = parse_azure_url(url)
         try:
-            from duratask.backends.azure import AzureOrchestrationService
+            from duratask.backends.azure import AzureOrchestrationService, parse_azure_url
         except ImportError as exc:
             raise StoreError(
                 "an azure:// store needs Microsoft's storage clients: "
                 f"pip install 'duratask[azure]' ({exc})"
             ) from exc
-        return AzureOrchestrationService(azure_target)
+        return AzureOrchestrationService(parse_azure_url(url))
     from duratask.backends.postgres import PostgresOrchestrationService
 
     return PostgresOrchestrationService(url)
