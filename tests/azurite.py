@@ -50,6 +50,8 @@ class Azurite:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 _running: list[Azurite] = []
