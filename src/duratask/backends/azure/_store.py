@@ -906,11 +906,8 @@ class AzureOrchestrationService:
         consumed = {codec.row_key(codec.MESSAGE, i) for i in commit.consumed_message_ids}
         for key in sorted(consumed & present):
             ops.append(("delete", {"PartitionKey": pk, "RowKey": key}))
-        state = (
-            normalized_state(commit.state)
-            if commit.changes_instance
-            else await self._state(sentinel)
-        )
+        stored = await self._state(sentinel)
+        state = normalized_state(commit.state) if commit.changes_instance else stored
         execution = (state.execution_id or "") if commit.changes_instance else sentinel["Exec"]
         base = 0 if commit.reset_history else int(sentinel["Length"])
         for offset, event in enumerate(commit.new_events):
@@ -1002,7 +999,9 @@ class AzureOrchestrationService:
             await self._deliver_outbox(
                 instance_id, [op[1] for op in ops if op[1]["RowKey"].startswith(codec.OUTBOX)]
             )
-        if commit.changes_instance or state.runtime_status is not OrchestrationStatus.PENDING:
+        if state.runtime_status is not stored.runtime_status:
+            # Queries re-read the sentinels of unfinished instances: the copy needs writing
+            # only when the status changes (so a finished instance's copy is its last row).
             await self._copy_instance(state)
         kinds = [ACTIVITY] if commit.activities else []
         self._changed([*kinds, ORCHESTRATION] if commit.messages else kinds, [instance_id])
