@@ -146,6 +146,7 @@ _BATCH_BYTES = 3_000_000  # below the 4 MiB a transaction may carry
 _SCAN_CANDIDATES = 16  # instances one lock attempt tries at most
 _SWEEP_EVERY = 1.0  # seconds between two reads of the rows for work, while hints are quiet
 _MAX_HINT_DELAY = 6 * 24 * 3600  # below the 7 days a queue message may stay hidden
+_REMEMBERED_ROWS = 50_000  # rows (with their ETags) a store object keeps in mind at most
 _HINT_HIDDEN = 30  # seconds a hint read by one worker is hidden from the others
 _ENTITIES_UNSUPPORTED = (
     "durable entities are not supported by the Azure Storage store yet; use a SQLite or "
@@ -157,6 +158,10 @@ Row = dict[str, Any]
 
 def _etag(entity: Any) -> str:
     return str(entity.metadata["etag"])
+
+
+class _Stale(Exception):
+    """A remembered row was no longer current: read it and try again."""
 
 
 @dataclass(slots=True)
@@ -228,6 +233,7 @@ class AzureOrchestrationService:
         self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
+        self._rows: dict[tuple[str, str], tuple[str, Row, bool]] = {}
         self.calls: Counter[str] = Counter()
         """Storage requests this store object made, by service: table, queue, blob."""
         self._opened = False
@@ -559,25 +565,18 @@ class AzureOrchestrationService:
                 state = pending_state(message.instance_id, message.event)
                 ops.append(("create", await self._new_sentinel(pk, state)))
             else:
+                # The sentinel is rewritten (its ETag changes) even when nothing in it
+                # does: an episode fenced on an unchanged instance must see the message.
                 change = message.status_change
+                updated = dict(sentinel)
                 current = await self._state(sentinel)
                 if change is not None and current.runtime_status is change.when:
                     state = dataclasses.replace(
                         current, runtime_status=change.becomes, last_updated_at=now
                     )
-                    updated = dict(sentinel)
                     updated["State"] = await self._pack(codec.state_to_json(state))
-                    ops.append(
-                        (
-                            "update",
-                            updated,
-                            {
-                                "mode": UpdateMode.REPLACE,
-                                "etag": _etag(sentinel),
-                                "match_condition": MatchConditions.IfNotModified,
-                            },
-                        )
-                    )
+                ops.append(("update", updated, _if_match(_etag(sentinel)) | _REPLACE))
+                self._rows.pop((pk, codec.SENTINEL), None)
             try:
                 await self._transact(ops)
             except HttpResponseError as exc:
@@ -793,12 +792,13 @@ class AzureOrchestrationService:
             Counts=json.dumps(counts),
         )
         try:
-            await self._table("history").update_entity(
+            meta = await self._table("history").update_entity(
                 updated,
                 mode=UpdateMode.REPLACE,
                 etag=part.etag,
                 match_condition=MatchConditions.IfNotModified,
             )
+            self._remember(codec.table_key(instance_id), codec.SENTINEL, meta["etag"], updated)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 return None  # another worker was faster
@@ -855,12 +855,13 @@ class AzureOrchestrationService:
         updated = dict(sentinel)
         updated["Expires"] = codec.to_text(now + lease)
         try:
-            await self._table("history").update_entity(
+            meta = await self._table("history").update_entity(
                 updated,
                 mode=UpdateMode.REPLACE,
                 etag=_etag(sentinel),
                 match_condition=MatchConditions.IfNotModified,
             )
+            self._remember(pk, codec.SENTINEL, meta["etag"], updated)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 raise LeaseLostError(
@@ -880,30 +881,76 @@ class AzureOrchestrationService:
         self, fence: EpisodeFence, commit: OrchestrationCommit
     ) -> list[ActivityWorkItem]:
         """Commit one episode in one transaction fenced by the sentinel's ETag, then deliver
-        its outbox (see the module docstring)."""
+        its outbox (see the module docstring).
 
+        The sentinel this store object wrote or read last is remembered with its ETag: when
+        the fence holds on it, the episode is committed without reading the partition first
+        (any other writer, a delivered message included, changes the ETag, and the
+        transaction is then refused and retried after a read)."""
         if commit.entity_messages:
             raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
         instance_id = commit.state.instance_id
         pk = codec.table_key(instance_id)
+        cached = self._cached_sentinel(pk, fence)
+        if cached is not None:
+            try:
+                return await self._commit(fence, commit, cached, fast=True)
+            except _Stale:
+                self._rows.pop((pk, codec.SENTINEL), None)
+                finished = commit.finished_activity
+                if finished is not None:
+                    key = codec.row_key(codec.ACTIVITY, finished.work_item_id)
+                    self._rows.pop((pk, key), None)
         part = await self._settled_head(instance_id)
+        self._check_fence(fence, instance_id, part, self._now())
+        return await self._commit(fence, commit, part, fast=False)
+
+    def _cached_sentinel(self, pk: str, fence: EpisodeFence) -> _Partition | None:
+        entry = self._rows.get((pk, codec.SENTINEL))
+        if entry is None:
+            return None
+        etag, row, quiet = entry
+        if isinstance(fence, LeaseHeld):
+            holds = row["Token"] == fence.lock_token and row["Length"] == fence.history_length
+        else:
+            holds = (
+                quiet
+                and not row["Token"]
+                and not self._lease_live(row, self._now())
+                and row["Length"] == fence.history_length
+                and row["Exec"] == fence.execution_id
+            )
+        return _Partition(dict(row), etag) if holds else None
+
+    def _remember(self, pk: str, rk: str, etag: str, row: Row, quiet: bool = False) -> None:
+        if len(self._rows) > _REMEMBERED_ROWS:
+            self._rows.clear()
+        self._rows[(pk, rk)] = (etag, dict(row), quiet)
+
+    async def _commit(
+        self, fence: EpisodeFence, commit: OrchestrationCommit, part: _Partition, *, fast: bool
+    ) -> list[ActivityWorkItem]:
+        instance_id = commit.state.instance_id
+        pk = codec.table_key(instance_id)
         now = self._now()
         sentinel = part.sentinel
-        self._check_fence(fence, instance_id, part, now)
         assert sentinel is not None
         ops: list[tuple[Any, ...]] = []
         finished = commit.finished_activity
         if finished is not None:
-            row = await self._get(
-                "history",
-                codec.table_key(finished.request.instance_id),
-                codec.row_key(codec.ACTIVITY, finished.work_item_id),
-            )
-            if row is None or row["Token"] != finished.lock_token:
-                raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
-            ops.append(("delete", dict(row), _if_match(_etag(row))))
-        present = {m["RowKey"] for m in part.messages}
+            apk = codec.table_key(finished.request.instance_id)
+            akey = codec.row_key(codec.ACTIVITY, finished.work_item_id)
+            known = self._rows.get((apk, akey)) if fast else None
+            if known is not None and known[1]["Token"] == finished.lock_token:
+                row, etag = known[1], known[0]
+            else:
+                found = await self._get("history", apk, akey)
+                if found is None or found["Token"] != finished.lock_token:
+                    raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
+                row, etag = dict(found), _etag(found)
+            ops.append(("delete", {"PartitionKey": apk, "RowKey": akey}, _if_match(etag)))
         consumed = {codec.row_key(codec.MESSAGE, i) for i in commit.consumed_message_ids}
+        present = consumed if fast else {m["RowKey"] for m in part.messages}
         for key in sorted(consumed & present):
             ops.append(("delete", {"PartitionKey": pk, "RowKey": key}))
         stored = await self._state(sentinel)
@@ -982,17 +1029,35 @@ class AzureOrchestrationService:
             Expires="",
             Counts=json.dumps(counts),
         )
+        results: Sequence[Any] = ()
         try:
             if len(ops) < _BATCH and _size(ops) < _BATCH_BYTES:
-                await self._transact([("update", updated, _if_match(part.etag)), *ops])
+                results = await self._table("history").submit_transaction(
+                    [("update", updated, _if_match(part.etag)), *ops]
+                )
             else:
                 await self._commit_staged(updated, part.etag, ops)
         except HttpResponseError as exc:
             if exc.status_code not in (404, 409, 412):
                 raise
+            if fast:
+                raise _Stale from None
             if isinstance(fence, LeaseHeld):
                 raise LeaseLostError(f"lease on instance {instance_id!r} was lost") from None
             raise InstanceBusyError(f"instance {instance_id!r} is busy or changed") from None
+        left = present - consumed
+        self._rows.pop((pk, codec.SENTINEL), None)
+        if results:
+            quiet = not left and not any(op[1]["RowKey"].startswith(codec.MESSAGE) for op in ops)
+            self._remember(pk, codec.SENTINEL, results[0]["etag"], updated, quiet)
+            for op, result in zip(ops, results[1:], strict=True):
+                if op[0] == "upsert" and op[1]["RowKey"].startswith(codec.ACTIVITY):
+                    if op[1]["Token"]:
+                        self._remember(pk, op[1]["RowKey"], result["etag"], op[1])
+        if finished is not None:
+            self._rows.pop(
+                (codec.table_key(finished.request.instance_id), ops[0][1]["RowKey"]), None
+            )
         if updated.get("Staged"):
             await self._settled_head(instance_id)
         elif outbound:
@@ -1012,7 +1077,6 @@ class AzureOrchestrationService:
             if new and codec.row_number(key) not in leased_ids:
                 body = {"i": instance_id, "a": codec.row_number(key)}
                 await self._hint(self._workitems_name, json.dumps(body))
-        left = present - consumed
         if left or any(m.instance_id == instance_id for m in commit.messages):
             await self._hint(self._control_queue(instance_id), json.dumps({"i": instance_id}))
         return leased
@@ -1196,9 +1260,10 @@ class AzureOrchestrationService:
             Token=token, Owner=owner, Expires=codec.to_text(now + lease), Count=count + 1
         )
         try:
-            await self._table("history").update_entity(
+            meta = await self._table("history").update_entity(
                 updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
             )
+            self._remember(row["PartitionKey"], row["RowKey"], meta["etag"], updated)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 return None
@@ -1227,9 +1292,10 @@ class AzureOrchestrationService:
 
         etag = row.pop("__etag")
         try:
-            await self._table("history").update_entity(
+            meta = await self._table("history").update_entity(
                 row, mode=UpdateMode.REPLACE, **_if_match(etag)
             )
+            self._remember(row["PartitionKey"], row["RowKey"], meta["etag"], row)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 raise LeaseLostError(f"lease on activity {lost.work_item_id} was lost") from None
@@ -1250,21 +1316,27 @@ class AzureOrchestrationService:
 
         now = self._now()
         result = _normalized_message(result)
-        row = await self._held_activity(work_item)
-        etag = row.pop("__etag")
-        pk = row["PartitionKey"]
-        ops: list[tuple[Any, ...]] = [("delete", row, _if_match(etag))]
         elsewhere = result.instance_id != work_item.request.instance_id
-        if not elsewhere and await self._get("history", pk, codec.SENTINEL) is not None:
-            ops.append(("create", await self._message_row(pk, self._new_id(), result, now)))
-        try:
-            await self._transact(ops)
-        except HttpResponseError as exc:
-            if exc.status_code in (404, 409, 412):
-                raise LeaseLostError(
-                    f"lease on activity {work_item.work_item_id} was lost"
-                ) from None
-            raise
+        for _ in range(20):
+            row = await self._held_activity(work_item)  # LeaseLostError once it is not
+            etag = row.pop("__etag")
+            pk = row["PartitionKey"]
+            ops: list[tuple[Any, ...]] = [("delete", row, _if_match(etag))]
+            sentinel = None if elsewhere else await self._get("history", pk, codec.SENTINEL)
+            if sentinel is not None:  # (none: the instance was purged meanwhile)
+                ops.append(("create", await self._message_row(pk, self._new_id(), result, now)))
+                ops.append(("update", dict(sentinel), _if_match(_etag(sentinel)) | _REPLACE))
+            self._rows.pop((pk, codec.SENTINEL), None)
+            self._rows.pop((pk, row["RowKey"]), None)
+            try:
+                await self._transact(ops)
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 409, 412):
+                    continue  # the instance's sentinel changed, or the activity's lease
+                raise
+            break
+        else:
+            raise StoreError(f"activity {work_item.work_item_id}: completion keeps conflicting")
         if elsewhere:  # not an orchestration's own activity: delivered after the deletion
             await self._deliver(result, self._new_id(), marked=False)
             return
@@ -1735,6 +1807,9 @@ async def _close_at_loop_end(clients: _Clients) -> AsyncIterator[None]:
         yield
     finally:
         await clients.close()
+
+
+_REPLACE = {"mode": UpdateMode.REPLACE}
 
 
 def _if_match(etag: str) -> dict[str, Any]:
