@@ -565,17 +565,17 @@ class AzureOrchestrationService:
                 state = pending_state(message.instance_id, message.event)
                 ops.append(("create", await self._new_sentinel(pk, state)))
             else:
-                # The sentinel is rewritten (its ETag changes) even when nothing in it
-                # does: an episode fenced on an unchanged instance must see the message.
                 change = message.status_change
-                updated = dict(sentinel)
                 current = await self._state(sentinel)
                 if change is not None and current.runtime_status is change.when:
                     state = dataclasses.replace(
                         current, runtime_status=change.becomes, last_updated_at=now
                     )
+                    updated = dict(sentinel)
                     updated["State"] = await self._pack(codec.state_to_json(state))
-                ops.append(("update", updated, _if_match(_etag(sentinel)) | _REPLACE))
+                    ops.append(("update", updated, _if_match(_etag(sentinel)) | _REPLACE))
+                else:
+                    ops.append(self._touch(pk))
                 self._rows.pop((pk, codec.SENTINEL), None)
             try:
                 await self._transact(ops)
@@ -598,6 +598,13 @@ class AzureOrchestrationService:
             )
             return True
         raise StoreError(f"instance {message.instance_id!r}: delivery keeps conflicting")
+
+    def _touch(self, pk: str) -> tuple[Any, ...]:
+        """A transaction step that changes the sentinel's ETag and nothing else it holds
+        (an unconditional merge of one property, so concurrent messages never conflict):
+        an episode fenced on an unchanged instance then sees that a message arrived."""
+        row = {"PartitionKey": pk, "RowKey": codec.SENTINEL, "Touched": str(self._new_id())}
+        return ("update", row, {"mode": UpdateMode.MERGE})
 
     async def _new_sentinel(self, pk: str, state: OrchestrationState) -> Row:
         return {
@@ -1325,7 +1332,7 @@ class AzureOrchestrationService:
             sentinel = None if elsewhere else await self._get("history", pk, codec.SENTINEL)
             if sentinel is not None:  # (none: the instance was purged meanwhile)
                 ops.append(("create", await self._message_row(pk, self._new_id(), result, now)))
-                ops.append(("update", dict(sentinel), _if_match(_etag(sentinel)) | _REPLACE))
+                ops.append(self._touch(pk))
             self._rows.pop((pk, codec.SENTINEL), None)
             self._rows.pop((pk, row["RowKey"]), None)
             try:
