@@ -9,8 +9,10 @@ tests are skipped with a warning in the summary, or fail when
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -85,7 +87,11 @@ def start(
     for service, port in (("blob", blob), ("queue", queue), ("table", table)):
         args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
     process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=location or ROOT
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=location or ROOT,
+        preexec_fn=_die_with_parent,
     )
     azurite = Azurite(process, blob, queue, table, location)
     deadline = time.monotonic() + timeout
@@ -98,6 +104,15 @@ def start(
         time.sleep(0.1)
     azurite.stop()
     raise RuntimeError(f"azurite did not listen within {timeout} s")
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the test process dies, however it dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _listening(port: int) -> bool:

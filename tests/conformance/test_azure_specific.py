@@ -146,13 +146,20 @@ async def test_a_stale_owner_cannot_append_when_the_sentinel_changed_under_it(
     fresh = await second.lock_next_orchestration_work_item("w2", LEASE)
     assert fresh is not None and fresh.lock_token != stale.lock_token
 
+    real_read = first._settled_head
+    reads: list[str] = []
+
     async def stale_read(instance_id: str) -> Any:
-        return before_takeover  # what the stale worker saw, token and ETag included
+        reads.append(instance_id)
+        if len(reads) == 1:  # what the stale worker saw, token and ETag included
+            return before_takeover
+        return await real_read(instance_id)
 
     first._settled_head = stale_read
     assert stale.state is not None
-    with pytest.raises(LeaseLostError):
+    with pytest.raises(LeaseLostError):  # refused by the ETag, then by the fresh read
         await first.commit_episode(stale.fence(), first_episode(stale, activities=2))
+    assert len(reads) == 2
     assert await second.get_history("a") == []
     assert await second.lock_next_activity_work_items("w", LEASE, 5) == []
 

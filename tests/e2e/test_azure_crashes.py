@@ -148,3 +148,27 @@ def test_storage_restarted_mid_run_every_instance_completes(tmp_path: Path) -> N
         hub.cleanup()
         client.close()
         emulator.stop()
+
+
+def test_worker_processes_share_the_hub_and_survivors_take_over(azure_hub: AzureHub) -> None:
+    """Two workers at once both run the hub's work (instances are leased one by one, by any
+    worker); SIGKILL one mid-run and the other finishes everything once the dead worker's
+    leases expire."""
+    jobs = {f"s-{n}": Job(n, timer_ms=300, fan_out=3) for n in range(8)}
+    ids = [
+        azure_hub.client.schedule_new_orchestration(crash_app.pipeline, input=job, instance_id=iid)
+        for iid, job in jobs.items()
+    ]
+    first = azure_hub.start_worker("random", "--activity-ms", "200")
+    second = azure_hub.start_worker("normal", "--activity-ms", "200")
+    azure_hub.wait_ready(first)
+    azure_hub.wait_ready(second)
+    with pytest.raises(subprocess.TimeoutExpired):
+        first.wait(timeout=1.5)
+    assert azure_hub.count_finished(ids) < len(ids)
+    azure_hub.kill(first)
+    check_outcome(azure_hub, ids, jobs)
+    azure_hub.stop(second)
+    azure_hub.assert_no_work_left()
+    pids = {e["pid"] for e in azure_hub.executions()}
+    assert {first.pid, second.pid} <= pids, "the work was not shared between the workers"

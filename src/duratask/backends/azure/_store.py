@@ -46,6 +46,17 @@ Completing an activity is one transaction on its instance's partition: the activ
 is deleted (conditional on its ETag, so a worker whose lease was lost writes nothing) and
 the result inserted as a message row.
 
+Every message stored in an inbox also changes the sentinel's ETag (an unconditional merge
+of one property, in the same transaction, so concurrent messages never conflict). A store
+object remembers the sentinels and activity rows it wrote or read last, with their ETags,
+and commits an episode without reading the partition first when the fence holds on the
+remembered row: if anything changed meanwhile (a message arrived, the lease was taken over),
+the ETag differs, the transaction is refused whole, and the commit is tried again after
+reading the partition.
+
+Leases are per instance, on the sentinel; the control queues spread hints, not ownership,
+so a dead worker's instances are taken by any worker once their leases expire.
+
 Times are decided by the store clock, against due times kept in the rows (a queue's
 visibility delay is only a hint). Delivery counts are kept in the rows too, so a message
 or activity that keeps failing is given up by the ``max_deliveries`` rule.
@@ -146,6 +157,7 @@ _BATCH_BYTES = 3_000_000  # below the 4 MiB a transaction may carry
 _SCAN_CANDIDATES = 16  # instances one lock attempt tries at most
 _SWEEP_EVERY = 1.0  # seconds between two reads of the rows for work, while hints are quiet
 _MAX_HINT_DELAY = 6 * 24 * 3600  # below the 7 days a queue message may stay hidden
+_RETRIES = 20  # reads and conditional writes of one row before giving up
 _REMEMBERED_ROWS = 50_000  # rows (with their ETags) a store object keeps in mind at most
 _HINT_HIDDEN = 30  # seconds a hint read by one worker is hidden from the others
 _ENTITIES_UNSUPPORTED = (
@@ -763,6 +775,23 @@ class AzureOrchestrationService:
         known_histories: KnownHistories,
         runnable: frozenset[tuple[str, str | None]] | None,
     ) -> OrchestrationWorkItem | None:
+        """Lease the instance if it has due messages and is free; a sentinel that changed
+        between the read and the write (a message arrived) is read again."""
+        for _ in range(3):
+            try:
+                return await self._lease_once(instance_id, owner, lease, known_histories, runnable)
+            except _Stale:
+                continue
+        return None
+
+    async def _lease_once(
+        self,
+        instance_id: str,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories,
+        runnable: frozenset[tuple[str, str | None]] | None,
+    ) -> OrchestrationWorkItem | None:
 
         part = await self._settled_head(instance_id)
         now = self._now()
@@ -808,7 +837,7 @@ class AzureOrchestrationService:
             self._remember(codec.table_key(instance_id), codec.SENTINEL, meta["etag"], updated)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
-                return None  # another worker was faster
+                raise _Stale from None  # another worker, or a message, came first
             raise
         length = int(sentinel["Length"])
         known = history_is_known(known_histories, instance_id, sentinel["Exec"] or None, length)
@@ -856,26 +885,24 @@ class AzureOrchestrationService:
 
         now = self._now()
         pk = codec.table_key(work_item.instance_id)
-        sentinel = await self._get("history", pk, codec.SENTINEL)
-        if sentinel is None or sentinel["Token"] != work_item.lock_token:
-            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        updated = dict(sentinel)
-        updated["Expires"] = codec.to_text(now + lease)
-        try:
-            meta = await self._table("history").update_entity(
-                updated,
-                mode=UpdateMode.REPLACE,
-                etag=_etag(sentinel),
-                match_condition=MatchConditions.IfNotModified,
-            )
+        for _ in range(_RETRIES):
+            sentinel = await self._get("history", pk, codec.SENTINEL)
+            if sentinel is None or sentinel["Token"] != work_item.lock_token:
+                raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
+            updated = dict(sentinel)
+            updated["Expires"] = codec.to_text(now + lease)
+            try:
+                meta = await self._table("history").update_entity(
+                    updated, mode=UpdateMode.REPLACE, **_if_match(_etag(sentinel))
+                )
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 412):
+                    continue  # changed since read: read and check again
+                raise
             self._remember(pk, codec.SENTINEL, meta["etag"], updated)
-        except HttpResponseError as exc:
-            if exc.status_code in (404, 412):
-                raise LeaseLostError(
-                    f"lease on instance {work_item.instance_id!r} was lost"
-                ) from None
-            raise
-        work_item.locked_until = now + lease
+            work_item.locked_until = now + lease
+            return
+        raise StoreError(f"instance {work_item.instance_id!r}: renewal keeps conflicting")
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The history of the instance's current execution (empty if unknown)."""
@@ -908,9 +935,14 @@ class AzureOrchestrationService:
                 if finished is not None:
                     key = codec.row_key(codec.ACTIVITY, finished.work_item_id)
                     self._rows.pop((pk, key), None)
-        part = await self._settled_head(instance_id)
-        self._check_fence(fence, instance_id, part, self._now())
-        return await self._commit(fence, commit, part, fast=False)
+        for _ in range(_RETRIES):
+            part = await self._settled_head(instance_id)
+            self._check_fence(fence, instance_id, part, self._now())
+            try:
+                return await self._commit(fence, commit, part, fast=False)
+            except _Stale:
+                continue  # changed since read (a message arrived): read and check again
+        raise StoreError(f"instance {instance_id!r}: its commit keeps conflicting")
 
     def _cached_sentinel(self, pk: str, fence: EpisodeFence) -> _Partition | None:
         entry = self._rows.get((pk, codec.SENTINEL))
@@ -1047,11 +1079,7 @@ class AzureOrchestrationService:
         except HttpResponseError as exc:
             if exc.status_code not in (404, 409, 412):
                 raise
-            if fast:
-                raise _Stale from None
-            if isinstance(fence, LeaseHeld):
-                raise LeaseLostError(f"lease on instance {instance_id!r} was lost") from None
-            raise InstanceBusyError(f"instance {instance_id!r} is busy or changed") from None
+            raise _Stale from None
         left = present - consumed
         self._rows.pop((pk, codec.SENTINEL), None)
         if results:
@@ -1164,22 +1192,27 @@ class AzureOrchestrationService:
 
         retry_at = as_utc_or_none(retry_at)
         pk = codec.table_key(work_item.instance_id)
-        sentinel = await self._get("history", pk, codec.SENTINEL)
-        if sentinel is None or sentinel["Token"] != work_item.lock_token:
-            return
-        updated = dict(sentinel)
-        updated.update(
-            Token="",
-            Owner="",
-            Expires="" if retry_at is None else codec.to_text(rest_expiry(retry_at)),
-        )
-        try:
-            await self._table("history").update_entity(
-                updated, mode=UpdateMode.REPLACE, **_if_match(_etag(sentinel))
+        self._rows.pop((pk, codec.SENTINEL), None)
+        for _ in range(_RETRIES):
+            sentinel = await self._get("history", pk, codec.SENTINEL)
+            if sentinel is None or sentinel["Token"] != work_item.lock_token:
+                return
+            updated = dict(sentinel)
+            updated.update(
+                Token="",
+                Owner="",
+                Expires="" if retry_at is None else codec.to_text(rest_expiry(retry_at)),
             )
-        except HttpResponseError as exc:
-            if exc.status_code not in (404, 412):
-                raise
+            try:
+                await self._table("history").update_entity(
+                    updated, mode=UpdateMode.REPLACE, **_if_match(_etag(sentinel))
+                )
+            except HttpResponseError as exc:
+                if exc.status_code not in (404, 412):
+                    raise
+                continue
+            break
+        else:
             return
         if retry_at is None:
             self._changed([ORCHESTRATION])
