@@ -305,14 +305,12 @@ class AzureOrchestrationService:
         if target.connection_string is not None:
             conn = target.connection_string
             tables = TableServiceClient.from_connection_string(
-                conn, raw_request_hook=self._counter("table")
+                conn, **self._client_options("table")
             )
             queues = QueueServiceClient.from_connection_string(
-                conn, raw_request_hook=self._counter("queue")
+                conn, **self._client_options("queue")
             )
-            blobs = BlobServiceClient.from_connection_string(
-                conn, raw_request_hook=self._counter("blob")
-            )
+            blobs = BlobServiceClient.from_connection_string(conn, **self._client_options("blob"))
         else:
             try:
                 from azure.identity.aio import DefaultAzureCredential  # type: ignore[import-untyped,unused-ignore]
@@ -325,17 +323,17 @@ class AzureOrchestrationService:
             tables = TableServiceClient(
                 target.endpoint("table"),
                 credential=credential,
-                raw_request_hook=self._counter("table"),
+                **self._client_options("table"),
             )
             queues = QueueServiceClient(
                 target.endpoint("queue"),
                 credential=credential,
-                raw_request_hook=self._counter("queue"),
+                **self._client_options("queue"),
             )
             blobs = BlobServiceClient(
                 target.endpoint("blob"),
                 credential=credential,
-                raw_request_hook=self._counter("blob"),
+                **self._client_options("blob"),
             )
         return _Clients(
             tables={key: tables.get_table_client(name) for key, name in self._names.items()},
@@ -347,6 +345,17 @@ class AzureOrchestrationService:
             services=[tables, queues, blobs, credential],
             table_service=tables,
         )
+
+    def _client_options(self, service: str) -> dict[str, Any]:
+        """Options of every client: count requests, and retry a failed one a few times with
+        short waits (the dispatchers retry the whole operation after that, so a storage
+        service back after a restart is used again within seconds)."""
+        return {
+            "raw_request_hook": self._counter(service),
+            "retry_total": 4,
+            "retry_backoff_factor": 0.2,
+            "retry_backoff_max": 2,
+        }
 
     def _counter(self, service: str) -> Callable[[Any], None]:
         def count(request: Any) -> None:
