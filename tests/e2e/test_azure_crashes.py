@@ -92,7 +92,7 @@ def run_batches(hub: AzureHub, kills: int, batch_size: int) -> tuple[list[str], 
         if last:
             break
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=rng.uniform(0.5, 1.5))  # still running at the kill
+            proc.wait(timeout=rng.uniform(0.3, 1.0))  # still running at the kill
         assert hub.count_finished(ids) < len(ids)
         hub.kill(proc)
     return ids, jobs
