@@ -1170,8 +1170,11 @@ class AzureOrchestrationService:
         sentinel = part.sentinel
         assert sentinel is not None
         name = sentinel["Staged"]
-        stream = await self._c().container.download_blob(name)
-        staged = json.loads(codec.gunzip_text(await stream.readall()))
+        try:
+            stream = await self._c().container.download_blob(name)
+            staged = json.loads(codec.gunzip_text(await stream.readall()))
+        except ResourceNotFoundError:
+            return  # another reader applied it and cleared the mark meanwhile
         table = self._table("history")
         for item in staged:
             row = item["row"]
@@ -1179,20 +1182,22 @@ class AzureOrchestrationService:
                 await _ignore_missing(table.delete_entity(row["PartitionKey"], row["RowKey"]))
             else:
                 await table.upsert_entity(row, mode=UpdateMode.REPLACE)
-        updated = dict(sentinel)
-        updated["Staged"] = ""
-        try:
-            await table.update_entity(
-                updated,
-                mode=UpdateMode.REPLACE,
-                etag=part.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except HttpResponseError as exc:
-            if exc.status_code not in (404, 412):
-                raise
-            return  # another reader applied it first
-        await _ignore_missing(self._c().container.delete_blob(name))
+        etag = part.etag
+        for _ in range(_RETRIES):
+            if sentinel is None or sentinel.get("Staged") != name:
+                return  # cleared by another reader (or purged)
+            updated = dict(sentinel)
+            updated["Staged"] = ""
+            try:
+                await table.update_entity(updated, mode=UpdateMode.REPLACE, **_if_match(etag))
+            except HttpResponseError as exc:
+                if exc.status_code not in (404, 412):
+                    raise
+                found = await self._get("history", sentinel["PartitionKey"], codec.SENTINEL)
+                sentinel, etag = (dict(found), _etag(found)) if found is not None else (None, "")
+                continue
+            await _ignore_missing(self._c().container.delete_blob(name))
+            return
 
     async def abandon_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
