@@ -379,7 +379,6 @@ class AzureOrchestrationService:
     async def create_task_hub(self) -> None:
         """Create the hub's tables, queues and container where missing; the store is left
         open."""
-
         self._opened = True
         clients = self._c()
         for name in self._names.values():
@@ -564,7 +563,6 @@ class AzureOrchestrationService:
         """Store ``message`` in its instance's inbox (creating the instance for a start);
         False if the instance does not exist. With ``marked``, a ``d-ID`` marker makes a
         second delivery of ``message_id`` a no-op (it counts as delivered)."""
-
         pk = codec.table_key(message.instance_id)
         now = self._now()
         for _ in range(20):
@@ -656,7 +654,6 @@ class AzureOrchestrationService:
     async def _copy_instance(self, state: OrchestrationState) -> None:
         """Write the ``{hub}Instances`` copy of an instance row (best effort: queries
         re-read unfinished instances' sentinels)."""
-
         try:
             await self._table("instances").upsert_entity(
                 {
@@ -891,7 +888,6 @@ class AzureOrchestrationService:
         self, work_item: OrchestrationWorkItem, lease: timedelta
     ) -> None:
         """Extend the lease to now + ``lease`` (a write conditional on the sentinel's ETag)."""
-
         now = self._now()
         pk = codec.table_key(work_item.instance_id)
         for _ in range(_RETRIES):
@@ -1149,7 +1145,6 @@ class AzureOrchestrationService:
     async def _commit_staged(self, sentinel: Row, etag: str, ops: list[tuple[Any, ...]]) -> None:
         """Commit an episode too large for one transaction: stage its rows in a blob, then
         write the sentinel naming it (the commit point); the rows are applied afterwards."""
-
         staged = [{"op": op[0], "row": {k: v for k, v in op[1].items()}} for op in ops]
         name = f"staged/{uuid.uuid4().hex}"
         await self._c().container.upload_blob(
@@ -1166,7 +1161,6 @@ class AzureOrchestrationService:
 
     async def _apply_staged(self, instance_id: str, part: _Partition) -> None:
         """Apply the rows of a committed staged episode (idempotent), then clear the mark."""
-
         sentinel = part.sentinel
         assert sentinel is not None
         name = sentinel["Staged"]
@@ -1203,7 +1197,6 @@ class AzureOrchestrationService:
         self, work_item: OrchestrationWorkItem, retry_at: datetime | None = None
     ) -> None:
         """Release the lease; with ``retry_at`` the instance rests until then."""
-
         retry_at = as_utc_or_none(retry_at)
         pk = codec.table_key(work_item.instance_id)
         self._rows.pop((pk, codec.SENTINEL), None)
@@ -1245,7 +1238,6 @@ class AzureOrchestrationService:
         work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities."""
-
         runnable = work_filter.activities if work_filter is not None else None
         leased: list[ActivityWorkItem] = []
         alone = False
@@ -1303,7 +1295,6 @@ class AzureOrchestrationService:
         self, row: Any, owner: str, lease: timedelta
     ) -> ActivityWorkItem | None:
         """Lease one activity row if it is due and free (a write conditional on its ETag)."""
-
         now = self._now()
         if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
             return None
@@ -1367,7 +1358,6 @@ class AzureOrchestrationService:
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
     ) -> None:
         """Delete the activity and store its result, in one transaction."""
-
         now = self._now()
         result = _normalized_message(result)
         elsewhere = result.instance_id != work_item.request.instance_id
@@ -1490,7 +1480,6 @@ class AzureOrchestrationService:
     # -- workers and their leases ------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
         """Record (or refresh) a worker in the Workers table."""
-
         body = {
             "worker_id": worker.worker_id,
             "host": worker.host,
@@ -1552,7 +1541,6 @@ class AzureOrchestrationService:
 
     async def break_leases(self, owner: str) -> int:
         """Expire every lease ``owner`` holds."""
-
         broken = 0
         for row in await self._leased_rows():
             if row.get("Owner") != owner:
@@ -1622,7 +1610,6 @@ class AzureOrchestrationService:
         self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
     ) -> None:
         """Create an instance, replacing an existing one whose status is ``replaceable``."""
-
         state = pending_state(message.instance_id, started_event(message))
         message = _normalized_message(message)
         pk = codec.table_key(message.instance_id)
@@ -1789,7 +1776,6 @@ class AzureOrchestrationService:
 
     async def create_schedule(self, record: ScheduleRecord) -> None:
         """Store a new schedule; :class:`ScheduleAlreadyExistsError` if the id is taken."""
-
         try:
             await self._table("schedules").create_entity(self._schedule_row(record))
         except ResourceExistsError:
@@ -1813,7 +1799,6 @@ class AzureOrchestrationService:
     async def update_schedule(self, record: ScheduleRecord) -> bool:
         """Write the schedule if its stored revision is still ``record.revision`` (a write
         conditional on the row's ETag)."""
-
         row = await self._get("schedules", "schedule", codec.table_key(record.schedule_id))
         if row is None or int(row["Revision"]) != record.revision:
             return False
@@ -1831,7 +1816,6 @@ class AzureOrchestrationService:
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule; False if there was none."""
-
         if await self.get_schedule(schedule_id) is None:
             return False
         try:
