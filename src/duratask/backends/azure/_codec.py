@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from duratask.backends._shared import as_utc
 from duratask.backends.base import ActivityRequest, OrchestrationMessage, StatusChange
@@ -209,8 +208,3 @@ def gzip_text(text: str) -> bytes:
 
 def gunzip_text(data: bytes) -> str:
     return gzip.decompress(data).decode()
-
-
-def clean(entity: Any) -> dict[str, Any]:
-    """A plain dict of a stored row's properties (the keys included)."""
-    return dict(entity)

@@ -148,7 +148,13 @@ from duratask.errors import (
     StoreError,
     TaskHubNotFoundError,
 )
-from duratask.history import ExecutionStarted, ExecutionTerminated, HistoryEvent
+from duratask.history import (
+    ExecutionStarted,
+    ExecutionTerminated,
+    HistoryEvent,
+    event_from_json,
+    event_to_json,
+)
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 _LOG = logging.getLogger("duratask.backends.azure")
@@ -536,7 +542,7 @@ class AzureOrchestrationService:
         for row in rows[: int(sentinel["Length"])]:
             text = await self._unpack(row["Body"])
             assert text is not None
-            events.append(_event_from_json(text))
+            events.append(event_from_json(text))
         if len(events) != int(sentinel["Length"]):
             raise StoreError(f"instance {instance_id!r}: history rows are missing")
         return events
@@ -1008,7 +1014,7 @@ class AzureOrchestrationService:
                     {
                         "PartitionKey": pk,
                         "RowKey": codec.history_key(execution, base + offset),
-                        "Body": await self._pack(_event_to_json(event)),
+                        "Body": await self._pack(event_to_json(event)),
                     },
                     {"mode": UpdateMode.REPLACE},
                 )
@@ -1863,18 +1869,6 @@ async def _ignore_missing(call: Any) -> None:
         await call
     except ResourceNotFoundError:
         pass
-
-
-def _event_to_json(event: HistoryEvent) -> str:
-    from duratask.history import event_to_json
-
-    return event_to_json(event)
-
-
-def _event_from_json(text: str) -> HistoryEvent:
-    from duratask.history import event_from_json
-
-    return event_from_json(text)
 
 
 def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
