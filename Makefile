@@ -42,8 +42,18 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	$(MKDOCS) serve
 
-pytest: $(STAMP) chromium azurite
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The sidecar is also tried with an older release of Microsoft's Python SDK (an older
+# protocol), which cannot share the main environment with the newest: it gets its own.
+OLDER_SDK_VENV := .venv-sdk-1.9
+OLDER_SDK_STAMP := $(OLDER_SDK_VENV)/.installed
+$(OLDER_SDK_STAMP):
+	$(PYTHON) -m venv $(OLDER_SDK_VENV)
+	$(OLDER_SDK_VENV)/bin/python -m pip install --quiet 'durabletask==1.9.*'
+	touch $(OLDER_SDK_STAMP)
+
+pytest: $(STAMP) chromium azurite $(OLDER_SDK_STAMP)
+	DURATASK_TEST_OLDER_SDK_PYTHON="$${DURATASK_TEST_OLDER_SDK_PYTHON:-$(CURDIR)/$(OLDER_SDK_VENV)/bin/python}" \
+	  $(BIN)/pytest $(PYTEST_ARGS)
 
 # The Azure Storage store's tests run on Azurite, the storage emulator (an npm package),
 # installed into .azurite/ when missing; without npm the tests are skipped (CI fails them).
@@ -83,4 +93,4 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests examples benchmarks docs/examples docs/_tooling
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site .azurite
+	rm -rf $(VENV) $(OLDER_SDK_VENV) .mypy_cache .ruff_cache .pytest_cache site .azurite

@@ -74,7 +74,10 @@ def next_due_at(
     if not limit_reached(definition, state):
         slot = SlotTimes(definition.spec).after(state.cursor)
         if slot is not None:
-            due = due_time(schedule_id, definition, slot)
+            try:
+                due = due_time(schedule_id, definition, slot)
+            except OverflowError:  # its jitter takes it beyond year 9999: it never comes
+                due = None
     if state.buffered is not None:
         recheck = now + state.recheck
         due = recheck if due is None else min(due, recheck)
@@ -92,7 +95,10 @@ def next_fire_times(
     slots = SlotTimes(definition.spec)
     slot = slots.after(state.cursor)
     while slot is not None and len(times) < count and (left is None or len(times) < left):
-        times.append(due_time(schedule_id, definition, slot))
+        try:
+            times.append(due_time(schedule_id, definition, slot))
+        except OverflowError:  # its jitter takes it beyond year 9999: it never comes
+            break
         slot = slots.after(slot)
     return times
 

@@ -9,6 +9,7 @@ by it runs once); expressions that fire every minute or hour follow real elapsed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -130,10 +131,13 @@ class SlotTimes:
                 found.append(next(CronSim(expression, local)).astimezone(UTC))
             except StopIteration:  # pragma: no cover - cronsim iterates forever
                 pass
+            except OverflowError:  # the next slot lies beyond the last representable time
+                pass
         for interval in self._intervals:
             every, offset = _micros(interval.every), _micros(interval.offset)
             k = (_micros(t - _EPOCH) - offset) // every + 1
-            found.append(_EPOCH + timedelta(microseconds=k * every + offset))
+            with contextlib.suppress(OverflowError):  # beyond the last representable time
+                found.append(_EPOCH + timedelta(microseconds=k * every + offset))
         return min(found, default=None)
 
     def _raw_at_or_before(self, t: datetime) -> datetime | None:
@@ -157,7 +161,8 @@ class SlotTimes:
         return max(found, default=None)
 
     def after(self, t: datetime) -> datetime | None:
-        """The first slot strictly after ``t``, or None (past the end)."""
+        """The first slot strictly after ``t``, or None (past the end, or past the last time
+        a datetime can hold: year 9999)."""
         if self._start is not None and t < self._start:
             t = self._start - _MICRO
         slot = self._raw_after(t)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from duratask._engine import failed_children, locks_released_by_failure
 from duratask._portal import Portal
 from duratask._registry import check_name, function_name
 from duratask._rewind import rewind_message
@@ -37,8 +38,10 @@ from duratask.backends.base import (
     EntityMetadata,
     EntityQuery,
     EntityQueryPage,
+    ExecutionRecord,
     InstanceQuery,
     InstanceSort,
+    LeaseTakeover,
     OrchestrationMessage,
     OrchestrationServiceClient,
     PurgeFilter,
@@ -78,6 +81,8 @@ __all__ = ["AsyncTaskHubClient", "ReuseIdPolicy", "TaskHubClient"]
 MAX_INSTANCE_ID_LENGTH = 256
 MAX_QUERY_PAGE_SIZE = 1000
 _POLL_INITIAL = 0.005
+# How many instances of a failed tree a rewind reads, at most, before it is sent.
+_REWIND_TREE_LIMIT = 1000
 _POLL_FACTOR = 1.5
 _POLL_MAX = 0.2
 
@@ -468,6 +473,26 @@ class AsyncTaskHubClient:
         await self._require(store, instance_id)
         return await store.get_history(instance_id)
 
+    async def get_orchestration_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The instance's earlier executions, oldest first: one compact record (ids, times,
+        how it ended, its input and output cut short) per execution whose history was
+        dropped when the instance continued as new or, finished, was started again. The
+        current execution is not among them: its history is
+        :meth:`get_orchestration_history`, its round ``len(records) + 1``. Raises
+        :class:`~duratask.errors.OrchestrationNotFoundError` for an unknown instance."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.list_executions(instance_id)
+
+    async def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """When the instance lost its worker: each lease that ran out without being released
+        (the worker crashed, hung or lost the store) or was broken because its worker was
+        known gone, oldest first, with when it ran out and when another worker took over.
+        Raises :class:`~duratask.errors.OrchestrationNotFoundError` for an unknown instance."""
+        store = await self._ready()
+        await self._require(store, instance_id)
+        return await store.lease_takeovers(instance_id)
+
     async def query_orchestrations(
         self,
         *,
@@ -643,13 +668,23 @@ class AsyncTaskHubClient:
         input: Any = None,
         *,
         signal_time: datetime | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Send ``operation`` with ``input`` to an entity, one-way; with ``signal_time``
-        (aware), it runs no earlier than then. The entity need not exist yet."""
+        (aware), it runs no earlier than then. The entity need not exist yet.
+
+        ``request_id`` (up to 200 characters) makes a retried send safe: a signal sent again
+        with the same id is applied once, as long as the entity has not applied 256 other
+        messages in between (it remembers the ids of its most recent ones). Without one,
+        each send is a new signal."""
         target = str(EntityInstanceId.of(entity_id))
         if not isinstance(operation, str) or not operation:
             raise ValueError("operation must be a non-empty string")
         check_text(operation, "operation name")
+        if request_id is not None:
+            if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
+                raise ValueError("request_id must be a string of 1 to 200 characters")
+            check_text(request_id, "request id")
         if signal_time is not None:
             signal_time = _to_utc(signal_time, "signal_time")
         encoded = self._codec.encode(input, f"input of operation {operation!r} of {target!r}")
@@ -658,7 +693,7 @@ class AsyncTaskHubClient:
             EntityMessage(
                 entity_id=target,
                 kind=ENTITY_SIGNAL,
-                request_id=uuid.uuid4().hex,
+                request_id=request_id or uuid.uuid4().hex,
                 operation=operation,
                 input=encoded,
                 visible_at=signal_time,
@@ -771,7 +806,9 @@ class AsyncTaskHubClient:
 
         The failure that ended it is forgotten: the activities it still waits for are run
         again and failed sub-orchestrations are rewound too. Raises
-        :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED.
+        :class:`~duratask.errors.InvalidOperationError` unless the instance is FAILED, and
+        when it (or a failed sub-orchestration it would rewind) failed inside a critical
+        section: the failure let the section's locks go, so restart it instead.
         """
         check_text(reason, "reason of the rewind")
         store = await self._ready()
@@ -781,8 +818,34 @@ class AsyncTaskHubClient:
                 f"cannot rewind orchestration {instance_id!r}: it is {status.value}, and only "
                 "FAILED instances can be rewound"
             )
+        await self._refuse_rewind_inside_sections(store, instance_id)
         if not await store.send_message(rewind_message(instance_id, reason, self._now())):
             raise OrchestrationNotFoundError(instance_id)
+
+    async def _refuse_rewind_inside_sections(
+        self, store: OrchestrationServiceClient, instance_id: str
+    ) -> None:
+        """A rewind runs the code on from inside the critical section it failed in, but the
+        failure let the section's locks go: refuse it (and so for the failed
+        sub-orchestrations a rewind would rewind too)."""
+        seen: set[str] = set()
+        todo = [instance_id]
+        while todo and len(seen) < _REWIND_TREE_LIMIT:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            history = await store.get_history(current)
+            released = locks_released_by_failure(history)
+            if released:
+                which = "it" if current == instance_id else f"its sub-orchestration {current!r}"
+                raise InvalidOperationError(
+                    f"cannot rewind orchestration {instance_id!r}: {which} failed inside a "
+                    f"critical section, and its locks on {', '.join(released)} were released "
+                    "when it failed, so its code cannot run on inside that section; restart "
+                    "the instance instead (restart_orchestration)"
+                )
+            todo.extend(failed_children(history))
 
     async def restart_orchestration(
         self, instance_id: str, *, new_instance_id: bool = False
@@ -1089,6 +1152,14 @@ class TaskHubClient:
         """See :meth:`AsyncTaskHubClient.get_orchestration_history`."""
         return self._portal.call(self._client.get_orchestration_history, instance_id)
 
+    def get_orchestration_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """See :meth:`AsyncTaskHubClient.get_orchestration_executions`."""
+        return self._portal.call(self._client.get_orchestration_executions, instance_id)
+
+    def get_lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """See :meth:`AsyncTaskHubClient.get_lease_takeovers`."""
+        return self._portal.call(self._client.get_lease_takeovers, instance_id)
+
     def query_orchestrations(
         self,
         *,
@@ -1206,10 +1277,16 @@ class TaskHubClient:
         input: Any = None,
         *,
         signal_time: datetime | None = None,
+        request_id: str | None = None,
     ) -> None:
         """See :meth:`AsyncTaskHubClient.signal_entity`."""
         self._portal.call(
-            self._client.signal_entity, entity_id, operation, input, signal_time=signal_time
+            self._client.signal_entity,
+            entity_id,
+            operation,
+            input,
+            signal_time=signal_time,
+            request_id=request_id,
         )
 
     def get_entity(

@@ -333,8 +333,9 @@ class OrchestrationContext(ABC):
 
 
 class CriticalSection(ABC):
-    """The locks of a critical section, held inside ``async with`` (see
-    :meth:`OrchestrationContext.lock_entities`).
+    """The locks of a critical section (see :meth:`OrchestrationContext.lock_entities`),
+    held inside ``async with ctx.lock_entities(...):`` in an ``async def`` orchestration, or
+    inside ``with (yield ctx.lock_entities(...)):`` in a generator orchestration.
 
     Attributes:
         entity_ids: The locked entities, in lock order.
@@ -342,6 +343,13 @@ class CriticalSection(ABC):
 
     def __init__(self, entity_ids: tuple[EntityInstanceId, ...]) -> None:
         self.entity_ids = entity_ids
+        self._yielded = False  # entered by a generator's yield: ``with`` may hold it
+
+    def _entered_by_yield(self) -> Task[None]:
+        """For the engine, when a generator orchestration yields the section: ask for the
+        locks; the generator resumes with the section once all are held."""
+        self._yielded = True
+        return self._enter()
 
     @abstractmethod
     def _enter(self) -> Task[None]:
@@ -356,6 +364,18 @@ class CriticalSection(ABC):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._exit()
+
+    def __enter__(self) -> CriticalSection:
+        if not self._yielded:
+            raise TypeError(
+                "a critical section is entered with `async with ctx.lock_entities(...):` in "
+                "an async def orchestration, or `with (yield ctx.lock_entities(...)):` in a "
+                "generator orchestration (the yield waits for the locks)"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._exit()
 
 

@@ -25,6 +25,14 @@ finds; an empty list means the hub is consistent. :func:`check_instance` checks 
   are those of ``ExecutionStarted``, and its output and failure details are those of the
   final ``ExecutionCompleted`` (none while the instance has not finished).
 
+Entities (read through ``query_entities`` and ``get_entity``) follow two rules:
+
+- an entity's stored state is JSON;
+- an entity is locked only by an orchestration that can still release it: one that exists
+  and has not finished, or whose release is still on its way (a message waits for the
+  entity). A lock held by an instance that ended or is gone, with nothing waiting, would
+  keep the entity from every other caller forever (``clean_entity_storage`` releases it).
+
 A hub in use changes while it is read: an instance whose row changed while its history was
 being read is read again, and skipped (counted in :attr:`IntegrityReport.instances_skipped`)
 if it keeps changing or disappears; it is never reported as a problem for that.
@@ -33,6 +41,7 @@ if it keeps changing or disappears; it is never reported as a problem for that.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,7 +49,14 @@ from typing import Any, Protocol
 
 from duratask import history as h
 from duratask.backends import open_store
-from duratask.backends.base import InstanceQuery, OrchestrationServiceClient, QueryPage
+from duratask.backends.base import (
+    EntityMetadata,
+    EntityQuery,
+    EntityQueryPage,
+    InstanceQuery,
+    OrchestrationServiceClient,
+    QueryPage,
+)
 from duratask.client import AsyncTaskHubClient, TaskHubClient
 from duratask.errors import OrchestrationNotFoundError
 from duratask.history import EventType, HistoryEvent
@@ -78,11 +94,14 @@ class IntegrityRule(StrEnum):
     STATUS_MISMATCH = "status-mismatch"
     ROW_MISMATCH = "row-mismatch"
     OUTPUT_MISMATCH = "output-mismatch"
+    ENTITY_STATE_NOT_JSON = "entity-state-not-json"
+    ENTITY_LOCK_ORPHANED = "entity-lock-orphaned"
 
 
 @dataclass(frozen=True, slots=True)
 class IntegrityProblem:
-    """One broken rule: which instance, which rule, what is wrong, and at which event."""
+    """One broken rule: which instance (or entity, as ``@name@key``), which rule, what is
+    wrong, and at which event."""
 
     instance_id: str
     rule: IntegrityRule
@@ -118,6 +137,7 @@ class IntegrityReport:
     instances_checked: int = 0
     # Instances that vanished (purged) or kept changing while they were read.
     instances_skipped: int = 0
+    entities_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -448,6 +468,10 @@ def check_instance(
 class _Source(Protocol):
     async def page(self, token: str | None) -> QueryPage: ...
 
+    async def entity_page(self, token: str | None) -> EntityQueryPage: ...
+
+    async def entity(self, entity_id: str) -> EntityMetadata | None: ...
+
     async def state(self, instance_id: str) -> OrchestrationState | None: ...
 
     async def history(self, instance_id: str) -> list[HistoryEvent]: ...
@@ -460,6 +484,13 @@ class _StoreSource:
     async def page(self, token: str | None) -> QueryPage:
         query = InstanceQuery(page_size=_PAGE_SIZE, continuation_token=token)
         return await self._store.query_instances(query)
+
+    async def entity_page(self, token: str | None) -> EntityQueryPage:
+        query = EntityQuery(page_size=_PAGE_SIZE, continuation_token=token)
+        return await self._store.query_entities(query)
+
+    async def entity(self, entity_id: str) -> EntityMetadata | None:
+        return await self._store.get_entity(entity_id)
 
     async def state(self, instance_id: str) -> OrchestrationState | None:
         return await self._store.get_instance(instance_id)
@@ -476,6 +507,12 @@ class _AsyncClientSource:
         return await self._client.query_orchestrations(
             page_size=_PAGE_SIZE, continuation_token=token
         )
+
+    async def entity_page(self, token: str | None) -> EntityQueryPage:
+        return await self._client.query_entities(page_size=_PAGE_SIZE, continuation_token=token)
+
+    async def entity(self, entity_id: str) -> EntityMetadata | None:
+        return await self._client.get_entity(entity_id)
 
     async def state(self, instance_id: str) -> OrchestrationState | None:
         return await self._client.get_orchestration_state(instance_id)
@@ -495,6 +532,12 @@ class _SyncClientSource:
 
     async def page(self, token: str | None) -> QueryPage:
         return self._client.query_orchestrations(page_size=_PAGE_SIZE, continuation_token=token)
+
+    async def entity_page(self, token: str | None) -> EntityQueryPage:
+        return self._client.query_entities(page_size=_PAGE_SIZE, continuation_token=token)
+
+    async def entity(self, entity_id: str) -> EntityMetadata | None:
+        return self._client.get_entity(entity_id)
 
     async def state(self, instance_id: str) -> OrchestrationState | None:
         return self._client.get_orchestration_state(instance_id)
@@ -542,7 +585,60 @@ async def _scan(source: _Source, concurrency: int) -> IntegrityReport:
                 report.problems.extend(problems)
         token = page.continuation_token
         if token is None:
-            return report
+            break
+    await _scan_entities(source, report)
+    return report
+
+
+async def _scan_entities(source: _Source, report: IntegrityReport) -> None:
+    token: str | None = None
+    while True:
+        try:
+            page = await source.entity_page(token)
+        except NotImplementedError:  # a store without entities
+            return
+        for entity in page.entities:
+            report.entities_checked += 1
+            report.problems.extend(await _check_entity(source, entity))
+        token = page.continuation_token
+        if token is None:
+            return
+
+
+async def _check_entity(source: _Source, entity: EntityMetadata) -> list[IntegrityProblem]:
+    problems = []
+    if entity.serialized_state is not None:
+        try:
+            json.loads(entity.serialized_state)
+        except ValueError as exc:
+            problems.append(
+                IntegrityProblem(
+                    entity.entity_id,
+                    IntegrityRule.ENTITY_STATE_NOT_JSON,
+                    f"its state is not JSON ({exc}): {_short(entity.serialized_state)}",
+                )
+            )
+    holder_id = entity.locked_by
+    if holder_id is None or entity.backlog:
+        return problems
+    holder = await source.state(holder_id)
+    if holder is not None and not holder.runtime_status.is_terminal:
+        return problems
+    # The holder ended (or is gone): its release may have been sent since the entity was
+    # read; only a lock still held with nothing on its way is orphaned.
+    again = await source.entity(entity.entity_id)
+    if again is None or again.locked_by != holder_id or again.backlog:
+        return problems
+    why = "does not exist" if holder is None else f"ended {holder.runtime_status.value}"
+    problems.append(
+        IntegrityProblem(
+            entity.entity_id,
+            IntegrityRule.ENTITY_LOCK_ORPHANED,
+            f"locked by orchestration {holder_id!r}, which {why}, and no release is on its "
+            "way: no other caller can reach the entity (clean_entity_storage releases it)",
+        )
+    )
+    return problems
 
 
 async def scan_hub(

@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--max-deliveries", type=int, default=10)
     parser.add_argument("--episode-budget", type=float, default=5.0, help="seconds")
+    parser.add_argument("--max-retry-delay", type=float, default=60.0, help="seconds")
     return parser.parse_args(argv)
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_grace=timedelta(seconds=2),
         max_deliveries=args.max_deliveries,
         episode_budget=timedelta(seconds=args.episode_budget),
+        max_retry_delay=timedelta(seconds=args.max_retry_delay),
     )
     chaos_app.register(worker)
 

@@ -75,6 +75,7 @@ class Supervisor:
     workers: list[Worker] = field(default_factory=list)
     max_deliveries: int = 10
     episode_budget: float = 5.0
+    max_retry_delay: float = 60.0
     poison_exit: int | None = None
     kills: int = 0
     kills_before_ready: int = 0
@@ -99,6 +100,8 @@ class Supervisor:
             str(self.max_deliveries),
             "--episode-budget",
             str(self.episode_budget),
+            "--max-retry-delay",
+            str(self.max_retry_delay),
         ]
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(

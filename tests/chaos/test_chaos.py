@@ -19,12 +19,13 @@ lease left) and the workers stop cleanly. Then:
 - every scheduled activity ran at least once, and nothing else ran (the run log).
 
 The workload carries poison: ``KILLERS`` instances call an activity that kills its worker
-(exit code 3) every time it runs (a spinning orchestration, ``POISON.spinner``, can join them;
-tests/e2e/test_poison_work.py covers it with real workers). Workers run with
-``max_deliveries=MAX_DELIVERIES`` and a 1 s episode budget. Each killer instance must end
-FAILED with ``PoisonWorkError`` naming its activity, its activity having run at most
-``MAX_DELIVERIES`` times, and every other instance completes as above: poison never takes a
-bystander with it.
+(exit code 3) every time it runs, and one orchestration (``POISON.spinner``) spins without
+ever yielding. Workers run with the default ``max_deliveries`` (``MAX_DELIVERIES``), a 1 s
+episode budget and failed episodes retried after at most ``MAX_RETRY_DELAY``. Each killer
+instance must end FAILED with ``PoisonWorkError`` naming its activity, its activity having
+run at most ``MAX_DELIVERIES`` times; the spinner FAILED as poison (naming the episode
+budget, unless random kills of the workers holding it used up its deliveries first); and
+every other instance completes as above: poison never takes a bystander with it.
 
 The figures go to the terminal summary and to ``tests/chaos/results/``.
 """
@@ -66,10 +67,11 @@ CHUNK_GAP = (0.25, 0.75)  # about ten new instances a second
 DRAIN_TIMEOUT = 30.0
 POLL = 0.1
 KILLERS = 1
-# Above the worker's default (10): a kill every 0.5-2 s charges a delivery to every
-# orchestration the killed worker held, far more often than real crashes do.
-MAX_DELIVERIES = 25
+MAX_DELIVERIES = 10  # the worker's default
 EPISODE_BUDGET = 1.0
+# Failed episodes (the spinner's, over budget) rest at most this long before their next
+# delivery, so that the spinner uses up its deliveries within the run.
+MAX_RETRY_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,7 @@ class Poison:
     """The poison instances: what each must fail with."""
 
     killers: tuple[str, ...] = tuple(f"poison-killer-{k}" for k in range(KILLERS))
-    # The spinner is tried by tests/e2e/test_poison_work.py: with this test's max_deliveries
-    # its backed-off redeliveries (1, 2, 4 ... 60 s) would outlast the run.
-    spinner: str | None = None
+    spinner: str | None = "poison-spinner"
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -346,6 +346,7 @@ async def test_random_kills_under_a_mixed_workload(
         activity_ms=ACTIVITY_MS,
         max_deliveries=MAX_DELIVERIES,
         episode_budget=EPISODE_BUDGET,
+        max_retry_delay=MAX_RETRY_DELAY,
         poison_exit=chaos_app.POISON_EXIT,
     )
     supervisors.append(supervisor)

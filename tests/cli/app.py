@@ -66,7 +66,16 @@ def counter(ctx: dt.EntityContext, amount: Any) -> Any:
     return ctx.get_state(int, 0)
 
 
-ORCHESTRATIONS = (greet, fail, await_approval, timed, parent, rewindable)
+async def countdown(ctx: dt.OrchestrationContext, n: int) -> str:
+    """Continues as new down to 0, waiting once per round."""
+    if n > 0:
+        await ctx.create_timer(timedelta(milliseconds=1))
+        ctx.continue_as_new(n - 1)
+        return "continued"
+    return "lift-off"
+
+
+ORCHESTRATIONS = (greet, fail, await_approval, timed, parent, rewindable, countdown)
 ACTIVITIES = (say_hello, explode, flaky)
 
 

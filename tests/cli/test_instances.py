@@ -33,6 +33,7 @@ STATE_KEYS = {
     "parent_instance_id",
     "scheduled_start_at",
     "waiting",
+    "round",
 }
 
 
@@ -261,6 +262,36 @@ def test_history_json_is_the_export_format(cli: Cli, hub_url: str) -> None:
     types = [e["type"] for e in json.loads(out)]
     assert types[0] == "OrchestratorStarted"
     assert "TimerFired" in types and "TaskCompleted" in types
+
+
+def test_status_and_history_show_the_earlier_executions(cli: Cli) -> None:
+    iid = cli.start("countdown", 3, "--id", "countdown")
+    assert cli.wait(iid)["round"] == 4
+    shown = cli.run("status", iid).stdout
+    assert (
+        "Round" in shown and "4 (earlier rounds: duratask history countdown --executions)" in shown
+    )
+    records = cli.json("history", iid, "--executions")
+    assert [(r["generation"], r["status"]) for r in records] == [
+        (1, "CONTINUED_AS_NEW"),
+        (2, "CONTINUED_AS_NEW"),
+        (3, "CONTINUED_AS_NEW"),
+    ]
+    assert [(r["input_summary"], r["output_summary"]) for r in records] == [
+        ("3", "2"),
+        ("2", "1"),
+        ("1", "0"),
+    ]
+    table = cli.run("history", iid, "--executions").stdout.splitlines()
+    assert table[1].split()[:2] == ["Round", "Execution"]
+    assert [line.split()[0] for line in table[2:]] == ["1", "2", "3", "4"]
+    assert "COMPLETED" in table[-1]
+
+    once = cli.start("greet", "Ann", "--id", "once")
+    assert cli.wait(once)["round"] == 1
+    assert "Round" not in cli.run("status", once).stdout
+    assert cli.json("history", once, "--executions") == []
+    assert "no earlier executions" in cli.run("history", once, "--executions").stdout
 
 
 def test_history_json_replays_with_the_testing_tools(cli: Cli) -> None:

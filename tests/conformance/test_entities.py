@@ -4,6 +4,7 @@ critical sections, delayed signals, deletion, queries and cleaning."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,9 +93,49 @@ async def transfer(ctx: dt.OrchestrationContext, args: list[Any]) -> bool:
     return True
 
 
+def transfer_in_generator(ctx: dt.OrchestrationContext, args: list[Any]) -> Any:
+    """``transfer`` as a generator orchestration: the yield waits for the locks."""
+    source, target, amount = args
+    a, b = dt.EntityInstanceId("account", source), dt.EntityInstanceId("account", target)
+    with (yield ctx.lock_entities(b, a)) as section:
+        assert ctx.is_in_critical_section and set(section.entity_ids) == {a, b}
+        balance = yield ctx.call_entity(a, "balance")
+        if balance < amount:
+            return False
+        yield ctx.call_entity(a, "withdraw", amount)
+        yield ctx.call_entity(b, "deposit", amount)
+    assert not ctx.is_in_critical_section
+    return True
+
+
+def lock_without_yield(ctx: dt.OrchestrationContext, _: None) -> Any:
+    with ctx.lock_entities("@account@z"):
+        yield ctx.call_entity("@account@z", "balance")
+
+
 async def lock_then_fail(ctx: dt.OrchestrationContext, key: str) -> None:
     async with ctx.lock_entities(dt.EntityInstanceId("account", key)):
         raise RuntimeError("inside the section")
+
+
+async def parent_of_lock_then_fail(ctx: dt.OrchestrationContext, key: str) -> None:
+    await ctx.call_sub_orchestrator(lock_then_fail, input=key)
+
+
+async def fail_after_section(ctx: dt.OrchestrationContext, key: str) -> str:
+    async with ctx.lock_entities(dt.EntityInstanceId("account", key)):
+        pass
+    result: str = await ctx.call_activity(needs_flag, input=key)
+    return result
+
+
+_FLAGS: set[str] = set()
+
+
+def needs_flag(ctx: dt.ActivityContext, key: str) -> str:
+    if key not in _FLAGS:
+        raise RuntimeError(f"no flag {key!r} yet")
+    return "went on"
 
 
 async def lock_then_call_other(ctx: dt.OrchestrationContext, _: None) -> str:
@@ -119,9 +160,14 @@ async def entity_hub(store_url: str) -> AsyncIterator[TaskHub]:
         add_to_counters,
         call_counter,
         transfer,
+        transfer_in_generator,
+        lock_without_yield,
         lock_then_fail,
+        parent_of_lock_then_fail,
+        fail_after_section,
         lock_then_call_other,
         delayed_signal,
+        activities=(needs_flag,),
     )
     hub.worker.add_entity(counter)
     hub.worker.add_entity(Account)
@@ -146,6 +192,19 @@ async def test_client_signals_count_once_each(entity_hub: TaskHub) -> None:
     found = await entity_hub.client.get_entity(dt.EntityInstanceId("Counter", "a"))
     assert found is not None
     assert (found.name, found.key, found.locked_by, found.backlog) == ("counter", "a", None, 0)
+
+
+async def test_a_signal_sent_again_with_its_request_id_applies_once(entity_hub: TaskHub) -> None:
+    client = entity_hub.client
+    for _ in range(3):  # a sender retrying after a timeout, say
+        await client.signal_entity("@counter@retried", "add", 5, request_id="deposit-1")
+    await client.signal_entity("@counter@retried", "add", 1, request_id="deposit-2")
+    await client.signal_entity("@counter@retried", "add", 10)
+    await _state_is(entity_hub, "@counter@retried", 16)
+    found = await client.get_entity("@counter@retried")
+    assert found is not None and found.backlog == 0 and found.state == 16
+    with pytest.raises(ValueError, match="request_id"):
+        await client.signal_entity("@counter@retried", "add", 1, request_id="")
 
 
 async def test_signals_from_many_orchestrations(entity_hub: TaskHub) -> None:
@@ -175,7 +234,13 @@ async def test_critical_sections_conserve_the_total(entity_hub: TaskHub) -> None
     await _state_is(entity_hub, "@account@alice", 100)
     await _state_is(entity_hub, "@account@bob", 100)
     moves = [("alice", "bob", 7), ("bob", "alice", 5)] * 6
-    ids = [await client.schedule_new_orchestration(transfer, input=list(m)) for m in moves]
+    # Half the moves are async def orchestrations, half generators: one lock discipline.
+    ids = [
+        await client.schedule_new_orchestration(
+            transfer if n % 4 < 2 else transfer_in_generator, input=list(m)
+        )
+        for n, m in enumerate(moves)
+    ]
     for iid in ids:
         state = await client.wait_for_orchestration_completion(iid, timeout=60)
         assert state.runtime_status is dt.OrchestrationStatus.COMPLETED, state.failure_details
@@ -192,6 +257,13 @@ async def test_critical_sections_conserve_the_total(entity_hub: TaskHub) -> None
     await wait_until(released, 30, "the sections to release their locks")
 
 
+async def test_a_section_entered_without_yield_fails_saying_how(entity_hub: TaskHub) -> None:
+    state = await entity_hub.run(lock_without_yield)
+    assert state.runtime_status is dt.OrchestrationStatus.FAILED
+    assert state.failure_details is not None
+    assert "with (yield ctx.lock_entities(...))" in state.failure_details.message
+
+
 async def test_a_failing_section_releases_its_locks(entity_hub: TaskHub) -> None:
     state = await entity_hub.run(lock_then_fail, "f")
     assert state.runtime_status is dt.OrchestrationStatus.FAILED
@@ -199,6 +271,30 @@ async def test_a_failing_section_releases_its_locks(entity_hub: TaskHub) -> None
     await _state_is(entity_hub, "@account@f", 3)
     found = await entity_hub.client.get_entity("@account@f")
     assert found is not None and found.locked_by is None
+
+
+async def test_a_rewind_into_a_released_section_is_refused(entity_hub: TaskHub) -> None:
+    """Its failure let the locks go: running on inside the section would not hold them."""
+    client = entity_hub.client
+    inside = await entity_hub.run(lock_then_fail, "r1")
+    parent = await entity_hub.run(parent_of_lock_then_fail, "r2")
+    for state, who in ((inside, "it"), (parent, "its sub-orchestration")):
+        assert state.runtime_status is dt.OrchestrationStatus.FAILED
+        with pytest.raises(dt.InvalidOperationError, match="restart the instance") as refused:
+            await client.rewind_orchestration(state.instance_id)
+        assert f"{who}" in str(refused.value) and "failed inside a critical section" in str(
+            refused.value
+        )
+        after = await client.get_orchestration_state(state.instance_id)
+        assert after is not None and after.runtime_status is dt.OrchestrationStatus.FAILED
+    # Failing after the section ended is no reason: that rewind runs on.
+    key = f"r3-{uuid.uuid4().hex}"
+    failed = await entity_hub.run(fail_after_section, key)
+    assert failed.runtime_status is dt.OrchestrationStatus.FAILED
+    _FLAGS.add(key)
+    await client.rewind_orchestration(failed.instance_id)
+    done = await client.wait_for_orchestration_completion(failed.instance_id, timeout=30)
+    assert done.runtime_status is dt.OrchestrationStatus.COMPLETED and done.output == "went on"
 
 
 async def test_calls_inside_a_section_go_only_to_locked_entities(entity_hub: TaskHub) -> None:

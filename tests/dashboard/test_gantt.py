@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from duratask import history as h
+from duratask.backends.base import LeaseTakeover
 from duratask.dashboard.gantt import Bar, build_bars, format_duration, layout
 from duratask.state import FailureDetails, OrchestrationStatus
 
@@ -227,3 +229,24 @@ def test_durations_read_well() -> None:
     assert format_duration(timedelta(seconds=245)) == "4m 05s"
     assert format_duration(timedelta(hours=2, minutes=3)) == "2h 03m"
     assert format_duration(timedelta(days=3, hours=4)) == "3d 04h"
+
+
+def test_a_lost_worker_is_the_gap_from_the_last_step_until_the_takeover() -> None:
+    events = [
+        *episode(0, started(), h.TaskScheduled(event_id=0, timestamp=at(0), name="charge")),
+        *episode(
+            5_000,
+            h.TaskCompleted(timestamp=at(100), task_scheduled_id=0, result="2"),
+            h.ExecutionCompleted(timestamp=at(5_000), status=OrchestrationStatus.COMPLETED),
+        ),
+    ]
+    lost = LeaseTakeover("i1", "e1", "w1", lease_expired_at=at(4_000), taken_at=at(4_900))
+    lost = dataclasses.replace(lost, taken_by="w2")
+    broken = LeaseTakeover("i1", "e1", "w2", lease_expired_at=at(4_950), taken_at=at(4_950))
+    older = LeaseTakeover("i1", "e0", "w0", lease_expired_at=at(10), taken_at=at(20))
+    bars = build_bars(events, OrchestrationStatus.COMPLETED, at(6_000), [lost, broken, older])
+    gaps = [b for b in bars if b.kind == "lost"]
+    assert [(g.start, g.end) for g in gaps] == [(at(100), at(4_900)), (at(100), at(4_950))]
+    assert gaps[0].label == "worker lost" and gaps[0].outcome == "lost"
+    assert "lease of w1 ran out unreleased" in gaps[0].detail and "by w2" in gaps[0].detail
+    assert "broken" in gaps[1].detail, "a broken lease says so"

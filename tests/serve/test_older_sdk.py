@@ -1,7 +1,8 @@
 """An older release of the Python SDK (1.9, an older protocol) against ``duratask serve``.
 
-It cannot share this environment with the newest one: give a Python that has it in
-``DURATASK_TEST_OLDER_SDK_PYTHON``, e.g.::
+It cannot share this environment with the newest one: ``make test`` makes it a virtual
+environment of its own (``.venv-sdk-1.9``) and names its Python in
+``DURATASK_TEST_OLDER_SDK_PYTHON``; by hand::
 
     python -m venv /tmp/sdk19 && /tmp/sdk19/bin/pip install 'durabletask==1.9.*'
     DURATASK_TEST_OLDER_SDK_PYTHON=/tmp/sdk19/bin/python pytest tests/serve/test_older_sdk.py
@@ -25,7 +26,9 @@ SCRIPT = Path(__file__).with_name("older_sdk_run.py")
 def test_an_older_sdk_runs_its_orchestrations(tmp_path: Path) -> None:
     python = os.environ.get("DURATASK_TEST_OLDER_SDK_PYTHON")
     if not python:
-        pytest.skip("set DURATASK_TEST_OLDER_SDK_PYTHON to a Python with durabletask 1.9")
+        pytest.skip(
+            "set DURATASK_TEST_OLDER_SDK_PYTHON to a Python with durabletask 1.9 (make test does)"
+        )
     url = f"sqlite:///{tmp_path / 'hub.db'}"
     with serving(url) as server, dt.TaskHubClient(url) as client:
         done = subprocess.run(

@@ -17,6 +17,7 @@ from duratask import history as h
 from duratask._engine.replay_context import ReplayContext
 from duratask._engine.rewind import rewound_view
 from duratask._registry import Registry
+from duratask.context import CriticalSection
 from duratask.converter import PayloadCodec
 from duratask.errors import NonDeterminismError, OrchestrationNotRegisteredError
 from duratask.state import OrchestrationStatus
@@ -48,6 +49,9 @@ class _Driver:
         self._ctx = ctx
         self._coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any] | None = None
         self._awaiting: Task[Any] | None = None
+        # A critical section a generator yielded, and the task that takes its locks: the
+        # generator resumes with the section itself.
+        self._section: tuple[Task[Any], CriticalSection] | None = None
 
     def start(self, fn: Any, input_value: Any) -> None:
         try:
@@ -67,7 +71,13 @@ class _Driver:
             return
         self._awaiting = None
         exc = task.get_exception()
-        self._step(None if exc else task.get_result(), exc)
+        self._step(None if exc else self._result_of(task), exc)
+
+    def _result_of(self, task: Task[Any]) -> Any:
+        if self._section is not None and self._section[0] is task:
+            section, self._section = self._section[1], None
+            return section
+        return task.get_result()
 
     def _awaited(self, yielded: Any) -> str:
         """Name what the code awaited: a bare ``yield None`` (e.g. from ``asyncio.sleep(0)``)
@@ -90,6 +100,10 @@ class _Driver:
                 return
             if self._ctx.is_complete:  # continue_as_new was called: nothing more runs
                 return
+            if isinstance(yielded, CriticalSection):
+                section = yielded
+                yielded = section._entered_by_yield()
+                self._section = (yielded, section)
             if not isinstance(yielded, Task):
                 self._ctx.fail(
                     TypeError(
@@ -106,7 +120,7 @@ class _Driver:
                 self._awaiting = yielded
                 return
             exc = yielded.get_exception()
-            value = None if exc else yielded.get_result()
+            value = None if exc else self._result_of(yielded)
 
 
 class OrchestrationCursor:

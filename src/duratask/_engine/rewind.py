@@ -41,6 +41,41 @@ def final_failure(events: Sequence[h.HistoryEvent], start: int = 0) -> set[int]:
     return forgotten
 
 
+def locks_released_by_failure(events: Sequence[h.HistoryEvent]) -> list[str]:
+    """The entities whose locks the execution let go of in the episode that ended it
+    FAILED: the failure left a critical section (or the execution ended inside one), so a
+    rewind would run the code on inside a section whose locks are gone. Empty if it did
+    not end FAILED, or let no lock go as it failed."""
+    forgotten = final_failure(events)
+    if not forgotten:
+        return []
+    released = []
+    for event in reversed(events[: min(forgotten)]):
+        if isinstance(event, h.OrchestratorStarted):
+            break
+        if isinstance(event, h.EntityUnlockSent):
+            released.append(event.target_instance_id)
+    return sorted(set(released))
+
+
+def failed_children(events: Sequence[h.HistoryEvent]) -> list[str]:
+    """The sub-orchestrations whose failures a rewind of this FAILED execution forgets (and
+    so rewinds too)."""
+    forgotten = final_failure(events)
+    children = {
+        e.event_id: e.instance_id
+        for e in events
+        if isinstance(e, h.SubOrchestrationInstanceCreated)
+    }
+    return [
+        children[e.task_scheduled_id]
+        for i, e in enumerate(events)
+        if i in forgotten
+        and isinstance(e, h.SubOrchestrationInstanceFailed)
+        and e.task_scheduled_id in children
+    ]
+
+
 def rewound_view(events: Sequence[h.HistoryEvent]) -> Sequence[h.HistoryEvent]:
     """The history as replay must see it: failures forgotten by each rewind left out."""
     forgotten: set[int] = set()

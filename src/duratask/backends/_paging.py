@@ -3,6 +3,11 @@ continuation token carries that key (opaque to callers, base64 of JSON).
 
 A token of the default order (created, oldest first) keeps the original two-value form, so
 tokens handed out before other orders existed still work.
+
+SQL stores resume a page with ``(column, instance_id) > (value, id)`` (``<`` descending) and
+order by the same pair. By creation and by last update, that pair is an index
+(``instances_by_created_at``, ``instances_by_last_updated_at``), so a page reads only its own
+rows however deep it is: the list newest-updated first holds with many instances.
 """
 
 from __future__ import annotations

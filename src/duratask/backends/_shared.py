@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION
 from duratask.backends.base import (
     ENTITY_RECENT_REQUESTS,
+    EXECUTION_SUMMARY_LENGTH,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
     EntityRecord,
+    ExecutionRecord,
     HistoryMark,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     ScheduleRecord,
@@ -115,6 +119,109 @@ def worker_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) 
         orchestrations=frozenset((n, v) for n, v in registrations.get("orchestrations", [])),
         activities=frozenset(registrations.get("activities", [])),
         in_flight={str(k): int(v) for k, v in status.get("in_flight", {}).items()},
+    )
+
+
+def ended_executions(
+    stored: OrchestrationState | None,
+    commit: OrchestrationCommit,
+    previous: tuple[int, datetime] | None,
+    now: datetime,
+) -> list[ExecutionRecord]:
+    """The records a commit adds: of the stored execution its reset ends (``stored``, the
+    instance row before the commit; None when the stored history was empty), then of the
+    executions it ran back to back (``commit.continued_executions``), numbered on from
+    ``previous``, the generation and end of the latest record kept (None: none)."""
+    records = []
+    if stored is not None:
+        records.append(ended_execution(stored, commit, previous, now))
+    generation = records[-1].generation if records else previous[0] if previous else 0
+    for n, ran in enumerate(commit.continued_executions, start=generation + 1):
+        records.append(
+            replace(
+                ran,
+                generation=n,
+                started_at=now,
+                ended_at=now,
+                input_summary=_summary(ran.input_summary),
+                output_summary=_summary(ran.output_summary),
+            )
+        )
+    return records
+
+
+def ended_execution(
+    stored: OrchestrationState,
+    commit: OrchestrationCommit,
+    previous: tuple[int, datetime] | None,
+    now: datetime,
+) -> ExecutionRecord:
+    """The record of the execution a commit that resets the history ends: ``stored`` is the
+    instance row before the commit, ``previous`` the generation and end of the record
+    before it (None: none)."""
+    continued = commit.state.runtime_status is OrchestrationStatus.CONTINUED_AS_NEW
+    if continued or not stored.runtime_status.is_terminal:
+        status, output = OrchestrationStatus.CONTINUED_AS_NEW, handed_on_input(commit)
+    else:
+        status, output = stored.runtime_status, stored.serialized_output
+    generation, started_at = previous if previous is not None else (0, stored.created_at)
+    return ExecutionRecord(
+        instance_id=stored.instance_id,
+        generation=generation + 1,
+        execution_id=stored.execution_id,
+        name=stored.name,
+        version=stored.version,
+        started_at=started_at,
+        ended_at=now,
+        status=status,
+        input_summary=_summary(stored.serialized_input),
+        output_summary=_summary(output),
+    )
+
+
+def handed_on_input(commit: OrchestrationCommit) -> str | None:
+    """The input an execution ended by continuing as new hands on to its successor: the
+    input of the execution ``commit`` starts, or (ending it alone) of the row it writes."""
+    if commit.continued_executions:  # the first of those it ran back to back
+        return commit.continued_executions[0].input_summary
+    if commit.state.runtime_status is not OrchestrationStatus.CONTINUED_AS_NEW:
+        for event in commit.new_events:
+            if isinstance(event, ExecutionStarted):
+                return event.input
+    return commit.state.serialized_input
+
+
+def _summary(text: str | None) -> str | None:
+    return None if text is None else text[:EXECUTION_SUMMARY_LENGTH]
+
+
+def execution_from_row(
+    row: Mapping[str, Any], to_time: Callable[[Any], datetime]
+) -> ExecutionRecord:
+    """An execution record from a row of a SQL store's ``executions`` table."""
+    return ExecutionRecord(
+        instance_id=row["instance_id"],
+        generation=row["generation"],
+        execution_id=row["execution_id"],
+        name=row["name"],
+        version=row["version"],
+        started_at=to_time(row["started_at"]),
+        ended_at=to_time(row["ended_at"]),
+        status=OrchestrationStatus(row["status"]),
+        input_summary=row["input"],
+        output_summary=row["output"],
+    )
+
+
+def takeover_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) -> LeaseTakeover:
+    """A lease takeover from a row of a SQL store's ``lease_takeovers`` table."""
+    return LeaseTakeover(
+        instance_id=row["instance_id"],
+        execution_id=row["execution_id"],
+        previous_owner=row["previous_owner"],
+        lease_expired_at=to_time(row["lease_expired_at"]),
+        taken_at=to_time(row["taken_at"]),
+        taken_by=row["taken_by"],
     )
 
 

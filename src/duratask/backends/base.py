@@ -27,6 +27,10 @@ CONTRIBUTING.md says what that suite demands of a new one.
 
 Rules every store follows (the conformance suite checks them):
 
+- A commit that resets a non-empty history (continue-as-new, a finished instance started
+  again) keeps an :class:`ExecutionRecord` of the stored execution it ends, then of each of
+  its ``continued_executions``, as :func:`duratask.backends._shared.ended_executions`
+  builds them (from the instance row as stored before the commit).
 - :meth:`OrchestrationService.commit_episode` writes an episode (appended history, deletion
   of the consumed messages, new activity work items, outbound messages, the instance row,
   and the deletion of an activity whose result the episode consumed) in ONE transaction,
@@ -41,7 +45,10 @@ Rules every store follows (the conformance suite checks them):
   before those that were abandoned), unless a terminate waits for it.
 - ``complete_activity_work_item`` deletes the activity and enqueues its result in one
   transaction, refused with :class:`LeaseLostError` if the lease was lost.
-- A lease that expires makes the work item available to any worker again.
+- A lease that expires makes the work item available to any worker again. When an instance
+  is leased while its previous lease is still on it, expired (never released), or when
+  :meth:`OrchestrationService.break_leases` breaks one, the store keeps a
+  :class:`LeaseTakeover` for operators.
 - An entity message creates the entity's row when it has none. While an entity is locked by
   an orchestration, only that orchestration's messages are delivered to it; the others wait,
   in order. ``complete_entity_work_item`` writes the record, deletes the consumed messages
@@ -321,6 +328,29 @@ class LeaseHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseTakeover:
+    """An instance whose worker let its lease run out without releasing it (it crashed, hung
+    or lost the store), or whose lease was broken because its worker was known gone: the
+    gap between ``lease_expired_at`` and ``taken_at`` is time the instance lost.
+
+    Attributes:
+        instance_id: The instance.
+        execution_id: Its execution then.
+        previous_owner: The worker whose lease it was.
+        lease_expired_at: When that lease ran out (or was broken).
+        taken_at: When another lease replaced it (for a broken lease: when it was broken).
+        taken_by: The worker that leased the instance then; None for a broken lease.
+    """
+
+    instance_id: str
+    execution_id: str | None
+    previous_owner: str | None
+    lease_expired_at: datetime
+    taken_at: datetime
+    taken_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseHeld:
     """Fence of an episode run on a leased work item: commit only while the instance still
     carries this lease's ``lock_token`` and its history still has ``history_length`` events
@@ -396,6 +426,10 @@ class OrchestrationCommit:
             message): deleted with the commit.
         entity_messages: The messages to send to entities: signals, calls, lock requests
             and releases.
+        continued_executions: The executions the episode began and ended itself, running
+            them back to back as each continued as new (oldest first; never stored): the
+            store keeps their records after the one of the execution the reset ends, and
+            numbers them (their ``generation`` here is 0).
     """
 
     state: OrchestrationState  # its instance_id names the instance
@@ -407,6 +441,7 @@ class OrchestrationCommit:
     eager_activities: EagerLease | None = None
     finished_activity: ActivityWorkItem | None = None
     entity_messages: Sequence[EntityMessage] = ()
+    continued_executions: Sequence[ExecutionRecord] = ()
 
     @property
     def changes_instance(self) -> bool:
@@ -771,6 +806,45 @@ class ScheduleRecord:
 
 TERMINAL_STATUSES = frozenset(s for s in OrchestrationStatus if s.is_terminal)
 
+EXECUTION_SUMMARY_LENGTH = 200
+"""How many characters of an earlier execution's input and output its record keeps."""
+
+EXECUTIONS_KEPT = 1000
+"""How many earlier executions of one instance a store keeps records of (the latest ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """An earlier execution of an instance, whose history was dropped when the instance
+    started afresh: by continuing as new, or as a finished instance started again. Stores
+    keep one compact record per such execution (up to :data:`EXECUTIONS_KEPT`, the latest).
+
+    Attributes:
+        instance_id: The instance.
+        generation: Which execution it was: 1 for the instance's first, counting on.
+        execution_id: Its execution id.
+        name: The orchestration it ran.
+        version: Its version.
+        started_at: When it started: when the execution before it ended (the first: when
+            the instance was created).
+        ended_at: When the next execution replaced it.
+        status: How it ended: CONTINUED_AS_NEW, or COMPLETED, FAILED or TERMINATED.
+        input_summary: Its input as JSON text, cut to :data:`EXECUTION_SUMMARY_LENGTH`.
+        output_summary: What it handed on (the next execution's input, for
+            CONTINUED_AS_NEW) or its output, cut the same way.
+    """
+
+    instance_id: str
+    generation: int
+    execution_id: str | None
+    name: str
+    version: str | None
+    started_at: datetime
+    ended_at: datetime
+    status: OrchestrationStatus
+    input_summary: str | None = None
+    output_summary: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class StoreDescription:
@@ -1005,6 +1079,14 @@ class OrchestrationServiceClient(StoreLifecycle, Protocol):
     async def backlog(self) -> list[BacklogEntry]:
         """The work waiting, by kind and name (orchestrations first, then by name); names
         with nothing waiting are left out."""
+
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first (see
+        :class:`LeaseTakeover`); empty for an unknown instance."""
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first (see
+        :class:`ExecutionRecord`); empty for an unknown instance or one never restarted."""
 
     # -- schedules --------------------------------------------------------------------------
     async def create_schedule(self, record: ScheduleRecord) -> None:

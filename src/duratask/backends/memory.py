@@ -22,6 +22,7 @@ from duratask.backends._shared import (
     as_utc,
     as_utc_or_none,
     check_page_size,
+    ended_executions,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -42,6 +43,7 @@ from duratask.backends._wakeups import (
 )
 from duratask.backends.base import (
     ENTITY_RECENT_REQUESTS,
+    EXECUTIONS_KEPT,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
@@ -54,11 +56,13 @@ from duratask.backends.base import (
     EntityRecord,
     EntityWorkItem,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     InstanceQuery,
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     LockedEntityMessage,
     LockedMessage,
     OrchestrationCommit,
@@ -126,6 +130,31 @@ class _Instance:
     history: list[HistoryEvent] = field(default_factory=list)
     messages: dict[int, _Message] = field(default_factory=dict)
     lease: _Lease = field(default_factory=_Lease)
+    takeovers: list[LeaseTakeover] = field(default_factory=list)
+    executions: list[ExecutionRecord] = field(default_factory=list)
+
+    def record_ended_executions(self, commit: OrchestrationCommit, now: datetime) -> None:
+        """Keep the records of the executions ``commit`` ends: the stored one its reset
+        drops (if any), then those it ran back to back."""
+        last = self.executions[-1] if self.executions else None
+        previous = (last.generation, last.ended_at) if last is not None else None
+        stored = self.state if commit.reset_history and self.history else None
+        self.executions.extend(ended_executions(stored, commit, previous, now))
+        del self.executions[:-EXECUTIONS_KEPT]
+
+    def record_takeover(self, now: datetime, taken_by: str | None) -> None:
+        """Keep the lease on the instance as taken over (it ran out unreleased, or was
+        broken) before it is replaced or cleared."""
+        self.takeovers.append(
+            LeaseTakeover(
+                instance_id=self.state.instance_id,
+                execution_id=self.state.execution_id,
+                previous_owner=self.lease.owner,
+                lease_expired_at=min(self.lease.expires_at or now, now),
+                taken_at=now,
+                taken_by=taken_by,
+            )
+        )
 
 
 @dataclass(slots=True)
@@ -322,6 +351,8 @@ class MemoryOrchestrationService:
         now: datetime,
         known_histories: Mapping[str, HistoryMark] | None,
     ) -> OrchestrationWorkItem:
+        if chosen.lease.token is not None:  # a lease that ran out, never released
+            chosen.record_takeover(now, owner)
         token = chosen.lease.take(owner, now + lease)
         locked = []
         for m in chosen.messages.values():  # dict order is message_id order
@@ -409,6 +440,8 @@ class MemoryOrchestrationService:
     ) -> list[ActivityWorkItem]:
         """Record an episode and release the instance (with the lock held; ``state`` and
         ``outbound`` already normalised); returns the activities leased to the committer."""
+        if (commit.reset_history and instance.history) or commit.continued_executions:
+            instance.record_ended_executions(commit, now)
         if commit.reset_history:
             instance.history.clear()
         instance.history.extend(commit.new_events)
@@ -772,6 +805,18 @@ class MemoryOrchestrationService:
             for (kind, name), numbers in sorted(counts.items(), key=_backlog_order)
         ]
 
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return list(instance.takeovers) if instance is not None else []
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            return list(instance.executions) if instance is not None else []
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         now = self._now()
@@ -791,9 +836,11 @@ class MemoryOrchestrationService:
     async def break_leases(self, owner: str) -> int:
         """Free every instance and activity ``owner`` holds."""
         broken = 0
+        now = self._now()
         with self._lock:
             for instance in self._instances.values():
                 if instance.lease.token is not None and instance.lease.owner == owner:
+                    instance.record_takeover(now, None)
                     instance.lease.clear()
                     broken += 1
             for activity in self._activities.values():

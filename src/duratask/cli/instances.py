@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from duratask._executions_json import execution_to_json
+from duratask.backends.base import ExecutionRecord
 from duratask.cli.errors import ExitCode, usage_error
 from duratask.cli.options import JSON, F, output_option, store_option
 from duratask.cli.parsing import (
@@ -16,6 +18,7 @@ from duratask.cli.parsing import (
 )
 from duratask.cli.render import (
     print_json,
+    render_executions,
     render_state,
     render_timeline,
     state_to_json,
@@ -138,19 +141,21 @@ def status(
     if timeout is not None and not wait:
         raise usage_error("--timeout applies only with --wait")
 
-    async def fetch(client: AsyncTaskHubClient) -> tuple[OrchestrationState, str | None]:
+    async def fetch(client: AsyncTaskHubClient) -> tuple[OrchestrationState, str | None, int]:
         if wait:
             limit = _FOREVER if timeout is None else timeout
             state = await client.wait_for_orchestration_completion(instance_id, timeout=limit)
         else:
             state = await require_state(client, instance_id)
-        return state, await client.why_waiting(state)
+        earlier = await client.get_orchestration_executions(instance_id)
+        execution_round = earlier[-1].generation + 1 if earlier else 1
+        return state, await client.why_waiting(state), execution_round
 
-    state, waiting = with_client(store, fetch)
+    state, waiting, execution_round = with_client(store, fetch)
     if output == JSON:
-        print_json({**state_to_json(state), "waiting": waiting})
+        print_json({**state_to_json(state), "waiting": waiting, "round": execution_round})
     else:
-        render_state(state, waiting)
+        render_state(state, waiting, execution_round)
     if wait and state.runtime_status is not OrchestrationStatus.COMPLETED:
         ctx.exit(ExitCode.INSTANCE_FAILED)
 
@@ -160,15 +165,26 @@ def status(
 
 @click.command("history")
 @instance_id_argument()
+@click.option(
+    "--executions",
+    is_flag=True,
+    help="List the earlier executions (continue-as-new rounds) instead: one record each.",
+)
 @store_option
 @output_option
-def history(instance_id: str, store: str | None, output: str) -> None:
+def history(instance_id: str, executions: bool, store: str | None, output: str) -> None:
     """Show an instance's history as a timeline.
 
     Each completion shows how long its task, timer or sub-orchestration took; an external
     event shows how long the instance had been waiting since its previous step. With
     --output json the history is printed in the export format that replay tooling reads.
+    The history is the current execution's; --executions lists the earlier ones (their
+    histories are gone: each keeps its times, how it ended, and its input and output cut
+    short).
     """
+    if executions:
+        _earlier_executions(instance_id, store, output)
+        return
 
     async def fetch(client: AsyncTaskHubClient) -> tuple[OrchestrationState, list[HistoryEvent]]:
         state = await require_state(client, instance_id)
@@ -179,3 +195,17 @@ def history(instance_id: str, store: str | None, output: str) -> None:
         click.echo(history_to_json(events))
     else:
         render_timeline(state, timeline_rows(events))
+
+
+def _earlier_executions(instance_id: str, store: str | None, output: str) -> None:
+    async def fetch(
+        client: AsyncTaskHubClient,
+    ) -> tuple[OrchestrationState, list[ExecutionRecord]]:
+        state = await require_state(client, instance_id)
+        return state, await client.get_orchestration_executions(instance_id)
+
+    state, records = with_client(store, fetch)
+    if output == JSON:
+        print_json([execution_to_json(r) for r in records])
+    else:
+        render_executions(state, records)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from duratask.backends.base import ExecutionRecord
 from duratask.cli.timeline_rows import TimelineRow, format_duration
 from duratask.converter import replace_lone_surrogates
 from duratask.state import OrchestrationState, OrchestrationStatus
@@ -127,8 +128,11 @@ def _pretty_payload(text: str | None) -> str:
     return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
 
 
-def render_state(state: OrchestrationState, waiting: str | None = None) -> None:
-    """One instance as a two-column table of fields (``waiting``: why no worker runs it)."""
+def render_state(
+    state: OrchestrationState, waiting: str | None = None, execution_round: int = 1
+) -> None:
+    """One instance as a two-column table of fields (``waiting``: why no worker runs it;
+    ``execution_round``: which execution it is on, shown from the second on)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -137,6 +141,12 @@ def render_state(state: OrchestrationState, waiting: str | None = None) -> None:
         ("Name", state.name),
         ("Version", state.version or ""),
         ("Status", status_text(state.runtime_status)),
+        (
+            "Round",
+            f"{execution_round} (earlier rounds: duratask history {state.instance_id} --executions)"
+            if execution_round > 1
+            else "",
+        ),
         ("Waiting", Text(waiting, style="yellow") if waiting else ""),
         ("Created", format_time(state.created_at)),
         ("Last updated", format_time(state.last_updated_at)),
@@ -189,6 +199,38 @@ def render_states(
     out.print(summary)
     for note in notes:
         out.print(Text(note, style="yellow"))
+
+
+def render_executions(state: OrchestrationState, records: Sequence[ExecutionRecord]) -> None:
+    """An instance's earlier executions, oldest first, then the current one."""
+    out = console()
+    out.print(Text.assemble((state.instance_id, "bold"), f"  {state.name}"))
+    if not records:
+        out.print("(no earlier executions: the instance has not continued as new)")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("Round", justify="right", no_wrap=True)
+    table.add_column("Execution ID", overflow="fold")
+    table.add_column("Started (UTC)", no_wrap=True)
+    table.add_column("Duration", justify="right", no_wrap=True)
+    table.add_column("Ended as", no_wrap=True)
+    table.add_column("Input", overflow="fold", min_width=10)
+    table.add_column("Handed on / output", overflow="fold", min_width=10)
+    for r in records:
+        table.add_row(
+            str(r.generation),
+            r.execution_id or "",
+            format_time(r.started_at),
+            format_duration(r.ended_at - r.started_at),
+            status_text(r.status),
+            r.input_summary or "",
+            r.output_summary or "",
+        )
+    current = records[-1].generation + 1
+    table.add_row(
+        str(current), state.execution_id or "", "", "", status_text(state.runtime_status), "", ""
+    )
+    out.print(table)
 
 
 def render_timeline(state: OrchestrationState, rows: Sequence[TimelineRow]) -> None:

@@ -4,12 +4,12 @@ schedules (recurring orchestrations the workers fire)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import click
 from rich.table import Table
 
+from duratask._schedules_json import description_to_json, info_to_json
 from duratask.cli.errors import usage_error
 from duratask.cli.options import JSON, output_option, store_option, yes_option
 from duratask.cli.parsing import TIME_FORMATS_HELP, parse_json_argument, parse_time
@@ -20,7 +20,6 @@ from duratask.schedules import (
     CatchUp,
     Interval,
     Overlap,
-    ScheduleDescription,
     ScheduleInfo,
     ScheduleSpec,
 )
@@ -40,61 +39,6 @@ def parse_duration(text: str, option: str) -> timedelta:
     for amount, unit in _PART.findall(value):
         delta += timedelta(**{_UNITS[unit]: int(amount)})
     return delta
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def info_to_json(info: ScheduleInfo) -> dict[str, Any]:
-    """A schedule as JSON-ready values."""
-    spec = info.spec
-    return {
-        "schedule_id": info.schedule_id,
-        "orchestration": info.orchestration,
-        "version": info.version,
-        "input": info.input,
-        "spec": {
-            "cron": list(spec.cron),
-            "intervals": [
-                {"every_s": i.every.total_seconds(), "offset_s": i.offset.total_seconds()}
-                for i in spec.intervals
-            ],
-            "time_zone": spec.time_zone,
-            "start_at": _iso(spec.start_at),
-            "end_at": _iso(spec.end_at),
-            "jitter_s": spec.jitter.total_seconds(),
-        },
-        "overlap": info.overlap.value,
-        "catch_up": info.catch_up.value,
-        "catch_up_window_s": info.catch_up_window.total_seconds(),
-        "run_limit": info.run_limit,
-        "paused": info.paused,
-        "note": info.note,
-        "finished": info.finished,
-        "runs": info.runs,
-        "skipped": info.skipped,
-        "next_fire_at": _iso(info.next_fire_at),
-        "created_at": _iso(info.created_at),
-        "updated_at": _iso(info.updated_at),
-    }
-
-
-def description_to_json(described: ScheduleDescription) -> dict[str, Any]:
-    """A description (the schedule, its recent runs, its next fire times) as JSON values."""
-    return {
-        **info_to_json(described.info),
-        "recent_runs": [
-            {
-                "instance_id": r.instance_id,
-                "slot": _iso(r.slot),
-                "kind": r.kind,
-                "status": r.status.value if r.status is not None else None,
-            }
-            for r in described.recent_runs
-        ],
-        "next_fire_times": [t.isoformat() for t in described.next_fire_times],
-    }
 
 
 def when_text(info: ScheduleInfo) -> str:

@@ -38,6 +38,15 @@ TOKEN_ENV = "DURATASK_SERVE_TOKEN"
     help="PEM certificate chain: serve TLS (with --tls-key).",
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--max-deliveries",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Give up work an SDK worker was handed this many times without completing it "
+    "(its worker died or hung each time): the activity's task or the instance fails with "
+    "PoisonWorkError.",
+)
 def serve(
     store: str | None,
     host: str,
@@ -45,6 +54,7 @@ def serve(
     token: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    max_deliveries: int,
 ) -> None:
     """Serve the Durable Task sidecar protocol (TaskHubSidecarService) on a task hub.
 
@@ -62,7 +72,14 @@ def serve(
     url = require_store_url(store)
     try:
         tls = read_tls(tls_cert, tls_key)
-        server = SidecarServer(url, host=host, port=port, token=token or None, tls=tls)
+        server = SidecarServer(
+            url,
+            host=host,
+            port=port,
+            token=token or None,
+            tls=tls,
+            max_deliveries=max_deliveries,
+        )
     except SidecarConfigError as exc:
         raise usage_error(str(exc)) from None
 

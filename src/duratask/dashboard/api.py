@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from duratask._executions_json import execution_to_json, takeover_to_json
 from duratask._waiting import open_items
 from duratask._workers_json import backlog_to_json, worker_to_json
 from duratask.backends.base import EntityMetadata
@@ -203,6 +204,17 @@ async def get_workers(call: ApiCall) -> Response:
             "backlog": [backlog_to_json(e) for e in backlog],
         }
     )
+
+
+async def get_takeovers(call: ApiCall) -> Response:
+    takeovers = await call.client.get_lease_takeovers(call.args.required_text("instance_id"))
+    return SafeJSONResponse([takeover_to_json(t) for t in takeovers])
+
+
+async def get_executions(call: ApiCall) -> Response:
+    instance_id = call.args.required_text("instance_id")
+    records = await call.client.get_orchestration_executions(instance_id)
+    return SafeJSONResponse([execution_to_json(r) for r in records])
 
 
 async def get_history(call: ApiCall) -> Response:
@@ -541,6 +553,40 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             200: Reply(
                 "The events, oldest first.",
                 {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEvent"}},
+            ),
+            400: _BAD,
+            404: _MISSING,
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/instances/{instance_id:path}/executions",
+        "getExecutions",
+        "The instance's earlier executions (continue-as-new rounds, or runs before it was "
+        "started again), oldest first: one compact record each, as far as stored.",
+        get_executions,
+        params=(_ID,),
+        replies={
+            200: Reply(
+                "The records, oldest first.",
+                {"type": "array", "items": {"$ref": "#/components/schemas/Execution"}},
+            ),
+            400: _BAD,
+            404: _MISSING,
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/instances/{instance_id:path}/takeovers",
+        "getLeaseTakeovers",
+        "When the instance lost its worker: each lease that ran out unreleased (the worker "
+        "crashed or hung) or was broken, and when another worker took over.",
+        get_takeovers,
+        params=(_ID,),
+        replies={
+            200: Reply(
+                "The takeovers, oldest first.",
+                {"type": "array", "items": {"$ref": "#/components/schemas/LeaseTakeover"}},
             ),
             400: _BAD,
             404: _MISSING,

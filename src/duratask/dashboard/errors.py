@@ -15,6 +15,7 @@ from duratask.dashboard.responses import SafeJSONResponse
 from duratask.errors import (
     InvalidInstanceIdError,
     InvalidOperationError,
+    InvalidScheduleError,
     InvalidTextError,
     OrchestrationAlreadyExistsError,
     OrchestrationFinishedError,
@@ -64,6 +65,8 @@ def from_exception(exc: BaseException) -> HttpError | None:
             return HttpError(400, "invalid_instance_id", str(exc))
         case InvalidTextError():
             return HttpError(400, "invalid_text", str(exc))
+        case InvalidScheduleError():
+            return HttpError(400, "invalid_schedule", str(exc))
         case SerializationError():
             return HttpError(400, "invalid_payload", str(exc))
         case StoreError():

@@ -9,7 +9,10 @@ waiting (for an event, or for a worker) since its last step.
 
 The tries of one retried activity share a row (``group``), each try its own bar. A timer that
 never fired (its execution ended first) is drawn apart. Rewinds and termination requests are
-marks. Axis ticks fall on round durations (1, 2 or 5 times a power of ten of a unit).
+marks. A worker lost while it held the instance (its lease ran out unreleased, or was broken)
+is a "worker lost" bar: from the instance's last recorded step before the lease ran out until
+another worker took it over. Axis ticks fall on round durations (1, 2 or 5 times a power of
+ten of a unit).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from duratask import history as h
+from duratask.backends.base import LeaseTakeover
 from duratask.state import OrchestrationStatus
 
 MAX_BARS = 400
@@ -30,7 +34,8 @@ _LABEL_LENGTH = 38
 class Bar:
     """One span of the instance's life."""
 
-    kind: str  # orchestration, activity, sub-orchestration, timer, event, waiting, suspended, mark
+    # orchestration, activity, sub-orchestration, timer, event, waiting, suspended, mark, lost
+    kind: str
     label: str
     start: datetime
     end: datetime | None  # None: still going
@@ -120,9 +125,13 @@ def _close(item: _Open, end: datetime, outcome: str, detail: str = "") -> Bar:
 
 
 def build_bars(
-    events: Sequence[h.HistoryEvent], status: OrchestrationStatus | None, now: datetime
+    events: Sequence[h.HistoryEvent],
+    status: OrchestrationStatus | None,
+    now: datetime,
+    takeovers: Sequence[LeaseTakeover] = (),
 ) -> list[Bar]:
-    """Pair the events of one execution into bars, the orchestration's own bar first."""
+    """Pair the events of one execution into bars, the orchestration's own bar first; the
+    ``takeovers`` of that execution become "worker lost" bars."""
     started = next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
     if started is None:
         return []
@@ -265,6 +274,11 @@ def build_bars(
                 "nothing outstanding: waiting for an external event (or for a worker)",
             )
         )
+    bars.extend(
+        _lost_worker(takeover, events)
+        for takeover in takeovers
+        if takeover.execution_id in (None, started.execution_id)
+    )
     bars.sort(key=lambda b: b.start)
     outcome = _outcome(status, finished)
     own = Bar(
@@ -276,6 +290,29 @@ def build_bars(
         started.instance_id,
     )
     return [own, *bars]
+
+
+def _lost_worker(takeover: LeaseTakeover, events: Sequence[h.HistoryEvent]) -> Bar:
+    """The gap a lost worker left: from the last step recorded before its lease ran out (when
+    it was last seen making progress) until another worker took the instance over."""
+    expired = takeover.lease_expired_at
+    seen = [e.timestamp for e in events if e.timestamp <= expired]
+    owner = takeover.previous_owner or "unknown worker"
+    if takeover.taken_by is None:
+        how = f"lease of {owner} broken at {expired.isoformat()} (worker known gone)"
+    else:
+        how = (
+            f"lease of {owner} ran out unreleased at {expired.isoformat()}; "
+            f"taken over by {takeover.taken_by} at {takeover.taken_at.isoformat()}"
+        )
+    return Bar(
+        "lost",
+        "worker lost",
+        max(seen, default=expired),
+        max(takeover.taken_at, expired),
+        "lost",
+        how,
+    )
 
 
 def _outcome(status: OrchestrationStatus | None, finished: datetime | None) -> str:

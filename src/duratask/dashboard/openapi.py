@@ -140,6 +140,58 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "instanceId": {**_NULLABLE_STRING, "description": "A sub-orchestration's id."},
         },
     },
+    "LeaseTakeover": {
+        "type": "object",
+        "required": ["execution_id", "previous_owner", "lease_expired_at", "taken_at", "taken_by"],
+        "additionalProperties": False,
+        "properties": {
+            "execution_id": _NULLABLE_STRING,
+            "previous_owner": {**_NULLABLE_STRING, "description": "The worker that was lost."},
+            "lease_expired_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When its lease ran out (or was broken).",
+            },
+            "taken_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When another worker leased the instance (or the lease broke).",
+            },
+            "taken_by": {**_NULLABLE_STRING, "description": "Null for a broken lease."},
+        },
+    },
+    "Execution": {
+        "type": "object",
+        "required": [
+            "generation",
+            "execution_id",
+            "name",
+            "version",
+            "started_at",
+            "ended_at",
+            "status",
+            "input_summary",
+            "output_summary",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "generation": {"type": "integer", "description": "The round: 1 for the first."},
+            "execution_id": _NULLABLE_STRING,
+            "name": {"type": "string"},
+            "version": _NULLABLE_STRING,
+            "started_at": {"type": "string", "format": "date-time"},
+            "ended_at": {"type": "string", "format": "date-time"},
+            "status": {
+                "type": "string",
+                "description": "CONTINUED_AS_NEW, or COMPLETED, FAILED or TERMINATED.",
+            },
+            "input_summary": {**_NULLABLE_STRING, "description": "Its input, cut short."},
+            "output_summary": {
+                **_NULLABLE_STRING,
+                "description": "What it handed on (or its output), cut short.",
+            },
+        },
+    },
     "Workers": {
         "type": "object",
         "required": ["workers", "backlog"],

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from duratask import history as h
 from duratask._waiting import open_items
 from duratask.backends import InstanceSort
+from duratask.backends.base import EXECUTION_SUMMARY_LENGTH
 from duratask.client import AsyncTaskHubClient
 from duratask.dashboard import operations
 from duratask.dashboard.errors import HttpError, from_exception
@@ -37,6 +38,7 @@ LIVE_REFRESH_SECONDS = 2
 LIST_REFRESH_SECONDS = 5
 MAX_CHILDREN = 100
 MAX_HISTORY_ROWS = 2000
+MAX_EXECUTION_ROWS = 50  # earlier executions listed on an instance's page, latest first
 MAX_EXPANDED_ROWS = 100  # list pages up to this long show each row's sub-orchestrations
 MAX_INLINE_CHILDREN = 10
 MAX_BULK = 500
@@ -249,6 +251,11 @@ class Pages:
             Route("/instances/bulk/{action}", self.bulk_act, methods=["POST"]),
             Route("/instances/{instance_id:path}/actions/{action}", self.confirm, methods=["GET"]),
             Route("/instances/{instance_id:path}/actions/{action}", self.act, methods=["POST"]),
+            Route(
+                "/instances/{instance_id:path}/rounds/{generation:int}",
+                self.execution_round,
+                methods=["GET"],
+            ),
             Route("/instances/{instance_id:path}", self.instance, methods=["GET"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
@@ -520,13 +527,15 @@ class Pages:
                 parent_instance_id=instance_id, page_size=MAX_CHILDREN
             )
             waiting = await self.client.why_waiting(state)
+            takeovers = await self.client.get_lease_takeovers(instance_id)
+            executions = await self.client.get_orchestration_executions(instance_id)
         except Exception as exc:
             error = from_exception(exc)
             if error is None:
                 raise
             return self._error(request, error)
         now = datetime.now(UTC)
-        chart = layout(build_bars(events, state.runtime_status, now), now)
+        chart = layout(build_bars(events, state.runtime_status, now, takeovers), now)
         child_status = {c.instance_id: c.runtime_status for c in children.states}
         context = {
             "state": state,
@@ -538,14 +547,51 @@ class Pages:
             "rows": history_rows(events[:MAX_HISTORY_ROWS]),
             "hidden_rows": max(0, len(events) - MAX_HISTORY_ROWS),
             "chart": chart,
+            "round": executions[-1].generation + 1 if executions else 1,
+            "executions": executions[::-1][:MAX_EXECUTION_ROWS],
+            "more_executions": max(0, len(executions) - MAX_EXECUTION_ROWS),
             "children": children.states,
             "more_children": children.continuation_token is not None,
             "actions": [a for a in ACTIONS.values() if a.applies(state.runtime_status)],
             "notice": NOTICES.get(request.query_params.get("done", "")),
             "history_href": f"/api/instances/{quote(instance_id, safe='')}/history",
+            "executions_href": f"/api/instances/{quote(instance_id, safe='')}/executions",
             "refresh_seconds": 0 if state.runtime_status.is_terminal else LIVE_REFRESH_SECONDS,
         }
         return self.renderer.render(request, "instance.html", context)
+
+    async def execution_round(self, request: Request) -> Response:
+        """One earlier execution's record, with the rounds before and after it."""
+        instance_id = request.path_params["instance_id"]
+        generation: int = request.path_params["generation"]
+        try:
+            state = await operations.require_state(self.client, instance_id)
+            executions = await self.client.get_orchestration_executions(instance_id)
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            return self._error(request, error)
+        by_generation = {r.generation: r for r in executions}
+        record = by_generation.get(generation)
+        if record is None:
+            message = f"round {generation} of {instance_id!r} is not stored"
+            if executions:
+                first, last = executions[0].generation, executions[-1].generation
+                message += f" (kept: rounds {first} to {last}; the current round is {last + 1})"
+            else:
+                message += " (the instance has not continued as new, nor been started again)"
+            return self._error(request, HttpError(404, "not_found", message))
+        context = {
+            "state": state,
+            "status": state.runtime_status,
+            "record": record,
+            "previous": by_generation.get(generation - 1),
+            "next": by_generation.get(generation + 1),
+            "current_round": executions[-1].generation + 1,
+            "summary_length": EXECUTION_SUMMARY_LENGTH,
+        }
+        return self.renderer.render(request, "round.html", context)
 
     # -- actions ---------------------------------------------------------------------------
 

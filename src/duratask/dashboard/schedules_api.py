@@ -1,18 +1,26 @@
-"""The management API's schedule routes: list, describe, pause, resume, trigger, delete.
-
-Schedules are created with the clients or the CLI; the API reads and manages them.
+"""The management API's schedule routes: create, update, list, describe, pause, resume,
+trigger, delete. Schedules are shown as :mod:`duratask._schedules_json` writes them (the
+CLI's JSON), and created and changed with bodies of that form
+(:mod:`duratask.dashboard.schedule_bodies`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from starlette.responses import Response
 
+from duratask._schedules_json import description_to_json, info_to_json
+from duratask.dashboard.errors import HttpError
 from duratask.dashboard.responses import SafeJSONResponse
-from duratask.dashboard.spec import ApiCall, ApiRoute, Param, Reply
-from duratask.schedules import ScheduleDescription, ScheduleInfo
+from duratask.dashboard.schedule_bodies import (
+    ScheduleChange,
+    ScheduleDefinition,
+    body_schemas,
+    parse_body,
+)
+from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply
+from duratask.dashboard.values import parse_json
 
 SCHEDULE_ID = Param(
     "schedule_id", "path", "string", "The schedule id.", required=True, max_length=200
@@ -21,103 +29,128 @@ _NOTE = Param("note", "query", "string", "Why (kept with the schedule).")
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SCHEDULE = {"$ref": "#/components/schemas/Schedule"}
 _BAD = Reply("Bad parameters.", _ERROR)
+_BAD_BODY = Reply("Bad parameters, or a body that is not a schedule that can work.", _ERROR)
 _MISSING = Reply("No schedule with this id.", _ERROR)
 
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
-    """A schedule as the API returns it."""
-    spec = info.spec
-    return {
-        "scheduleId": info.schedule_id,
-        "orchestration": info.orchestration,
-        "version": info.version,
-        "input": info.input,
-        "cron": list(spec.cron),
-        "intervals": [
-            {"everySeconds": i.every.total_seconds(), "offsetSeconds": i.offset.total_seconds()}
-            for i in spec.intervals
-        ],
-        "timeZone": spec.time_zone,
-        "startTime": _iso(spec.start_at),
-        "endTime": _iso(spec.end_at),
-        "jitterSeconds": spec.jitter.total_seconds(),
-        "overlap": info.overlap.value,
-        "catchUp": info.catch_up.value,
-        "catchUpWindowSeconds": info.catch_up_window.total_seconds(),
-        "runLimit": info.run_limit,
-        "paused": info.paused,
-        "note": info.note,
-        "finished": info.finished,
-        "runs": info.runs,
-        "skipped": info.skipped,
-        "nextFireTime": _iso(info.next_fire_at),
-        "createdTime": _iso(info.created_at),
-        "lastUpdatedTime": _iso(info.updated_at),
-    }
-
-
-def description_json(described: ScheduleDescription) -> dict[str, Any]:
-    """A schedule with its recent runs and next fire times, as the API returns it."""
-    return {
-        **schedule_json(described.info),
-        "recentRuns": [
-            {
-                "instanceId": run.instance_id,
-                "slot": run.slot.isoformat(),
-                "kind": run.kind,
-                "runtimeStatus": run.status.value if run.status is not None else None,
-            }
-            for run in described.recent_runs
-        ],
-        "nextFireTimes": [t.isoformat() for t in described.next_fire_times],
-    }
-
-
+_ACTIONS = ("pause", "resume", "trigger")  # the routes under an id
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_SECONDS = {"type": "number", "minimum": 0}
 SCHEDULE_SCHEMAS: dict[str, Any] = {
     "Schedule": {
         "type": "object",
-        "required": ["scheduleId", "orchestration", "paused", "runs", "nextFireTime"],
+        "required": [
+            "schedule_id",
+            "orchestration",
+            "version",
+            "input",
+            "spec",
+            "overlap",
+            "catch_up",
+            "catch_up_window_s",
+            "run_limit",
+            "paused",
+            "note",
+            "finished",
+            "runs",
+            "skipped",
+            "next_fire_at",
+            "created_at",
+            "updated_at",
+        ],
+        "additionalProperties": False,
         "properties": {
-            "scheduleId": {"type": "string"},
+            "schedule_id": {"type": "string"},
             "orchestration": {"type": "string"},
-            "version": {"type": ["string", "null"]},
-            "input": {"description": "Any JSON value."},
-            "cron": {"type": "array", "items": {"type": "string"}},
-            "intervals": {"type": "array", "items": {"type": "object"}},
-            "timeZone": {"type": "string"},
-            "startTime": _NULLABLE_TIME,
-            "endTime": _NULLABLE_TIME,
-            "jitterSeconds": {"type": "number"},
+            "version": _NULLABLE_STRING,
+            "input": {"description": "Each run's input: any JSON value."},
+            "spec": {
+                "type": "object",
+                "required": ["cron", "intervals", "time_zone", "start_at", "end_at", "jitter_s"],
+                "additionalProperties": False,
+                "properties": {
+                    "cron": {"type": "array", "items": {"type": "string"}},
+                    "intervals": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["every_s", "offset_s"],
+                            "additionalProperties": False,
+                            "properties": {"every_s": _SECONDS, "offset_s": _SECONDS},
+                        },
+                    },
+                    "time_zone": {"type": "string"},
+                    "start_at": _NULLABLE_TIME,
+                    "end_at": _NULLABLE_TIME,
+                    "jitter_s": _SECONDS,
+                },
+            },
             "overlap": {
                 "type": "string",
                 "enum": ["skip", "buffer_one", "allow_all", "terminate_previous"],
             },
-            "catchUp": {"type": "string", "enum": ["window", "latest", "none"]},
-            "catchUpWindowSeconds": {"type": "number"},
-            "runLimit": {"type": ["integer", "null"]},
+            "catch_up": {"type": "string", "enum": ["window", "latest", "none"]},
+            "catch_up_window_s": _SECONDS,
+            "run_limit": {"type": ["integer", "null"]},
             "paused": {"type": "boolean"},
-            "note": {"type": ["string", "null"]},
+            "note": _NULLABLE_STRING,
             "finished": {"type": "boolean"},
             "runs": {"type": "integer", "minimum": 0},
             "skipped": {"type": "integer", "minimum": 0},
-            "nextFireTime": _NULLABLE_TIME,
-            "createdTime": {"type": "string", "format": "date-time"},
-            "lastUpdatedTime": {"type": "string", "format": "date-time"},
-            "recentRuns": {"type": "array", "items": {"type": "object"}},
-            "nextFireTimes": {"type": "array", "items": {"type": "string"}},
+            "next_fire_at": _NULLABLE_TIME,
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "recent_runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["instance_id", "slot", "kind", "status"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "instance_id": {"type": "string"},
+                        "slot": _NULLABLE_TIME,
+                        "kind": {"type": "string"},
+                        "status": _NULLABLE_STRING,
+                    },
+                },
+            },
+            "next_fire_times": {
+                "type": "array",
+                "items": {"type": "string", "format": "date-time"},
+            },
         },
     },
+    **body_schemas(),
 }
+
+
+async def create_schedule(call: ApiCall) -> Response:
+    schedule_id = call.args.required_text("schedule_id")
+    body = parse_json(await call.request.body(), "the request body (the schedule)")
+    definition = parse_body(ScheduleDefinition, body)
+    info = await call.client.create_schedule(schedule_id, **definition.create_arguments())
+    return SafeJSONResponse(info_to_json(info), status_code=201)
+
+
+async def update_schedule(call: ApiCall) -> Response:
+    schedule_id = call.args.required_text("schedule_id")
+    action = next((a for a in _ACTIONS if schedule_id.endswith(f"/{a}")), None)
+    if action is not None:  # ids may hold slashes: this path names an action, not an id
+        raise HttpError(
+            405,
+            "method_not_allowed",
+            f"PATCH is not allowed on a schedule's {action!r} action (POST it)",
+            headers={"Allow": "POST"},
+        )
+    body = parse_json(await call.request.body(), "the request body (the change)")
+    change = parse_body(ScheduleChange, body)
+    info = await call.client.update_schedule(schedule_id, **change.update_arguments())
+    return SafeJSONResponse(info_to_json(info))
 
 
 async def list_schedules(call: ApiCall) -> Response:
     found = await call.client.list_schedules(prefix=call.args.text("scheduleIdPrefix"))
-    return SafeJSONResponse([schedule_json(info) for info in found])
+    return SafeJSONResponse([info_to_json(info) for info in found])
 
 
 async def get_schedule(call: ApiCall) -> Response:
@@ -126,19 +159,19 @@ async def get_schedule(call: ApiCall) -> Response:
         runs=call.args.integer("runs"),
         next_fire_times=call.args.integer("nextFireTimes"),
     )
-    return SafeJSONResponse(description_json(described))
+    return SafeJSONResponse(description_to_json(described))
 
 
 async def pause_schedule(call: ApiCall) -> Response:
     schedule_id = call.args.required_text("schedule_id")
     info = await call.client.pause_schedule(schedule_id, call.args.text("note"))
-    return SafeJSONResponse(schedule_json(info))
+    return SafeJSONResponse(info_to_json(info))
 
 
 async def resume_schedule(call: ApiCall) -> Response:
     schedule_id = call.args.required_text("schedule_id")
     info = await call.client.resume_schedule(schedule_id, call.args.text("note"))
-    return SafeJSONResponse(schedule_json(info))
+    return SafeJSONResponse(info_to_json(info))
 
 
 async def trigger_schedule(call: ApiCall) -> Response:
@@ -198,6 +231,42 @@ SCHEDULE_ROUTES: tuple[ApiRoute, ...] = (
             400: _BAD,
             404: _MISSING,
         },
+        tag="schedules",
+    ),
+    ApiRoute(
+        "POST",
+        "/api/schedules/{schedule_id:path}",
+        "createSchedule",
+        "Create a schedule that starts an orchestration at every slot of its spec from now on.",
+        create_schedule,
+        params=(SCHEDULE_ID,),
+        body=Body(
+            "What the schedule starts, when, and its policies; the definition part of a "
+            "schedule as it is shown. Durations are in seconds, times ISO 8601 with an offset.",
+            {"$ref": "#/components/schemas/ScheduleDefinition"},
+            required=True,
+        ),
+        replies={
+            201: Reply("Created.", _SCHEDULE),
+            400: _BAD_BODY,
+            409: Reply("A schedule with this id exists.", _ERROR),
+        },
+        tag="schedules",
+    ),
+    ApiRoute(
+        "PATCH",
+        "/api/schedules/{schedule_id:path}",
+        "updateSchedule",
+        "Change what a schedule starts or when: the fields given change, the others stay; "
+        "slots from now on follow the new definition.",
+        update_schedule,
+        params=(SCHEDULE_ID,),
+        body=Body(
+            "The fields to change (input, version and run_limit may be null).",
+            {"$ref": "#/components/schemas/ScheduleChange"},
+            required=True,
+        ),
+        replies={200: Reply("Changed.", _SCHEDULE), 400: _BAD_BODY, 404: _MISSING},
         tag="schedules",
     ),
     ApiRoute(

@@ -152,7 +152,7 @@ Handler = Callable[[ApiCall], Awaitable[Response]]
 class ApiRoute:
     """One API operation: method, path, parameters, body, responses and its handler."""
 
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PATCH", "DELETE"]
     path: str  # starlette form: ``{instance_id:path}``
     operation_id: str
     summary: str

@@ -146,12 +146,14 @@ class ClientRpcs:
         return pb.RaiseEventResponse()
 
     async def signal_entity(self, request: pb.SignalEntityRequest) -> pb.SignalEntityResponse:
-        """SignalEntity: one operation to an entity, one-way, optionally delayed."""
+        """SignalEntity: one operation to an entity, one-way, optionally delayed; the
+        SDK's request id makes a retried send apply once."""
         await self.client.signal_entity(
             request.instanceId,
             request.name,
             optional_text(request, "input"),
             signal_time=optional_time(request, "scheduledTime"),
+            request_id=request.requestId or None,
         )
         return pb.SignalEntityResponse()
 

@@ -164,10 +164,18 @@ def prepare(source: EpisodeInput, now: datetime) -> OrchestrationCommit | Defer 
     return planned
 
 
+def give_up(
+    source: EpisodeInput, now: datetime, poison: FailureDetails
+) -> OrchestrationCommit | Defer:
+    """The commit that ends an execution FAILED as poison, without its code."""
+    planned, _ = plan_episode(source, _ReplyExecutor(WorkerReply([], None)), now, poison=poison)
+    return planned
+
+
 def finish(source: EpisodeInput, now: datetime, reply: WorkerReply) -> OrchestrationCommit | Defer:
     """The commit of an episode :func:`prepare` sent to a worker, with its reply."""
     planned, _ = plan_episode(source, _ReplyExecutor(reply), now, generations=1)
     return planned
 
 
-__all__ = ["CodeRequest", "WorkerReply", "finish", "prepare"]
+__all__ = ["CodeRequest", "WorkerReply", "finish", "give_up", "prepare"]

@@ -83,12 +83,21 @@ def _rpc(
 class Sidecar:
     """The ``TaskHubSidecarService`` servicer over one store."""
 
-    def __init__(self, store: TaskHubStore, *, port: int, token: str | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskHubStore,
+        *,
+        port: int,
+        token: str | None = None,
+        max_deliveries: int = 10,
+    ) -> None:
         self.store = store
         self.token = token
         self.client = raw_client(store)
         self.rpcs = ClientRpcs(self.client)
-        self.streams = WorkItemStreams(store, owner_prefix=owner_prefix(port))
+        self.streams = WorkItemStreams(
+            store, owner_prefix=owner_prefix(port), max_deliveries=max_deliveries
+        )
 
     async def _authorize(self, context: Ctx) -> None:
         if not authorized(context.invocation_metadata(), self.token):
@@ -249,6 +258,9 @@ class SidecarServer:
     ``store`` is a store URL or object. Listens on loopback unless given a ``token``
     (which clients send as ``authorization: Bearer <token>`` metadata); ``tls`` is a
     (private key, certificate chain) PEM pair. Port 0 picks a free port (see :attr:`port`).
+    Work handed to SDK workers ``max_deliveries`` times without completing (each time
+    their process died or hung) is given up as duratask's own workers give it up: the
+    activity's task, or the instance, fails with ``PoisonWorkError``.
     """
 
     def __init__(
@@ -259,8 +271,12 @@ class SidecarServer:
         port: int = 4001,
         token: str | None = None,
         tls: tuple[bytes, bytes] | None = None,
+        max_deliveries: int = 10,
     ) -> None:
         check_bind(host, token)
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self._max_deliveries = max_deliveries
         self._store = open_store(store)
         self._owns_store = isinstance(store, str)
         self._host = host
@@ -291,7 +307,9 @@ class SidecarServer:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
-        sidecar = Sidecar(self._store, port=self.port, token=self._token)
+        sidecar = Sidecar(
+            self._store, port=self.port, token=self._token, max_deliveries=self._max_deliveries
+        )
         pb_grpc.add_TaskHubSidecarServiceServicer_to_server(sidecar, server)  # type: ignore[no-untyped-call]
         await server.start()
         self._server, self._sidecar = server, sidecar

@@ -41,7 +41,7 @@ from duratask.backends.base import (
 from duratask.entities._context import EntityAction, SignalAction, StartOrchestrationAction
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
-from duratask.serve.episodes import CodeRequest, WorkerReply, finish, prepare
+from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
 from duratask.serve.protocol import (
     ProtocolError,
     events_to_pb,
@@ -52,7 +52,7 @@ from duratask.serve.protocol import (
 )
 from duratask.state import OrchestrationStatus
 from duratask.worker._entity_batch import PlannedBatch, plan_entity_batch
-from duratask.worker._episode import Defer, EpisodeInput
+from duratask.worker._episode import Defer, EpisodeInput, deliveries, poison_details
 
 _LOG = logging.getLogger("duratask.serve")
 _T = TypeVar("_T")
@@ -204,6 +204,10 @@ def owner_prefix(port: int) -> str:
     return f"duratask-serve@{socket.gethostname()}:{port}/"
 
 
+def _work_of(item: OrchestrationWorkItem) -> str:
+    return f"the work of orchestration instance {item.instance_id!r}"
+
+
 class WorkItemStreams:
     """Every worker stream of one server, and the items they hold."""
 
@@ -216,8 +220,10 @@ class WorkItemStreams:
         ping_interval: float = 10.0,
         max_poll: float = 0.5,
         clock: Callable[[], datetime] | None = None,
+        max_deliveries: int = 10,
     ) -> None:
         self._store = store
+        self._max_deliveries = max_deliveries
         self._prefix = owner_prefix
         self._lease = lease
         self._ping_interval = ping_interval
@@ -287,18 +293,29 @@ class WorkItemStreams:
         task.add_done_callback(self._background.discard)
 
     async def _release(self, stream: _Stream, tasks: list[asyncio.Task[None]]) -> None:
+        """Hand back what the ended stream held. Items it never sent go back uncounted;
+        activities its worker was given count as a delivery (it may have died running
+        them), so one that kills its worker each time is given up after max_deliveries."""
         await asyncio.gather(*tasks, return_exceptions=True)
+        unsent = set()
+        while not stream.queue.empty():
+            unsent.add(stream.queue.get_nowait().completionToken)
         released = 0
+        delivered_activities = 0
         for token in list(stream.tokens):
             leased = self._leased.pop(token, None)
             stream.tokens.discard(token)
             if leased is None:
                 continue
             released += 1
+            if isinstance(leased, _LeasedActivity) and token not in unsent:
+                delivered_activities += 1
+                continue
             with contextlib.suppress(Exception):
                 await self._give_back(leased)
-        while not stream.queue.empty():
-            stream.queue.get_nowait()
+        if delivered_activities:
+            with contextlib.suppress(Exception):
+                await self._store.break_leases(stream.owner)
         if stream.work_filter is not None:
             with contextlib.suppress(Exception):
                 await self._store.remove_worker(stream.owner)
@@ -396,8 +413,24 @@ class WorkItemStreams:
     async def _dispatch_episode(self, stream: _Stream, item: OrchestrationWorkItem) -> None:
         now = self._clock()
         source = EpisodeInput.of(item)
+        planned: OrchestrationCommit | Defer | CodeRequest
         try:
-            planned = prepare(source, now)
+            delivered = deliveries(item)
+            if delivered > self._max_deliveries:
+                planned = give_up(source, now, poison_details(_work_of(item), delivered))
+                _LOG.error(
+                    "instance %r: its work was handed to SDK workers %d times without "
+                    "completing; marking it FAILED",
+                    item.instance_id,
+                    delivered,
+                    extra={
+                        "event": "duratask.orchestration.poisoned",
+                        "instance_id": item.instance_id,
+                        "deliveries": delivered,
+                    },
+                )
+            else:
+                planned = prepare(source, now)
             if isinstance(planned, Defer):
                 await self._store.abandon_orchestration_work_item(item, planned.retry_at)
                 return
@@ -444,8 +477,35 @@ class WorkItemStreams:
                 continue
             delay = 0.01
             for item in items:
+                if item.dequeue_count > self._max_deliveries:
+                    await self._give_up_activity(item)
+                    continue
                 stream.activity_slots.take()
                 self._send_activity(stream, item)
+
+    async def _give_up_activity(self, item: ActivityWorkItem) -> None:
+        """An activity handed out too often without a result: its task fails as poison."""
+        req = item.request
+        _LOG.error(
+            "activity %r of %r was handed to SDK workers %d times without completing; "
+            "failing its task",
+            req.name,
+            req.instance_id,
+            item.dequeue_count,
+            extra={
+                "event": "duratask.activity.poisoned",
+                "instance_id": req.instance_id,
+                "deliveries": item.dequeue_count,
+            },
+        )
+        failed = h.TaskFailed(
+            timestamp=self._clock(),
+            task_scheduled_id=req.task_id,
+            failure_details=poison_details(f"activity {req.name!r}", item.dequeue_count),
+        )
+        message = OrchestrationMessage(req.instance_id, failed, req.execution_id)
+        with contextlib.suppress(LeaseLostError):
+            await self._store.complete_activity_work_item(item, message)
 
     def _send_activity(self, stream: _Stream, item: ActivityWorkItem) -> None:
         """Hand a leased activity to the stream's worker (its slot already taken)."""

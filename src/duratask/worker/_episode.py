@@ -28,6 +28,7 @@ from duratask.backends.base import (
     ENTITY_SIGNAL,
     ActivityRequest,
     EntityMessage,
+    ExecutionRecord,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -198,6 +199,8 @@ class _Episode:
         self.activities: list[ActivityRequest] = []
         self.entity_messages: list[EntityMessage] = []
         self.generations = GENERATIONS_PER_EPISODE
+        # The start of the execution the episode began itself, if it began one.
+        self.began: h.ExecutionStarted | None = None
 
     def run(self) -> OrchestrationCommit | Defer:
         outcome = self._first_execution()
@@ -210,6 +213,7 @@ class _Episode:
         at once from the start it would have sent; commit the last one with all they did."""
         outbound: list[OrchestrationMessage] = []
         activities: list[ActivityRequest] = []
+        continued: list[ExecutionRecord] = []
         for _ in range(self.generations - 1):
             start_message = self._continued_start(commit)
             if start_message is None:
@@ -219,15 +223,36 @@ class _Episode:
             self.outbound, self.activities = [], []
             start = start_message.event
             assert isinstance(start, h.ExecutionStarted)
+            if self.began is not None:  # never stored: only this episode can record it
+                continued.append(self._continued_record(self.began, start))
+            self.began = start
             consumed = list(commit.consumed_message_ids)
             commit = self._execute([], start, [], consumed, reset=True)
-        if outbound or activities:
+        if outbound or activities or continued:
             commit = replace(
                 commit,
                 messages=[*outbound, *commit.messages],
                 activities=[*activities, *commit.activities],
+                continued_executions=continued,
             )
         return commit
+
+    def _continued_record(
+        self, began: h.ExecutionStarted, next_start: h.ExecutionStarted
+    ) -> ExecutionRecord:
+        """The record of an execution begun and continued as new within this episode."""
+        return ExecutionRecord(
+            instance_id=self.instance_id,
+            generation=0,
+            execution_id=began.execution_id,
+            name=began.name,
+            version=began.version,
+            started_at=self.now,
+            ended_at=self.now,
+            status=_CONTINUED_AS_NEW,
+            input_summary=began.input,
+            output_summary=next_start.input,
+        )
 
     def _continued_start(self, commit: OrchestrationCommit) -> OrchestrationMessage | None:
         """The start of the next execution, if ``commit`` ends one by continuing as new."""
@@ -286,6 +311,7 @@ class _Episode:
                 return self._terminate_before_start(start, terminate, consumed, reset=is_terminal)
             if start.scheduled_start_time and start.scheduled_start_time > self.now:
                 return Defer(start.scheduled_start_time)
+            self.began = start
             # A fresh execution; a completed instance started again replaces its history.
             return self._execute(
                 [], start, self._current(others, start.execution_id), consumed, reset=is_terminal

@@ -141,4 +141,5 @@ def _with_lease(
         eager_activities=eager,
         finished_activity=finished,
         entity_messages=commit.entity_messages,
+        continued_executions=commit.continued_executions,
     )

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -99,6 +99,12 @@ class TaskHubWorker:
     delivery, so an orchestration that never yields ends FAILED as poison, naming the
     budget, instead of halting the worker.
 
+    An episode that failed (a store error, its code over budget) is retried after a delay
+    that doubles with each delivery (1, 2, 4 ... seconds), up to ``max_retry_delay`` (60 s by
+    default). Redelivered work (its worker may have died running it) runs with nothing else
+    in flight beside it on this worker, so that if it kills this worker too, only it is
+    charged the delivery.
+
     Entities (see :meth:`add_entity`) run up to ``max_concurrent_entities`` at once (one
     batch per entity at a time), each batch up to ``entity_batch_size`` operations (500 by
     default) and one commit.
@@ -143,6 +149,7 @@ class TaskHubWorker:
         max_concurrent_entities: int = 100,
         entity_batch_size: int = 500,
         fire_schedules: bool = True,
+        max_retry_delay: timedelta = timedelta(seconds=60),
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
@@ -182,6 +189,9 @@ class TaskHubWorker:
         if episode_budget is not None and episode_budget <= timedelta(0):
             raise ValueError("episode_budget must be positive")
         self._episode_budget = episode_budget
+        if max_retry_delay < timedelta(0):
+            raise ValueError("max_retry_delay must not be negative")
+        self._max_retry_delay = max_retry_delay
         self._code: OrchestrationCodeRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -472,6 +482,18 @@ class TaskHubWorker:
     async def _process_orchestration(
         self, work_item: OrchestrationWorkItem, _: Permit[OrchestrationWorkItem] | None = None
     ) -> None:
+        orchestrations = self._orchestrations
+        assert orchestrations is not None  # set by run()
+        if deliveries(work_item) > 1:
+            # Delivered before and never committed: its worker may have died running it. It
+            # runs with no other episode in flight here, so that if its code kills this
+            # worker too, no other instance is charged a delivery for it.
+            async with orchestrations.alone():
+                await self._run_episode(work_item)
+        else:
+            await self._run_episode(work_item)
+
+    async def _run_episode(self, work_item: OrchestrationWorkItem) -> None:
         episodes, code = self._episodes, self._code
         assert episodes is not None and code is not None  # set by run()
         now = self._clock()
@@ -528,7 +550,7 @@ class TaskHubWorker:
                 },
             )
             # Back off as the same work keeps failing; it is given up after max_deliveries.
-            delay = timedelta(seconds=min(60, 2 ** (deliveries(work_item) - 1)))
+            delay = self._retry_delay(deliveries(work_item))
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
             self._wake_at(now + delay, self._orchestrations)
             return
@@ -554,7 +576,7 @@ class TaskHubWorker:
             },
         )
         if delivered < self._max_deliveries:
-            delay = timedelta(seconds=min(60, 2 ** (delivered - 1)))
+            delay = self._retry_delay(delivered)
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
             self._wake_at(now + delay, self._orchestrations)
             return
@@ -577,6 +599,10 @@ class TaskHubWorker:
                 await self._episodes.commit(work_item.fence(), planned)
             except LeaseLostError:
                 return
+
+    def _retry_delay(self, delivered: int) -> timedelta:
+        """How long work that failed at its ``delivered``-th delivery rests."""
+        return min(self._max_retry_delay, timedelta(seconds=2 ** min(delivered - 1, 16)))
 
     @staticmethod
     def _history_mark(work_item: OrchestrationWorkItem) -> HistoryMark | None:
@@ -625,7 +651,7 @@ class TaskHubWorker:
                 if activities.someone_alone:
                     await self.store.abandon_activity_work_item(work_item)
                     return
-                async with activities.alone():
+                async with self._suspect_alone():
                     result = await self._run_activity(work_item)
             else:
                 result = await self._run_activity(work_item)
@@ -702,6 +728,19 @@ class TaskHubWorker:
         for message in messages:
             if message.visible_at is not None:
                 self._wake_at(message.visible_at, self._entities)
+
+    @contextlib.asynccontextmanager
+    async def _suspect_alone(self) -> AsyncIterator[None]:
+        """For an activity that may have killed its last worker: run it with no other
+        activity, episode or entity batch in flight here (those are quick to finish), and
+        none starting meanwhile, so that if it kills this worker too, only it is charged a
+        delivery. Taken in one order (activities, orchestrations, entities), as an
+        orchestration running alone takes only its own."""
+        async with contextlib.AsyncExitStack() as stack:
+            for dispatcher in (self._activities, self._orchestrations, self._entities):
+                if dispatcher is not None:
+                    await stack.enter_async_context(dispatcher.alone())
+            yield
 
     async def _run_activity(self, work_item: ActivityWorkItem) -> OrchestrationMessage:
         return await traced_activity(

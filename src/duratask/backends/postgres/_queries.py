@@ -209,6 +209,21 @@ FROM (SELECT lock_owner, lock_expires_at FROM {schema}.instances
       SELECT lock_owner, lock_expires_at FROM {schema}.entities
       WHERE lock_token IS NOT NULL AND lock_expires_at >= %(now)s) AS leases
 GROUP BY lock_owner ORDER BY lock_owner"""
+# -- lease takeovers (see duratask.backends.base.LeaseTakeover) ----------------------------------
+RECORD_BROKEN_LEASES = """
+INSERT INTO {schema}.lease_takeovers
+    (instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by)
+SELECT instance_id, execution_id, lock_owner, LEAST(lock_expires_at, %(now)s), %(now)s, NULL
+FROM {schema}.instances WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""
+SELECT_TAKEOVERS = """
+SELECT instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by
+FROM {schema}.lease_takeovers WHERE instance_id = %s ORDER BY id"""
+
+SELECT_EXECUTIONS = """
+SELECT instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+       output
+FROM {schema}.executions WHERE instance_id = %s ORDER BY generation"""
+
 BREAK_INSTANCE_LEASES = """
 UPDATE {schema}.instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""

@@ -11,12 +11,15 @@ from typing import Any
 from duratask.backends._shared import (
     as_utc,
     backlog_from_row,
+    execution_from_row,
+    handed_on_input,
     history_is_known,
     leased_activities,
     new_lock_token,
     schedule_from_row,
     schedule_params,
     state_from_row,
+    takeover_from_row,
     utc_now,
     worker_from_row,
     worker_registrations,
@@ -34,10 +37,12 @@ from duratask.backends.base import (
     ActivityWorkItem,
     BacklogEntry,
     EpisodeFence,
+    ExecutionRecord,
     InstanceUnchanged,
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -469,6 +474,16 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         rows = await self._db.autocommit(lambda conn: _fetch_all(conn, sql, params))
         return [backlog_from_row(row) for row in rows]
 
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        rows = await self._read_rows(q.SELECT_TAKEOVERS, [instance_id])
+        return [takeover_from_row(row, DIALECT.from_time) for row in rows]
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        rows = await self._read_rows(q.SELECT_EXECUTIONS, [instance_id])
+        return [execution_from_row(row, DIALECT.from_time) for row in rows]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         sql = self._db.q(q.LEASE_HOLDERS)
@@ -486,6 +501,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         db = self._db
 
         async def job(conn: Connection) -> int:
+            await conn.execute(db.q(q.RECORD_BROKEN_LEASES), params)
             broken = (await conn.execute(db.q(q.BREAK_INSTANCE_LEASES), params)).rowcount
             broken += (await conn.execute(db.q(q.BREAK_ACTIVITY_LEASES), params)).rowcount
             broken += (await conn.execute(db.q(q.BREAK_ENTITY_LEASES), params)).rowcount
@@ -622,6 +638,26 @@ class _EpisodeWrite:
             "now": now.isoformat(),
             "history_length": history_length,
             "reset_history": commit.reset_history,
+            # For the record of the execution a reset ends (see logic.sql).
+            "ended": (
+                {
+                    "continued": commit.state.runtime_status
+                    is OrchestrationStatus.CONTINUED_AS_NEW,
+                    "handed_on": handed_on_input(commit),
+                }
+                if commit.reset_history
+                else None
+            ),
+            "continued": [
+                {
+                    "execution_id": e.execution_id,
+                    "name": e.name,
+                    "version": e.version,
+                    "input": e.input_summary,
+                    "output": e.output_summary,
+                }
+                for e in commit.continued_executions
+            ],
             "events": [[event_type_name(e), event_to_json(e)] for e in commit.new_events],
             "consumed": list(commit.consumed_message_ids),
             "activities": [

@@ -72,6 +72,7 @@ DECLARE
     v_length integer;
     v_first  integer;
     v_status text;
+    v_generation integer;
     m        record;
 BEGIN
     IF p_lock_token IS NOT NULL THEN
@@ -117,6 +118,49 @@ BEGIN
             outcome := 'activity_lost';
             RETURN;
         END IF;
+    END IF;
+
+    -- A reset of a non-empty history ends an execution: keep its record (the rules of
+    -- duratask.backends._shared.ended_execution; 200 is EXECUTION_SUMMARY_LENGTH, 1000
+    -- EXECUTIONS_KEPT).
+    IF (p->>'reset_history')::boolean AND v_length > 0 THEN
+        INSERT INTO {schema}.executions
+            (instance_id, generation, execution_id, name, version, started_at, ended_at,
+             status, input, output)
+        SELECT i.instance_id, COALESCE(x.generation, 0) + 1, i.execution_id, i.name,
+               i.version, COALESCE(x.ended_at, i.created_at), p_now,
+               CASE WHEN v_continued THEN 'CONTINUED_AS_NEW' ELSE i.runtime_status END,
+               left(i.input, 200),
+               left(CASE WHEN v_continued THEN p->'ended'->>'handed_on' ELSE i.output END, 200)
+        FROM {schema}.instances AS i
+        LEFT JOIN LATERAL (
+            SELECT e.generation, e.ended_at FROM {schema}.executions AS e
+            WHERE e.instance_id = i.instance_id ORDER BY e.generation DESC LIMIT 1
+        ) AS x ON true,
+        LATERAL (
+            SELECT (p->'ended'->>'continued')::boolean
+                   OR i.runtime_status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED')
+                   AS v_continued
+        ) AS c
+        WHERE i.instance_id = p_instance_id
+        RETURNING generation INTO v_generation;
+    END IF;
+    -- Then the executions the episode ran back to back, numbered on.
+    IF jsonb_array_length(COALESCE(p->'continued', '[]'::jsonb)) > 0 THEN
+        SELECT COALESCE(MAX(e.generation), 0) INTO v_generation
+        FROM {schema}.executions AS e WHERE e.instance_id = p_instance_id;
+        INSERT INTO {schema}.executions
+            (instance_id, generation, execution_id, name, version, started_at, ended_at,
+             status, input, output)
+        SELECT p_instance_id, v_generation + x.n::integer, x.e->>'execution_id',
+               x.e->>'name', x.e->>'version', p_now, p_now, 'CONTINUED_AS_NEW',
+               left(x.e->>'input', 200), left(x.e->>'output', 200)
+        FROM jsonb_array_elements(p->'continued') WITH ORDINALITY AS x(e, n);
+        v_generation := v_generation + jsonb_array_length(p->'continued');
+    END IF;
+    IF v_generation IS NOT NULL THEN
+        DELETE FROM {schema}.executions
+        WHERE instance_id = p_instance_id AND generation <= v_generation - 1000;
     END IF;
 
     v_first := p_history_length;
@@ -247,8 +291,9 @@ $$;
 -- when there is no work. An instance resting after an abandon is not free until its rest
 -- ends, unless a terminate waits for it. Instances another transaction is locking are
 -- skipped, never waited for; one whose messages were consumed since it was chosen is
--- passed over. The lease's commit does not wait for the WAL flush: a lease dies with its
--- worker anyway, and the next durable commit flushes it too.
+-- passed over. A lease found still on the instance (expired, never released) is recorded
+-- in lease_takeovers. The lease's commit does not wait for the WAL flush: a lease dies with
+-- its worker anyway, and the next durable commit flushes it too.
 CREATE FUNCTION {schema}.lease_next_instance(p jsonb)
 RETURNS TABLE (
     instance_id          text,
@@ -278,10 +323,12 @@ DECLARE
     p_keys text[] := CASE WHEN jsonb_typeof(p->'keys') = 'array'
                           THEN ARRAY(SELECT jsonb_array_elements_text(p->'keys')) END;
     v_id   text;
+    v_prev record;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     FOR attempt IN 1..3 LOOP
-        SELECT i.instance_id INTO v_id
+        SELECT i.instance_id, i.execution_id, i.lock_token, i.lock_owner, i.lock_expires_at
+        INTO v_prev
         FROM {schema}.messages AS m
         JOIN {schema}.instances AS i ON i.instance_id = m.instance_id
         WHERE (m.visible_at IS NULL OR m.due_at <= p_now)
@@ -297,6 +344,7 @@ BEGIN
         IF NOT FOUND THEN
             RETURN;
         END IF;
+        v_id := v_prev.instance_id;
         RETURN QUERY
         WITH dequeued AS (
             UPDATE {schema}.messages AS m SET dequeue_count = m.dequeue_count + 1
@@ -321,6 +369,14 @@ BEGIN
         FROM leased AS l CROSS JOIN dequeued AS d
         ORDER BY d.message_id;
         IF FOUND THEN
+            -- A lease still on the instance ran out unreleased: its worker is gone.
+            IF v_prev.lock_token IS NOT NULL THEN
+                INSERT INTO {schema}.lease_takeovers
+                    (instance_id, execution_id, previous_owner, lease_expired_at, taken_at,
+                     taken_by)
+                VALUES (v_id, v_prev.execution_id, v_prev.lock_owner, v_prev.lock_expires_at,
+                        p_now, p->>'owner');
+            END IF;
             RETURN;
         END IF;
     END LOOP;

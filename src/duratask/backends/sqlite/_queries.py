@@ -65,7 +65,7 @@ DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 # :keys, a JSON array of orchestration keys (duratask.backends.base.orchestration_key), or
 # NULL for any, names the orchestrations the worker can run.
 SELECT_NEXT_INSTANCE = """
-SELECT m.instance_id
+SELECT m.instance_id, i.lock_token, i.lock_owner, i.lock_expires_at, i.execution_id
 FROM messages AS m INDEXED BY messages_by_due_at
 JOIN instances AS i ON i.instance_id = m.instance_id
 WHERE (m.visible_at IS NULL OR m.due_at <= :now)
@@ -209,6 +209,36 @@ FROM (SELECT lock_owner, lock_expires_at FROM instances
       SELECT lock_owner, lock_expires_at FROM entities
       WHERE lock_token IS NOT NULL AND lock_expires_at >= :now)
 GROUP BY lock_owner ORDER BY lock_owner"""
+# -- lease takeovers (see duratask.backends.base.LeaseTakeover) ----------------------------------
+INSERT_TAKEOVER = """
+INSERT INTO lease_takeovers
+    (instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by)
+VALUES (:instance_id, :execution_id, :previous_owner, :lease_expired_at, :now, :taken_by)"""
+RECORD_BROKEN_LEASES = """
+INSERT INTO lease_takeovers
+    (instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by)
+SELECT instance_id, execution_id, lock_owner, min(lock_expires_at, :now), :now, NULL
+FROM instances WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
+SELECT_TAKEOVERS = """
+SELECT instance_id, execution_id, previous_owner, lease_expired_at, taken_at, taken_by
+FROM lease_takeovers WHERE instance_id = ? ORDER BY id"""
+
+# -- records of earlier executions (see duratask.backends.base.ExecutionRecord) ------------------
+LAST_EXECUTION = """
+SELECT generation, ended_at FROM executions WHERE instance_id = ?
+ORDER BY generation DESC LIMIT 1"""
+INSERT_EXECUTION = """
+INSERT INTO executions
+    (instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+     output)
+VALUES (:instance_id, :generation, :execution_id, :name, :version, :started_at, :ended_at,
+        :status, :input, :output)"""
+TRIM_EXECUTIONS = "DELETE FROM executions WHERE instance_id = ? AND generation <= ?"
+SELECT_EXECUTIONS = """
+SELECT instance_id, generation, execution_id, name, version, started_at, ended_at, status, input,
+       output
+FROM executions WHERE instance_id = ? ORDER BY generation"""
+
 BREAK_INSTANCE_LEASES = """
 UPDATE instances SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE lock_owner = :owner AND lock_token IS NOT NULL"""

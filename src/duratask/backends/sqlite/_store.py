@@ -12,11 +12,14 @@ from typing import Any
 
 from duratask.backends._shared import (
     backlog_from_row,
+    ended_executions,
+    execution_from_row,
     history_is_known,
     leased_activities,
     new_lock_token,
     schedule_from_row,
     schedule_params,
+    takeover_from_row,
     utc_now,
     work_kinds,
     worker_from_row,
@@ -33,14 +36,17 @@ from duratask.backends._wakeups import (
     hub_wakeups,
 )
 from duratask.backends.base import (
+    EXECUTIONS_KEPT,
     ActivityRequest,
     ActivityWorkItem,
     BacklogEntry,
     EpisodeFence,
+    ExecutionRecord,
     HistoryMark,
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -199,6 +205,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
             row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now, "keys": runnable}).fetchone()
             if row is None:
                 return None
+            if row["lock_token"] is not None:  # a lease that ran out, never released
+                _record_takeover(conn, row, now, owner)
             return _lease_instance(conn, row[0], now, owner, token, lease, known_histories)
 
         return await self._db.write(job, durable=False)
@@ -230,6 +238,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
 
         def job(conn: sqlite3.Connection) -> list[int]:
             length = _check_fence(conn, instance_id, fence, write.now)
+            if (commit.reset_history and length) or commit.continued_executions:
+                _record_ended_executions(conn, commit, write.now, stored_ended=bool(length))
             finished = commit.finished_activity
             if finished is not None:
                 key = (finished.work_item_id, finished.lock_token)
@@ -420,6 +430,20 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         rows = await self._db.read(lambda c: c.execute(q.BACKLOG, params).fetchall())
         return [backlog_from_row(row) for row in rows]
 
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        rows = await self._db.read(
+            lambda c: c.execute(q.SELECT_TAKEOVERS, (instance_id,)).fetchall()
+        )
+        return [takeover_from_row(row, from_micros) for row in rows]
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        rows = await self._db.read(
+            lambda c: c.execute(q.SELECT_EXECUTIONS, (instance_id,)).fetchall()
+        )
+        return [execution_from_row(row, from_micros) for row in rows]
+
     async def lease_holders(self) -> list[LeaseHolder]:
         """Who holds live leases, and until when."""
         params = {"now": self._now()}
@@ -435,6 +459,7 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         params = {"owner": owner, "now": self._now()}
 
         def job(conn: sqlite3.Connection) -> int:
+            conn.execute(q.RECORD_BROKEN_LEASES, params)
             broken: int = conn.execute(q.BREAK_INSTANCE_LEASES, params).rowcount
             broken += conn.execute(q.BREAK_ENTITY_LEASES, params).rowcount
             return broken + conn.execute(q.BREAK_ACTIVITY_LEASES, params).rowcount
@@ -638,6 +663,55 @@ def _lease_instance(
         state=state,
         history_length=length,
         history_loaded=not known,
+    )
+
+
+def _record_ended_executions(
+    conn: sqlite3.Connection, commit: OrchestrationCommit, now: int, *, stored_ended: bool
+) -> None:
+    """Keep the records of the executions ``commit`` ends: the stored one its reset drops
+    (``stored_ended``: the stored history was not empty), then those it ran back to back."""
+    instance_id = commit.state.instance_id
+    stored = None
+    if commit.reset_history and stored_ended:
+        stored = state_from_row(conn.execute(q.SELECT_INSTANCE, (instance_id,)).fetchone())
+    last = conn.execute(q.LAST_EXECUTION, (instance_id,)).fetchone()
+    previous = None if last is None else (last["generation"], from_micros(last["ended_at"]))
+    records = ended_executions(stored, commit, previous, from_micros(now))
+    conn.executemany(
+        q.INSERT_EXECUTION,
+        [
+            {
+                "instance_id": instance_id,
+                "generation": record.generation,
+                "execution_id": record.execution_id,
+                "name": record.name,
+                "version": record.version,
+                "started_at": to_micros(record.started_at),
+                "ended_at": to_micros(record.ended_at),
+                "status": record.status.value,
+                "input": record.input_summary,
+                "output": record.output_summary,
+            }
+            for record in records
+        ],
+    )
+    if records:
+        latest = records[-1].generation
+        conn.execute(q.TRIM_EXECUTIONS, (instance_id, latest - EXECUTIONS_KEPT))
+
+
+def _record_takeover(conn: sqlite3.Connection, row: sqlite3.Row, now: int, owner: str) -> None:
+    conn.execute(
+        q.INSERT_TAKEOVER,
+        {
+            "instance_id": row["instance_id"],
+            "execution_id": row["execution_id"],
+            "previous_owner": row["lock_owner"],
+            "lease_expired_at": row["lock_expires_at"],
+            "now": now,
+            "taken_by": owner,
+        },
     )
 
 
