@@ -8,7 +8,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from duratask.backends._shared import as_utc
-from duratask.backends.base import ActivityRequest, OrchestrationMessage, StatusChange
+from duratask.backends.base import (
+    ActivityRequest,
+    ExecutionRecord,
+    LeaseTakeover,
+    OrchestrationMessage,
+    StatusChange,
+)
 from duratask.history import event_from_json, event_to_json
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
 
@@ -60,14 +66,15 @@ def row_number(key: str) -> int:
     return int(key[2:])
 
 
-def history_key(execution_id: str, sequence: int) -> str:
-    """The row key of event ``sequence`` of an execution's history."""
-    return f"{HISTORY}{table_key(execution_id)}-{sequence:08d}"
+def history_key(history_id: str, sequence: int) -> str:
+    """The row key of event ``sequence`` of the history ``history_id`` (a new id at every
+    reset of an instance's history)."""
+    return f"{HISTORY}{table_key(history_id)}-{sequence:08d}"
 
 
-def history_range(execution_id: str) -> tuple[str, str]:
-    """The row keys of one execution's history: at or after the first, before the second."""
-    stem = f"{HISTORY}{table_key(execution_id)}-"
+def history_range(history_id: str) -> tuple[str, str]:
+    """The row keys of one history: at or after the first, before the second."""
+    stem = f"{HISTORY}{table_key(history_id)}-"
     return stem, stem[:-1] + "."
 
 
@@ -208,3 +215,71 @@ def gzip_text(text: str) -> bytes:
 
 def gunzip_text(data: bytes) -> str:
     return gzip.decompress(data).decode()
+
+
+def executions_to_json(records: list[ExecutionRecord]) -> str:
+    return json.dumps(
+        [
+            {
+                "generation": r.generation,
+                "execution": r.execution_id,
+                "name": r.name,
+                "version": r.version,
+                "started": to_text(r.started_at),
+                "ended": to_text(r.ended_at),
+                "status": r.status.value,
+                "input": r.input_summary,
+                "output": r.output_summary,
+            }
+            for r in records
+        ],
+        separators=(",", ":"),
+    )
+
+
+def executions_from_json(instance_id: str, text: str | None) -> list[ExecutionRecord]:
+    return [
+        ExecutionRecord(
+            instance_id=instance_id,
+            generation=d["generation"],
+            execution_id=d["execution"],
+            name=d["name"],
+            version=d["version"],
+            started_at=from_text(d["started"]),
+            ended_at=from_text(d["ended"]),
+            status=OrchestrationStatus(d["status"]),
+            input_summary=d["input"],
+            output_summary=d["output"],
+        )
+        for d in json.loads(text or "[]")
+    ]
+
+
+def takeovers_to_json(records: list[LeaseTakeover]) -> str:
+    return json.dumps(
+        [
+            {
+                "execution": r.execution_id,
+                "owner": r.previous_owner,
+                "expired": to_text(r.lease_expired_at),
+                "taken": to_text(r.taken_at),
+                "by": r.taken_by,
+            }
+            for r in records
+        ],
+        separators=(",", ":"),
+    )
+
+
+def takeovers_from_json(instance_id: str, text: str | None) -> list[LeaseTakeover]:
+    return [
+        LeaseTakeover(
+            instance_id=instance_id,
+            execution_id=d["execution"],
+            previous_owner=d["owner"],
+            lease_expired_at=from_text(d["expired"]),
+            taken_at=from_text(d["taken"]),
+            taken_by=d["by"],
+        )
+        for d in json.loads(text or "[]")
+    ]

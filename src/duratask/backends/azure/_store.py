@@ -4,7 +4,7 @@ Layout (``{hub}`` is the task hub's name):
 
 - ``{hub}History`` table, one partition per instance (partition key: the instance id):
   a ``sentinel`` row (the instance row: status, execution id, history length, the lease's
-  token, owner and expiry, delivery counts of its messages), history rows ``h-EXEC-SEQ``,
+  token, owner and expiry, delivery counts of its messages), history rows ``h-HIST-SEQ``,
   inbox message rows ``m-ID``, activity rows ``a-ID``, outbox rows ``o-ID`` (messages to
   other instances, not delivered yet) and delivery markers ``d-ID`` (messages received);
 - ``{hub}Instances`` table: a copy of each sentinel's instance row for queries (queries
@@ -95,6 +95,7 @@ from duratask.backends._shared import (
     as_utc,
     as_utc_or_none,
     check_page_size,
+    ended_executions,
     history_is_known,
     new_lock_token,
     normalized_state,
@@ -114,6 +115,7 @@ from duratask.backends._wakeups import (
 from duratask.backends.azure import _codec as codec
 from duratask.backends.azure._target import AzureTarget, parse_azure_url
 from duratask.backends.base import (
+    EXECUTIONS_KEPT,
     ActivityWorkItem,
     BacklogEntry,
     CleanEntityStorageResult,
@@ -124,10 +126,12 @@ from duratask.backends.base import (
     EntityQueryPage,
     EntityWorkItem,
     EpisodeFence,
+    ExecutionRecord,
     InstanceQuery,
     KnownHistories,
     LeaseHeld,
     LeaseHolder,
+    LeaseTakeover,
     LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -531,7 +535,7 @@ class AzureOrchestrationService:
         return codec.state_from_json(text)
 
     async def _read_history(self, instance_id: str, sentinel: Row) -> list[HistoryEvent]:
-        lo, hi = codec.history_range(sentinel["Exec"])
+        lo, hi = codec.history_range(sentinel["Hist"])
         rows = await self._query(
             "history",
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
@@ -637,6 +641,9 @@ class AzureOrchestrationService:
             "RowKey": codec.SENTINEL,
             "State": await self._pack(codec.state_to_json(state)),
             "Exec": state.execution_id or "",
+            # Names the current history's rows: a new one at every reset, so the rows of a
+            # dropped history never mix with the new one's.
+            "Hist": uuid.uuid4().hex,
             "Length": 0,
             "Token": "",
             "Owner": "",
@@ -833,6 +840,8 @@ class AzureOrchestrationService:
             counts[m["RowKey"]] = counts.get(m["RowKey"], 0) + 1
         token = new_lock_token()
         updated = dict(sentinel)
+        if sentinel["Token"]:  # a lease that ran out unreleased: taken over
+            await self._record_takeover(updated, instance_id, now, owner)
         updated.update(
             Token=token,
             Owner=owner,
@@ -875,6 +884,40 @@ class AzureOrchestrationService:
             history_length=length,
             history_loaded=not known,
         )
+
+    async def _record_takeover(
+        self, sentinel: Row, instance_id: str, now: datetime, taken_by: str | None
+    ) -> None:
+        """Add to ``sentinel`` the record of its lease taken over now (see
+        :meth:`lease_takeovers`)."""
+        kept = codec.takeovers_from_json(instance_id, await self._unpack(sentinel.get("Takeovers")))
+        expires = codec.opt_time(sentinel.get("Expires")) or now
+        kept.append(
+            LeaseTakeover(
+                instance_id=instance_id,
+                execution_id=sentinel.get("Exec") or None,
+                previous_owner=sentinel.get("Owner") or None,
+                lease_expired_at=min(expires, now),
+                taken_at=now,
+                taken_by=taken_by,
+            )
+        )
+        sentinel["Takeovers"] = await self._pack(codec.takeovers_to_json(kept))
+
+    async def lease_takeovers(self, instance_id: str) -> list[LeaseTakeover]:
+        """The instance's leases that ran out unreleased or were broken, oldest first."""
+        sentinel = await self._get("history", codec.table_key(instance_id), codec.SENTINEL)
+        if sentinel is None:
+            return []
+        return codec.takeovers_from_json(instance_id, await self._unpack(sentinel.get("Takeovers")))
+
+    async def list_executions(self, instance_id: str) -> list[ExecutionRecord]:
+        """The records of the instance's earlier executions, oldest first."""
+        sentinel = await self._get("history", codec.table_key(instance_id), codec.SENTINEL)
+        if sentinel is None:
+            return []
+        text = await self._unpack(sentinel.get("Executions"))
+        return codec.executions_from_json(instance_id, text)
 
     async def _any_terminate(self, rows: list[Row]) -> bool:
         for row in rows:
@@ -1006,6 +1049,7 @@ class AzureOrchestrationService:
         stored = await self._state(sentinel)
         state = normalized_state(commit.state) if commit.changes_instance else stored
         execution = (state.execution_id or "") if commit.changes_instance else sentinel["Exec"]
+        hist = uuid.uuid4().hex if commit.reset_history else sentinel["Hist"]
         base = 0 if commit.reset_history else int(sentinel["Length"])
         for offset, event in enumerate(commit.new_events):
             ops.append(
@@ -1013,7 +1057,7 @@ class AzureOrchestrationService:
                     "upsert",
                     {
                         "PartitionKey": pk,
-                        "RowKey": codec.history_key(execution, base + offset),
+                        "RowKey": codec.history_key(hist, base + offset),
                         "Body": await self._pack(event_to_json(event)),
                     },
                     {"mode": UpdateMode.REPLACE},
@@ -1070,9 +1114,21 @@ class AzureOrchestrationService:
             k: v for k, v in json.loads(sentinel.get("Counts") or "{}").items() if k not in consumed
         }
         updated = dict(sentinel)
+        if (commit.reset_history and int(sentinel["Length"])) or commit.continued_executions:
+            kept = codec.executions_from_json(
+                instance_id, await self._unpack(sentinel.get("Executions"))
+            )
+            last = kept[-1] if kept else None
+            previous = (last.generation, last.ended_at) if last is not None else None
+            dropped = stored if commit.reset_history and int(sentinel["Length"]) else None
+            kept.extend(ended_executions(dropped, commit, previous, now))
+            updated["Executions"] = await self._pack(
+                codec.executions_to_json(kept[-EXECUTIONS_KEPT:])
+            )
         updated.update(
             State=await self._pack(codec.state_to_json(state)),
             Exec=execution,
+            Hist=hist,
             Length=base + len(commit.new_events),
             Token="",
             Owner="",
@@ -1552,6 +1608,9 @@ class AzureOrchestrationService:
             if row.get("Owner") != owner:
                 continue
             updated = dict(row)
+            if row["RowKey"] == codec.SENTINEL:
+                instance_id = codec.untable_key(row["PartitionKey"])
+                await self._record_takeover(updated, instance_id, self._now(), None)
             updated.update(Token="", Owner="", Expires="")
             try:
                 await self._table("history").update_entity(
