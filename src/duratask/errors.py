@@ -221,6 +221,12 @@ class StoreFullError(StoreError):
     freed the store recovers by itself."""
 
 
+class FeatureNotSupportedError(DurataskError, NotImplementedError):
+    """The task hub's store does not offer a feature asked of it (for example durable
+    entities on a store kind that does not keep them yet). The message names the feature
+    and the stores that have it."""
+
+
 class InvalidStoreUrlError(DurataskError, ValueError):
     """A store URL that duratask cannot use as written: malformed, of an unknown kind, or
     naming what cannot hold a task hub. The message shows the right form."""

@@ -30,6 +30,7 @@ EXPECTED = [
     "EventTimeoutError",
     "EventType",
     "FailureDetails",
+    "FeatureNotSupportedError",
     "HistoryEvent",
     "Interval",
     "InvalidInstanceIdError",

@@ -10,7 +10,10 @@ the client half (:class:`OrchestrationServiceClient`), both implemented by each 
   absolute path): an embedded SQLite file; the path is percent-decoded, and the query may set
   ``synchronous`` and ``busy_timeout`` (seconds);
 - ``postgresql://user@host:port/db?schema=NAME`` (or ``postgres://``): a PostgreSQL task hub
-  in schema NAME (default ``duratask``); needs ``pip install 'duratask[postgres]'``.
+  in schema NAME (default ``duratask``); needs ``pip install 'duratask[postgres]'``;
+- ``azure://ACCOUNT/HUB``, ``azure:///HUB?connection_string=...`` or
+  ``azure://devstoreaccount1/HUB?blob_port=P&queue_port=P&table_port=P`` (Azurite): an Azure
+  Storage task hub; needs ``pip install 'duratask[azure]'``.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from duratask.backends.base import (
     WorkFilter,
     orchestration_key,
 )
-from duratask.errors import InstanceBusyError
+from duratask.errors import InstanceBusyError, StoreError
 
 __all__ = [
     "ActivityRequest",
@@ -136,6 +139,15 @@ def open_store(url: str | S) -> TaskHubStore | S:
 
         target = _urls.parse_sqlite_url(url)
         return SqliteOrchestrationService(target.path, **target.options)
+    if kind == "azure":
+        try:
+            from duratask.backends.azure import AzureOrchestrationService, parse_azure_url
+        except ImportError as exc:
+            raise StoreError(
+                "an azure:// store needs Microsoft's storage clients: "
+                f"pip install 'duratask[azure]' ({exc})"
+            ) from exc
+        return AzureOrchestrationService(parse_azure_url(url))
     from duratask.backends.postgres import PostgresOrchestrationService
 
     return PostgresOrchestrationService(url)

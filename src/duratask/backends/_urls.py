@@ -15,8 +15,8 @@ SQLITE_FORMS = (
     "sqlite:////absolute/path.db (four slashes: an absolute path)"
 )
 KNOWN_FORMS = (
-    "memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db or "
-    "postgresql://user@host:port/db?schema=NAME"
+    "memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "postgresql://user@host:port/db?schema=NAME or azure://ACCOUNT/HUB"
 )
 # SQLite URL parameters, each an argument of SqliteOrchestrationService.
 SQLITE_PARAMETERS = ("synchronous", "busy_timeout")
@@ -39,12 +39,12 @@ class SqliteTarget:
 
 
 def scheme(url: str) -> str:
-    """The store kind a URL names: ``memory``, ``sqlite`` or ``postgresql``; refused if none
-    of those."""
+    """The store kind a URL names: ``memory``, ``sqlite``, ``postgresql`` or ``azure``;
+    refused if none of those."""
     kind = urlsplit(url).scheme.lower()
     if kind == "postgres":
         kind = "postgresql"
-    if kind not in ("memory", "sqlite", "postgresql"):
+    if kind not in ("memory", "sqlite", "postgresql", "azure"):
         raise InvalidStoreUrlError(f"unsupported store URL {url!r}: expected {KNOWN_FORMS}")
     return kind
 

@@ -30,7 +30,7 @@ from duratask.backends.base import (
     WorkFilter,
 )
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
-from duratask.errors import LeaseLostError
+from duratask.errors import FeatureNotSupportedError, LeaseLostError
 from duratask.history import TaskFailed
 from duratask.state import FailureDetails
 from duratask.tracing._activity import traced_activity
@@ -232,6 +232,13 @@ class TaskHubWorker:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         await self.store.open()
+        if self.registry.entity_names and not getattr(self.store, "supports_entities", True):
+            await self.store.close()
+            raise FeatureNotSupportedError(
+                f"this worker registered entities ({', '.join(sorted(self.registry.entity_names))}"
+                f"), which {self.store.describe()} does not keep; use a SQLite or PostgreSQL "
+                "task hub for entities"
+            )
         orchestrations, activities = self._build_runtime()
         entities = self._entities
         assert entities is not None
