@@ -56,7 +56,13 @@ async def test_entity_counters_survive_random_kills(
         async def client_side() -> None:
             try:
                 ids = []
-                for keys in plans:
+                for n, keys in enumerate(plans):
+                    if n == len(plans) // 2:
+                        # The second half starts once a worker was killed, so that a kill
+                        # always lands while operations are in flight, however quick the run.
+                        while supervisor.kills == 0:
+                            assert time.monotonic() < deadline, f"seed={seed}: no kill came"
+                            await asyncio.sleep(POLL)
                     ids.append(
                         await client.schedule_new_orchestration(chaos_app.increment, input=keys)
                     )
