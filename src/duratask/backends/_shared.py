@@ -19,6 +19,7 @@ from duratask.backends.base import (
     EntityRecord,
     ExecutionRecord,
     HistoryMark,
+    InstanceQuery,
     LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
@@ -379,3 +380,31 @@ def schedule_params(record: ScheduleRecord, from_time: Callable[[datetime], Any]
         "created_at": from_time(record.created_at),
         "updated_at": from_time(record.updated_at),
     }
+
+
+def instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
+    """A predicate for ``query``'s filters (not its paging)."""
+    created_from = as_utc_or_none(query.created_from)
+    created_to = as_utc_or_none(query.created_to)
+
+    def matches(s: OrchestrationState) -> bool:
+        return (
+            (query.statuses is None or s.runtime_status in query.statuses)
+            and (created_from is None or s.created_at >= created_from)
+            and (created_to is None or s.created_at < created_to)
+            and (query.name is None or s.name == query.name)
+            and (
+                query.instance_id_prefix is None
+                or s.instance_id.startswith(query.instance_id_prefix)
+            )
+            and (
+                query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
+            )
+            and (not query.top_level_only or s.parent_instance_id is None)
+            and (
+                query.custom_status_contains is None
+                or query.custom_status_contains in (s.serialized_custom_status or "")
+            )
+        )
+
+    return matches

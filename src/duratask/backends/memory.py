@@ -24,6 +24,7 @@ from duratask.backends._shared import (
     check_page_size,
     ended_executions,
     history_is_known,
+    instance_filter,
     new_lock_token,
     normalized_state,
     orphaned_lock,
@@ -964,7 +965,7 @@ class MemoryOrchestrationService:
         exclusive; the token resumes after the last row of a full page."""
         check_page_size(query.page_size)
         after = resume_after(query)
-        matches = _instance_filter(query)
+        matches = instance_filter(query)
         with self._lock:
             states = [i.state for i in self._instances.values()]
 
@@ -984,7 +985,7 @@ class MemoryOrchestrationService:
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
         """Counts by status of the instances matching ``query``'s filters."""
-        matches = _instance_filter(query)
+        matches = instance_filter(query)
         with self._lock:
             return dict(
                 Counter(
@@ -1087,34 +1088,6 @@ def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
 def _backlog_order(item: tuple[tuple[str, str], list[int]]) -> tuple[bool, str]:
     (kind, name), _ = item
     return (kind != "orchestration", name)
-
-
-def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
-    """A predicate for ``query``'s filters (not its paging)."""
-    created_from = as_utc_or_none(query.created_from)
-    created_to = as_utc_or_none(query.created_to)
-
-    def matches(s: OrchestrationState) -> bool:
-        return (
-            (query.statuses is None or s.runtime_status in query.statuses)
-            and (created_from is None or s.created_at >= created_from)
-            and (created_to is None or s.created_at < created_to)
-            and (query.name is None or s.name == query.name)
-            and (
-                query.instance_id_prefix is None
-                or s.instance_id.startswith(query.instance_id_prefix)
-            )
-            and (
-                query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
-            )
-            and (not query.top_level_only or s.parent_instance_id is None)
-            and (
-                query.custom_status_contains is None
-                or query.custom_status_contains in (s.serialized_custom_status or "")
-            )
-        )
-
-    return matches
 
 
 def _normalized_schedule(record: ScheduleRecord) -> ScheduleRecord:

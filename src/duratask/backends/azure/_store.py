@@ -97,6 +97,7 @@ from duratask.backends._shared import (
     check_page_size,
     ended_executions,
     history_is_known,
+    instance_filter,
     new_lock_token,
     normalized_state,
     pending_state,
@@ -1758,7 +1759,7 @@ class AzureOrchestrationService:
         table service has no index but the keys)."""
         check_page_size(query.page_size)
         after = resume_after(query)
-        matches = _instance_filter(query)
+        matches = instance_filter(query)
 
         def key(s: OrchestrationState) -> tuple[Any, str]:
             return (sort_value(s, query.sort), s.instance_id)
@@ -1778,7 +1779,7 @@ class AzureOrchestrationService:
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
         """Counts by status of the instances matching ``query``'s filters."""
-        matches = _instance_filter(query)
+        matches = instance_filter(query)
         return dict(Counter(s.runtime_status for s in await self._all_states() if matches(s)))
 
     async def purge_instance(self, instance_id: str) -> bool:
@@ -1934,30 +1935,3 @@ def _normalized_message(message: OrchestrationMessage) -> OrchestrationMessage:
     if message.visible_at is None:
         return message
     return dataclasses.replace(message, visible_at=as_utc(message.visible_at))
-
-
-def _instance_filter(query: InstanceQuery) -> Callable[[OrchestrationState], bool]:
-    created_from = as_utc_or_none(query.created_from)
-    created_to = as_utc_or_none(query.created_to)
-
-    def matches(s: OrchestrationState) -> bool:
-        return (
-            (query.statuses is None or s.runtime_status in query.statuses)
-            and (created_from is None or s.created_at >= created_from)
-            and (created_to is None or s.created_at < created_to)
-            and (query.name is None or s.name == query.name)
-            and (
-                query.instance_id_prefix is None
-                or s.instance_id.startswith(query.instance_id_prefix)
-            )
-            and (
-                query.parent_instance_id is None or s.parent_instance_id == query.parent_instance_id
-            )
-            and (not query.top_level_only or s.parent_instance_id is None)
-            and (
-                query.custom_status_contains is None
-                or query.custom_status_contains in (s.serialized_custom_status or "")
-            )
-        )
-
-    return matches
