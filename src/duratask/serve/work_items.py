@@ -52,7 +52,13 @@ from duratask.serve.protocol import (
 )
 from duratask.state import OrchestrationStatus
 from duratask.worker._entity_batch import PlannedBatch, plan_entity_batch
-from duratask.worker._episode import Defer, EpisodeInput, deliveries, poison_details
+from duratask.worker._episode import (
+    Defer,
+    EpisodeInput,
+    deliveries,
+    orchestration_work,
+    poison_details,
+)
 
 _LOG = logging.getLogger("duratask.serve")
 _T = TypeVar("_T")
@@ -202,10 +208,6 @@ def owner_prefix(port: int) -> str:
     """The lease owner ids of a server on this host and port: one process at a time listens
     there, so leases under this prefix that a starting server finds are its predecessor's."""
     return f"duratask-serve@{socket.gethostname()}:{port}/"
-
-
-def _work_of(item: OrchestrationWorkItem) -> str:
-    return f"the work of orchestration instance {item.instance_id!r}"
 
 
 class WorkItemStreams:
@@ -417,7 +419,9 @@ class WorkItemStreams:
         try:
             delivered = deliveries(item)
             if delivered > self._max_deliveries:
-                planned = give_up(source, now, poison_details(_work_of(item), delivered))
+                planned = give_up(
+                    source, now, poison_details(orchestration_work(item.instance_id), delivered)
+                )
                 _LOG.error(
                     "instance %r: its work was handed to SDK workers %d times without "
                     "completing; marking it FAILED",

@@ -162,6 +162,11 @@ def deliveries(work_item: OrchestrationWorkItem) -> int:
     return max((m.dequeue_count for m in work_item.messages), default=0)
 
 
+def orchestration_work(instance_id: str) -> str:
+    """How poison details name an instance's work."""
+    return f"the work of orchestration instance {instance_id!r}"
+
+
 def poison_details(what: str, delivered: int, reason: str | None = None) -> FailureDetails:
     """Why work was given up after ``delivered`` deliveries (``reason``: what went wrong,
     when the worker knows; else its worker crashed, hung or failed each time)."""

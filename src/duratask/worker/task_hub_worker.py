@@ -40,7 +40,14 @@ from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRun
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
 from duratask.worker._entity_batch import process_entity_batch
-from duratask.worker._episode import Defer, EpisodeInput, deliveries, plan_episode, poison_details
+from duratask.worker._episode import (
+    Defer,
+    EpisodeInput,
+    deliveries,
+    orchestration_work,
+    plan_episode,
+    poison_details,
+)
 from duratask.worker._episodes import EpisodeCommitter
 from duratask.worker._orchestration_cache import OrchestrationCache
 from duratask.worker._presence import Presence
@@ -580,7 +587,7 @@ class TaskHubWorker:
             await self.store.abandon_orchestration_work_item(work_item, now + delay)
             self._wake_at(now + delay, self._orchestrations)
             return
-        what = f"the work of orchestration instance {work_item.instance_id!r}"
+        what = orchestration_work(work_item.instance_id)
         reason = (
             f"its orchestration code ran past the episode budget ({budget}) each time: "
             "code that never yields (an endless loop) or computes too long in one step"
@@ -631,9 +638,7 @@ class TaskHubWorker:
                 "deliveries": delivered,
             },
         )
-        return poison_details(
-            f"the work of orchestration instance {work_item.instance_id!r}", delivered
-        )
+        return poison_details(orchestration_work(work_item.instance_id), delivered)
 
     async def _process_activity(
         self, work_item: ActivityWorkItem, running: Permit[ActivityWorkItem] | None = None
