@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
@@ -10,7 +9,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 
 import duratask as dt
-from tests.serve.harness import serving
+from tests.serve.harness import serving, wait_until
 
 
 def test_delete_then_create_task_hub(hub_url: str) -> None:
@@ -57,8 +56,10 @@ def test_a_retried_signal_with_the_sdks_request_id_applies_once(hub_url: str) ->
                 ),
                 timeout=10,
             )
-        deadline = time.monotonic() + 30
-        while (found := client.get_entity("@tally@sdk")) is None or found.backlog:
-            assert time.monotonic() < deadline, "the signals were not applied"
-            time.sleep(0.02)
+
+        def applied() -> dt.EntityMetadata | None:
+            found = client.get_entity("@tally@sdk")
+            return found if found is not None and not found.backlog else None
+
+        found = wait_until(applied, timeout=30, what="the signals to be applied")
         assert found.state == 16
