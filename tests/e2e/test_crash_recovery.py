@@ -483,6 +483,11 @@ def test_kills_during_an_eternal_orchestration_keep_its_event_stream(hub: Hub) -
     """SIGKILLs while an eternal orchestration works through a numbered stream of events,
     sent back to back by one client as it goes: it ends with exactly the stream, in order
     (none lost, none applied twice)."""
+    kill_during_an_event_stream(hub)
+
+
+def kill_during_an_event_stream(hub: Hub) -> None:
+    """The scenario of the test above, on any hub (PostgreSQL's runs it too)."""
     began = time.monotonic()
     rng = random.Random(20261207)
     count, kills = 150, 3

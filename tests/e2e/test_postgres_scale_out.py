@@ -13,7 +13,9 @@ tests count and report the re-executions.
   those leases expire (2 s here): each activity it held runs again on a survivor, after the
   expiry (the executions log records when);
 - ``pg_terminate_backend``: every connection of every worker is killed, three times during
-  the run; the workers reconnect and carry on.
+  the run; the workers reconnect and carry on;
+- an eternal orchestration fed a numbered stream of events, its worker killed three times,
+  ends with exactly the stream (the SQLite crash test's scenario, here on PostgreSQL).
 
 No test sleeps to synchronise: waits poll a condition with a deadline, and the poll interval
 is spent waiting on a worker process (which must not exit meanwhile). The client and the
@@ -42,7 +44,13 @@ import duratask as dt
 from ..conformance.conftest import drop_schema, new_schema, require_postgres
 from . import crash_app
 from .crash_app import Burst
-from .test_crash_recovery import POLL, Hub, report, scheduled_activities
+from .test_crash_recovery import (
+    POLL,
+    Hub,
+    kill_during_an_event_stream,
+    report,
+    scheduled_activities,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -421,3 +429,10 @@ def test_workers_survive_their_connections_being_terminated(pg_hub: PgHub) -> No
             "shares": sorted(shares.values()),
         }
     )
+
+
+@pytest.mark.slow
+def test_kills_during_an_eternal_orchestration_keep_its_event_stream(pg_hub: PgHub) -> None:
+    """SIGKILLs while an eternal orchestration continues as new through a numbered stream of
+    events: on PostgreSQL too it ends with exactly the stream, in order."""
+    kill_during_an_event_stream(pg_hub)
