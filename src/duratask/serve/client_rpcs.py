@@ -18,7 +18,7 @@ from google.protobuf import wrappers_pb2
 from duratask.backends.base import TERMINAL_STATUSES, EntityMetadata
 from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient, build_start_message
 from duratask.converter import PayloadCodec
-from duratask.errors import SerializationError
+from duratask.errors import OrchestrationNotFoundError, SerializationError
 from duratask.history import ExecutionStarted
 from duratask.serve.protocol import (
     events_to_pb,
@@ -130,12 +130,15 @@ class ClientRpcs:
     ) -> pb.GetInstanceResponse:
         """WaitForInstanceStart / WaitForInstanceCompletion, within the call's deadline."""
         timeout = _LONGEST_WAIT.total_seconds() if seconds is None else max(seconds, 0.001)
-        if await self.client.get_orchestration_state(request.instanceId) is None:
+        try:
+            if completion:
+                state = await self.client.wait_for_orchestration_completion(
+                    request.instanceId, timeout
+                )
+            else:
+                state = await self.client.wait_for_orchestration_start(request.instanceId, timeout)
+        except OrchestrationNotFoundError:
             return pb.GetInstanceResponse(exists=False)
-        if completion:
-            state = await self.client.wait_for_orchestration_completion(request.instanceId, timeout)
-        else:
-            state = await self.client.wait_for_orchestration_start(request.instanceId, timeout)
         return await self._state(state, request.getInputsAndOutputs)  # type: ignore[no-any-return]
 
     async def raise_event(self, request: pb.RaiseEventRequest) -> pb.RaiseEventResponse:

@@ -42,6 +42,7 @@ from duratask.entities._context import EntityAction, SignalAction, StartOrchestr
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
+from duratask.serve.known_histories import KnownHistories
 from duratask.serve.protocol import (
     ProtocolError,
     events_to_pb,
@@ -50,7 +51,7 @@ from duratask.serve.protocol import (
     optional_time,
     text,
 )
-from duratask.state import OrchestrationStatus
+from duratask.state import OrchestrationState, OrchestrationStatus
 from duratask.worker._entity_batch import PlannedBatch, plan_entity_batch
 from duratask.worker._episode import (
     Defer,
@@ -232,6 +233,7 @@ class WorkItemStreams:
         self._max_poll = max_poll
         self._clock = clock or (lambda: datetime.now(UTC))
         self._leased: dict[str, _Leased] = {}
+        self._known = KnownHistories()
         self._streams: set[_Stream] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -440,6 +442,7 @@ class WorkItemStreams:
                 return
             if not isinstance(planned, CodeRequest):
                 await self._store.commit_episode(item.fence(), planned)
+                self._known.forget(item.instance_id)
                 return
         except LeaseLostError:
             return
@@ -460,7 +463,7 @@ class WorkItemStreams:
         request = pb.OrchestratorRequest(
             instanceId=planned.instance_id,
             executionId=text(planned.execution_id),
-            pastEvents=events_to_pb(planned.past_events),
+            pastEvents=self._known.to_pb(planned.instance_id, planned.past_events),
             newEvents=events_to_pb(planned.new_events),
         )
         stream.queue.put_nowait(pb.WorkItem(orchestratorRequest=request, completionToken=token))
@@ -673,6 +676,7 @@ class WorkItemStreams:
         try:
             leased_now = await self._store.commit_episode(leased.fence(), commit)
         except (InstanceBusyError, LeaseLostError):
+            self._known.forget(leased.source.instance_id)
             for _ in range(eager):
                 stream.activity_slots.give()
             if leased.item is not None:
@@ -681,9 +685,12 @@ class WorkItemStreams:
             await self._store_result(leased)
             return
         except BaseException:
+            self._known.forget(leased.source.instance_id)
             for _ in range(eager):
                 stream.activity_slots.give()
             raise
+        source = leased.source
+        self._known.committed(source.state, source.history, source.history_length, commit)
         for item in leased_now:
             if stream.closed:
                 with contextlib.suppress(Exception):
@@ -752,7 +759,13 @@ class WorkItemStreams:
         stream, req = leased.stream, leased.item.request
         if stream.closed or stream.orchestration_slots.free <= 0:
             return False
-        state = await self._store.get_instance(req.instance_id)
+        known = self._known.get(req.instance_id)
+        state: OrchestrationState | None
+        if known is not None and known.state.execution_id == req.execution_id:
+            state, history = known.state, known.history
+        else:
+            state = await self._store.get_instance(req.instance_id)
+            history = await self._store.get_history(req.instance_id) if state else []
         if (
             state is None
             or state.execution_id != req.execution_id
@@ -762,7 +775,6 @@ class WorkItemStreams:
         wanted = stream.work_filter.orchestrations if stream.work_filter is not None else None
         if wanted is not None and (state.name, state.version) not in wanted:
             return False
-        history = await self._store.get_history(req.instance_id)
         now = self._clock()
         source = EpisodeInput(req.instance_id, state, history, len(history), (), message)
         planned = prepare(source, now)
