@@ -4,6 +4,8 @@ naming the instance and its status), and stores nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
 
@@ -25,12 +27,13 @@ def test_signals_to_a_finished_instance_fail_their_precondition(hub_url: str) ->
         history = client.get_orchestration_history(iid)
         with serving(hub_url) as server:
             sdk = sdk_client_on(server.address)
-            for signal in (
+            signals: list[Callable[[], object]] = [
                 lambda: sdk.raise_orchestration_event(iid, "late", data=1),
                 lambda: sdk.terminate_orchestration(iid),
                 lambda: sdk.suspend_orchestration(iid),
                 lambda: sdk.resume_orchestration(iid),
-            ):
+            ]
+            for signal in signals:
                 with pytest.raises(grpc.RpcError) as refused:
                     signal()
                 assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
