@@ -77,11 +77,15 @@ class OrchestrationNotFoundError(DurataskError, LookupError):
 
 
 class OrchestrationNotRegisteredError(DurataskError):
-    """The worker has no orchestration (or version) registered under this name."""
+    """No orchestration (or version) is registered under this name. A worker fails an
+    instance with it only when created with ``unknown_work="fail"``; by default it leaves
+    such work to a worker that registered it."""
 
 
 class ActivityNotRegisteredError(DurataskError):
-    """The worker has no activity registered under this name."""
+    """No activity is registered under this name. A worker fails a task with it only when
+    created with ``unknown_work="fail"``; by default it leaves such work to a worker that
+    registered it."""
 
 
 class OrchestrationFailedError(DurataskError):

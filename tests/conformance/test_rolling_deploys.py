@@ -99,6 +99,13 @@ async def test_an_activity_no_worker_registered_waits_for_one_that_did(
     iid = await client.schedule_new_orchestration(ships, input="A-1")
     await client.wait_for_orchestration_start(iid, timeout=30)
     await stays(client, iid, S.RUNNING, 1.0)
+    await wait_until(
+        lambda: _ids(client, {orchestrations_only.worker.worker_id}), what="the worker's row"
+    )
+    state = await client.get_orchestration_state(iid)
+    assert state is not None
+    waiting = await client.why_waiting(state)
+    assert waiting is not None and "no connected worker has registered activity 'ship'" in waiting
 
     await start(hubs, store_url, ship)
     state = await client.wait_for_orchestration_completion(iid, timeout=30)

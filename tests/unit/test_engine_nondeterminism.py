@@ -28,7 +28,14 @@ def nondeterminism_message(result: ExecutionResult) -> str:
     assert completion.failure_details is not None
     assert completion.failure_details.error_type == "NonDeterminismError"
     assert result.actions == [completion]  # nothing else gets scheduled
-    return completion.failure_details.message
+    message = completion.failure_details.message
+    # Every mismatch names both causes (changed code, or code that is not deterministic) and
+    # the deterministic replacements, not only a renamed activity.
+    for words in ("code changed while this instance was running", "random numbers", "the clock"):
+        assert words in message, message
+    assert "ctx.current_utc_datetime" in message and "ctx.new_uuid()" in message
+    assert "renamed or replaced" not in message
+    return message
 
 
 # -- the code changed under its history ---------------------------------------------------------

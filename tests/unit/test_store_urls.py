@@ -69,6 +69,16 @@ def test_sqlite_url_parameters_reach_the_store() -> None:
         ("redis://localhost/0", "unsupported store URL"),
         ("hub.db", "unsupported store URL"),
         ("memory://x?y=1", "takes no parameters"),
+        ("memory:/x", "use memory://NAME"),
+        ("memory:x", "use memory://NAME"),
+        # libpq would read these as key=value text, with a message quoting the URL
+        ("postgresql:/db.example/orders", "use postgresql://USER[:PASSWORD]@HOST"),
+        ("postgres:orders", "has two slashes after the scheme"),
+        ("postgresql://app:pw@[::1/orders", "malformed store URL (Invalid IPv6 URL)"),
+        ("postgresql://app@db/orders?schema=Orders", "invalid task hub schema name 'Orders'"),
+        ("postgresql://app@db/orders?schema=pg_hub", "reserved by PostgreSQL"),
+        ("postgresql://app@db/orders?schema=a&schema=b", "gives schema more than once"),
+        ("postgresql://app@db/orders?shema=hub", 'invalid URI query parameter: "shema"'),
     ],
 )
 def test_malformed_urls_are_refused_with_the_right_form(url: str, says: str, in_tmp: Path) -> None:
@@ -77,6 +87,23 @@ def test_malformed_urls_are_refused_with_the_right_form(url: str, says: str, in_
     assert says in str(raised.value)
     assert isinstance(raised.value, ValueError)
     assert os.listdir(in_tmp) == [], "nothing was created"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cret@db/orders?schema=Orders",
+        "postgresql://app:s3cret@db/orders?shema=hub",
+        "postgresql://app:s3cret@[::1/orders",
+        "postgresql:/app:s3cret@db/orders",
+    ],
+)
+def test_a_refused_postgres_url_shows_the_form_and_never_the_password(url: str) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(dt.InvalidStoreUrlError) as raised:
+        open_store(url)
+    assert "postgresql://USER[:PASSWORD]@HOST" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
 
 
 def test_the_client_refuses_a_malformed_url_too() -> None:

@@ -63,7 +63,7 @@ from duratask.backends.base import (
     WorkFilter,
     orchestration_key,
 )
-from duratask.errors import InstanceBusyError, StoreError
+from duratask.errors import InstanceBusyError, InvalidStoreUrlError, StoreError
 
 __all__ = [
     "ActivityRequest",
@@ -150,4 +150,12 @@ def open_store(url: str | S) -> TaskHubStore | S:
         return AzureOrchestrationService(parse_azure_url(url))
     from duratask.backends.postgres import PostgresOrchestrationService
 
-    return PostgresOrchestrationService(url)
+    try:
+        return PostgresOrchestrationService(url)
+    except ValueError as exc:  # the schema name, a parameter libpq does not know...
+        if isinstance(exc, InvalidStoreUrlError):
+            raise
+        reason = str(exc).strip()
+        raise InvalidStoreUrlError(
+            f"PostgreSQL store URL: {reason} (the form is {_urls.POSTGRES_FORM})"
+        ) from None

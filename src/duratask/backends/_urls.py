@@ -14,9 +14,10 @@ SQLITE_FORMS = (
     "sqlite:///relative/path.db (three slashes: relative to the current directory) or "
     "sqlite:////absolute/path.db (four slashes: an absolute path)"
 )
+POSTGRES_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB?schema=NAME"
 KNOWN_FORMS = (
     "memory://NAME, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-    "postgresql://user@host:port/db?schema=NAME or azure://ACCOUNT/HUB"
+    f"{POSTGRES_FORM} or azure://ACCOUNT/HUB"
 )
 # SQLite URL parameters, each an argument of SqliteOrchestrationService.
 SQLITE_PARAMETERS = ("synchronous", "busy_timeout")
@@ -41,11 +42,21 @@ class SqliteTarget:
 def scheme(url: str) -> str:
     """The store kind a URL names: ``memory``, ``sqlite``, ``postgresql`` or ``azure``;
     refused if none of those."""
-    kind = urlsplit(url).scheme.lower()
+    try:
+        kind = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # an unclosed IPv6 bracket, say; the URL may hold a password
+        raise InvalidStoreUrlError(f"malformed store URL ({exc}): expected {KNOWN_FORMS}") from None
     if kind == "postgres":
         kind = "postgresql"
     if kind not in ("memory", "sqlite", "postgresql", "azure"):
         raise InvalidStoreUrlError(f"unsupported store URL {url!r}: expected {KNOWN_FORMS}")
+    if kind in ("memory", "postgresql") and not url.split(":", 1)[1].startswith("//"):
+        # Without them, libpq reads a PostgreSQL URL as key=value text, and a memory URL's
+        # path would become part of its name.
+        right = POSTGRES_FORM if kind == "postgresql" else "memory://NAME"
+        raise InvalidStoreUrlError(
+            f"a {kind} store URL has two slashes after the scheme: use {right}"
+        )
     return kind
 
 
