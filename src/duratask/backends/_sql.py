@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from duratask.backends._paging import page_of, resume_after
@@ -60,6 +60,7 @@ class Dialect:
     in_list: Callable[[str, list[object]], tuple[str, list[object]]]
     starts_with: Callable[[str, str], tuple[str, list[object]]]
     contains: Callable[[str, str], tuple[str, list[object]]]  # a substring, no wildcards
+    later: Callable[[Any, timedelta], Any]  # a stored time plus a duration, as stored
 
     def time_or_none(self, value: datetime | None) -> Any:
         return None if value is None else self.to_time(value)
@@ -190,19 +191,29 @@ class OutboundMessage:
         }
 
 
-class SqlInstanceQueries(ABC):
-    """The query, count and purge operations of the client half of the seam, for a store
-    whose instances live in an SQL table; the store runs the statements."""
+class SqlRows(ABC):
+    """What a SQL store gives the operations written once over it: its dialect, its clock
+    and a way to run one statement (its own text, positional or named parameters)."""
 
     _dialect: Dialect
 
     @abstractmethod
-    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+    def _now(self) -> Any:
+        """The time now, as the store binds it."""
+
+    @abstractmethod
+    async def _read_rows(self, sql: str, params: Any) -> list[Mapping[str, Any]]:
         """The rows of one read-only statement."""
 
     @abstractmethod
-    async def _write_rows(self, sql: str, params: list[object]) -> int:
-        """Run one write statement in its own transaction; how many rows it touched."""
+    async def _write_rows(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        """Run one write statement in its own transaction; how many rows it touched.
+        ``durable=False``: a write that may be lost in a crash (a lease, a worker's row)."""
+
+
+class SqlInstanceQueries(SqlRows):
+    """The query, count and purge operations of the client half of the seam, for a store
+    whose instances live in an SQL table; the store runs the statements."""
 
     async def query_instances(self, query: InstanceQuery) -> QueryPage:
         """Matching instances in the query's order (ties by instance id); ``created_from`` is

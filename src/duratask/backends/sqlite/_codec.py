@@ -58,6 +58,7 @@ DIALECT = Dialect(
     in_list=_in_list,
     starts_with=_starts_with,
     contains=_contains,
+    later=lambda micros, delta: micros + delta // _MICROSECOND,
 )
 
 
