@@ -47,6 +47,18 @@ INSTANCE_COLUMNS = (
     "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
     "scheduled_start_at"
 )
+WORKER_COLUMNS = "worker_id, host, pid, started_at, heartbeat_at, registrations, status"
+# The end of an insert of a worker's row: a worker already there is refreshed.
+WORKER_REFRESH = """ON CONFLICT (worker_id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
+    status = excluded.status"""
+# The end of the backlog query: counts by kind and name from the CTE ``flags`` (kind, name,
+# has_token, due_now, held) that each store writes in its own dialect.
+BACKLOG_TOTALS = """SELECT kind, name,
+    sum(CASE WHEN NOT held AND due_now THEN 1 ELSE 0 END) AS ready,
+    sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
+    sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
+FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,8 +91,8 @@ def _contains(column: str, text: str) -> tuple[str, list[object]]:
 DIALECT = Dialect(
     placeholder="%s",
     instances="{schema}.instances",
+    from_time=lambda value: value.astimezone(UTC),  # timestamptz comes in the session's zone
     to_time=as_utc,
-    from_time=lambda value: value.astimezone(UTC),
     in_list=_in_list,
     starts_with=_starts_with,
     contains=_contains,
