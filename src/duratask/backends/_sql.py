@@ -222,6 +222,19 @@ class SqlRows(ABC):
         """Run one write statement in its own transaction; how many rows it touched.
         ``durable=False``: a write that may be lost in a crash (a lease, a worker's row)."""
 
+    async def _extend_lease(
+        self, statement: str, params: dict[str, Any], lease: timedelta, *, durable: bool = False
+    ) -> datetime | None:
+        """Run ``statement``, which extends a lease held with ``params`` to ``expires_at``
+        (now + ``lease``; ``now`` is bound too): the new expiry, or None if the lease was
+        lost."""
+        now = self._now()
+        expires_at = self._dialect.later(now, lease)
+        bound = {**params, "now": now, "expires_at": expires_at}
+        if not await self._write_rows(statement, bound, durable=durable):
+            return None
+        return self._dialect.from_time(expires_at)
+
 
 class SqlInstanceQueries(SqlRows):
     """The query, count and purge operations of the client half of the seam, for a store

@@ -70,15 +70,11 @@ class SqlEntities(SqlRows):
 
     async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""
-        expires_at = self._dialect.later(self._now(), lease)
-        params = {
-            "entity_id": work_item.entity_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        if not await self._write_rows(self._entity_statements.renew, params, durable=False):
+        params = {"entity_id": work_item.entity_id, "token": work_item.lock_token}
+        renewed = await self._extend_lease(self._entity_statements.renew, params, lease)
+        if renewed is None:
             raise lost_entity_lease(work_item.entity_id)
-        work_item.locked_until = self._dialect.from_time(expires_at)
+        work_item.locked_until = renewed
 
     async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
         """One entity with a state or a lock holder, or None."""

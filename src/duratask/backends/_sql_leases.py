@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from duratask.backends._shared import worker_from_row, worker_registrations
@@ -65,15 +65,11 @@ class SqlLeases(SqlRows):
         self, work_item: OrchestrationWorkItem, lease: timedelta
     ) -> None:
         """Extend the lease to now + ``lease``."""
-        expires_at = self._dialect.later(self._now(), lease)
-        params = {
-            "instance_id": work_item.instance_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        if not await self._write_rows(self._statements.RENEW_INSTANCE_LEASE, params, durable=False):
+        params = {"instance_id": work_item.instance_id, "token": work_item.lock_token}
+        renewed = await self._extend_lease(self._statements.RENEW_INSTANCE_LEASE, params, lease)
+        if renewed is None:
             raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        work_item.locked_until = self._dialect.from_time(expires_at)
+        work_item.locked_until = renewed
 
     async def lock_next_activity_work_items(
         self,
@@ -97,36 +93,23 @@ class SqlLeases(SqlRows):
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""
-        expires_at = self._dialect.later(self._now(), lease)
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        statement = self._statements.RENEW_ACTIVITY_LEASE
-        renewed = await self._write_rows(statement, params, durable=False)
-        self._extended(work_item, renewed, expires_at)
+        params = {"id": work_item.work_item_id, "token": work_item.lock_token}
+        renewed = await self._extend_lease(self._statements.RENEW_ACTIVITY_LEASE, params, lease)
+        self._extended(work_item, renewed)
 
     async def record_activity_heartbeat(
         self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
     ) -> None:
         """Keep the details with the activity and extend its lease."""
-        now = self._now()
-        expires_at = self._dialect.later(now, lease)
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "details": details,
-            "now": now,
-            "expires_at": expires_at,
-        }
-        recorded = await self._write_rows(self._statements.RECORD_HEARTBEAT, params)
-        self._extended(work_item, recorded, expires_at)
+        params = {"id": work_item.work_item_id, "token": work_item.lock_token, "details": details}
+        statement = self._statements.RECORD_HEARTBEAT
+        self._extended(work_item, await self._extend_lease(statement, params, lease, durable=True))
 
-    def _extended(self, work_item: ActivityWorkItem, rows: int, expires_at: object) -> None:
-        if not rows:
+    @staticmethod
+    def _extended(work_item: ActivityWorkItem, locked_until: datetime | None) -> None:
+        if locked_until is None:
             raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        work_item.locked_until = self._dialect.from_time(expires_at)
+        work_item.locked_until = locked_until
 
     # -- workers and their leases -----------------------------------------------------------
     async def heartbeat_worker(self, worker: WorkerInfo) -> None:
