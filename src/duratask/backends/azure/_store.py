@@ -15,7 +15,9 @@ Layout (``{hub}`` is the task hub's name):
   waiting. Hints are never trusted: a worker reads the rows they point at, and a sweep of
   the rows finds whatever a lost hint would have pointed at;
 - ``{hub}-largemessages`` blob container: property values over the table limit, gzipped,
-  and the staged rows of an episode too large for one table transaction.
+  and the staged rows of an episode too large for one table transaction;
+- ``{hub}-leases`` blob container: one blob per control partition, whose lease says which
+  worker serves the partition (see ``_partitions``).
 
 Each instance is leased on its sentinel row: taking, renewing and committing are writes
 conditional on the sentinel's ETag, so only one writer wins.
@@ -54,8 +56,11 @@ remembered row: if anything changed meanwhile (a message arrived, the lease was 
 the ETag differs, the transaction is refused whole, and the commit is tried again after
 reading the partition.
 
-Leases are per instance, on the sentinel; the control queues spread hints, not ownership,
-so a dead worker's instances are taken by any worker once their leases expire.
+Workers share the control partitions through blob leases, balanced among the live workers
+and taken over when a worker dies: a worker reads the hints of its partitions' queues and
+sweeps its partitions' instances only. That spreads the work; it is not what makes it
+correct. The instance's lease on its sentinel is: a worker that lost a partition (or an
+instance) meanwhile fails the ETag condition of its next write and writes nothing.
 
 Times are decided by the store clock, against due times kept in the rows (a queue's
 visibility delay is only a hint). Delivery counts are kept in the rows too, so a message
@@ -114,6 +119,11 @@ from duratask.backends._wakeups import (
     hub_wakeups,
 )
 from duratask.backends.azure import _codec as codec
+from duratask.backends.azure._partitions import (
+    PARTITION_LEASE,
+    PartitionLeases,
+    partition_owners,
+)
 from duratask.backends.azure._target import AzureTarget, parse_azure_url
 from duratask.backends.base import (
     EXECUTIONS_KEPT,
@@ -194,6 +204,7 @@ class _Clients:
     tables: dict[str, Any]
     queues: dict[str, Any]
     container: Any
+    leases: Any
     services: list[Any]
     table_service: Any
 
@@ -205,7 +216,7 @@ class _Clients:
         if self.closed:
             return
         self.closed = True
-        for client in [*self.tables.values(), *self.queues.values(), self.container]:
+        for client in [*self.tables.values(), *self.queues.values(), self.container, self.leases]:
             await client.close()
         for service in self.services:
             if service is not None:
@@ -245,6 +256,8 @@ class AzureOrchestrationService:
         self._control_names = [f"{lower}-control-{n:02d}" for n in range(self._target.partitions)]
         self._workitems_name = f"{lower}-workitems"
         self._container_name = f"{lower}-largemessages"
+        self._leases_name = f"{lower}-leases"
+        self._partitions = PartitionLeases(self._control_names)
         # Queue visibility delays are wall time: a store on another clock (a test's) reads
         # the rows at every poll and queues no hints.
         self._wall_clock = clock is None
@@ -353,6 +366,7 @@ class AzureOrchestrationService:
                 for name in [*self._control_names, self._workitems_name]
             },
             container=blobs.get_container_client(self._container_name),
+            leases=blobs.get_container_client(self._leases_name),
             services=[tables, queues, blobs, credential],
             table_service=tables,
         )
@@ -399,10 +413,11 @@ class AzureOrchestrationService:
                 await queue.create_queue()
             except ResourceExistsError:
                 pass
-        try:
-            await clients.container.create_container()
-        except ResourceExistsError:
-            pass
+        for container in (clients.container, clients.leases):
+            try:
+                await container.create_container()
+            except ResourceExistsError:
+                pass
 
     async def close(self) -> None:
         """Close this event loop's clients (those of loops that ended are dropped); the
@@ -415,6 +430,11 @@ class AzureOrchestrationService:
         self._clients.clear()
         self._opened = False
         if clients is not None:
+            if self._partitions.owned:
+                try:
+                    await self._partitions.release_all(clients.leases, clients.tables["workers"])
+                except Exception as exc:  # they run out by themselves
+                    _LOG.debug("partitions not released: %s", exc)
             await clients.close()
 
     async def delete_task_hub(self) -> None:
@@ -426,6 +446,7 @@ class AzureOrchestrationService:
         for queue in clients.queues.values():
             await _ignore_missing(queue.delete_queue())
         await _ignore_missing(clients.container.delete_container())
+        await _ignore_missing(clients.leases.delete_container())
 
     # -- small helpers ------
     def _now(self) -> datetime:
@@ -691,8 +712,9 @@ class AzureOrchestrationService:
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         runnable = work_filter.orchestrations if work_filter is not None else None
+        served = await self._served()
         for _ in range(_SCAN_CANDIDATES):
-            hinted = await self._hinted_instances()
+            hinted = await self._hinted_instances(served)
             if not hinted:
                 break
             item = await self._try_lease(hinted[0], owner, lease, known_histories, runnable)
@@ -700,7 +722,7 @@ class AzureOrchestrationService:
                 return item
         if not self._sweep_due(ORCHESTRATION):
             return None
-        for instance_id in await self._instance_candidates():
+        for instance_id in await self._instance_candidates(served):
             item = await self._try_lease(instance_id, owner, lease, known_histories, runnable)
             if item is not None:
                 return item
@@ -747,11 +769,33 @@ class AzureOrchestrationService:
         except Exception as exc:
             _LOG.debug("hint of %s not deleted: %s", hint[0], exc)
 
-    async def _hinted_instances(self) -> list[str]:
-        """The instances the next hints name (hints read ahead are kept for the next call;
-        the hints of the returned instances are deleted)."""
+    async def _served(self) -> frozenset[str] | None:
+        """The control partitions this store object serves (see ``_partitions``); None (all)
+        on a test clock, where the leases' real time would not match the store's."""
+        if not self._wall_clock:
+            return None
+        clients = self._c()
+        return await self._partitions.serve(clients.leases, clients.tables["workers"])
+
+    async def partition_owners(self) -> dict[str, str | None]:
+        """Who holds each ``{hub}-control-NN`` partition's lease now (``None``: nobody)."""
+        return await partition_owners(self._c().leases, self._control_names)
+
+    @property
+    def partition_member(self) -> str:
+        """This store object's name as a partition owner (see :meth:`partition_owners`)."""
+        return self._partitions.member
+
+    async def _hinted_instances(self, served: frozenset[str] | None) -> list[str]:
+        """The instances the next hints of the ``served`` control queues name (hints read
+        ahead are kept for the next call; the hints of the returned instances are deleted)."""
+        if self._orchestration_hints and served is not None:
+            self._orchestration_hints = [h for h in self._orchestration_hints if h[0] in served]
         if not self._orchestration_hints:
-            queue = self._control_names[self._control_turn % len(self._control_names)]
+            queues = [q for q in self._control_names if served is None or q in served]
+            if not queues:
+                return []
+            queue = queues[self._control_turn % len(queues)]
             self._orchestration_hints = await self._receive_hints(queue)
             if not self._orchestration_hints:
                 self._control_turn += 1
@@ -763,9 +807,14 @@ class AzureOrchestrationService:
             await self._drop_hint(hint)
         return [first] if isinstance(first, str) and first else []
 
-    async def _instance_candidates(self) -> list[str]:
-        """Instances with a due message (oldest first), or with work to settle."""
-        now = codec.to_text(self._now())
+    async def _instance_candidates(self, served: frozenset[str] | None) -> list[str]:
+        """Instances of the ``served`` partitions with a due message (oldest first), or
+        with work to settle. A message of another partition that waited longer than a
+        partition lease is a candidate too: its owner may not run that orchestration (a
+        work filter) or may be stuck; the instance's own lease still keeps it to one worker."""
+        now_time = self._now()
+        now = codec.to_text(now_time)
+        overdue = codec.to_text(now_time - timedelta(seconds=PARTITION_LEASE))
         rows = await self._query(
             "history",
             "( RowKey ge @m and RowKey lt @end ) or ( RowKey eq @s and Staged ne @empty )",
@@ -775,13 +824,18 @@ class AzureOrchestrationService:
         for row in rows:
             key = row["RowKey"]
             pk = row["PartitionKey"]
+            mine = served is None or self._control_queue(codec.untable_key(pk)) in served
             if key.startswith(codec.MESSAGE):
                 if row["Due"] > now:
                     self._held_back(ORCHESTRATION, codec.from_text(row["Due"]))
                     continue
+                if not mine and row["Due"] > overdue:
+                    continue
                 rank = (row["Due"], key)
-            else:
+            elif mine:
                 rank = ("", key)  # outbox or staged rows: settle first
+            else:
+                continue
             if pk not in best or rank < best[pk]:
                 best[pk] = rank
         ordered = sorted(best, key=lambda pk: best[pk])
