@@ -74,7 +74,11 @@ class PartitionLeases:
             try:
                 await self._balance(container, members_table)
             except Exception as exc:  # a storage outage: keep what is held, try again soon
-                _LOG.warning("partition balancing failed: %s", exc)
+                _LOG.warning(
+                    "partition balancing failed: %s",
+                    exc,
+                    extra={"event": "duratask.partition.balance_failed"},
+                )
                 self._next_round = time.monotonic() + _CATCH_UP
         return frozenset(self.owned)
 
@@ -128,13 +132,23 @@ class PartitionLeases:
             if name not in self.owned:
                 await blob.set_blob_metadata({"owner": self.member}, lease=self.lease_id)
                 self.owned.add(name)
-                _LOG.info("partition %s taken by %s", name, self.member)
+                _LOG.info(
+                    "partition %s taken by %s",
+                    name,
+                    self.member,
+                    extra={"event": "duratask.partition.taken", "partition": name},
+                )
             return
 
     def _lost(self, name: str) -> None:
         if name in self.owned:
             self.owned.discard(name)
-            _LOG.warning("partition %s lost by %s", name, self.member)
+            _LOG.warning(
+                "partition %s lost by %s",
+                name,
+                self.member,
+                extra={"event": "duratask.partition.lost", "partition": name},
+            )
 
     async def _release(self, container: Any, name: str) -> None:
         self.owned.discard(name)
@@ -143,7 +157,12 @@ class PartitionLeases:
         except HttpResponseError as exc:  # taken over meanwhile, or gone: not ours anyway
             _LOG.debug("partition %s not released: %s", name, exc)
         else:
-            _LOG.info("partition %s released by %s", name, self.member)
+            _LOG.info(
+                "partition %s released by %s",
+                name,
+                self.member,
+                extra={"event": "duratask.partition.released", "partition": name},
+            )
 
     async def release_all(self, container: Any, members_table: Any) -> None:
         """Hand every partition over and leave the members (a clean shutdown)."""
