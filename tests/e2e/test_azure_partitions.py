@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import duratask as dt
 from duratask.backends.azure._partitions import PARTITION_LEASE
 
-from .. import azurite
 from . import crash_app
 from .crash_app import Job
-from .test_azure_crashes import AzureHub, check_outcome
+from .test_azure_crashes import AzureHub, check_outcome, new_azure_hub
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -30,25 +28,14 @@ SPREAD_TIMEOUT = 45.0  # joining needs the holder's next round (a few seconds) a
 TAKEOVER_SLACK = 5.0  # seconds beyond the lease: one round, and a busy two-core machine
 
 
-def partitioned_hub(tmp_path: Path, partitions: int) -> Iterator[AzureHub]:
-    url = azurite.require_azurite().url(azurite.new_hub(), partitions=partitions)
-    client = dt.TaskHubClient(url)
-    hub = AzureHub(workdir=tmp_path, client=client, store_url=url)
-    try:
-        yield hub
-    finally:
-        hub.cleanup()
-        client.close()
-
-
 @pytest.fixture
 def six_partitions(tmp_path: Path) -> Iterator[AzureHub]:
-    yield from partitioned_hub(tmp_path, 6)
+    yield from new_azure_hub(tmp_path, 6)
 
 
 @pytest.fixture
 def four_partitions(tmp_path: Path) -> Iterator[AzureHub]:
-    yield from partitioned_hub(tmp_path, 4)
+    yield from new_azure_hub(tmp_path, 4)
 
 
 def owners(hub: AzureHub) -> dict[str, int | None]:

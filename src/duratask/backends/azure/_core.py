@@ -26,6 +26,7 @@ from duratask.backends._shared import (
     utc_now,
 )
 from duratask.backends._wakeups import (
+    ENTITY,
     InstanceWatch,
     WakeUps,
     hub_wakeups,
@@ -62,6 +63,7 @@ class StoreCore:
             "instances": f"{hub}Instances",
             "workers": f"{hub}Workers",
             "schedules": f"{hub}Schedules",
+            "entities": f"{hub}Entities",
         }
         lower = hub.lower()
         self._control_names = [f"{lower}-control-{n:02d}" for n in range(self._target.partitions)]
@@ -93,7 +95,11 @@ class StoreCore:
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
         """Wait up to ``timeout`` s for a sign (from this process) that work may be available."""
-        return await self._wakeups.wait_for_work(timeout, kind)
+        woken = await self._wakeups.wait_for_work(timeout, kind)
+        if woken and kind == ENTITY:
+            # Entities have no hint queue: read their rows at once (else once a second).
+            self._next_sweep.pop(ENTITY, None)
+        return woken
 
     def watch_instance(self, instance_id: str) -> InstanceWatch:
         """Interest in one instance's row changing (changes made in this process)."""

@@ -30,7 +30,6 @@ from duratask.backends.azure._dequeue import DequeueStore
 from duratask.backends.azure._rows import (
     _BATCH,
     _BATCH_BYTES,
-    _ENTITIES_UNSUPPORTED,
     _RETRIES,
     Row,
     _etag,
@@ -51,7 +50,6 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
 )
 from duratask.errors import (
-    FeatureNotSupportedError,
     InstanceBusyError,
     LeaseLostError,
     StoreError,
@@ -97,8 +95,6 @@ class EpisodeStore(DequeueStore):
         the fence holds on it, the episode is committed without reading the partition first
         (any other writer, a delivered message included, changes the ETag, and the
         transaction is then refused and retried after a read)."""
-        if commit.entity_messages:
-            raise FeatureNotSupportedError(_ENTITIES_UNSUPPORTED)
         instance_id = commit.state.instance_id
         pk = codec.table_key(instance_id)
         cached = self._cached_sentinel(pk, fence)
@@ -226,6 +222,10 @@ class EpisodeStore(DequeueStore):
                     "RowKey": codec.row_key(codec.OUTBOX, self._new_id()),
                     "Body": await self._pack(codec.message_to_json(message)),
                 }
+            ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+        for entity_message in commit.entity_messages:
+            outbound = True
+            row = await self._entity_outbox_row(pk, entity_message)
             ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
         counts = {
             k: v for k, v in json.loads(sentinel.get("Counts") or "{}").items() if k not in consumed

@@ -16,7 +16,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 
 from duratask.backends._shared import pending_state
-from duratask.backends._wakeups import ORCHESTRATION
+from duratask.backends._wakeups import ENTITY, ORCHESTRATION
 from duratask.backends.azure import _codec as codec
 from duratask.backends.azure._hints import HintStore
 from duratask.backends.azure._rows import (
@@ -30,8 +30,10 @@ from duratask.backends.azure._rows import (
     _Partition,
 )
 from duratask.backends.base import (
+    EntityMessage,
     LeaseTakeover,
     OrchestrationMessage,
+    split_entity_id,
 )
 from duratask.errors import StoreError
 from duratask.history import (
@@ -189,17 +191,82 @@ class InboxStore(HintStore):
             "Staged": "",
         }
 
-    async def _deliver_outbox(self, instance_id: str, outbox: list[Row]) -> None:
-        """Deliver an instance's outbox rows in order, then delete them (see step 2 and 3
-        of the module docstring)."""
+    async def _deliver_outbox(
+        self, instance_id: str, outbox: list[Row], table: str = "history"
+    ) -> None:
+        """Deliver the outbox rows of an instance's (or an entity's) partition in order,
+        then delete them (see step 2 and 3 of the store's docstring). A row holds one
+        message to an orchestration, one to an entity (``Entity``), or a list of both
+        (``List``), each list item with its own id for the receiver's marker."""
         pk = codec.table_key(instance_id)
         for row in sorted(outbox, key=lambda r: r["RowKey"]):
             text = await self._unpack(row["Body"])
             assert text is not None
-            await self._deliver(
-                codec.message_from_json(text), codec.row_number(row["RowKey"]), marked=True
+            number = codec.row_number(row["RowKey"])
+            if row.get("List"):
+                for item in json.loads(text):
+                    await self._deliver_item(
+                        item["id"], item.get("entity"), item["body"], item.get("due")
+                    )
+            else:
+                await self._deliver_item(number, row.get("Entity"), text, row.get("Due"))
+            await _ignore_missing(self._table(table).delete_entity(pk, row["RowKey"]))
+
+    async def _deliver_item(
+        self, message_id: int, entity_id: str | None, text: str, due: str | None
+    ) -> None:
+        if not entity_id:
+            await self._deliver(codec.message_from_json(text), message_id, marked=True)
+        else:
+            entity_message = EntityMessage.from_json(entity_id, text, codec.opt_time(due))
+            await self._deliver_entity(entity_message, message_id, marked=True)
+
+    async def _deliver_entity(
+        self, message: EntityMessage, message_id: int, *, marked: bool
+    ) -> None:
+        """Store ``message`` in its entity's inbox (a message row in the Entities table);
+        with ``marked``, a ``d-ID`` marker makes a second delivery of ``message_id`` a
+        no-op. The entity's own row is made when it is first leased."""
+        split_entity_id(message.entity_id)
+        pk = codec.table_key(message.entity_id)
+        due = message.visible_at or self._now()
+        ops: list[tuple[Any, ...]] = [
+            (
+                "create",
+                {
+                    "PartitionKey": pk,
+                    "RowKey": codec.row_key(codec.MESSAGE, message_id),
+                    "Body": await self._pack(message.to_json()),
+                    "Due": codec.to_text(due),
+                    "Source": message.source or "",
+                },
             )
-            await _ignore_missing(self._table("history").delete_entity(pk, row["RowKey"]))
+        ]
+        marker = codec.row_key(codec.DELIVERED, message_id)
+        if marked:
+            ops.append(("create", {"PartitionKey": pk, "RowKey": marker}))
+        try:
+            await self._table("entities").submit_transaction(ops)
+        except HttpResponseError as exc:
+            if exc.status_code != 409 or not marked:
+                raise
+            if await self._get("entities", pk, marker) is None:
+                raise
+            return  # delivered before
+        if due > self._now():
+            self._held_back(ENTITY, due)
+        self._changed([ENTITY])
+
+    async def _entity_outbox_row(self, pk: str, message: EntityMessage) -> Row:
+        """An outbox row of one message to an entity (see :meth:`_deliver_outbox`)."""
+        split_entity_id(message.entity_id)
+        return {
+            "PartitionKey": pk,
+            "RowKey": codec.row_key(codec.OUTBOX, self._new_id()),
+            "Entity": message.entity_id,
+            "Body": await self._pack(message.to_json()),
+            "Due": codec.opt_text(message.visible_at),
+        }
 
     async def _copy_instance(self, state: OrchestrationState) -> None:
         """Write the ``{hub}Instances`` copy of an instance row (best effort: queries

@@ -44,6 +44,7 @@ PARTITION_LEASE = 15  # seconds (a blob lease lasts 15 to 60 s)
 MEMBERS = "partition-members"  # partition key of presence rows in the Workers table
 _ROUND = PARTITION_LEASE / 3  # seconds between two balancing rounds
 _CATCH_UP = 1.0  # seconds between rounds while partitions this worker should serve are held
+_FORGET_AFTER = 3600.0  # seconds after which a silent member's presence row is deleted
 
 
 def new_member_id() -> str:
@@ -108,8 +109,14 @@ class PartitionLeases:
         now = stamps.get(self.member)
         if now is None:
             return [self.member]
-        stale_after = 2 * _ROUND
-        return [m for m, at in stamps.items() if (now - at).total_seconds() <= stale_after]
+        live = []
+        for member, at in stamps.items():
+            age = (now - at).total_seconds()
+            if age <= 2 * _ROUND:
+                live.append(member)
+            elif age > _FORGET_AFTER:  # a worker that died long ago: drop its row
+                await _forget(table, member)
+        return live
 
     async def _hold(self, container: Any, name: str) -> None:
         """Take or renew the lease of partition ``name``; it is not held if another worker's
@@ -169,10 +176,15 @@ class PartitionLeases:
         for name in sorted(self.owned):
             await self._release(container, name)
         self._next_round = 0.0
-        try:
-            await members_table.delete_entity(MEMBERS, codec.table_key(self.member))
-        except HttpResponseError as exc:
-            _LOG.debug("presence of %s not deleted: %s", self.member, exc)
+        await _forget(members_table, self.member)
+
+
+async def _forget(table: Any, member: str) -> None:
+    """Delete a member's presence row."""
+    try:
+        await table.delete_entity(MEMBERS, codec.table_key(member))
+    except HttpResponseError as exc:
+        _LOG.debug("presence of %s not deleted: %s", member, exc)
 
 
 async def _create(container: Any, blob: Any, missing: ResourceNotFoundError) -> None:

@@ -26,10 +26,6 @@ _MAX_HINT_DELAY = 6 * 24 * 3600  # below the 7 days a queue message may stay hid
 _RETRIES = 20  # reads and conditional writes of one row before giving up
 _REMEMBERED_ROWS = 50_000  # rows (with their ETags) a store object keeps in mind at most
 _HINT_HIDDEN = 30  # seconds a hint read by one worker is hidden from the others
-_ENTITIES_UNSUPPORTED = (
-    "durable entities are not supported by the Azure Storage store yet; use a SQLite or "
-    "PostgreSQL task hub for entities"
-)
 
 
 Row = dict[str, Any]

@@ -6,10 +6,12 @@ Layout (``{hub}`` is the task hub's name):
   a ``sentinel`` row (the instance row: status, execution id, history length, the lease's
   token, owner and expiry, delivery counts of its messages), history rows ``h-HIST-SEQ``,
   inbox message rows ``m-ID``, activity rows ``a-ID``, outbox rows ``o-ID`` (messages to
-  other instances, not delivered yet) and delivery markers ``d-ID`` (messages received);
+  other instances or to entities, not delivered yet) and delivery markers ``d-ID``
+  (messages received);
 - ``{hub}Instances`` table: a copy of each sentinel's instance row for queries (queries
   re-read the sentinel of an unfinished instance, so what they report is exact);
 - ``{hub}Workers`` and ``{hub}Schedules`` tables: worker presence and schedules;
+- ``{hub}Entities`` table: durable entities, one partition each (see ``_entities``);
 - ``{hub}-control-NN`` queues (instances spread by a stable hash of their id) and the
   ``{hub}-workitems`` queue: hints that an instance has a message or that an activity is
   waiting. Hints are never trusted: a worker reads the rows they point at, and a sweep of
@@ -92,4 +94,4 @@ class AzureOrchestrationService(
 
     wakes_all_processes = False
 
-    supports_entities = False
+    supports_entities = True

@@ -12,6 +12,7 @@ from azure.data.tables import UpdateMode
 
 from duratask.backends._wakeups import (
     ACTIVITY,
+    ENTITY,
     ORCHESTRATION,
 )
 from duratask.backends.azure import _codec as codec
@@ -78,14 +79,20 @@ class WorkerStore(InboxStore):
             )
         return sorted(workers, key=lambda w: w.heartbeat_at, reverse=True)
 
-    async def _leased_rows(self) -> list[Any]:
-        return await self._query("history", "Token ne @empty", {"empty": ""})
+    async def _leased_rows(self) -> list[tuple[str, Any]]:
+        """The rows holding a lease token (instances and activities, then entities), with
+        their table."""
+        found = []
+        for table in ("history", "entities"):
+            rows = await self._query(table, "Token ne @empty", {"empty": ""})
+            found += [(table, row) for row in rows]
+        return found
 
     async def lease_holders(self) -> list[LeaseHolder]:
-        """Who holds live leases on instances and activities, and until when."""
+        """Who holds live leases on instances, activities and entities, and until when."""
         now = self._now()
         held: dict[str, tuple[int, datetime]] = {}
-        for row in await self._leased_rows():
+        for _, row in await self._leased_rows():
             if not self._lease_live(row, now) or not row.get("Owner"):
                 continue
             until = codec.from_text(row["Expires"])
@@ -96,16 +103,16 @@ class WorkerStore(InboxStore):
     async def break_leases(self, owner: str) -> int:
         """Expire every lease ``owner`` holds."""
         broken = 0
-        for row in await self._leased_rows():
+        for table, row in await self._leased_rows():
             if row.get("Owner") != owner:
                 continue
             updated = dict(row)
-            if row["RowKey"] == codec.SENTINEL:
+            if table == "history" and row["RowKey"] == codec.SENTINEL:
                 instance_id = codec.untable_key(row["PartitionKey"])
                 await self._record_takeover(updated, instance_id, self._now(), None)
             updated.update(Token="", Owner="", Expires="")
             try:
-                await self._table("history").update_entity(
+                await self._table(table).update_entity(
                     updated, mode=UpdateMode.REPLACE, **_if_match(_etag(row))
                 )
             except HttpResponseError as exc:
@@ -114,7 +121,7 @@ class WorkerStore(InboxStore):
                 raise
             broken += 1
         if broken:
-            self._changed([ORCHESTRATION, ACTIVITY])
+            self._changed([ORCHESTRATION, ACTIVITY, ENTITY])
         return broken
 
     async def backlog(self) -> list[BacklogEntry]:
