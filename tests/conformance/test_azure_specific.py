@@ -5,7 +5,11 @@ blobs and episodes too large for one table transaction. Runs on Azurite (see
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import itertools
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -310,3 +314,39 @@ async def test_an_entity_outbox_delivered_twice_stores_each_message_once(
     assert sorted(got) == [("@counter@b", "r2"), ("@counter@c", "r3")]
     entity = await other.get_entity("@counter@a")
     assert entity is not None and entity.serialized_state == "1"
+
+
+async def test_a_worker_leases_only_the_instances_of_the_partitions_it_holds(
+    azure_url: str,
+) -> None:
+    """Two store objects on the wall clock split the 4 partitions 2 and 2; an instance of
+    one's partition is not leased by the other (its sweep skips it), only by its owner."""
+    from duratask.backends.azure import AzureOrchestrationService
+
+    a, b = AzureOrchestrationService(azure_url), AzureOrchestrationService(azure_url)
+    await a.open()
+    await b.open()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # polling is what drives the balancing rounds
+            assert await a.lock_next_orchestration_work_item("a", LEASE) is None
+            assert await b.lock_next_orchestration_work_item("b", LEASE) is None
+            owners = await a.partition_owners()
+            held = Counter(owners.values())
+            if held[a.partition_member] == 2 and held[b.partition_member] == 2:
+                break
+            assert time.monotonic() < deadline, f"partitions not split: {owners}"
+            await asyncio.sleep(0.1)
+        mine = {name for name, owner in owners.items() if owner == a.partition_member}
+        iid = next(f"i-{n}" for n in itertools.count() if a._control_queue(f"i-{n}") in mine)
+        await b.create_instance(started(iid), NO_REUSE)
+        for _ in range(3):
+            b._next_sweep.clear()  # sweep the rows at each call, not once a second
+            assert await b.lock_next_orchestration_work_item("b", LEASE) is None
+        a._next_sweep.clear()
+        item = await a.lock_next_orchestration_work_item("a", LEASE)
+        assert item is not None and item.instance_id == iid
+    finally:
+        await a.delete_task_hub()
+        await a.close()
+        await b.close()
