@@ -44,6 +44,12 @@ class Azurite:
             f"&table_port={self.table}{extra}"
         )
 
+    def connection_string(self) -> str:
+        """A connection string for Microsoft's own clients to reach this emulator."""
+        from duratask.backends.azure._target import emulator_connection_string
+
+        return emulator_connection_string("127.0.0.1", self.blob, self.queue, self.table)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

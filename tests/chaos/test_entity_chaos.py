@@ -39,16 +39,20 @@ async def test_entity_counters_survive_random_kills(
 ) -> None:
     seed = int(os.environ.get("DURATASK_CHAOS_SEED") or secrets.randbits(32))
     rng = random.Random(seed)
-    count = chaos_instances(request.config)
+    count = chaos_instances(request.config, target.kind)
     plans = [rng.sample(KEYS, rng.randint(1, 4)) for _ in range(count)]
     expected = Counter(key for keys in plans for key in keys)
     expected.update(keys[0] for keys in plans)  # the call
     supervisor = Supervisor(
-        target.url, tmp_path, random.Random(rng.random()), lease_seconds=LEASE_SECONDS
+        target.url,
+        tmp_path,
+        random.Random(rng.random()),
+        lease_seconds=LEASE_SECONDS,
+        kill_interval=target.kill_interval,
     )
     supervisors.append(supervisor)
     began = time.monotonic()
-    deadline = began + chaos_budget(count)
+    deadline = began + chaos_budget(count, target.kind)
     async with dt.AsyncTaskHubClient(target.client_url) as client:
         await supervisor.start(WORKERS)
         stop = asyncio.Event()
