@@ -48,7 +48,7 @@ class AzureHub(Target):
     # leave most partitions unserved most of the time, and the run would crawl.
     kill_interval: tuple[float, float] = (3.0, 6.0)
 
-    def _rows(self, table: str, query: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, table: str, query: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``{hub}{table}`` that ``query`` selects (all without one)."""
         with TableServiceClient.from_connection_string(self.connection_string) as service:
             client = service.get_table_client(f"{self.hub}{table}")
@@ -56,13 +56,13 @@ class AzureHub(Target):
             return [dict(row) for row in rows]
 
     def _sentinels(self) -> dict[str, dict[str, Any]]:
-        rows = self._rows("History", "RowKey eq 'sentinel'")
+        rows = self.rows("History", "RowKey eq 'sentinel'")
         return {instance_id(row["PartitionKey"]): row for row in rows}
 
     def leftovers(self) -> dict[str, list[Any]]:
         left: dict[str, list[Any]] = {kind: [] for kind in WORK_ROWS.values()}
         for table in ("History", "Entities"):
-            for row in self._rows(table, _prefix_filter(list(WORK_ROWS))):
+            for row in self.rows(table, _prefix_filter(list(WORK_ROWS))):
                 kind = WORK_ROWS[row["RowKey"][:2]]
                 left[kind].append((table, instance_id(row["PartitionKey"]), row["RowKey"]))
         sentinels = self._sentinels().items()
@@ -86,7 +86,7 @@ class AzureHub(Target):
 
     def _history_rows(self) -> Iterator[tuple[str, str, int]]:
         """(instance id, history id, sequence number) of every stored history row."""
-        for row in self._rows("History", _prefix_filter(["h-"])):
+        for row in self.rows("History", _prefix_filter(["h-"])):
             history, sequence = row["RowKey"][2:].rsplit("-", 1)
             yield instance_id(row["PartitionKey"]), history, int(sequence)
 
@@ -115,7 +115,7 @@ class AzureHub(Target):
     def figures(self) -> dict[str, Any]:
         """How many ``{hub}Instances`` copies are stale or missing (allowed after a crash)."""
         statuses = self._statuses()
-        copies = {instance_id(r["PartitionKey"]): r["Status"] for r in self._rows("Instances")}
+        copies = {instance_id(r["PartitionKey"]): r["Status"] for r in self.rows("Instances")}
         return {
             "stale_instance_copies": sum(
                 copies[iid] != status for iid, status in statuses.items() if iid in copies
