@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,6 +152,20 @@ def require_azurite() -> Azurite:
 def problem() -> str | None:
     """Why Azurite could not be used this session, if it could not."""
     return _problem[0] if _problem else None
+
+
+def warn_in_summary(terminalreporter: Any, tests: str) -> None:
+    """Say in pytest's summary that ``tests`` were skipped (or failed, as in CI) for want of
+    Azurite, when they were."""
+    if not _problem:
+        return
+    required = os.environ.get("DURATASK_REQUIRE_AZURITE") == "1"
+    terminalreporter.write_line(
+        f"WARNING: {tests} {'FAILED' if required else 'SKIPPED'}: "
+        f"Azurite unavailable ({_problem[0]}); run make azurite",
+        red=True,
+        bold=True,
+    )
 
 
 def stop_all() -> None:

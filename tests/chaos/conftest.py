@@ -91,14 +91,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if azurite.problem():
-        required = os.environ.get("DURATASK_REQUIRE_AZURITE") == "1"
-        terminalreporter.write_line(
-            f"WARNING: Azure Storage chaos tests {'FAILED' if required else 'SKIPPED'}: "
-            f"Azurite unavailable ({azurite.problem()}); run make azurite",
-            red=True,
-            bold=True,
-        )
+    azurite.warn_in_summary(terminalreporter, "Azure Storage chaos tests")
     if _figure_lines:
         terminalreporter.section("chaos and soak figures")
         for line in _figure_lines:
