@@ -5,10 +5,11 @@ The rows are those the store's docstring describes (``duratask.backends.azure._s
 ``{hub}History`` each instance's partition holds a ``sentinel`` row (its instance row, the
 current history's id ``Hist`` and length, the instance lease's ``Token``, a ``Staged`` mark
 while a large episode is being applied), history rows ``h-HIST-SEQ`` and work rows: inbox
-messages ``m-``, activities ``a-``, outbox ``o-``. ``{hub}Entities`` partitions hold the same
-kinds of work rows. ``{hub}Instances`` holds a copy of each instance row for queries, which
-may be stale after a crash (queries re-read the sentinel of an instance whose copy says it is
-unfinished), so stale copies are counted, not failed.
+messages ``m-``, activities ``a-``, outbox ``o-``. ``{hub}Entities`` partitions hold an
+``entity`` row (with its lease's ``Token``) and the same kinds of work rows.
+``{hub}Instances`` holds a copy of each instance row for queries, which may be stale after a
+crash (queries re-read the sentinel of an instance whose copy says it is unfinished), so
+stale copies are counted, not failed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class AzureHub(Target):
         sentinels = self._sentinels().items()
         left["leases"] = [iid for iid, row in sentinels if row.get("Token")]
         left["staged"] = [iid for iid, row in sentinels if row.get("Staged")]
+        entities = self.rows("Entities", "RowKey eq 'entity'")
+        left["entity_leases"] = [unquote(row["PartitionKey"]) for row in entities if row["Token"]]
         return left
 
     def instance_ids(self) -> set[str]:

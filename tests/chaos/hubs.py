@@ -10,16 +10,22 @@ not show.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duratask as dt
 
 from ..conformance.conftest import drop_schema, new_schema, require_postgres
+from .supervisor import pause
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 SQL_KINDS = ("sqlite", "postgres")
 STORE_KINDS = (*SQL_KINDS, "azure")
@@ -38,7 +44,8 @@ class Target:
     """Seconds between two kills of the chaos tests (a random pause in this range)."""
 
     def leftovers(self) -> dict[str, list[Any]]:
-        """Work still in the hub: messages, activity work items, instance leases."""
+        """Work still in the hub: messages, activity work items, instance and entity
+        leases."""
         raise NotImplementedError
 
     def instance_ids(self) -> set[str]:
@@ -96,6 +103,10 @@ class SqlTarget(Target):
             "leases": self.rows(
                 "SELECT instance_id FROM {t}instances WHERE lock_token IS NOT NULL"
             ),
+            "entity_messages": self.rows("SELECT entity_id FROM {t}entity_messages"),
+            "entity_leases": self.rows(
+                "SELECT entity_id FROM {t}entities WHERE lock_token IS NOT NULL"
+            ),
         }
 
     def instance_ids(self) -> set[str]:
@@ -118,6 +129,22 @@ class SqlTarget(Target):
             return None
         query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
         return int(self.rows(query, (f"duratask[{self.schema}]",))[0][0])
+
+
+async def wait_for_drain(
+    target: Target, supervisor: Supervisor, deadline: float, poll: float = 0.1
+) -> None:
+    """Wait until the hub holds no work (see :meth:`Target.leftovers`); AssertionError with
+    what is left and the workers' logs at ``deadline``."""
+    idle = asyncio.Event()  # never set: pause() is the poll interval
+    while True:
+        left = await asyncio.to_thread(target.leftovers)
+        if not any(left.values()):
+            return
+        supervisor.check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the hub did not drain: {left}\n{supervisor.logs()}")
+        await pause(idle, poll)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ async def test_work_leases_and_stray_history_rows_are_found(tmp_path: Path) -> N
         left = target.leftovers()
         assert [(table, iid) for table, iid, _ in left["messages"]] == [("History", "a/b")]
         assert left["leases"] == [] and left["activities"] == [] and left["outbox"] == []
+        assert left["entity_leases"] == [] and left["staged"] == []
         assert target.sequence_numbers() == {} and target.storage_problems() == []
         assert target.finished_count() == 0
         assert target.figures() == {"stale_instance_copies": 0, "missing_instance_copies": 0}

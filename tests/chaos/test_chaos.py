@@ -53,7 +53,7 @@ from duratask import history as h
 from . import chaos_app
 from .conftest import POISON_ALLOWANCE, chaos_budget, chaos_instances, publish
 from .history_check import history_problems, raised_events
-from .hubs import Target
+from .hubs import Target, wait_for_drain
 from .supervisor import Supervisor, pause
 from .workload import Item, Raise, make_workload
 
@@ -209,19 +209,6 @@ async def describe_unfinished(client: dt.AsyncTaskHubClient, items: list[Item]) 
                 tail = [type(e).__name__ for e in events[-8:]]
             lines.append(f"  {iid}: {status}; history ends {tail}")
     return "unfinished at the deadline:\n" + "\n".join(lines[:30])
-
-
-async def wait_for_drain(target: Target, supervisor: Supervisor, deadline: float) -> None:
-    """Wait until the hub holds no work: no message, no activity, no lease."""
-    idle = asyncio.Event()  # never set: pause() is the poll interval
-    while True:
-        left = await asyncio.to_thread(target.leftovers)
-        if not any(left.values()):
-            return
-        supervisor.check()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the hub did not drain: {left}\n{supervisor.logs()}")
-        await pause(idle, POLL)
 
 
 async def hub_integrity(client: dt.AsyncTaskHubClient, instances: int) -> list[str] | None:

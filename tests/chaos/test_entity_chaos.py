@@ -4,7 +4,8 @@ worker processes are SIGKILLed at random, on each store.
 Every orchestration signals ``add 1`` to the tally of each of its keys, then calls ``add 1``
 on its first key. When every orchestration has COMPLETED the kills stop and each tally must
 hold exactly the number of increments sent to it: none lost, none applied twice, even though
-workers died mid-batch and batches ran again elsewhere. No lock is left and no message waits.
+workers died mid-batch and batches ran again elsewhere. The hub drains (no message, no
+entity or instance lease left) and no entity lock is left.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import duratask as dt
 
 from . import chaos_app
 from .conftest import chaos_budget, chaos_instances, publish
-from .hubs import Target
+from .hubs import Target, wait_for_drain
 from .supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
@@ -32,6 +33,7 @@ WORKERS = 3
 LEASE_SECONDS = 1.0
 KEYS = [f"k{i}" for i in range(6)]
 POLL = 0.1
+DRAIN_TIMEOUT = 60.0
 
 
 async def test_entity_counters_survive_random_kills(
@@ -94,8 +96,8 @@ async def test_entity_counters_survive_random_kills(
         async with asyncio.TaskGroup() as group:
             group.create_task(supervisor.run_chaos(stop))
             group.create_task(client_side())
-        # Let the last operations settle with the kills stopped, then check nothing moved.
-        await asyncio.sleep(1.0)
+        # The kills stopped: the hub must drain (no message, no lease), and nothing moved.
+        await wait_for_drain(target, supervisor, time.monotonic() + DRAIN_TIMEOUT)
         tallies = await _tallies(client)
         leftovers = [
             (e.entity_id, e.locked_by, e.backlog)
