@@ -21,6 +21,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationService,
     OrchestrationWorkItem,
+    WorkFilter,
 )
 from duratask.history import TimerFired
 from duratask.tracing._logs import log_commit
@@ -42,10 +43,10 @@ class EpisodeCommitter:
         owner: str,
         lease: timedelta,
         wake_at: Callable[[datetime, Dispatcher[OrchestrationWorkItem]], None],
-        runs_activities: Callable[[], frozenset[str] | None] = lambda: None,
+        runs_activities: Callable[[], WorkFilter | None] = lambda: None,
     ) -> None:
         self._store = store
-        # The activities this worker may lease (None: any): an eager lease takes no others.
+        # What this worker may lease (None: anything): an eager lease takes nothing else.
         self._runs_activities = runs_activities
         self._cache = cache
         self._orchestrations = orchestrations
@@ -70,7 +71,13 @@ class EpisodeCommitter:
         if wanted and (runs := self._runs_activities()) is not None:
             # The store leases the first activities: stop at the first this worker cannot run.
             wanted = next(
-                (i for i, a in enumerate(planned.activities) if a.name not in runs), wanted
+                (
+                    i
+                    for i, a in enumerate(planned.activities)
+                    if not runs.serves_queue(a.task_queue)
+                    or (runs.activities is not None and a.name not in runs.activities)
+                ),
+                wanted,
             )
         if wanted:
             if running is not None:
