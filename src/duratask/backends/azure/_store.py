@@ -74,7 +74,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -160,7 +160,7 @@ from duratask.history import (
     event_from_json,
     event_to_json,
 )
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, OrchestrationState, OrchestrationStatus
 
 _LOG = logging.getLogger("duratask.backends.azure")
 _BATCH = 100  # rows one entity-group transaction may hold
@@ -690,7 +690,7 @@ class AzureOrchestrationService:
         work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
-        runnable = work_filter.orchestrations if work_filter is not None else None
+        runnable = work_filter
         for _ in range(_SCAN_CANDIDATES):
             hinted = await self._hinted_instances()
             if not hinted:
@@ -793,7 +793,7 @@ class AzureOrchestrationService:
         owner: str,
         lease: timedelta,
         known_histories: KnownHistories,
-        runnable: frozenset[tuple[str, str | None]] | None,
+        runnable: WorkFilter | None,
     ) -> OrchestrationWorkItem | None:
         """Lease the instance if it has due messages and is free; a sentinel that changed
         between the read and the write (a message arrived) is read again."""
@@ -810,7 +810,7 @@ class AzureOrchestrationService:
         owner: str,
         lease: timedelta,
         known_histories: KnownHistories,
-        runnable: frozenset[tuple[str, str | None]] | None,
+        runnable: WorkFilter | None,
     ) -> OrchestrationWorkItem | None:
 
         part = await self._settled_head(instance_id)
@@ -833,7 +833,13 @@ class AzureOrchestrationService:
             if not resting or not await self._any_terminate(visible):
                 return None
         state = await self._state(sentinel)
-        if runnable is not None and (state.name, state.version) not in runnable:
+        if runnable is not None and (
+            not runnable.serves_queue(state.task_queue)
+            or (
+                runnable.orchestrations is not None
+                and (state.name, state.version) not in runnable.orchestrations
+            )
+        ):
             return None
         counts: dict[str, int] = json.loads(sentinel.get("Counts") or "{}")
         counts = {k: v for k, v in counts.items() if any(m["RowKey"] == k for m in part.messages)}
@@ -1073,6 +1079,7 @@ class AzureOrchestrationService:
                 "RowKey": codec.row_key(codec.ACTIVITY, activity_id),
                 "Body": await self._pack(codec.request_to_json(request)),
                 "Name": request.name,
+                "Queue": request.task_queue,
                 "Due": codec.to_text(now),
                 "Token": "",
                 "Owner": "",
@@ -1301,7 +1308,14 @@ class AzureOrchestrationService:
         work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities."""
-        runnable = work_filter.activities if work_filter is not None else None
+
+        def runs(row: Mapping[str, Any]) -> bool:
+            if work_filter is None:
+                return True
+            names = work_filter.activities
+            queue = row.get("Queue") or DEFAULT_TASK_QUEUE
+            return work_filter.serves_queue(queue) and (names is None or row["Name"] in names)
+
         leased: list[ActivityWorkItem] = []
         alone = False
         if not self._activity_hints:
@@ -1317,7 +1331,7 @@ class AzureOrchestrationService:
                 codec.table_key(str(body.get("i", ""))),
                 codec.row_key(codec.ACTIVITY, int(body.get("a", 0))),
             )
-            if row is not None and runnable is not None and row["Name"] not in runnable:
+            if row is not None and not runs(row):
                 kept.append(hint)  # another worker's: seen again when its hiding ends
                 continue
             if row is not None:
@@ -1341,7 +1355,7 @@ class AzureOrchestrationService:
         for row in rows:
             if len(leased) >= max_items:
                 break
-            if runnable is not None and row["Name"] not in runnable:
+            if not runs(row):
                 continue
             if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
                 continue
@@ -1551,6 +1565,7 @@ class AzureOrchestrationService:
             "heartbeat_at": codec.to_text(worker.heartbeat_at),
             "orchestrations": sorted(([n, v] for n, v in worker.orchestrations), key=str),
             "activities": sorted(worker.activities),
+            "task_queues": sorted(worker.task_queues),
             "in_flight": dict(worker.in_flight),
         }
         await self._table("workers").upsert_entity(
@@ -1582,6 +1597,7 @@ class AzureOrchestrationService:
                     heartbeat_at=codec.from_text(data["heartbeat_at"]),
                     orchestrations=frozenset((n, v) for n, v in data["orchestrations"]),
                     activities=frozenset(data["activities"]),
+                    task_queues=frozenset(data.get("task_queues", [DEFAULT_TASK_QUEUE])),
                     in_flight={str(k): int(v) for k, v in data["in_flight"].items()},
                 )
             )
