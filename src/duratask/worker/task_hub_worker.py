@@ -132,6 +132,7 @@ class TaskHubWorker:
             suffix unless given.
         verify_replay: Whether every episode is replayed from the stored history and
             checked strictly (see above).
+        task_queues: The task queues the worker serves (see above).
     """
 
     def __init__(
