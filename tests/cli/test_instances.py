@@ -32,6 +32,7 @@ STATE_KEYS = {
     "failure_details",
     "parent_instance_id",
     "scheduled_start_at",
+    "task_queue",
     "waiting",
     "round",
 }
@@ -397,6 +398,7 @@ def test_workers_shows_the_connected_worker_and_the_backlog(cli: Cli) -> None:
     assert me["pid"] == os.getpid()
     assert {"name": "greet", "version": None} in me["orchestrations"]
     assert "say_hello" in me["activities"]
+    assert me["task_queues"] == ["default"]
     assert me["seconds_since_heartbeat"] < 30
     assert report["backlog"] == []
     text = cli.run("workers").stdout

@@ -66,6 +66,7 @@ def status_json(state: OrchestrationState, *, show_input: bool = True) -> dict[s
         "scheduledStartTime": iso(state.scheduled_start_at),
         "executionId": state.execution_id,
         "parentInstanceId": state.parent_instance_id,
+        "taskQueue": state.task_queue,
     }
     if show_input:
         body["input"] = payload_value(state.serialized_input)
