@@ -183,3 +183,15 @@ async def test_a_worker_serves_several_queues_and_reports_them(
     (worker,) = [w for w in await client.list_workers() if w.worker_id == "both"]
     assert worker.task_queues == {"default", "payments"}
     assert worker.serves_queue("payments") and not worker.serves_queue("gpu")
+
+
+async def test_failing_unknown_work_still_keeps_to_the_worker_queues(
+    hubs: list[TaskHub], store_url: str
+) -> None:
+    # A worker that fails what it has not registered must not lease (and fail) work on a
+    # queue it does not serve: that work is another group's.
+    hub = await start(hubs, store_url, (), unknown_work="fail")
+    client = hub.client
+    iid = await client.schedule_new_orchestration("elsewhere", input=None, task_queue="other")
+    await stays(client, iid, S.PENDING, 1.0)
+    assert (await hub.run("nobody_has_this", None)).runtime_status is S.FAILED
