@@ -14,7 +14,7 @@ import pytest
 import duratask as dt
 from duratask.history import TaskScheduled
 
-from .e2e_hub import TaskHub, wait_until
+from .e2e_hub import TaskHub, stays, wait_until
 
 S = dt.OrchestrationStatus
 
@@ -77,13 +77,6 @@ async def start(
     hubs.append(hub)
     await hub.start()
     return hub
-
-
-async def stays(client: dt.AsyncTaskHubClient, iid: str, status: S, seconds: float) -> None:
-    with pytest.raises(dt.OrchestrationWaitTimeoutError):
-        await client.wait_for_orchestration_completion(iid, timeout=seconds)
-    state = await client.get_orchestration_state(iid)
-    assert state is not None and state.runtime_status is status
 
 
 async def reported(client: dt.AsyncTaskHubClient, ids: set[str]) -> None:

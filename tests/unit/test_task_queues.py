@@ -127,12 +127,12 @@ def worker(*queues: str, runs: tuple[str, ...] = ("greet",)) -> WorkerInfo:
     )
 
 
-def pending(task_queue: str) -> OrchestrationState:
+def pending(task_queue: str, status: OrchestrationStatus = S.PENDING) -> OrchestrationState:
     return OrchestrationState(
         instance_id="i",
         name="greet",
         version=None,
-        runtime_status=S.PENDING,
+        runtime_status=status,
         created_at=T0,
         last_updated_at=T0,
         task_queue=task_queue,
@@ -154,14 +154,7 @@ def test_why_waiting_names_a_queue_no_connected_worker_serves() -> None:
 
 
 def test_why_waiting_names_the_queue_of_an_awaited_activity() -> None:
-    running = OrchestrationState(
-        instance_id="i",
-        name="greet",
-        version=None,
-        runtime_status=S.RUNNING,
-        created_at=T0,
-        last_updated_at=T0,
-    )
+    running = pending("default", S.RUNNING)
     history: list[h.HistoryEvent] = [
         h.TaskScheduled(event_id=0, timestamp=T0, name="ship", task_queue="gpu"),
         h.TaskScheduled(event_id=1, timestamp=T0 + timedelta(seconds=1), name="ship"),
