@@ -43,11 +43,11 @@ class EpisodeCommitter:
         owner: str,
         lease: timedelta,
         wake_at: Callable[[datetime, Dispatcher[OrchestrationWorkItem]], None],
-        runs_activities: Callable[[], WorkFilter | None] = lambda: None,
+        work_filter: Callable[[], WorkFilter | None] = lambda: None,
     ) -> None:
         self._store = store
         # What this worker may lease (None: anything): an eager lease takes nothing else.
-        self._runs_activities = runs_activities
+        self._work_filter = work_filter
         self._cache = cache
         self._orchestrations = orchestrations
         self._activities = activities
@@ -68,7 +68,7 @@ class EpisodeCommitter:
         consumed (``finished``): it goes to the first activity the episode schedules."""
         permits: list[Permit[ActivityWorkItem]] = []
         wanted = len(planned.activities)
-        if wanted and (runs := self._runs_activities()) is not None:
+        if wanted and (runs := self._work_filter()) is not None:
             # The store leases the first activities: stop at the first this worker cannot run.
             wanted = next(
                 (

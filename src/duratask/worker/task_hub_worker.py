@@ -200,6 +200,7 @@ class TaskHubWorker:
         self.task_queues = frozenset(check_name(q, "task queue") for q in task_queues)
         if not self.task_queues:
             raise ValueError("task_queues must name at least one task queue")
+        self._queues_only = WorkFilter(task_queues=self.task_queues)
         if episode_budget is not None and episode_budget <= timedelta(0):
             raise ValueError("episode_budget must be positive")
         self._episode_budget = episode_budget
@@ -302,7 +303,7 @@ class TaskHubWorker:
         (so far: functions registered while it runs count at once), unless it fails unknown
         work."""
         if self._unknown_work == "fail":
-            return WorkFilter(task_queues=self.task_queues)
+            return self._queues_only
         generation, made = self._filter_made
         if generation != self.registry.generation or made is None:
             made = WorkFilter(
@@ -402,7 +403,7 @@ class TaskHubWorker:
             owner=self.worker_id,
             lease=self._lease,
             wake_at=self._wake_at,
-            runs_activities=self._work_filter,
+            work_filter=self._work_filter,
         )
         self._results = ActivityResults(
             self.store,
