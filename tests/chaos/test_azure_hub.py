@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from azure.data.tables import TableServiceClient, UpdateMode
-
 import duratask as dt
 
 from .azure_hub import AzureHub
@@ -18,6 +16,8 @@ async def noop(ctx: dt.OrchestrationContext, _: object) -> None:
 
 
 def _write(hub: AzureHub, row: dict[str, object]) -> None:
+    from azure.data.tables import TableServiceClient, UpdateMode  # the azure extra
+
     with TableServiceClient.from_connection_string(hub.connection_string) as service:
         service.get_table_client(f"{hub.hub}History").upsert_entity(row, mode=UpdateMode.MERGE)
 
