@@ -157,10 +157,10 @@ def test_storage_restarted_mid_run_every_instance_completes(tmp_path: Path) -> N
 
 
 def test_worker_processes_share_the_hub_and_survivors_take_over(azure_hub: AzureHub) -> None:
-    """Two workers at once both run the hub's work (instances are leased one by one, by any
-    worker); SIGKILL one mid-run and the other finishes everything once the dead worker's
-    leases expire."""
-    jobs = {f"s-{n}": Job(n, timer_ms=300, fan_out=3) for n in range(8)}
+    """Two workers at once both run the hub's work (each serves its share of the control
+    partitions once they have balanced them); SIGKILL one mid-run and the other finishes
+    everything once the dead worker's leases expire."""
+    jobs = {f"s-{n}": Job(n, timer_ms=1000, fan_out=3) for n in range(16)}
     ids = [
         azure_hub.client.schedule_new_orchestration(crash_app.pipeline, input=job, instance_id=iid)
         for iid, job in jobs.items()
@@ -169,8 +169,20 @@ def test_worker_processes_share_the_hub_and_survivors_take_over(azure_hub: Azure
     second = azure_hub.start_worker("normal", "--activity-ms", "200")
     azure_hub.wait_ready(first)
     azure_hub.wait_ready(second)
-    with pytest.raises(subprocess.TimeoutExpired):
-        first.wait(timeout=1.5)
+    # The first worker has run some of the work (the partitions are balanced within a few
+    # seconds): kill it then, mid-run.
+    deadline = time.monotonic() + 60
+
+    def ran_by_first() -> bool:
+        try:
+            return first.pid in {e["pid"] for e in azure_hub.executions()}
+        except (FileNotFoundError, ValueError):  # nothing run yet, or a line half written
+            return False
+
+    while not ran_by_first():
+        assert time.monotonic() < deadline, "the first worker ran nothing within 60 s"
+        with pytest.raises(subprocess.TimeoutExpired):
+            first.wait(timeout=0.2)  # doubles as the poll interval
     assert azure_hub.count_finished(ids) < len(ids)
     azure_hub.kill(first)
     check_outcome(azure_hub, ids, jobs)
