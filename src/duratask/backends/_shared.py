@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,10 +21,13 @@ from duratask.backends.base import (
     HistoryMark,
     InstanceQuery,
     LeaseTakeover,
+    LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
+    OrchestrationWorkItem,
     ScheduleRecord,
     WorkerInfo,
+    WorkFilter,
 )
 from duratask.history import ExecutionStarted
 from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
@@ -253,6 +256,50 @@ def pending_state(instance_id: str, event: ExecutionStarted) -> OrchestrationSta
         serialized_input=event.input,
         parent_instance_id=event.parent.instance_id if event.parent else None,
         scheduled_start_at=as_utc_or_none(event.scheduled_start_time),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StartLease:
+    """A create's request to lease its new instance to ``owner`` for ``duration`` (see
+    :class:`~duratask.backends.base.SupportsEagerStart`)."""
+
+    owner: str
+    duration: timedelta
+    work_filter: WorkFilter | None
+
+    def allows(self, message: OrchestrationMessage, now: datetime) -> bool:
+        """Whether the new instance of ``message`` may be leased at ``now``: its start is
+        due and the work filter names its orchestration (replacing is the store's check)."""
+        event = started_event(message)
+        if message.visible_at is not None and as_utc(message.visible_at) > now:
+            return False
+        if event.scheduled_start_time is not None and as_utc(event.scheduled_start_time) > now:
+            return False
+        work_filter = self.work_filter
+        runnable = work_filter.orchestrations if work_filter is not None else None
+        return runnable is None or (event.name, event.version) in runnable
+
+
+def started_work_item(
+    message: OrchestrationMessage,
+    message_id: int,
+    token: str,
+    locked_until: datetime,
+) -> OrchestrationWorkItem:
+    """The work item of an instance leased as it was created: no history, its start message
+    delivered once."""
+    delivered = OrchestrationMessage(
+        message.instance_id, message.event, message.execution_id, as_utc_or_none(message.visible_at)
+    )
+    return OrchestrationWorkItem(
+        instance_id=message.instance_id,
+        lock_token=token,
+        locked_until=locked_until,
+        history=[],
+        messages=[LockedMessage(message_id, delivered, 1)],
+        state=pending_state(message.instance_id, started_event(message)),
+        history_length=0,
     )
 
 
