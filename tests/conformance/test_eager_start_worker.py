@@ -26,10 +26,6 @@ async def one_step(ctx: dt.OrchestrationContext, value: int) -> int:
     return await ctx.call_activity(double, input=value)
 
 
-async def gate(ctx: dt.OrchestrationContext, _: Any = None) -> str:
-    return await ctx.wait_for_external_event("go")
-
-
 class Fetches:
     """The instances the worker's orchestration fetches leased."""
 
@@ -50,7 +46,7 @@ class Fetches:
 @pytest.fixture
 async def hub(store_url: str) -> AsyncIterator[TaskHub]:
     hub = TaskHub(store_url)
-    hub.register(one_step, gate, activities=(double,))
+    hub.register(one_step, activities=(double,))
     if not isinstance(hub.worker.store, SupportsEagerStart):
         pytest.skip(f"{hub.worker.store.describe().kind}: no eager start")
     yield hub
