@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -279,6 +280,40 @@ class StartLease:
         work_filter = self.work_filter
         runnable = work_filter.orchestrations if work_filter is not None else None
         return runnable is None or (event.name, event.version) in runnable
+
+
+class LeasedCreates(ABC):
+    """``create_instance`` and ``create_and_lease_instance``
+    (:class:`~duratask.backends.base.SupportsEagerStart`) over one store hook, ``_create``."""
+
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        await self._create(message, replaceable, None)
+
+    async def create_and_lease_instance(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        owner: str,
+        lease: timedelta,
+        work_filter: WorkFilter | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Create an instance as :meth:`create_instance` does and lease it to ``owner`` in
+        the same transaction, unless it replaced one, is not due yet or ``work_filter``
+        leaves it out (then None)."""
+        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
+
+    @abstractmethod
+    async def _create(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        start_lease: StartLease | None,
+    ) -> OrchestrationWorkItem | None:
+        """Create the instance; with ``start_lease``, lease it in the same transaction if
+        the lease :meth:`~StartLease.allows` it and no instance was replaced."""
 
 
 def started_work_item(

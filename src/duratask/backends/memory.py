@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from duratask.backends._paging import page_of, resume_after, sort_value
 from duratask.backends._shared import (
+    LeasedCreates,
     StartLease,
     as_utc,
     as_utc_or_none,
@@ -213,7 +214,7 @@ class WorkOutlook:
     next_due_at: datetime | None
 
 
-class MemoryOrchestrationService:
+class MemoryOrchestrationService(LeasedCreates):
     """A task hub held in memory. ``named(name)`` gives the process-wide hub of that name."""
 
     wakes_all_processes = True  # a memory hub lives in one process
@@ -921,24 +922,6 @@ class MemoryOrchestrationService:
         return min(times, default=None)
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``."""
-        await self._create(message, replaceable, None)
-
-    async def create_and_lease_instance(
-        self,
-        message: OrchestrationMessage,
-        replaceable: frozenset[OrchestrationStatus],
-        owner: str,
-        lease: timedelta,
-        work_filter: WorkFilter | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Create an instance as :meth:`create_instance` does and lease it to ``owner`` at
-        once, unless it replaced one, is not due yet or ``work_filter`` leaves it out."""
-        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
-
     async def _create(
         self,
         message: OrchestrationMessage,

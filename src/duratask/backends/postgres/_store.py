@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask.backends._shared import (
+    LeasedCreates,
     StartLease,
     as_utc,
     backlog_from_row,
@@ -104,7 +105,7 @@ DIALECT = Dialect(
 )
 
 
-class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
+class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedCreates):
     """A task hub in one schema of a PostgreSQL database, safe to share between processes.
 
     ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
@@ -514,33 +515,14 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries):
         return await db.transaction(job)
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``:
-        one call of the schema's ``create_instance`` function (creates that are ready at
-        the same time share a call)."""
-        await self._create(message, replaceable, None)
-
-    async def create_and_lease_instance(
-        self,
-        message: OrchestrationMessage,
-        replaceable: frozenset[OrchestrationStatus],
-        owner: str,
-        lease: timedelta,
-        work_filter: WorkFilter | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Create an instance as :meth:`create_instance` does and lease it to ``owner`` in
-        the same call and transaction, unless it replaced one, is not due yet or
-        ``work_filter`` leaves it out."""
-        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
-
     async def _create(
         self,
         message: OrchestrationMessage,
         replaceable: frozenset[OrchestrationStatus],
         start_lease: StartLease | None,
     ) -> OrchestrationWorkItem | None:
+        """One call of the schema's ``create_instance`` function (creates that are ready at
+        the same time share a call), which takes the lease too."""
         now, db = self._now(), self._db
         instance_id = message.instance_id
         outbound = OutboundMessage(message, DIALECT)

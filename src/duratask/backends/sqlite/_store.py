@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from duratask.backends._shared import (
+    LeasedCreates,
     StartLease,
     backlog_from_row,
     ended_executions,
@@ -86,7 +87,7 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
-class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
+class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreates):
     """A task hub in one SQLite file (WAL mode), safe to share between processes.
 
     ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
@@ -475,25 +476,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries):
         return broken
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``."""
-        await self._create(message, replaceable, None)
-
-    async def create_and_lease_instance(
-        self,
-        message: OrchestrationMessage,
-        replaceable: frozenset[OrchestrationStatus],
-        owner: str,
-        lease: timedelta,
-        work_filter: WorkFilter | None = None,
-    ) -> OrchestrationWorkItem | None:
-        """Create an instance as :meth:`create_instance` does and lease it to ``owner`` in
-        the same transaction, unless it replaced one, is not due yet or ``work_filter``
-        leaves it out."""
-        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
-
     async def _create(
         self,
         message: OrchestrationMessage,
