@@ -264,15 +264,16 @@ class TaskHubWorker:
             asyncio.create_task(activities.run()),
             asyncio.create_task(entities.run()),
         ]
-        await asyncio.sleep(0)  # the dispatchers begin: they take work from here on
-        local = self._offer_eager_starts(orchestrations)
-        self._started.set()
-        _LOG.info(
-            "worker %s started",
-            self.worker_id,
-            extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
-        )
+        local: LocalWorker | None = None
         try:
+            await asyncio.sleep(0)  # the dispatchers begin: they take work from here on
+            local = self._offer_eager_starts(orchestrations)
+            self._started.set()
+            _LOG.info(
+                "worker %s started",
+                self.worker_id,
+                extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
+            )
             await self._stop_requested.wait()
         finally:
             if local is not None:
