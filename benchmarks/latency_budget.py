@@ -10,11 +10,11 @@ store class and of the worker's internals for the run, so its times include the 
     python -m benchmarks.latency_budget --store postgresql   # at --pg-url (a fresh schema)
 
 Steps: ``create`` (the client's ``create_instance``), ``create leased`` (the same, by an
-in-process worker that leases the instance as it creates it: eager start), ``lock`` (each orchestration fetch;
-one that finds nothing is a poll or a second fetcher looking for more), ``code`` (an episode
-on an orchestration code thread, from the hand-over to the result back on the loop),
-``commit`` (``commit_episode``), ``activity`` (the activity itself) and, on SQLite,
-``fsync`` (the durable ``COMMIT``, wherever it runs).
+in-process worker that leases the instance as it creates it: eager start), ``lock`` (each
+orchestration fetch; one that finds nothing is a poll or a second fetcher looking for
+more), ``code`` (an episode on an orchestration code thread, from the hand-over to the
+result back on the loop), ``commit`` (``commit_episode``), ``activity`` (the activity
+itself) and, on SQLite, ``fsync`` (the durable ``COMMIT``, wherever it runs).
 """
 
 from __future__ import annotations

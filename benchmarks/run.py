@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.hubs import (
+    AZURE_WORKLOADS,
     DEFAULT_PG_URL,
     STORES,
     HubPlace,
@@ -83,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stores",
         default=",".join(STORES),
-        help="comma-separated stores to run on (default: %(default)s; postgresql is skipped "
-        "with a note when unavailable)",
+        help="comma-separated stores to run on (default: %(default)s; postgresql and azure "
+        "are skipped with a note when unavailable; azure runs on an Azurite started for the "
+        "run, installed by make azurite)",
     )
     parser.add_argument(
         "--only", default=",".join(WORKLOADS), help="comma-separated workloads (default: all)"
@@ -147,6 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument(
         "--limit-connections", type=int, default=4, help="PostgreSQL L in parallel (N)"
     )
+    parser.set_defaults(azure_url="")  # set once the run's Azurite listens
     args = parser.parse_args(argv)
     args.stores = _split(args.stores, STORES, "store")
     args.only = _split(args.only.upper(), WORKLOADS, "workload")
@@ -192,7 +195,13 @@ def check_availability(args: argparse.Namespace) -> Availability:
             found.notes.append(f"postgresql skipped: {why}")
         else:
             found.facts["postgresql"] = pg_facts
+    if "azure" in args.stores:
+        why = start_azurite(args)
+        if why:
+            found.notes.append(f"azure skipped: {why}")
     for store in args.stores:
+        if store == "azure" and not args.azure_url:
+            continue
         if store == "postgresql":
             if pg_facts is None:
                 continue
@@ -222,10 +231,33 @@ def check_availability(args: argparse.Namespace) -> Availability:
         for store in stores:
             for system in peer.systems:
                 found.pairs.add((store, system))
-    for store in ("sqlite", "postgresql"):
+    for store in ("sqlite", "postgresql", "azure"):
         if any(s == store for s, _ in found.pairs):
             found.limit_stores.append(store)
     return found
+
+
+_AZURITE: list[Any] = []
+
+
+def start_azurite(args: argparse.Namespace) -> str:
+    """Start the run's Azurite (in memory, stopped with the run); why it cannot, or ""."""
+    args.azure_url = ""
+    try:
+        import azure.data.tables  # noqa: F401
+        from tests import azurite
+
+        emulator = azurite.start()
+    except (ImportError, RuntimeError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc} (pip install 'duratask[azure]'; make azurite)"
+    _AZURITE.append(emulator)
+    args.azure_url = emulator.url("{hub}")
+    return ""
+
+
+def stop_azurite() -> None:
+    while _AZURITE:
+        _AZURITE.pop().stop()
 
 
 def ensure_peer(peer: Peer) -> str:
@@ -307,8 +339,10 @@ def plan(args: argparse.Namespace, found: Availability) -> list[Trial]:
                         continue
                     if system != "duratask" and workload not in _peer_workloads(system):
                         continue
-                    if params.get("worker_processes") and store == "memory":
+                    if params.get("worker_processes") and store in ("memory", "azure"):
                         continue  # an in-memory hub cannot be shared between processes
+                    if store == "azure" and workload not in AZURE_WORKLOADS:
+                        continue
                     trials.append(Trial(rep, workload, variant, store, system, dict(params)))
     return trials
 
@@ -350,7 +384,7 @@ class Runner:
         return ""
 
     def execute(self, trial: Trial) -> None:
-        place = HubPlace.new(trial.store, str(self.workdir), self.args.pg_url)
+        place = HubPlace.new(trial.store, str(self.workdir), self.args.pg_url, self.args.azure_url)
         directory = Path(place.directory)
         spec = {
             "system": trial.system,
@@ -567,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
+        stop_azurite()
     meta["loadavg_at_end"] = list(os.getloadavg())
     meta["git_at_end"] = git_revision()
     meta["source_digest_at_end"] = source_digest()

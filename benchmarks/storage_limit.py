@@ -149,4 +149,11 @@ def measure(place: HubPlace, params: dict[str, Any]) -> dict[str, Any]:
         return result
     if place.store == "postgresql":
         return pg_commits_per_s(place, int(params.get("connections", 1)), seconds)
+    if place.store == "azure":
+        # A table storage store's commit is an entity write: Azurite's inserts into one
+        # partition, one in flight, are its L.
+        from benchmarks.azure_storage import raw_limit
+
+        inserts = asyncio.run(raw_limit(place.duratask_url(), seconds))
+        return {"commits_per_s": inserts, "commits": round(inserts * seconds)}
     raise ValueError(f"no storage limit for store {place.store!r}")

@@ -126,13 +126,25 @@ def new_worker(url: str) -> dt.TaskHubWorker:
 # -- running workers ------------------------------------------------------------------------------
 
 
+# The in-process worker running now, if any (its store's request counts, on Azure).
+_RUNNING: list[dt.TaskHubWorker] = []
+
+
+def storage_calls() -> int | None:
+    """The requests the running in-process worker's store has sent (Azure counts them)."""
+    calls = getattr(_RUNNING[-1].store, "calls", None) if _RUNNING else None
+    return sum(calls.values()) if calls is not None else None
+
+
 @contextlib.asynccontextmanager
 async def in_process_worker(url: str) -> AsyncIterator[dt.TaskHubWorker]:
     worker = new_worker(url)
     task = asyncio.create_task(worker.run())
+    _RUNNING.append(worker)
     try:
         yield worker
     finally:
+        _RUNNING.remove(worker)
         await worker.shutdown()
         await asyncio.wait_for(task, timeout=120)
 
@@ -278,13 +290,17 @@ async def w1_sequence(
             application_name=pg.application_name if pg else None,
         )
         window.open()
+        calls_before = storage_calls()
         started = time.perf_counter()
         await schedule_many(client, sequence, [steps] * n)
         scheduled = time.perf_counter() - started
         await wait_until_none(client, LIVE, progress, n)
         elapsed = time.perf_counter() - started
         cpu = window.close(n * steps)
+        calls_after = storage_calls()
         await check_all_completed(client, n)
+    if calls_before is not None and calls_after is not None:
+        cpu["storage_calls_per_activity"] = (calls_after - calls_before) / (n * steps)
     return cpu | {
         "seconds": elapsed,
         "schedule_seconds": scheduled,

@@ -1,10 +1,15 @@
-"""What only the Azure Storage store has: its URLs, its ETag fence against a stale owner, its
-outbox delivered once whatever crashes, large payloads in blobs and episodes too large for
-one table transaction. Runs on Azurite (see ``tests/azurite.py``)."""
+"""What only the Azure Storage store has: its URLs, its ETag fence against a stale owner (of
+an instance or of an entity), its outbox delivered once whatever crashes, large payloads in
+blobs and episodes too large for one table transaction. Runs on Azurite (see
+``tests/azurite.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import itertools
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +19,9 @@ import pytest
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityRequest,
+    EntityCommit,
+    EntityMessage,
+    EntityRecord,
     OrchestrationCommit,
     OrchestrationMessage,
 )
@@ -233,14 +241,112 @@ async def test_an_episode_larger_than_one_transaction_is_staged(stores: list[Any
     assert sentinel is not None and sentinel["Staged"] == ""
 
 
-async def test_a_worker_with_entities_stops_at_start_on_an_azure_hub(azure_url: str) -> None:
-    import duratask as dt
+def signal(entity_id: str, request_id: str, source: str | None = None) -> EntityMessage:
+    return EntityMessage(entity_id, "signal", request_id, operation="add", source=source)
 
-    worker = dt.TaskHubWorker(azure_url)
 
-    def counter(ctx: Any, _: Any) -> None:
-        return None
+async def test_a_stale_entity_worker_cannot_commit_its_batch(
+    stores: list[Any], clock: FakeClock
+) -> None:
+    """A worker whose entity lease ran out and was taken over writes nothing: its commit is
+    refused (the entity row's token and ETag changed), the new holder's is kept."""
+    first, second = stores
+    await first.send_entity_message(signal("@counter@a", "r1"))
+    stale = await first.lock_next_entity_work_item("w1", LEASE)
+    assert stale is not None and [m.message.request_id for m in stale.messages] == ["r1"]
+    clock.advance(LEASE + timedelta(seconds=1))
+    fresh = await second.lock_next_entity_work_item("w2", LEASE)
+    assert fresh is not None and fresh.lock_token != stale.lock_token
+    assert fresh.messages[0].dequeue_count == 2
 
-    worker.add_entity(counter, name="counter")
-    with pytest.raises(dt.FeatureNotSupportedError, match="registered entities"):
-        await worker.run()
+    consumed = [m.message_id for m in stale.messages]
+    out = [signal("@counter@b", "r2")]
+    with pytest.raises(LeaseLostError):
+        await first.complete_entity_work_item(
+            stale, EntityCommit(EntityRecord("99", None, ("r1",)), consumed, out)
+        )
+    assert await second.get_entity("@counter@a") is None
+    assert await second.lock_next_entity_work_item("w", LEASE) is None  # no signal to @b
+
+    await second.complete_entity_work_item(
+        fresh, EntityCommit(EntityRecord("1", None, ("r1",)), consumed, out)
+    )
+    entity = await second.get_entity("@counter@a")
+    assert entity is not None and entity.serialized_state == "1" and entity.backlog == 0
+    forwarded = await second.lock_next_entity_work_item("w", LEASE)
+    assert forwarded is not None and forwarded.entity_id == "@counter@b"
+    assert [m.message.request_id for m in forwarded.messages] == ["r2"]
+
+
+async def test_an_entity_outbox_delivered_twice_stores_each_message_once(
+    stores: list[Any],
+) -> None:
+    """A crash after an entity batch's commit and before its outbox row was deleted: the
+    next reader delivers the row again, and the receivers' markers refuse the repeat."""
+    store, other = stores
+    await store.send_entity_message(signal("@counter@a", "r1"))
+    work = await store.lock_next_entity_work_item("w", LEASE)
+    assert work is not None
+    delivered: list[list[Any]] = []
+
+    async def crash(entity_id: str, outbox: list[Any], table: str = "history") -> None:
+        delivered.append(outbox)
+        raise ConnectionError("process died")
+
+    store._deliver_outbox = crash
+    commit = EntityCommit(
+        EntityRecord("1", None, ("r1",)),
+        [m.message_id for m in work.messages],
+        [signal("@counter@b", "r2"), signal("@counter@c", "r3")],
+    )
+    with pytest.raises(ConnectionError):
+        await store.complete_entity_work_item(work, commit)
+    (outbox,) = delivered
+    await other._deliver_outbox("@counter@a", outbox, "entities")  # the first delivery
+    await other._deliver_outbox("@counter@a", outbox, "entities")  # a repeat: no-op
+
+    got = []
+    while (item := await other.lock_next_entity_work_item("w", LEASE)) is not None:
+        got += [(item.entity_id, m.message.request_id) for m in item.messages]
+        await other.complete_entity_work_item(
+            item, EntityCommit(item.record, [m.message_id for m in item.messages])
+        )
+    assert sorted(got) == [("@counter@b", "r2"), ("@counter@c", "r3")]
+    entity = await other.get_entity("@counter@a")
+    assert entity is not None and entity.serialized_state == "1"
+
+
+async def test_a_worker_leases_only_the_instances_of_the_partitions_it_holds(
+    azure_url: str,
+) -> None:
+    """Two store objects on the wall clock split the 4 partitions 2 and 2; an instance of
+    one's partition is not leased by the other (its sweep skips it), only by its owner."""
+    from duratask.backends.azure import AzureOrchestrationService
+
+    a, b = AzureOrchestrationService(azure_url), AzureOrchestrationService(azure_url)
+    await a.open()
+    await b.open()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # polling is what drives the balancing rounds
+            assert await a.lock_next_orchestration_work_item("a", LEASE) is None
+            assert await b.lock_next_orchestration_work_item("b", LEASE) is None
+            owners = await a.partition_owners()
+            held = Counter(owners.values())
+            if held[a.partition_member] == 2 and held[b.partition_member] == 2:
+                break
+            assert time.monotonic() < deadline, f"partitions not split: {owners}"
+            await asyncio.sleep(0.1)
+        mine = {name for name, owner in owners.items() if owner == a.partition_member}
+        iid = next(f"i-{n}" for n in itertools.count() if a._control_queue(f"i-{n}") in mine)
+        await b.create_instance(started(iid), NO_REUSE)
+        for _ in range(3):
+            b._next_sweep.clear()  # sweep the rows at each call, not once a second
+            assert await b.lock_next_orchestration_work_item("b", LEASE) is None
+        a._next_sweep.clear()
+        item = await a.lock_next_orchestration_work_item("a", LEASE)
+        assert item is not None and item.instance_id == iid
+    finally:
+        await a.delete_task_hub()
+        await a.close()
+        await b.close()

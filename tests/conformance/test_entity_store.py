@@ -85,6 +85,22 @@ async def test_a_lost_lease_refuses_the_commit(
     assert found is not None and found.serialized_state == "1" and found.backlog == 0
 
 
+async def test_a_renewal_extends_the_entity_lease(
+    store: TaskHubStore, peer: TaskHubStore, clock: FakeClock
+) -> None:
+    await store.send_entity_message(signal("@counter@a", "r1"))
+    item = await store.lock_next_entity_work_item("w1", LEASE)
+    assert item is not None and item.locked_until == T0 + LEASE
+    clock.advance(timedelta(seconds=20))
+    await store.renew_entity_work_item(item, LEASE)
+    assert item.locked_until == T0 + timedelta(seconds=20) + LEASE
+    clock.advance(LEASE - timedelta(seconds=10))  # past the first lease, within the renewed one
+    assert await peer.lock_next_entity_work_item("w2", LEASE) is None
+    await store.complete_entity_work_item(
+        item, EntityCommit(EntityRecord("1"), [item.messages[0].message_id])
+    )
+
+
 async def test_a_locked_entity_gets_only_its_holders_messages(store: TaskHubStore) -> None:
     await store.send_entity_message(signal("@counter@a", "r1", source="other"))
     await store.send_entity_message(signal("@counter@a", "r2", source="holder"))

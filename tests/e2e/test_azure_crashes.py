@@ -60,7 +60,13 @@ class AzureHub(Hub):
 
 @pytest.fixture
 def azure_hub(tmp_path: Path) -> Iterator[AzureHub]:
-    url = azurite.require_azurite().url(azurite.new_hub())
+    yield from new_azure_hub(tmp_path)
+
+
+def new_azure_hub(tmp_path: Path, partitions: int | None = None) -> Iterator[AzureHub]:
+    """A fresh hub on the session's Azurite (with ``partitions`` control queues), its
+    workers killed at the end."""
+    url = azurite.require_azurite().url(azurite.new_hub(), partitions=partitions)
     client = dt.TaskHubClient(url)
     hub = AzureHub(workdir=tmp_path, client=client, store_url=url)
     try:

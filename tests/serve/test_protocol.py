@@ -345,3 +345,19 @@ async def test_an_idle_stream_sends_health_pings() -> None:
     await stream.aclose()
     await streams.close()
     await store.close()
+
+
+async def test_a_stream_whose_pump_fails_ends_with_its_error() -> None:
+    store = MemoryOrchestrationService()
+    await store.open()
+    streams = WorkItemStreams(store, owner_prefix="test/", ping_interval=30)
+
+    async def broken(stream: object) -> None:
+        raise RuntimeError("renewals broke")
+
+    streams._keep_alive = broken  # type: ignore[method-assign]
+    stream = streams.serve(pb.GetWorkItemsRequest())
+    with pytest.raises(RuntimeError, match="renewals broke"):
+        await asyncio.wait_for(anext(stream), 5)
+    await streams.close()
+    await store.close()

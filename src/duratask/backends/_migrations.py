@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from duratask.errors import StoreError
+from duratask.backends._ownership import Found
+from duratask.errors import SchemaVersionError, StoreError
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[A-Za-z0-9_]+\.sql$")
 
@@ -33,6 +34,35 @@ def load_migrations(package: str, store: str) -> list[Migration]:
     if [m.version for m in found] != list(range(1, len(found) + 1)):
         raise StoreError(f"{store} migrations must be numbered 001, 002, ...: {found}")
     return found
+
+
+def check_upgradable(where: str, current: int, supported: int, found: Found | None) -> None:
+    """Refuse (:class:`SchemaVersionError`) a hub at schema version ``current`` that this
+    duratask, which knows versions up to ``supported``, cannot bring up to date: a newer
+    one, or one of which ``found`` only some of duratask's tables."""
+    if current > supported:
+        raise SchemaVersionError(where, current, supported)
+    if found is Found.DAMAGED:
+        raise SchemaVersionError(
+            where,
+            current,
+            supported,
+            "it holds only some of duratask's tables: it was changed by hand, or is damaged",
+        )
+
+
+def mismatched_tables(
+    where: str, current: int, supported: int, migration: Migration, cause: str
+) -> SchemaVersionError:
+    """The error for a migration that failed on tables that are not those of version
+    ``current``; ``cause`` is the database's message."""
+    return SchemaVersionError(
+        where,
+        current,
+        supported,
+        f"its tables do not match that version (migration {migration.name}: {cause}): "
+        "it was changed by hand, or is damaged",
+    )
 
 
 @dataclass(frozen=True, slots=True)

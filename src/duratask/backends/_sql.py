@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from duratask.backends._paging import page_of, resume_after
@@ -47,6 +47,18 @@ INSTANCE_COLUMNS = (
     "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
     "scheduled_start_at"
 )
+WORKER_COLUMNS = "worker_id, host, pid, started_at, heartbeat_at, registrations, status"
+# The end of an insert of a worker's row: a worker already there is refreshed.
+WORKER_REFRESH = """ON CONFLICT (worker_id) DO UPDATE
+SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
+    status = excluded.status"""
+# The end of the backlog query: counts by kind and name from the CTE ``flags`` (kind, name,
+# has_token, due_now, held) that each store writes in its own dialect.
+BACKLOG_TOTALS = """SELECT kind, name,
+    sum(CASE WHEN NOT held AND due_now THEN 1 ELSE 0 END) AS ready,
+    sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
+    sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
+FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class Dialect:
     in_list: Callable[[str, list[object]], tuple[str, list[object]]]
     starts_with: Callable[[str, str], tuple[str, list[object]]]
     contains: Callable[[str, str], tuple[str, list[object]]]  # a substring, no wildcards
+    later: Callable[[Any, timedelta], Any]  # a stored time plus a duration, as stored
 
     def time_or_none(self, value: datetime | None) -> Any:
         return None if value is None else self.to_time(value)
@@ -190,19 +203,42 @@ class OutboundMessage:
         }
 
 
-class SqlInstanceQueries(ABC):
-    """The query, count and purge operations of the client half of the seam, for a store
-    whose instances live in an SQL table; the store runs the statements."""
+class SqlRows(ABC):
+    """What a SQL store gives the operations written once over it: its dialect, its clock
+    and a way to run one statement (its own text, positional or named parameters)."""
 
     _dialect: Dialect
 
     @abstractmethod
-    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+    def _now(self) -> Any:
+        """The time now, as the store binds it."""
+
+    @abstractmethod
+    async def _read_rows(self, sql: str, params: Any) -> list[Mapping[str, Any]]:
         """The rows of one read-only statement."""
 
     @abstractmethod
-    async def _write_rows(self, sql: str, params: list[object]) -> int:
-        """Run one write statement in its own transaction; how many rows it touched."""
+    async def _write_rows(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        """Run one write statement in its own transaction; how many rows it touched.
+        ``durable=False``: a write that may be lost in a crash (a lease, a worker's row)."""
+
+    async def _extend_lease(
+        self, statement: str, params: dict[str, Any], lease: timedelta, *, durable: bool = False
+    ) -> datetime | None:
+        """Run ``statement``, which extends a lease held with ``params`` to ``expires_at``
+        (now + ``lease``; ``now`` is bound too): the new expiry, or None if the lease was
+        lost."""
+        now = self._now()
+        expires_at = self._dialect.later(now, lease)
+        bound = {**params, "now": now, "expires_at": expires_at}
+        if not await self._write_rows(statement, bound, durable=durable):
+            return None
+        return self._dialect.from_time(expires_at)
+
+
+class SqlInstanceQueries(SqlRows):
+    """The query, count and purge operations of the client half of the seam, for a store
+    whose instances live in an SQL table; the store runs the statements."""
 
     async def query_instances(self, query: InstanceQuery) -> QueryPage:
         """Matching instances in the query's order (ties by instance id); ``created_from`` is

@@ -7,7 +7,6 @@ server error.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,8 +84,3 @@ def error_body(error: HttpError) -> dict[str, Any]:
 def json_error(error: HttpError) -> SafeJSONResponse:
     """An API error response."""
     return SafeJSONResponse(error_body(error), status_code=error.status, headers=error.headers)
-
-
-def json_error_bytes(error: HttpError) -> bytes:
-    """The encoded JSON body of an API error (for responses sent by the middleware)."""
-    return json.dumps(error_body(error)).encode()

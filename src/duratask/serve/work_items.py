@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -111,6 +113,51 @@ class _Slots:
         self._changed.set()
 
 
+class _Outbox:
+    """The items waiting to be sent on one stream. A waiting sender holds one future, woken
+    by the next item, by a pump that failed, or by the ping interval's end: no task per
+    item, unlike a queue read raced against the pumps."""
+
+    def __init__(self) -> None:
+        self._items: deque[pb.WorkItem] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.failure: BaseException | None = None
+
+    def put_nowait(self, item: pb.WorkItem) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        self.failure = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def get_nowait(self) -> pb.WorkItem:
+        return self._items.popleft()
+
+    async def next(self, timeout: float) -> pb.WorkItem | None:
+        """The next item, or None after ``timeout`` seconds without one; raises what a
+        failed pump raised."""
+        if not self._items and self.failure is None:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            ping = loop.call_later(timeout, self._wake)
+            try:
+                await waiter
+            finally:
+                ping.cancel()
+                self._waiter = None
+        if self.failure is not None:
+            raise self.failure
+        return self._items.popleft() if self._items else None
+
+
 @dataclass(eq=False)
 class _Stream:
     owner: str
@@ -118,7 +165,7 @@ class _Stream:
     orchestration_slots: _Slots
     activity_slots: _Slots
     entity_slots: _Slots
-    queue: asyncio.Queue[pb.WorkItem] = field(default_factory=asyncio.Queue)
+    queue: _Outbox = field(default_factory=_Outbox)
     tokens: set[str] = field(default_factory=set)
     closed: bool = False
 
@@ -205,6 +252,13 @@ def batch_result_from_pb(result: pb.EntityBatchResult, operations: int) -> Entit
     return EntityBatchResult(results, optional_text(result, "entityState"), actions)
 
 
+def _end_on_failure(outbox: _Outbox, task: asyncio.Task[None]) -> None:
+    """A stream's pump or keep-alive ended (they run until the stream closes): unless it was
+    cancelled, the stream ends with its error."""
+    if not task.cancelled():
+        outbox.fail(task.exception() or RuntimeError("a work item pump of the stream ended"))
+
+
 def owner_prefix(port: int) -> str:
     """The lease owner ids of a server on this host and port: one process at a time listens
     there, so leases under this prefix that a starting server finds are its predecessor's."""
@@ -264,29 +318,18 @@ class WorkItemStreams:
             asyncio.create_task(self._pump(stream, "entity")),
             asyncio.create_task(self._keep_alive(stream)),
         ]
-        getter: asyncio.Task[pb.WorkItem] | None = None
+        for task in tasks:
+            task.add_done_callback(functools.partial(_end_on_failure, stream.queue))
         try:
             while True:
-                if getter is None:
-                    getter = asyncio.create_task(stream.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, *tasks}, timeout=self._ping_interval, return_when="FIRST_COMPLETED"
-                )
-                for task in tasks:
-                    if task in done:
-                        task.result()  # a pump that failed ends the stream with its error
-                if getter in done:
-                    item, getter = getter.result(), None
-                    yield item
-                else:
-                    yield pb.WorkItem(healthPing=pb.HealthPing())
+                # A pump that failed ends the stream with its error.
+                item = await stream.queue.next(self._ping_interval)
+                yield item if item is not None else pb.WorkItem(healthPing=pb.HealthPing())
         finally:
             stream.closed = True
             self._streams.discard(stream)
             for task in tasks:
                 task.cancel()
-            if getter is not None:
-                getter.cancel()
             # The stream may be ending by cancellation: release its items in a task of
             # their own, which the cancellation does not reach.
             self._spawn(self._release(stream, tasks))

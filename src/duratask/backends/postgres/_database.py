@@ -24,13 +24,18 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from duratask.backends._migrations import Migration, load_logic, load_migrations
+from duratask.backends._migrations import (
+    Migration,
+    check_upgradable,
+    load_logic,
+    load_migrations,
+    mismatched_tables,
+)
 from duratask.backends._ownership import FUNCTION, MARKER, TABLE, Found, own_objects, survey
 from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, SCHEDULE, WakeUps
 from duratask.backends.postgres import _queries as queries
 from duratask.errors import (
     NotATaskHubError,
-    SchemaVersionError,
     StoreError,
     StoreFullError,
     TaskHubNotFoundError,
@@ -333,26 +338,14 @@ class Database:
             await conn.execute(self.q(queries.CREATE_SCHEMA_VERSION))
             row = await (await conn.execute(self.q(queries.SELECT_SCHEMA_VERSION))).fetchone()
             current: int = row["version"] if row is not None else 0
-            if current > supported:
-                raise SchemaVersionError(self.location, current, supported)
-            if found is Found.DAMAGED:
-                raise SchemaVersionError(
-                    self.location,
-                    current,
-                    supported,
-                    "it holds only some of duratask's tables: it was changed by hand, or is "
-                    "damaged",
-                )
+            check_upgradable(self.location, current, supported, found)
             for migration in migrations[current:]:
                 try:
                     await conn.execute(self.q(migration.script))
                 except _MISMATCHED_SCHEMA as exc:
-                    raise SchemaVersionError(
-                        self.location,
-                        current,
-                        supported,
-                        f"its tables do not match that version (migration {migration.name}: "
-                        f"{' '.join(str(exc).split())}): it was changed by hand, or is damaged",
+                    cause = " ".join(str(exc).split())
+                    raise mismatched_tables(
+                        self.location, current, supported, migration, cause
                     ) from None
                 await conn.execute(
                     self.q(queries.INSERT_SCHEMA_VERSION), {"version": migration.version}

@@ -9,32 +9,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from duratask.backends._shared import (
-    check_page_size,
-    entity_recent_from_json,
-    entity_record_json,
-    new_lock_token,
-)
+from duratask.backends import _sql_entities as sql_entities
+from duratask.backends._shared import entity_recent_from_json, new_lock_token
+from duratask.backends._sql import Dialect
 from duratask.backends._wakeups import ENTITY, ORCHESTRATION
 from duratask.backends.base import (
     CleanEntityStorageResult,
     EntityCommit,
     EntityMessage,
-    EntityMetadata,
-    EntityQuery,
-    EntityQueryPage,
     EntityRecord,
     EntityWorkItem,
-    LockedEntityMessage,
     OrchestrationMessage,
-    WorkFilter,
-    decode_entity_token,
-    encode_entity_token,
     split_entity_id,
 )
 from duratask.backends.postgres._database import STATE, Connection, Database
-from duratask.errors import LeaseLostError
-from duratask.state import OrchestrationStatus
 
 _FREE = "(e.lock_expires_at IS NULL OR e.lock_expires_at < %(now)s)"
 _DELIVERABLE = "(e.locked_by IS NULL OR m.source = e.locked_by)"
@@ -128,30 +116,25 @@ def entity_message_json(message: EntityMessage) -> dict[str, Any]:
     }
 
 
-class PostgresEntities:
+class PostgresEntities(sql_entities.SqlEntities):
     """The entity half of the PostgreSQL store (mixed into it)."""
 
     _db: Database
     _now: Callable[[], datetime]
     _enqueue_outbound: Callable[[Connection, OrchestrationMessage, datetime], Awaitable[bool]]
+    _entity_statements = sql_entities.EntityStatements(
+        renew=RENEW_ENTITY_LEASE, select=SELECT_ENTITY, query=QUERY_ENTITIES
+    )
 
-    async def lock_next_entity_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        max_messages: int = 100,
-        work_filter: WorkFilter | None = None,
+    async def _lease_entity(
+        self, owner: str, lease: timedelta, max_messages: int, names: list[str] | None
     ) -> EntityWorkItem | None:
-        """Lease the free entity whose oldest deliverable message has waited longest."""
-        names = work_filter.entities if work_filter is not None else None
-        if names is not None and not names:
-            return None
-        db = self._db
+        db, dialect = self._db, self._dialect
         token = new_lock_token()
 
         async def job(conn: Connection) -> EntityWorkItem | None:
             now = self._now()
-            params = {"now": now, "names": sorted(names) if names is not None else None}
+            params = {"now": now, "names": names}
             row = await (await conn.execute(db.q(CHOOSE_ENTITY), params)).fetchone()
             if row is None:
                 return None
@@ -165,73 +148,34 @@ class PostgresEntities:
             )
             rows = sorted(await cursor.fetchall(), key=lambda r: r["message_id"])
             recent = row["recent_requests"]
-            return EntityWorkItem(
-                entity_id,
-                token,
-                expires_at,
-                EntityRecord(
-                    row["state"],
-                    row["locked_by"],
-                    tuple(recent) if isinstance(recent, list) else entity_recent_from_json(recent),
-                ),
-                [
-                    LockedEntityMessage(
-                        r["message_id"],
-                        EntityMessage.from_json(
-                            entity_id, r["body"], _utc_or_none(r["visible_at"])
-                        ),
-                        r["dequeue_count"],
-                    )
-                    for r in rows
-                ],
+            record = EntityRecord(
+                row["state"],
+                row["locked_by"],
+                tuple(recent) if isinstance(recent, list) else entity_recent_from_json(recent),
+            )
+            return sql_entities.entity_work_item(
+                entity_id, token, expires_at, record, rows, dialect.from_time
             )
 
         return await db.transaction(job)
-
-    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + lease
-        params = {
-            "entity_id": work_item.entity_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        sql = self._db.q(RENEW_ENTITY_LEASE)
-
-        async def job(conn: Connection) -> int:
-            return (await conn.execute(sql, params)).rowcount
-
-        if not await self._db.autocommit(job):
-            raise LeaseLostError(f"lease on entity {work_item.entity_id!r} was lost")
-        work_item.locked_until = expires_at
 
     async def complete_entity_work_item(
         self, work_item: EntityWorkItem, commit: EntityCommit
     ) -> None:
         """Write the batch and release the lease, in one transaction."""
-        db, record, entity_id = self._db, commit.record, work_item.entity_id
+        db, dialect, entity_id = self._db, self._dialect, work_item.entity_id
 
         async def job(conn: Connection) -> None:
             now = self._now()
-            written = await conn.execute(
-                db.q(COMMIT_ENTITY),
-                {
-                    "entity_id": entity_id,
-                    "token": work_item.lock_token,
-                    "state": record.state,
-                    "locked_by": record.locked_by,
-                    "recent": entity_record_json(record),
-                    "now": now,
-                },
-            )
-            if not written.rowcount:
-                raise LeaseLostError(f"lease on entity {entity_id!r} was lost")
+            params = sql_entities.entity_commit_params(work_item, commit.record, now)
+            if not (await conn.execute(db.q(COMMIT_ENTITY), params)).rowcount:
+                raise sql_entities.lost_entity_lease(entity_id)
             if commit.consumed_message_ids:
                 await conn.execute(
                     db.q(DELETE_ENTITY_MESSAGES),
                     {"entity_id": entity_id, "ids": list(commit.consumed_message_ids)},
                 )
-            await _enqueue_entity_messages(db, conn, commit.entity_messages, now)
+            await _enqueue_entity_messages(db, dialect, conn, commit.entity_messages, now)
             for message in commit.messages:
                 await self._enqueue_outbound(conn, message, now)
             kinds = [ENTITY, ORCHESTRATION] if commit.messages else [ENTITY]
@@ -246,11 +190,7 @@ class PostgresEntities:
     ) -> None:
         """Release the lease; with ``retry_at`` the entity rests until then."""
         db = self._db
-        params = {
-            "entity_id": work_item.entity_id,
-            "token": work_item.lock_token,
-            "rest_until": retry_at,
-        }
+        params = sql_entities.entity_abandon_params(work_item, retry_at, self._dialect)
 
         async def job(conn: Connection) -> None:
             await conn.execute(db.q(ABANDON_ENTITY), params)
@@ -262,70 +202,30 @@ class PostgresEntities:
     async def send_entity_message(self, message: EntityMessage) -> None:
         """Enqueue a message to an entity."""
         split_entity_id(message.entity_id)
-        db = self._db
+        db, dialect = self._db, self._dialect
 
         async def job(conn: Connection) -> None:
-            await _enqueue_entity_messages(db, conn, [message], self._now())
+            await _enqueue_entity_messages(db, dialect, conn, [message], self._now())
             await db.notify(conn, [ENTITY])
 
         await db.transaction(job)
 
-    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
-        """One entity with a state or a lock holder, or None."""
-        sql = self._db.q(SELECT_ENTITY)
-        params = {"entity_id": entity_id, "include_state": include_state}
-
-        async def job(conn: Connection) -> dict[str, Any] | None:
-            return await (await conn.execute(sql, params)).fetchone()
-
-        row = await self._db.autocommit(job)
-        return _metadata(row) if row is not None else None
-
-    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
-        """Entities with a state or a lock holder, matching the filters, by id."""
-        check_page_size(query.page_size)
-        token = query.continuation_token
-        params = {
-            "include_state": query.include_state,
-            "name": query.name,
-            "prefix": query.entity_id_prefix,
-            "modified_from": query.last_modified_from,
-            "modified_to": query.last_modified_to,
-            "after": decode_entity_token(token) if token else None,
-            "limit": query.page_size + 1,
-        }
-        sql = self._db.q(QUERY_ENTITIES)
-
-        async def job(conn: Connection) -> list[dict[str, Any]]:
-            return await (await conn.execute(sql, params)).fetchall()
-
-        found = [_metadata(r) for r in await self._db.autocommit(job)]
-        page = found[: query.page_size]
-        more = len(found) > query.page_size
-        return EntityQueryPage(page, encode_entity_token(page[-1].entity_id) if more else None)
-
-    async def clean_entity_storage(
-        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    async def _clean_entities(
+        self, remove_empty: bool, release_orphaned: bool
     ) -> CleanEntityStorageResult:
-        """Release orphaned locks, then delete empty entities."""
         db = self._db
 
         async def job(conn: Connection) -> CleanEntityStorageResult:
             now = self._now()
             released = removed = 0
-            if release_orphaned_locks:
+            if release_orphaned:
                 cursor = await conn.execute(db.q(SELECT_LOCKED_ENTITIES), {"now": now})
                 for row in await cursor.fetchall():
-                    status = row["runtime_status"]
-                    if status is None or OrchestrationStatus(status).is_terminal:
-                        params = {
-                            "entity_id": row["entity_id"],
-                            "locked_by": row["locked_by"],
-                            "now": now,
-                        }
+                    params = sql_entities.orphaned_lock_params(row, now)
+                    if params is not None:
                         done = await conn.execute(db.q(RELEASE_ORPHANED_LOCK), params)
                         released += done.rowcount
-            if remove_empty_entities:
+            if remove_empty:
                 removed = (await conn.execute(db.q(DELETE_EMPTY_ENTITIES), {"now": now})).rowcount
             if released:
                 await db.notify(conn, [ENTITY])
@@ -335,38 +235,13 @@ class PostgresEntities:
 
 
 async def _enqueue_entity_messages(
-    db: Database, conn: Connection, messages: Iterable[EntityMessage], now: datetime
+    db: Database,
+    dialect: Dialect,
+    conn: Connection,
+    messages: Iterable[EntityMessage],
+    now: datetime,
 ) -> None:
     for message in messages:
-        name, _ = split_entity_id(message.entity_id)
-        await conn.execute(
-            db.q(INSERT_ENTITY_IF_ABSENT),
-            {"entity_id": message.entity_id, "name": name, "now": now},
-        )
-        await conn.execute(
-            db.q(INSERT_ENTITY_MESSAGE),
-            {
-                "entity_id": message.entity_id,
-                "source": message.source,
-                "body": message.to_json(),
-                "now": now,
-                "visible_at": message.visible_at,
-            },
-        )
-
-
-def _metadata(row: dict[str, Any]) -> EntityMetadata:
-    name, key = split_entity_id(row["entity_id"])
-    return EntityMetadata(
-        entity_id=row["entity_id"],
-        name=name,
-        key=key,
-        last_modified_at=row["last_modified_at"].astimezone(UTC),
-        serialized_state=row["state"],
-        locked_by=row["locked_by"],
-        backlog=row["backlog"],
-    )
-
-
-def _utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+        entity, enqueued = sql_entities.entity_message_params(message, now, dialect)
+        await conn.execute(db.q(INSERT_ENTITY_IF_ABSENT), entity)
+        await conn.execute(db.q(INSERT_ENTITY_MESSAGE), enqueued)

@@ -14,7 +14,7 @@ foreign key), so clients never wait for a worker to finish an episode.
 
 from __future__ import annotations
 
-from duratask.backends._sql import INSTANCE_COLUMNS
+from duratask.backends._sql import BACKLOG_TOTALS, INSTANCE_COLUMNS, WORKER_COLUMNS, WORKER_REFRESH
 
 # -- schema bookkeeping ---------------------------------------------------------------------
 # Serialises migrations and deletion of one hub across processes (key: see Database).
@@ -187,18 +187,14 @@ SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = %
 WHERE id = %(id)s AND lock_token = %(token)s"""
 
 # -- workers and their leases ----------------------------------------------------------------
-UPSERT_WORKER = """
-INSERT INTO {schema}.workers
-    (worker_id, host, pid, started_at, heartbeat_at, registrations, status)
+UPSERT_WORKER = f"""
+INSERT INTO {{schema}}.workers ({WORKER_COLUMNS})
 VALUES (%(worker_id)s, %(host)s, %(pid)s, %(started_at)s, %(heartbeat_at)s,
         %(registrations)s::jsonb, %(status)s::jsonb)
-ON CONFLICT (worker_id) DO UPDATE
-SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
-    status = excluded.status"""
+{WORKER_REFRESH}"""
 DELETE_WORKER = "DELETE FROM {schema}.workers WHERE worker_id = %s"
-SELECT_WORKERS = """
-SELECT worker_id, host, pid, started_at, heartbeat_at, registrations, status
-FROM {schema}.workers ORDER BY heartbeat_at DESC"""
+SELECT_WORKERS = f"""
+SELECT {WORKER_COLUMNS} FROM {{schema}}.workers ORDER BY heartbeat_at DESC"""
 LEASE_HOLDERS = """
 SELECT lock_owner AS owner, count(*) AS items, max(lock_expires_at) AS expires_at
 FROM (SELECT lock_owner, lock_expires_at FROM {schema}.instances
@@ -238,25 +234,21 @@ WHERE lock_owner = %(owner)s AND lock_token IS NOT NULL"""
 
 # The work waiting, by kind and name: per instance (its earliest due message) and per
 # activity, whether a worker holds it, could take it now, or must wait (due later, resting).
-BACKLOG = """
+BACKLOG = f"""
 WITH per_instance AS (
     SELECT i.name, i.lock_token, i.lock_expires_at, min(m.due_at) AS due
-    FROM {schema}.messages m JOIN {schema}.instances i ON i.instance_id = m.instance_id
+    FROM {{schema}}.messages m JOIN {{schema}}.instances i ON i.instance_id = m.instance_id
     GROUP BY m.instance_id, i.name, i.lock_token, i.lock_expires_at
 ), items AS (
     SELECT 'orchestration' AS kind, name, lock_token, lock_expires_at, due FROM per_instance
     UNION ALL
-    SELECT 'activity', name, lock_token, lock_expires_at, visible_at FROM {schema}.activities
+    SELECT 'activity', name, lock_token, lock_expires_at, visible_at FROM {{schema}}.activities
 ), flags AS (
     SELECT kind, name, lock_token IS NOT NULL AS has_token, due <= %(now)s AS due_now,
         coalesce(lock_expires_at, '-infinity') >= %(now)s AS held
     FROM items
 )
-SELECT kind, name,
-    sum(CASE WHEN NOT held AND due_now THEN 1 ELSE 0 END) AS ready,
-    sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
-    sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
-FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
+{BACKLOG_TOTALS}"""
 
 # -- schedules ---------------------------------------------------------------------------------
 INSERT_SCHEDULE = """

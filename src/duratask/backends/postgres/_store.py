@@ -4,6 +4,7 @@ client processes."""
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,8 +25,6 @@ from duratask.backends._shared import (
     state_from_row,
     takeover_from_row,
     utc_now,
-    worker_from_row,
-    worker_registrations,
 )
 from duratask.backends._sql import (
     Dialect,
@@ -35,6 +34,7 @@ from duratask.backends._sql import (
     rest_until,
     state_params,
 )
+from duratask.backends._sql_leases import SqlLeases
 from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, InstanceWatch
 from duratask.backends.base import (
     ActivityWorkItem,
@@ -44,7 +44,6 @@ from duratask.backends.base import (
     InstanceUnchanged,
     KnownHistories,
     LeaseHeld,
-    LeaseHolder,
     LeaseTakeover,
     LockedMessage,
     OrchestrationCommit,
@@ -52,8 +51,6 @@ from duratask.backends.base import (
     OrchestrationWorkItem,
     ScheduleRecord,
     StoreDescription,
-    WorkerInfo,
-    WorkFilter,
 )
 from duratask.backends.postgres import _queries as q
 from duratask.backends.postgres._database import (
@@ -97,15 +94,16 @@ def _contains(column: str, text: str) -> tuple[str, list[object]]:
 DIALECT = Dialect(
     placeholder="%s",
     instances="{schema}.instances",
+    from_time=lambda value: value.astimezone(UTC),  # timestamptz comes in the session's zone
     to_time=as_utc,
-    from_time=lambda value: value.astimezone(UTC),
     in_list=_in_list,
     starts_with=_starts_with,
     contains=_contains,
+    later=operator.add,
 )
 
 
-class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedCreates):
+class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueries, LeasedCreates):
     """A task hub in one schema of a PostgreSQL database, safe to share between processes.
 
     ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
@@ -118,6 +116,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
 
     wakes_all_processes = True  # NOTIFY reaches every listening connection
     _dialect = DIALECT
+    _statements = q
 
     def __init__(
         self,
@@ -220,14 +219,9 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
         return self._db.wakeups.watch(instance_id)
 
     # -- orchestration work items -------------------------------------------------------
-    async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: KnownHistories = None,
-        work_filter: WorkFilter | None = None,
+    async def _lease_next_instance(
+        self, owner: str, lease: timedelta, known_histories: KnownHistories, keys: list[str] | None
     ) -> OrchestrationWorkItem | None:
-        """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
         expires_at = now + lease
         token = new_lock_token()
@@ -237,7 +231,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
             "token": token,
             "owner": owner,
             "expires_at": expires_at.isoformat(),
-            "keys": work_filter.orchestration_keys() if work_filter is not None else None,
+            "keys": keys,
         }
         params = (json.dumps(document),)
         rows = await db.autocommit(
@@ -261,20 +255,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
             history_length=length,
             history_loaded=not known,
         )
-
-    async def renew_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, lease: timedelta
-    ) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + lease
-        params = {
-            "instance_id": work_item.instance_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        if not await self._execute(q.RENEW_INSTANCE_LEASE, params):
-            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        work_item.locked_until = expires_at
 
     async def commit_episode(
         self, fence: EpisodeFence, commit: OrchestrationCommit
@@ -323,43 +303,25 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
         await db.transaction(job)
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_items(
-        self,
-        owner: str,
-        lease: timedelta,
-        max_items: int = 1,
-        work_filter: WorkFilter | None = None,
+    async def _lease_activities(
+        self, owner: str, lease: timedelta, max_items: int, names: list[str] | None
     ) -> list[ActivityWorkItem]:
-        """Lease up to ``max_items`` of the oldest visible activities, in one statement (the
-        items leased together share a lock token)."""
+        # One statement leases them all.
         now = self._now()
         expires_at = now + lease
         token = new_lock_token()
-        names = work_filter.activities if work_filter is not None else None
         params = {
             "now": now,
             "token": token,
             "owner": owner,
             "expires_at": expires_at,
             "max_items": max_items,
-            "names": sorted(names) if names is not None else None,
+            "names": names,
         }
         rows = await self._db.autocommit(
             lambda conn: _fetch_all(conn, self._db.q(q.LOCK_NEXT_ACTIVITIES), params)
         )
         return leased_activities(rows, token, expires_at, _same)
-
-    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + lease
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        if not await self._execute(q.RENEW_ACTIVITY_LEASE, params):
-            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        work_item.locked_until = expires_at
 
     async def complete_activity_work_item(
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
@@ -393,23 +355,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
                 await db.notify(conn, [ACTIVITY])
 
         await db.transaction(job)
-
-    async def record_activity_heartbeat(
-        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
-    ) -> None:
-        """Keep the details with the activity and extend its lease."""
-        now = self._now()
-        expires_at = now + lease
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "details": details,
-            "now": now,
-            "expires_at": expires_at,
-        }
-        if not await self._execute(q.RECORD_HEARTBEAT, params):
-            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        work_item.locked_until = expires_at
 
     # -- schedules ---------------------------------------------------------------------------
     async def create_schedule(self, record: ScheduleRecord) -> None:
@@ -448,28 +393,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
         return _utc(rows[0]["due"]) if rows and rows[0]["due"] is not None else None
 
     # -- workers and their leases -----------------------------------------------------------
-    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
-        """Record (or refresh) a worker."""
-        params = {
-            "worker_id": worker.worker_id,
-            "host": worker.host,
-            "pid": worker.pid,
-            "started_at": as_utc(worker.started_at),
-            "heartbeat_at": as_utc(worker.heartbeat_at),
-            "registrations": worker_registrations(worker),
-            "status": json.dumps({"in_flight": dict(worker.in_flight)}),
-        }
-        await self._execute(q.UPSERT_WORKER, params)
-
-    async def remove_worker(self, worker_id: str) -> None:
-        """Forget a worker."""
-        await self._execute(q.DELETE_WORKER, (worker_id,))
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """The workers, most recently heard from first."""
-        rows = await self._read_rows(q.SELECT_WORKERS, [])
-        return [worker_from_row(row, DIALECT.from_time) for row in rows]
-
     async def backlog(self) -> list[BacklogEntry]:
         """The work waiting, by kind and name."""
         sql = self._db.q(q.BACKLOG)
@@ -486,17 +409,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
         """The records of the instance's earlier executions, oldest first."""
         rows = await self._read_rows(q.SELECT_EXECUTIONS, [instance_id])
         return [execution_from_row(row, DIALECT.from_time) for row in rows]
-
-    async def lease_holders(self) -> list[LeaseHolder]:
-        """Who holds live leases, and until when."""
-        sql = self._db.q(q.LEASE_HOLDERS)
-        params = {"now": self._now()}
-        rows = await self._db.autocommit(lambda conn: _fetch_all(conn, sql, params))
-        return [
-            LeaseHolder(row["owner"], row["items"], _utc(row["expires_at"]))
-            for row in rows
-            if row["owner"] is not None
-        ]
 
     async def break_leases(self, owner: str) -> int:
         """Free every instance and activity ``owner`` holds."""
@@ -589,8 +501,8 @@ class PostgresOrchestrationService(PostgresEntities, SqlInstanceQueries, LeasedC
 
         return list(await self._db.autocommit(job))
 
-    async def _write_rows(self, sql: str, params: list[object]) -> int:
-        return await self._execute(sql, params)
+    async def _write_rows(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        return await self._execute(sql, params)  # every PostgreSQL commit is durable
 
     async def _execute(self, template: str, params: Any) -> int:
         """Run one statement in its own transaction; the number of rows it touched."""

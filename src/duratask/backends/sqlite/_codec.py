@@ -25,10 +25,6 @@ def to_micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
-def to_micros_or_none(value: datetime | None) -> int | None:
-    return None if value is None else to_micros(value)
-
-
 def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
@@ -58,6 +54,7 @@ DIALECT = Dialect(
     in_list=_in_list,
     starts_with=_starts_with,
     contains=_contains,
+    later=lambda micros, delta: micros + delta // _MICROSECOND,
 )
 
 

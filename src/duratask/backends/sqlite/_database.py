@@ -19,12 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from duratask.backends._migrations import load_migrations
+from duratask.backends._migrations import check_upgradable, load_migrations, mismatched_tables
 from duratask.backends._ownership import TABLE, Found, own_objects, survey
 from duratask.backends.sqlite import _queries as queries
 from duratask.errors import (
     NotATaskHubError,
-    SchemaVersionError,
     StoreError,
     StoreFullError,
     TaskHubNotFoundError,
@@ -568,16 +567,7 @@ class Database:
             found = self._require_hub(conn, own, create=create)
             conn.execute(queries.CREATE_SCHEMA_VERSION)
             current: int = conn.execute(queries.SELECT_SCHEMA_VERSION).fetchone()[0]
-            if current > len(migrations):
-                raise SchemaVersionError(self._where(), current, len(migrations))
-            if found is Found.DAMAGED:
-                raise SchemaVersionError(
-                    self._where(),
-                    current,
-                    len(migrations),
-                    "it holds only some of duratask's tables: it was changed by hand, or is "
-                    "damaged",
-                )
+            check_upgradable(self._where(), current, len(migrations), found)
             for migration in migrations[current:]:
                 try:
                     for statement in split_statements(migration.script):
@@ -585,12 +575,8 @@ class Database:
                 except sqlite3.OperationalError as exc:
                     if is_busy(exc) or is_full(exc):
                         raise
-                    raise SchemaVersionError(
-                        self._where(),
-                        current,
-                        len(migrations),
-                        f"its tables do not match that version (migration {migration.name}: "
-                        f"{exc}): it was changed by hand, or is damaged",
+                    raise mismatched_tables(
+                        self._where(), current, len(migrations), migration, str(exc)
                     ) from None
                 conn.execute(queries.INSERT_SCHEMA_VERSION, (migration.version, now_us))
 

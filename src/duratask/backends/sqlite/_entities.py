@@ -8,32 +8,19 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from duratask.backends._shared import (
-    check_page_size,
-    entity_recent_from_json,
-    entity_record_json,
-    new_lock_token,
-)
+from duratask.backends import _sql_entities as sql_entities
+from duratask.backends._shared import entity_recent_from_json, new_lock_token
 from duratask.backends._wakeups import ENTITY, ORCHESTRATION, HubWakeUps
 from duratask.backends.base import (
     CleanEntityStorageResult,
     EntityCommit,
     EntityMessage,
-    EntityMetadata,
-    EntityQuery,
-    EntityQueryPage,
     EntityRecord,
     EntityWorkItem,
-    LockedEntityMessage,
-    WorkFilter,
-    decode_entity_token,
-    encode_entity_token,
     split_entity_id,
 )
-from duratask.backends.sqlite._codec import from_micros, from_micros_or_none, to_micros
+from duratask.backends.sqlite._codec import DIALECT, from_micros
 from duratask.backends.sqlite._database import Database
-from duratask.errors import LeaseLostError
-from duratask.state import OrchestrationStatus
 
 _FREE = "(e.lock_expires_at IS NULL OR e.lock_expires_at < :now)"
 _DELIVERABLE = "(e.locked_by IS NULL OR m.source = e.locked_by)"
@@ -109,43 +96,26 @@ def enqueue_entity_messages(
 ) -> None:
     """Insert messages to entities, creating their rows (inside a write transaction)."""
     for message in messages:
-        name, _ = split_entity_id(message.entity_id)
-        conn.execute(
-            INSERT_ENTITY_IF_ABSENT, {"entity_id": message.entity_id, "name": name, "now": now}
-        )
-        visible_at = to_micros(message.visible_at) if message.visible_at is not None else None
-        conn.execute(
-            INSERT_ENTITY_MESSAGE,
-            {
-                "entity_id": message.entity_id,
-                "source": message.source,
-                "body": message.to_json(),
-                "now": now,
-                "visible_at": visible_at,
-            },
-        )
+        entity, enqueued = sql_entities.entity_message_params(message, now, DIALECT)
+        conn.execute(INSERT_ENTITY_IF_ABSENT, entity)
+        conn.execute(INSERT_ENTITY_MESSAGE, enqueued)
 
 
-class SqliteEntities:
+class SqliteEntities(sql_entities.SqlEntities):
     """The entity half of the SQLite store (mixed into it)."""
 
     _db: Database
     _hub: HubWakeUps
     _now: Callable[[], int]
     _enqueue_outbound: Callable[[sqlite3.Connection, Any, int], bool]
+    _entity_statements = sql_entities.EntityStatements(
+        renew=RENEW_ENTITY_LEASE, select=SELECT_ENTITY, query=QUERY_ENTITIES
+    )
 
-    async def lock_next_entity_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        max_messages: int = 100,
-        work_filter: WorkFilter | None = None,
+    async def _lease_entity(
+        self, owner: str, lease: timedelta, max_messages: int, names: list[str] | None
     ) -> EntityWorkItem | None:
-        """Lease the free entity whose oldest deliverable message has waited longest."""
-        names = work_filter.entities if work_filter is not None else None
-        if names is not None and not names:
-            return None
-        filter_json = json.dumps(sorted(names)) if names is not None else None
+        filter_json = json.dumps(names) if names is not None else None
         probe = {"now": self._now(), "names": filter_json}
         if not await self._db.read(lambda c: c.execute(SELECT_NEXT_ENTITY, probe).fetchone()):
             return None
@@ -157,7 +127,7 @@ class SqliteEntities:
             if row is None:
                 return None
             entity_id = row[0]
-            expires_at = now + _micros(lease)
+            expires_at = DIALECT.later(now, lease)
             conn.execute(
                 LEASE_ENTITY,
                 {"entity_id": entity_id, "token": token, "owner": owner, "expires_at": expires_at},
@@ -166,68 +136,30 @@ class SqliteEntities:
                 SELECT_ENTITY_BATCH, {"entity_id": entity_id, "now": now, "max": max_messages}
             ).fetchall()
             conn.executemany(COUNT_ENTITY_DEQUEUE, [(r["message_id"],) for r in rows])
-            record = conn.execute(SELECT_ENTITY_RECORD, {"entity_id": entity_id}).fetchone()
-            return EntityWorkItem(
-                entity_id,
-                token,
-                from_micros(expires_at),
-                EntityRecord(
-                    record["state"],
-                    record["locked_by"],
-                    entity_recent_from_json(record["recent_requests"]),
-                ),
-                [
-                    LockedEntityMessage(
-                        r["message_id"],
-                        EntityMessage.from_json(
-                            entity_id, r["body"], from_micros_or_none(r["visible_at"])
-                        ),
-                        r["dequeue_count"],
-                    )
-                    for r in rows
-                ],
+            stored = conn.execute(SELECT_ENTITY_RECORD, {"entity_id": entity_id}).fetchone()
+            record = EntityRecord(
+                stored["state"],
+                stored["locked_by"],
+                entity_recent_from_json(stored["recent_requests"]),
+            )
+            return sql_entities.entity_work_item(
+                entity_id, token, from_micros(expires_at), record, rows, from_micros
             )
 
         return await self._db.write(job, durable=False)
-
-    async def renew_entity_work_item(self, work_item: EntityWorkItem, lease: timedelta) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + _micros(lease)
-        params = {
-            "entity_id": work_item.entity_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        renewed = await self._db.write(
-            lambda c: c.execute(RENEW_ENTITY_LEASE, params).rowcount, durable=False
-        )
-        if not renewed:
-            raise LeaseLostError(f"lease on entity {work_item.entity_id!r} was lost")
-        work_item.locked_until = from_micros(expires_at)
 
     async def complete_entity_work_item(
         self, work_item: EntityWorkItem, commit: EntityCommit
     ) -> None:
         """Write the batch and release the lease, in one transaction."""
-        record = commit.record
         outbound = list(commit.messages)
         entity_id = work_item.entity_id
 
         def job(conn: sqlite3.Connection) -> None:
             now = self._now()
-            written = conn.execute(
-                COMMIT_ENTITY,
-                {
-                    "entity_id": entity_id,
-                    "token": work_item.lock_token,
-                    "state": record.state,
-                    "locked_by": record.locked_by,
-                    "recent": entity_record_json(record),
-                    "now": now,
-                },
-            ).rowcount
-            if not written:
-                raise LeaseLostError(f"lease on entity {entity_id!r} was lost")
+            params = sql_entities.entity_commit_params(work_item, commit.record, now)
+            if not conn.execute(COMMIT_ENTITY, params).rowcount:
+                raise sql_entities.lost_entity_lease(entity_id)
             conn.executemany(
                 DELETE_ENTITY_MESSAGE, [(mid, entity_id) for mid in commit.consumed_message_ids]
             )
@@ -244,11 +176,7 @@ class SqliteEntities:
         self, work_item: EntityWorkItem, retry_at: datetime | None = None
     ) -> None:
         """Release the lease; with ``retry_at`` the entity rests until then."""
-        params = {
-            "entity_id": work_item.entity_id,
-            "token": work_item.lock_token,
-            "rest_until": to_micros(retry_at) if retry_at is not None else None,
-        }
+        params = sql_entities.entity_abandon_params(work_item, retry_at, DIALECT)
         await self._db.write(lambda c: c.execute(ABANDON_ENTITY, params))
         if retry_at is None:
             self._hub.work([ENTITY])
@@ -259,52 +187,18 @@ class SqliteEntities:
         await self._db.write(lambda c: enqueue_entity_messages(c, [message], self._now()))
         self._hub.work([ENTITY])
 
-    async def get_entity(self, entity_id: str, include_state: bool = True) -> EntityMetadata | None:
-        """One entity with a state or a lock holder, or None."""
-        params = {"entity_id": entity_id, "include_state": include_state}
-        row = await self._db.read(lambda c: c.execute(SELECT_ENTITY, params).fetchone())
-        return _metadata(row) if row is not None else None
-
-    async def query_entities(self, query: EntityQuery) -> EntityQueryPage:
-        """Entities with a state or a lock holder, matching the filters, by id."""
-        check_page_size(query.page_size)
-        token = query.continuation_token
-        params = {
-            "include_state": query.include_state,
-            "name": query.name,
-            "prefix": query.entity_id_prefix,
-            "modified_from": _micros_or_none(query.last_modified_from),
-            "modified_to": _micros_or_none(query.last_modified_to),
-            "after": decode_entity_token(token) if token else None,
-            "limit": query.page_size + 1,
-        }
-        rows = await self._db.read(lambda c: c.execute(QUERY_ENTITIES, params).fetchall())
-        found = [_metadata(r) for r in rows]
-        page = found[: query.page_size]
-        more = len(found) > query.page_size
-        return EntityQueryPage(page, encode_entity_token(page[-1].entity_id) if more else None)
-
-    async def clean_entity_storage(
-        self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
+    async def _clean_entities(
+        self, remove_empty: bool, release_orphaned: bool
     ) -> CleanEntityStorageResult:
-        """Release orphaned locks, then delete empty entities."""
-
         def job(conn: sqlite3.Connection) -> CleanEntityStorageResult:
             now = self._now()
             released = removed = 0
-            if release_orphaned_locks:
+            if release_orphaned:
                 for row in conn.execute(SELECT_LOCKED_ENTITIES, {"now": now}).fetchall():
-                    status = row["runtime_status"]
-                    if status is None or OrchestrationStatus(status).is_terminal:
-                        released += conn.execute(
-                            RELEASE_ORPHANED_LOCK,
-                            {
-                                "entity_id": row["entity_id"],
-                                "locked_by": row["locked_by"],
-                                "now": now,
-                            },
-                        ).rowcount
-            if remove_empty_entities:
+                    params = sql_entities.orphaned_lock_params(row, now)
+                    if params is not None:
+                        released += conn.execute(RELEASE_ORPHANED_LOCK, params).rowcount
+            if remove_empty:
                 removed = conn.execute(DELETE_EMPTY_ENTITIES, {"now": now}).rowcount
             return CleanEntityStorageResult(removed, released)
 
@@ -312,24 +206,3 @@ class SqliteEntities:
         if result.orphaned_locks_released:
             self._hub.work([ENTITY])
         return result
-
-
-def _metadata(row: Any) -> EntityMetadata:
-    name, key = split_entity_id(row["entity_id"])
-    return EntityMetadata(
-        entity_id=row["entity_id"],
-        name=name,
-        key=key,
-        last_modified_at=from_micros(row["last_modified_at"]),
-        serialized_state=row["state"],
-        locked_by=row["locked_by"],
-        backlog=row["backlog"],
-    )
-
-
-def _micros(delta: timedelta) -> int:
-    return int(delta / timedelta(microseconds=1))
-
-
-def _micros_or_none(value: datetime | None) -> int | None:
-    return None if value is None else to_micros(value)

@@ -8,7 +8,7 @@ A lease is live while ``lock_expires_at >= now``.
 
 from __future__ import annotations
 
-from duratask.backends._sql import INSTANCE_COLUMNS
+from duratask.backends._sql import BACKLOG_TOTALS, INSTANCE_COLUMNS, WORKER_COLUMNS, WORKER_REFRESH
 
 # -- schema bookkeeping ---------------------------------------------------------------------
 CREATE_SCHEMA_VERSION = """
@@ -195,16 +195,12 @@ SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL, visible_at = :
 WHERE id = :id AND lock_token = :token"""
 
 # -- workers and their leases ----------------------------------------------------------------
-UPSERT_WORKER = """
-INSERT INTO workers (worker_id, host, pid, started_at, heartbeat_at, registrations, status)
+UPSERT_WORKER = f"""
+INSERT INTO workers ({WORKER_COLUMNS})
 VALUES (:worker_id, :host, :pid, :started_at, :heartbeat_at, :registrations, :status)
-ON CONFLICT (worker_id) DO UPDATE
-SET heartbeat_at = excluded.heartbeat_at, registrations = excluded.registrations,
-    status = excluded.status"""
+{WORKER_REFRESH}"""
 DELETE_WORKER = "DELETE FROM workers WHERE worker_id = ?"
-SELECT_WORKERS = """
-SELECT worker_id, host, pid, started_at, heartbeat_at, registrations, status
-FROM workers ORDER BY heartbeat_at DESC"""
+SELECT_WORKERS = f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY heartbeat_at DESC"
 LEASE_HOLDERS = """
 SELECT lock_owner AS owner, count(*) AS items, max(lock_expires_at) AS expires_at
 FROM (SELECT lock_owner, lock_expires_at FROM instances
@@ -259,7 +255,7 @@ WHERE lock_owner = :owner AND lock_token IS NOT NULL"""
 
 # The work waiting, by kind and name: per instance (its earliest due message) and per
 # activity, whether a worker holds it, could take it now, or must wait (due later, resting).
-BACKLOG = """
+BACKLOG = f"""
 WITH per_instance AS (
     SELECT i.name, i.lock_token, i.lock_expires_at, min(m.due_at) AS due
     FROM messages m JOIN instances i ON i.instance_id = m.instance_id
@@ -273,11 +269,7 @@ WITH per_instance AS (
         coalesce(lock_expires_at, 0) >= :now AS held
     FROM items
 )
-SELECT kind, name,
-    sum(CASE WHEN NOT held AND due_now THEN 1 ELSE 0 END) AS ready,
-    sum(CASE WHEN held AND NOT has_token OR NOT held AND NOT due_now THEN 1 ELSE 0 END) AS later,
-    sum(CASE WHEN held AND has_token THEN 1 ELSE 0 END) AS leased
-FROM flags GROUP BY kind, name ORDER BY kind DESC, name"""
+{BACKLOG_TOTALS}"""
 
 # -- schedules ---------------------------------------------------------------------------------
 _SCHEDULE_COLUMNS = (

@@ -26,10 +26,9 @@ from duratask.backends._shared import (
     takeover_from_row,
     utc_now,
     work_kinds,
-    worker_from_row,
-    worker_registrations,
 )
 from duratask.backends._sql import OutboundMessage, SqlInstanceQueries, created_row, rest_until
+from duratask.backends._sql_leases import SqlLeases
 from duratask.backends._wakeups import (
     ACTIVITY,
     ENTITY,
@@ -49,15 +48,12 @@ from duratask.backends.base import (
     HistoryMark,
     KnownHistories,
     LeaseHeld,
-    LeaseHolder,
     LeaseTakeover,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
     ScheduleRecord,
     StoreDescription,
-    WorkerInfo,
-    WorkFilter,
 )
 from duratask.backends.sqlite import _queries as q
 from duratask.backends.sqlite._codec import (
@@ -87,7 +83,7 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
-class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreates):
+class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, LeasedCreates):
     """A task hub in one SQLite file (WAL mode), safe to share between processes.
 
     ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
@@ -97,6 +93,7 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
 
     wakes_all_processes = False  # other processes on the same file poll
     _dialect = DIALECT
+    _statements = q
 
     def __init__(
         self,
@@ -187,16 +184,10 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
         await self._db.drop_own_tables()
 
     # -- orchestration work items -------------------------------------------------------
-    async def lock_next_orchestration_work_item(
-        self,
-        owner: str,
-        lease: timedelta,
-        known_histories: KnownHistories = None,
-        work_filter: WorkFilter | None = None,
+    async def _lease_next_instance(
+        self, owner: str, lease: timedelta, known_histories: KnownHistories, keys: list[str] | None
     ) -> OrchestrationWorkItem | None:
-        """Lease the free instance whose oldest visible message has waited longest."""
         now = self._now()
-        keys = work_filter.orchestration_keys() if work_filter is not None else None
         runnable = json.dumps(keys) if keys is not None else None
         params = {"now": now, "keys": runnable}
         # Cheap read first, so idle pollers do not queue up for the write lock.
@@ -216,23 +207,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
             return _lease_instance(conn, row[0], now, owner, token, lease, known_histories)
 
         return await self._db.write(job, durable=False)
-
-    async def renew_orchestration_work_item(
-        self, work_item: OrchestrationWorkItem, lease: timedelta
-    ) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + _micros(lease)
-        params = {
-            "instance_id": work_item.instance_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        renewed = await self._db.write(
-            lambda c: c.execute(q.RENEW_INSTANCE_LEASE, params).rowcount, durable=False
-        )
-        if not renewed:
-            raise LeaseLostError(f"lease on instance {work_item.instance_id!r} was lost")
-        work_item.locked_until = from_micros(expires_at)
 
     async def commit_episode(
         self, fence: EpisodeFence, commit: OrchestrationCommit
@@ -276,18 +250,11 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
             self._hub.work([ORCHESTRATION])
 
     # -- activity work items --------------------------------------------------------------
-    async def lock_next_activity_work_items(
-        self,
-        owner: str,
-        lease: timedelta,
-        max_items: int = 1,
-        work_filter: WorkFilter | None = None,
+    async def _lease_activities(
+        self, owner: str, lease: timedelta, max_items: int, names: list[str] | None
     ) -> list[ActivityWorkItem]:
-        """Lease up to ``max_items`` of the oldest visible activities (the items leased
-        together share a lock token)."""
         now = self._now()
-        names = work_filter.activities if work_filter is not None else None
-        runnable = json.dumps(sorted(names)) if names is not None else None
+        runnable = json.dumps(names) if names is not None else None
         params = {"now": now, "max_items": max_items, "names": runnable}
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITIES, params)):
             return []
@@ -301,21 +268,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
             return leased_activities(rows, token, locked_until, _duration)
 
         return await self._db.write(job, durable=False)
-
-    async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
-        """Extend the lease to now + ``lease``."""
-        expires_at = self._now() + _micros(lease)
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "expires_at": expires_at,
-        }
-        renewed = await self._db.write(
-            lambda c: c.execute(q.RENEW_ACTIVITY_LEASE, params).rowcount, durable=False
-        )
-        if not renewed:
-            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        work_item.locked_until = from_micros(expires_at)
 
     async def complete_activity_work_item(
         self, work_item: ActivityWorkItem, result: OrchestrationMessage
@@ -341,24 +293,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
         }
         await self._db.write(lambda c: c.execute(q.RELEASE_ACTIVITY_LEASE, params))
         self._hub.work([ACTIVITY])
-
-    async def record_activity_heartbeat(
-        self, work_item: ActivityWorkItem, details: str | None, lease: timedelta
-    ) -> None:
-        """Keep the details with the activity and extend its lease."""
-        now = self._now()
-        expires_at = now + _micros(lease)
-        params = {
-            "id": work_item.work_item_id,
-            "token": work_item.lock_token,
-            "details": details,
-            "now": now,
-            "expires_at": expires_at,
-        }
-        recorded = await self._db.write(lambda c: c.execute(q.RECORD_HEARTBEAT, params).rowcount)
-        if not recorded:
-            raise LeaseLostError(f"lease on activity {work_item.work_item_id} was lost")
-        work_item.locked_until = from_micros(expires_at)
 
     # -- schedules ---------------------------------------------------------------------------
     async def create_schedule(self, record: ScheduleRecord) -> None:
@@ -408,28 +342,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
         return None if row is None or row["due"] is None else from_micros(row["due"])
 
     # -- workers and their leases -----------------------------------------------------------
-    async def heartbeat_worker(self, worker: WorkerInfo) -> None:
-        """Record (or refresh) a worker."""
-        params = {
-            "worker_id": worker.worker_id,
-            "host": worker.host,
-            "pid": worker.pid,
-            "started_at": to_micros(worker.started_at),
-            "heartbeat_at": to_micros(worker.heartbeat_at),
-            "registrations": worker_registrations(worker),
-            "status": json.dumps({"in_flight": dict(worker.in_flight)}),
-        }
-        await self._db.write(lambda c: c.execute(q.UPSERT_WORKER, params), durable=False)
-
-    async def remove_worker(self, worker_id: str) -> None:
-        """Forget a worker."""
-        await self._db.write(lambda c: c.execute(q.DELETE_WORKER, (worker_id,)), durable=False)
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        """The workers, most recently heard from first."""
-        rows = await self._db.read(lambda c: c.execute(q.SELECT_WORKERS).fetchall())
-        return [worker_from_row(row, from_micros) for row in rows]
-
     async def backlog(self) -> list[BacklogEntry]:
         """The work waiting, by kind and name."""
         params = {"now": self._now()}
@@ -449,16 +361,6 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
             lambda c: c.execute(q.SELECT_EXECUTIONS, (instance_id,)).fetchall()
         )
         return [execution_from_row(row, from_micros) for row in rows]
-
-    async def lease_holders(self) -> list[LeaseHolder]:
-        """Who holds live leases, and until when."""
-        params = {"now": self._now()}
-        rows = await self._db.read(lambda c: c.execute(q.LEASE_HOLDERS, params).fetchall())
-        return [
-            LeaseHolder(row["owner"], row["items"], from_micros(row["expires_at"]))
-            for row in rows
-            if row["owner"] is not None
-        ]
 
     async def break_leases(self, owner: str) -> int:
         """Free every instance and activity ``owner`` holds."""
@@ -531,14 +433,16 @@ class SqliteOrchestrationService(SqliteEntities, SqlInstanceQueries, LeasedCreat
         """The instance's history in order (empty if unknown)."""
         return await self._db.read(lambda c: _history(c, instance_id))
 
-    async def _read_rows(self, sql: str, params: list[object]) -> list[Mapping[str, Any]]:
+    async def _read_rows(self, sql: str, params: Any) -> list[Mapping[str, Any]]:
         rows: list[Mapping[str, Any]] = await self._db.read(
             lambda c: c.execute(sql, params).fetchall()
         )
         return rows
 
-    async def _write_rows(self, sql: str, params: list[object]) -> int:
-        touched: int = await self._db.write(lambda c: c.execute(sql, params).rowcount)
+    async def _write_rows(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        touched: int = await self._db.write(
+            lambda c: c.execute(sql, params).rowcount, durable=durable
+        )
         return touched
 
 
