@@ -13,6 +13,7 @@ like any other.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -66,6 +67,10 @@ class EagerStarts:
             item = await self._store.create_and_lease_instance(
                 message, replaceable, self._owner, self._lease, self._work_filter()
             )
-            if item is not None:
-                permit.submit(item)
+            if item is None:
+                return True
+            permit.submit(item)
+        # Let the episode start (on its way to a code thread) before the caller goes on:
+        # a client about to read the instance's state would hold it up on this loop.
+        await asyncio.sleep(0)
         return True
