@@ -20,6 +20,7 @@ STORES = ("memory", "sqlite", "postgresql", "azure")
 # The stores W5-W7 and worker processes run on: Azurite is measured on W1-W4 (the Azure
 # Storage issue's figures); its instance queries and entities are slower paths, not limits.
 AZURE_WORKLOADS = ("L", "W1", "W2", "W3", "W4")
+AZURE_SIZE = 0.1  # of each workload's counts (orchestrations, W2's activities)
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
