@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,12 @@ class Azurite:
             f"azure://devstoreaccount1/{hub}?blob_port={self.blob}&queue_port={self.queue}"
             f"&table_port={self.table}{extra}"
         )
+
+    def connection_string(self) -> str:
+        """A connection string for Microsoft's own clients to reach this emulator."""
+        from duratask.backends.azure._target import emulator_connection_string
+
+        return emulator_connection_string("127.0.0.1", self.blob, self.queue, self.table)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -145,6 +152,20 @@ def require_azurite() -> Azurite:
 def problem() -> str | None:
     """Why Azurite could not be used this session, if it could not."""
     return _problem[0] if _problem else None
+
+
+def warn_in_summary(terminalreporter: Any, tests: str) -> None:
+    """Say in pytest's summary that ``tests`` were skipped (or failed, as in CI) for want of
+    Azurite, when they were."""
+    if not _problem:
+        return
+    required = os.environ.get("DURATASK_REQUIRE_AZURITE") == "1"
+    terminalreporter.write_line(
+        f"WARNING: {tests} {'FAILED' if required else 'SKIPPED'}: "
+        f"Azurite unavailable ({_problem[0]}); run make azurite",
+        red=True,
+        bold=True,
+    )
 
 
 def stop_all() -> None:

@@ -25,6 +25,7 @@ class ScheduleTaskAction:
     timeout: timedelta | None = None  # start to close, per delivery
     heartbeat_timeout: timedelta | None = None
     heartbeat_details: str | None = None  # from the try before, for the activity to resume
+    task_queue: str | None = None  # None: the instance's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class CreateSubOrchestrationAction:
     instance_id: str
     version: str | None = None
     input: str | None = None
+    task_queue: str | None = None  # None: the instance's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ for each activity it waits for, a worker that registered that activity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,7 +26,7 @@ from duratask.history import (
     TimerCreated,
     TimerFired,
 )
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, OrchestrationState, OrchestrationStatus
 
 CONNECTED_WITHIN = timedelta(seconds=30)
 _WAITING = (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING)
@@ -36,12 +37,13 @@ def connected(workers: Iterable[WorkerInfo], now: datetime) -> list[WorkerInfo]:
     return [w for w in workers if now - w.heartbeat_at <= CONNECTED_WITHIN]
 
 
-def awaited_activities(history: Sequence[HistoryEvent]) -> list[str]:
-    """The names of the activities the execution scheduled and has no result for yet."""
-    pending: dict[int, str] = {}
+def awaited_activities(history: Sequence[HistoryEvent]) -> list[tuple[str, str]]:
+    """The (name, task queue) of the activities the execution scheduled and has no result
+    for yet."""
+    pending: dict[int, tuple[str, str]] = {}
     for event in history:
         if isinstance(event, TaskScheduled):
-            pending[event.event_id] = event.name
+            pending[event.event_id] = (event.name, event.task_queue)
         elif isinstance(event, TaskCompleted | TaskFailed):
             pending.pop(event.task_scheduled_id, None)
     return sorted(set(pending.values()))
@@ -56,23 +58,45 @@ def why_waiting(
     history: Sequence[HistoryEvent] | None,
     workers: Sequence[WorkerInfo],
 ) -> str | None:
-    """What no connected worker (``workers``) registered that the instance waits for, as a
-    sentence; None when it waits for nothing of the kind (or has finished)."""
+    """What no connected worker (``workers``) serves (a task queue) or registered that the
+    instance waits for, as a sentence; None when it waits for nothing of the kind (or has
+    finished)."""
     if state.runtime_status not in _WAITING:
         return None
-    missing = []
-    if not any(w.runs_orchestration(state.name, state.version) for w in workers):
-        missing.append(f"orchestration {orchestration_label(state.name, state.version)}")
+    label = orchestration_label(state.name, state.version)
+    needs: list[tuple[str, str, Callable[[WorkerInfo], bool]]] = [
+        (
+            f"orchestration {label}",
+            state.task_queue,
+            lambda w: w.runs_orchestration(state.name, state.version),
+        )
+    ]
     if state.runtime_status is OrchestrationStatus.RUNNING and history is not None:
-        for activity in awaited_activities(history):
-            if not any(w.runs_activity(activity) for w in workers):
-                missing.append(f"activity {activity!r}")
-    if not missing:
+        for activity, queue in awaited_activities(history):
+            needs.append(
+                (
+                    f"activity {activity!r}",
+                    queue,
+                    functools.partial(WorkerInfo.runs_activity, name=activity),
+                )
+            )
+    unserved: list[str] = []
+    missing: dict[str, list[str]] = {}
+    for what, queue, can_run in needs:
+        serving = [w for w in workers if w.serves_queue(queue)]
+        # With no worker at all, the default queue's missing registration says it best.
+        if not serving and (workers or queue != DEFAULT_TASK_QUEUE):
+            if queue not in unserved:
+                unserved.append(queue)
+        elif not any(can_run(w) for w in serving):
+            missing.setdefault(queue, []).append(what)
+    if not unserved and not missing:
         return None
-    return (
-        f"no connected worker has registered {' or '.join(missing)} "
-        f"({len(workers)} worker(s) connected); it waits until one does"
-    )
+    reasons = [f"no connected worker serves task queue {queue!r}" for queue in unserved]
+    for queue, whats in missing.items():
+        on = "" if queue == DEFAULT_TASK_QUEUE else f" on task queue {queue!r}"
+        reasons.append(f"no connected worker{on} has registered {' or '.join(whats)}")
+    return f"{'; '.join(reasons)} ({len(workers)} worker(s) connected); it waits until one does"
 
 
 @dataclass(frozen=True, slots=True)

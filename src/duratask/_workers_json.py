@@ -22,6 +22,7 @@ def worker_to_json(worker: WorkerInfo, now: datetime) -> dict[str, Any]:
             key=lambda o: (o["name"], o["version"] or ""),
         ),
         "activities": sorted(worker.activities),
+        "task_queues": sorted(worker.task_queues),
         "in_flight": dict(worker.in_flight),
     }
 

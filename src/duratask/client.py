@@ -74,7 +74,7 @@ from duratask.schedules import (
     ScheduleInfo,
     ScheduleSpec,
 )
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, OrchestrationState, OrchestrationStatus
 from duratask.tracing._client import traced_start
 
 __all__ = ["AsyncTaskHubClient", "ReuseIdPolicy", "TaskHubClient"]
@@ -213,9 +213,11 @@ def build_start_message(
     start_at: datetime | None = None,
     version: str | None = None,
     tags: dict[str, str] | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
 ) -> OrchestrationMessage:
     """Validate a start request and build its :class:`ExecutionStarted` message."""
     name = check_name(function_name(orchestration), "orchestration")
+    check_name(task_queue, "task queue")
     instance_id = validate_instance_id(uuid.uuid4().hex if instance_id is None else instance_id)
     encoded = codec.encode(input, f"input of orchestration {name!r}")
     scheduled = _aware_utc(start_at, "start_at")
@@ -236,6 +238,7 @@ def build_start_message(
         execution_id=uuid.uuid4().hex,
         scheduled_start_time=scheduled,
         tags=tags,
+        task_queue=task_queue,
     )
     return OrchestrationMessage(instance_id, event)
 
@@ -435,6 +438,7 @@ class AsyncTaskHubClient:
         version: str | None = None,
         reuse_id_policy: ReuseIdPolicy | None = None,
         tags: dict[str, str] | None = None,
+        task_queue: str = DEFAULT_TASK_QUEUE,
     ) -> str:
         """Create an instance (PENDING until a worker picks it up) and return its id.
 
@@ -443,6 +447,10 @@ class AsyncTaskHubClient:
         oversized input stores nothing. An existing instance with the id is replaced only if
         ``reuse_id_policy`` allows it; otherwise
         :class:`~duratask.errors.OrchestrationAlreadyExistsError` is raised.
+
+        The instance runs on ``task_queue``: only workers serving that queue (see
+        ``TaskHubWorker(task_queues=...)``) lease it, and its activities and
+        sub-orchestrations go to it unless their call names another queue.
         """
         message = build_start_message(
             self._codec,
@@ -453,6 +461,7 @@ class AsyncTaskHubClient:
             start_at=start_at,
             version=version,
             tags=tags,
+            task_queue=task_queue,
         )
         policy = reuse_id_policy or _DEFAULT_REUSE_POLICY
         store = await self._ready()
@@ -608,9 +617,9 @@ class AsyncTaskHubClient:
         return await store.backlog()
 
     async def why_waiting(self, state: OrchestrationState) -> str | None:
-        """Why the instance cannot move on, if no connected worker has registered what it
-        waits for: its orchestration (name and version) or an activity it awaits. None
-        when some worker can run it (or it has finished)."""
+        """Why the instance cannot move on, if no connected worker serves the task queue of
+        what it waits for, or has registered it: its orchestration (name and version) or an
+        activity it awaits. None when some worker can run it (or it has finished)."""
         if state.runtime_status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
             return None
         store = await self._ready()
@@ -891,6 +900,7 @@ class AsyncTaskHubClient:
             instance_id=target,
             execution_id=uuid.uuid4().hex,
             tags=original.tags if original is not None else None,
+            task_queue=state.task_queue,
         )
         replaceable = TERMINAL_STATUSES if not new_instance_id else frozenset()
         with traced_start(OrchestrationMessage(target, start)) as message:
@@ -1148,6 +1158,7 @@ class TaskHubClient:
         version: str | None = None,
         reuse_id_policy: ReuseIdPolicy | None = None,
         tags: dict[str, str] | None = None,
+        task_queue: str = DEFAULT_TASK_QUEUE,
     ) -> str:
         """See :meth:`AsyncTaskHubClient.schedule_new_orchestration`."""
         return self._portal.call(
@@ -1159,6 +1170,7 @@ class TaskHubClient:
             version=version,
             reuse_id_policy=reuse_id_policy,
             tags=tags,
+            task_queue=task_queue,
         )
 
     def get_orchestration_state(self, instance_id: str) -> OrchestrationState | None:

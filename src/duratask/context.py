@@ -83,6 +83,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
         return_type: type[TOutput],
     ) -> Task[TOutput]: ...
 
@@ -95,6 +96,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -105,6 +107,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -116,6 +119,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -126,6 +130,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -137,6 +142,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
         return_type: None = None,
     ) -> Task[Any]: ...
 
@@ -149,6 +155,7 @@ class OrchestrationContext(ABC):
         retry_policy: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
         return_type: Any = None,
     ) -> Task[Any]:
         """Schedule an activity (by function or registered name); await the task for its result.
@@ -165,6 +172,9 @@ class OrchestrationContext(ABC):
         :class:`~duratask.errors.ActivityTimeoutError`, which a ``retry_policy`` retries like
         any failure (the worker's ``activity_timeout`` applies when ``timeout`` is None).
 
+        ``task_queue`` sends the activity to the workers serving that task queue (default:
+        the queue this instance runs on).
+
         The task's type is the activity's return type (for an ``async def``, what it
         returns when awaited), or ``return_type`` when given, which is also the type the
         result is decoded to (an activity named by a string has no annotation to read).
@@ -179,6 +189,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        task_queue: str | None = None,
         return_type: type[TOutput],
     ) -> Task[TOutput]: ...
 
@@ -191,6 +202,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -202,6 +214,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        task_queue: str | None = None,
     ) -> Task[TOutput]: ...
 
     @overload
@@ -213,6 +226,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        task_queue: str | None = None,
         return_type: None = None,
     ) -> Task[Any]: ...
 
@@ -225,6 +239,7 @@ class OrchestrationContext(ABC):
         instance_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
+        task_queue: str | None = None,
         return_type: Any = None,
     ) -> Task[Any]:
         """Start a sub-orchestration; await the task for its output.
@@ -233,7 +248,8 @@ class OrchestrationContext(ABC):
         sequence number, so it is the same on every replay. A failed sub-orchestration
         raises :class:`~duratask.errors.TaskFailedError` where the task is awaited; with a
         ``retry_policy`` it is started again under the same instance id. ``version`` picks
-        the registered version of the sub-orchestration to run.
+        the registered version of the sub-orchestration to run. ``task_queue`` starts it on
+        that task queue (default: the queue this instance runs on).
 
         The task's type is the orchestration's return type (an ``async def`` or a generator
         orchestration), or ``return_type`` when given, which is also the type the output is

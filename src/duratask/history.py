@@ -23,7 +23,7 @@ from enum import IntEnum
 from typing import Any, ClassVar
 
 from duratask._compact_json import compact_encoder, loads
-from duratask.state import FailureDetails, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, FailureDetails, OrchestrationStatus
 
 
 class EventType(IntEnum):
@@ -128,6 +128,8 @@ class ExecutionStarted(HistoryEvent):
     # in order and together; the history records them after the start, which itself is
     # recorded without them.
     carried_events: tuple[HistoryEvent, ...] | None = None
+    # The task queue the instance runs on (its continue-as-new keeps it).
+    task_queue: str = DEFAULT_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +159,8 @@ class TaskScheduled(HistoryEvent):
     attempt: int = 1
     timeout: timedelta | None = None
     heartbeat_timeout: timedelta | None = None
+    # The task queue the activity was sent to.
+    task_queue: str = DEFAULT_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +186,8 @@ class SubOrchestrationInstanceCreated(HistoryEvent):
     version: str | None = None
     instance_id: str
     input: str | None = None
+    # The task queue the sub-orchestration was started on.
+    task_queue: str = DEFAULT_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -434,7 +440,7 @@ _OMITTED_WHEN_NONE = frozenset(
     }
 )
 # Left out at their default, too: histories without them read the same way.
-_OMITTED_DEFAULTS = {"attempt": 1}
+_OMITTED_DEFAULTS: dict[str, Any] = {"attempt": 1, "task_queue": DEFAULT_TASK_QUEUE}
 _DURATION_FIELDS = frozenset({"timeout", "heartbeat_timeout"})
 
 

@@ -21,9 +21,10 @@ finds; an empty list means the hub is consistent. :func:`check_instance` checks 
   its episode, except that a FAILED execution may go on with an episode that opens with
   ``ExecutionRewound``;
 - the row agrees with the history: its status is the one the events lead to (an empty
-  history only for PENDING or CONTINUED_AS_NEW), its name, execution id, input and parent
-  are those of ``ExecutionStarted``, and its output and failure details are those of the
-  final ``ExecutionCompleted`` (none while the instance has not finished).
+  history only for PENDING or CONTINUED_AS_NEW), its name, execution id, input, parent
+  and task queue are those of ``ExecutionStarted``, and its output and failure details
+  are those of the final ``ExecutionCompleted`` (none while the instance has not
+  finished).
 
 Entities (read through ``query_entities`` and ``get_entity``) follow two rules:
 
@@ -244,6 +245,7 @@ class _InstanceCheck:
             ("execution id", state.execution_id, started.execution_id),
             ("input", state.serialized_input, started.input),
             ("parent instance", state.parent_instance_id, parent),
+            ("task queue", state.task_queue, started.task_queue),
         ]
         for what, row_value, event_value in pairs:
             if row_value != event_value:

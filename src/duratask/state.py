@@ -34,6 +34,10 @@ _TERMINAL = frozenset(
     {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
 )
 
+DEFAULT_TASK_QUEUE = "default"
+"""The task queue of work started or called without naming one, and the one a worker serves
+unless told otherwise."""
+
 
 @dataclass(frozen=True, slots=True)
 class FailureDetails:
@@ -190,6 +194,7 @@ class OrchestrationState:
         failure_details: Why the instance FAILED, if it did.
         parent_instance_id: The instance that started this one as a sub-orchestration.
         scheduled_start_at: The delayed start asked for with ``start_at``, if any.
+        task_queue: The task queue the instance runs on: only workers serving it lease it.
         converter: The data converter the payload properties decode with (set by the
             client that returned the state; None decodes plain JSON values).
     """
@@ -208,6 +213,7 @@ class OrchestrationState:
     failure_details: FailureDetails | None = None
     parent_instance_id: str | None = None
     scheduled_start_at: datetime | None = None
+    task_queue: str = DEFAULT_TASK_QUEUE
     converter: DataConverter | None = field(default=None, compare=False, repr=False)
 
     def _decode(self, text: str | None) -> Any:

@@ -32,6 +32,7 @@ STATE_KEYS = {
     "failure_details",
     "parent_instance_id",
     "scheduled_start_at",
+    "task_queue",
     "waiting",
     "round",
 }
@@ -106,8 +107,11 @@ def test_start_rejects_bad_json_in_a_file(idle_cli: Cli, tmp_path: Path) -> None
 
 def test_start_at_a_relative_time_is_scheduled(idle_cli: Cli) -> None:
     before = datetime.now(UTC)
-    iid = idle_cli.start("greet", "Cy", "--start-at", "+2h", "--version", "2")
+    iid = idle_cli.start(
+        "greet", "Cy", "--start-at", "+2h", "--version", "2", "--task-queue", "payments"
+    )
     state = idle_cli.json("status", iid)
+    assert state["task_queue"] == "payments"
     scheduled = datetime.fromisoformat(state["scheduled_start_at"])
     assert before + timedelta(hours=2) <= scheduled <= datetime.now(UTC) + timedelta(hours=2)
     assert state["version"] == "2"
@@ -118,6 +122,8 @@ def test_start_rejects_a_bad_time_and_a_bad_id(idle_cli: Cli) -> None:
     assert "--start-at: cannot read 'tomorrow' as a time" in one_line_error(bad_time)
     bad_id = idle_cli.run("start", "greet", "--id", "a\tb", code=2)
     assert "control character" in one_line_error(bad_id)
+    bad_queue = idle_cli.run("start", "greet", "--task-queue", "", code=2)
+    assert "invalid task queue name" in one_line_error(bad_queue)
 
 
 def test_start_refuses_an_id_in_use(idle_cli: Cli) -> None:
@@ -397,6 +403,7 @@ def test_workers_shows_the_connected_worker_and_the_backlog(cli: Cli) -> None:
     assert me["pid"] == os.getpid()
     assert {"name": "greet", "version": None} in me["orchestrations"]
     assert "say_hello" in me["activities"]
+    assert me["task_queues"] == ["default"]
     assert me["seconds_since_heartbeat"] < 30
     assert report["backlog"] == []
     text = cli.run("workers").stdout

@@ -185,14 +185,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if azurite.problem():
-        required = os.environ.get("DURATASK_REQUIRE_AZURITE") == "1"
-        terminalreporter.write_line(
-            f"WARNING: Azure Storage store tests {'FAILED' if required else 'SKIPPED'}: "
-            f"Azurite unavailable ({azurite.problem()}); run make azurite",
-            red=True,
-            bold=True,
-        )
+    azurite.warn_in_summary(terminalreporter, "Azure Storage store tests")
     if _postgres_problem:
         required = os.environ.get("DURATASK_REQUIRE_POSTGRES") == "1"
         terminalreporter.write_line(

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 import duratask as dt
 
 
@@ -61,3 +63,13 @@ async def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def stays(
+    client: dt.AsyncTaskHubClient, iid: str, status: dt.OrchestrationStatus, seconds: float
+) -> None:
+    """The instance keeps ``status`` while a worker that cannot run it polls a while."""
+    with pytest.raises(dt.OrchestrationWaitTimeoutError):
+        await client.wait_for_orchestration_completion(iid, timeout=seconds)
+    state = await client.get_orchestration_state(iid)
+    assert state is not None and state.runtime_status is status

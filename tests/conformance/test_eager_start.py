@@ -31,6 +31,7 @@ def start(
     version: str | None = "1.0",
     start_at: timedelta | None = None,
     visible_in: timedelta | None = None,
+    task_queue: str = "default",
 ) -> OrchestrationMessage:
     event = ExecutionStarted(
         timestamp=T0,
@@ -40,6 +41,7 @@ def start(
         instance_id=instance_id,
         execution_id="exec-1",
         scheduled_start_time=None if start_at is None else T0 + start_at,
+        task_queue=task_queue,
     )
     visible_at = None if visible_in is None else T0 + visible_in
     return OrchestrationMessage(instance_id, event, execution_id="exec-1", visible_at=visible_at)
@@ -149,6 +151,14 @@ async def test_the_work_filter_decides(store: TaskHubStore) -> None:
     assert (await store.lock_next_orchestration_work_item("w2", LEASE)) is not None
     mine = WorkFilter(orchestrations=frozenset({("Greet", None)}))
     assert await created_leased(store, start("b", version=None), work_filter=mine) is not None
+
+
+async def test_the_work_filter_s_task_queues_decide(store: TaskHubStore) -> None:
+    payments = WorkFilter(task_queues=frozenset({"payments"}))
+    assert await created_leased(store, start("a"), work_filter=payments) is None  # "default"
+    assert await store.lease_holders() == []
+    on_payments = start("b", task_queue="payments")
+    assert await created_leased(store, on_payments, work_filter=payments) is not None
 
 
 async def test_an_existing_instance_is_refused_and_keeps_its_lease(store: TaskHubStore) -> None:

@@ -70,6 +70,10 @@ async def test_a_start_the_worker_cannot_run_now_takes_the_usual_path(hub: TaskH
     await wait_until(lambda: _running(hub), what="the worker offering eager starts")
     # Not registered here: created by the client, left for a worker that knows it.
     unknown = await hub.client.schedule_new_orchestration("Unknown")
+    # On a task queue this worker does not serve: created unleased, left for one that does.
+    elsewhere = await hub.client.schedule_new_orchestration(
+        one_step, input=1, task_queue="payments"
+    )
     # A start ahead: created unleased, fetched when due.
     later = datetime.now(UTC) + timedelta(milliseconds=300)
     delayed = await hub.client.schedule_new_orchestration(one_step, input=4, start_at=later)
@@ -80,6 +84,10 @@ async def test_a_start_the_worker_cannot_run_now_takes_the_usual_path(hub: TaskH
     assert unknown_state is not None
     assert unknown_state.runtime_status == dt.OrchestrationStatus.PENDING
     assert unknown not in fetches.leased
+    elsewhere_state = await hub.client.get_orchestration_state(elsewhere)
+    assert elsewhere_state is not None
+    assert elsewhere_state.runtime_status == dt.OrchestrationStatus.PENDING
+    assert elsewhere not in fetches.leased
 
 
 async def test_a_replaced_instance_is_fetched(hub: TaskHub) -> None:

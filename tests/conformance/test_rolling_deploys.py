@@ -12,7 +12,7 @@ import pytest
 
 import duratask as dt
 
-from .e2e_hub import TaskHub, wait_until
+from .e2e_hub import TaskHub, stays, wait_until
 
 S = dt.OrchestrationStatus
 
@@ -53,14 +53,6 @@ async def start(hubs: list[TaskHub], url: str, *fns: object, **options: object) 
     hubs.append(hub)
     await hub.start()
     return hub
-
-
-async def stays(client: dt.AsyncTaskHubClient, iid: str, status: S, seconds: float) -> None:
-    """The instance keeps ``status`` while a worker that cannot run it polls a while."""
-    with pytest.raises(dt.OrchestrationWaitTimeoutError):
-        await client.wait_for_orchestration_completion(iid, timeout=seconds)
-    state = await client.get_orchestration_state(iid)
-    assert state is not None and state.runtime_status is status
 
 
 async def test_an_orchestration_no_worker_registered_waits_for_one_that_did(

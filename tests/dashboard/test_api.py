@@ -59,7 +59,12 @@ async def test_start_options_and_conflicts(hub: Hub, web: httpx.AsyncClient) -> 
     later = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
     scheduled = await web.post(
         "/api/orchestrations/echo",
-        params={"instance_id": "later", "start_at": later.isoformat(), "version": "2"},
+        params={
+            "instance_id": "later",
+            "start_at": later.isoformat(),
+            "version": "2",
+            "task_queue": "payments",
+        },
         headers=JSON,
     )
     assert scheduled.status_code == 202
@@ -68,6 +73,7 @@ async def test_start_options_and_conflicts(hub: Hub, web: httpx.AsyncClient) -> 
     body = status.json()
     assert body["runtimeStatus"] == "Pending" and body["input"] is None and body["version"] == "2"
     assert datetime.fromisoformat(body["scheduledStartTime"]) == later
+    assert body["taskQueue"] == "payments"
     again = await web.post("/api/orchestrations/echo?instance_id=later", json=1)
     assert_error(again, 409, "already_exists", "'later' already exists")
     bad_id = await web.post("/api/orchestrations/echo", params={"instance_id": "a\tb"}, json=1)

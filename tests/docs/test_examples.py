@@ -121,6 +121,13 @@ def test_versioning(sqlite_hub: str) -> None:
     }
 
 
+def test_task_queues(sqlite_hub: str) -> None:
+    assert run("task_queues", store=sqlite_hub) == {
+        "output": "published: scene-1 drawn on a GPU worker",
+        "task_queue": "default",
+    }
+
+
 def test_payloads(sqlite_hub: str) -> None:
     result = run("payloads", store=sqlite_hub)
     invoice = result["invoice"]
@@ -198,6 +205,7 @@ TESTED = {
     "eternal",
     "sub_orchestrations",
     "versioning",
+    "task_queues",
     "payloads",
     "stores",
     "operating",

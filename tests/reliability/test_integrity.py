@@ -258,6 +258,7 @@ ROW_CORRUPTIONS: dict[str, tuple[dict[str, Any], R]] = {
     "execution-id": ({"execution_id": "other-exec"}, R.ROW_MISMATCH),
     "input": ({"serialized_input": "99"}, R.ROW_MISMATCH),
     "parent": ({"parent_instance_id": "dad"}, R.ROW_MISMATCH),
+    "task-queue": ({"task_queue": "elsewhere"}, R.ROW_MISMATCH),
     "output": ({"serialized_output": '"forged"'}, R.OUTPUT_MISMATCH),
     "failure": ({"failure_details": FailureDetails("X", "other")}, R.OUTPUT_MISMATCH),
     "completion-time": ({"completed_at": None}, R.OUTPUT_MISMATCH),

@@ -47,3 +47,23 @@ def test_each_worker_leases_only_what_it_registered(hub_url: str) -> None:
         )
         assert workers[0].runs_activity("greet") and not workers[0].runs_activity("shout")
         sdk.close()
+
+
+def test_sdk_workers_serve_the_default_task_queue_only(hub_url: str) -> None:
+    """An instance duratask's client starts on another task queue is left to duratask
+    workers of that queue, even by an SDK worker that registered its orchestration."""
+    with (
+        serving(hub_url) as server,
+        dt.TaskHubClient(hub_url) as client,
+        sdk_worker_on(server.address, [sdk_app.sequence], [sdk_app.greet]),
+    ):
+        elsewhere = client.schedule_new_orchestration(
+            "sequence", input=["p"], task_queue="payments"
+        )
+        here = client.schedule_new_orchestration("sequence", input=["d"])
+        done = client.wait_for_orchestration_completion(here, timeout=30)
+        assert done.runtime_status is dt.OrchestrationStatus.COMPLETED
+        state = client.get_orchestration_state(elsewhere)
+        assert state is not None and state.runtime_status is dt.OrchestrationStatus.PENDING
+        assert state.task_queue == "payments"
+        client.terminate_orchestration(elsewhere)

@@ -282,7 +282,8 @@ def test_a_malformed_entity_message_fails_the_orchestration_saying_why() -> None
 
 
 def test_work_item_filters_become_the_seams_filter() -> None:
-    assert work_filter(pb.GetWorkItemsRequest()) is None
+    default_queue = frozenset({"default"})
+    assert work_filter(pb.GetWorkItemsRequest()) == WorkFilter(task_queues=default_queue)
     request = pb.GetWorkItemsRequest(
         workItemFilters=pb.WorkItemFilters(
             orchestrations=[
@@ -297,6 +298,7 @@ def test_work_item_filters_become_the_seams_filter() -> None:
         orchestrations=frozenset({("a", None), ("b", "1"), ("b", "2")}),
         activities=frozenset({"x"}),
         entities=frozenset({"counter"}),  # entity names are case-insensitive, kept lower-case
+        task_queues=default_queue,  # SDK workers serve the default task queue
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from duratask import _actions as act
 from duratask import history as h
-from duratask._registry import Registry
+from duratask._registry import Registry, check_name
 from duratask.context import Activity, CriticalSection, OrchestrationContext, Orchestrator
 from duratask.converter import PayloadCodec
 from duratask.entities._id import EntityInstanceId
@@ -209,8 +209,11 @@ class ReplayContext(OrchestrationContext):
         return_type: Any = None,
         timeout: timedelta | None = None,
         heartbeat_timeout: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> Task[Any]:
         name = self._registry.name_of(activity)
+        if task_queue is not None:
+            check_name(task_queue, "task queue")
         encoded = self._codec.encode(input, f"input of activity {name!r}")
         result_type = return_type or self._registry.result_type_of(activity, activity=True)
         for what, limit in (("timeout", timeout), ("heartbeat_timeout", heartbeat_timeout)):
@@ -230,6 +233,7 @@ class ReplayContext(OrchestrationContext):
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 heartbeat_details=retry.heartbeat_details if retry is not None else None,
+                task_queue=task_queue,
             )
             self._pending[seq] = pending
             return seq
@@ -249,8 +253,11 @@ class ReplayContext(OrchestrationContext):
         retry_policy: RetryPolicy | None = None,
         version: str | None = None,
         return_type: Any = None,
+        task_queue: str | None = None,
     ) -> Task[Any]:
         name = self._registry.name_of(orchestrator)
+        if task_queue is not None:
+            check_name(task_queue, "task queue")
         encoded = self._codec.encode(input, f"input of sub-orchestration {name!r}")
         result_type = return_type or self._registry.result_type_of(orchestrator, activity=False)
         task: CompletableTask[Any] = CompletableTask()
@@ -262,7 +269,7 @@ class ReplayContext(OrchestrationContext):
             if child_id is None:
                 child_id = f"{self._instance_id}:{seq:04d}"
             self._actions[seq] = act.CreateSubOrchestrationAction(
-                seq, name, child_id, version, encoded
+                seq, name, child_id, version, encoded, task_queue
             )
             self._pending[seq] = pending
             self._open_sub_orchestrations[seq] = child_id

@@ -31,7 +31,12 @@ from duratask.backends.base import (
     WorkFilter,
 )
 from duratask.history import ExecutionStarted
-from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+from duratask.state import (
+    DEFAULT_TASK_QUEUE,
+    FailureDetails,
+    OrchestrationState,
+    OrchestrationStatus,
+)
 
 
 def utc_now() -> datetime:
@@ -88,6 +93,7 @@ def leased_activities(
                 timeout=_duration(to_duration, row["timeout"]),
                 heartbeat_timeout=_duration(to_duration, row["heartbeat_timeout"]),
                 heartbeat_details=row["heartbeat_details"],
+                task_queue=row["task_queue"],
             ),
             lock_token=token,
             locked_until=locked_until,
@@ -107,6 +113,7 @@ def worker_registrations(worker: WorkerInfo) -> str:
         {
             "orchestrations": sorted(([n, v] for n, v in worker.orchestrations), key=str),
             "activities": sorted(worker.activities),
+            "task_queues": sorted(worker.task_queues),
         }
     )
 
@@ -123,6 +130,7 @@ def worker_from_row(row: Mapping[str, Any], to_time: Callable[[Any], datetime]) 
         heartbeat_at=to_time(row["heartbeat_at"]),
         orchestrations=frozenset((n, v) for n, v in registrations.get("orchestrations", [])),
         activities=frozenset(registrations.get("activities", [])),
+        task_queues=frozenset(registrations.get("task_queues", [DEFAULT_TASK_QUEUE])),
         in_flight={str(k): int(v) for k, v in status.get("in_flight", {}).items()},
     )
 
@@ -257,6 +265,7 @@ def pending_state(instance_id: str, event: ExecutionStarted) -> OrchestrationSta
         serialized_input=event.input,
         parent_instance_id=event.parent.instance_id if event.parent else None,
         scheduled_start_at=as_utc_or_none(event.scheduled_start_time),
+        task_queue=event.task_queue,
     )
 
 
@@ -271,14 +280,19 @@ class StartLease:
 
     def allows(self, message: OrchestrationMessage, now: datetime) -> bool:
         """Whether the new instance of ``message`` may be leased at ``now``: its start is
-        due and the work filter names its orchestration (replacing is the store's check)."""
+        due and the work filter names its orchestration and serves its task queue
+        (replacing is the store's check)."""
         event = started_event(message)
         if message.visible_at is not None and as_utc(message.visible_at) > now:
             return False
         if event.scheduled_start_time is not None and as_utc(event.scheduled_start_time) > now:
             return False
         work_filter = self.work_filter
-        runnable = work_filter.orchestrations if work_filter is not None else None
+        if work_filter is None:
+            return True
+        if not work_filter.serves_queue(event.task_queue):
+            return False
+        runnable = work_filter.orchestrations
         return runnable is None or (event.name, event.version) in runnable
 
 
@@ -355,6 +369,7 @@ def normalized_state(state: OrchestrationState) -> OrchestrationState:
         failure_details=state.failure_details,
         parent_instance_id=state.parent_instance_id,
         scheduled_start_at=as_utc_or_none(state.scheduled_start_at),
+        task_queue=state.task_queue,
     )
 
 
@@ -404,6 +419,7 @@ def state_from_row(row: Any, to_time: Callable[[Any], datetime]) -> Orchestratio
         failure_details=FailureDetails.from_json(failure) if failure is not None else None,
         parent_instance_id=row["parent_instance_id"],
         scheduled_start_at=_or_none(to_time, row["scheduled_start_at"]),
+        task_queue=row["task_queue"],
     )
 
 

@@ -45,7 +45,7 @@ SORT_COLUMNS = {
 INSTANCE_COLUMNS = (
     "instance_id, name, version, runtime_status, created_at, last_updated_at, completed_at, "
     "execution_id, input, output, custom_status, failure_details, parent_instance_id, "
-    "scheduled_start_at"
+    "scheduled_start_at, task_queue"
 )
 WORKER_COLUMNS = "worker_id, host, pid, started_at, heartbeat_at, registrations, status"
 # The end of an insert of a worker's row: a worker already there is refreshed.
@@ -163,6 +163,7 @@ def state_params(state: OrchestrationState, dialect: Dialect) -> dict[str, Any]:
         "failure_details": failure.to_json() if failure is not None else None,
         "parent_instance_id": state.parent_instance_id,
         "scheduled_start_at": None if scheduled_start_at is None else to_time(scheduled_start_at),
+        "task_queue": state.task_queue,
     }
 
 

@@ -53,13 +53,20 @@ class SqlLeases(SqlRows):
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
         keys = work_filter.orchestration_keys() if work_filter is not None else None
-        return await self._lease_next_instance(owner, lease, known_histories, keys)
+        queues = work_filter.queue_list() if work_filter is not None else None
+        return await self._lease_next_instance(owner, lease, known_histories, keys, queues)
 
     @abstractmethod
     async def _lease_next_instance(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories, keys: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories,
+        keys: list[str] | None,
+        queues: list[str] | None,
     ) -> OrchestrationWorkItem | None:
-        """Lease the next instance whose orchestration is one of ``keys`` (None: any)."""
+        """Lease the next instance whose orchestration is one of ``keys``, on one of the task
+        queues ``queues`` (None: any)."""
 
     async def renew_orchestration_work_item(
         self, work_item: OrchestrationWorkItem, lease: timedelta
@@ -81,15 +88,22 @@ class SqlLeases(SqlRows):
         """Lease up to ``max_items`` of the oldest visible activities (the items leased
         together share a lock token)."""
         names = work_filter.activities if work_filter is not None else None
+        queues = work_filter.queue_list() if work_filter is not None else None
         return await self._lease_activities(
-            owner, lease, max_items, sorted(names) if names is not None else None
+            owner, lease, max_items, sorted(names) if names is not None else None, queues
         )
 
     @abstractmethod
     async def _lease_activities(
-        self, owner: str, lease: timedelta, max_items: int, names: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int,
+        names: list[str] | None,
+        queues: list[str] | None,
     ) -> list[ActivityWorkItem]:
-        """Lease up to ``max_items`` activities named one of ``names`` (None: any)."""
+        """Lease up to ``max_items`` activities named one of ``names``, on one of the task
+        queues ``queues`` (None: any)."""
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease to now + ``lease``."""

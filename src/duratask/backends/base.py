@@ -68,7 +68,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from duratask.backends._wakeups import InstanceWatch
 from duratask.history import HistoryEvent
-from duratask.state import OrchestrationState, OrchestrationStatus, decode_payload
+from duratask.state import (
+    DEFAULT_TASK_QUEUE,
+    OrchestrationState,
+    OrchestrationStatus,
+    decode_payload,
+)
 
 if TYPE_CHECKING:
     from duratask.converter import DataConverter
@@ -140,6 +145,7 @@ class ActivityRequest:
         heartbeat_timeout: How long the activity may go without a heartbeat; None: no limit.
         heartbeat_details: The details the activity last reported with a heartbeat (JSON):
             on an earlier delivery of this try, or on the try before it.
+        task_queue: The task queue it was sent to: only workers serving it lease it.
     """
 
     instance_id: str
@@ -152,6 +158,7 @@ class ActivityRequest:
     timeout: timedelta | None = None
     heartbeat_timeout: timedelta | None = None
     heartbeat_details: str | None = None
+    task_queue: str = DEFAULT_TASK_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +246,22 @@ class WorkFilter:
         orchestrations: The (name, version) pairs it registered.
         activities: The activity names it registered.
         entities: The entity names it registered.
+        task_queues: The task queues it serves: it leases only instances and activities on
+            one of them (entities have no queue).
     """
 
     orchestrations: frozenset[tuple[str, str | None]] | None = None
     activities: frozenset[str] | None = None
     entities: frozenset[str] | None = None
+    task_queues: frozenset[str] | None = None
+
+    def queue_list(self) -> list[str] | None:
+        """The task queues, sorted (how SQL stores bind them), or None for any."""
+        return None if self.task_queues is None else sorted(self.task_queues)
+
+    def serves_queue(self, task_queue: str) -> bool:
+        """Whether work on ``task_queue`` passes the filter's queues."""
+        return self.task_queues is None or task_queue in self.task_queues
 
     def orchestration_keys(self) -> list[str] | None:
         """The orchestrations as :func:`orchestration_key` values (how SQL stores match
@@ -272,6 +290,7 @@ class WorkerInfo:
         heartbeat_at: When it last reported (every few seconds while it runs).
         orchestrations: The (name, version) pairs it registered.
         activities: The activity names it registered.
+        task_queues: The task queues it serves.
         in_flight: How many episodes and activities it was running, by kind.
     """
 
@@ -282,6 +301,7 @@ class WorkerInfo:
     heartbeat_at: datetime
     orchestrations: frozenset[tuple[str, str | None]] = frozenset()
     activities: frozenset[str] = frozenset()
+    task_queues: frozenset[str] = frozenset({DEFAULT_TASK_QUEUE})
     in_flight: Mapping[str, int] = field(default_factory=dict)
 
     def runs_orchestration(self, name: str, version: str | None) -> bool:
@@ -291,6 +311,10 @@ class WorkerInfo:
     def runs_activity(self, name: str) -> bool:
         """Whether it registered the activity ``name``."""
         return name in self.activities
+
+    def serves_queue(self, task_queue: str) -> bool:
+        """Whether it leases work on ``task_queue``."""
+        return task_queue in self.task_queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -896,7 +920,7 @@ class OrchestrationService(StoreLifecycle, Protocol):
     ) -> OrchestrationWorkItem | None:
         """Lease the next instance that has visible messages and no live lease, or None;
         with ``work_filter``, only an instance of an orchestration (name and version) it
-        names.
+        names, on one of its task queues.
 
         When ``known_histories`` holds the instance with a mark equal to the stored history's
         (execution id of the row, history length), the history is not read: the work item
@@ -941,9 +965,10 @@ class OrchestrationService(StoreLifecycle, Protocol):
         work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` visible activities, oldest first (none: an empty list);
-        with ``work_filter``, only activities it names. An activity delivered before that
-        never finished (``dequeue_count`` above 0: its worker may have died running it)
-        is leased alone: it is either the only item of the batch or not in it."""
+        with ``work_filter``, only activities it names, on one of its task queues. An
+        activity delivered before that never finished (``dequeue_count`` above 0: its
+        worker may have died running it) is leased alone: it is either the only item of
+        the batch or not in it."""
 
     async def renew_activity_work_item(self, work_item: ActivityWorkItem, lease: timedelta) -> None:
         """Extend the lease; :class:`LeaseLostError` if it is no longer held."""

@@ -339,9 +339,8 @@ class MemoryOrchestrationService(LeasedCreates):
     ) -> OrchestrationWorkItem | None:
         """Lease the instance whose oldest visible message has waited longest."""
         now = self._now()
-        runnable = work_filter.orchestrations if work_filter is not None else None
         with self._lock:
-            chosen = self._next_free_instance(now, runnable)
+            chosen = self._next_free_instance(now, work_filter)
             if chosen is None:
                 return None
             return self._lease(chosen, owner, lease, now, known_histories)
@@ -489,11 +488,10 @@ class MemoryOrchestrationService(LeasedCreates):
                 return
         self._wakeups.work([ORCHESTRATION])
 
-    def _next_free_instance(
-        self, now: datetime, runnable: frozenset[tuple[str, str | None]] | None
-    ) -> _Instance | None:
-        """The unleased instance whose oldest visible message has waited longest (of an
-        orchestration in ``runnable``, unless that is None)."""
+    def _next_free_instance(self, now: datetime, wanted: WorkFilter | None) -> _Instance | None:
+        """The unleased instance whose oldest visible message has waited longest (of what
+        ``wanted`` names, unless that is None)."""
+        runnable = wanted.orchestrations if wanted is not None else None
         leased: list[tuple[datetime, int, str]] = []
         chosen = None
         while self._due:
@@ -505,9 +503,13 @@ class MemoryOrchestrationService(LeasedCreates):
                 continue
             if due > now:
                 break
-            if (instance.lease.live(now) and not _ends_rest(instance.lease, stored)) or (
-                runnable is not None
-                and (instance.state.name, instance.state.version) not in runnable
+            if (
+                (instance.lease.live(now) and not _ends_rest(instance.lease, stored))
+                or (
+                    runnable is not None
+                    and (instance.state.name, instance.state.version) not in runnable
+                )
+                or (wanted is not None and not wanted.serves_queue(instance.state.task_queue))
             ):
                 leased.append(heapq.heappop(self._due))
                 continue
@@ -534,6 +536,10 @@ class MemoryOrchestrationService(LeasedCreates):
                 if len(leased) >= max_items:
                     break
                 if runnable is not None and activity.request.name not in runnable:
+                    continue
+                if work_filter is not None and not work_filter.serves_queue(
+                    activity.request.task_queue
+                ):
                     continue
                 if activity.visible_at <= now and not activity.lease.live(now):
                     if activity.dequeue_count > 0:  # delivered before, unfinished: alone

@@ -28,7 +28,7 @@ from duratask.cli.timeline_rows import timeline_rows
 from duratask.client import AsyncTaskHubClient, validate_instance_id
 from duratask.errors import InvalidInstanceIdError, OrchestrationNotFoundError
 from duratask.history import HistoryEvent, history_to_json
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, OrchestrationState, OrchestrationStatus
 
 _FOREVER = 10 * 365 * 86400.0  # what ``status --wait`` without --timeout waits, in seconds
 
@@ -83,6 +83,13 @@ async def require_state(client: AsyncTaskHubClient, instance_id: str) -> Orchest
     "--start-at", metavar="TIME", help=f"Start no earlier than TIME: {TIME_FORMATS_HELP}."
 )
 @click.option("--version", metavar="V", help="Orchestration version to run.")
+@click.option(
+    "--task-queue",
+    metavar="QUEUE",
+    default=DEFAULT_TASK_QUEUE,
+    show_default=True,
+    help="The task queue to run the instance on (workers serving it take it).",
+)
 @store_option
 @output_option
 def start(
@@ -91,6 +98,7 @@ def start(
     instance_id: str | None,
     start_at: str | None,
     version: str | None,
+    task_queue: str,
     store: str | None,
     output: str,
 ) -> None:
@@ -100,7 +108,12 @@ def start(
     started = with_client(
         store,
         lambda client: client.schedule_new_orchestration(
-            name, input=payload, instance_id=instance_id, start_at=when, version=version
+            name,
+            input=payload,
+            instance_id=instance_id,
+            start_at=when,
+            version=version,
+            task_queue=task_queue,
         ),
         creates=Creates.HUB,
     )

@@ -60,6 +60,7 @@ def state_to_json(state: OrchestrationState) -> dict[str, Any]:
         "failure_details": state.failure_details.to_dict() if state.failure_details else None,
         "parent_instance_id": state.parent_instance_id,
         "scheduled_start_at": _iso(state.scheduled_start_at),
+        "task_queue": state.task_queue,
     }
 
 
@@ -153,6 +154,7 @@ def render_state(
         ("Completed", format_time(state.completed_at)),
         ("Scheduled start", format_time(state.scheduled_start_at)),
         ("Parent", state.parent_instance_id or ""),
+        ("Task queue", state.task_queue),
         ("Input", _pretty_payload(state.serialized_input)),
         ("Output", _pretty_payload(state.serialized_output)),
         ("Custom status", _pretty_payload(state.serialized_custom_status)),

@@ -58,7 +58,10 @@ def _render(report: _Report) -> None:
         for w in report.workers:
             ago = (report.now - w.heartbeat_at).total_seconds()
             running = ", ".join(f"{kind} {n}" for kind, n in sorted(w.in_flight.items()) if n)
-            registered = f"{len(w.orchestrations)} orchestrations, {len(w.activities)} activities"
+            registered = (
+                f"{len(w.orchestrations)} orchestrations, {len(w.activities)} activities"
+                f" on {', '.join(sorted(w.task_queues))}"
+            )
             table.add_row(
                 w.host,
                 str(w.pid),

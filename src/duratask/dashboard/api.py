@@ -28,7 +28,7 @@ from duratask.dashboard.schedules_api import SCHEDULE_ROUTES
 from duratask.dashboard.spec import ApiCall, ApiRoute, Body, Param, Reply, read_args
 from duratask.dashboard.values import iso, parse_json, payload_value, status_name
 from duratask.history import HistoryEvent, event_export_dict
-from duratask.state import FailureDetails, OrchestrationState
+from duratask.state import DEFAULT_TASK_QUEUE, FailureDetails, OrchestrationState
 
 _LOG = logging.getLogger("duratask.dashboard")
 
@@ -66,6 +66,7 @@ def status_json(state: OrchestrationState, *, show_input: bool = True) -> dict[s
         "scheduledStartTime": iso(state.scheduled_start_at),
         "executionId": state.execution_id,
         "parentInstanceId": state.parent_instance_id,
+        "taskQueue": state.task_queue,
     }
     if show_input:
         body["input"] = payload_value(state.serialized_input)
@@ -139,6 +140,7 @@ async def start_orchestration(call: ApiCall) -> Response:
         instance_id=call.args.text("instance_id"),
         start_at=call.args.time("start_at"),
         version=call.args.text("version"),
+        task_queue=call.args.text("task_queue") or DEFAULT_TASK_QUEUE,
     )
     return _started(call.request, instance_id)
 
@@ -432,6 +434,7 @@ API_ROUTES: tuple[ApiRoute, ...] = (
             ),
             Param("start_at", "query", "datetime", "Do not start before this time (ISO 8601)."),
             Param("version", "query", "string", "The orchestration version to run."),
+            Param("task_queue", "query", "string", "The task queue to run it on (default)."),
         ),
         body=Body("The orchestration's input (any JSON value; empty means null).", _ANY_JSON),
         replies={

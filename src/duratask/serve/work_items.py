@@ -53,7 +53,7 @@ from duratask.serve.protocol import (
     optional_time,
     text,
 )
-from duratask.state import OrchestrationState, OrchestrationStatus
+from duratask.state import DEFAULT_TASK_QUEUE, OrchestrationState, OrchestrationStatus
 from duratask.worker._entity_batch import PlannedBatch, plan_entity_batch
 from duratask.worker._episode import (
     Defer,
@@ -73,11 +73,17 @@ class UnknownTokenError(LookupError):
     lease lost)."""
 
 
-def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter | None:
-    """The seam's filter for a worker's ``workItemFilters`` (None: it runs anything). A
-    filter naming no versions of an orchestration matches its unversioned instances."""
+# SDK workers know no task queues: they serve the default one, as duratask's workers do
+# unless given others.
+_SDK_QUEUES = frozenset({DEFAULT_TASK_QUEUE})
+
+
+def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter:
+    """The seam's filter for a worker's ``workItemFilters``: without them it runs anything
+    on the default task queue. A filter naming no versions of an orchestration matches its
+    unversioned instances."""
     if not request.HasField("workItemFilters"):
-        return None
+        return WorkFilter(task_queues=_SDK_QUEUES)
     filters = request.workItemFilters
     orchestrations: set[tuple[str, str | None]] = set()
     for item in filters.orchestrations:
@@ -89,6 +95,7 @@ def work_filter(request: pb.GetWorkItemsRequest) -> WorkFilter | None:
         orchestrations=frozenset(orchestrations),
         activities=frozenset(item.name for item in filters.activities),
         entities=frozenset(item.name.lower() for item in filters.entities),
+        task_queues=_SDK_QUEUES,
     )
 
 
@@ -161,7 +168,8 @@ class _Outbox:
 @dataclass(eq=False)
 class _Stream:
     owner: str
-    work_filter: WorkFilter | None
+    work_filter: WorkFilter
+    named: bool  # the worker sent work-item filters: it is reported as a worker
     orchestration_slots: _Slots
     activity_slots: _Slots
     entity_slots: _Slots
@@ -307,6 +315,7 @@ class WorkItemStreams:
         stream = _Stream(
             owner=self._prefix + uuid.uuid4().hex[:12],
             work_filter=work_filter(request),
+            named=request.HasField("workItemFilters"),
             orchestration_slots=_Slots(max(1, request.maxConcurrentOrchestrationWorkItems or 10)),
             activity_slots=_Slots(max(1, request.maxConcurrentActivityWorkItems or 10)),
             entity_slots=_Slots(max(1, request.maxConcurrentEntityWorkItems or 10)),
@@ -363,7 +372,7 @@ class WorkItemStreams:
         if delivered_activities:
             with contextlib.suppress(Exception):
                 await self._store.break_leases(stream.owner)
-        if stream.work_filter is not None:
+        if stream.named:
             with contextlib.suppress(Exception):
                 await self._store.remove_worker(stream.owner)
         if released:
@@ -648,7 +657,7 @@ class WorkItemStreams:
             await asyncio.sleep(interval)
 
     async def _renew(self, stream: _Stream, started: datetime) -> None:
-        if stream.work_filter is not None:
+        if stream.named:
             await self._report(stream, started)
         for token in list(stream.tokens):
             leased = self._leased.get(token)
@@ -669,7 +678,6 @@ class WorkItemStreams:
 
     async def _report(self, stream: _Stream, started: datetime) -> None:
         wanted = stream.work_filter
-        assert wanted is not None
         in_flight = {"orchestrations": 0, "activities": 0, "entities": 0}
         for token in stream.tokens:
             leased = self._leased.get(token)
@@ -690,6 +698,7 @@ class WorkItemStreams:
                 heartbeat_at=self._clock(),
                 orchestrations=wanted.orchestrations or frozenset(),
                 activities=wanted.activities or frozenset(),
+                task_queues=_SDK_QUEUES,
                 in_flight=in_flight,
             )
         )
@@ -747,11 +756,13 @@ class WorkItemStreams:
     @staticmethod
     def _eager_count(stream: _Stream, commit: OrchestrationCommit) -> int:
         """How many of the commit's first activities the stream's worker can take now."""
-        runs = stream.work_filter.activities if stream.work_filter is not None else None
+        runs = stream.work_filter.activities
         count = 0
         for activity in commit.activities:
-            if count >= stream.activity_slots.free or (
-                runs is not None and activity.name not in runs
+            if (
+                count >= stream.activity_slots.free
+                or (runs is not None and activity.name not in runs)
+                or not stream.work_filter.serves_queue(activity.task_queue)
             ):
                 break
             count += 1
@@ -815,8 +826,10 @@ class WorkItemStreams:
             or state.runtime_status is not OrchestrationStatus.RUNNING
         ):
             return False
-        wanted = stream.work_filter.orchestrations if stream.work_filter is not None else None
+        wanted = stream.work_filter.orchestrations
         if wanted is not None and (state.name, state.version) not in wanted:
+            return False
+        if not stream.work_filter.serves_queue(state.task_queue):
             return False
         now = self._clock()
         source = EpisodeInput(req.instance_id, state, history, len(history), (), message)

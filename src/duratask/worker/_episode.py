@@ -380,6 +380,7 @@ class _Episode:
                     task.attempt,
                     task.timeout,
                     task.heartbeat_timeout,
+                    task_queue=task.task_queue,
                 )
             )
         for timer in timers.values():
@@ -482,6 +483,7 @@ class _Episode:
             instance_id=self.instance_id,
             execution_id=row.execution_id or self.new_execution_id(),
             scheduled_start_time=row.scheduled_start_at,
+            task_queue=row.task_queue,
         )
         events = [
             h.OrchestratorStarted(timestamp=self.now),
@@ -683,6 +685,7 @@ class _Episode:
     ) -> list[h.HistoryEvent]:
         now, exec_id = self.now, started.execution_id
         if isinstance(action, act.ScheduleTaskAction):
+            queue = action.task_queue or started.task_queue
             self.activities.append(
                 ActivityRequest(
                     self.instance_id,
@@ -695,6 +698,7 @@ class _Episode:
                     action.timeout,
                     action.heartbeat_timeout,
                     action.heartbeat_details,
+                    queue,
                 )
             )
             return [
@@ -707,6 +711,7 @@ class _Episode:
                     attempt=action.attempt,
                     timeout=action.timeout,
                     heartbeat_timeout=action.heartbeat_timeout,
+                    task_queue=queue,
                 )
             ]
         if isinstance(action, act.CreateTimerAction):
@@ -719,6 +724,7 @@ class _Episode:
             return [h.TimerCreated(event_id=action.id, timestamp=now, fire_at=action.fire_at)]
         if isinstance(action, act.CreateSubOrchestrationAction):
             parent = h.ParentInstanceInfo(self.instance_id, exec_id, started.name, action.id)
+            queue = action.task_queue or started.task_queue
             child_start = h.ExecutionStarted(
                 timestamp=now,
                 name=action.name,
@@ -727,6 +733,7 @@ class _Episode:
                 instance_id=action.instance_id,
                 execution_id=self.new_execution_id(),
                 parent=parent,
+                task_queue=queue,
             )
             self.outbound.append(OrchestrationMessage(action.instance_id, child_start))
             return [
@@ -737,6 +744,7 @@ class _Episode:
                     version=action.version,
                     instance_id=action.instance_id,
                     input=action.input,
+                    task_queue=queue,
                 )
             ]
         if isinstance(action, act.SendEventAction):

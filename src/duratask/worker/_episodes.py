@@ -21,6 +21,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationService,
     OrchestrationWorkItem,
+    WorkFilter,
 )
 from duratask.history import TimerFired
 from duratask.tracing._logs import log_commit
@@ -42,11 +43,11 @@ class EpisodeCommitter:
         owner: str,
         lease: timedelta,
         wake_at: Callable[[datetime, Dispatcher[OrchestrationWorkItem]], None],
-        runs_activities: Callable[[], frozenset[str] | None] = lambda: None,
+        work_filter: Callable[[], WorkFilter | None] = lambda: None,
     ) -> None:
         self._store = store
-        # The activities this worker may lease (None: any): an eager lease takes no others.
-        self._runs_activities = runs_activities
+        # What this worker may lease (None: anything): an eager lease takes nothing else.
+        self._work_filter = work_filter
         self._cache = cache
         self._orchestrations = orchestrations
         self._activities = activities
@@ -67,10 +68,16 @@ class EpisodeCommitter:
         consumed (``finished``): it goes to the first activity the episode schedules."""
         permits: list[Permit[ActivityWorkItem]] = []
         wanted = len(planned.activities)
-        if wanted and (runs := self._runs_activities()) is not None:
+        if wanted and (runs := self._work_filter()) is not None:
             # The store leases the first activities: stop at the first this worker cannot run.
             wanted = next(
-                (i for i, a in enumerate(planned.activities) if a.name not in runs), wanted
+                (
+                    i
+                    for i, a in enumerate(planned.activities)
+                    if not runs.serves_queue(a.task_queue)
+                    or (runs.activities is not None and a.name not in runs.activities)
+                ),
+                wanted,
             )
         if wanted:
             if running is not None:

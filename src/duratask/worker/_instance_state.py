@@ -50,6 +50,7 @@ def advance_state(
                 serialized_input=event.input,
                 parent_instance_id=event.parent.instance_id if event.parent else None,
                 scheduled_start_at=event.scheduled_start_time,
+                task_queue=event.task_queue,
             )
         elif state is None:
             continue
@@ -99,5 +100,6 @@ def touched(
         failure_details=state.failure_details,
         parent_instance_id=state.parent_instance_id,
         scheduled_start_at=state.scheduled_start_at,
+        task_queue=state.task_queue,
         converter=state.converter,
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from duratask._registry import Registry
 from duratask.backends.base import LeaseHolder, TaskHubStore, WorkerInfo
+from duratask.state import DEFAULT_TASK_QUEUE
 
 _LOG = logging.getLogger("duratask.worker")
 HEARTBEAT_INTERVAL = 5.0  # seconds between two writes of a worker's row
@@ -63,8 +64,10 @@ class Presence:
         registry: Registry,
         clock: Callable[[], datetime],
         in_flight: Callable[[], Mapping[str, int]],
+        task_queues: frozenset[str] = frozenset({DEFAULT_TASK_QUEUE}),
     ) -> None:
         self._store = store
+        self._task_queues = task_queues
         self._worker_id = worker_id
         self._registry = registry
         self._clock = clock
@@ -112,6 +115,7 @@ class Presence:
                 heartbeat_at=self._clock(),
                 orchestrations=self._registry.orchestration_keys,
                 activities=frozenset(self._registry.activity_names),
+                task_queues=self._task_queues,
                 in_flight=dict(self._in_flight()),
             )
         )

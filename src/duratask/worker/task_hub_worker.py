@@ -10,14 +10,14 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
 from duratask._engine import OrchestrationExecutor
 from duratask._local_workers import LocalWorker
-from duratask._registry import Registry
+from duratask._registry import Registry, check_name
 from duratask.backends import open_store
 from duratask.backends.base import (
     ActivityWorkItem,
@@ -34,7 +34,7 @@ from duratask.backends.base import (
 from duratask.converter import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from duratask.errors import FeatureNotSupportedError, LeaseLostError
 from duratask.history import TaskFailed
-from duratask.state import FailureDetails
+from duratask.state import DEFAULT_TASK_QUEUE, FailureDetails
 from duratask.tracing._activity import traced_activity
 from duratask.tracing._episode import TRACING
 from duratask.worker._activity_runner import run_activity
@@ -135,6 +135,7 @@ class TaskHubWorker:
             suffix unless given.
         verify_replay: Whether every episode is replayed from the stored history and
             checked strictly (see above).
+        task_queues: The task queues the worker serves (see above).
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class TaskHubWorker:
         entity_batch_size: int = 500,
         fire_schedules: bool = True,
         max_retry_delay: timedelta = timedelta(seconds=60),
+        task_queues: Iterable[str] = (DEFAULT_TASK_QUEUE,),
     ) -> None:
         if not timedelta(0) < lease_duration <= _MAX_LEASE:
             raise ValueError(f"lease_duration must be between 0 and {_MAX_LEASE}")
@@ -196,6 +198,12 @@ class TaskHubWorker:
             raise ValueError(f"unknown_work must be 'wait' or 'fail', not {unknown_work!r}")
         self._unknown_work = unknown_work
         self._filter_made: tuple[int, WorkFilter | None] = (-1, None)
+        if isinstance(task_queues, str):
+            raise TypeError("task_queues takes a collection of names, not one string")
+        self.task_queues = frozenset(check_name(q, "task queue") for q in task_queues)
+        if not self.task_queues:
+            raise ValueError("task_queues must name at least one task queue")
+        self._queues_only = WorkFilter(task_queues=self.task_queues)
         if episode_budget is not None and episode_budget <= timedelta(0):
             raise ValueError("episode_budget must be positive")
         self._episode_budget = episode_budget
@@ -253,7 +261,14 @@ class TaskHubWorker:
         entities = self._entities
         assert entities is not None
         self._thread_pool = DaemonThreadPool(self._activity_threads, "duratask-activity")
-        presence = Presence(self.store, self.worker_id, self.registry, self._clock, self._in_flight)
+        presence = Presence(
+            self.store,
+            self.worker_id,
+            self.registry,
+            self._clock,
+            self._in_flight,
+            self.task_queues,
+        )
         await presence.start()
         scheduler = Scheduler(self.store, self.worker_id, self._clock, self._lease)
         # A store written before schedules existed has no schedule methods: nothing to fire.
@@ -309,24 +324,22 @@ class TaskHubWorker:
         )
         return LocalWorker(self.store.describe().hub, starts.start_here)
 
-    def _work_filter(self) -> WorkFilter | None:
-        """What this worker leases: what it registered (so far: functions registered while
-        it runs count at once), unless it fails unknown work."""
+    def _work_filter(self) -> WorkFilter:
+        """What this worker leases: work on its task queues; of that, what it registered
+        (so far: functions registered while it runs count at once), unless it fails unknown
+        work."""
         if self._unknown_work == "fail":
-            return None
+            return self._queues_only
         generation, made = self._filter_made
         if generation != self.registry.generation or made is None:
             made = WorkFilter(
                 orchestrations=self.registry.orchestration_keys,
                 activities=frozenset(self.registry.activity_names),
                 entities=frozenset(self.registry.entity_names),
+                task_queues=self.task_queues,
             )
             self._filter_made = (self.registry.generation, made)
         return made
-
-    def _runs_activities(self) -> frozenset[str] | None:
-        work_filter = self._work_filter()
-        return None if work_filter is None else work_filter.activities
 
     def _in_flight(self) -> dict[str, int]:
         return {
@@ -416,7 +429,7 @@ class TaskHubWorker:
             owner=self.worker_id,
             lease=self._lease,
             wake_at=self._wake_at,
-            runs_activities=self._runs_activities,
+            work_filter=self._work_filter,
         )
         self._results = ActivityResults(
             self.store,
@@ -709,7 +722,7 @@ class TaskHubWorker:
 
     async def _lock_entity(self, _: int) -> list[EntityWorkItem]:
         work_filter = self._work_filter()
-        if work_filter is not None and not work_filter.entities:
+        if work_filter.entities is not None and not work_filter.entities:
             return []  # none registered: nothing to ask the store for
         item = await self.store.lock_next_entity_work_item(
             self.worker_id, self._lease, self._entity_batch, work_filter

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from duratask.errors import (
     LeaseLostError,
     StoreError,
 )
+from duratask.state import DEFAULT_TASK_QUEUE
 
 
 class ActivityStore(InboxStore):
@@ -49,7 +51,14 @@ class ActivityStore(InboxStore):
         work_filter: WorkFilter | None = None,
     ) -> list[ActivityWorkItem]:
         """Lease up to ``max_items`` of the oldest visible activities."""
-        runnable = work_filter.activities if work_filter is not None else None
+
+        def runs(row: Mapping[str, Any]) -> bool:
+            if work_filter is None:
+                return True
+            names = work_filter.activities
+            queue = row.get("Queue") or DEFAULT_TASK_QUEUE
+            return work_filter.serves_queue(queue) and (names is None or row["Name"] in names)
+
         leased: list[ActivityWorkItem] = []
         alone = False
         if not self._activity_hints:
@@ -65,7 +74,7 @@ class ActivityStore(InboxStore):
                 codec.table_key(str(body.get("i", ""))),
                 codec.row_key(codec.ACTIVITY, int(body.get("a", 0))),
             )
-            if row is not None and runnable is not None and row["Name"] not in runnable:
+            if row is not None and not runs(row):
                 kept.append(hint)  # another worker's: seen again when its hiding ends
                 continue
             if row is not None:
@@ -89,7 +98,7 @@ class ActivityStore(InboxStore):
         for row in rows:
             if len(leased) >= max_items:
                 break
-            if runnable is not None and row["Name"] not in runnable:
+            if not runs(row):
                 continue
             if codec.from_text(row["Due"]) > now or self._lease_live(row, now):
                 continue

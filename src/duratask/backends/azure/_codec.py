@@ -16,7 +16,12 @@ from duratask.backends.base import (
     StatusChange,
 )
 from duratask.history import event_from_json, event_to_json
-from duratask.state import FailureDetails, OrchestrationState, OrchestrationStatus
+from duratask.state import (
+    DEFAULT_TASK_QUEUE,
+    FailureDetails,
+    OrchestrationState,
+    OrchestrationStatus,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -113,6 +118,7 @@ def state_to_json(state: OrchestrationState) -> str:
             "failure": failure.to_dict() if failure is not None else None,
             "parent": state.parent_instance_id,
             "scheduled": opt_text(state.scheduled_start_at),
+            "queue": state.task_queue,
         },
         separators=(",", ":"),
     )
@@ -136,6 +142,7 @@ def state_from_json(text: str) -> OrchestrationState:
         failure_details=FailureDetails.from_dict(failure) if failure is not None else None,
         parent_instance_id=data["parent"],
         scheduled_start_at=opt_time(data["scheduled"]),
+        task_queue=data.get("queue", DEFAULT_TASK_QUEUE),
     )
 
 
@@ -184,6 +191,7 @@ def request_to_json(request: ActivityRequest) -> str:
             "timeout": _seconds(request.timeout),
             "heartbeat_timeout": _seconds(request.heartbeat_timeout),
             "heartbeat_details": request.heartbeat_details,
+            "queue": request.task_queue,
         },
         separators=(",", ":"),
     )
@@ -206,6 +214,7 @@ def request_from_json(text: str) -> ActivityRequest:
         timeout=duration(data["timeout"]),
         heartbeat_timeout=duration(data["heartbeat_timeout"]),
         heartbeat_details=data["heartbeat_details"],
+        task_queue=data.get("queue", DEFAULT_TASK_QUEUE),
     )
 
 

@@ -53,7 +53,7 @@ class DequeueStore(InboxStore):
         work_filter: WorkFilter | None = None,
     ) -> OrchestrationWorkItem | None:
         """Lease the free instance whose oldest visible message has waited longest."""
-        runnable = work_filter.orchestrations if work_filter is not None else None
+        runnable = work_filter
         served = await self._served()
         for _ in range(_SCAN_CANDIDATES):
             hinted = await self._hinted_instances(served)
@@ -148,7 +148,7 @@ class DequeueStore(InboxStore):
         owner: str,
         lease: timedelta,
         known_histories: KnownHistories,
-        runnable: frozenset[tuple[str, str | None]] | None,
+        runnable: WorkFilter | None,
     ) -> OrchestrationWorkItem | None:
         """Lease the instance if it has due messages and is free; a sentinel that changed
         between the read and the write (a message arrived) is read again."""
@@ -165,7 +165,7 @@ class DequeueStore(InboxStore):
         owner: str,
         lease: timedelta,
         known_histories: KnownHistories,
-        runnable: frozenset[tuple[str, str | None]] | None,
+        runnable: WorkFilter | None,
     ) -> OrchestrationWorkItem | None:
 
         part = await self._settled_head(instance_id)
@@ -188,7 +188,13 @@ class DequeueStore(InboxStore):
             if not resting or not await self._any_terminate(visible):
                 return None
         state = await self._state(sentinel)
-        if runnable is not None and (state.name, state.version) not in runnable:
+        if runnable is not None and (
+            not runnable.serves_queue(state.task_queue)
+            or (
+                runnable.orchestrations is not None
+                and (state.name, state.version) not in runnable.orchestrations
+            )
+        ):
             return None
         counts: dict[str, int] = json.loads(sentinel.get("Counts") or "{}")
         counts = {k: v for k, v in counts.items() if any(m["RowKey"] == k for m in part.messages)}

@@ -185,6 +185,7 @@ class EpisodeStore(DequeueStore):
                 "RowKey": codec.row_key(codec.ACTIVITY, activity_id),
                 "Body": await self._pack(codec.request_to_json(request)),
                 "Name": request.name,
+                "Queue": request.task_queue,
                 "Due": codec.to_text(now),
                 "Token": "",
                 "Owner": "",

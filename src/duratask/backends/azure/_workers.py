@@ -28,6 +28,7 @@ from duratask.backends.base import (
     LeaseHolder,
     WorkerInfo,
 )
+from duratask.state import DEFAULT_TASK_QUEUE
 
 
 class WorkerStore(InboxStore):
@@ -43,6 +44,7 @@ class WorkerStore(InboxStore):
             "heartbeat_at": codec.to_text(worker.heartbeat_at),
             "orchestrations": sorted(([n, v] for n, v in worker.orchestrations), key=str),
             "activities": sorted(worker.activities),
+            "task_queues": sorted(worker.task_queues),
             "in_flight": dict(worker.in_flight),
         }
         await self._table("workers").upsert_entity(
@@ -74,6 +76,7 @@ class WorkerStore(InboxStore):
                     heartbeat_at=codec.from_text(data["heartbeat_at"]),
                     orchestrations=frozenset((n, v) for n, v in data["orchestrations"]),
                     activities=frozenset(data["activities"]),
+                    task_queues=frozenset(data.get("task_queues", [DEFAULT_TASK_QUEUE])),
                     in_flight={str(k): int(v) for k, v in data["in_flight"].items()},
                 )
             )

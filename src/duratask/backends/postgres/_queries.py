@@ -66,7 +66,7 @@ INSERT INTO {{schema}}.instances ({INSTANCE_COLUMNS})
 VALUES (%(instance_id)s, %(name)s, %(version)s, %(runtime_status)s, %(created_at)s,
         %(last_updated_at)s, %(completed_at)s, %(execution_id)s, %(input)s, %(output)s,
         %(custom_status)s, %(failure_details)s, %(parent_instance_id)s,
-        %(scheduled_start_at)s)
+        %(scheduled_start_at)s, %(task_queue)s)
 ON CONFLICT (instance_id) DO NOTHING
 RETURNING instance_id"""
 
@@ -142,11 +142,11 @@ WHERE EXISTS (
 # -- activities --------------------------------------------------------------------------------
 # The oldest visible activities without a live lease, leased in one statement; activities
 # other workers are locking right now are skipped (and, with %(names)s, activities not
-# named there: what the worker can run). One delivered before and never finished (its
-# worker may have died running it) is leased alone, never in a batch: should it kill its
-# worker again, no other activity is charged with a delivery for it. A lease moves
-# ``visible_at`` to its expiry, so the index skips leased rows; the lock test keeps a lease
-# live through its expiry instant, as everywhere.
+# named there: what the worker can run; with %(queues)s, those on other task queues). One
+# delivered before and never finished (its worker may have died running it) is leased
+# alone, never in a batch: should it kill its worker again, no other activity is charged
+# with a delivery for it. A lease moves ``visible_at`` to its expiry, so the index skips
+# leased rows; the lock test keeps a lease live through its expiry instant, as everywhere.
 LOCK_NEXT_ACTIVITIES = """
 UPDATE {schema}.activities
 SET lock_token = %(token)s, lock_owner = %(owner)s, lock_expires_at = %(expires_at)s,
@@ -159,6 +159,7 @@ WHERE id IN (
             WHERE visible_at <= %(now)s
               AND (lock_expires_at IS NULL OR lock_expires_at < %(now)s)
               AND (%(names)s::text[] IS NULL OR name = ANY (%(names)s::text[]))
+              AND (%(queues)s::text[] IS NULL OR task_queue = ANY (%(queues)s::text[]))
             ORDER BY visible_at, id
             LIMIT %(max_items)s
             FOR NO KEY UPDATE SKIP LOCKED
@@ -169,7 +170,7 @@ WHERE id IN (
        OR NOT EXISTS (SELECT 1 FROM free AS f WHERE f.dequeue_count > 0 AND f.n <= free.n)
 )
 RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count,
-          attempt, timeout, heartbeat_timeout, heartbeat_details"""
+          attempt, timeout, heartbeat_timeout, heartbeat_details, task_queue"""
 RECORD_HEARTBEAT = """
 UPDATE {schema}.activities
 SET heartbeat_details = %(details)s, heartbeat_at = %(now)s, lock_expires_at = %(expires_at)s,

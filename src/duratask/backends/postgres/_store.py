@@ -220,7 +220,12 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
 
     # -- orchestration work items -------------------------------------------------------
     async def _lease_next_instance(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories, keys: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories,
+        keys: list[str] | None,
+        queues: list[str] | None,
     ) -> OrchestrationWorkItem | None:
         now = self._now()
         expires_at = now + lease
@@ -232,6 +237,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             "owner": owner,
             "expires_at": expires_at.isoformat(),
             "keys": keys,
+            "queues": queues,
         }
         params = (json.dumps(document),)
         rows = await db.autocommit(
@@ -304,7 +310,12 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
 
     # -- activity work items --------------------------------------------------------------
     async def _lease_activities(
-        self, owner: str, lease: timedelta, max_items: int, names: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int,
+        names: list[str] | None,
+        queues: list[str] | None,
     ) -> list[ActivityWorkItem]:
         # One statement leases them all.
         now = self._now()
@@ -317,6 +328,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             "expires_at": expires_at,
             "max_items": max_items,
             "names": names,
+            "queues": queues,
         }
         rows = await self._db.autocommit(
             lambda conn: _fetch_all(conn, self._db.q(q.LOCK_NEXT_ACTIVITIES), params)
@@ -603,6 +615,7 @@ class _EpisodeWrite:
                     "timeout": _interval(a.timeout),
                     "heartbeat_timeout": _interval(a.heartbeat_timeout),
                     "heartbeat_details": a.heartbeat_details,
+                    "task_queue": a.task_queue,
                 }
                 for a, token in zip(commit.activities, tokens, strict=True)
             ],

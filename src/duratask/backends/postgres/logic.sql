@@ -27,10 +27,11 @@ BEGIN
     INSERT INTO {schema}.instances
         (instance_id, name, version, runtime_status, created_at, last_updated_at,
          completed_at, execution_id, input, output, custom_status, failure_details,
-         parent_instance_id, scheduled_start_at)
+         parent_instance_id, scheduled_start_at, task_queue)
     SELECT s.instance_id, s.name, s.version, s.runtime_status, s.created_at,
            s.last_updated_at, s.completed_at, s.execution_id, s.input, s.output,
-           s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at
+           s.custom_status, s.failure_details, s.parent_instance_id, s.scheduled_start_at,
+           coalesce(s.task_queue, 'default')
     FROM jsonb_populate_record(NULL::{schema}.instances, p_row) AS s
     ON CONFLICT (instance_id) DO NOTHING;
     RETURN FOUND;
@@ -182,18 +183,19 @@ BEGIN
         INSERT INTO {schema}.activities
             (instance_id, execution_id, task_id, name, version, input, enqueued_at,
              visible_at, lock_token, lock_owner, lock_expires_at, dequeue_count, attempt,
-             timeout, heartbeat_timeout, heartbeat_details)
+             timeout, heartbeat_timeout, heartbeat_details, task_queue)
         SELECT a.instance_id, a.execution_id, a.task_id, a.name, a.version, a.input, p_now,
                CASE WHEN a.token IS NULL THEN p_now ELSE p_expires_at END,
                a.token,
                CASE WHEN a.token IS NOT NULL THEN p->>'owner' END,
                CASE WHEN a.token IS NOT NULL THEN p_expires_at END,
                CASE WHEN a.token IS NULL THEN 0 ELSE 1 END,
-               coalesce(a.attempt, 1), a.timeout, a.heartbeat_timeout, a.heartbeat_details
+               coalesce(a.attempt, 1), a.timeout, a.heartbeat_timeout, a.heartbeat_details,
+               coalesce(a.task_queue, 'default')
         FROM jsonb_to_recordset(p->'activities')
              AS a(instance_id text, execution_id text, task_id bigint, name text,
                   version text, input text, token text, attempt integer, timeout interval,
-                  heartbeat_timeout interval, heartbeat_details text)
+                  heartbeat_timeout interval, heartbeat_details text, task_queue text)
         RETURNING id, lock_token
     )
     SELECT array_agg(id), array_agg(lock_token)
@@ -245,6 +247,7 @@ BEGIN
             output = s.output, custom_status = s.custom_status,
             failure_details = s.failure_details, parent_instance_id = s.parent_instance_id,
             scheduled_start_at = s.scheduled_start_at,
+            task_queue = coalesce(s.task_queue, i.task_queue),
             lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
         FROM jsonb_populate_record(NULL::{schema}.instances, p->'state') AS s
         WHERE i.instance_id = p_instance_id;
@@ -285,8 +288,8 @@ END
 $$;
 
 -- lease_next_instance: lease to p_owner (token p_token, until p_expires_at) the free
--- instance (of an orchestration named in p_keys, unless that is null) whose oldest visible
--- message has waited longest, and dequeue its visible
+-- instance (of an orchestration named in p_keys, on a task queue named in p_queues, unless
+-- those are null) whose oldest visible message has waited longest, and dequeue its visible
 -- messages. One row per message, each with the instance's row and history length; no row
 -- when there is no work. An instance resting after an abandon is not free until its rest
 -- ends, unless a terminate waits for it. Instances another transaction is locking are
@@ -310,6 +313,7 @@ RETURNS TABLE (
     failure_details      text,
     parent_instance_id   text,
     scheduled_start_at   timestamptz,
+    task_queue           text,
     history_length       integer,
     message_id           bigint,
     message_execution_id text,
@@ -322,6 +326,8 @@ DECLARE
     p_now  timestamptz := (p->>'now')::timestamptz;
     p_keys text[] := CASE WHEN jsonb_typeof(p->'keys') = 'array'
                           THEN ARRAY(SELECT jsonb_array_elements_text(p->'keys')) END;
+    p_queues text[] := CASE WHEN jsonb_typeof(p->'queues') = 'array'
+                            THEN ARRAY(SELECT jsonb_array_elements_text(p->'queues')) END;
     v_id   text;
     v_prev record;
 BEGIN
@@ -338,6 +344,7 @@ BEGIN
           -- only what the worker can run (see duratask.backends.base.orchestration_key)
           AND (p_keys IS NULL
                OR i.name || chr(31) || coalesce(i.version, chr(30)) = ANY (p_keys))
+          AND (p_queues IS NULL OR i.task_queue = ANY (p_queues))
         ORDER BY m.due_at, m.message_id
         LIMIT 1
         FOR NO KEY UPDATE OF i SKIP LOCKED;
@@ -358,11 +365,12 @@ BEGIN
             RETURNING i.instance_id, i.name, i.version, i.runtime_status, i.created_at,
                       i.last_updated_at, i.completed_at, i.execution_id, i.input, i.output,
                       i.custom_status, i.failure_details, i.parent_instance_id,
-                      i.scheduled_start_at
+                      i.scheduled_start_at, i.task_queue
         )
         SELECT l.instance_id, l.name, l.version, l.runtime_status, l.created_at,
                l.last_updated_at, l.completed_at, l.execution_id, l.input, l.output,
                l.custom_status, l.failure_details, l.parent_instance_id, l.scheduled_start_at,
+               l.task_queue,
                (SELECT COALESCE(MAX(h.sequence_number) + 1, 0)::integer
                 FROM {schema}.history AS h WHERE h.instance_id = v_id),
                d.message_id, d.execution_id, d.event, d.visible_at, d.dequeue_count

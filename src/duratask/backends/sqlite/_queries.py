@@ -37,7 +37,7 @@ INSERT_INSTANCE_IF_ABSENT = f"""
 INSERT INTO instances ({INSTANCE_COLUMNS})
 VALUES (:instance_id, :name, :version, :runtime_status, :created_at, :last_updated_at,
         :completed_at, :execution_id, :input, :output, :custom_status, :failure_details,
-        :parent_instance_id, :scheduled_start_at)
+        :parent_instance_id, :scheduled_start_at, :task_queue)
 ON CONFLICT (instance_id) DO NOTHING"""
 # Writes the row from an episode's state and releases the lease. SQLite rewrites an index
 # whenever an UPDATE names one of its columns, changed or not, so the indexed columns are
@@ -47,7 +47,7 @@ UPDATE instances
 SET version = :version, last_updated_at = :last_updated_at,
     completed_at = :completed_at, execution_id = :execution_id, input = :input,
     output = :output, custom_status = :custom_status, failure_details = :failure_details,
-    scheduled_start_at = :scheduled_start_at,
+    scheduled_start_at = :scheduled_start_at, task_queue = :task_queue,
     lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
 WHERE instance_id = :instance_id"""
 UPDATE_INSTANCE_INDEXED = """
@@ -63,7 +63,8 @@ DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 # The free instance whose oldest visible message has waited longest. An instance resting
 # after an abandon (no lock token, an expiry ahead) is not free, unless a terminate waits.
 # :keys, a JSON array of orchestration keys (duratask.backends.base.orchestration_key), or
-# NULL for any, names the orchestrations the worker can run.
+# NULL for any, names the orchestrations the worker can run; :queues, a JSON array or NULL,
+# the task queues it serves (read off the instance row the join reads anyway).
 SELECT_NEXT_INSTANCE = """
 SELECT m.instance_id, i.lock_token, i.lock_owner, i.lock_expires_at, i.execution_id
 FROM messages AS m INDEXED BY messages_by_due_at
@@ -74,6 +75,7 @@ WHERE (m.visible_at IS NULL OR m.due_at <= :now)
   AND (:keys IS NULL
        OR i.name || char(31) || coalesce(i.version, char(30))
           IN (SELECT value FROM json_each(:keys)))
+  AND (:queues IS NULL OR i.task_queue IN (SELECT value FROM json_each(:queues)))
 ORDER BY m.due_at, m.message_id
 LIMIT 1"""
 LEASE_INSTANCE = """
@@ -137,11 +139,11 @@ WHERE instance_id = :instance_id AND lock_token = :token"""
 # -- activities --------------------------------------------------------------------------------
 _ACTIVITY_COLUMNS = (
     "instance_id, execution_id, task_id, name, version, input, enqueued_at, visible_at, "
-    "attempt, timeout, heartbeat_timeout, heartbeat_details"
+    "attempt, timeout, heartbeat_timeout, heartbeat_details, task_queue"
 )
 _ACTIVITY_VALUES = (
     ":instance_id, :execution_id, :task_id, :name, :version, :input, :now, :now, "
-    ":attempt, :timeout, :heartbeat_timeout, :heartbeat_details"
+    ":attempt, :timeout, :heartbeat_timeout, :heartbeat_details, :task_queue"
 )
 INSERT_ACTIVITY = f"INSERT INTO activities ({_ACTIVITY_COLUMNS}) VALUES ({_ACTIVITY_VALUES})"
 # Bound like INSERT_ACTIVITY plus the lease; a leased row is visible once its lease expires.
@@ -152,7 +154,8 @@ VALUES ({_ACTIVITY_VALUES.replace(":now, :now", ":now, :expires_at")},
         :token, :owner, :expires_at, 1)"""
 # A lease moves ``visible_at`` to its expiry, so the index skips leased rows; the lock test
 # keeps a lease live through its expiry instant, as everywhere. :names, a JSON array of
-# activity names or NULL for any, names the activities the worker can run.
+# activity names or NULL for any, names the activities the worker can run; :queues, a JSON
+# array or NULL, the task queues it serves.
 # The oldest visible activities without a live lease (with :names, only those named: what
 # the worker can run). One that was delivered before and never finished (its worker may
 # have died running it) is leased alone, never in a batch: should it kill its worker
@@ -165,6 +168,7 @@ WITH free AS (
         FROM activities INDEXED BY activities_by_visible_at
         WHERE visible_at <= :now AND (lock_expires_at IS NULL OR lock_expires_at < :now)
           AND (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
+          AND (:queues IS NULL OR task_queue IN (SELECT value FROM json_each(:queues)))
         ORDER BY visible_at, id
         LIMIT :max_items
     )
@@ -177,7 +181,7 @@ SET lock_token = :token, lock_owner = :owner, lock_expires_at = :expires_at,
     visible_at = :expires_at, dequeue_count = dequeue_count + 1
 WHERE id IN ({SELECT_NEXT_ACTIVITIES})
 RETURNING id, instance_id, execution_id, task_id, name, version, input, dequeue_count,
-          attempt, timeout, heartbeat_timeout, heartbeat_details"""
+          attempt, timeout, heartbeat_timeout, heartbeat_details, task_queue"""
 RECORD_HEARTBEAT = """
 UPDATE activities
 SET heartbeat_details = :details, heartbeat_at = :now, lock_expires_at = :expires_at,

@@ -185,11 +185,19 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
 
     # -- orchestration work items -------------------------------------------------------
     async def _lease_next_instance(
-        self, owner: str, lease: timedelta, known_histories: KnownHistories, keys: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        known_histories: KnownHistories,
+        keys: list[str] | None,
+        queues: list[str] | None,
     ) -> OrchestrationWorkItem | None:
         now = self._now()
-        runnable = json.dumps(keys) if keys is not None else None
-        params = {"now": now, "keys": runnable}
+        wanted = {
+            "keys": json.dumps(keys) if keys is not None else None,
+            "queues": json.dumps(queues) if queues is not None else None,
+        }
+        params = {"now": now, **wanted}
         # Cheap read first, so idle pollers do not queue up for the write lock.
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_INSTANCE, params)):
             return None
@@ -199,7 +207,7 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
             # The time is read again under the write lock: a message committed since the
             # read above has an enqueue time after that read's time, and must still count.
             now = self._now()
-            row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now, "keys": runnable}).fetchone()
+            row = conn.execute(q.SELECT_NEXT_INSTANCE, {"now": now, **wanted}).fetchone()
             if row is None:
                 return None
             if row["lock_token"] is not None:  # a lease that ran out, never released
@@ -251,11 +259,20 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
 
     # -- activity work items --------------------------------------------------------------
     async def _lease_activities(
-        self, owner: str, lease: timedelta, max_items: int, names: list[str] | None
+        self,
+        owner: str,
+        lease: timedelta,
+        max_items: int,
+        names: list[str] | None,
+        queues: list[str] | None,
     ) -> list[ActivityWorkItem]:
         now = self._now()
-        runnable = json.dumps(names) if names is not None else None
-        params = {"now": now, "max_items": max_items, "names": runnable}
+        params = {
+            "now": now,
+            "max_items": max_items,
+            "names": json.dumps(names) if names is not None else None,
+            "queues": json.dumps(queues) if queues is not None else None,
+        }
         if not await self._db.read(lambda c: _fetch_one(c, q.SELECT_NEXT_ACTIVITIES, params)):
             return []
         expires_at = now + _micros(lease)
@@ -681,6 +698,7 @@ def _activity_row(request: ActivityRequest, now: int) -> dict[str, Any]:
             None if request.heartbeat_timeout is None else _micros(request.heartbeat_timeout)
         ),
         "heartbeat_details": request.heartbeat_details,
+        "task_queue": request.task_queue,
     }
 
 

@@ -1,0 +1,9 @@
+-- duratask task hub, schema version 7.
+--
+-- Task queues: an instance runs on the task queue it was started on, and an activity on the
+-- queue its orchestration sent it to; a worker leases only work on the queues it serves.
+-- Rows from before have the default queue. Leasing walks the same indexes as before (the
+-- messages and activities by due time): the queue is tested on the instance and activity
+-- rows that walk reads anyway, like the orchestration and activity names.
+ALTER TABLE instances ADD COLUMN task_queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE activities ADD COLUMN task_queue TEXT NOT NULL DEFAULT 'default';
