@@ -9,11 +9,12 @@ store class and of the worker's internals for the run, so its times include the 
     python -m benchmarks.latency_budget                      # SQLite, 200 orchestrations
     python -m benchmarks.latency_budget --store postgresql   # at --pg-url (a fresh schema)
 
-Steps: ``create`` (the client's ``create_instance``), ``lock`` (each orchestration fetch;
-one that finds nothing is a poll or a second fetcher looking for more), ``code`` (an episode
-on an orchestration code thread, from the hand-over to the result back on the loop),
-``commit`` (``commit_episode``), ``activity`` (the activity itself) and, on SQLite,
-``fsync`` (the durable ``COMMIT``, wherever it runs).
+Steps: ``create`` (the client's ``create_instance``), ``create leased`` (the same, by an
+in-process worker that leases the instance as it creates it: eager start), ``lock`` (each
+orchestration fetch; one that finds nothing is a poll or a second fetcher looking for
+more), ``code`` (an episode on an orchestration code thread, from the hand-over to the
+result back on the loop), ``commit`` (``commit_episode``), ``activity`` (the activity
+itself) and, on SQLite, ``fsync`` (the durable ``COMMIT``, wherever it runs).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def _instrument(store_class: type, marks: Marks) -> None:
     from duratask.worker import _code_runner
 
     _timed_async(store_class, "create_instance", "create", marks)
+    if hasattr(store_class, "create_and_lease_instance"):  # eager start, by the worker
+        _timed_async(store_class, "create_and_lease_instance", "create leased", marks)
     _timed_async(store_class, "lock_next_orchestration_work_item", "lock", marks)
     _timed_async(store_class, "commit_episode", "commit", marks)
     _timed_async(_code_runner.OrchestrationCodeRunner, "run", "code", marks)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from duratask import _local_workers as local_workers
 from duratask._engine import failed_children, locks_released_by_failure
 from duratask._portal import Portal
 from duratask._registry import check_name, function_name
@@ -350,6 +351,7 @@ class AsyncTaskHubClient:
         self._opened = False
         self._closed = False
         self._schedules = ScheduleOperations(self._ready, self._codec, self._now)
+        self._hub_key: tuple[str, ...] | None = None  # the store's hub, once asked
 
     @property
     def store(self) -> OrchestrationServiceClient:
@@ -464,8 +466,23 @@ class AsyncTaskHubClient:
         policy = reuse_id_policy or _DEFAULT_REUSE_POLICY
         store = await self._ready()
         with traced_start(message) as message:
-            await store.create_instance(message, replaceable=policy.replaceable_statuses)
+            await self._create(store, message, policy.replaceable_statuses)
         return message.instance_id
+
+    async def _create(
+        self,
+        store: OrchestrationServiceClient,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+    ) -> None:
+        """Create an instance: through a worker of this process on the same hub when it can
+        run it at once (eager start: leased to it as it is created), else through the store."""
+        if local_workers.any_running():
+            if self._hub_key is None:
+                self._hub_key = store.describe().hub
+            if await local_workers.start_locally(self._hub_key, message, replaceable):
+                return
+        await store.create_instance(message, replaceable=replaceable)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -887,7 +904,7 @@ class AsyncTaskHubClient:
         )
         replaceable = TERMINAL_STATUSES if not new_instance_id else frozenset()
         with traced_start(OrchestrationMessage(target, start)) as message:
-            await store.create_instance(message, replaceable=replaceable)
+            await self._create(store, message, replaceable)
         return target
 
     # -- purging -----------------------------------------------------------------------

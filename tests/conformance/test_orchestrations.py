@@ -12,7 +12,7 @@ import pytest
 
 import duratask as dt
 from duratask import history as h
-from duratask.backends.base import InstanceUnchanged, OrchestrationWorkItem
+from duratask.backends.base import InstanceUnchanged, OrchestrationWorkItem, SupportsEagerStart
 
 from .e2e_hub import TaskHub, wait_until
 
@@ -214,9 +214,22 @@ async def test_cached_episodes_replay_nothing(hub: TaskHub, cache_size: int) -> 
             straight.append(1)
         return leased
 
-    originals = {"lock_next_orchestration_work_item": lock, "commit_episode": commit}
+    originals: dict[str, Any] = {
+        "lock_next_orchestration_work_item": lock,
+        "commit_episode": commit,
+    }
     store.lock_next_orchestration_work_item = leasing  # type: ignore[method-assign]
     store.commit_episode = committing  # type: ignore[method-assign]
+    if isinstance(store, SupportsEagerStart):  # the first episode may start with the create
+        create = originals["create_and_lease_instance"] = store.create_and_lease_instance
+
+        async def creating(*args: Any, **kwargs: Any) -> Any:
+            work_item = await create(*args, **kwargs)
+            if work_item is not None:
+                events_read.append(len(work_item.history))
+            return work_item
+
+        store.create_and_lease_instance = creating  # type: ignore[method-assign]
     try:
         await hub.start()
         await hub.run(hello_sequence)

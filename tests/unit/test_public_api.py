@@ -148,6 +148,7 @@ BACKENDS = [
     "StatusChange",
     "StoreDescription",
     "StoreLifecycle",
+    "SupportsEagerStart",
     "SupportsWakeUps",
     "TaskHubStore",
     "WorkFilter",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,10 +22,13 @@ from duratask.backends.base import (
     HistoryMark,
     InstanceQuery,
     LeaseTakeover,
+    LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
+    OrchestrationWorkItem,
     ScheduleRecord,
     WorkerInfo,
+    WorkFilter,
 )
 from duratask.history import ExecutionStarted
 from duratask.state import (
@@ -262,6 +266,89 @@ def pending_state(instance_id: str, event: ExecutionStarted) -> OrchestrationSta
         parent_instance_id=event.parent.instance_id if event.parent else None,
         scheduled_start_at=as_utc_or_none(event.scheduled_start_time),
         task_queue=event.task_queue,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StartLease:
+    """A create's request to lease its new instance to ``owner`` for ``duration`` (see
+    :class:`~duratask.backends.base.SupportsEagerStart`)."""
+
+    owner: str
+    duration: timedelta
+    work_filter: WorkFilter | None
+
+    def allows(self, message: OrchestrationMessage, now: datetime) -> bool:
+        """Whether the new instance of ``message`` may be leased at ``now``: its start is
+        due and the work filter names its orchestration and serves its task queue
+        (replacing is the store's check)."""
+        event = started_event(message)
+        if message.visible_at is not None and as_utc(message.visible_at) > now:
+            return False
+        if event.scheduled_start_time is not None and as_utc(event.scheduled_start_time) > now:
+            return False
+        work_filter = self.work_filter
+        if work_filter is None:
+            return True
+        if not work_filter.serves_queue(event.task_queue):
+            return False
+        runnable = work_filter.orchestrations
+        return runnable is None or (event.name, event.version) in runnable
+
+
+class LeasedCreates(ABC):
+    """``create_instance`` and ``create_and_lease_instance``
+    (:class:`~duratask.backends.base.SupportsEagerStart`) over one store hook, ``_create``."""
+
+    async def create_instance(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> None:
+        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+        await self._create(message, replaceable, None)
+
+    async def create_and_lease_instance(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        owner: str,
+        lease: timedelta,
+        work_filter: WorkFilter | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Create an instance as :meth:`create_instance` does and lease it to ``owner`` in
+        the same transaction, unless it replaced one, is not due yet or ``work_filter``
+        leaves it out (then None)."""
+        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
+
+    @abstractmethod
+    async def _create(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        start_lease: StartLease | None,
+    ) -> OrchestrationWorkItem | None:
+        """Create the instance; with ``start_lease``, lease it in the same transaction if
+        the lease :meth:`~StartLease.allows` it and no instance was replaced."""
+
+
+def started_work_item(
+    message: OrchestrationMessage,
+    message_id: int,
+    token: str,
+    locked_until: datetime,
+) -> OrchestrationWorkItem:
+    """The work item of an instance leased as it was created: no history, its start message
+    delivered once."""
+    delivered = OrchestrationMessage(
+        message.instance_id, message.event, message.execution_id, as_utc_or_none(message.visible_at)
+    )
+    return OrchestrationWorkItem(
+        instance_id=message.instance_id,
+        lock_token=token,
+        locked_until=locked_until,
+        history=[],
+        messages=[LockedMessage(message_id, delivered, 1)],
+        state=pending_state(message.instance_id, started_event(message)),
+        history_length=0,
     )
 
 

@@ -1164,6 +1164,34 @@ class SupportsWakeUps(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsEagerStart(Protocol):
+    """A store that can lease a new instance to a worker in the transaction that creates it
+    (eager start): a worker in the caller's process runs the first episode at once, with no
+    wake-up, fetch or lease of its own. A store without it is created through
+    :meth:`OrchestrationServiceClient.create_instance` and leased by a fetch."""
+
+    async def create_and_lease_instance(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        owner: str,
+        lease: timedelta,
+        work_filter: WorkFilter | None = None,
+    ) -> OrchestrationWorkItem | None:
+        """Create the instance as :meth:`OrchestrationServiceClient.create_instance` does
+        (same errors) and, in the same transaction, lease it to ``owner`` for ``lease``: the
+        work item a fetch would have given, with the empty history and the start message
+        (delivered once). A crash before the item runs leaves an ordinary lease, which
+        expires and is redelivered.
+
+        Returns None (the instance is created, unleased, and waits for a fetch as usual)
+        when it replaced an existing instance, when its start is not due yet (a
+        ``visible_at`` or scheduled start time ahead) or when ``work_filter`` leaves its
+        orchestration out."""
+        ...
+
+
 def encode_continuation_token(created_at: datetime, instance_id: str) -> str:
     """An opaque keyset token: the sort key of the last row of a page."""
     raw = json.dumps([created_at.isoformat(), instance_id]).encode()

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from duratask.backends._paging import page_of, resume_after, sort_value
 from duratask.backends._shared import (
+    LeasedCreates,
+    StartLease,
     as_utc,
     as_utc_or_none,
     check_page_size,
@@ -212,7 +214,7 @@ class WorkOutlook:
     next_due_at: datetime | None
 
 
-class MemoryOrchestrationService:
+class MemoryOrchestrationService(LeasedCreates):
     """A task hub held in memory. ``named(name)`` gives the process-wide hub of that name."""
 
     wakes_all_processes = True  # a memory hub lives in one process
@@ -926,13 +928,18 @@ class MemoryOrchestrationService:
         return min(times, default=None)
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+    async def _create(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        start_lease: StartLease | None,
+    ) -> OrchestrationWorkItem | None:
         state = pending_state(message.instance_id, started_event(message))
         message = _normalized_message(message)
         now = self._now()
+        if start_lease is not None and not start_lease.allows(message, now):
+            start_lease = None
+        leased = None
         with self._lock:
             existing = self._instances.get(message.instance_id)
             if existing is not None:
@@ -940,10 +947,15 @@ class MemoryOrchestrationService:
                 if status not in replaceable:
                     raise OrchestrationAlreadyExistsError(message.instance_id, status)
                 self._forget(message.instance_id)
-            self._instances[message.instance_id] = _Instance(state)
+                start_lease = None  # a replaced instance is left to the fetchers
+            instance = self._instances[message.instance_id] = _Instance(state)
             self._enqueue(message, now)
-        self._wakeups.work([ORCHESTRATION])
+            if start_lease is not None:
+                leased = self._lease(instance, start_lease.owner, start_lease.duration, now, None)
+        if leased is None:
+            self._wakeups.work([ORCHESTRATION])
         self._wakeups.instances_changed([message.instance_id])
+        return leased
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""

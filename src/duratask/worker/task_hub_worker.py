@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from duratask._engine import OrchestrationExecutor
+from duratask._local_workers import LocalWorker
 from duratask._registry import Registry, check_name
 from duratask.backends import open_store
 from duratask.backends.base import (
@@ -25,6 +26,7 @@ from duratask.backends.base import (
     HistoryMark,
     OrchestrationMessage,
     OrchestrationWorkItem,
+    SupportsEagerStart,
     SupportsWakeUps,
     TaskHubStore,
     WorkFilter,
@@ -39,6 +41,7 @@ from duratask.worker._activity_runner import run_activity
 from duratask.worker._code_runner import EpisodeOverBudget, OrchestrationCodeRunner
 from duratask.worker._dispatcher import Dispatcher, Permit
 from duratask.worker._eager import ActivityResults
+from duratask.worker._eager_start import EagerStarts
 from duratask.worker._entity_batch import process_entity_batch
 from duratask.worker._episode import (
     Defer,
@@ -276,15 +279,20 @@ class TaskHubWorker:
             asyncio.create_task(activities.run()),
             asyncio.create_task(entities.run()),
         ]
-        self._started.set()
-        _LOG.info(
-            "worker %s started",
-            self.worker_id,
-            extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
-        )
+        local: LocalWorker | None = None
         try:
+            await asyncio.sleep(0)  # the dispatchers begin: they take work from here on
+            local = self._offer_eager_starts(orchestrations)
+            self._started.set()
+            _LOG.info(
+                "worker %s started",
+                self.worker_id,
+                extra={"event": "duratask.worker.started", "worker_id": self.worker_id},
+            )
             await self._stop_requested.wait()
         finally:
+            if local is not None:
+                await local.close()
             await scheduler.stop()
             await self._drain(loops)
             self._thread_pool.shutdown()
@@ -297,6 +305,24 @@ class TaskHubWorker:
                 self.worker_id,
                 extra={"event": "duratask.worker.stopped", "worker_id": self.worker_id},
             )
+
+    def _offer_eager_starts(
+        self, orchestrations: Dispatcher[OrchestrationWorkItem]
+    ) -> LocalWorker | None:
+        """Offer this worker to the clients of its process on its hub (eager start), if
+        its store can lease an instance as it creates it."""
+        store = self.store
+        if not isinstance(store, SupportsEagerStart):
+            return None
+        starts = EagerStarts(
+            store,
+            orchestrations,
+            self.registry,
+            self._work_filter,
+            owner=self.worker_id,
+            lease=self._lease,
+        )
+        return LocalWorker(self.store.describe().hub, starts.start_here)
 
     def _work_filter(self) -> WorkFilter:
         """What this worker leases: work on its task queues; of that, what it registered

@@ -98,11 +98,12 @@ LEASE_NEXT_INSTANCE = "SELECT * FROM {schema}.lease_next_instance(%s::jsonb)"
 # An instance and its start message, replacing a replaceable one (logic.sql); the
 # second parameter says whether this call may have been made before.
 CREATE_INSTANCE = """
-SELECT outcome, existing_status
+SELECT outcome, existing_status, leased_message_id
 FROM {schema}.create_instance(%s::jsonb || jsonb_build_object('retry', %s::boolean))"""
 # Several creates in one call and one transaction, each as CREATE_INSTANCE makes it.
 CREATE_INSTANCES = """
-SELECT outcome, existing_status FROM {schema}.create_instances(%s::jsonb, %s::boolean)"""
+SELECT outcome, existing_status, leased_message_id
+FROM {schema}.create_instances(%s::jsonb, %s::boolean)"""
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from duratask.backends._shared import (
+    LeasedCreates,
+    StartLease,
     as_utc,
     backlog_from_row,
     execution_from_row,
@@ -19,6 +21,7 @@ from duratask.backends._shared import (
     new_lock_token,
     schedule_from_row,
     schedule_params,
+    started_work_item,
     state_from_row,
     takeover_from_row,
     utc_now,
@@ -100,7 +103,7 @@ DIALECT = Dialect(
 )
 
 
-class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueries):
+class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueries, LeasedCreates):
     """A task hub in one schema of a PostgreSQL database, safe to share between processes.
 
     ``url_or_conninfo`` is a libpq URL (``postgresql://user@host:port/db``, optionally with
@@ -436,20 +439,20 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         return await db.transaction(job)
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``:
-        one call of the schema's ``create_instance`` function (creates that are ready at
-        the same time share a call)."""
+    async def _create(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        start_lease: StartLease | None,
+    ) -> OrchestrationWorkItem | None:
+        """One call of the schema's ``create_instance`` function (creates that are ready at
+        the same time share a call), which takes the lease too."""
         now, db = self._now(), self._db
         instance_id = message.instance_id
         outbound = OutboundMessage(message, DIALECT)
         row = created_row(message, DIALECT)
         notify = [STATE + instance_id]
-        if _visible_by(outbound, now):
-            notify.append(ORCHESTRATION)
-        document = {
+        document: dict[str, Any] = {
             "row": _json_ready(row),
             "message": _json_ready(outbound.params),
             "now": now.isoformat(),
@@ -457,11 +460,26 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             "channel": db.channel,
             "notify": notify,
         }
+        expires_at = now
+        if start_lease is not None and start_lease.allows(message, now):
+            expires_at = now + start_lease.duration
+            document["lease"] = {
+                "token": new_lock_token(),
+                "owner": start_lease.owner,
+                "expires_at": expires_at.isoformat(),
+            }
+            document["notify_unleased"] = ORCHESTRATION  # workers need not look: it is leased
+        elif _visible_by(outbound, now):
+            notify.append(ORCHESTRATION)
         found = await self._creates.send(json.dumps(document))
         if found["outcome"] != "created":
             status = found["existing_status"]
             shown = OrchestrationStatus(status) if status is not None else "unknown"
             raise OrchestrationAlreadyExistsError(instance_id, shown)
+        message_id = found["leased_message_id"]
+        if message_id is None:
+            return None
+        return started_work_item(message, message_id, document["lease"]["token"], expires_at)
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""

@@ -396,16 +396,23 @@ $$;
 -- one of p_replaceable is replaced (deleting it deletes all it owns); any other is left as
 -- it is: 'exists' with its status. On a retry (p_retry), the same execution already there
 -- is this call's own earlier attempt, whose COMMIT failed ambiguously yet committed:
--- 'created'.
+-- 'created' (a lease that attempt took is released, and p_notify_unleased queued).
+-- With p_lease (token, owner, expires_at), a new instance (not a replaced one) is leased to
+-- its owner at once, its start message delivered once: leased_message_id names it.
+-- Otherwise the wake-up p_notify_unleased, if given, is queued too.
 CREATE FUNCTION {schema}.create_instance(
     p jsonb,
     OUT outcome text,
-    OUT existing_status text
+    OUT existing_status text,
+    OUT leased_message_id bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
     p_instance_id text := p->'row'->>'instance_id';
+    p_now         timestamptz := (p->>'now')::timestamptz;
     v_execution   text;
     v_created     boolean := false;
+    v_replaced    boolean := false;
+    v_leasing     boolean;
 BEGIN
     FOR attempt IN 1..2 LOOP
         v_created := {schema}.insert_instance_if_absent(p->'row');
@@ -416,7 +423,14 @@ BEGIN
         IF FOUND THEN
             IF (p->>'retry')::boolean
                AND v_execution IS NOT DISTINCT FROM p->'row'->>'execution_id' THEN
+                UPDATE {schema}.instances
+                SET lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+                WHERE instance_id = p_instance_id AND lock_token = p->'lease'->>'token';
+                IF FOUND THEN
+                    PERFORM pg_notify(p->>'channel', p->>'notify_unleased');
+                END IF;
                 outcome := 'created';
+                existing_status := NULL;
                 RETURN;
             END IF;
             IF attempt > 1 OR NOT (p->'replaceable') ? existing_status THEN
@@ -424,6 +438,7 @@ BEGIN
                 RETURN;
             END IF;
             DELETE FROM {schema}.instances WHERE instance_id = p_instance_id;
+            v_replaced := true;
         END IF;
     END LOOP;
     IF NOT v_created THEN  -- another client created it since the look: not ours to replace
@@ -432,12 +447,27 @@ BEGIN
         outcome := 'exists';
         RETURN;
     END IF;
+    existing_status := NULL;
+    v_leasing := jsonb_typeof(p->'lease') = 'object' AND NOT v_replaced;
     INSERT INTO {schema}.messages
-        (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
+        (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at,
+         dequeue_count)
     VALUES (p_instance_id, p->'message'->>'execution_id', p->'message'->>'event_type',
-            p->'message'->>'event', (p->>'now')::timestamptz,
-            (p->'message'->>'visible_at')::timestamptz,
-            COALESCE((p->'message'->>'visible_at')::timestamptz, (p->>'now')::timestamptz));
+            p->'message'->>'event', p_now, (p->'message'->>'visible_at')::timestamptz,
+            COALESCE((p->'message'->>'visible_at')::timestamptz, p_now),
+            CASE WHEN v_leasing THEN 1 ELSE 0 END)
+    RETURNING message_id INTO leased_message_id;
+    IF v_leasing THEN
+        UPDATE {schema}.instances
+        SET lock_token = p->'lease'->>'token', lock_owner = p->'lease'->>'owner',
+            lock_expires_at = (p->'lease'->>'expires_at')::timestamptz
+        WHERE instance_id = p_instance_id;
+    ELSE
+        leased_message_id := NULL;
+        IF p->>'notify_unleased' IS NOT NULL THEN
+            PERFORM pg_notify(p->>'channel', p->>'notify_unleased');
+        END IF;
+    END IF;
     PERFORM pg_notify(p->>'channel', k) FROM jsonb_array_elements_text(p->'notify') AS k;
     outcome := 'created';
 END
@@ -446,13 +476,13 @@ $$;
 -- create_instances: the creates of the jsonb array p, in order, each as create_instance
 -- makes it (p_retry: whether this call may have been made before); one row per create.
 CREATE FUNCTION {schema}.create_instances(p jsonb, p_retry boolean)
-RETURNS TABLE (outcome text, existing_status text)
+RETURNS TABLE (outcome text, existing_status text, leased_message_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     d jsonb;
 BEGIN
     FOR d IN SELECT value FROM jsonb_array_elements(p) LOOP
-        RETURN QUERY SELECT c.outcome, c.existing_status
+        RETURN QUERY SELECT c.outcome, c.existing_status, c.leased_message_id
                      FROM {schema}.create_instance(d || jsonb_build_object('retry', p_retry))
                           AS c;
     END LOOP;

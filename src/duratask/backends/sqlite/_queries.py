@@ -114,6 +114,13 @@ INSERT INTO messages
     (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at)
 VALUES (:instance_id, :execution_id, :event_type, :event, :now, :visible_at,
         COALESCE(:visible_at, :now))"""
+# A create's start message, delivered at once to the worker it leases the instance to.
+INSERT_DEQUEUED_MESSAGE = """
+INSERT INTO messages
+    (instance_id, execution_id, event_type, event, enqueued_at, visible_at, due_at,
+     dequeue_count)
+VALUES (:instance_id, :execution_id, :event_type, :event, :now, :visible_at,
+        COALESCE(:visible_at, :now), 1)"""
 COUNT_DEQUEUES = """
 UPDATE messages SET dequeue_count = dequeue_count + 1
 WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now)"""

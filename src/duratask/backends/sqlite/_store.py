@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from duratask.backends._shared import (
+    LeasedCreates,
+    StartLease,
     backlog_from_row,
     ended_executions,
     execution_from_row,
@@ -20,6 +22,7 @@ from duratask.backends._shared import (
     new_lock_token,
     schedule_from_row,
     schedule_params,
+    started_work_item,
     takeover_from_row,
     utc_now,
     work_kinds,
@@ -80,7 +83,7 @@ from duratask.history import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 
-class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries):
+class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, LeasedCreates):
     """A task hub in one SQLite file (WAL mode), safe to share between processes.
 
     ``synchronous`` is the SQLite ``PRAGMA synchronous`` level (FULL survives power loss);
@@ -392,16 +395,21 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries):
         return broken
 
     # -- client operations -----------------------------------------------------------------
-    async def create_instance(
-        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
-    ) -> None:
-        """Create an instance, replacing an existing one whose status is ``replaceable``."""
+    async def _create(
+        self,
+        message: OrchestrationMessage,
+        replaceable: frozenset[OrchestrationStatus],
+        start_lease: StartLease | None,
+    ) -> OrchestrationWorkItem | None:
         instance_id = message.instance_id
         row = created_row(message, DIALECT)
         outbound = OutboundMessage(message, DIALECT)
         now = self._now()
+        if start_lease is not None and not start_lease.allows(message, from_micros(now)):
+            start_lease = None
+        token = new_lock_token() if start_lease is not None else ""
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> OrchestrationWorkItem | None:
             existing = conn.execute(q.SELECT_STATUS, (instance_id,)).fetchone()
             if existing is not None:
                 status = OrchestrationStatus(existing[0])
@@ -409,11 +417,21 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries):
                     raise OrchestrationAlreadyExistsError(instance_id, status)
                 conn.execute(q.DELETE_INSTANCE, (instance_id,))  # cascades to its children
             conn.execute(q.INSERT_INSTANCE_IF_ABSENT, row)
-            _enqueue(conn, outbound, now)
+            if start_lease is None or existing is not None:  # a replaced one: to the fetchers
+                _enqueue(conn, outbound, now)
+                return None
+            expires_at = now + _micros(start_lease.duration)
+            params = {**outbound.params, "now": now}
+            message_id = int(conn.execute(q.INSERT_DEQUEUED_MESSAGE, params).lastrowid or 0)
+            lease = {"token": token, "owner": start_lease.owner, "expires_at": expires_at}
+            conn.execute(q.LEASE_INSTANCE, {"instance_id": instance_id, **lease})
+            return started_work_item(message, message_id, token, from_micros(expires_at))
 
-        await self._db.write(job)
-        self._hub.work([ORCHESTRATION])
+        leased: OrchestrationWorkItem | None = await self._db.write(job)
+        if leased is None:
+            self._hub.work([ORCHESTRATION])
         self._hub.instances_changed([instance_id])
+        return leased
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
