@@ -8,6 +8,7 @@ instance reads the same from an SDK, from duratask's client, its CLI and its das
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from durabletask.internal import orchestrator_service_pb2 as pb
 from google.protobuf import wrappers_pb2
 
-from duratask.backends.base import TERMINAL_STATUSES, EntityMetadata
+from duratask.backends.base import TERMINAL_STATUSES, EntityMetadata, OrchestrationMessage
 from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient, build_start_message
 from duratask.converter import PayloadCodec
 from duratask.errors import OrchestrationNotFoundError, SerializationError
@@ -30,7 +31,7 @@ from duratask.serve.protocol import (
     timestamp,
     trace_from_pb,
 )
-from duratask.state import OrchestrationState
+from duratask.state import OrchestrationState, OrchestrationStatus
 
 HISTORY_CHUNK = 200  # events per HistoryChunk of StreamInstanceHistory
 _LONGEST_WAIT = timedelta(days=1)
@@ -72,12 +73,21 @@ def _entity_to_pb(entity: EntityMetadata) -> pb.EntityMetadata:
     )
 
 
-class ClientRpcs:
-    """The client half of the protocol, over one client."""
+# Creates an instance, leasing it to a worker that can run it now when there is one; False
+# when it created nothing (no worker could take it).
+StartEagerly = Callable[[OrchestrationMessage, frozenset[OrchestrationStatus]], Awaitable[bool]]
 
-    def __init__(self, client: AsyncTaskHubClient) -> None:
+
+class ClientRpcs:
+    """The client half of the protocol, over one client; ``start_eagerly`` (the worker
+    streams') hands a new instance's first episode to a connected worker at once."""
+
+    def __init__(
+        self, client: AsyncTaskHubClient, start_eagerly: StartEagerly | None = None
+    ) -> None:
         self.client = client
         self._codec = PayloadCodec(RawJson())
+        self._start_eagerly = start_eagerly
 
     async def _tags(self, instance_id: str) -> dict[str, str] | None:
         history = await self.client.store.get_history(instance_id)
@@ -117,7 +127,8 @@ class ClientRpcs:
             )
         else:
             replaceable = TERMINAL_STATUSES
-        await self.client.store.create_instance(message, replaceable=replaceable)
+        if self._start_eagerly is None or not await self._start_eagerly(message, replaceable):
+            await self.client.store.create_instance(message, replaceable=replaceable)
         return pb.CreateInstanceResponse(instanceId=message.instance_id)
 
     async def get(self, request: pb.GetInstanceRequest) -> pb.GetInstanceResponse:

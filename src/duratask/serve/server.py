@@ -94,10 +94,10 @@ class Sidecar:
         self.store = store
         self.token = token
         self.client = raw_client(store)
-        self.rpcs = ClientRpcs(self.client)
         self.streams = WorkItemStreams(
             store, owner_prefix=owner_prefix(port), max_deliveries=max_deliveries
         )
+        self.rpcs = ClientRpcs(self.client, self.streams.start_eagerly)
 
     async def _authorize(self, context: Ctx) -> None:
         if not authorized(context.invocation_metadata(), self.token):

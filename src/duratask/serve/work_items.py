@@ -35,6 +35,7 @@ from duratask.backends.base import (
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
+    SupportsEagerStart,
     SupportsWakeUps,
     TaskHubStore,
     WorkerInfo,
@@ -389,6 +390,47 @@ class WorkItemStreams:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- leasing ---------------------------------------------------------------------------
+
+    async def start_eagerly(
+        self, message: OrchestrationMessage, replaceable: frozenset[OrchestrationStatus]
+    ) -> bool:
+        """Create an instance leased to a stream whose worker can run it now, and send it
+        the first episode at once (eager start: no wake-up, fetch or lease commit). False,
+        having created nothing, when the store cannot or no stream has room for it."""
+        if not isinstance(self._store, SupportsEagerStart):
+            return False
+        event = message.event
+        assert isinstance(event, h.ExecutionStarted)
+        stream = next(
+            (
+                s
+                for s in self._streams
+                if not s.closed
+                and s.orchestration_slots.free > 0
+                and s.work_filter.serves_queue(event.task_queue)
+                and (
+                    s.work_filter.orchestrations is None
+                    or (event.name, event.version) in s.work_filter.orchestrations
+                )
+            ),
+            None,
+        )
+        if stream is None:
+            return False
+        stream.orchestration_slots.take()  # held while the create runs
+        try:
+            item = await self._store.create_and_lease_instance(
+                message, replaceable, stream.owner, self._lease, stream.work_filter
+            )
+        finally:
+            stream.orchestration_slots.give()
+        if item is not None:
+            if stream.closed:
+                with contextlib.suppress(Exception):
+                    await self._store.abandon_orchestration_work_item(item)
+            else:
+                await self._dispatch_episode(stream, item)
+        return True
 
     async def _idle(self, kind: str, delay: float) -> None:
         if isinstance(self._store, SupportsWakeUps):
