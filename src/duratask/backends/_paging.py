@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from duratask.backends._shared import as_utc
 from duratask.backends.base import (
     InstanceQuery,
     InstanceSort,
+    QueryPage,
     decode_continuation_token,
     encode_continuation_token,
 )
@@ -98,6 +100,31 @@ def _utc(value: datetime, token: str) -> datetime:
             f"malformed continuation token {token!r}: its time {value.isoformat()} is out of "
             "range (pass back the token a page returned)"
         ) from exc
+
+
+def page_in_memory(
+    query: InstanceQuery,
+    states: Iterable[OrchestrationState],
+    matches: Callable[[OrchestrationState], bool],
+) -> QueryPage:
+    """The page of ``states`` that ``query`` asks for, for stores that filter and sort in
+    Python: those ``matches`` keeps, in the query's order (ties by instance id), after the
+    continuation token's row."""
+    after = resume_after(query)
+
+    def key(s: OrchestrationState) -> tuple[Any, str]:
+        return (sort_value(s, query.sort), s.instance_id)
+
+    def beyond(s: OrchestrationState) -> bool:
+        if after is None:
+            return True
+        return key(s) < after if query.descending else key(s) > after
+
+    rows = sorted(
+        (s for s in states if matches(s) and beyond(s)), key=key, reverse=query.descending
+    )
+    page, token = page_of(query, rows[: query.page_size + 1])
+    return QueryPage(states=page, continuation_token=token)
 
 
 def page_of(query: InstanceQuery, rows: list[OrchestrationState]) -> tuple[list[Any], str | None]:

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from duratask.backends._paging import page_of, resume_after, sort_value
+from duratask.backends._paging import page_in_memory
 from duratask.backends._shared import (
     LeasedCreates,
     StartLease,
@@ -982,24 +982,9 @@ class MemoryOrchestrationService(LeasedCreates):
         """Matching instances in the query's order (ties by instance id); ``created_to`` is
         exclusive; the token resumes after the last row of a full page."""
         check_page_size(query.page_size)
-        after = resume_after(query)
-        matches = instance_filter(query)
         with self._lock:
             states = [i.state for i in self._instances.values()]
-
-        def key(s: OrchestrationState) -> tuple[Any, str]:
-            return (sort_value(s, query.sort), s.instance_id)
-
-        def beyond(s: OrchestrationState) -> bool:
-            if after is None:
-                return True
-            return key(s) < after if query.descending else key(s) > after
-
-        rows = sorted(
-            (s for s in states if matches(s) and beyond(s)), key=key, reverse=query.descending
-        )
-        page, token = page_of(query, rows[: query.page_size + 1])
-        return QueryPage(states=page, continuation_token=token)
+        return page_in_memory(query, states, instance_filter(query))
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
         """Counts by status of the instances matching ``query``'s filters."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
-from duratask.backends._paging import page_of, resume_after, sort_value
+from duratask.backends._paging import page_in_memory, resume_after
 from duratask.backends._shared import (
     as_utc_or_none,
     check_page_size,
@@ -129,24 +129,8 @@ class InstanceStore(InboxStore):
         """Matching instances in the query's order; reads the whole Instances table (the
         table service has no index but the keys)."""
         check_page_size(query.page_size)
-        after = resume_after(query)
-        matches = instance_filter(query)
-
-        def key(s: OrchestrationState) -> tuple[Any, str]:
-            return (sort_value(s, query.sort), s.instance_id)
-
-        def beyond(s: OrchestrationState) -> bool:
-            if after is None:
-                return True
-            return key(s) < after if query.descending else key(s) > after
-
-        rows = sorted(
-            (s for s in await self._all_states() if matches(s) and beyond(s)),
-            key=key,
-            reverse=query.descending,
-        )
-        page, token = page_of(query, rows[: query.page_size + 1])
-        return QueryPage(states=page, continuation_token=token)
+        resume_after(query)  # a malformed token is refused before the table is read
+        return page_in_memory(query, await self._all_states(), instance_filter(query))
 
     async def count_instances(self, query: InstanceQuery) -> dict[OrchestrationStatus, int]:
         """Counts by status of the instances matching ``query``'s filters."""
