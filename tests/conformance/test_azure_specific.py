@@ -317,11 +317,14 @@ async def test_an_entity_outbox_delivered_twice_stores_each_message_once(
 
 
 async def test_a_worker_leases_only_the_instances_of_the_partitions_it_holds(
-    azure_url: str,
+    azure_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two store objects on the wall clock split the 4 partitions 2 and 2; an instance of
-    one's partition is not leased by the other (its sweep skips it), only by its owner."""
-    from duratask.backends.azure import AzureOrchestrationService
+    one's partition is not leased by the other (its sweep skips it), only by its owner,
+    until its message is overdue (the owner cannot run it, or is stuck)."""
+    from duratask.backends.azure import AzureOrchestrationService, _dequeue
+
+    monkeypatch.setattr(_dequeue, "OVERDUE_AFTER", 600.0)  # not overdue while b looks
 
     a, b = AzureOrchestrationService(azure_url), AzureOrchestrationService(azure_url)
     await a.open()
@@ -346,6 +349,13 @@ async def test_a_worker_leases_only_the_instances_of_the_partitions_it_holds(
         a._next_sweep.clear()
         item = await a.lock_next_orchestration_work_item("a", LEASE)
         assert item is not None and item.instance_id == iid
+
+        late = next(f"j-{n}" for n in itertools.count() if a._control_queue(f"j-{n}") in mine)
+        await b.create_instance(started(late), NO_REUSE)
+        monkeypatch.setattr(_dequeue, "OVERDUE_AFTER", 0.0)  # now it is
+        b._next_sweep.clear()
+        item = await b.lock_next_orchestration_work_item("b", LEASE)
+        assert item is not None and item.instance_id == late
     finally:
         await a.delete_task_hub()
         await a.close()

@@ -17,10 +17,7 @@ from duratask.backends._shared import (
 from duratask.backends._wakeups import ORCHESTRATION
 from duratask.backends.azure import _codec as codec
 from duratask.backends.azure._inbox import InboxStore
-from duratask.backends.azure._partitions import (
-    PARTITION_LEASE,
-    partition_owners,
-)
+from duratask.backends.azure._partitions import partition_owners
 from duratask.backends.azure._rows import (
     _RETRIES,
     _SCAN_CANDIDATES,
@@ -40,6 +37,11 @@ from duratask.errors import (
     StoreError,
 )
 from duratask.history import ExecutionTerminated
+
+# Seconds after which a due message of a partition this store object does not serve is
+# taken anyway: its owner takes its own within milliseconds (hints), so a message this old
+# is one the owner cannot run (a work filter: registrations, task queues) or is stuck on.
+OVERDUE_AFTER = 2.0
 
 
 class DequeueStore(InboxStore):
@@ -115,7 +117,7 @@ class DequeueStore(InboxStore):
         work filter) or may be stuck; the instance's own lease still keeps it to one worker."""
         now_time = self._now()
         now = codec.to_text(now_time)
-        overdue = codec.to_text(now_time - timedelta(seconds=PARTITION_LEASE))
+        overdue = codec.to_text(now_time - timedelta(seconds=OVERDUE_AFTER))
         rows = await self._query(
             "history",
             "( RowKey ge @m and RowKey lt @end ) or ( RowKey eq @s and Staged ne @empty )",
