@@ -287,13 +287,9 @@ class StartLease:
             return False
         if event.scheduled_start_time is not None and as_utc(event.scheduled_start_time) > now:
             return False
-        work_filter = self.work_filter
-        if work_filter is None:
-            return True
-        if not work_filter.serves_queue(event.task_queue):
-            return False
-        runnable = work_filter.orchestrations
-        return runnable is None or (event.name, event.version) in runnable
+        return self.work_filter is None or self.work_filter.runs_orchestration(
+            event.name, event.version, event.task_queue
+        )
 
 
 class LeasedCreates(ABC):

@@ -263,6 +263,13 @@ class WorkFilter:
         """Whether work on ``task_queue`` passes the filter's queues."""
         return self.task_queues is None or task_queue in self.task_queues
 
+    def runs_orchestration(self, name: str, version: str | None, task_queue: str) -> bool:
+        """Whether an instance of orchestration ``name`` at ``version`` on ``task_queue``
+        passes the filter."""
+        return self.serves_queue(task_queue) and (
+            self.orchestrations is None or (name, version) in self.orchestrations
+        )
+
     def orchestration_keys(self) -> list[str] | None:
         """The orchestrations as :func:`orchestration_key` values (how SQL stores match
         them), or None for any."""

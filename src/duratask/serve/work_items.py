@@ -407,11 +407,7 @@ class WorkItemStreams:
                 for s in self._streams
                 if not s.closed
                 and s.orchestration_slots.free > 0
-                and s.work_filter.serves_queue(event.task_queue)
-                and (
-                    s.work_filter.orchestrations is None
-                    or (event.name, event.version) in s.work_filter.orchestrations
-                )
+                and s.work_filter.runs_orchestration(event.name, event.version, event.task_queue)
             ),
             None,
         )
@@ -868,10 +864,7 @@ class WorkItemStreams:
             or state.runtime_status is not OrchestrationStatus.RUNNING
         ):
             return False
-        wanted = stream.work_filter.orchestrations
-        if wanted is not None and (state.name, state.version) not in wanted:
-            return False
-        if not stream.work_filter.serves_queue(state.task_queue):
+        if not stream.work_filter.runs_orchestration(state.name, state.version, state.task_queue):
             return False
         now = self._clock()
         source = EpisodeInput(req.instance_id, state, history, len(history), (), message)

@@ -190,12 +190,8 @@ class DequeueStore(InboxStore):
             if not resting or not await self._any_terminate(visible):
                 return None
         state = await self._state(sentinel)
-        if runnable is not None and (
-            not runnable.serves_queue(state.task_queue)
-            or (
-                runnable.orchestrations is not None
-                and (state.name, state.version) not in runnable.orchestrations
-            )
+        if runnable is not None and not runnable.runs_orchestration(
+            state.name, state.version, state.task_queue
         ):
             return None
         counts: dict[str, int] = json.loads(sentinel.get("Counts") or "{}")
