@@ -853,11 +853,11 @@ class WorkItemStreams:
             return False
         known = self._known.get(req.instance_id)
         state: OrchestrationState | None
+        history: list[h.HistoryEvent] | None = None
         if known is not None and known.state.execution_id == req.execution_id:
             state, history = known.state, known.history
         else:
             state = await self._store.get_instance(req.instance_id)
-            history = await self._store.get_history(req.instance_id) if state else []
         if (
             state is None
             or state.execution_id != req.execution_id
@@ -866,6 +866,8 @@ class WorkItemStreams:
             return False
         if not stream.work_filter.runs_orchestration(state.name, state.version, state.task_queue):
             return False
+        if history is None:  # read only once the instance can go on here
+            history = await self._store.get_history(req.instance_id)
         now = self._clock()
         source = EpisodeInput(req.instance_id, state, history, len(history), (), message)
         planned = prepare(source, now)
