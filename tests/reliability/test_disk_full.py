@@ -241,6 +241,25 @@ async def test_the_wal_stays_near_its_limit_in_normal_runs(tmp_path: Path) -> No
     assert path.stat().st_size > 20 * 1024 * 1024
 
 
+async def test_the_wal_is_reused_in_place_once_it_reached_its_limit(tmp_path: Path) -> None:
+    """Checkpointed as each round of commits reaches the end of the file, the WAL restarts
+    at its start and is overwritten, neither emptied (then grown again, which syncs
+    slower) nor grown far past its limit."""
+    path = tmp_path / "hub.db"
+    store = SqliteOrchestrationService(str(path))
+    await store.open()
+    sizes: list[int] = []
+    try:
+        for n in range(300):  # about 20 MB written: five rounds of the WAL
+            await store.create_instance(start_message(n, "x" * 64_000), frozenset())
+            sizes.append(os.path.getsize(f"{path}-wal"))
+    finally:
+        await store.close()
+    full = next(i for i, size in enumerate(sizes) if size >= WAL_LIMIT_BYTES)
+    assert min(sizes[full:]) >= WAL_LIMIT_BYTES, "the WAL was emptied"
+    assert max(sizes) < WAL_LIMIT_BYTES + 512 * 1024, max(sizes)
+
+
 async def test_a_full_disk_on_the_postgres_server_is_a_store_full_error(
     request: pytest.FixtureRequest,
 ) -> None:
