@@ -69,3 +69,45 @@ async def test_an_import_is_never_cut_short(
     finally:
         runner.close()
         sys.modules.pop("slow_to_import", None)
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+async def test_a_lone_episode_returns_or_raises_whether_it_ends_before_the_loop_stops_waiting() -> (
+    None
+):
+    """The loop waits briefly for a lone episode (WAIT_ON_LOOP), then awaits it: episodes
+    ending before, around and after that moment all come back, and none is lost."""
+    runner = OrchestrationCodeRunner(threads=1, budget=5.0)
+    try:
+        lengths = [0.0, 0.0005, 0.0009, 0.001, 0.0011, 0.0015, 0.005]
+        for _ in range(20):
+            for seconds in lengths:
+                assert await asyncio.wait_for(runner.run(burn, seconds), 5) == seconds
+        with pytest.raises(ValueError, match="out of the code"):
+            await runner.run(fail, "out of the code")
+    finally:
+        runner.close()
+
+
+async def test_the_loop_runs_on_while_a_lone_episode_computes() -> None:
+    runner = OrchestrationCodeRunner(threads=1, budget=5.0)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        await asyncio.sleep(0)
+        before = ticks
+        assert await runner.run(burn, 0.3) == 0.3
+        assert ticks - before > 2, "the loop was held for the whole episode"
+    finally:
+        ticker.cancel()
+        runner.close()
