@@ -5,6 +5,7 @@ every store kind that can lease at creation; otherwise the usual path."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,6 +102,38 @@ async def test_a_replaced_instance_is_fetched(hub: TaskHub) -> None:
     )
     assert again.output == 4
     assert fetches.leased == ["same"]
+
+
+RELEASE = threading.Event()
+
+
+async def held(ctx: dt.OrchestrationContext, _: object = None) -> str:
+    """Its first episode blocks until the test releases it."""
+    if not ctx.is_replaying:
+        RELEASE.wait(30)
+    return "released"
+
+
+async def test_a_start_does_not_wait_for_a_slow_first_episode(store_url: str) -> None:
+    """The create's durability waits for the first episode's commit only briefly: a client
+    whose instance's first episode blocks is told it exists all the same."""
+    RELEASE.clear()
+    hub = TaskHub(store_url)
+    hub.register(held)
+    if not isinstance(hub.worker.store, SupportsEagerStart):
+        pytest.skip(f"{hub.worker.store.describe().kind}: no eager start")
+    try:
+        await hub.start()
+        await wait_until(lambda: _running(hub), what="the worker offering eager starts")
+        iid = await asyncio.wait_for(hub.client.schedule_new_orchestration(held), 10)
+        state = await hub.client.get_orchestration_state(iid)
+        assert state is not None and not state.runtime_status.is_terminal
+        RELEASE.set()
+        done = await hub.client.wait_for_orchestration_completion(iid, timeout=30)
+        assert done.output == "released"
+    finally:
+        RELEASE.set()
+        await hub.stop()
 
 
 async def test_a_stopped_worker_takes_no_more_starts(hub: TaskHub) -> None:

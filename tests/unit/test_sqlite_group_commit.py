@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
@@ -190,5 +191,34 @@ async def test_durable_commits_run_on_the_loop_only_while_the_disk_is_quick(
         loop_thread = threading.get_ident()
         assert committed_on[0] != loop_thread and committed_on[1] == loop_thread
         assert db._commit_seconds > 0.0, "the commit on the loop was timed too"
+    finally:
+        await db.stop()
+
+
+async def test_a_relaxed_write_is_made_durable_by_the_next_durable_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wait_durable returns once a durable commit follows a relaxed one, with no fsync of
+    its own; without one, it syncs the WAL itself once its wait is over."""
+    db = await _started_with_table(tmp_path)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    try:
+        await db.write(inserting(1))
+        await db.wait_durable(60)  # nothing relaxed: at once
+
+        await db.write(inserting(2), durable=False)
+        waiting = asyncio.ensure_future(db.wait_durable(60))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await db.write(inserting(3))  # durable: its sync covers the relaxed commit before it
+        await asyncio.wait_for(waiting, 10)
+        assert synced == []
+
+        await db.write(inserting(4), durable=False)
+        await asyncio.wait_for(db.wait_durable(0.01), 10)
+        assert len(synced) == 1, "the WAL was synced when no durable commit came"
+        await db.wait_durable(60)  # covered now: at once
     finally:
         await db.stop()

@@ -309,11 +309,20 @@ class LeasedCreates(ABC):
         owner: str,
         lease: timedelta,
         work_filter: WorkFilter | None = None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         """Create an instance as :meth:`create_instance` does and lease it to ``owner`` in
         the same transaction, unless it replaced one, is not due yet or ``work_filter``
-        leaves it out (then None)."""
-        return await self._create(message, replaceable, StartLease(owner, lease, work_filter))
+        leaves it out (then None); ``durable=False``: see
+        :class:`~duratask.backends.base.SupportsEagerStart`."""
+        start_lease = StartLease(owner, lease, work_filter)
+        return await self._create(message, replaceable, start_lease, durable=durable)
+
+    async def wait_durable(self, timeout: float) -> None:
+        """Every write of this store is durable when it returns (a store whose commits are
+        all durable returns at once)."""
+        return
 
     @abstractmethod
     async def _create(
@@ -321,9 +330,12 @@ class LeasedCreates(ABC):
         message: OrchestrationMessage,
         replaceable: frozenset[OrchestrationStatus],
         start_lease: StartLease | None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         """Create the instance; with ``start_lease``, lease it in the same transaction if
-        the lease :meth:`~StartLease.allows` it and no instance was replaced."""
+        the lease :meth:`~StartLease.allows` it and no instance was replaced. ``durable``
+        False: the commit need not be durable yet (a store that cannot tell ignores it)."""
 
 
 def started_work_item(

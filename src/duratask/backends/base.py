@@ -1185,6 +1185,8 @@ class SupportsEagerStart(Protocol):
         owner: str,
         lease: timedelta,
         work_filter: WorkFilter | None = None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         """Create the instance as :meth:`OrchestrationServiceClient.create_instance` does
         (same errors) and, in the same transaction, lease it to ``owner`` for ``lease``: the
@@ -1195,7 +1197,20 @@ class SupportsEagerStart(Protocol):
         Returns None (the instance is created, unleased, and waits for a fetch as usual)
         when it replaced an existing instance, when its start is not due yet (a
         ``visible_at`` or scheduled start time ahead) or when ``work_filter`` leaves its
-        orchestration out."""
+        orchestration out.
+
+        With ``durable=False`` the store may commit without waiting for the commit to be
+        durable (it survives the process, not a power loss, until a later durable commit
+        of the same store covers it): the caller then tells nobody the instance exists
+        before :meth:`wait_durable` has returned. The worker's first episode commit is
+        that later commit, so the start costs one durable commit, not two."""
+        ...
+
+    async def wait_durable(self, timeout: float) -> None:
+        """Return once every write this store object committed before the call is durable:
+        at once if all were, else when a durable commit covers them (the store's log is
+        sequential: a durable commit makes those before it durable), or after ``timeout``
+        seconds by making them durable itself."""
         ...
 
 

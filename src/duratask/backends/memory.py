@@ -933,6 +933,8 @@ class MemoryOrchestrationService(LeasedCreates):
         message: OrchestrationMessage,
         replaceable: frozenset[OrchestrationStatus],
         start_lease: StartLease | None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         state = pending_state(message.instance_id, started_event(message))
         message = _normalized_message(message)

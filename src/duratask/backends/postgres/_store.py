@@ -444,6 +444,8 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         message: OrchestrationMessage,
         replaceable: frozenset[OrchestrationStatus],
         start_lease: StartLease | None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         """One call of the schema's ``create_instance`` function (creates that are ready at
         the same time share a call), which takes the lease too."""

@@ -162,6 +162,13 @@ class Database:
         self._closing = False
         # The running drain, held strongly: an event loop keeps only weak references.
         self._drain_task: asyncio.Task[None] | None = None
+        # Relaxed commits (no fsync) so far, and how many of them a durable commit or an
+        # fsync has covered since; the callers of wait_durable waiting for one.
+        self._relaxed_commits = 0
+        self._durable_through = 0
+        self._durable_waiters: list[
+            tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = []
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -319,6 +326,49 @@ class Database:
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
+    async def wait_durable(self, timeout: float) -> None:
+        """Return once every write committed before the call is durable: at once if it is
+        (or this file's sync level never syncs), else when a durable commit has covered it
+        or, after ``timeout`` seconds, once the WAL has been synced here."""
+        target = self._relaxed_commits
+        if self._durable_through >= target or self._synchronous not in _SYNCING:
+            return
+        loop = asyncio.get_running_loop()
+        covered: asyncio.Future[None] = loop.create_future()
+        with self._state_lock:
+            self._durable_waiters.append((target, loop, covered))
+        try:
+            await asyncio.wait_for(asyncio.shield(covered), timeout)
+        except TimeoutError:
+            await self._on_thread(self._sync_wal)
+            self._wake_durable_waiters()
+
+    def _sync_wal(self) -> None:
+        """On the store's thread: fsync the WAL, which holds every relaxed commit not yet
+        checkpointed (a checkpoint syncs the database file it copies them into)."""
+        covered = self._relaxed_commits  # those committed before the fsync begins
+        try:
+            fd = os.open(self._wal_path, os.O_RDONLY)
+        except FileNotFoundError:  # no WAL: the last connection checkpointed it all
+            fd = None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._durable_through = max(self._durable_through, covered)
+
+    def _wake_durable_waiters(self) -> None:
+        with self._state_lock:
+            waiters, self._durable_waiters = self._durable_waiters, []
+            due = [w for w in waiters if w[0] <= self._durable_through]
+            self._durable_waiters = [w for w in waiters if w[0] > self._durable_through]
+        for _, loop, covered in due:
+            try:
+                loop.call_soon_threadsafe(_settle, covered, (True, None))
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
     async def _enqueue(self, pending: _PendingWrite) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -359,6 +409,8 @@ class Database:
                         self._full = True
                     _settle_batch(list(zip(together, done, strict=True)))
                     unsettled = [p for p in unsettled if p.alone]
+                    if self._durable_waiters:
+                        self._wake_durable_waiters()
                     if self._conn is not None and (
                         self._checkpoint_due or self._truncate_is_due()
                     ):  # after the batch's writers are told, not before
@@ -448,6 +500,7 @@ class Database:
             outcomes = _run_jobs(conn, [pending.job for pending in batch], self.path)
             if relaxed:  # no fsync, and checkpoints only follow durable commits: no wait
                 conn.execute("COMMIT")
+                self._relaxed_commits += 1
                 self._committed()
                 return outcomes
             if self._fsync_is_quick():  # no checkpoint is due either
@@ -482,6 +535,8 @@ class Database:
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
+        # Its WAL frames follow those of every relaxed commit before it: synced with them.
+        self._durable_through = self._relaxed_commits
         self._committed()
 
     def _committed(self) -> None:

@@ -400,6 +400,8 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
         message: OrchestrationMessage,
         replaceable: frozenset[OrchestrationStatus],
         start_lease: StartLease | None,
+        *,
+        durable: bool = True,
     ) -> OrchestrationWorkItem | None:
         instance_id = message.instance_id
         row = created_row(message, DIALECT)
@@ -427,11 +429,15 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
             conn.execute(q.LEASE_INSTANCE, {"instance_id": instance_id, **lease})
             return started_work_item(message, message_id, token, from_micros(expires_at))
 
-        leased: OrchestrationWorkItem | None = await self._db.write(job)
+        leased: OrchestrationWorkItem | None = await self._db.write(job, durable=durable)
         if leased is None:
             self._hub.work([ORCHESTRATION])
         self._hub.instances_changed([instance_id])
         return leased
+
+    async def wait_durable(self, timeout: float) -> None:
+        """Every write of this store object is durable when it returns (see the seam)."""
+        await self._db.wait_durable(timeout)
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
