@@ -203,7 +203,12 @@ async def test_a_relaxed_write_is_made_durable_by_the_next_durable_commit(
     db = await _started_with_table(tmp_path)
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     try:
         await db.write(inserting(1))
         await db.wait_durable(60)  # nothing relaxed: at once
