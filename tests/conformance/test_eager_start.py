@@ -6,6 +6,7 @@ Time is the suite's :class:`FakeClock`: leases expire by advancing it, never by 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -98,6 +99,34 @@ async def test_a_commit_under_the_lease_consumes_the_start(
     await store.send_message(OrchestrationMessage("a", raised("go")))
     follow_up = await store.lock_next_orchestration_work_item("w2", LEASE)
     assert follow_up is not None and follow_up.history_length == 1
+
+
+async def test_a_create_not_yet_durable_is_the_same_create_and_made_durable_on_request(
+    store: TaskHubStore, peer: TaskHubStore
+) -> None:
+    """``durable=False``: the same instance and lease, seen by every handle; wait_durable
+    returns (by a durable commit that follows, or by the store's own sync), at once when
+    nothing waits to be made durable."""
+    eager_store = eager(store)
+    await asyncio.wait_for(eager_store.wait_durable(60), 10)  # nothing relaxed: at once
+    item = await eager_store.create_and_lease_instance(
+        start("a"), NO_REUSE, "w1", LEASE, None, durable=False
+    )
+    assert item is not None and item.instance_id == "a"
+    await asyncio.wait_for(eager_store.wait_durable(0.01), 10)
+    assert (await state_of(peer, "a")).runtime_status == S.PENDING
+    assert await peer.lock_next_orchestration_work_item("w2", LEASE) is None  # leased
+    second = await eager_store.create_and_lease_instance(
+        start("b"), NO_REUSE, "w1", LEASE, None, durable=False
+    )
+    assert second is not None
+    await episode(store, second)  # durable: covers the create before it
+    await asyncio.wait_for(eager_store.wait_durable(60), 10)
+    assert await peer.get_history("b") == [start("b").event]
+    with pytest.raises(OrchestrationAlreadyExistsError):
+        await eager_store.create_and_lease_instance(
+            start("b"), NO_REUSE, "w1", LEASE, None, durable=False
+        )
 
 
 async def test_an_expired_start_lease_is_redelivered_and_fences_the_first(

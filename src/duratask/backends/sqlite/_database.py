@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from duratask.backends._durability import Durability
 from duratask.backends._migrations import check_upgradable, load_migrations, mismatched_tables
 from duratask.backends._ownership import TABLE, Found, own_objects, survey
 from duratask.backends.sqlite import _queries as queries
@@ -162,13 +163,8 @@ class Database:
         self._closing = False
         # The running drain, held strongly: an event loop keeps only weak references.
         self._drain_task: asyncio.Task[None] | None = None
-        # Relaxed commits (no fsync) so far, and how many of them a durable commit or an
-        # fsync has covered since; the callers of wait_durable waiting for one.
-        self._relaxed_commits = 0
-        self._durable_through = 0
-        self._durable_waiters: list[
-            tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
-        ] = []
+        # Relaxed commits (no fsync), and which a durable commit or an fsync has covered.
+        self._durability = Durability()
         self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -330,23 +326,15 @@ class Database:
         """Return once every write committed before the call is durable: at once if it is
         (or this file's sync level never syncs), else when a durable commit has covered it
         or, after ``timeout`` seconds, once the WAL has been synced here."""
-        target = self._relaxed_commits
-        if self._durable_through >= target or self._synchronous not in _SYNCING:
+        if self._synchronous not in _SYNCING:
             return
-        loop = asyncio.get_running_loop()
-        covered: asyncio.Future[None] = loop.create_future()
-        with self._state_lock:
-            self._durable_waiters.append((target, loop, covered))
-        try:
-            await asyncio.wait_for(asyncio.shield(covered), timeout)
-        except TimeoutError:
+        if not await self._durability.wait(self._durability.relaxed, timeout):
             await self._on_thread(self._sync_wal)
-            self._wake_durable_waiters()
 
     def _sync_wal(self) -> None:
         """On the store's thread: fsync the WAL, which holds every relaxed commit not yet
         checkpointed (a checkpoint syncs the database file it copies them into)."""
-        covered = self._relaxed_commits  # those committed before the fsync begins
+        covered = self._durability.relaxed  # those committed before the fsync begins
         try:
             fd = os.open(self._wal_path, os.O_RDONLY)
         except FileNotFoundError:  # no WAL: the last connection checkpointed it all
@@ -356,18 +344,7 @@ class Database:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._durable_through = max(self._durable_through, covered)
-
-    def _wake_durable_waiters(self) -> None:
-        with self._state_lock:
-            waiters, self._durable_waiters = self._durable_waiters, []
-            due = [w for w in waiters if w[0] <= self._durable_through]
-            self._durable_waiters = [w for w in waiters if w[0] > self._durable_through]
-        for _, loop, covered in due:
-            try:
-                loop.call_soon_threadsafe(_settle, covered, (True, None))
-            except RuntimeError:  # that loop is closed: nobody waits any more
-                pass
+        self._durability.covered(covered)
 
     async def _enqueue(self, pending: _PendingWrite) -> Any:
         loop = asyncio.get_running_loop()
@@ -409,8 +386,6 @@ class Database:
                         self._full = True
                     _settle_batch(list(zip(together, done, strict=True)))
                     unsettled = [p for p in unsettled if p.alone]
-                    if self._durable_waiters:
-                        self._wake_durable_waiters()
                     if self._conn is not None and (
                         self._checkpoint_due or self._truncate_is_due()
                     ):  # after the batch's writers are told, not before
@@ -500,7 +475,7 @@ class Database:
             outcomes = _run_jobs(conn, [pending.job for pending in batch], self.path)
             if relaxed:  # no fsync, and checkpoints only follow durable commits: no wait
                 conn.execute("COMMIT")
-                self._relaxed_commits += 1
+                self._durability.relaxed += 1
                 self._committed()
                 return outcomes
             if self._fsync_is_quick():  # no checkpoint is due either
@@ -536,7 +511,7 @@ class Database:
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
         # Its WAL frames follow those of every relaxed commit before it: synced with them.
-        self._durable_through = self._relaxed_commits
+        self._durability.covered(self._durability.relaxed)
         self._committed()
 
     def _committed(self) -> None:
