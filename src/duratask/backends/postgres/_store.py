@@ -36,7 +36,13 @@ from duratask.backends._sql import (
     state_params,
 )
 from duratask.backends._sql_leases import SqlLeases
-from duratask.backends._wakeups import ACTIVITY, ENTITY, ORCHESTRATION, InstanceWatch
+from duratask.backends._wakeups import (
+    ACTIVITY,
+    ENTITY,
+    ORCHESTRATION,
+    InstanceWatch,
+    hub_wakeups,
+)
 from duratask.backends.base import (
     ActivityWorkItem,
     BacklogEntry,
@@ -158,6 +164,10 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             ),
         )
         self._durability = Durability()
+        # The store objects of this hub in this process (a worker's, a client's) hear of an
+        # instance's change from the commit that made it, before the NOTIFY comes round.
+        self._hub = hub_wakeups(repr(self._db.hub_key))
+        self._hub.join(self._db.wakeups)
 
     @property
     def schema(self) -> str:
@@ -285,6 +295,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         outcome, ids = await write.send(self._commits, fence, finished)
         self._durability.covered(relaxed_before)
         if outcome == "committed":
+            self._hub.instances_changed([instance_id])
             return write.leased_items(ids)
         if outcome == "lease_lost":
             raise LeaseLostError(f"lease on instance {instance_id!r} was lost")
