@@ -10,7 +10,9 @@ store class and of the worker's internals for the run, so its times include the 
     python -m benchmarks.latency_budget --store postgresql   # at --pg-url (a fresh schema)
 
 Steps: ``create`` (the client's ``create_instance``), ``create leased`` (the same, by an
-in-process worker that leases the instance as it creates it: eager start), ``lock`` (each
+in-process worker that leases the instance as it creates it: eager start; its commit does
+not wait for the disk), ``create durable`` (the start waiting for a durable commit, the
+first episode's, to cover the create before the client is told), ``lock`` (each
 orchestration fetch; one that finds nothing is a poll or a second fetcher looking for
 more), ``code`` (an episode on an orchestration code thread, from the hand-over to the
 result back on the loop), ``commit`` (``commit_episode``), ``activity`` (the activity
@@ -69,6 +71,8 @@ def _instrument(store_class: type, marks: Marks) -> None:
     _timed_async(store_class, "create_instance", "create", marks)
     if hasattr(store_class, "create_and_lease_instance"):  # eager start, by the worker
         _timed_async(store_class, "create_and_lease_instance", "create leased", marks)
+    if hasattr(store_class, "wait_durable"):
+        _timed_async(store_class, "wait_durable", "create durable", marks)
     _timed_async(store_class, "lock_next_orchestration_work_item", "lock", marks)
     _timed_async(store_class, "commit_episode", "commit", marks)
     _timed_async(_code_runner.OrchestrationCodeRunner, "run", "code", marks)
