@@ -195,11 +195,11 @@ async def test_durable_commits_run_on_the_loop_only_while_the_disk_is_quick(
         await db.stop()
 
 
-async def test_a_relaxed_write_is_made_durable_by_the_next_durable_commit(
+async def test_a_relaxed_write_is_made_durable_by_the_next_covering_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """wait_durable returns once a durable commit follows a relaxed one, with no fsync of
-    its own; without one, it syncs the WAL itself once its wait is over."""
+    """wait_durable returns once a covering write's durable commit follows a relaxed one,
+    with no fsync of its own; without one, it syncs the WAL itself once its wait is over."""
     db = await _started_with_table(tmp_path)
     synced: list[int] = []
     real_fsync = os.fsync
@@ -217,7 +217,11 @@ async def test_a_relaxed_write_is_made_durable_by_the_next_durable_commit(
         waiting = asyncio.ensure_future(db.wait_durable(60))
         await asyncio.sleep(0)
         assert not waiting.done()
-        await db.write(inserting(3))  # durable: its sync covers the relaxed commit before it
+        await db.write(lambda c: None)  # durable, but writes nothing: syncs nothing
+        for _ in range(3):  # the turns a wake-up would take
+            await asyncio.sleep(0)
+        assert not waiting.done(), "a commit that wrote nothing was taken for a sync"
+        await db.write(inserting(3), covering=True)  # its sync covers the relaxed one before
         await asyncio.wait_for(waiting, 10)
         assert synced == []
 

@@ -293,8 +293,8 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         finished = commit.finished_activity
         relaxed_before = self._durability.relaxed
         outcome, ids = await write.send(self._commits, fence, finished)
-        self._durability.covered(relaxed_before)
-        if outcome == "committed":
+        if outcome == "committed":  # it wrote, so its synchronous commit flushed the WAL
+            self._durability.covered(relaxed_before)
             self._hub.instances_changed([instance_id])
             return write.leased_items(ids)
         if outcome == "lease_lost":

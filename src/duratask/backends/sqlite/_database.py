@@ -282,7 +282,7 @@ class Database:
             raise
 
     # -- running jobs --------------------------------------------------------------------
-    async def write(self, job: Job[T], *, durable: bool = True) -> T:
+    async def write(self, job: Job[T], *, durable: bool = True, covering: bool = False) -> T:
         """Run ``job`` in a write transaction: its changes are committed if it returns and
         rolled back if it raises. It may run more than once (busy retries), so it must only
         touch the database.
@@ -294,8 +294,11 @@ class Database:
         Group commit: writes that queue up while one is being committed are run together in
         the next ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, so they share
         one commit (one fsync) yet each still commits or rolls back on its own.
+
+        ``covering``: the job surely changes the file (an episode's commit), so that its
+        durable commit syncs every relaxed one before it (see :meth:`wait_durable`).
         """
-        result: T = await self._enqueue(_PendingWrite(job, durable=durable))
+        result: T = await self._enqueue(_PendingWrite(job, durable=durable, covering=covering))
         return result
 
     async def run(self, job: Job[T]) -> T:
@@ -324,8 +327,9 @@ class Database:
 
     async def wait_durable(self, timeout: float) -> None:
         """Return once every write committed before the call is durable: at once if it is
-        (or this file's sync level never syncs), else when a durable commit has covered it
-        or, after ``timeout`` seconds, once the WAL has been synced here."""
+        (or this file's sync level never syncs), else when a covering write's durable
+        commit has synced it or, after ``timeout`` seconds, once the WAL has been synced
+        here."""
         if self._synchronous not in _SYNCING:
             return
         if not await self._durability.wait(self._durability.relaxed, timeout):
@@ -478,11 +482,14 @@ class Database:
                 self._durability.relaxed += 1
                 self._committed()
                 return outcomes
-            if self._fsync_is_quick():  # no checkpoint is due either
-                self._commit_durably(conn)
+            # A commit that changed nothing writes nothing, and syncs nothing: only one with
+            # a write that surely changed the file (and succeeded) covers relaxed commits.
+            covers = any(p.covering and ok for p, (ok, _) in zip(batch, outcomes, strict=True))
+            if self._fsync_is_quick():
+                self._commit_durably(conn, covers)
                 return outcomes
             try:
-                await self._on_thread(functools.partial(self._commit_durably, conn))
+                await self._on_thread(functools.partial(self._commit_durably, conn, covers))
             except asyncio.CancelledError:
                 if conn.in_transaction:
                     raise
@@ -503,15 +510,15 @@ class Database:
             self._wal_far_too_big or time.monotonic() >= self._truncate_not_before
         )
 
-    def _commit_durably(self, conn: sqlite3.Connection) -> None:
+    def _commit_durably(self, conn: sqlite3.Connection, covers: bool = False) -> None:
         """COMMIT (with its fsync), timed. (The write connection never checkpoints on its
         own, so that a commit run on an event loop never does: see _checkpoint_now.)"""
         started = time.perf_counter()
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
         self._commit_seconds += (elapsed - self._commit_seconds) / 8  # moving average
-        # Its WAL frames follow those of every relaxed commit before it: synced with them.
-        self._durability.covered(self._durability.relaxed)
+        if covers:  # its WAL frames follow those of every relaxed commit before it
+            self._durability.covered(self._durability.relaxed)
         self._committed()
 
     def _committed(self) -> None:
@@ -695,13 +702,14 @@ class _PendingWrite:
     job: Job[Any]
     durable: bool = True
     alone: bool = False  # run outside the batch's transaction (Database.run)
+    covering: bool = False  # it surely changes the file: its durable commit syncs
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[Any] | None = None
 
     def waited_on(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
     ) -> _PendingWrite:
-        return _PendingWrite(self.job, self.durable, self.alone, loop, future)
+        return _PendingWrite(self.job, self.durable, self.alone, self.covering, loop, future)
 
 
 def _settle_batch(outcomes: list[tuple[_PendingWrite, tuple[bool, object]]]) -> None:

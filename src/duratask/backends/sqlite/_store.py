@@ -235,7 +235,7 @@ class SqliteOrchestrationService(SqliteEntities, SqlLeases, SqlInstanceQueries, 
                     raise LeaseLostError(f"lease on activity {finished.work_item_id} was lost")
             return write.apply(conn, length)
 
-        leased_ids = await self._db.write(job)
+        leased_ids = await self._db.write(job, covering=True)  # a commit always writes
         self._hub.work(work_kinds(commit))
         self._hub.instances_changed([instance_id])
         return write.leased_items(leased_ids)
