@@ -1208,9 +1208,10 @@ class SupportsEagerStart(Protocol):
 
     async def wait_durable(self, timeout: float) -> None:
         """Return once every write this store object committed before the call is durable:
-        at once if all were, else when a durable commit covers them (the store's log is
-        sequential: a durable commit makes those before it durable), or after ``timeout``
-        seconds by making them durable itself."""
+        at once if all were, else when a durable commit that wrote covers them (the store's
+        log is sequential: such a commit makes those before it durable; the stores count
+        their episode commits), or after ``timeout`` seconds by making them durable
+        itself."""
         ...
 
 
