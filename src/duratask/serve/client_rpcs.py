@@ -7,6 +7,8 @@ instance reads the same from an SDK, from duratask's client, its CLI and its das
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -21,6 +23,7 @@ from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient, build_start
 from duratask.converter import PayloadCodec
 from duratask.errors import OrchestrationNotFoundError, SerializationError
 from duratask.history import ExecutionStarted
+from duratask.serve.endings import Endings
 from duratask.serve.protocol import (
     events_to_pb,
     optional_text,
@@ -80,14 +83,19 @@ StartEagerly = Callable[[OrchestrationMessage, frozenset[OrchestrationStatus]], 
 
 class ClientRpcs:
     """The client half of the protocol, over one client; ``start_eagerly`` (the worker
-    streams') hands a new instance's first episode to a connected worker at once."""
+    streams') hands a new instance's first episode to a connected worker at once, and
+    ``endings`` (theirs too) tells of the instances their commits end."""
 
     def __init__(
-        self, client: AsyncTaskHubClient, start_eagerly: StartEagerly | None = None
+        self,
+        client: AsyncTaskHubClient,
+        start_eagerly: StartEagerly | None = None,
+        endings: Endings | None = None,
     ) -> None:
         self.client = client
         self._codec = PayloadCodec(RawJson())
         self._start_eagerly = start_eagerly
+        self._endings = endings
 
     async def _tags(self, instance_id: str) -> dict[str, str] | None:
         history = await self.client.store.get_history(instance_id)
@@ -139,8 +147,34 @@ class ClientRpcs:
     async def wait(
         self, request: pb.GetInstanceRequest, *, completion: bool, seconds: float | None
     ) -> pb.GetInstanceResponse:
-        """WaitForInstanceStart / WaitForInstanceCompletion, within the call's deadline."""
+        """WaitForInstanceStart / WaitForInstanceCompletion, within the call's deadline. A
+        completion this server commits answers at once, with the row it wrote."""
         timeout = _LONGEST_WAIT.total_seconds() if seconds is None else max(seconds, 0.001)
+        if not completion or self._endings is None:
+            return await self._wait(request, completion, timeout)
+        with self._endings.expect(request.instanceId) as ending:
+            waiting = asyncio.ensure_future(self._wait(request, completion, timeout))
+            try:
+                either: set[asyncio.Future[Any]] = {waiting, ending}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not waiting.done():
+                    waiting.cancel()
+                    with contextlib.suppress(BaseException):
+                        await waiting
+        if not ending.done():
+            return waiting.result()
+        ended = ending.result()
+        return pb.GetInstanceResponse(
+            exists=True,
+            orchestrationState=state_to_pb(
+                ended.state, payloads=request.getInputsAndOutputs, tags=ended.tags
+            ),
+        )
+
+    async def _wait(
+        self, request: pb.GetInstanceRequest, completion: bool, timeout: float
+    ) -> pb.GetInstanceResponse:
         try:
             if completion:
                 state = await self.client.wait_for_orchestration_completion(

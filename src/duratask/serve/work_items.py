@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -47,6 +48,7 @@ from duratask.entities._context import EntityAction, SignalAction, StartOrchestr
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.ahead import Ahead
+from duratask.serve.endings import Endings
 from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
 from duratask.serve.known_histories import KnownHistories
 from duratask.serve.protocol import (
@@ -305,6 +307,16 @@ def _end_on_failure(outbox: _Outbox, task: asyncio.Task[None]) -> None:
         outbox.fail(task.exception() or RuntimeError("a work item pump of the stream ended"))
 
 
+def _start_of(
+    history: list[h.HistoryEvent], commit: OrchestrationCommit
+) -> h.ExecutionStarted | None:
+    """The start of the execution ``commit`` leaves stored, if the episode had it."""
+    events = (
+        commit.new_events if commit.reset_history else itertools.chain(history, commit.new_events)
+    )
+    return next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
+
+
 def owner_prefix(port: int) -> str:
     """The lease owner ids of a server on this host and port: one process at a time listens
     there, so leases under this prefix that a starting server finds are its predecessor's."""
@@ -334,6 +346,7 @@ class WorkItemStreams:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._leased: dict[str, _Leased] = {}
         self._known = KnownHistories()
+        self.endings = Endings()  # the clients waiting on instances to end
         self._streams: set[_Stream] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -871,6 +884,15 @@ class WorkItemStreams:
             # The instance moved on meanwhile: the result goes the usual way.
             await self._store_result(leased)
             return
+        except Exception:
+            self._known.forget(leased.source.instance_id)
+            for token, activity in ahead:
+                self._refuse_ahead(token, activity)
+            # As duratask's workers do with an episode that failed: it goes back, to run
+            # again after a pause (given up after max_deliveries if it keeps failing).
+            with contextlib.suppress(Exception):
+                await self._give_back(leased, self._clock() + _ABANDON_BACKOFF)
+            raise
         except BaseException:
             self._known.forget(leased.source.instance_id)
             for token, activity in ahead:
@@ -878,6 +900,10 @@ class WorkItemStreams:
             raise
         source = leased.source
         self._known.committed(source.state, source.history, source.history_length, commit)
+        if commit.changes_instance and commit.state.runtime_status.is_terminal:
+            start = _start_of(source.history, commit)
+            if start is not None:
+                self.endings.ended(commit.state, start.tags)
         self._land_activities(stream, ahead, leased_now)
 
     def _send_activity_ahead(
