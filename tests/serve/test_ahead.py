@@ -230,9 +230,8 @@ def test_a_waiting_client_is_answered_only_once_the_completion_is_stored(
         assert gate.passed.is_set()
         finishing.result(30)
         assert state is not None and state.serialized_output == '"stored"'
-        assert (
-            client.get_orchestration_state(iid).runtime_status is dt.OrchestrationStatus.COMPLETED
-        )
+        stored = client.get_orchestration_state(iid)
+        assert stored is not None and stored.runtime_status is dt.OrchestrationStatus.COMPLETED
         sdk.close()
         worker.close()
 
