@@ -7,9 +7,8 @@ instance reads the same from an SDK, from duratask's client, its CLI and its das
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ from duratask.client import MAX_QUERY_PAGE_SIZE, AsyncTaskHubClient, build_start
 from duratask.converter import PayloadCodec
 from duratask.errors import OrchestrationNotFoundError, SerializationError
 from duratask.history import ExecutionStarted
-from duratask.serve.endings import Endings
 from duratask.serve.protocol import (
     events_to_pb,
     optional_text,
@@ -37,6 +35,7 @@ from duratask.serve.protocol import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 HISTORY_CHUNK = 200  # events per HistoryChunk of StreamInstanceHistory
+_TAGS_KEPT = 10_000  # executions whose tags are remembered
 _LONGEST_WAIT = timedelta(days=1)
 
 
@@ -83,29 +82,39 @@ StartEagerly = Callable[[OrchestrationMessage, frozenset[OrchestrationStatus]], 
 
 class ClientRpcs:
     """The client half of the protocol, over one client; ``start_eagerly`` (the worker
-    streams') hands a new instance's first episode to a connected worker at once, and
-    ``endings`` (theirs too) tells of the instances their commits end."""
+    streams') hands a new instance's first episode to a connected worker at once."""
 
     def __init__(
-        self,
-        client: AsyncTaskHubClient,
-        start_eagerly: StartEagerly | None = None,
-        endings: Endings | None = None,
+        self, client: AsyncTaskHubClient, start_eagerly: StartEagerly | None = None
     ) -> None:
         self.client = client
         self._codec = PayloadCodec(RawJson())
         self._start_eagerly = start_eagerly
-        self._endings = endings
+        # The tags of the executions this server started lately (an execution's tags never
+        # change), so that answering a wait on one needs no history read.
+        self._started_tags: OrderedDict[tuple[str, str | None], dict[str, str] | None] = (
+            OrderedDict()
+        )
 
-    async def _tags(self, instance_id: str) -> dict[str, str] | None:
-        history = await self.client.store.get_history(instance_id)
+    async def _tags(self, state: OrchestrationState) -> dict[str, str] | None:
+        """The tags of the instance's execution (its start's): remembered from the start
+        this server made, else read from the history."""
+        key = (state.instance_id, state.execution_id)
+        if key in self._started_tags:
+            return self._started_tags[key]
+        history = await self.client.store.get_history(state.instance_id)
         start = next((e for e in history if isinstance(e, ExecutionStarted)), None)
         return start.tags if start is not None else None
+
+    def _remember_tags(self, start: ExecutionStarted) -> None:
+        self._started_tags[(start.instance_id, start.execution_id)] = start.tags
+        if len(self._started_tags) > _TAGS_KEPT:
+            self._started_tags.popitem(last=False)
 
     async def _state(self, state: OrchestrationState | None, payloads: bool) -> Any:
         if state is None:
             return pb.GetInstanceResponse(exists=False)
-        tags = await self._tags(state.instance_id)
+        tags = await self._tags(state)
         return pb.GetInstanceResponse(
             exists=True, orchestrationState=state_to_pb(state, payloads=payloads, tags=tags)
         )
@@ -137,6 +146,8 @@ class ClientRpcs:
             replaceable = TERMINAL_STATUSES
         if self._start_eagerly is None or not await self._start_eagerly(message, replaceable):
             await self.client.store.create_instance(message, replaceable=replaceable)
+        assert isinstance(message.event, ExecutionStarted)
+        self._remember_tags(message.event)
         return pb.CreateInstanceResponse(instanceId=message.instance_id)
 
     async def get(self, request: pb.GetInstanceRequest) -> pb.GetInstanceResponse:
@@ -147,34 +158,8 @@ class ClientRpcs:
     async def wait(
         self, request: pb.GetInstanceRequest, *, completion: bool, seconds: float | None
     ) -> pb.GetInstanceResponse:
-        """WaitForInstanceStart / WaitForInstanceCompletion, within the call's deadline. A
-        completion this server commits answers at once, with the row it wrote."""
+        """WaitForInstanceStart / WaitForInstanceCompletion, within the call's deadline."""
         timeout = _LONGEST_WAIT.total_seconds() if seconds is None else max(seconds, 0.001)
-        if not completion or self._endings is None:
-            return await self._wait(request, completion, timeout)
-        with self._endings.expect(request.instanceId) as ending:
-            waiting = asyncio.ensure_future(self._wait(request, completion, timeout))
-            try:
-                either: set[asyncio.Future[Any]] = {waiting, ending}
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not waiting.done():
-                    waiting.cancel()
-                    with contextlib.suppress(BaseException):
-                        await waiting
-        if not ending.done():
-            return waiting.result()
-        ended = ending.result()
-        return pb.GetInstanceResponse(
-            exists=True,
-            orchestrationState=state_to_pb(
-                ended.state, payloads=request.getInputsAndOutputs, tags=ended.tags
-            ),
-        )
-
-    async def _wait(
-        self, request: pb.GetInstanceRequest, completion: bool, timeout: float
-    ) -> pb.GetInstanceResponse:
         try:
             if completion:
                 state = await self.client.wait_for_orchestration_completion(

@@ -97,7 +97,7 @@ class Sidecar:
         self.streams = WorkItemStreams(
             store, owner_prefix=owner_prefix(port), max_deliveries=max_deliveries
         )
-        self.rpcs = ClientRpcs(self.client, self.streams.start_eagerly, self.streams.endings)
+        self.rpcs = ClientRpcs(self.client, self.streams.start_eagerly)
 
     async def _authorize(self, context: Ctx) -> None:
         if not authorized(context.invocation_metadata(), self.token):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import socket
@@ -48,7 +47,6 @@ from duratask.entities._context import EntityAction, SignalAction, StartOrchestr
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.ahead import Ahead
-from duratask.serve.endings import Endings
 from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
 from duratask.serve.known_histories import KnownHistories
 from duratask.serve.protocol import (
@@ -307,16 +305,6 @@ def _end_on_failure(outbox: _Outbox, task: asyncio.Task[None]) -> None:
         outbox.fail(task.exception() or RuntimeError("a work item pump of the stream ended"))
 
 
-def _start_of(
-    history: list[h.HistoryEvent], commit: OrchestrationCommit
-) -> h.ExecutionStarted | None:
-    """The start of the execution ``commit`` leaves stored, if the episode had it."""
-    events = (
-        commit.new_events if commit.reset_history else itertools.chain(history, commit.new_events)
-    )
-    return next((e for e in events if isinstance(e, h.ExecutionStarted)), None)
-
-
 def owner_prefix(port: int) -> str:
     """The lease owner ids of a server on this host and port: one process at a time listens
     there, so leases under this prefix that a starting server finds are its predecessor's."""
@@ -346,7 +334,6 @@ class WorkItemStreams:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._leased: dict[str, _Leased] = {}
         self._known = KnownHistories()
-        self.endings = Endings()  # the clients waiting on instances to end
         self._streams: set[_Stream] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -900,10 +887,6 @@ class WorkItemStreams:
             raise
         source = leased.source
         self._known.committed(source.state, source.history, source.history_length, commit)
-        if commit.changes_instance and commit.state.runtime_status.is_terminal:
-            start = _start_of(source.history, commit)
-            if start is not None:
-                self.endings.ended(commit.state, start.tags)
         self._land_activities(stream, ahead, leased_now)
 
     def _send_activity_ahead(
