@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -19,14 +20,22 @@ from google.protobuf import wrappers_pb2
 
 import duratask as dt
 from duratask import history as h
+from duratask.backends import open_store
 from duratask.backends.base import (
+    TERMINAL_STATUSES,
     ActivityWorkItem,
     EpisodeFence,
     OrchestrationCommit,
     OrchestrationWorkItem,
+    SupportsEagerStart,
 )
 from duratask.backends.memory import MemoryOrchestrationService
+from duratask.client import build_start_message
+from duratask.converter import PayloadCodec
 from duratask.errors import StoreError
+from duratask.serve.client_rpcs import RawJson
+from duratask.serve.episodes import CodeRequest, first_input, prepare
+from duratask.worker._episode import EpisodeInput
 from tests.serve import sdk_app
 from tests.serve.harness import ServerThread, sdk_client_on, sdk_worker_on, serving, wait_until
 from tests.serve.test_leases import RawWorker
@@ -260,3 +269,35 @@ def test_the_answer_to_a_waiting_client_is_the_stored_row(
     assert waited.orchestrationState.output.value == '"yes"'
     assert dict(waited.orchestrationState.tags) == {"team": "x"}
     assert waited == stored
+
+
+def test_the_first_episode_planned_ahead_is_the_one_the_create_leases(hub_url: str) -> None:
+    """What the server sends ahead of a create is what the leased work item gives (the
+    server checks it too, and falls back to the leased item if they differ)."""
+
+    async def both() -> tuple[object, object]:
+        store = open_store(hub_url)
+        await store.open()
+        try:
+            assert isinstance(store, SupportsEagerStart)
+            message = build_start_message(
+                PayloadCodec(RawJson()),
+                datetime.now(UTC),
+                "orchestration",
+                input='"x"',
+                instance_id="first",
+                tags={"k": "v"},
+            )
+            now = datetime.now(UTC)
+            ahead = prepare(first_input(message), now)
+            item = await store.create_and_lease_instance(
+                message, TERMINAL_STATUSES, "owner", timedelta(seconds=30)
+            )
+            assert item is not None
+            return ahead, prepare(EpisodeInput.of(item), now)
+        finally:
+            await store.close()
+
+    ahead, leased = asyncio.run(both())
+    assert isinstance(ahead, CodeRequest)
+    assert ahead == leased

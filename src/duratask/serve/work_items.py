@@ -33,7 +33,6 @@ from duratask.backends.base import (
     EntityWorkItem,
     EpisodeFence,
     InstanceUnchanged,
-    LockedMessage,
     OrchestrationCommit,
     OrchestrationMessage,
     OrchestrationWorkItem,
@@ -47,7 +46,14 @@ from duratask.entities._context import EntityAction, SignalAction, StartOrchestr
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
 from duratask.serve.ahead import Ahead
-from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
+from duratask.serve.episodes import (
+    CodeRequest,
+    WorkerReply,
+    finish,
+    first_input,
+    give_up,
+    prepare,
+)
 from duratask.serve.known_histories import KnownHistories
 from duratask.serve.protocol import (
     ProtocolError,
@@ -497,7 +503,7 @@ class WorkItemStreams:
         if message.visible_at is not None or event.scheduled_start_time is not None:
             return None
         now = self._clock()
-        source = EpisodeInput(message.instance_id, None, [], 0, [LockedMessage(0, message, 1)])
+        source = first_input(message)
         planned = prepare(source, now)
         if not isinstance(planned, CodeRequest):
             return None
