@@ -23,33 +23,52 @@ class Ahead(Generic[T]):
     durable (:meth:`land`), or never (:meth:`fail`)."""
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+        self._settled = False
+        self._item: T | None = None
+        # One future per waiting call (one turn of the loop to wake it, and cancelling one
+        # call leaves the others waiting).
+        self._waiters: list[asyncio.Future[None]] = []
 
     def land(self, item: T) -> None:
         """The commit is durable and leased ``item``."""
-        if not self._future.done():
-            self._future.set_result(item)
+        if not self._settled:
+            self._item = item
+            self._settle()
 
     def fail(self) -> None:
         """The commit failed, or leased nothing for this item."""
-        if not self._future.done():
-            self._future.set_result(None)
+        if not self._settled:
+            self._settle()
+
+    def _settle(self) -> None:
+        self._settled = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def settled(self) -> bool:
         """Whether the commit has ended, one way or the other."""
-        return self._future.done()
+        return self._settled
 
     async def item(self) -> T:
         """The leased item once its commit is durable; :class:`LeaseLostError` if the commit
         failed."""
-        item = await asyncio.shield(self._future)
-        if item is None:
+        if not self._settled:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        if self._item is None:
             raise LeaseLostError(
                 "the commit that was to lease this work item failed, so its completion is "
                 "refused; the work goes to a worker again from what is stored"
             )
-        return item
+        return self._item
 
 
 __all__ = ["Ahead"]
