@@ -11,13 +11,8 @@ stopped only when that call returns. Code in the middle of an import is not inte
 until the import is done: an import cut short can leave a module half initialised for the
 whole process, and so hurt other episodes.
 
-A hand-off costs a thread switch each way; the threads are daemons, so a spinning episode
-never keeps the process alive. When an episode is the only one in flight, the loop waits
-for it a short while (``WAIT_ON_LOOP``) with the GIL released instead of going back to its
-selector: an episode that returns by then is back with a direct wake-up of the loop's
-thread, not through the loop's self-pipe and a turn of the loop (0.25 against 0.18 ms for a
-trivial episode, hand-overs included, on a 2-core VM). Code that takes longer is awaited as
-before, so the loop is never held longer than that.
+A hand-off costs a thread switch (tens of microseconds); the threads are daemons, so a
+spinning episode never keeps the process alive.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _RAISE_AGAIN_EVERY = 0.1  # seconds: for code that catches BaseException and carries on
-WAIT_ON_LOOP = 0.001  # seconds the loop waits for a lone episode before it awaits it
 
 
 class EpisodeOverBudget(BaseException):
@@ -47,20 +41,14 @@ class EpisodeOverBudget(BaseException):
 class _Job:
     __slots__ = (
         "args",
-        "back",
         "context",
         "deadline",
-        "error",
-        "finished",
         "fn",
         "future",
-        "handover",
         "loop",
         "raised",
         "returned",
         "thread_id",
-        "value",
-        "waited_on",
     )
 
     def __init__(
@@ -80,37 +68,6 @@ class _Job:
         self.thread_id: int | None = None  # while it runs
         self.returned = False  # the code returned (or raised): raise nothing more in it
         self.raised = False  # the watchdog has raised EpisodeOverBudget in it
-        # The loop's thread waiting for it (blocked on ``back``), or not (it awaits
-        # ``future``); which one the code thread tells is decided under ``handover``.
-        self.handover = threading.Lock()
-        self.back: threading.Lock | None = None
-        self.waited_on = False
-        self.finished = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def wait_on_thread(self) -> bool:
-        """Called by the loop's thread right after queueing the job: wait up to
-        ``WAIT_ON_LOOP`` for it, GIL released; True if it finished meanwhile (then its
-        outcome is in ``value`` and ``error``, and ``future`` is never settled)."""
-        if self.back is None:
-            return False
-        if self.back.acquire(timeout=WAIT_ON_LOOP):
-            return True
-        with self.handover:
-            self.waited_on = False
-            return self.finished  # it finished as the wait ran out
-
-    def hand_back(self, value: Any, error: BaseException | None) -> None:
-        """Called by the code thread: the outcome, to the waiting thread or to the loop."""
-        with self.handover:
-            self.value, self.error, self.finished = value, error, True
-            waited_on = self.waited_on
-        if waited_on:
-            assert self.back is not None
-            self.back.release()
-        else:
-            self.loop.call_soon_threadsafe(_settle, self.future, value, error)
 
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -154,7 +111,6 @@ class OrchestrationCodeRunner:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._running: set[_Job] = set()
-        self._in_flight = 0  # queued or running
         self._threads = 0
         self._idle = 0
         self._numbers = itertools.count(1)
@@ -174,16 +130,7 @@ class OrchestrationCodeRunner:
                 self._start_thread()
             else:
                 self._idle -= self._idle > 0
-            self._in_flight += 1
-            if self._in_flight == 1:  # alone: the loop has nothing else of ours to do
-                job.back = threading.Lock()
-                job.back.acquire()
-                job.waited_on = True
         self._jobs.put(job)
-        if job.wait_on_thread():
-            if job.error is not None:
-                raise job.error
-            return job.value  # type: ignore[no-any-return]
         return await future
 
     def close(self) -> None:
@@ -224,7 +171,7 @@ class OrchestrationCodeRunner:
             except EpisodeOverBudget as late:  # queued as the call returned: it was over
                 error = error or late
                 self._end(job, me)
-            job.hand_back(value, error)
+            job.loop.call_soon_threadsafe(_settle, job.future, value, error)
         with self._lock:
             self._threads -= 1
 
@@ -239,9 +186,7 @@ class OrchestrationCodeRunner:
         """Stop being a target, and drop any exception the watchdog queued too late, before
         this thread runs anything else."""
         with self._lock:
-            if job in self._running:  # once, though _end may run twice (see _serve)
-                self._running.discard(job)
-                self._in_flight -= 1
+            self._running.discard(job)
             job.thread_id = None
             if job.raised:  # only then can one be pending (the watchdog raises under the lock)
                 _raise_in(me, None)
