@@ -473,7 +473,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             document["notify_unleased"] = ORCHESTRATION  # workers need not look: it is leased
         elif _visible_by(outbound, now):
             notify.append(ORCHESTRATION)
-        found = await self._creates.send(_json_text(document))
+        found = await self._creates.send(json.dumps(document))
         if found["outcome"] != "created":
             status = found["existing_status"]
             shown = OrchestrationStatus(status) if status is not None else "unknown"
