@@ -26,6 +26,7 @@ def test_a_plain_value_is_written_as_through_pydantic(value: Any) -> None:
 def test_a_plain_value_read_as_its_own_type_is_what_validation_gives(value: Any) -> None:
     converter = JsonDataConverter()
     text = converter.serialize(value)
+    assert text is not None
     hint = type(value)
     read = converter.deserialize(text, hint)
     assert read == pydantic.TypeAdapter(hint).validate_python(json.loads(text))
