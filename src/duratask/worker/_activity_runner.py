@@ -124,10 +124,9 @@ async def run_activity(
         timeout = request.timeout or default_timeout
         watched = timeout is not None or request.heartbeat_timeout is not None
         if spec.is_async:
-            if not watched:  # the usual case: awaited here, no task of its own to watch
-                running: Awaitable[Any] = spec.fn(ctx, value)
-            else:
-                running = asyncio.ensure_future(spec.fn(ctx, value))
+            # A task of its own, so context variables the activity sets stay with it, as a
+            # sync activity's stay in the copied context its thread runs.
+            running: asyncio.Future[Any] = asyncio.ensure_future(spec.fn(ctx, value))
         else:
             call = functools.partial(contextvars.copy_context().run, spec.fn, ctx, value)
             submitted = thread_pool.submit(call)
@@ -136,7 +135,6 @@ async def run_activity(
         if not watched:
             result = await running
         else:
-            assert isinstance(running, asyncio.Future)
             watch = _Watch(timeout, request.heartbeat_timeout, heartbeats, give_up)
             result = await watch.wait(running)
         encoded = codec.encode(result, f"result of activity {request.name!r}")
