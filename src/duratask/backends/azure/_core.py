@@ -48,6 +48,19 @@ from duratask.errors import (
 )
 from duratask.state import OrchestrationState
 
+# Seconds a storage request may take to connect, and to wait for each read of its answer,
+# before it is given up (and retried). The clients' own defaults are 300 s: a request the
+# service never answers (Azurite under load leaves a queue request unanswered for half a
+# minute now and then) would hold a fetch loop, or a partition's renewal, that long.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 20.0
+# Hints are only hints (the sweep of the rows finds what a lost one pointed at): a queue
+# request is given up sooner, and retried once.
+HINT_TIMEOUT = 3.0
+HINT_RETRIES = 1
+# Per-request options of a queue request that is not about hints (creating, deleting).
+_PATIENT: dict[str, Any] = {"read_timeout": READ_TIMEOUT, "retry_total": 4}
+
 
 class StoreCore:
     """The Azure store's connection and row access."""
@@ -79,6 +92,11 @@ class StoreCore:
         # read again once it passes (a queue's visibility delay has a 1 s grain).
         self._soonest: dict[str, datetime] = {}
         self._control_turn = 0
+        # When to read each queue (see ``_hints``): the count of this process's hints to it
+        # at the last read, the idle interval and the time of the next read.
+        self._queue_seen: dict[str, int] = {}
+        self._queue_idle: dict[str, float] = {}
+        self._queue_next: dict[str, float] = {}
         self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
@@ -90,7 +108,8 @@ class StoreCore:
         # Wake-ups reach every store object on this hub in this process; other processes
         # find new work by polling.
         self._wakeups = WakeUps()
-        self._hub = hub_wakeups(f"azure:{self._target.account}:{hub}")
+        self._hub_key = f"azure:{self._target.account}:{hub}"
+        self._hub = hub_wakeups(self._hub_key)
         self._hub.join(self._wakeups)
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
@@ -187,12 +206,16 @@ class StoreCore:
         )
 
     def _client_options(self, service: str) -> dict[str, Any]:
-        """Options of every client: count requests, and retry a failed one a few times with
+        """Options of every client: count requests, give up a request that gets no answer
+        (see ``READ_TIMEOUT`` and ``HINT_TIMEOUT``), and retry a failed one a few times with
         short waits (the dispatchers retry the whole operation after that, so a storage
         service back after a restart is used again within seconds)."""
+        hints = service == "queue"
         return {
             "raw_request_hook": self._counter(service),
-            "retry_total": 4,
+            "connection_timeout": min(CONNECT_TIMEOUT, HINT_TIMEOUT) if hints else CONNECT_TIMEOUT,
+            "read_timeout": HINT_TIMEOUT if hints else READ_TIMEOUT,
+            "retry_total": HINT_RETRIES if hints else 4,
             "retry_backoff_factor": 0.2,
             "retry_backoff_max": 2,
         }
@@ -225,7 +248,7 @@ class StoreCore:
             await clients.table_service.create_table_if_not_exists(name)
         for queue in clients.queues.values():
             try:
-                await queue.create_queue()
+                await queue.create_queue(**_PATIENT)
             except ResourceExistsError:
                 pass
         for container in (clients.container, clients.leases):
@@ -259,7 +282,7 @@ class StoreCore:
         for name in self._names.values():
             await clients.table_service.delete_table(name)
         for queue in clients.queues.values():
-            await _ignore_missing(queue.delete_queue())
+            await _ignore_missing(queue.delete_queue(**_PATIENT))
         await _ignore_missing(clients.container.delete_container())
         await _ignore_missing(clients.leases.delete_container())
 

@@ -95,10 +95,9 @@ class DequeueStore(InboxStore):
         if self._orchestration_hints and served is not None:
             self._orchestration_hints = [h for h in self._orchestration_hints if h[0] in served]
         if not self._orchestration_hints:
-            queues = [q for q in self._control_names if served is None or q in served]
-            if not queues:
+            queue = self._next_control_queue(served)
+            if queue is None:
                 return []
-            queue = queues[self._control_turn % len(queues)]
             self._orchestration_hints = await self._receive_hints(queue)
             if not self._orchestration_hints:
                 self._control_turn += 1
@@ -109,6 +108,20 @@ class DequeueStore(InboxStore):
         for hint in same:
             await self._drop_hint(hint)
         return [first] if isinstance(first, str) and first else []
+
+    def _next_control_queue(self, served: frozenset[str] | None) -> str | None:
+        """The ``served`` control queue to read now: one this process hinted since it was
+        last read, else the next in turn whose idle interval passed (None: none is due)."""
+        queues = [q for q in self._control_names if served is None or q in served]
+        for queue in queues:
+            if self._hinted_here(queue):
+                return queue
+        for n in range(len(queues)):
+            queue = queues[(self._control_turn + n) % len(queues)]
+            if self._queue_due(queue):
+                self._control_turn += n
+                return queue
+        return None
 
     async def _instance_candidates(self, served: frozenset[str] | None) -> list[str]:
         """Instances of the ``served`` partitions with a due message (oldest first), or
@@ -222,7 +235,8 @@ class DequeueStore(InboxStore):
             raise
         length = int(sentinel["Length"])
         known = history_is_known(known_histories, instance_id, sentinel["Exec"] or None, length)
-        history = [] if known else await self._read_history(instance_id, sentinel)
+        fresh = length == 0  # nothing to read
+        history = [] if known or fresh else await self._read_history(instance_id, sentinel)
         messages = []
         for m in visible:
             text = await self._unpack(m["Body"])

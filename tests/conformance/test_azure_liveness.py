@@ -1,0 +1,196 @@
+"""Liveness of the Azure Storage store: no due message goes unseen for long, whatever a
+storage request or a hint does. Runs on Azurite (see ``tests/azurite.py``).
+
+- A storage service that stops answering (the connection stays open, no reply comes)
+  holds a request only for the store's read timeout, not the client library's default of
+  five minutes: the worker's fetch loops and partition renewals go on once it answers again.
+- A hint read by a worker that cannot lease the instance (another holds it) is not a lost
+  message: the holder's commit leaves a new hint for the message that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import duratask as dt
+from duratask.backends._wakeups import ORCHESTRATION
+from duratask.backends.base import LeaseHeld
+
+from .. import azurite
+from .test_azure_specific import NO_REUSE, first_episode, raised, started
+
+LEASE = timedelta(seconds=30)
+
+
+class SilentProxy:
+    """A TCP proxy in front of one Azurite port that can stop answering: while ``silent``,
+    what either side sends is swallowed, and a connection that lost data stays silent until
+    the client closes it (its HTTP exchange is broken; the server closing its end is not
+    passed on); new connections are served again once ``silent`` is off."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.silent = False
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [client_w, up_w]
+        broken = [False]
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    if self.silent or broken[0]:
+                        broken[0] = True
+                        continue
+                    writer.write(data)
+                    await writer.drain()
+            if not broken[0]:  # else the other side waits on, as on a server that hangs
+                writer.close()
+
+        tasks = [
+            asyncio.create_task(pump(client_r, up_w)),
+            asyncio.create_task(pump(up_r, client_w)),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+@pytest.fixture
+def azure_url() -> str:
+    return azurite.require_azurite().url(azurite.new_hub())
+
+
+@pytest.fixture
+async def proxied() -> AsyncIterator[tuple[str, str, list[SilentProxy]]]:
+    """A fresh hub's URL on Azurite, and the URL of the same hub through silent proxies."""
+    emulator = azurite.require_azurite()
+    hub = azurite.new_hub()
+    proxies = [SilentProxy(port) for port in (emulator.blob, emulator.queue, emulator.table)]
+    for proxy in proxies:
+        await proxy.start()
+    blob, queue, table = (p.port for p in proxies)
+    through = (
+        f"azure://devstoreaccount1/{hub}?blob_port={blob}&queue_port={queue}&table_port={table}"
+    )
+    yield emulator.url(hub), through, proxies
+    for proxy in proxies:
+        await proxy.close()
+
+
+async def say(ctx: dt.OrchestrationContext, name: str) -> str:
+    return str(await ctx.call_activity(shout, input=name))
+
+
+def shout(ctx: dt.ActivityContext, name: str) -> str:
+    return name.upper()
+
+
+async def test_a_request_that_gets_no_answer_is_given_up_and_the_worker_goes_on(
+    proxied: tuple[str, str, list[SilentProxy]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from duratask.backends.azure import AzureOrchestrationService, _core
+
+    monkeypatch.setattr(_core, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(_core, "HINT_TIMEOUT", 1.0)
+    direct, through, proxies = proxied
+    store = AzureOrchestrationService(through)
+    worker = dt.TaskHubWorker(store, lease_duration=timedelta(seconds=10))
+    worker.add_orchestration(say)
+    worker.add_activity(shout)
+    run = asyncio.create_task(worker.run())
+    client = dt.AsyncTaskHubClient(direct)
+    try:
+        first = await client.schedule_new_orchestration(say, input="ada")
+        assert (await client.wait_for_orchestration_completion(first, timeout=30)).output == "ADA"
+
+        for proxy in proxies:  # the worker's requests now get no answer
+            proxy.silent = True
+        calls = sum(store.calls.values())
+        deadline = time.monotonic() + 10
+        while sum(store.calls.values()) < calls + 3:  # its loops are stuck in requests
+            assert time.monotonic() < deadline, "the worker made no requests"
+            await asyncio.sleep(0.05)
+        iid = await client.schedule_new_orchestration(say, input="bob")
+        await asyncio.sleep(1.5)  # longer than the read timeout: these requests are given up
+        for proxy in proxies:
+            proxy.silent = False
+
+        # A request waiting on its answer for the client library's default (300 s) would
+        # keep this instance pending.
+        state = await client.wait_for_orchestration_completion(iid, timeout=30)
+        assert (state.runtime_status, state.output) == (dt.OrchestrationStatus.COMPLETED, "BOB")
+    finally:
+        for proxy in proxies:
+            proxy.silent = False
+        await worker.shutdown()
+        await asyncio.wait_for(run, timeout=60)
+        await client.close()
+
+
+async def test_a_hint_read_while_another_holds_the_instance_is_not_a_lost_message(
+    azure_url: str,
+) -> None:
+    """The holder's commit finds the message that arrived under its lease and hints it
+    again; the next fetch finds it by that hint, with no sweep of the rows."""
+    from duratask.backends.azure import AzureOrchestrationService
+
+    worker, client = AzureOrchestrationService(azure_url), AzureOrchestrationService(azure_url)
+    await worker.open()
+    await client.open()
+    try:
+        await client.create_instance(started("i"), NO_REUSE)
+        item = await worker.lock_next_orchestration_work_item("w", LEASE)
+        assert item is not None and item.instance_id == "i"
+        no_sweeps(worker)
+
+        assert await client.send_message(raised("i", "go"))
+        # Its hint is read and dropped: the instance is leased.
+        assert await worker.lock_next_orchestration_work_item("w", LEASE) is None
+
+        await worker.commit_episode(
+            LeaseHeld(item.lock_token, item.history_length), first_episode(item)
+        )
+        again = await worker.lock_next_orchestration_work_item("w", LEASE)
+        assert again is not None and again.instance_id == "i"
+        assert [type(m.message.event).__name__ for m in again.messages] == ["EventRaised"]
+    finally:
+        await worker.delete_task_hub()
+        await worker.close()
+        await client.close()
+
+
+def no_sweeps(store: Any) -> None:
+    """Keep ``store`` from reading the rows for orchestration work for an hour: what it
+    finds, it finds by hints."""
+    store._next_sweep[ORCHESTRATION] = time.monotonic() + 3600
+    store._soonest.pop(ORCHESTRATION, None)
