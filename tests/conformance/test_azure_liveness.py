@@ -6,6 +6,8 @@ storage request or a hint does. Runs on Azurite (see ``tests/azurite.py``).
   five minutes: the worker's fetch loops and partition renewals go on once it answers again.
 - A hint read by a worker that cannot lease the instance (another holds it) is not a lost
   message: the holder's commit leaves a new hint for the message that arrived meanwhile.
+- The sweep of the rows skips instances another worker holds, so however many are held
+  with messages waiting, a free instance is found.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from duratask.backends._wakeups import ORCHESTRATION
 from duratask.backends.base import LeaseHeld
 
 from .. import azurite
+from .conftest import FakeClock
 from .test_azure_specific import NO_REUSE, first_episode, raised, started
 
 LEASE = timedelta(seconds=30)
@@ -194,3 +197,34 @@ def no_sweeps(store: Any) -> None:
     finds, it finds by hints."""
     store._next_sweep[ORCHESTRATION] = time.monotonic() + 3600
     store._soonest.pop(ORCHESTRATION, None)
+
+
+async def test_instances_held_by_a_worker_do_not_hide_a_free_one_from_the_sweep(
+    azure_url: str, clock: FakeClock
+) -> None:
+    """More instances than one sweep tries, all leased with a message waiting, and an
+    instance free to run: the sweep skips the held ones and finds it."""
+    from duratask.backends.azure import AzureOrchestrationService, _rows
+
+    a = AzureOrchestrationService(azure_url, clock=clock)
+    b = AzureOrchestrationService(azure_url, clock=clock)
+    await a.open()
+    await b.open()
+    try:
+        held = [f"held-{n:02d}" for n in range(_rows._SCAN_CANDIDATES + 1)]
+        for iid in held:
+            await a.create_instance(started(iid), NO_REUSE)
+        for _ in held:
+            assert await a.lock_next_orchestration_work_item("a", LEASE) is not None
+        for iid in held:  # a message for each, waiting for the lease to end
+            assert await b.send_message(raised(iid, "go"))
+        clock.advance(timedelta(seconds=1))
+        await b.create_instance(started("free"), NO_REUSE)
+        clock.advance(timedelta(seconds=1))
+
+        item = await b.lock_next_orchestration_work_item("b", LEASE)
+        assert item is not None and item.instance_id == "free"
+    finally:
+        await a.delete_task_hub()
+        await a.close()
+        await b.close()

@@ -124,26 +124,39 @@ class DequeueStore(InboxStore):
         return None
 
     async def _instance_candidates(self, served: frozenset[str] | None) -> list[str]:
-        """Instances of the ``served`` partitions with a due message (oldest first), or
-        with work to settle. A message of another partition that waited longer than a
-        partition lease is a candidate too: its owner may not run that orchestration (a
-        work filter) or may be stuck; the instance's own lease still keeps it to one worker."""
+        """Instances of the ``served`` partitions with a due message (oldest first) that no
+        worker holds, or with work to settle. A message of another partition that waited
+        longer than ``OVERDUE_AFTER`` is a candidate too: its owner may not run that
+        orchestration (a work filter) or may be stuck; the instance's own lease still keeps
+        it to one worker."""
         now_time = self._now()
         now = codec.to_text(now_time)
         overdue = codec.to_text(now_time - timedelta(seconds=OVERDUE_AFTER))
         rows = await self._query(
             "history",
-            "( RowKey ge @m and RowKey lt @end ) or ( RowKey eq @s and Staged ne @empty )",
+            "( RowKey ge @m and RowKey lt @end ) or "
+            "( RowKey eq @s and ( Staged ne @empty or Token ne @empty ) )",
             {"m": codec.MESSAGE, "end": "o.", "s": codec.SENTINEL, "empty": ""},
         )
+        # Instances a worker holds now: their messages wait for its commit, which hints
+        # them again (trying them would cost a read each and crowd out the others).
+        held = {
+            row["PartitionKey"]
+            for row in rows
+            if row["RowKey"] == codec.SENTINEL and row["Token"] and self._lease_live(row, now_time)
+        }
         best: dict[str, tuple[str, str]] = {}
         for row in rows:
             key = row["RowKey"]
             pk = row["PartitionKey"]
             mine = served is None or self._control_queue(codec.untable_key(pk)) in served
+            if key == codec.SENTINEL and not row.get("Staged"):
+                continue
             if key.startswith(codec.MESSAGE):
                 if row["Due"] > now:
                     self._held_back(ORCHESTRATION, codec.from_text(row["Due"]))
+                    continue
+                if pk in held:
                     continue
                 if not mine and row["Due"] > overdue:
                     continue
