@@ -4,11 +4,12 @@ and when to sweep the rows instead, for work whose hint was lost or is not due y
 
 A queue is read at once when this process queued a hint to it since the store object last
 read it (a client or worker of the same process, on the same hub, made the work); otherwise
-it is read again only after an idle interval that doubles while the queue stays empty, from
-``_IDLE_FIRST`` to ``_IDLE_MAX`` seconds, and drops back once a read finds hints. Hints
-queued by other processes are then seen within ``_IDLE_MAX`` seconds, and the sweep of the
-rows (every ``_SWEEP_EVERY`` seconds) finds their work even sooner or when a hint is lost:
-polling an idle hub costs a few requests a second, not one per fetch.
+it is read again only after an idle interval that doubles while the queue holds nothing
+but this process's own hints, from ``_IDLE_FIRST`` to ``_IDLE_MAX`` seconds, and drops back
+once a read finds hints other processes queued (or a full read). Hints queued by other
+processes are then seen within ``_IDLE_MAX`` seconds, and the sweep of the rows (every
+``_SWEEP_EVERY`` seconds) finds their work even sooner or when a hint is lost: polling an
+idle hub costs a few requests a second, not one per fetch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from duratask.backends._wakeups import ACTIVITY, ORCHESTRATION
 from duratask.backends.azure._core import StoreCore
 from duratask.backends.azure._rows import (
     _HINT_HIDDEN,
@@ -28,6 +30,7 @@ from duratask.backends.azure._rows import (
     _SWEEP_EVERY,
 )
 
+_HINTS_READ = 32  # hints one read takes at most (the queue service's limit)
 _IDLE_FIRST = 0.05  # seconds before an empty queue is read again
 _IDLE_MAX = 2.0  # seconds between two reads of a queue that stays empty, at most
 
@@ -54,6 +57,9 @@ class HintStore(StoreCore):
             return
         if not hidden:
             _QUEUED[(self._hub_key, queue)] += 1
+            # Wake this process's workers now that the hint is there to read (the wake-up
+            # of the write itself may have come before it).
+            self._changed([ACTIVITY if queue == self._workitems_name else ORCHESTRATION])
 
     def _hinted_here(self, queue: str) -> bool:
         """Whether this process queued a hint to ``queue`` since this store object last
@@ -85,7 +91,7 @@ class HintStore(StoreCore):
             self._soonest[kind] = due
 
     async def _receive_hints(self, queue: str) -> list[tuple[str, Any, dict[str, Any]]]:
-        """Up to 32 hints of a queue, hidden for a while from other workers."""
+        """Up to ``_HINTS_READ`` hints of a queue, hidden for a while from other workers."""
         if not self._wall_clock:
             return []
         queued = _QUEUED[(self._hub_key, queue)]
@@ -93,7 +99,7 @@ class HintStore(StoreCore):
         try:
             client = self._c().queues[queue]
             pages = client.receive_messages(
-                messages_per_page=32, visibility_timeout=_HINT_HIDDEN
+                messages_per_page=_HINTS_READ, visibility_timeout=_HINT_HIDDEN
             ).by_page()
             async for page in pages:
                 hints = [(queue, m, json.loads(m.content)) async for m in page]
@@ -101,11 +107,15 @@ class HintStore(StoreCore):
         except Exception as exc:
             _LOG.debug("hints of %s not read: %s", queue, exc)
             queued = self._queue_seen.get(queue, 0)  # this process's hints: still unread
+        own = queued - self._queue_seen.get(queue, 0)
         self._queue_seen[queue] = queued
-        if hints:
+        if len(hints) == _HINTS_READ:  # there may be more: read again at once
             self._queue_idle.pop(queue, None)
             self._queue_next.pop(queue, None)
-        else:
+        elif len(hints) > own:  # other processes hint this queue: look again soon
+            self._queue_idle[queue] = _IDLE_FIRST
+            self._queue_next[queue] = time.monotonic() + _IDLE_FIRST
+        else:  # empty, or only this process's hints (it reads them as it queues them)
             idle = min(max(self._queue_idle.get(queue, 0.0) * 2, _IDLE_FIRST), _IDLE_MAX)
             self._queue_idle[queue] = idle
             self._queue_next[queue] = time.monotonic() + idle
