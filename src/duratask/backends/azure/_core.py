@@ -101,6 +101,8 @@ class StoreCore:
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
         self._rows: dict[tuple[str, str], tuple[str, Row, bool]] = {}
+        # The message rows of each instance this store object leased, as the lease read them.
+        self._leased_inbox: dict[str, frozenset[str]] = {}
         self.calls: Counter[str] = Counter()
         """Storage requests this store object made, by service: table, queue, blob."""
         self._opened = False
@@ -351,4 +353,5 @@ class StoreCore:
     def _remember(self, pk: str, rk: str, etag: str, row: Row, quiet: bool = False) -> None:
         if len(self._rows) > _REMEMBERED_ROWS:
             self._rows.clear()
+            self._leased_inbox.clear()
         self._rows[(pk, rk)] = (etag, dict(row), quiet)

@@ -241,7 +241,9 @@ class DequeueStore(InboxStore):
                 etag=part.etag,
                 match_condition=MatchConditions.IfNotModified,
             )
-            self._remember(codec.table_key(instance_id), codec.SENTINEL, meta["etag"], updated)
+            pk = codec.table_key(instance_id)
+            self._remember(pk, codec.SENTINEL, meta["etag"], updated)
+            self._leased_inbox[pk] = frozenset(m["RowKey"] for m in part.messages)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 raise _Stale from None  # another worker, or a message, came first

@@ -156,7 +156,10 @@ class EpisodeStore(DequeueStore):
                 row, etag = dict(found), _etag(found)
             ops.append(("delete", {"PartitionKey": apk, "RowKey": akey}, _if_match(etag)))
         consumed = {codec.row_key(codec.MESSAGE, i) for i in commit.consumed_message_ids}
-        present = consumed if fast else {m["RowKey"] for m in part.messages}
+        # The inbox as last read: at the lease (a commit on the remembered sentinel; any
+        # message since changed the ETag, and the transaction is refused), or just now.
+        inbox = self._leased_inbox.pop(pk, frozenset())
+        present = consumed | inbox if fast else {m["RowKey"] for m in part.messages}
         for key in sorted(consumed & present):
             ops.append(("delete", {"PartitionKey": pk, "RowKey": key}))
         stored = await self._state(sentinel)
