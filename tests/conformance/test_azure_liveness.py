@@ -3,7 +3,8 @@ storage request or a hint does. Runs on Azurite (see ``tests/azurite.py``).
 
 - A storage service that stops answering (the connection stays open, no reply comes)
   holds a request only for the store's read timeout, not the client library's default of
-  five minutes: the worker's fetch loops and partition renewals go on once it answers again.
+  five minutes, and is retried after short waits (not the queue and blob clients' own 15 s
+  and more): the worker's fetch loops and partition renewals go on once it answers again.
 - A hint read by a worker that cannot lease the instance (another holds it) is not a lost
   message: the holder's commit leaves a new hint for the message that arrived meanwhile.
 - The sweep of the rows skips instances another worker holds, so however many are held
@@ -158,6 +159,36 @@ async def test_a_request_that_gets_no_answer_is_given_up_and_the_worker_goes_on(
         await worker.shutdown()
         await asyncio.wait_for(run, timeout=60)
         await client.close()
+
+
+@pytest.mark.parametrize("silent", ["queue", "blob"])
+async def test_a_fetch_held_by_a_service_that_stops_answering_ends_in_seconds(
+    proxied: tuple[str, str, list[SilentProxy]], monkeypatch: pytest.MonkeyPatch, silent: str
+) -> None:
+    """A fetch whose hint read (queue) or partition lease renewal (blob) gets no answer
+    returns after its timeouts and a few short retries: the queue and blob clients' own
+    waits between retries start at 15 s and grow, which held the fetch loop for a minute."""
+    from duratask.backends.azure import AzureOrchestrationService, _core
+
+    monkeypatch.setattr(_core, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(_core, "HINT_TIMEOUT", 1.0)
+    _, through, proxies = proxied
+    store = AzureOrchestrationService(through)
+    await store.open()
+    try:
+        assert await store.lock_next_orchestration_work_item("w", LEASE) is None
+        store._partitions._next_round = 0.0  # renew the partitions' leases at the next fetch
+        store._queue_next.clear()  # and read a control queue
+        proxies[("blob", "queue", "table").index(silent)].silent = True
+        started = time.monotonic()
+        assert await store.lock_next_orchestration_work_item("w", LEASE) is None
+        # About 4 s (queue: 1 s, a retry after 1.7 s, 1 s) or 12 s (blob: three retries);
+        # with the clients' own waits, 17 s or over a minute.
+        assert time.monotonic() - started < {"queue": 12, "blob": 40}[silent]
+    finally:
+        for proxy in proxies:
+            proxy.silent = False
+        await store.close()
 
 
 async def test_a_hint_read_while_another_holds_the_instance_is_not_a_lost_message(

@@ -217,9 +217,15 @@ class StoreCore:
             "raw_request_hook": self._counter(service),
             "connection_timeout": min(CONNECT_TIMEOUT, HINT_TIMEOUT) if hints else CONNECT_TIMEOUT,
             "read_timeout": HINT_TIMEOUT if hints else READ_TIMEOUT,
-            "retry_total": HINT_RETRIES if hints else 4,
+            "retry_total": HINT_RETRIES if hints else 4 if service == "table" else 3,
+            # The table client's waits between retries (0.2 s doubling, 2 s at most) ...
             "retry_backoff_factor": 0.2,
             "retry_backoff_max": 2,
+            # ... and the queue and blob clients' (theirs start at 15 s: a partition lease
+            # renewal retried once would hold the fetch loop that long): 1.7 s, 2.5 s, 3.6 s.
+            "initial_backoff": 0.2,
+            "increment_base": 1.5,
+            "random_jitter_range": 0.2,
         }
 
     def _counter(self, service: str) -> Callable[[Any], None]:
