@@ -58,8 +58,10 @@ READ_TIMEOUT = 20.0
 # request is given up sooner, and retried once.
 HINT_TIMEOUT = 3.0
 HINT_RETRIES = 1
-# Per-request options of a queue request that is not about hints (creating, deleting).
-_PATIENT: dict[str, Any] = {"read_timeout": READ_TIMEOUT, "retry_total": 4}
+# Per-request options of creating and deleting a hub's tables, queues and containers: a
+# one-off, and not retried when its answer is late (Azurite under load pauses everything
+# for tens of seconds now and then), so it waits longer.
+_PATIENT: dict[str, Any] = {"read_timeout": 120.0, "retry_total": 4}
 
 
 class StoreCore:
@@ -253,7 +255,7 @@ class StoreCore:
         self._opened = True
         clients = self._c()
         for name in self._names.values():
-            await clients.table_service.create_table_if_not_exists(name)
+            await clients.table_service.create_table_if_not_exists(name, **_PATIENT)
         for queue in clients.queues.values():
             try:
                 await queue.create_queue(**_PATIENT)
@@ -261,7 +263,7 @@ class StoreCore:
                 pass
         for container in (clients.container, clients.leases):
             try:
-                await container.create_container()
+                await container.create_container(**_PATIENT)
             except ResourceExistsError:
                 pass
 
@@ -288,11 +290,11 @@ class StoreCore:
         self._opened = True
         clients = self._c()
         for name in self._names.values():
-            await clients.table_service.delete_table(name)
+            await clients.table_service.delete_table(name, **_PATIENT)
         for queue in clients.queues.values():
             await _ignore_missing(queue.delete_queue(**_PATIENT))
-        await _ignore_missing(clients.container.delete_container())
-        await _ignore_missing(clients.leases.delete_container())
+        await _ignore_missing(clients.container.delete_container(**_PATIENT))
+        await _ignore_missing(clients.leases.delete_container(**_PATIENT))
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
