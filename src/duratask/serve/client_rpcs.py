@@ -8,6 +8,7 @@ instance reads the same from an SDK, from duratask's client, its CLI and its das
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from duratask.serve.protocol import (
 from duratask.state import OrchestrationState, OrchestrationStatus
 
 HISTORY_CHUNK = 200  # events per HistoryChunk of StreamInstanceHistory
+_TAGS_KEPT = 10_000  # executions whose tags are remembered
 _LONGEST_WAIT = timedelta(days=1)
 
 
@@ -88,16 +90,31 @@ class ClientRpcs:
         self.client = client
         self._codec = PayloadCodec(RawJson())
         self._start_eagerly = start_eagerly
+        # The tags of the executions this server started lately (an execution's tags never
+        # change), so that answering a wait on one needs no history read.
+        self._started_tags: OrderedDict[tuple[str, str | None], dict[str, str] | None] = (
+            OrderedDict()
+        )
 
-    async def _tags(self, instance_id: str) -> dict[str, str] | None:
-        history = await self.client.store.get_history(instance_id)
+    async def _tags(self, state: OrchestrationState) -> dict[str, str] | None:
+        """The tags of the instance's execution (its start's): remembered from the start
+        this server made, else read from the history."""
+        key = (state.instance_id, state.execution_id)
+        if key in self._started_tags:
+            return self._started_tags[key]
+        history = await self.client.store.get_history(state.instance_id)
         start = next((e for e in history if isinstance(e, ExecutionStarted)), None)
         return start.tags if start is not None else None
+
+    def _remember_tags(self, start: ExecutionStarted) -> None:
+        self._started_tags[(start.instance_id, start.execution_id)] = start.tags
+        if len(self._started_tags) > _TAGS_KEPT:
+            self._started_tags.popitem(last=False)
 
     async def _state(self, state: OrchestrationState | None, payloads: bool) -> Any:
         if state is None:
             return pb.GetInstanceResponse(exists=False)
-        tags = await self._tags(state.instance_id)
+        tags = await self._tags(state)
         return pb.GetInstanceResponse(
             exists=True, orchestrationState=state_to_pb(state, payloads=payloads, tags=tags)
         )
@@ -129,6 +146,8 @@ class ClientRpcs:
             replaceable = TERMINAL_STATUSES
         if self._start_eagerly is None or not await self._start_eagerly(message, replaceable):
             await self.client.store.create_instance(message, replaceable=replaceable)
+        assert isinstance(message.event, ExecutionStarted)
+        self._remember_tags(message.event)
         return pb.CreateInstanceResponse(instanceId=message.instance_id)
 
     async def get(self, request: pb.GetInstanceRequest) -> pb.GetInstanceResponse:

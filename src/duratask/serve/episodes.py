@@ -21,7 +21,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from duratask import _actions as act
 from duratask import history as h
 from duratask._engine import ExecutionResult, rewound_view
-from duratask.backends.base import OrchestrationCommit
+from duratask.backends.base import LockedMessage, OrchestrationCommit, OrchestrationMessage
 from duratask.serve.protocol import ProtocolError, action_from_pb, optional_text
 from duratask.state import FailureDetails, OrchestrationStatus
 from duratask.worker._episode import Defer, EpisodeInput, plan_episode
@@ -150,6 +150,13 @@ class WorkerReply:
         return cls(actions, custom_status)
 
 
+def first_input(message: OrchestrationMessage) -> EpisodeInput:
+    """A new instance's first episode before the create that leases it is stored: no row,
+    no history, its start message delivered once (the input that lease gives but for the
+    message's id, which only the commit uses)."""
+    return EpisodeInput(message.instance_id, None, [], 0, [LockedMessage(0, message, 1)])
+
+
 def prepare(source: EpisodeInput, now: datetime) -> OrchestrationCommit | Defer | CodeRequest:
     """Plan an episode: a commit or a deferral that needs no code, or the events to send
     to a worker."""
@@ -178,4 +185,4 @@ def finish(source: EpisodeInput, now: datetime, reply: WorkerReply) -> Orchestra
     return planned
 
 
-__all__ = ["CodeRequest", "WorkerReply", "finish", "give_up", "prepare"]
+__all__ = ["CodeRequest", "WorkerReply", "finish", "first_input", "give_up", "prepare"]

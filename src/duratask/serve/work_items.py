@@ -27,6 +27,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 
 from duratask import history as h
 from duratask.backends.base import (
+    ActivityRequest,
     ActivityWorkItem,
     EagerLease,
     EntityWorkItem,
@@ -44,7 +45,15 @@ from duratask.backends.base import (
 from duratask.entities._context import EntityAction, SignalAction, StartOrchestrationAction
 from duratask.entities._executor import EntityBatchResult, OperationResult
 from duratask.errors import InstanceBusyError, LeaseLostError
-from duratask.serve.episodes import CodeRequest, WorkerReply, finish, give_up, prepare
+from duratask.serve.ahead import Ahead
+from duratask.serve.episodes import (
+    CodeRequest,
+    WorkerReply,
+    finish,
+    first_input,
+    give_up,
+    prepare,
+)
 from duratask.serve.known_histories import KnownHistories
 from duratask.serve.protocol import (
     ProtocolError,
@@ -183,7 +192,9 @@ class _Stream:
 class _LeasedEpisode:
     """An episode at a worker: on a leased instance (``item``), or straight through on an
     activity's result (``finished`` with its ``result``, not stored yet: the episode's
-    commit consumes it, or it is stored as a message if that cannot be)."""
+    commit consumes it, or it is stored as a message if that cannot be), or the first
+    episode of an instance sent ahead of the commit that creates and leases it (``ahead``;
+    ``item`` and ``source`` are set when that commit is durable)."""
 
     stream: _Stream
     item: OrchestrationWorkItem | None
@@ -191,6 +202,20 @@ class _LeasedEpisode:
     now: datetime
     finished: ActivityWorkItem | None = None
     result: OrchestrationMessage | None = None
+    ahead: Ahead[OrchestrationWorkItem] | None = None
+    plan: CodeRequest | None = None  # what was sent ahead
+
+    @property
+    def in_flight(self) -> bool:
+        """Sent ahead of its commit, which has not ended yet."""
+        return self.ahead is not None and not self.ahead.settled
+
+    async def leased_item(self) -> OrchestrationWorkItem | None:
+        """The leased work item (None straight through), once the commit it was sent ahead
+        of is durable; :class:`LeaseLostError` if that commit failed."""
+        if self.item is None and self.ahead is not None:
+            await self.ahead.item()  # sets item and source as it lands
+        return self.item
 
     def fence(self) -> EpisodeFence:
         if self.item is not None:
@@ -202,8 +227,26 @@ class _LeasedEpisode:
 
 @dataclass(eq=False)
 class _LeasedActivity:
+    """An activity at a worker; one sent ahead of the commit that leases it has ``item``
+    None until that commit is durable (``ahead``)."""
+
     stream: _Stream
-    item: ActivityWorkItem
+    request: ActivityRequest
+    item: ActivityWorkItem | None
+    ahead: Ahead[ActivityWorkItem] | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        """Sent ahead of its commit, which has not ended yet."""
+        return self.ahead is not None and not self.ahead.settled
+
+    async def leased_item(self) -> ActivityWorkItem:
+        """The store's work item; :class:`LeaseLostError` if it was sent ahead of a commit
+        that failed."""
+        if self.item is None:
+            assert self.ahead is not None
+            self.item = await self.ahead.item()
+        return self.item
 
 
 @dataclass(eq=False)
@@ -365,6 +408,8 @@ class WorkItemStreams:
             if leased is None:
                 continue
             released += 1
+            if isinstance(leased, _LeasedEpisode | _LeasedActivity) and leased.in_flight:
+                continue  # its commit is running: the call making it hands the item back
             if isinstance(leased, _LeasedActivity) and token not in unsent:
                 delivered_activities += 1
                 continue
@@ -413,20 +458,65 @@ class WorkItemStreams:
         )
         if stream is None:
             return False
-        stream.orchestration_slots.take()  # held while the create runs
+        # The store's write runs in a task of its own, after the stream's sender has taken
+        # the episode sent ahead to gRPC.
+        ahead = self._send_start_ahead(stream, message)
+        if ahead is None:
+            stream.orchestration_slots.take()  # held while the create runs
         try:
             item = await self._store.create_and_lease_instance(
                 message, replaceable, stream.owner, self._lease, stream.work_filter
             )
+        except BaseException:
+            if ahead is not None:
+                self._refuse_ahead(*ahead)
+            raise
         finally:
-            stream.orchestration_slots.give()
+            if ahead is None:
+                stream.orchestration_slots.give()
+        if item is not None and stream.closed:
+            with contextlib.suppress(Exception):
+                await self._store.abandon_orchestration_work_item(item)
+            item = None
+        if ahead is not None:
+            token, episode = ahead
+            if item is not None and prepare(EpisodeInput.of(item), episode.now) == episode.plan:
+                episode.item, episode.source = item, EpisodeInput.of(item)
+                assert episode.ahead is not None
+                episode.ahead.land(item)
+                return True
+            # Nothing leased (the instance replaced another, or waits for a fetch), or not
+            # the episode that was sent: that one is refused, the item runs as usual.
+            self._refuse_ahead(token, episode)
         if item is not None:
-            if stream.closed:
-                with contextlib.suppress(Exception):
-                    await self._store.abandon_orchestration_work_item(item)
-            else:
-                await self._dispatch_episode(stream, item)
+            await self._dispatch_episode(stream, item)
         return True
+
+    def _send_start_ahead(
+        self, stream: _Stream, message: OrchestrationMessage
+    ) -> tuple[str, _LeasedEpisode] | None:
+        """Send a new instance's first episode to the stream's worker before the commit
+        that creates and leases the instance (see :mod:`duratask.serve.ahead`): its
+        token and episode, or None for an instance not due at once."""
+        event = message.event
+        assert isinstance(event, h.ExecutionStarted)
+        if message.visible_at is not None or event.scheduled_start_time is not None:
+            return None
+        now = self._clock()
+        source = first_input(message)
+        planned = prepare(source, now)
+        if not isinstance(planned, CodeRequest):
+            return None
+        episode = _LeasedEpisode(stream, None, source, now, ahead=Ahead(), plan=planned)
+        return self._send_episode(stream, episode, planned), episode
+
+    def _refuse_ahead(self, token: str, leased: _LeasedEpisode | _LeasedActivity) -> None:
+        """The commit an item was sent ahead of failed or did not lease it: its completion
+        is refused (if the worker sent it already, it waits on ``ahead``)."""
+        assert leased.ahead is not None
+        leased.ahead.fail()
+        if self._leased.get(token) is leased:
+            self._drop(token)
 
     async def _idle(self, kind: str, delay: float) -> None:
         if isinstance(self._store, SupportsWakeUps):
@@ -547,7 +637,7 @@ class WorkItemStreams:
             return
         self._send_episode(stream, _LeasedEpisode(stream, item, source, now), planned)
 
-    def _send_episode(self, stream: _Stream, episode: _LeasedEpisode, planned: CodeRequest) -> None:
+    def _send_episode(self, stream: _Stream, episode: _LeasedEpisode, planned: CodeRequest) -> str:
         token = self._hold(stream, episode)
         stream.orchestration_slots.take()
         request = pb.OrchestratorRequest(
@@ -557,6 +647,7 @@ class WorkItemStreams:
             newEvents=events_to_pb(planned.new_events),
         )
         stream.queue.put_nowait(pb.WorkItem(orchestratorRequest=request, completionToken=token))
+        return token
 
     async def _activities(self, stream: _Stream) -> None:
         delay = 0.01
@@ -606,8 +697,14 @@ class WorkItemStreams:
 
     def _send_activity(self, stream: _Stream, item: ActivityWorkItem) -> None:
         """Hand a leased activity to the stream's worker (its slot already taken)."""
-        token = self._hold(stream, _LeasedActivity(stream, item))
-        req = item.request
+        self._send_activity_request(
+            stream, _LeasedActivity(stream, item.request, item), item.request
+        )
+
+    def _send_activity_request(
+        self, stream: _Stream, leased: _LeasedActivity, req: ActivityRequest
+    ) -> str:
+        token = self._hold(stream, leased)
         request = pb.ActivityRequest(
             name=req.name,
             version=text(req.version),
@@ -618,6 +715,7 @@ class WorkItemStreams:
             taskId=req.task_id,
         )
         stream.queue.put_nowait(pb.WorkItem(activityRequest=request, completionToken=token))
+        return token
 
     async def _entities(self, stream: _Stream) -> None:
         delay = 0.01
@@ -703,7 +801,8 @@ class WorkItemStreams:
                 continue
             try:
                 if isinstance(leased, _LeasedActivity):
-                    await self._store.renew_activity_work_item(leased.item, self._lease)
+                    if leased.item is not None:  # else its commit is running
+                        await self._store.renew_activity_work_item(leased.item, self._lease)
                 elif isinstance(leased, _LeasedEntity):
                     await self._store.renew_entity_work_item(leased.item, self._lease)
                 elif leased.item is not None:
@@ -745,10 +844,12 @@ class WorkItemStreams:
 
     async def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
         """Commit the episode the worker ran; :class:`LeaseLostError` if its lease was
-        taken over, :class:`UnknownTokenError` if it is not held here."""
+        taken over (or the commit it was sent ahead of failed), :class:`UnknownTokenError`
+        if it is not held here."""
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedEpisode):
             raise UnknownTokenError(f"{response.completionToken!r} names no orchestration")
+        await leased.leased_item()  # an episode sent ahead: once its lease is durable
         planned = finish(leased.source, leased.now, WorkerReply.of(response))
         if isinstance(planned, Defer):
             await self._give_back(leased, planned.retry_at)
@@ -758,38 +859,82 @@ class WorkItemStreams:
         stream = leased.stream
         eager = 0 if stream.closed else self._eager_count(stream, planned)
         commit = planned
+        ahead: list[tuple[str, _LeasedActivity]] = []
         if eager:
             # The worker that ran the episode has room for its first activities: lease them
-            # to it in the commit, sparing a fetch round trip each.
-            stream.activity_slots.take(eager)
+            # to it in the commit, sparing a fetch round trip each, and send them now, ahead
+            # of the commit (their completions wait until it is durable).
             commit = replace(planned, eager_activities=EagerLease(stream.owner, self._lease, eager))
+            ahead = [self._send_activity_ahead(stream, a) for a in planned.activities[:eager]]
         try:
             leased_now = await self._store.commit_episode(leased.fence(), commit)
         except (InstanceBusyError, LeaseLostError):
             self._known.forget(leased.source.instance_id)
-            for _ in range(eager):
-                stream.activity_slots.give()
+            for token, activity in ahead:
+                self._refuse_ahead(token, activity)
             if leased.item is not None:
                 raise  # the lease was taken over: the completion is refused
             # The instance moved on meanwhile: the result goes the usual way.
             await self._store_result(leased)
             return
+        except Exception:
+            self._known.forget(leased.source.instance_id)
+            for token, activity in ahead:
+                self._refuse_ahead(token, activity)
+            # As duratask's workers do with an episode that failed: it goes back, to run
+            # again after a pause (given up after max_deliveries if it keeps failing).
+            with contextlib.suppress(Exception):
+                await self._give_back(leased, self._clock() + _ABANDON_BACKOFF)
+            raise
         except BaseException:
             self._known.forget(leased.source.instance_id)
-            for _ in range(eager):
-                stream.activity_slots.give()
+            for token, activity in ahead:
+                self._refuse_ahead(token, activity)
             raise
         source = leased.source
         self._known.committed(source.state, source.history, source.history_length, commit)
-        for item in leased_now:
-            if stream.closed:
-                with contextlib.suppress(Exception):
-                    await self._store.abandon_activity_work_item(item)
-                stream.activity_slots.give()
-            else:
-                self._send_activity(stream, item)
-        for _ in range(eager - len(leased_now)):
-            stream.activity_slots.give()
+        self._land_activities(stream, ahead, leased_now)
+
+    def _send_activity_ahead(
+        self, stream: _Stream, request: ActivityRequest
+    ) -> tuple[str, _LeasedActivity]:
+        """Send an activity the commit being made will lease to the stream (its slot taken
+        now), ahead of that commit."""
+        stream.activity_slots.take()
+        leased = _LeasedActivity(stream, request, None, Ahead())
+        return self._send_activity_request(stream, leased, request), leased
+
+    def _land_activities(
+        self,
+        stream: _Stream,
+        ahead: list[tuple[str, _LeasedActivity]],
+        leased_now: list[ActivityWorkItem],
+    ) -> None:
+        """The commit is durable: each activity sent ahead gets the work item the commit
+        leased for it (one it did not lease is refused); a stream that ended meanwhile
+        hands them all back."""
+        if stream.closed:
+            for token, activity in ahead:
+                self._refuse_ahead(token, activity)
+            for item in leased_now:
+                self._spawn(self._abandon_activity(item))
+            return
+        by_task = {item.request.task_id: item for item in leased_now}
+        for token, activity in ahead:
+            found = by_task.pop(activity.request.task_id, None)
+            if found is None:
+                self._refuse_ahead(token, activity)
+                continue
+            activity.item = found
+            assert activity.ahead is not None
+            activity.ahead.land(found)
+        for item in by_task.values():  # leased but not sent ahead (never, as planned)
+            stream.activity_slots.take()
+            self._send_activity(stream, item)
+
+    async def _abandon_activity(self, item: ActivityWorkItem) -> None:
+        with contextlib.suppress(Exception):
+            await self._store.abandon_activity_work_item(item)
 
     @staticmethod
     def _eager_count(stream: _Stream, commit: OrchestrationCommit) -> int:
@@ -811,7 +956,8 @@ class WorkItemStreams:
         leased = self._drop(response.completionToken)
         if not isinstance(leased, _LeasedActivity):
             raise UnknownTokenError(f"{response.completionToken!r} names no activity work item")
-        req = leased.item.request
+        item = await leased.leased_item()  # one sent ahead: once its lease is durable
+        req = item.request
         event: h.HistoryEvent
         if response.HasField("failureDetails"):
             event = h.TaskFailed(
@@ -827,7 +973,7 @@ class WorkItemStreams:
             )
         message = OrchestrationMessage(req.instance_id, event, req.execution_id)
         try:
-            straight = await self._straight_through(leased, message)
+            straight = await self._straight_through(leased.stream, item, message)
         except Exception:
             _LOG.warning(
                 "cannot run the next episode of %r on its activity's result at once; "
@@ -838,17 +984,17 @@ class WorkItemStreams:
             )
             straight = False
         if not straight:
-            await self._store.complete_activity_work_item(leased.item, message)
+            await self._store.complete_activity_work_item(item, message)
 
     async def _straight_through(
-        self, leased: _LeasedActivity, message: OrchestrationMessage
+        self, stream: _Stream, item: ActivityWorkItem, message: OrchestrationMessage
     ) -> bool:
         """Send the instance's next episode to the activity's worker at once, on the result
         it just gave (not stored: the episode's commit consumes it, fenced on the instance
         being unchanged), as duratask's workers do; one commit per step instead of two.
         False when that cannot be (the worker has no room or does not run the
         orchestration, the instance moved on)."""
-        stream, req = leased.stream, leased.item.request
+        req = item.request
         if stream.closed or stream.orchestration_slots.free <= 0:
             return False
         known = self._known.get(req.instance_id)
@@ -875,7 +1021,7 @@ class WorkItemStreams:
             return False
         if stream.orchestration_slots.free <= 0:
             return False
-        episode = _LeasedEpisode(stream, None, source, now, leased.item, message)
+        episode = _LeasedEpisode(stream, None, source, now, item, message)
         self._send_episode(stream, episode, planned)
         return True
 
@@ -901,13 +1047,15 @@ class WorkItemStreams:
         """Release an item unfinished; a straight-through episode's activity result is
         stored, so that it is not lost."""
         if isinstance(leased, _LeasedActivity):
-            await self._store.abandon_activity_work_item(leased.item)
+            await self._store.abandon_activity_work_item(await leased.leased_item())
         elif isinstance(leased, _LeasedEntity):
             await self._store.abandon_entity_work_item(leased.item, retry_at)
-        elif leased.item is not None:
-            await self._store.abandon_orchestration_work_item(leased.item, retry_at)
-        else:
+        elif leased.finished is not None:
             await self._store_result(leased)
+        else:
+            item = await leased.leased_item()
+            assert item is not None
+            await self._store.abandon_orchestration_work_item(item, retry_at)
 
     async def _store_result(self, leased: _LeasedEpisode) -> None:
         assert leased.finished is not None and leased.result is not None
