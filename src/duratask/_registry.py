@@ -5,12 +5,15 @@ from __future__ import annotations
 import collections.abc
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 _IDENTIFIER_MAX = 256
+# What names and instance ids may not hold (C0 controls and DEL): one search, not a loop.
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ def check_name(name: str, what: str) -> str:
         not isinstance(name, str)
         or not name
         or len(name) > _IDENTIFIER_MAX
-        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or CONTROL_CHARACTER.search(name) is not None
         or not _encodable(name)
     ):
         raise ValueError(f"invalid {what} name {name!r}: 1-{_IDENTIFIER_MAX} printable characters")

@@ -24,7 +24,7 @@ from typing import Any, Self
 from duratask import _local_workers as local_workers
 from duratask._engine import failed_children, locks_released_by_failure
 from duratask._portal import Portal
-from duratask._registry import check_name, function_name
+from duratask._registry import CONTROL_CHARACTER, check_name, function_name
 from duratask._rewind import rewind_message
 from duratask._schedule_client import UNSET, ScheduleOperations
 from duratask._waiting import connected, why_waiting
@@ -136,12 +136,11 @@ def validate_instance_id(instance_id: str) -> str:
             f"instance id is {len(instance_id)} characters long, over the limit of "
             f"{MAX_INSTANCE_ID_LENGTH}: {instance_id[:40]!r}..."
         )
-    for position, char in enumerate(instance_id):
-        if ord(char) < 32 or ord(char) == 127:
-            raise InvalidInstanceIdError(
-                f"instance id {instance_id!r} contains the control character {char!r} "
-                f"at position {position}"
-            )
+    if (control := CONTROL_CHARACTER.search(instance_id)) is not None:
+        raise InvalidInstanceIdError(
+            f"instance id {instance_id!r} contains the control character {control.group()!r} "
+            f"at position {control.start()}"
+        )
     try:
         instance_id.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -41,6 +41,8 @@ class DataConverter(Protocol):
 
 
 _compact = compact_encoder(allow_nan=False)
+# The types JSON text decodes to that pydantic hands back unchanged when asked for them.
+_JSON_SCALARS = frozenset({int, str, bool, float})
 
 
 @functools.lru_cache(maxsize=512)
@@ -60,6 +62,8 @@ class JsonDataConverter:
         """
         if value is None:
             return None
+        if type(value) in _JSON_SCALARS and type(value) is not float:
+            return _compact(value)  # already a JSON value: nothing for pydantic to convert
         try:
             return _compact(pydantic_core.to_jsonable_python(value))
         except UnicodeEncodeError as exc:  # pydantic writes dict keys as UTF-8
@@ -87,6 +91,8 @@ class JsonDataConverter:
             raise SerializationError(f"stored payload is not valid JSON: {exc}") from exc
         if type_hint is None or type_hint is Any:
             return plain
+        if type(plain) is type_hint and type_hint in _JSON_SCALARS:
+            return plain  # what validating it would return
         try:
             return _adapter(type_hint).validate_python(plain)
         except (pydantic.ValidationError, pydantic.PydanticSchemaGenerationError) as exc:

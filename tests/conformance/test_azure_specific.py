@@ -22,10 +22,11 @@ from duratask.backends.base import (
     EntityCommit,
     EntityMessage,
     EntityRecord,
+    InstanceUnchanged,
     OrchestrationCommit,
     OrchestrationMessage,
 )
-from duratask.errors import InvalidStoreUrlError, LeaseLostError
+from duratask.errors import InstanceBusyError, InvalidStoreUrlError, LeaseLostError
 from duratask.history import (
     EventRaised,
     ExecutionStarted,
@@ -178,6 +179,26 @@ async def test_a_stale_owner_cannot_append_when_the_sentinel_changed_under_it(
     with pytest.raises(LeaseLostError):  # the plain path too: its token is gone
         del first._settled_head
         await first.commit_episode(stale.fence(), first_episode(stale))
+
+
+async def test_a_message_the_lease_left_waiting_refuses_a_commit_on_the_unchanged_instance(
+    stores: list[Any], clock: FakeClock
+) -> None:
+    """A message the lease read but the episode could not take (not due yet) is remembered
+    past the commit on the remembered sentinel: once it is due, an episode fenced on the
+    instance being unchanged is refused, as after a fresh read of the partition."""
+    store = stores[0]
+    await store.create_instance(started("a"), NO_REUSE)
+    later = clock.now + timedelta(seconds=5)
+    assert await store.send_message(dataclasses.replace(raised("a", "later"), visible_at=later))
+    item = await store.lock_next_orchestration_work_item("w", LEASE)
+    assert item is not None and len(item.messages) == 1
+    await store.commit_episode(item.fence(), first_episode(item))
+
+    clock.advance(timedelta(seconds=10))
+    again = dataclasses.replace(first_episode(item), consumed_message_ids=[])
+    with pytest.raises(InstanceBusyError):
+        await store.commit_episode(InstanceUnchanged("a-e1", history_length=1), again)
 
 
 async def test_an_outbox_left_by_a_crash_is_delivered_once(stores: list[Any]) -> None:

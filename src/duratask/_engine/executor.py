@@ -24,7 +24,7 @@ from duratask.state import OrchestrationStatus
 from duratask.task import Task
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made at every step, never changed: not frozen (see _episode._Delivery)
 class ExecutionResult:
     """What one episode decided: new actions, the custom status, and the completion if any."""
 

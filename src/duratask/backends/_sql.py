@@ -152,7 +152,7 @@ def state_params(state: OrchestrationState, dialect: Dialect) -> dict[str, Any]:
         "instance_id": state.instance_id,
         "name": state.name,
         "version": state.version,
-        "runtime_status": state.runtime_status.value,
+        "runtime_status": state.runtime_status._value_,  # .value is a descriptor call
         "created_at": to_time(state.created_at),
         "last_updated_at": to_time(state.last_updated_at),
         "completed_at": None if completed_at is None else to_time(completed_at),

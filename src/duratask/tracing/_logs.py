@@ -38,6 +38,8 @@ def log_commit(instance_id: str, commit: OrchestrationCommit) -> None:
                 )
         elif isinstance(event, h.ExecutionCompleted):
             level, name = _ENDINGS.get(event.status, _OTHER_ENDING)
+            if not _LOG.isEnabledFor(level):  # its arguments cost more than the check
+                continue
             failure = event.failure_details
             _LOG.log(
                 level,

@@ -121,16 +121,19 @@ async def run_activity(
         )
         value = codec.decode(request.input, spec.input_type)
         give_up: Callable[[], None] | None = None
+        timeout = request.timeout or default_timeout
+        watched = timeout is not None or request.heartbeat_timeout is not None
         if spec.is_async:
+            # A task of its own, so context variables the activity sets stay with it, as a
+            # sync activity's stay in the copied context its thread runs.
             running: asyncio.Future[Any] = asyncio.ensure_future(spec.fn(ctx, value))
         else:
             call = functools.partial(contextvars.copy_context().run, spec.fn, ctx, value)
             submitted = thread_pool.submit(call)
             running = asyncio.wrap_future(submitted)
             give_up = functools.partial(thread_pool.abandon, submitted)
-        timeout = request.timeout or default_timeout
-        if timeout is None and request.heartbeat_timeout is None:
-            result = await running  # the usual case: no watch
+        if not watched:
+            result = await running
         else:
             watch = _Watch(timeout, request.heartbeat_timeout, heartbeats, give_up)
             result = await watch.wait(running)

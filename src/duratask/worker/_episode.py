@@ -72,7 +72,9 @@ class EpisodeExecutor(Protocol):
     def cursor(self, instance_id: str, past_events: Iterable[h.HistoryEvent]) -> EpisodeCursor: ...
 
 
-@dataclass(frozen=True, slots=True)
+# _Delivery and EpisodeInput are made at every step and never changed once made: not
+# frozen, as a frozen dataclass sets each field through object.__setattr__.
+@dataclass(slots=True)
 class _Delivery:
     """An event for the execution. ``for_any_execution``: it was sent to the instance, not
     to one execution of it (so an execution that ends before applying it passes it on)."""
@@ -88,7 +90,7 @@ class Defer:
     retry_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EpisodeInput:
     """What an episode runs on: an instance's stored row and history, and the messages for
     it. ``messages`` were stored (the commit consumes them); ``result`` is an activity's

@@ -61,7 +61,7 @@ class ActivityStore(InboxStore):
 
         leased: list[ActivityWorkItem] = []
         alone = False
-        if not self._activity_hints:
+        if not self._activity_hints and self._queue_due(self._workitems_name):
             self._activity_hints = await self._receive_hints(self._workitems_name)
         kept: list[tuple[str, Any, dict[str, Any]]] = []
         for hint in self._activity_hints:

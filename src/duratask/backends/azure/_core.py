@@ -48,6 +48,21 @@ from duratask.errors import (
 )
 from duratask.state import OrchestrationState
 
+# Seconds a storage request may take to connect, and to wait for each read of its answer,
+# before it is given up (and retried). The clients' own defaults are 300 s: a request the
+# service never answers (Azurite under load leaves a queue request unanswered for half a
+# minute now and then) would hold a fetch loop, or a partition's renewal, that long.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 20.0
+# Hints are only hints (the sweep of the rows finds what a lost one pointed at): a queue
+# request is given up sooner, and retried once.
+HINT_TIMEOUT = 3.0
+HINT_RETRIES = 1
+# Per-request options of creating and deleting a hub's tables, queues and containers: a
+# one-off, and not retried when its answer is late (Azurite under load pauses everything
+# for tens of seconds now and then), so it waits longer.
+_PATIENT: dict[str, Any] = {"read_timeout": 120.0, "retry_total": 4}
+
 
 class StoreCore:
     """The Azure store's connection and row access."""
@@ -79,10 +94,17 @@ class StoreCore:
         # read again once it passes (a queue's visibility delay has a 1 s grain).
         self._soonest: dict[str, datetime] = {}
         self._control_turn = 0
+        # When to read each queue (see ``_hints``): the count of this process's hints to it
+        # at the last read, the idle interval and the time of the next read.
+        self._queue_seen: dict[str, int] = {}
+        self._queue_idle: dict[str, float] = {}
+        self._queue_next: dict[str, float] = {}
         self._orchestration_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._activity_hints: list[tuple[str, Any, dict[str, Any]]] = []
         self._clients: dict[asyncio.AbstractEventLoop, _Clients] = {}
         self._rows: dict[tuple[str, str], tuple[str, Row, bool]] = {}
+        # The message rows of each instance this store object leased, as the lease read them.
+        self._leased_inbox: dict[str, frozenset[str]] = {}
         self.calls: Counter[str] = Counter()
         """Storage requests this store object made, by service: table, queue, blob."""
         self._opened = False
@@ -90,7 +112,8 @@ class StoreCore:
         # Wake-ups reach every store object on this hub in this process; other processes
         # find new work by polling.
         self._wakeups = WakeUps()
-        self._hub = hub_wakeups(f"azure:{self._target.account}:{hub}")
+        self._hub_key = f"azure:{self._target.account}:{hub}"
+        self._hub = hub_wakeups(self._hub_key)
         self._hub.join(self._wakeups)
 
     async def wait_for_notification(self, timeout: float, *, kind: str | None = None) -> bool:
@@ -187,14 +210,24 @@ class StoreCore:
         )
 
     def _client_options(self, service: str) -> dict[str, Any]:
-        """Options of every client: count requests, and retry a failed one a few times with
+        """Options of every client: count requests, give up a request that gets no answer
+        (see ``READ_TIMEOUT`` and ``HINT_TIMEOUT``), and retry a failed one a few times with
         short waits (the dispatchers retry the whole operation after that, so a storage
         service back after a restart is used again within seconds)."""
+        hints = service == "queue"
         return {
             "raw_request_hook": self._counter(service),
-            "retry_total": 4,
+            "connection_timeout": min(CONNECT_TIMEOUT, HINT_TIMEOUT) if hints else CONNECT_TIMEOUT,
+            "read_timeout": HINT_TIMEOUT if hints else READ_TIMEOUT,
+            "retry_total": HINT_RETRIES if hints else 4 if service == "table" else 3,
+            # The table client's waits between retries (0.2 s doubling, 2 s at most) ...
             "retry_backoff_factor": 0.2,
             "retry_backoff_max": 2,
+            # ... and the queue and blob clients' (theirs start at 15 s: a partition lease
+            # renewal retried once would hold the fetch loop that long): 1.7 s, 2.5 s, 3.6 s.
+            "initial_backoff": 0.2,
+            "increment_base": 1.5,
+            "random_jitter_range": 0.2,
         }
 
     def _counter(self, service: str) -> Callable[[Any], None]:
@@ -222,15 +255,15 @@ class StoreCore:
         self._opened = True
         clients = self._c()
         for name in self._names.values():
-            await clients.table_service.create_table_if_not_exists(name)
+            await clients.table_service.create_table_if_not_exists(name, **_PATIENT)
         for queue in clients.queues.values():
             try:
-                await queue.create_queue()
+                await queue.create_queue(**_PATIENT)
             except ResourceExistsError:
                 pass
         for container in (clients.container, clients.leases):
             try:
-                await container.create_container()
+                await container.create_container(**_PATIENT)
             except ResourceExistsError:
                 pass
 
@@ -257,11 +290,11 @@ class StoreCore:
         self._opened = True
         clients = self._c()
         for name in self._names.values():
-            await clients.table_service.delete_table(name)
+            await clients.table_service.delete_table(name, **_PATIENT)
         for queue in clients.queues.values():
-            await _ignore_missing(queue.delete_queue())
-        await _ignore_missing(clients.container.delete_container())
-        await _ignore_missing(clients.leases.delete_container())
+            await _ignore_missing(queue.delete_queue(**_PATIENT))
+        await _ignore_missing(clients.container.delete_container(**_PATIENT))
+        await _ignore_missing(clients.leases.delete_container(**_PATIENT))
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
@@ -328,4 +361,5 @@ class StoreCore:
     def _remember(self, pk: str, rk: str, etag: str, row: Row, quiet: bool = False) -> None:
         if len(self._rows) > _REMEMBERED_ROWS:
             self._rows.clear()
+            self._leased_inbox.clear()
         self._rows[(pk, rk)] = (etag, dict(row), quiet)

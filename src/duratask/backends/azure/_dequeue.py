@@ -95,10 +95,9 @@ class DequeueStore(InboxStore):
         if self._orchestration_hints and served is not None:
             self._orchestration_hints = [h for h in self._orchestration_hints if h[0] in served]
         if not self._orchestration_hints:
-            queues = [q for q in self._control_names if served is None or q in served]
-            if not queues:
+            queue = self._next_control_queue(served)
+            if queue is None:
                 return []
-            queue = queues[self._control_turn % len(queues)]
             self._orchestration_hints = await self._receive_hints(queue)
             if not self._orchestration_hints:
                 self._control_turn += 1
@@ -110,27 +109,54 @@ class DequeueStore(InboxStore):
             await self._drop_hint(hint)
         return [first] if isinstance(first, str) and first else []
 
+    def _next_control_queue(self, served: frozenset[str] | None) -> str | None:
+        """The ``served`` control queue to read now: one this process hinted since it was
+        last read, else the next in turn whose idle interval passed (None: none is due)."""
+        queues = [q for q in self._control_names if served is None or q in served]
+        for queue in queues:
+            if self._hinted_here(queue):
+                return queue
+        for n in range(len(queues)):
+            queue = queues[(self._control_turn + n) % len(queues)]
+            if self._queue_due(queue):
+                self._control_turn += n
+                return queue
+        return None
+
     async def _instance_candidates(self, served: frozenset[str] | None) -> list[str]:
-        """Instances of the ``served`` partitions with a due message (oldest first), or
-        with work to settle. A message of another partition that waited longer than a
-        partition lease is a candidate too: its owner may not run that orchestration (a
-        work filter) or may be stuck; the instance's own lease still keeps it to one worker."""
+        """Instances of the ``served`` partitions with a due message (oldest first) that no
+        worker holds, or with work to settle. A message of another partition that waited
+        longer than ``OVERDUE_AFTER`` is a candidate too: its owner may not run that
+        orchestration (a work filter) or may be stuck; the instance's own lease still keeps
+        it to one worker."""
         now_time = self._now()
         now = codec.to_text(now_time)
         overdue = codec.to_text(now_time - timedelta(seconds=OVERDUE_AFTER))
         rows = await self._query(
             "history",
-            "( RowKey ge @m and RowKey lt @end ) or ( RowKey eq @s and Staged ne @empty )",
+            "( RowKey ge @m and RowKey lt @end ) or "
+            "( RowKey eq @s and ( Staged ne @empty or Token ne @empty ) )",
             {"m": codec.MESSAGE, "end": "o.", "s": codec.SENTINEL, "empty": ""},
         )
+        # Instances a worker holds now: their messages wait for its commit, which hints
+        # them again (trying them would cost a read each and crowd out the others).
+        held = {
+            row["PartitionKey"]
+            for row in rows
+            if row["RowKey"] == codec.SENTINEL and row["Token"] and self._lease_live(row, now_time)
+        }
         best: dict[str, tuple[str, str]] = {}
         for row in rows:
             key = row["RowKey"]
             pk = row["PartitionKey"]
             mine = served is None or self._control_queue(codec.untable_key(pk)) in served
+            if key == codec.SENTINEL and not row.get("Staged"):
+                continue
             if key.startswith(codec.MESSAGE):
                 if row["Due"] > now:
                     self._held_back(ORCHESTRATION, codec.from_text(row["Due"]))
+                    continue
+                if pk in held:
                     continue
                 if not mine and row["Due"] > overdue:
                     continue
@@ -215,14 +241,17 @@ class DequeueStore(InboxStore):
                 etag=part.etag,
                 match_condition=MatchConditions.IfNotModified,
             )
-            self._remember(codec.table_key(instance_id), codec.SENTINEL, meta["etag"], updated)
+            pk = codec.table_key(instance_id)
+            self._remember(pk, codec.SENTINEL, meta["etag"], updated)
+            self._leased_inbox[pk] = frozenset(m["RowKey"] for m in part.messages)
         except HttpResponseError as exc:
             if exc.status_code in (404, 412):
                 raise _Stale from None  # another worker, or a message, came first
             raise
         length = int(sentinel["Length"])
         known = history_is_known(known_histories, instance_id, sentinel["Exec"] or None, length)
-        history = [] if known else await self._read_history(instance_id, sentinel)
+        fresh = length == 0  # nothing to read
+        history = [] if known or fresh else await self._read_history(instance_id, sentinel)
         messages = []
         for m in visible:
             text = await self._unpack(m["Body"])

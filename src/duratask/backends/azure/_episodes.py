@@ -156,7 +156,10 @@ class EpisodeStore(DequeueStore):
                 row, etag = dict(found), _etag(found)
             ops.append(("delete", {"PartitionKey": apk, "RowKey": akey}, _if_match(etag)))
         consumed = {codec.row_key(codec.MESSAGE, i) for i in commit.consumed_message_ids}
-        present = consumed if fast else {m["RowKey"] for m in part.messages}
+        # The inbox as last read: at the lease (a commit on the remembered sentinel; any
+        # message since changed the ETag, and the transaction is refused), or just now.
+        inbox = self._leased_inbox.pop(pk, frozenset())
+        present = consumed | inbox if fast else {m["RowKey"] for m in part.messages}
         for key in sorted(consumed & present):
             ops.append(("delete", {"PartitionKey": pk, "RowKey": key}))
         stored = await self._state(sentinel)
@@ -268,7 +271,9 @@ class EpisodeStore(DequeueStore):
         left = present - consumed
         self._rows.pop((pk, codec.SENTINEL), None)
         if results:
-            quiet = not left and not any(op[1]["RowKey"].startswith(codec.MESSAGE) for op in ops)
+            quiet = not left and not any(
+                op[0] == "upsert" and op[1]["RowKey"].startswith(codec.MESSAGE) for op in ops
+            )
             self._remember(pk, codec.SENTINEL, results[0]["etag"], updated, quiet)
             for op, result in zip(ops, results[1:], strict=True):
                 if op[0] == "upsert" and op[1]["RowKey"].startswith(codec.ACTIVITY):
@@ -284,9 +289,10 @@ class EpisodeStore(DequeueStore):
             await self._deliver_outbox(
                 instance_id, [op[1] for op in ops if op[1]["RowKey"].startswith(codec.OUTBOX)]
             )
-        if state.runtime_status is not stored.runtime_status:
+        ends = state.runtime_status.is_terminal or stored.runtime_status.is_terminal
+        if state.runtime_status is not stored.runtime_status and ends:
             # Queries re-read the sentinels of unfinished instances: the copy needs writing
-            # only when the status changes (so a finished instance's copy is its last row).
+            # only when the instance finishes (its last row) or goes on after finishing.
             await self._copy_instance(state)
         kinds = [ACTIVITY] if commit.activities else []
         self._changed([*kinds, ORCHESTRATION] if commit.messages else kinds, [instance_id])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +26,14 @@ from duratask.backends.azure._rows import (
 from duratask.backends.base import ScheduleRecord
 from duratask.errors import ScheduleAlreadyExistsError
 
+_REUSE_READ = 0.5  # seconds a read of the schedules serves the next question of when one is due
+
 
 class ScheduleStore(StoreCore):
     """Schedules."""
+
+    # The last read of the schedules in which none was due, and when (monotonic seconds).
+    _schedules_read: tuple[float, list[ScheduleRecord]] | None = None
 
     def _schedule_row(self, record: ScheduleRecord) -> Row:
         return {
@@ -110,13 +116,20 @@ class ScheduleStore(StoreCore):
     async def due_schedules(self, now: datetime, limit: int) -> list[ScheduleRecord]:
         """Up to ``limit`` schedules due at ``now``, soonest first."""
         now = as_utc(now)
-        due = [
-            r for r in await self._schedules() if r.next_due_at is not None and r.next_due_at <= now
-        ]
+        records = await self._schedules()
+        due = [r for r in records if r.next_due_at is not None and r.next_due_at <= now]
         due.sort(key=lambda r: (r.next_due_at, r.schedule_id))
+        if not due:  # what the next call of next_schedule_due_at may reuse
+            self._schedules_read = (time.monotonic(), records)
         return due[:limit]
 
     async def next_schedule_due_at(self) -> datetime | None:
-        """The earliest time a schedule is due."""
-        times = [r.next_due_at for r in await self._schedules() if r.next_due_at is not None]
+        """The earliest time a schedule is due (the schedules a look that found none due
+        read a moment ago, else read now: a poll for due schedules costs one request)."""
+        read, self._schedules_read = self._schedules_read, None
+        if read is not None and time.monotonic() - read[0] < _REUSE_READ:
+            records = read[1]
+        else:
+            records = await self._schedules()
+        times = [r.next_due_at for r in records if r.next_due_at is not None]
         return min(times, default=None)

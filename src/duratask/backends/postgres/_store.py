@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from duratask.backends._durability import Durability
 from duratask.backends._shared import (
     LeasedCreates,
@@ -259,7 +261,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             "keys": keys,
             "queues": queues,
         }
-        params = (json.dumps(document),)
+        params = (_json_text(document),)
         rows = await db.autocommit(
             lambda conn: _fetch_all(conn, db.q(q.LEASE_NEXT_INSTANCE), params)
         )
@@ -687,7 +689,7 @@ class _EpisodeWrite:
             "activity_id": finished.work_item_id if finished is not None else None,
             "activity_token": finished.lock_token if finished is not None else None,
         }
-        row = await commits.send(json.dumps(document, separators=(",", ":")))
+        row = await commits.send(_json_text(document))
         ids = dict(zip(row["leased_tokens"] or (), row["leased_ids"] or (), strict=True))
         return row["outcome"], ids
 
@@ -787,6 +789,16 @@ def _same(value: timedelta) -> timedelta:
 def _interval(value: timedelta | None) -> str | None:
     """A duration as PostgreSQL reads an interval from JSON text."""
     return None if value is None else f"{value.total_seconds()} seconds"
+
+
+def _json_text(document: Mapping[str, Any]) -> str:
+    """A document for a jsonb parameter as JSON text: by orjson, several times faster than
+    the standard library on an episode's commit (non-ASCII text goes as UTF-8, not escaped:
+    the server reads the same values); by the standard library for what orjson refuses."""
+    try:
+        return orjson.dumps(document).decode()
+    except TypeError:  # an integer past 64 bits, say: the server says what it makes of it
+        return json.dumps(document, separators=(",", ":"))
 
 
 def _json_ready(params: Mapping[str, Any]) -> dict[str, Any]:

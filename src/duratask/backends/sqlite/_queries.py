@@ -42,21 +42,41 @@ ON CONFLICT (instance_id) DO NOTHING"""
 # Writes the row from an episode's state and releases the lease. SQLite rewrites an index
 # whenever an UPDATE names one of its columns, changed or not, so the indexed columns are
 # written by a second statement only when their values differ (most episodes change none).
+# The statements of every episode commit take their parameters by position (binding a
+# named parameter costs a string lookup each): the *_KEYS name them, in order, from the
+# instance row's named parameters.
 UPDATE_INSTANCE = """
 UPDATE instances
-SET version = :version, last_updated_at = :last_updated_at,
-    completed_at = :completed_at, execution_id = :execution_id, input = :input,
-    output = :output, custom_status = :custom_status, failure_details = :failure_details,
-    scheduled_start_at = :scheduled_start_at, task_queue = :task_queue,
-    lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
-WHERE instance_id = :instance_id"""
+SET version = ?2, last_updated_at = ?3, completed_at = ?4, execution_id = ?5, input = ?6,
+    output = ?7, custom_status = ?8, failure_details = ?9, scheduled_start_at = ?10,
+    task_queue = ?11, lock_token = NULL, lock_owner = NULL, lock_expires_at = NULL
+WHERE instance_id = ?1"""
+UPDATE_INSTANCE_KEYS = (
+    "instance_id",
+    "version",
+    "last_updated_at",
+    "completed_at",
+    "execution_id",
+    "input",
+    "output",
+    "custom_status",
+    "failure_details",
+    "scheduled_start_at",
+    "task_queue",
+)
 UPDATE_INSTANCE_INDEXED = """
 UPDATE instances
-SET name = :name, runtime_status = :runtime_status, created_at = :created_at,
-    parent_instance_id = :parent_instance_id
-WHERE instance_id = :instance_id
-  AND (name IS NOT :name OR runtime_status IS NOT :runtime_status
-       OR created_at IS NOT :created_at OR parent_instance_id IS NOT :parent_instance_id)"""
+SET name = ?2, runtime_status = ?3, created_at = ?4, parent_instance_id = ?5
+WHERE instance_id = ?1
+  AND (name IS NOT ?2 OR runtime_status IS NOT ?3
+       OR created_at IS NOT ?4 OR parent_instance_id IS NOT ?5)"""
+UPDATE_INSTANCE_INDEXED_KEYS = (
+    "instance_id",
+    "name",
+    "runtime_status",
+    "created_at",
+    "parent_instance_id",
+)
 DELETE_INSTANCE = "DELETE FROM instances WHERE instance_id = ?"
 
 # -- orchestration leases ---------------------------------------------------------------------
@@ -84,15 +104,16 @@ WHERE instance_id = :instance_id"""
 SELECT_LOCK_TOKEN = "SELECT lock_token FROM instances WHERE instance_id = ?"
 # An unleased instance of this execution with no message waiting, with its history length
 # (an episode run on an activity's result straight away may be committed if that matches).
+# Bound by position: (instance_id, execution_id, now).
 INSTANCE_READY_FOR_EPISODE = """
 SELECT (SELECT COALESCE(MAX(sequence_number) + 1, 0) FROM history
-        WHERE instance_id = :instance_id) AS history_length
+        WHERE instance_id = ?1) AS history_length
 FROM instances
-WHERE instance_id = :instance_id AND execution_id = :execution_id
-  AND (lock_expires_at IS NULL OR lock_expires_at < :now)
+WHERE instance_id = ?1 AND execution_id = ?2
+  AND (lock_expires_at IS NULL OR lock_expires_at < ?3)
   AND NOT EXISTS (
     SELECT 1 FROM messages
-    WHERE instance_id = :instance_id AND (visible_at IS NULL OR due_at <= :now))"""
+    WHERE instance_id = ?1 AND (visible_at IS NULL OR due_at <= ?3))"""
 RENEW_INSTANCE_LEASE = """
 UPDATE instances SET lock_expires_at = :expires_at
 WHERE instance_id = :instance_id AND lock_token = :token"""
@@ -146,12 +167,14 @@ _ACTIVITY_VALUES = (
     ":attempt, :timeout, :heartbeat_timeout, :heartbeat_details, :task_queue"
 )
 INSERT_ACTIVITY = f"INSERT INTO activities ({_ACTIVITY_COLUMNS}) VALUES ({_ACTIVITY_VALUES})"
-# Bound like INSERT_ACTIVITY plus the lease; a leased row is visible once its lease expires.
+# The columns of INSERT_ACTIVITY plus the lease, bound by position: (instance_id,
+# execution_id, task_id, name, version, input, now, attempt, timeout, heartbeat_timeout,
+# heartbeat_details, task_queue, token, owner, expires_at); a leased row is visible once
+# its lease expires.
 INSERT_LEASED_ACTIVITY = f"""
 INSERT INTO activities
     ({_ACTIVITY_COLUMNS}, lock_token, lock_owner, lock_expires_at, dequeue_count)
-VALUES ({_ACTIVITY_VALUES.replace(":now, :now", ":now, :expires_at")},
-        :token, :owner, :expires_at, 1)"""
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?15, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)"""
 # A lease moves ``visible_at`` to its expiry, so the index skips leased rows; the lock test
 # keeps a lease live through its expiry instant, as everywhere. :names, a JSON array of
 # activity names or NULL for any, names the activities the worker can run; :queues, a JSON

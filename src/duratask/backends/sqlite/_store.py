@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -539,8 +540,8 @@ class _EpisodeWrite:
             )
         leased_ids = []
         for request, token in zip(commit.activities, self.tokens, strict=False):
-            lease = {"token": token, "owner": self.owner, "expires_at": self.expires_at}
-            cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, _activity_row(request, now) | lease)
+            row = _leased_activity_row(request, now, token, self.owner, self.expires_at)
+            cursor = conn.execute(q.INSERT_LEASED_ACTIVITY, row)
             leased_ids.append(int(cursor.lastrowid or 0))
         if len(commit.activities) > self.leased_count:
             conn.executemany(
@@ -551,8 +552,8 @@ class _EpisodeWrite:
             _enqueue(conn, message, now)
         enqueue_entity_messages(conn, commit.entity_messages, now)
         if commit.changes_instance:
-            conn.execute(q.UPDATE_INSTANCE, self.row)  # also releases the lease
-            conn.execute(q.UPDATE_INSTANCE_INDEXED, self.row)
+            conn.execute(q.UPDATE_INSTANCE, _UPDATE_INSTANCE_ROW(self.row))  # releases the lease
+            conn.execute(q.UPDATE_INSTANCE_INDEXED, _UPDATE_INSTANCE_INDEXED_ROW(self.row))
         else:
             conn.execute(q.RELEASE_INSTANCE_LEASE, self.release)
         return leased_ids
@@ -673,7 +674,7 @@ def _check_fence(conn: sqlite3.Connection, instance_id: str, fence: EpisodeFence
         if length != fence.history_length:
             raise LeaseLostError(f"history of instance {instance_id!r} changed under the work item")
         return length
-    ready = {"instance_id": instance_id, "execution_id": fence.execution_id, "now": now}
+    ready = (instance_id, fence.execution_id, now)
     found = conn.execute(q.INSTANCE_READY_FOR_EPISODE, ready).fetchone()
     if found is None or found["history_length"] != fence.history_length:
         raise InstanceBusyError(f"instance {instance_id!r} is busy or changed")
@@ -706,6 +707,34 @@ def _activity_row(request: ActivityRequest, now: int) -> dict[str, Any]:
         "heartbeat_details": request.heartbeat_details,
         "task_queue": request.task_queue,
     }
+
+
+def _leased_activity_row(
+    request: ActivityRequest, now: int, token: str, owner: str | None, expires_at: int
+) -> tuple[Any, ...]:
+    """The parameters of INSERT_LEASED_ACTIVITY, in its order."""
+    timeout, heartbeat_timeout = request.timeout, request.heartbeat_timeout
+    return (
+        request.instance_id,
+        request.execution_id,
+        request.task_id,
+        request.name,
+        request.version,
+        request.input,
+        now,
+        request.attempt,
+        None if timeout is None else _micros(timeout),
+        None if heartbeat_timeout is None else _micros(heartbeat_timeout),
+        request.heartbeat_details,
+        request.task_queue,
+        token,
+        owner,
+        expires_at,
+    )
+
+
+_UPDATE_INSTANCE_ROW = operator.itemgetter(*q.UPDATE_INSTANCE_KEYS)
+_UPDATE_INSTANCE_INDEXED_ROW = operator.itemgetter(*q.UPDATE_INSTANCE_INDEXED_KEYS)
 
 
 def _duration(micros: int) -> timedelta:
