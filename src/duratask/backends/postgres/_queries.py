@@ -104,21 +104,6 @@ FROM {schema}.create_instance(%s::jsonb || jsonb_build_object('retry', %s::boole
 CREATE_INSTANCES = """
 SELECT outcome, existing_status, leased_message_id
 FROM {schema}.create_instances(%s::jsonb, %s::boolean)"""
-# The same, committed without waiting for the WAL flush (synchronous_commit off for this
-# transaction alone; the function's argument depends on the setting, so it is set first):
-# an eager start's create, which its first episode's durable commit covers.
-CREATE_INSTANCE_RELAXED = """
-SELECT c.outcome, c.existing_status, c.leased_message_id
-FROM (SELECT set_config('synchronous_commit', 'off', true) AS relaxed) AS s,
-LATERAL {schema}.create_instance(
-    %s::jsonb || jsonb_build_object('retry', %s::boolean, 'relaxed', s.relaxed)) AS c"""
-CREATE_INSTANCES_RELAXED = """
-SELECT c.outcome, c.existing_status, c.leased_message_id
-FROM (SELECT set_config('synchronous_commit', 'off', true) AS relaxed) AS s,
-LATERAL {schema}.create_instances(%s::jsonb, %s::boolean OR s.relaxed IS NULL) AS c"""
-# A transaction with a commit record of its own, committed durably: the WAL is flushed up
-# to it, and so past every commit made before it (a barrier for the relaxed creates).
-FLUSH_WAL = "SELECT txid_current()"
 
 # -- history -----------------------------------------------------------------------------------
 SELECT_HISTORY = """

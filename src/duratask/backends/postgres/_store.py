@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from duratask.backends._durability import Durability
 from duratask.backends._shared import (
     LeasedCreates,
     StartLease,
@@ -157,15 +156,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             lambda document, resent: _call_function(db, q.CREATE_INSTANCE, document, resent=resent),
             lambda documents: _call_function_many(db, q.CREATE_INSTANCES, documents, resent=False),
         )
-        self._relaxed_creates = GroupCommit(
-            lambda document, resent: _call_function(
-                db, q.CREATE_INSTANCE_RELAXED, document, resent=resent
-            ),
-            lambda documents: _call_function_many(
-                db, q.CREATE_INSTANCES_RELAXED, documents, resent=False
-            ),
-        )
-        self._durability = Durability()
         # The store objects of this hub in this process (a worker's, a client's) hear of an
         # instance's change from the commit that made it, before the NOTIFY comes round.
         self._hub = hub_wakeups(repr(self._db.hub_key))
@@ -293,10 +283,8 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         instance_id = commit.state.instance_id
         write = _EpisodeWrite(self._db, commit, self._now(), fence.history_length)
         finished = commit.finished_activity
-        relaxed_before = self._durability.relaxed
         outcome, ids = await write.send(self._commits, fence, finished)
-        if outcome == "committed":  # it wrote, so its synchronous commit flushed the WAL
-            self._durability.covered(relaxed_before)
+        if outcome == "committed":
             self._hub.instances_changed([instance_id])
             return write.leased_items(ids)
         if outcome == "lease_lost":
@@ -498,11 +486,7 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
             document["notify_unleased"] = ORCHESTRATION  # workers need not look: it is leased
         elif _visible_by(outbound, now):
             notify.append(ORCHESTRATION)
-        relaxed = not durable and "lease" in document
-        creates = self._relaxed_creates if relaxed else self._creates
-        found = await creates.send(json.dumps(document))
-        if relaxed:
-            self._durability.relaxed += 1
+        found = await self._creates.send(json.dumps(document))
         if found["outcome"] != "created":
             status = found["existing_status"]
             shown = OrchestrationStatus(status) if status is not None else "unknown"
@@ -511,15 +495,6 @@ class PostgresOrchestrationService(PostgresEntities, SqlLeases, SqlInstanceQueri
         if message_id is None:
             return None
         return started_work_item(message, message_id, document["lease"]["token"], expires_at)
-
-    async def wait_durable(self, timeout: float) -> None:
-        """Every write of this store object is durable when it returns (see the seam)."""
-        target = self._durability.relaxed
-        if await self._durability.wait(target, timeout):
-            return
-        db = self._db
-        await db.autocommit(lambda conn: _fetch_one(conn, db.q(q.FLUSH_WAL), ()))
-        self._durability.covered(target)
 
     async def send_message(self, message: OrchestrationMessage) -> bool:
         """Enqueue a message; False if its instance does not exist."""
