@@ -3,6 +3,8 @@ history rows out of place (so a chaos run that passes on Azure Storage passed th
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import duratask as dt
@@ -47,3 +49,38 @@ async def test_work_leases_and_stray_history_rows_are_found(tmp_path: Path) -> N
             "a/b: history row 0ld-3 of no current history",
             "a/b: sentinel length 0, rows differ",
         ]
+
+
+async def wait_for_go(ctx: dt.OrchestrationContext, _: object) -> str:
+    return str(await ctx.wait_for_external_event("go"))
+
+
+async def test_the_instances_copy_follows_every_status_change(tmp_path: Path) -> None:
+    with make_target("azure", tmp_path) as target:
+        assert isinstance(target, AzureHub)
+
+        def copied() -> str:
+            return str(target.rows("Instances")[0]["Status"])
+
+        worker = dt.TaskHubWorker(target.url)
+        worker.add_orchestration(wait_for_go)
+        with worker:
+            async with dt.AsyncTaskHubClient(target.client_url) as client:
+                iid = await client.schedule_new_orchestration(wait_for_go)
+                await client.wait_for_orchestration_start(iid, timeout=30)
+                await _until(lambda: copied() == "RUNNING")
+                await client.suspend_orchestration(iid)
+                await _until(lambda: copied() == "SUSPENDED")
+                await client.resume_orchestration(iid)
+                await _until(lambda: copied() == "RUNNING")
+                await client.raise_orchestration_event(iid, "go", "now")
+                await client.wait_for_orchestration_completion(iid, timeout=30)
+                await _until(lambda: copied() == "COMPLETED")
+        assert target.figures() == {"stale_instance_copies": 0, "missing_instance_copies": 0}
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the copy never changed"
+        await asyncio.sleep(0.05)

@@ -289,10 +289,10 @@ class EpisodeStore(DequeueStore):
             await self._deliver_outbox(
                 instance_id, [op[1] for op in ops if op[1]["RowKey"].startswith(codec.OUTBOX)]
             )
-        ends = state.runtime_status.is_terminal or stored.runtime_status.is_terminal
-        if state.runtime_status is not stored.runtime_status and ends:
-            # Queries re-read the sentinels of unfinished instances: the copy needs writing
-            # only when the instance finishes (its last row) or goes on after finishing.
+        if state.runtime_status is not stored.runtime_status:
+            # Queries re-read the sentinels of unfinished instances, but other readers of
+            # the layout see the copy: it is rewritten whenever the status changes
+            # (started, suspended, resumed, finished), not at every episode.
             await self._copy_instance(state)
         kinds = [ACTIVITY] if commit.activities else []
         self._changed([*kinds, ORCHESTRATION] if commit.messages else kinds, [instance_id])
