@@ -143,6 +143,22 @@ class Hub:
     client: AsyncTaskHubGrpcClient
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Return once ``proc`` (a ``duratask serve``) listens on ``port``; kill it and raise
+    if it exits or does not listen within 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"duratask serve exited with code {proc.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("duratask serve did not listen within 30 s")
+        time.sleep(0.05)
+
+
 def start_serve(url: str, port: int) -> subprocess.Popen[bytes]:
     """``duratask serve`` on ``url``, once it listens."""
     proc = subprocess.Popen(
@@ -150,17 +166,8 @@ def start_serve(url: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"duratask serve exited with code {proc.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("duratask serve did not listen within 30 s")
-        time.sleep(0.05)
+    wait_listening(port, proc)
+    return proc
 
 
 class _Serve:

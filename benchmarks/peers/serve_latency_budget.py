@@ -23,7 +23,6 @@ import asyncio
 import atexit
 import functools
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -143,26 +142,6 @@ class _Received:
         return getattr(self._stream, name)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"duratask serve exited with code {proc.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError("duratask serve did not listen within 30 s")
-        time.sleep(0.05)
-
-
 def _timeline(stamps: Stamps, starts: list[float]) -> list[tuple[float, str, int]]:
     """Per stamp (numbered within its orchestration): the median ms from the start, and in
     how many orchestrations it appeared."""
@@ -191,7 +170,7 @@ def run(backend: str, orchestrations: int) -> None:
     from benchmarks.peers import durabletask_sdk_workloads as sdk
 
     _worker_stamped()
-    port = _free_port()
+    port = sdk.free_port()
     folder = Path(tempfile.mkdtemp(prefix="duratask-serve-budget-"))
     server_stamps = folder / "server.json"
     proc: subprocess.Popen[bytes] | None = None
@@ -201,7 +180,7 @@ def run(backend: str, orchestrations: int) -> None:
         argv += [str(server_stamps), "serve", "--store", f"sqlite:///{folder / 'hub.db'}"]
         argv += ["--port", str(port)]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _listening(port, proc)
+        sdk.wait_listening(port, proc)
     else:
         memory = create_test_backend(port=port)
     address = f"localhost:{port}"
