@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -143,6 +144,21 @@ def _received(server: ServerThread, token: str) -> None:
     wait_until(lambda: token not in _streams(server)._leased, what="the completion")
 
 
+@contextlib.contextmanager
+def _gated_serving() -> Iterator[tuple[GatedStore, ServerThread, dt.TaskHubClient, RawWorker, Any]]:
+    """A server on a gated store, with a raw worker connected and an SDK client."""
+    store = GatedStore()
+    with serving(store) as server, dt.TaskHubClient(store) as client:
+        worker = RawWorker(server.address)
+        _connected(server, worker)
+        sdk = sdk_client_on(server.address)
+        try:
+            yield store, server, client, worker, sdk
+        finally:
+            sdk.close()
+            worker.close()
+
+
 def test_an_activity_sent_ahead_of_a_failing_commit_is_refused_and_the_episode_runs_again(
     pool: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
@@ -193,11 +209,7 @@ def test_an_activity_sent_ahead_of_a_failing_commit_is_refused_and_the_episode_r
 def test_a_first_episode_sent_ahead_of_a_failing_create_is_refused(
     pool: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
-    store = GatedStore()
-    with serving(store) as server, dt.TaskHubClient(store) as client:
-        worker = RawWorker(server.address)
-        _connected(server, worker)
-        sdk = sdk_client_on(server.address)
+    with _gated_serving() as (store, server, client, worker, sdk):
         gate = store.create_gate = Gate(fail=True)
         starting = pool.submit(sdk.schedule_new_orchestration, "raw", instance_id="ahead-1")
         episode = worker.next_item()  # sent while the create is held
@@ -213,18 +225,12 @@ def test_a_first_episode_sent_ahead_of_a_failing_create_is_refused(
         iid = sdk.schedule_new_orchestration("raw", instance_id="ahead-2")
         worker.complete(worker.next_item(), '"ok"')
         assert client.wait_for_orchestration_completion(iid, timeout=10).output == "ok"
-        sdk.close()
-        worker.close()
 
 
 def test_a_waiting_client_is_answered_only_once_the_completion_is_stored(
     pool: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
-    store = GatedStore()
-    with serving(store) as server, dt.TaskHubClient(store) as client:
-        worker = RawWorker(server.address)
-        _connected(server, worker)
-        sdk = sdk_client_on(server.address)
+    with _gated_serving() as (store, _server, client, worker, sdk):
         iid = sdk.schedule_new_orchestration("raw")
         episode = worker.next_item()
         waiting = pool.submit(sdk.wait_for_orchestration_completion, iid, timeout=30)
@@ -241,8 +247,6 @@ def test_a_waiting_client_is_answered_only_once_the_completion_is_stored(
         assert state is not None and state.serialized_output == '"stored"'
         stored = client.get_orchestration_state(iid)
         assert stored is not None and stored.runtime_status is dt.OrchestrationStatus.COMPLETED
-        sdk.close()
-        worker.close()
 
 
 def test_the_answer_to_a_waiting_client_is_the_stored_row(
