@@ -480,11 +480,13 @@ class WorkItemStreams:
             item = None
         if ahead is not None:
             token, episode = ahead
-            if item is not None and prepare(EpisodeInput.of(item), episode.now) == episode.plan:
-                episode.item, episode.source = item, EpisodeInput.of(item)
-                assert episode.ahead is not None
-                episode.ahead.land(item)
-                return True
+            if item is not None:
+                source = EpisodeInput.of(item)
+                if prepare(source, episode.now) == episode.plan:
+                    episode.item, episode.source = item, source
+                    assert episode.ahead is not None
+                    episode.ahead.land(item)
+                    return True
             # Nothing leased (the instance replaced another, or waits for a fetch), or not
             # the episode that was sent: that one is refused, the item runs as usual.
             self._refuse_ahead(token, episode)
@@ -868,28 +870,21 @@ class WorkItemStreams:
             ahead = [self._send_activity_ahead(stream, a) for a in planned.activities[:eager]]
         try:
             leased_now = await self._store.commit_episode(leased.fence(), commit)
-        except (InstanceBusyError, LeaseLostError):
+        except BaseException as exc:
             self._known.forget(leased.source.instance_id)
             for token, activity in ahead:
                 self._refuse_ahead(token, activity)
-            if leased.item is not None:
-                raise  # the lease was taken over: the completion is refused
-            # The instance moved on meanwhile: the result goes the usual way.
-            await self._store_result(leased)
-            return
-        except Exception:
-            self._known.forget(leased.source.instance_id)
-            for token, activity in ahead:
-                self._refuse_ahead(token, activity)
-            # As duratask's workers do with an episode that failed: it goes back, to run
-            # again after a pause (given up after max_deliveries if it keeps failing).
-            with contextlib.suppress(Exception):
-                await self._give_back(leased, self._clock() + _ABANDON_BACKOFF)
-            raise
-        except BaseException:
-            self._known.forget(leased.source.instance_id)
-            for token, activity in ahead:
-                self._refuse_ahead(token, activity)
+            if isinstance(exc, InstanceBusyError | LeaseLostError):
+                if leased.item is not None:
+                    raise  # the lease was taken over: the completion is refused
+                # The instance moved on meanwhile: the result goes the usual way.
+                await self._store_result(leased)
+                return
+            if isinstance(exc, Exception):
+                # As duratask's workers do with an episode that failed: it goes back, to
+                # run again after a pause (given up after max_deliveries if it keeps failing).
+                with contextlib.suppress(Exception):
+                    await self._give_back(leased, self._clock() + _ABANDON_BACKOFF)
             raise
         source = leased.source
         self._known.committed(source.state, source.history, source.history_length, commit)
