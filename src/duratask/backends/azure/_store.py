@@ -9,8 +9,8 @@ Layout (``{hub}`` is the task hub's name):
   other instances or to entities, not delivered yet) and delivery markers ``d-ID``
   (messages received);
 - ``{hub}Instances`` table: a copy of each sentinel's instance row for queries, written
-  when the instance is created and when it finishes (queries re-read the sentinel of an
-  unfinished instance, so what they report is exact);
+  when the instance is created and whenever its status changes (queries re-read the
+  sentinel of an unfinished instance, so what they report is exact);
 - ``{hub}Workers`` and ``{hub}Schedules`` tables: worker presence and schedules;
 - ``{hub}Entities`` table: durable entities, one partition each (see ``_entities``);
 - ``{hub}-control-NN`` queues (instances spread by a stable hash of their id) and the
@@ -43,9 +43,9 @@ Committing an episode, in order:
    which is delivered when the partition is next leased or swept.
 3. The delivered outbox rows are deleted. A crash before that only means a redelivery,
    refused by the marker.
-4. The ``{hub}Instances`` copy is written if the instance finished (or went on after
-   finishing: queries trust only a finished copy and re-read the sentinels of the others),
-   and hints are queued. A crash here leaves a stale copy (re-read, as above) or a missing
+4. The ``{hub}Instances`` copy is written if the instance's status changed (queries
+   trust only a finished copy and re-read the sentinels of the others), and hints are
+   queued. A crash here leaves a stale copy (re-read, as above) or a missing
    hint (found by the sweep).
 
 Completing an activity is one transaction on its instance's partition: the activity row
