@@ -3,11 +3,11 @@ history rows out of place (so a chaos run that passes on Azure Storage passed th
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import duratask as dt
+from tests.conformance.e2e_hub import wait_until
 
 from .azure_hub import AzureHub
 from .hubs import make_target
@@ -59,8 +59,11 @@ async def test_the_instances_copy_follows_every_status_change(tmp_path: Path) ->
     with make_target("azure", tmp_path) as target:
         assert isinstance(target, AzureHub)
 
-        def copied() -> str:
-            return str(target.rows("Instances")[0]["Status"])
+        def copied_as(status: str) -> Callable[[], Awaitable[bool]]:
+            async def holds() -> bool:
+                return bool(target.rows("Instances")[0]["Status"] == status)
+
+            return holds
 
         worker = dt.TaskHubWorker(target.url)
         worker.add_orchestration(wait_for_go)
@@ -68,19 +71,12 @@ async def test_the_instances_copy_follows_every_status_change(tmp_path: Path) ->
             async with dt.AsyncTaskHubClient(target.client_url) as client:
                 iid = await client.schedule_new_orchestration(wait_for_go)
                 await client.wait_for_orchestration_start(iid, timeout=30)
-                await _until(lambda: copied() == "RUNNING")
+                await wait_until(copied_as("RUNNING"), 30, "the copy to say RUNNING")
                 await client.suspend_orchestration(iid)
-                await _until(lambda: copied() == "SUSPENDED")
+                await wait_until(copied_as("SUSPENDED"), 30, "the copy to say SUSPENDED")
                 await client.resume_orchestration(iid)
-                await _until(lambda: copied() == "RUNNING")
+                await wait_until(copied_as("RUNNING"), 30, "the copy to say RUNNING")
                 await client.raise_orchestration_event(iid, "go", "now")
                 await client.wait_for_orchestration_completion(iid, timeout=30)
-                await _until(lambda: copied() == "COMPLETED")
+                await wait_until(copied_as("COMPLETED"), 30, "the copy to say COMPLETED")
         assert target.figures() == {"stale_instance_copies": 0, "missing_instance_copies": 0}
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the copy never changed"
-        await asyncio.sleep(0.05)
