@@ -37,11 +37,13 @@ class SilentProxy:
     """A TCP proxy in front of one Azurite port that can stop answering: while ``silent``,
     what either side sends is swallowed, and a connection that lost data stays silent until
     the client closes it (its HTTP exchange is broken; the server closing its end is not
-    passed on); new connections are served again once ``silent`` is off."""
+    passed on); new connections are served again once ``silent`` is off. ``given_up``:
+    how many such silent connections their client has closed (a request it gave up)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.silent = False
+        self.given_up = 0
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -56,7 +58,9 @@ class SilentProxy:
         self._writers += [client_w, up_w]
         broken = [False]
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def pump(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, from_client: bool
+        ) -> None:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 while data := await reader.read(65536):
                     if self.silent or broken[0]:
@@ -64,12 +68,14 @@ class SilentProxy:
                         continue
                     writer.write(data)
                     await writer.drain()
+                if broken[0] and from_client:  # the client closed a connection left silent
+                    self.given_up += 1
             if not broken[0]:  # else the other side waits on, as on a server that hangs
                 writer.close()
 
         tasks = [
-            asyncio.create_task(pump(client_r, up_w)),
-            asyncio.create_task(pump(up_r, client_w)),
+            asyncio.create_task(pump(client_r, up_w, True)),
+            asyncio.create_task(pump(up_r, client_w, False)),
         ]
         self._tasks.update(tasks)
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -145,7 +151,10 @@ async def test_a_request_that_gets_no_answer_is_given_up_and_the_worker_goes_on(
             assert time.monotonic() < deadline, "the worker made no requests"
             await asyncio.sleep(0.05)
         iid = await client.schedule_new_orchestration(say, input="bob")
-        await asyncio.sleep(1.5)  # longer than the read timeout: these requests are given up
+        deadline = time.monotonic() + 10
+        while not any(proxy.given_up for proxy in proxies):  # past the read timeout
+            assert time.monotonic() < deadline, "no request without an answer was given up"
+            await asyncio.sleep(0.05)
         for proxy in proxies:
             proxy.silent = False
 
